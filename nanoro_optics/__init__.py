@@ -1,0 +1,93 @@
+"""nanoro_optics: microscope optics, Z-scan planning, safe acquisition and focus stacking.
+
+Importing the package is cheap: sub-modules (and numba) are imported only when one of their
+names is first used. Lengths are in micrometres throughout, and every name that carries a
+unit says so (``wavelength_um``, ``tilt_mrad``, ``exposure_ms``).
+
+Sub-modules
+-----------
+optics      closed-form formulas: depth of field, resolution, Gaussian beam / light sheet
+psf         index-mismatch vectorial PSF, apparent focal position, axial scaling factors
+beamtilt    electron-microscope beam-tilt autofocus
+zscan       Z-scan plans (distance = spacing x count), limits, positions, useq interchange
+fusion      Laplacian-pyramid focus fusion, streaming, alignment, depth map
+io          reading and writing stacks and images
+hardware    Z stage and camera protocols, mock stage, simulated camera
+acquire     running a Z-scan plan safely on a stage and camera
+testing     hypothesis strategies and contract suites (needs hypothesis)
+distributed fusing many stacks on dask.distributed (needs the ``dask`` extra)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "acquire",
+    "beamtilt",
+    "distributed",
+    "fusion",
+    "hardware",
+    "io",
+    "optics",
+    "psf",
+    "testing",
+    "zscan",
+)
+
+# public name -> sub-module that defines it
+_EXPORTS: dict[str, str] = {
+    # optics
+    "Objective": "optics",
+    "OBJECTIVES": "optics",
+    "depth_of_field": "optics",
+    "axial_resolution": "optics",
+    "lateral_resolution": "optics",
+    "effective_na": "optics",
+    "rayleigh_range": "optics",
+    "beam_waist": "optics",
+    "confocal_parameter": "optics",
+    # zscan
+    "ZScanPlan": "zscan",
+    "ZScanLimits": "zscan",
+    "plan_for_sample": "zscan",
+    # fusion
+    "fuse_stack": "fusion",
+    "StackFuser": "fusion",
+    "FusionResult": "fusion",
+    "align_stack": "fusion",
+    # io
+    "read_stack": "io",
+    "write_image": "io",
+    # acquisition
+    "run_zscan": "acquire",
+    "ZStack": "acquire",
+    "MockZStage": "hardware",
+    "SimulatedCamera": "hardware",
+    # psf
+    "apparent_focal_position": "psf",
+    "axial_scaling_factor": "psf",
+    "vectorial_psf": "psf",
+    # beamtilt
+    "measure_shift": "beamtilt",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS), *_SUBMODULES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

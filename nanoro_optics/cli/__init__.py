@@ -1,0 +1,69 @@
+"""The ``nanoro-optics`` command.
+
+Each sub-command lives in its own module of this package and defines ``COMMAND`` (its name),
+``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Sub-command modules
+import their heavy dependencies inside ``run`` so that ``nanoro-optics --help`` stays fast.
+Nothing in the library imports this package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+__all__ = ["build_parser", "main"]
+
+
+def _command_modules() -> list[ModuleType]:
+    modules = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "COMMAND"):
+            modules.append(module)
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with one sub-parser per command module."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="nanoro-optics",
+        description="Microscope optics, Z-scan plans, simulated acquisition and focus stacking.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in _command_modules():
+        p = sub.add_parser(module.COMMAND, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit status.
+
+    Errors from bad arguments (``ValueError``/``TypeError`` raised by the library) are printed
+    as one line on stderr with exit status 2, never as a traceback.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args))
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"nanoro-optics {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nanoro-optics {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
