@@ -32,5 +32,4 @@ def njit(*, parallel: bool = False, **overrides: Any) -> Callable[[F], F]:
     import numba
 
     options = {**NJIT_OPTIONS, "parallel": parallel, **overrides}
-    return numba.njit(**options)  # type: ignore[no-any-return]
-
+    return numba.njit(**options)  # type: ignore[no-any-return,unused-ignore]
