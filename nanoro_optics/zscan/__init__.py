@@ -1,0 +1,44 @@
+"""Z-scan plans for focus stacking: distance = spacing x count, limits, positions, useq.
+
+Seed 000 (the Nanoro focus-stacking procedure) describes a dialog with three numbers, of
+which only two are independent: the distance the stage travels, the spacing between images
+and the count of steps (images = count + 1). :class:`ZScanPlan` holds the three as a frozen
+value with the dialog's Compute buttons; :class:`ZScanLimits` holds the objective-dependent
+defaults and limits; :func:`plan_for_sample` follows the seed's procedure from the top and
+bottom of a sample. Scans run top to bottom and never go below the start.
+
+Also here: SerialEM-style focus-range sampling (:func:`focus_levels`,
+:func:`extended_focus_levels`) and interchange with useq-schema Z plans
+(:func:`to_useq`, :func:`from_useq`; needs the ``useq`` extra).
+
+References
+----------
+.. [1] I. Urwin, "Nanoro Microscope Focus Stacking", method of procedure, rev. 1 (2021).
+.. [2] SerialEM help, Calibration menu, "Set Focus Range" and "Extended Autofocus",
+   https://bio3d.colorado.edu/SerialEM/hlp/html/menu_calibration.htm
+.. [3] useq-schema, https://pymmcore-plus.github.io/useq-schema/
+"""
+
+from __future__ import annotations
+
+from ._levels import ExtendedFocusLevels, extended_focus_levels, focus_levels
+from ._limits import ZScanLimits, plan_for_sample
+from ._plan import MAX_COUNT, ROUNDING, SYNC_RTOL, PlanProblemsError, Rounding, ZScanPlan
+from ._useq import EVEN_RTOL, from_useq, to_useq
+
+__all__ = [
+    "EVEN_RTOL",
+    "MAX_COUNT",
+    "ROUNDING",
+    "SYNC_RTOL",
+    "ExtendedFocusLevels",
+    "PlanProblemsError",
+    "Rounding",
+    "ZScanLimits",
+    "ZScanPlan",
+    "extended_focus_levels",
+    "focus_levels",
+    "from_useq",
+    "plan_for_sample",
+    "to_useq",
+]
