@@ -1,0 +1,326 @@
+"""Vectorial diffraction integrals I0, I1, I2 for focusing through a planar interface.
+
+The objective is designed for a medium of index ``n1 = n_immersion`` and focuses into a
+sample of index ``n2 = n_sample`` whose planar surface (the interface) is normal to the
+optical axis. ``nfp_um`` is the nominal focal position: the depth below the interface at
+which the focus would lie if the sample had index ``n1``. ``z_um`` is measured from the
+nominal focus along the optical axis, positive deeper into the sample, so the actual depth
+below the interface is ``nfp_um + z_um``. ``r_um`` is the distance from the optical axis.
+
+With ``k = 2 pi / lambda0``, ``NA = n1 sin(alpha)`` and ``n1 sin t1 = n2 sin t2`` [1]_ [2]_::
+
+    tau_s = 2 n1 cos t1 / (n1 cos t1 + n2 cos t2)       (Fresnel, s)
+    tau_p = 2 n1 cos t1 / (n2 cos t1 + n1 cos t2)       (Fresnel, p)
+    Psi   = k (-NFP (n1 cos t1 - n2 cos t2) + n2 z cos t2)
+    I0 = int_0^alpha sqrt(cos t1) sin t1 (tau_s + tau_p cos t2) J0(k n1 r sin t1) e^{i Psi} dt1
+    I1 = int_0^alpha sqrt(cos t1) sin t1 (tau_p sin t2)         J1(k n1 r sin t1) e^{i Psi} dt1
+    I2 = int_0^alpha sqrt(cos t1) sin t1 (tau_s - tau_p cos t2) J2(k n1 r sin t1) e^{i Psi} dt1
+
+``sqrt(cos t1)`` is the sine-condition (aplanatic) apodisation. When ``NA > n2`` the rays
+beyond the critical angle ``asin(n2 / n1)`` give an imaginary ``cos t2 = i sqrt(sin^2 t2 - 1)``
+(root with positive imaginary part): their field decays away from the interface
+(evanescent waves), and the Fresnel coefficients become complex. The quadrature interval is
+split at the critical angle so that both pieces have a smooth integrand inside.
+
+The integrals are evaluated by Gauss-Legendre quadrature over ``t1``; the number of nodes is
+chosen from the number of oscillations of the integrand (the phase span of ``Psi`` plus the
+Bessel argument) unless given. With ``n1 = n2`` they reduce to the Richards-Wolf integrals.
+
+References
+----------
+.. [1] P. Torok, P. Varga, Z. Laczik and G. R. Booker, "Electromagnetic diffraction of light
+   focused through a planar interface between materials of mismatched refractive indices:
+   an integral representation", J. Opt. Soc. Am. A 12, 325-332 (1995),
+   doi:10.1364/JOSAA.12.000325
+.. [2] A. Egner and S. W. Hell, "Aberrations in confocal and multi-photon fluorescence
+   microscopy induced by refractive index mismatch", in *Handbook of Biological Confocal
+   Microscopy*, 3rd ed., Springer (2006), ch. 20, doi:10.1007/978-0-387-45524-2_20
+.. [3] B. Richards and E. Wolf, "Electromagnetic diffraction in optical systems II",
+   Proc. R. Soc. Lond. A 253, 358-379 (1959), doi:10.1098/rspa.1959.0200
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .._validation import as_float_array, check_int, check_positive
+
+__all__ = ["Optics", "check_optics", "vectorial_integrals"]
+
+#: Fewest Gauss-Legendre nodes per piece of the aperture.
+_MIN_NODES = 48
+#: Nodes per radian of integrand phase span (Gauss-Legendre needs a little over 1/pi per
+#: radian for an oscillating integrand; 0.6 gives ~1e-10 relative, measured in the tests).
+_NODES_PER_RADIAN = 0.6
+_MAX_NODES = 20000
+
+
+@dataclass(frozen=True)
+class Optics:
+    """Validated optical parameters shared by the PSF functions (lengths in um)."""
+
+    na: float
+    n_immersion: float
+    n_sample: float
+    wavelength_um: float
+
+    @property
+    def k(self) -> float:
+        """Vacuum wavenumber ``2 pi / lambda0`` (rad/um)."""
+        return 2.0 * math.pi / self.wavelength_um
+
+    @property
+    def alpha(self) -> float:
+        """Aperture half-angle in the immersion medium (rad)."""
+        return math.asin(self.na / self.n_immersion)
+
+    @property
+    def critical_angle(self) -> float | None:
+        """Immersion-side angle beyond which the sample field is evanescent, or None."""
+        if self.n_sample >= self.n_immersion:
+            return None
+        tc = math.asin(self.n_sample / self.n_immersion)
+        return tc if tc < self.alpha else None
+
+
+def check_optics(
+    na: Any, n_immersion: Any, n_sample: Any, wavelength_um: Any, name: str = "wavelength_um"
+) -> Optics:
+    """Validate scalar optics arguments; ``na`` must be below ``n_immersion``."""
+    n1 = check_positive(n_immersion, "n_immersion")
+    n2 = check_positive(n_sample, "n_sample")
+    a = check_positive(na, "na")
+    lam = check_positive(wavelength_um, name)
+    if a >= n1:
+        raise ValueError(
+            f"na must be smaller than n_immersion (NA = n_immersion sin(alpha) < n_immersion); "
+            f"got na={a!r} >= n_immersion={n1!r}"
+        )
+    return Optics(a, n1, n2, lam)
+
+
+@lru_cache(maxsize=64)
+def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    x, w = np.polynomial.legendre.leggauss(n)
+    x.flags.writeable = False
+    w.flags.writeable = False
+    return x, w
+
+
+@dataclass(frozen=True)
+class Pupil:
+    """Quadrature nodes over ``t1`` with the angular factors of the three integrands."""
+
+    sin_t1: np.ndarray  # (n,)
+    cos_t1: np.ndarray
+    cos_t2: np.ndarray  # complex
+    g0: np.ndarray  # weight * sqrt(cos t1) sin t1 (tau_s + tau_p cos t2), complex
+    g1: np.ndarray  # weight * sqrt(cos t1) sin t1 tau_p sin t2
+    g2: np.ndarray  # weight * sqrt(cos t1) sin t1 (tau_s - tau_p cos t2)
+    # n1 cos t1 - n2 cos t2 (complex): the depth phase per um of NFP, divided by k
+    dn_cos: np.ndarray
+
+
+def _angles(opt: Optics, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights over [0, alpha], split at the critical angle.
+
+    Near the critical angle ``cos t2`` behaves like the square root of the distance to it,
+    which Gauss-Legendre integrates poorly; the substitutions ``t = tc (1 - u^2)`` below and
+    ``t = tc + (alpha - tc) u^2`` above make the integrand smooth in ``u``.
+    """
+    tc = opt.critical_angle
+    if tc is None:
+        n = max(_MIN_NODES, n_nodes)
+        x, w = _gauss_legendre(n)
+        half = 0.5 * opt.alpha
+        return half * (x + 1.0), half * w
+    nodes, weights = [], []
+    for lo, hi in ((0.0, tc), (tc, opt.alpha)):
+        n = max(_MIN_NODES, math.ceil(n_nodes * (hi - lo) / opt.alpha))
+        x, w = _gauss_legendre(n)
+        u = 0.5 * (x + 1.0)
+        wu = 0.5 * w
+        if lo == 0.0:  # t = tc (1 - u^2), dt = -2 tc u du
+            nodes.append(tc * (1.0 - u * u))
+            weights.append(2.0 * tc * u * wu)
+        else:  # t = tc + (alpha - tc) u^2
+            nodes.append(tc + (hi - lo) * u * u)
+            weights.append(2.0 * (hi - lo) * u * wu)
+    return np.concatenate(nodes), np.concatenate(weights)
+
+
+def pupil(opt: Optics, n_nodes: int) -> Pupil:
+    """Angular factors of the integrands at the quadrature nodes."""
+    t1, w = _angles(opt, n_nodes)
+    n1, n2 = opt.n_immersion, opt.n_sample
+    s1, c1 = np.sin(t1), np.cos(t1)
+    s2 = n1 * s1 / n2
+    # principal root: imaginary part >= 0 beyond the critical angle -> decaying field
+    c2 = np.sqrt((1.0 - s2**2).astype(np.complex128))
+    tau_s = 2.0 * n1 * c1 / (n1 * c1 + n2 * c2)
+    tau_p = 2.0 * n1 * c1 / (n2 * c1 + n1 * c2)
+    common = w * np.sqrt(c1) * s1
+    return Pupil(
+        sin_t1=s1,
+        cos_t1=c1,
+        cos_t2=c2,
+        g0=common * (tau_s + tau_p * c2),
+        g1=common * (tau_p * s2),
+        g2=common * (tau_s - tau_p * c2),
+        dn_cos=n1 * c1 - n2 * c2,
+    )
+
+
+def auto_nodes(
+    opt: Optics, nfp_um: float, z_lo_um: float, z_hi_um: float, r_max_um: float = 0.0
+) -> int:
+    """Choose the number of Gauss-Legendre nodes from the integrand's phase span."""
+    t1 = np.linspace(0.0, opt.alpha, 513)
+    n1, n2 = opt.n_immersion, opt.n_sample
+    c2 = np.sqrt((1.0 - (n1 * np.sin(t1) / n2) ** 2).astype(np.complex128)).real
+    dn = n1 * np.cos(t1) - n2 * c2
+    span = 0.0
+    for z in (z_lo_um, z_hi_um):
+        phase = opt.k * (-nfp_um * dn + n2 * z * c2)
+        span = max(span, float(phase.max() - phase.min()))
+    span += opt.k * n1 * math.sin(opt.alpha) * r_max_um
+    return int(min(_MAX_NODES, _MIN_NODES + math.ceil(_NODES_PER_RADIAN * span)))
+
+
+def bessel_012(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """J0, J1, J2 of ``x >= 0``; J2 by the recurrence ``2 J1 / x - J0`` (series near 0)."""
+    from scipy import special
+
+    j0 = special.j0(x)
+    j1 = special.j1(x)
+    small = x < 1e-2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        j2 = np.where(small, 0.0, 2.0 * j1 / np.where(small, 1.0, x) - j0)
+    if np.any(small):
+        xs = x[small]
+        q = xs * xs / 4.0
+        # J2(x) = (x/2)^2 / 2 * (1 - q/3 + q^2/24 - ...)
+        j2[small] = q / 2.0 * (1.0 - q / 3.0 + q * q / 24.0)
+    return j0, j1, j2
+
+
+def vectorial_integrals(
+    r_um: npt.ArrayLike,
+    z_um: npt.ArrayLike,
+    *,
+    nfp_um: float,
+    na: float,
+    n_immersion: float,
+    n_sample: float,
+    wavelength_um: float,
+    n_nodes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Evaluate the vectorial integrals I0, I1, I2 at points ``(r_um, z_um)``.
+
+    The integrals are those of Torok et al. and Egner & Hell (module docstring), without
+    constant prefactors; they are evaluated by Gauss-Legendre quadrature, vectorised over
+    the broadcast shape of ``r_um`` and ``z_um``.
+
+    Parameters
+    ----------
+    r_um : array_like
+        Distance from the optical axis (um, >= 0).
+    z_um : array_like
+        Axial position from the nominal focus (um, positive deeper); the depth below the
+        interface ``nfp_um + z_um`` must be >= 0.
+    nfp_um : float
+        Nominal focal position: depth of the nominal focus below the interface (um, >= 0).
+    na : float
+        Numerical aperture, ``0 < na < n_immersion``. ``na > n_sample`` is allowed
+        (evanescent components).
+    n_immersion, n_sample : float
+        Refractive indices of the immersion medium (design) and of the sample.
+    wavelength_um : float
+        Vacuum wavelength (um).
+    n_nodes : int, optional
+        Gauss-Legendre nodes over the aperture; chosen from the integrand's phase span by
+        default.
+
+    Returns
+    -------
+    I0, I1, I2 : numpy.ndarray
+        Complex arrays of the broadcast shape.
+
+    Raises
+    ------
+    ValueError
+        On non-finite values, ``na >= n_immersion``, negative ``r_um`` or ``nfp_um``, or
+        points above the interface.
+
+    References
+    ----------
+    .. [1] P. Torok et al., J. Opt. Soc. Am. A 12, 325-332 (1995),
+       doi:10.1364/JOSAA.12.000325
+    .. [2] A. Egner and S. W. Hell, in *Handbook of Biological Confocal Microscopy*, 3rd ed.
+       (2006), ch. 20, doi:10.1007/978-0-387-45524-2_20
+
+    Examples
+    --------
+    >>> i0, i1, i2 = vectorial_integrals(0.0, 0.0, nfp_um=0.0, na=1.2, n_immersion=1.33,
+    ...                                  n_sample=1.33, wavelength_um=0.5)
+    >>> bool(abs(i1) < 1e-15 and abs(i2) < 1e-15)
+    True
+    """
+    opt = check_optics(na, n_immersion, n_sample, wavelength_um)
+    nfp = check_positive(nfp_um, "nfp_um", allow_zero=True)
+    r = as_float_array(r_um, "r_um", nonnegative=True)
+    z = as_float_array(z_um, "z_um")
+    check_depth(z, nfp)
+    if n_nodes is None:
+        n_nodes = auto_nodes(opt, nfp, float(z.min()), float(z.max()), float(r.max()))
+    else:
+        n_nodes = check_int(n_nodes, "n_nodes", 2, _MAX_NODES)
+    r_b, z_b = np.broadcast_arrays(r, z)
+    return _evaluate(opt, pupil(opt, n_nodes), nfp, r_b.ravel(), z_b.ravel(), r_b.shape)
+
+
+def check_depth(z: np.ndarray, nfp: float) -> None:
+    """Refuse points above the interface (depth ``nfp + z < 0``), outside the model."""
+    # a tolerance of a femtometre absorbs the rounding of z = -nfp
+    bad = nfp + z < -1e-9
+    if np.any(bad):
+        zb = float(np.asarray(z)[bad].min()) if np.ndim(z) else float(z)
+        raise ValueError(
+            f"z_um must be >= -nfp_um = {-nfp!r} (points above the interface, depth "
+            f"nfp_um + z_um < 0, are outside the model); got z_um={zb!r}"
+        )
+
+
+def _evaluate(
+    opt: Optics, p: Pupil, nfp: float, r: np.ndarray, z: np.ndarray, shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Quadrature over the nodes in chunks: phase (m, n) times angular factors (n,)."""
+    k = opt.k
+    out = [np.empty(r.size, np.complex128) for _ in range(3)]
+    base = np.exp(-1j * k * nfp * p.dn_cos)  # (n,)
+    chunk = max(1, 2_000_000 // max(1, p.sin_t1.size))
+    for s in range(0, r.size, chunk):
+        rr, zz = r[s : s + chunk], z[s : s + chunk]
+        e = base * np.exp(1j * k * opt.n_sample * np.multiply.outer(zz, p.cos_t2))
+        if np.any(rr > 0):
+            j0, j1, j2 = bessel_012(k * opt.n_immersion * np.multiply.outer(rr, p.sin_t1))
+            out[0][s : s + chunk] = (e * j0) @ p.g0
+            out[1][s : s + chunk] = (e * j1) @ p.g1
+            out[2][s : s + chunk] = (e * j2) @ p.g2
+        else:
+            out[0][s : s + chunk] = e @ p.g0
+            out[1][s : s + chunk] = 0.0
+            out[2][s : s + chunk] = 0.0
+    return out[0].reshape(shape), out[1].reshape(shape), out[2].reshape(shape)
+
+
+def on_axis_field(opt: Optics, p: Pupil, nfp: float, z: np.ndarray) -> np.ndarray:
+    """I0 on the axis at positions ``z`` (1-D), a single matrix-vector product."""
+    e = np.exp(1j * opt.k * (opt.n_sample * np.multiply.outer(z, p.cos_t2) - nfp * p.dn_cos))
+    return np.asarray(e @ p.g0)
