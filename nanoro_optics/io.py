@@ -1,0 +1,836 @@
+"""Reading and writing focus stacks, images and depth maps.
+
+A *stack source* is a folder, a file (a multi-page TIFF or OME-TIFF holds a whole stack; any other
+image file holds one frame), a glob pattern, or a list of those. Files found in a folder or by a
+glob are taken in natural order (``frame2`` before ``frame10``); the files of a list keep the order
+the list gives.
+
+Frames are read lazily by :func:`iter_stack` (one frame in memory at a time), so a stack of
+hundreds of 20 MP frames can be fused without holding it. Every error names the file, and for a
+stack the frame index, that caused it.
+
+Writing is atomic: :func:`write_image` and :func:`write_depth_map` encode into a temporary file in
+the destination folder and move it into place with :func:`os.replace`, so a failure (a bad dtype
+for the format, a full disk, an interrupt) never leaves a partial file or clobbers an existing one.
+TIFF keeps every dtype (16-bit and float included); PNG holds 8- and 16-bit integers (16-bit
+colour included, which Pillow alone truncates to 8 bits); JPEG holds 8-bit only.
+
+JPEG (and PNG) frames are returned upright: the EXIF orientation tag is applied, as a viewer
+would show them [1]_.
+
+References
+----------
+.. [1] CIPA DC-008-2023, "Exchangeable image file format for digital still cameras: Exif
+   Version 3.0", tag 0x0112 (Orientation).
+.. [2] ISO/IEC 15948:2004, "Portable Network Graphics (PNG): Functional specification",
+   sections 9 (filtering) and 11.2.2 (IHDR).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import secrets
+import struct
+import threading
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "StackFrame",
+    "iter_frames",
+    "iter_stack",
+    "list_stack_files",
+    "read_image",
+    "read_stack",
+    "write_depth_map",
+    "write_image",
+]
+
+#: File suffixes taken from a folder (case-insensitive). Hidden files (``.name``) are skipped.
+IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+_TIFF_SUFFIXES = (".tif", ".tiff")
+_PNG_SUFFIXES = (".png",)
+_JPEG_SUFFIXES = (".jpg", ".jpeg")
+_WRITE_SUFFIXES = _TIFF_SUFFIXES + _PNG_SUFFIXES + _JPEG_SUFFIXES
+#: Rec. 709 luma weights, the ones scikit-image's ``rgb2gray`` uses.
+_LUMA = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+PathLike = str | os.PathLike[str]
+StackSource = PathLike | Sequence[PathLike]
+
+
+@dataclass(frozen=True)
+class StackFrame:
+    """One frame of a stack and where it came from.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        The pixels, ``(H, W)`` or ``(H, W, C)``.
+    path : pathlib.Path
+        The file the frame was read from.
+    page : int
+        The frame's index inside its file (0 for a single-image file).
+    index : int
+        The frame's index in the whole stack.
+    """
+
+    image: np.ndarray
+    path: Path
+    page: int
+    index: int
+
+    def describe(self) -> str:
+        """Say which frame this is, for error messages: ``frame 3 (a/b.tif, page 3)``."""
+        where = f"{self.path}" if self.page == 0 else f"{self.path}, page {self.page}"
+        return f"frame {self.index} ({where})"
+
+
+# --------------------------------------------------------------------------------------------
+# listing
+
+
+def _natural_key(text: str) -> tuple[Any, ...]:
+    parts = re.split(r"(\d+)", text)
+    return tuple(int(p) if i % 2 else p.casefold() for i, p in enumerate(parts))
+
+
+def _is_glob(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def _expand(item: PathLike) -> list[Path]:
+    if not isinstance(item, (str, os.PathLike)):
+        raise TypeError(
+            f"source must be a path, a glob pattern or a list of them, got "
+            f"{type(item).__name__} {item!r}"
+        )
+    text = os.fspath(item)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        found = [
+            p
+            for p in path.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+        ]
+        if not found:
+            raise ValueError(
+                f"empty stack: folder {path} holds no image files "
+                f"(looked for {', '.join(IMAGE_SUFFIXES)})"
+            )
+        return sorted(found, key=lambda p: _natural_key(p.name))
+    if path.is_file():
+        return [path]
+    if _is_glob(text):
+        matches = [Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True)]
+        matches = [m for m in matches if m.is_file()]
+        if not matches:
+            raise ValueError(f"empty stack: the pattern {text!r} matches no file")
+        return sorted(matches, key=lambda p: _natural_key(str(p)))
+    raise FileNotFoundError(f"no such file or folder: {text}")
+
+
+def list_stack_files(source: StackSource) -> list[Path]:
+    """Return the files of a stack source, in stack order.
+
+    Parameters
+    ----------
+    source : path, glob pattern, or sequence of them
+        A folder (its image files, see :data:`IMAGE_SUFFIXES`, hidden files skipped), a single
+        file, a glob pattern (``"stack/*.png"``, ``**`` recurses), or a list of any of these.
+        Folders and patterns are expanded in natural order (``frame2`` before ``frame10``,
+        case-insensitive); a list keeps its own order.
+
+    Returns
+    -------
+    list of pathlib.Path
+
+    Raises
+    ------
+    FileNotFoundError
+        If a path that is not a pattern does not exist.
+    ValueError
+        If the source yields no file (an empty folder, list, or a pattern matching nothing).
+    TypeError
+        If ``source`` is not a path or a sequence of paths.
+
+    Examples
+    --------
+    >>> sorted(["f10.png", "f2.png", "f1.png"], key=_natural_key)
+    ['f1.png', 'f2.png', 'f10.png']
+    """
+    if isinstance(source, (str, os.PathLike)):
+        items: list[PathLike] = [source]
+    elif isinstance(source, Iterable):
+        items = list(source)
+        if not items:
+            raise ValueError("empty stack: source is an empty list")
+    else:
+        raise TypeError(
+            f"source must be a path, a glob pattern or a list of them, got "
+            f"{type(source).__name__} {source!r}"
+        )
+    files: list[Path] = []
+    for item in items:
+        files.extend(_expand(item))
+    return files
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+class _TiffLogCatcher(logging.Handler):
+    """Collect tifffile's logged errors for the current thread only.
+
+    tifffile logs (rather than raises) when it meets a damaged IFD and then returns fewer pages
+    than the file claims; a truncated stack would otherwise be read short without a word.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _tiff_errors(path: Path) -> Iterator[_TiffLogCatcher]:
+    logger = logging.getLogger("tifffile")
+    catcher = _TiffLogCatcher()
+    logger.addHandler(catcher)
+    try:
+        yield catcher
+    finally:
+        logger.removeHandler(catcher)
+    if catcher.messages:
+        raise ValueError(f"cannot read {path}: damaged or truncated TIFF ({catcher.messages[0]})")
+
+
+def _check_page_in_file(page: Any, size: int, path: Path, k: int) -> None:
+    offsets = getattr(page, "dataoffsets", ()) or ()
+    counts = getattr(page, "databytecounts", ()) or ()
+    for off, cnt in zip(offsets, counts, strict=False):
+        if off + cnt > size:
+            raise ValueError(
+                f"cannot read {path}: truncated TIFF, page {k} needs bytes up to {off + cnt} "
+                f"but the file has {size}"
+            )
+
+
+def _page_frames(arr: np.ndarray, axes: str) -> Iterator[np.ndarray]:
+    """Split one TIFF page into 2-D / RGB frames (a page may hold a volume or planar RGB)."""
+    if axes.startswith("S") and axes.endswith("YX"):  # planar RGB
+        arr = np.moveaxis(arr, 0, -1)
+        axes = axes[1:] + "S"
+    lead = len(axes) - (3 if axes.endswith("S") else 2)
+    if lead <= 0:
+        yield arr
+        return
+    yield from arr.reshape((-1, *arr.shape[lead:]))
+
+
+def _iter_tiff(path: Path) -> Iterator[np.ndarray]:
+    import tifffile
+
+    size = path.stat().st_size
+    try:
+        with _tiff_errors(path), tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise ValueError(f"cannot read {path}: the TIFF holds no image")
+            series = tif.series[0]
+            page_axes = ""
+            pages = list(series.pages)
+            if pages and pages[0] is not None:
+                page_axes = pages[0].axes
+            outer = series.axes[: len(series.axes) - len(page_axes)] if page_axes else ""
+            multi = [
+                f"{ax}={n}"
+                for ax, n in zip(series.axes, series.shape, strict=True)
+                if ax in outer and n > 1 and ax not in "YXS"
+            ]
+            if len(multi) > 1:
+                raise ValueError(
+                    f"cannot read {path} as a focus stack: it has more than one axis besides "
+                    f"Y, X and colour ({', '.join(multi)}; axes {series.axes!r}); "
+                    "save one channel / time point per file"
+                )
+            expected = int(
+                np.prod([n for ax, n in zip(series.axes, series.shape, strict=True) if ax in outer])
+            )
+            if len(pages) < expected:
+                raise ValueError(
+                    f"cannot read {path}: truncated TIFF, {len(pages)} of {expected} pages present"
+                )
+            for k, page in enumerate(pages):
+                if page is None:
+                    raise ValueError(f"cannot read {path}: page {k} is missing")
+                _check_page_in_file(page, size, path, k)
+                yield from _page_frames(page.asarray(), page.axes)
+    except ValueError:
+        raise
+    except Exception as exc:  # tifffile raises many types on damaged files
+        raise ValueError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _png_header(path: Path) -> tuple[int, int, int, int, int] | None:
+    """Return ``(width, height, bit_depth, colour_type, interlace)`` of a PNG, else None."""
+    with open(path, "rb") as fh:
+        head = fh.read(33)
+    if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
+    return width, height, depth, colour, interlace
+
+
+def _png_unfilter(data: np.ndarray, height: int, width: int, bpp: int) -> np.ndarray:
+    """Undo PNG scanline filters [2]_ on ``data`` (``height`` rows of 1 + width*bpp bytes).
+
+    The five filters are evaluated on anti-diagonals of the pixel grid: pixel (y, x) needs only
+    (y, x-1), (y-1, x) and (y-1, x-1), so every pixel of a diagonal is independent and a whole
+    diagonal is one vectorised step (height + width steps instead of height * width).
+    """
+    rows = data.reshape(height, 1 + width * bpp)
+    ftype = rows[:, 0].astype(np.int16)
+    if ftype.max(initial=0) > 4:
+        raise ValueError(f"invalid PNG filter type {int(ftype.max())}")
+    filt = rows[:, 1:].reshape(height, width, bpp).astype(np.int16)
+    if np.all(ftype == 0):
+        return filt.astype(np.uint8)
+    if np.all((ftype == 0) | (ftype == 2)):  # None / Up only: one vector step per row
+        out = filt.copy()
+        for y in range(1, height):
+            if ftype[y] == 2:
+                out[y] = (filt[y] + out[y - 1]) & 0xFF
+        return out.astype(np.uint8)
+    # pad one row above and one column to the left with zeros
+    out = np.zeros((height + 1, width + 1, bpp), dtype=np.int16)
+    for t in range(height + width - 1):
+        y0 = max(0, t - width + 1)
+        y1 = min(height, t + 1)
+        ys = np.arange(y0, y1)
+        xs = t - ys
+        raw = filt[ys, xs]
+        a = out[ys + 1, xs]  # left
+        b = out[ys, xs + 1]  # up
+        c = out[ys, xs]  # up-left
+        ft = ftype[ys][:, None]
+        p = a + b - c
+        pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+        pred = np.select(
+            [ft == 0, ft == 1, ft == 2, ft == 3], [0, a, b, (a + b) >> 1], default=paeth
+        )
+        out[ys + 1, xs + 1] = (raw + pred) & 0xFF
+    return out[1:, 1:].astype(np.uint8)
+
+
+def _read_png16_colour(path: Path, header: tuple[int, int, int, int, int]) -> np.ndarray:
+    """Decode a 16-bit colour (or grey+alpha) PNG, which Pillow would truncate to 8 bits."""
+    width, height, _, colour, interlace = header
+    channels = {2: 3, 4: 2, 6: 4}[colour]
+    if interlace:
+        raise ValueError(f"cannot read {path}: interlaced 16-bit colour PNG is not supported")
+    blob = path.read_bytes()
+    pos = 8
+    idat = []
+    while pos + 8 <= len(blob):
+        (length,) = struct.unpack(">I", blob[pos : pos + 4])
+        kind = blob[pos + 4 : pos + 8]
+        body = blob[pos + 8 : pos + 8 + length]
+        if len(body) < length or pos + 12 + length > len(blob):
+            raise ValueError(f"cannot read {path}: truncated PNG (chunk {kind!r} cut short)")
+        (crc,) = struct.unpack(">I", blob[pos + 8 + length : pos + 12 + length])
+        if zlib.crc32(kind + body) & 0xFFFFFFFF != crc:
+            raise ValueError(f"cannot read {path}: corrupt PNG (bad CRC in chunk {kind!r})")
+        if kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    else:
+        raise ValueError(f"cannot read {path}: truncated PNG (no IEND chunk)")
+    try:
+        raw = zlib.decompress(b"".join(idat))
+    except zlib.error as exc:
+        raise ValueError(f"cannot read {path}: corrupt PNG data ({exc})") from exc
+    bpp = 2 * channels
+    if len(raw) != height * (1 + width * bpp):
+        raise ValueError(
+            f"cannot read {path}: PNG data has {len(raw)} bytes, expected "
+            f"{height * (1 + width * bpp)}"
+        )
+    data = _png_unfilter(np.frombuffer(raw, dtype=np.uint8), height, width, bpp)
+    return data.view(">u2").reshape(height, width, channels).astype(np.uint16)
+
+
+def _read_pil(path: Path) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("1", "L", "LA", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "F"):
+            pass
+        elif im.mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif im.mode == "I":  # 16-bit grey from some encoders comes up as int32
+            arr = np.asarray(im)
+            if arr.min(initial=0) >= 0 and arr.max(initial=0) <= 0xFFFF:
+                return arr.astype(np.uint16)
+            return arr
+        else:
+            im = im.convert("RGB")
+        arr = np.asarray(im)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    return np.array(arr, copy=True) if not arr.flags.writeable else arr
+
+
+def _read_single(path: Path) -> np.ndarray:
+    """Read a non-TIFF image file as one frame (EXIF orientation applied)."""
+    try:
+        header = _png_header(path)
+        if header is not None and header[2] == 16 and header[3] in (2, 4, 6):
+            return _read_png16_colour(path, header)
+        return _read_pil(path)
+    except ValueError:
+        raise
+    except Exception as exc:  # PIL raises OSError / SyntaxError / UnidentifiedImageError
+        raise ValueError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _iter_file(path: Path) -> Iterator[np.ndarray]:
+    if path.suffix.lower() in _TIFF_SUFFIXES:
+        yield from _iter_tiff(path)
+    else:
+        yield _read_single(path)
+
+
+def _to_gray(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return image.astype(np.float32)
+    if image.shape[-1] in (1, 2):  # grey (+ alpha)
+        return image[..., 0].astype(np.float32)
+    return np.tensordot(image[..., :3].astype(np.float32), _LUMA, axes=([-1], [0]))
+
+
+def iter_frames(source: StackSource, *, as_gray: bool = False) -> Iterator[StackFrame]:
+    """Yield the frames of a stack one at a time, with the file each came from.
+
+    Like :func:`iter_stack`, but each item is a :class:`StackFrame` (image, path, page, index),
+    which lets a caller name the frame in its own error messages.
+
+    Parameters
+    ----------
+    source : path, glob pattern, or sequence of them
+        See :func:`list_stack_files`.
+    as_gray : bool, optional
+        Return float32 luminance ``0.2125 R + 0.7154 G + 0.0721 B`` (Rec. 709 weights), in the
+        file's own units (not rescaled); a grey file gives its values as float32.
+
+    Yields
+    ------
+    StackFrame
+
+    Raises
+    ------
+    ValueError
+        An unreadable or truncated file (the message names it); a frame whose shape or dtype
+        differs from the first frame's, or a float frame with NaN or infinite pixels (the
+        message names the frame index and file); an empty stack.
+    FileNotFoundError
+        A path that does not exist.
+    """
+    if not isinstance(as_gray, (bool, np.bool_)):
+        raise TypeError(f"as_gray must be a bool, got {type(as_gray).__name__} {as_gray!r}")
+    files = list_stack_files(source)
+    first: StackFrame | None = None
+    index = 0
+    for path in files:
+        page = -1
+        for page, image in enumerate(_iter_file(path)):
+            frame = StackFrame(image=image, path=path, page=page, index=index)
+            if image.ndim not in (2, 3) or image.size == 0:
+                raise ValueError(
+                    f"{frame.describe()}: expected a 2-D image (H, W) or (H, W, C), got shape "
+                    f"{image.shape}"
+                )
+            if image.dtype.kind == "f" and not np.isfinite(image).all():
+                bad = tuple(int(i) for i in np.argwhere(~np.isfinite(image))[0])
+                raise ValueError(
+                    f"{frame.describe()}: pixel {bad} is {float(image[bad])!r}; "
+                    "frames must be finite"
+                )
+            if first is None:
+                first = frame
+            elif image.shape != first.image.shape or image.dtype != first.image.dtype:
+                raise ValueError(
+                    f"{frame.describe()} has shape {image.shape} and dtype {image.dtype}, but "
+                    f"{first.describe()} has shape {first.image.shape} and dtype "
+                    f"{first.image.dtype}; all frames of a stack must match"
+                )
+            if as_gray:
+                frame = StackFrame(image=_to_gray(image), path=path, page=page, index=index)
+            yield frame
+            index += 1
+        if page < 0:
+            raise ValueError(f"cannot read {path}: the file holds no image")
+
+
+def iter_stack(source: StackSource, *, as_gray: bool = False) -> Iterator[np.ndarray]:
+    """Yield the frames of a stack one at a time (lazily: one frame in memory at a time).
+
+    Parameters
+    ----------
+    source : path, glob pattern, or sequence of them
+        A folder, a file, a glob pattern or a list of them (see :func:`list_stack_files`).
+        A multi-page TIFF or OME-TIFF yields its pages (the first image series; pages holding
+        a volume are split into planes; planar RGB is returned as ``(H, W, 3)``).
+    as_gray : bool, optional
+        Yield float32 Rec. 709 luminance in the file's units instead of the stored pixels.
+
+    Yields
+    ------
+    numpy.ndarray
+        ``(H, W)`` or ``(H, W, C)`` frames of the stored dtype (float32 with ``as_gray``).
+
+    Raises
+    ------
+    ValueError, FileNotFoundError, TypeError
+        See :func:`iter_frames`: every message names the file, and the frame index for a frame
+        that does not match the first.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for k in (10, 2, 1):
+    ...         _ = write_image(f"{tmp}/f{k}.png", np.full((4, 5), k, np.uint8))
+    ...     [int(f[0, 0]) for f in iter_stack(tmp)]
+    [1, 2, 10]
+    """
+    for frame in iter_frames(source, as_gray=as_gray):
+        yield frame.image
+
+
+def read_stack(source: StackSource, *, as_gray: bool = False) -> np.ndarray:
+    """Read a whole stack into one array ``(N, H, W[, C])``.
+
+    Parameters
+    ----------
+    source : path, glob pattern, or sequence of them
+        See :func:`list_stack_files` and :func:`iter_stack`.
+    as_gray : bool, optional
+        See :func:`iter_stack`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The frames stacked along a new first axis, in stack order.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError, TypeError
+        See :func:`iter_frames`.
+    """
+    frames = list(iter_stack(source, as_gray=as_gray))
+    out = np.empty((len(frames), *frames[0].shape), dtype=frames[0].dtype)
+    for k in range(len(frames)):
+        out[k] = frames[k]
+        frames[k] = out[k]  # drop the reference to the decoded copy as we go
+    return out
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Read one image file (EXIF orientation applied to JPEG/PNG).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A TIFF with a single image, or a PNG, JPEG or BMP file.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` or ``(H, W, C)`` in the stored dtype (16-bit PNG and TIFF stay 16-bit).
+
+    Raises
+    ------
+    ValueError
+        If the file is unreadable, truncated, or holds more than one image (use
+        :func:`read_stack` for those).
+    FileNotFoundError
+        If the file does not exist.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such file: {p}")
+    frames = iter(_iter_file(p))
+    try:
+        image = next(frames)
+    except StopIteration:
+        raise ValueError(f"cannot read {p}: the file holds no image") from None
+    for _ in frames:
+        raise ValueError(f"{p} holds more than one image; read it with read_stack")
+    return image
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+def _channels(image: np.ndarray) -> int:
+    return 1 if image.ndim == 2 else int(image.shape[2])
+
+
+def _check_image(image: Any, name: str = "image") -> np.ndarray:
+    if not isinstance(image, np.ndarray):
+        image = np.asarray(image)
+    if image.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {image.dtype}")
+    if image.ndim not in (2, 3) or image.size == 0 or (image.ndim == 3 and image.shape[2] > 4):
+        raise ValueError(
+            f"{name} must be (H, W) or (H, W, C) with C <= 4 and not empty, got shape {image.shape}"
+        )
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(image))[0])
+        raise ValueError(f"{name} pixel {bad} is {float(image[bad])!r}; an image must be finite")
+    return image
+
+
+def _check_format(path: Path, image: np.ndarray) -> str:
+    """Return the format for ``path``'s suffix, or raise if it cannot hold ``image``."""
+    suffix = path.suffix.lower()
+    if suffix not in _WRITE_SUFFIXES:
+        raise ValueError(
+            f"cannot write {path}: unknown image format {suffix!r}; use one of "
+            f"{', '.join(_WRITE_SUFFIXES)}"
+        )
+    if suffix in _TIFF_SUFFIXES:
+        return "tiff"
+    if suffix in _PNG_SUFFIXES:
+        if image.dtype not in (np.uint8, np.uint16, np.bool_):
+            raise ValueError(
+                f"cannot write {path}: PNG holds 8- or 16-bit unsigned integers, got dtype "
+                f"{image.dtype}; convert the image or write a TIFF, which keeps {image.dtype}"
+            )
+        return "png"
+    if image.dtype not in (np.uint8, np.bool_):
+        raise ValueError(
+            f"cannot write {path}: JPEG holds 8-bit images only, got dtype {image.dtype}; "
+            "write a TIFF or PNG to keep 16-bit data, or convert to uint8 explicitly"
+        )
+    if _channels(image) not in (1, 3):
+        raise ValueError(
+            f"cannot write {path}: JPEG holds grey or RGB, got {_channels(image)} channels"
+        )
+    return "jpeg"
+
+
+def _png16_bytes(image: np.ndarray, level: int) -> bytes:
+    """Encode a 16-bit image as PNG [2]_ (filter Up on every row)."""
+    height, width = image.shape[:2]
+    channels = _channels(image)
+    colour = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = image.astype(">u2").reshape(height, width * channels).view(np.uint8)
+    filtered = np.empty((height, rows.shape[1] + 1), dtype=np.uint8)
+    filtered[:, 0] = 2  # Up
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 arithmetic wraps mod 256
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0)
+    return (
+        _PNG_SIGNATURE
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(filtered.tobytes(), level))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _encode(fh: Any, image: np.ndarray, fmt: str, photometric: str | None) -> None:
+    if fmt == "tiff":
+        import tifffile
+
+        if photometric is None:
+            photometric = "rgb" if _channels(image) in (3, 4) else "minisblack"
+        extrasamples = ("unassalpha",) if photometric == "rgb" and _channels(image) == 4 else None
+        tifffile.imwrite(fh, image, photometric=photometric, extrasamples=extrasamples)
+        return
+    from PIL import Image
+
+    if image.dtype == np.bool_:
+        image = image.astype(np.uint8) * 255
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if fmt == "png":
+        if image.dtype == np.uint16:
+            fh.write(_png16_bytes(image, level=6))
+            return
+        Image.fromarray(image).save(fh, format="PNG", compress_level=6)
+        return
+    Image.fromarray(image).save(fh, format="JPEG", quality=95, subsampling=0)
+
+
+def _atomic_write(path: Path, overwrite: bool, write: Any) -> None:
+    """Run ``write(fh)`` into a temporary file beside ``path``, then move it into place."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a folder")
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path} exists and overwrite=False")
+    tmp = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    # "x" mode: never reuses an existing name; the new file honours the umask
+    fh = open(tmp, "xb")
+    try:
+        with fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if path appeared meanwhile: no clobbering race
+            except FileExistsError:
+                raise FileExistsError(f"{path} exists and overwrite=False") from None
+            except OSError:  # no hard links on this file system
+                if path.exists():
+                    raise FileExistsError(f"{path} exists and overwrite=False") from None
+                os.replace(tmp, path)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_image(
+    path: PathLike,
+    image: Any,
+    *,
+    overwrite: bool = True,
+    photometric: str | None = None,
+) -> Path:
+    """Write an image atomically; the format follows the file suffix.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination. ``.tif``/``.tiff`` keep any integer or float dtype (16-bit and float32
+        included); ``.png`` holds uint8 or uint16 (grey, grey+alpha, RGB, RGBA); ``.jpg``/
+        ``.jpeg`` hold uint8 grey or RGB only (quality 95, no chroma subsampling).
+    image : array_like
+        ``(H, W)`` or ``(H, W, C)`` with C <= 4, finite.
+    overwrite : bool, optional
+        Replace an existing file (default). With False an existing file raises
+        :class:`FileExistsError` and is left untouched.
+    photometric : {"minisblack", "rgb"}, optional
+        TIFF only: the colour interpretation; by default RGB for 3 or 4 channels.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    ValueError
+        An unknown suffix, a dtype the format cannot hold (e.g. 16-bit JPEG), NaN pixels, a bad
+        shape. Nothing is written.
+    FileExistsError
+        If ``overwrite`` is False and the file exists.
+    FileNotFoundError
+        If the destination folder does not exist.
+
+    Notes
+    -----
+    The image is encoded into a hidden temporary file in the destination folder, flushed to
+    disk, and moved over ``path`` with :func:`os.replace` (atomic on POSIX and Windows), so
+    readers see either the old file or the complete new one, never a partial file.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     img = np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000
+    ...     out = write_image(f"{tmp}/a.png", img)
+    ...     bool(np.array_equal(read_image(out), img))
+    True
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
+    if not isinstance(overwrite, (bool, np.bool_)):
+        raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__} {overwrite!r}")
+    if photometric is not None and photometric not in ("minisblack", "rgb"):
+        raise ValueError(f"photometric must be None, 'minisblack' or 'rgb', got {photometric!r}")
+    p = Path(path)
+    arr = _check_image(image)
+    fmt = _check_format(p, arr)
+    if photometric == "rgb" and _channels(arr) not in (3, 4):
+        raise ValueError(f"photometric='rgb' needs 3 or 4 channels, got shape {arr.shape}")
+    _atomic_write(p, bool(overwrite), lambda fh: _encode(fh, arr, fmt, photometric))
+    return p
+
+
+def write_depth_map(path: PathLike, depth: Any, *, overwrite: bool = True) -> Path:
+    """Write a depth (height) map as a float32 TIFF, atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination; must end in ``.tif`` or ``.tiff``.
+    depth : array_like
+        ``(H, W)`` real values (the fuser's depth, in micrometres or frame units). NaN is
+        allowed and marks pixels without a depth estimate.
+    overwrite : bool, optional
+        Replace an existing file (default); see :func:`write_image`.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        If the suffix is not TIFF or ``depth`` is not a non-empty 2-D real array.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
+    p = Path(path)
+    if p.suffix.lower() not in _TIFF_SUFFIXES:
+        raise ValueError(f"cannot write depth map {p}: it must be a .tif or .tiff file")
+    arr = np.asarray(depth)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"depth must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"depth must be a non-empty 2-D array, got shape {arr.shape}")
+    arr32 = arr.astype(np.float32)
+    _atomic_write(p, bool(overwrite), lambda fh: _encode(fh, arr32, "tiff", "minisblack"))
+    return p
