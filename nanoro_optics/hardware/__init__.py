@@ -1,0 +1,72 @@
+"""Hardware: Z-stage and camera protocols, errors, a mock stage, a simulated camera, adapters.
+
+=============================== ==============================================================
+name                            what it is
+=============================== ==============================================================
+:class:`ZStage`, :class:`Camera` runtime-checkable protocols any driver can satisfy
+errors                          :class:`StageLimitError` (a ValueError), :class:`StageTimeoutError`
+                                (a TimeoutError), :class:`StageFault`, :class:`CameraError`,
+                                :class:`AcquisitionError` / :class:`AcquisitionInterrupted`
+:class:`MockZStage`             simulated stage: limits, speed, settling, backlash, noise,
+                                drift, injected faults, a log; on a :class:`SimulatedClock`
+:class:`SimulatedCamera`        renders a synthetic specimen at the stage's z with defocus blur
+:class:`MMCoreZStage`,          adapters for a ``pymmcore_plus.CMMCorePlus`` (extra
+:class:`MMCoreCamera`           ``nanoro_optics[mmcore]``)
+=============================== ==============================================================
+
+The simulated camera and the pymmcore-plus adapters are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import (
+    AcquisitionError,
+    AcquisitionInterrupted,
+    CameraError,
+    HardwareError,
+    StageFault,
+    StageLimitError,
+    StageTimeoutError,
+)
+from .mock_stage import MockZStage, SimulatedClock, StageEvent
+from .protocols import Camera, ZStage
+
+_LAZY = {
+    "SimulatedCamera": "sim_camera",
+    "Specimen": "sim_camera",
+    "GroundTruth": "sim_camera",
+    "MMCoreZStage": "mmcore",
+    "MMCoreCamera": "mmcore",
+}
+
+__all__ = [
+    "AcquisitionError",
+    "AcquisitionInterrupted",
+    "Camera",
+    "CameraError",
+    "HardwareError",
+    "MockZStage",
+    "SimulatedClock",
+    "StageEvent",
+    "StageFault",
+    "StageLimitError",
+    "StageTimeoutError",
+    "ZStage",
+    *sorted(_LAZY),
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
