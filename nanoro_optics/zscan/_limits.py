@@ -243,7 +243,11 @@ def plan_for_sample(
     Returns
     -------
     ZScanPlan
-        A synchronised plan with ``start_um`` set.
+        A synchronised plan with ``start_um`` set. Its positions reach at least
+        ``margin_steps`` spacings beyond both ends of the sample, up to float rounding and
+        the count tolerance: a depth within ``SYNC_RTOL`` (1e-9) of a whole number of
+        spacings counts as that number, so coverage may fall short by that fraction of a
+        spacing.
 
     Raises
     ------

@@ -55,7 +55,7 @@ def _count_for(quotient: float, rounding: str, what: str) -> int:
     """
     if not math.isfinite(quotient) or quotient > MAX_COUNT + 1:
         raise ValueError(
-            f"{what} needs {quotient!r} steps; the count must be <= {MAX_COUNT} "
+            f"{what} needs {quotient:.6g} steps; the count must be <= {MAX_COUNT} "
             "(use a larger spacing or a shorter distance)"
         )
     nearest = math.floor(quotient + 0.5)
@@ -280,12 +280,13 @@ class ZScanPlan:
                 f"cannot compute a spacing for count=0 and distance_um={self.distance_um!r}; "
                 "set the count first (compute_count)"
             )
-        if self.distance_um == 0:
+        spacing = self.distance_um / self.count
+        if spacing == 0:  # a zero distance, or one that underflows when divided
             raise ValueError(
-                f"cannot compute a spacing for distance_um=0.0 and count={self.count}: "
-                "the spacing would be 0"
+                f"cannot compute a spacing for distance_um={self.distance_um!r} and "
+                f"count={self.count}: the spacing would be 0"
             )
-        return self.replace(spacing_um=self.distance_um / self.count)
+        return self.replace(spacing_um=spacing)
 
     def compute_count(self) -> ZScanPlan:
         """Press the Count button: count = distance / spacing rounded to the nearest integer.
