@@ -28,13 +28,17 @@ from __future__ import annotations
 from ._integrals import vectorial_integrals
 from .focal import ApparentFocus, apparent_focal_position, axial_intensity
 from .scaling import SCALING_MODELS, actual_depth_um, axial_scaling_factor
+from .volume import POLARIZATIONS, psfmodels_to_nominal, vectorial_psf
 
 __all__ = [
+    "POLARIZATIONS",
     "SCALING_MODELS",
     "ApparentFocus",
     "actual_depth_um",
     "apparent_focal_position",
     "axial_intensity",
     "axial_scaling_factor",
+    "psfmodels_to_nominal",
     "vectorial_integrals",
+    "vectorial_psf",
 ]

@@ -200,12 +200,12 @@ def bessel_012(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     j0 = special.j0(x)
     j1 = special.j1(x)
     small = x < 1e-2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        j2 = np.where(small, 0.0, 2.0 * j1 / np.where(small, 1.0, x) - j0)
+    safe = np.where(small, 1.0, x)
+    j2 = 2.0 * j1 / safe
+    j2 -= j0
     if np.any(small):
-        xs = x[small]
-        q = xs * xs / 4.0
-        # J2(x) = (x/2)^2 / 2 * (1 - q/3 + q^2/24 - ...)
+        # the recurrence loses digits near 0: J2(x) = q/2 (1 - q/3 + q^2/24 - ...), q = x^2/4
+        q = x[small] ** 2 / 4.0
         j2[small] = q / 2.0 * (1.0 - q / 3.0 + q * q / 24.0)
     return j0, j1, j2
 

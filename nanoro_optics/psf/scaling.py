@@ -142,7 +142,7 @@ def _loginov(na: Any, n1: Any, n2: Any, nfp: Any, lam: Any) -> Any:
     """
     crit = _critical(na, n1, n2)
     up = n2 > n1
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         delta = np.where(up, 1.0, -1.0) * lam / (4.0 * n1 * nfp)
         root = np.sqrt(np.abs(n2 * n2 - n1 * n1)) * np.sqrt(np.abs(delta * (2.0 + delta)))
         # n2 < n1: m = i sqrt(n1^2 - n2^2); for -2 < delta < 0 the second root is imaginary
