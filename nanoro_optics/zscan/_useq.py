@@ -20,7 +20,7 @@ EVEN_RTOL = 1e-6
 def _import_useq() -> Any:
     try:
         import useq
-    except ImportError as exc:  # pragma: no cover - useq is installed in the test env
+    except ImportError as exc:
         raise ImportError(
             "useq-schema interchange needs the optional dependency useq-schema: "
             'pip install "nanoro_optics[useq]"'
@@ -104,7 +104,9 @@ def from_useq(
         ``start_um=None``. Ignored, with a warning, for absolute plans.
     spacing_um : float, optional, keyword-only
         Spacing for a plan with a single position (which has none of its own); by default
-        the useq plan's ``step`` if it has a positive one.
+        the useq plan's ``step`` if it has a positive one. With several positions the
+        positions set the spacing, and a given ``spacing_um`` must agree with it (within
+        ``EVEN_RTOL``).
 
     Returns
     -------
@@ -151,9 +153,9 @@ def from_useq(
         positions = current + positions
     elif relative and positions[0] != 0.0:
         raise ValueError(
-            f"the relative zplan's lowest position is {positions[0]!r} um from the reference, "
-            "but a plan starts at its lowest position; give current_um (the reference stage "
-            "position) to place it"
+            f"the relative zplan's lowest position is {float(positions[0])!r} um from the "
+            "reference, but a plan starts at its lowest position; give current_um (the "
+            "reference stage position) to place it"
         )
     start = None if relative and current is None else float(positions[0])
 
@@ -173,10 +175,17 @@ def from_useq(
     bad = np.abs(gaps - spacing) > tolerance
     if spacing == 0 or bad.any():
         repeats = positions[1:][gaps <= tolerance]
-        why = f"; {repeats[0]!r} um repeats" if repeats.size else ""
+        why = f"; {float(repeats[0])!r} um repeats" if repeats.size else ""
         raise ValueError(
             "zplan positions are not evenly spaced: gaps between the sorted positions are "
             f"{np.round(gaps, 9).tolist()} um, expected {spacing:.9g} um each (relative "
             f"tolerance {EVEN_RTOL:g}){why}; a Z-scan plan needs one spacing"
         )
+    if spacing_um is not None:
+        expected = check_positive(spacing_um, "spacing_um")
+        if abs(expected - spacing) > tolerance:
+            raise ValueError(
+                f"spacing_um={expected!r} disagrees with the zplan's positions, which are "
+                f"{spacing:.9g} um apart"
+            )
     return ZScanPlan(distance, spacing, positions.size - 1, start_um=start)
