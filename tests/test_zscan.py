@@ -137,6 +137,14 @@ def test_limits_for_oil_objective_without_dry_equivalent() -> None:
     assert lim.max_spacing_um == lim.default_spacing_um
 
 
+def test_limits_for_water_objective_above_na_1() -> None:
+    water = optics.Objective("water 60x", 60.0, 1.2, "water", 1.333, 280.0)
+    lim = ZScanLimits.for_objective(water)
+    assert lim.default_spacing_um == pytest.approx(water.depth_of_field())
+    assert lim.max_spacing_um == pytest.approx(water.with_immersion("oil").depth_of_field())
+    assert lim.description == "water 60x"
+
+
 def test_limits_follow_the_depth_of_field_options() -> None:
     lim = ZScanLimits.for_objective("Nikon MRP70101", wavelength_um=0.5, detector_um=6.5)
     expected = optics.depth_of_field(0.25, wavelength_um=0.5, magnification=10, detector_um=6.5)
