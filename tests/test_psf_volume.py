@@ -136,3 +136,34 @@ def test_bad_input(kwargs: dict, exc: type, match: str) -> None:
     base = dict(shape=(4, 8, 8), spacing_um=0.1, **MISMATCH)
     with pytest.raises(exc, match=match):
         psf.vectorial_psf(**{**base, **kwargs})
+
+
+def test_focal_scan_planes_are_fixed_nfp_fields() -> None:
+    kw = dict(na=1.3, n_immersion=OIL, n_sample=WATER, wavelength_um=0.52)
+    scan = psf.focal_scan_psf(
+        (5, 9, 9), spacing_um=(0.3, 0.07), depth_um=6.0, nfp_center_um=7.0, n_nodes=200, **kw
+    )
+    for k in range(5):
+        nfp = 7.0 + (k - 2) * 0.3
+        plane = psf.vectorial_psf(
+            (1, 9, 9),
+            spacing_um=(0.3, 0.07),
+            nfp_um=nfp,
+            z_center_um=6.0 - nfp,
+            n_nodes=200,
+            **kw,
+        )
+        np.testing.assert_allclose(scan[k], plane[0], rtol=ROUNDING_REL_TOL)
+
+
+def test_focal_scan_matched_is_mirrored_field() -> None:
+    kw = dict(na=1.2, n_immersion=1.33, n_sample=1.33, wavelength_um=0.5)
+    scan = psf.focal_scan_psf(
+        (7, 9, 9), spacing_um=(0.1, 0.05), depth_um=5.0, nfp_center_um=5.2, **kw
+    )
+    field = psf.vectorial_psf((7, 9, 9), spacing_um=(0.1, 0.05), nfp_um=5.2, z_center_um=-0.2, **kw)
+    np.testing.assert_allclose(scan, field[::-1], rtol=1e-9)
+    with pytest.raises(ValueError, match="nominal focal position"):
+        psf.focal_scan_psf((7, 9, 9), spacing_um=(0.1, 0.05), depth_um=5.0, nfp_center_um=0.1, **kw)
+    with pytest.raises(ValueError, match="depth_um"):
+        psf.focal_scan_psf((7, 9, 9), spacing_um=0.1, depth_um=-1.0, nfp_center_um=1.0, **kw)

@@ -7,6 +7,7 @@ from which this package derives:
 
 - :func:`axial_intensity` -- on-axis intensity, widefield or confocal;
 - :func:`vectorial_psf` -- the 3-D intensity (z, y, x), unpolarised or x-polarised;
+- :func:`focal_scan_psf` -- the z-stack of a bead at a fixed depth (psfmodels' geometry);
 - :func:`apparent_focal_position` -- where the focus really is for a nominal depth;
 - :func:`axial_scaling_factor` and :func:`actual_depth_um` -- constant and depth-dependent
   models that map nominal to actual depth.
@@ -28,7 +29,7 @@ from __future__ import annotations
 from ._integrals import vectorial_integrals
 from .focal import ApparentFocus, apparent_focal_position, axial_intensity
 from .scaling import SCALING_MODELS, actual_depth_um, axial_scaling_factor
-from .volume import POLARIZATIONS, psfmodels_to_nominal, vectorial_psf
+from .volume import POLARIZATIONS, focal_scan_psf, psfmodels_to_nominal, vectorial_psf
 
 __all__ = [
     "POLARIZATIONS",
@@ -38,6 +39,7 @@ __all__ = [
     "apparent_focal_position",
     "axial_intensity",
     "axial_scaling_factor",
+    "focal_scan_psf",
     "psfmodels_to_nominal",
     "vectorial_integrals",
     "vectorial_psf",

@@ -177,18 +177,22 @@ def pupil(opt: Optics, n_nodes: int) -> Pupil:
     )
 
 
-def auto_nodes(
-    opt: Optics, nfp_um: float, z_lo_um: float, z_hi_um: float, r_max_um: float = 0.0
-) -> int:
-    """Choose the number of Gauss-Legendre nodes from the integrand's phase span."""
+def auto_nodes(opt: Optics, nfp_um: Any, z_lo_um: Any, z_hi_um: Any, r_max_um: float = 0.0) -> int:
+    """Choose the number of Gauss-Legendre nodes from the integrand's phase span.
+
+    ``nfp_um``, ``z_lo_um`` and ``z_hi_um`` may be arrays (one entry per plane): the
+    largest span over them is used.
+    """
     t1 = np.linspace(0.0, opt.alpha, 513)
     n1, n2 = opt.n_immersion, opt.n_sample
     c2 = np.sqrt((1.0 - (n1 * np.sin(t1) / n2) ** 2).astype(np.complex128)).real
     dn = n1 * np.cos(t1) - n2 * c2
+    nfp = np.atleast_1d(np.asarray(nfp_um, dtype=np.float64))
     span = 0.0
     for z in (z_lo_um, z_hi_um):
-        phase = opt.k * (-nfp_um * dn + n2 * z * c2)
-        span = max(span, float(phase.max() - phase.min()))
+        zz = np.broadcast_to(np.atleast_1d(np.asarray(z, dtype=np.float64)), nfp.shape)
+        phase = opt.k * (np.multiply.outer(zz, n2 * c2) - np.multiply.outer(nfp, dn))
+        span = max(span, float(np.max(phase.max(axis=-1) - phase.min(axis=-1))))
     span += opt.k * n1 * math.sin(opt.alpha) * r_max_um
     return int(min(_MAX_NODES, _MIN_NODES + math.ceil(_NODES_PER_RADIAN * span)))
 
