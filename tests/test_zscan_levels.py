@@ -20,7 +20,7 @@ def slow_levels(total: float, n: int, offset: float) -> list[float]:
     return [offset - total / 2 + i * interval for i in range(n)]
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.floats(1e-3, 1e4), st.integers(2, 200), st.floats(-1e4, 1e4))
 def test_focus_levels_match_the_definition(total: float, n: int, offset: float) -> None:
     levels = focus_levels(total, n, offset_um=offset)
@@ -55,7 +55,7 @@ def test_serialem_default_extended_range() -> None:
     np.testing.assert_allclose(np.diff(np.insert(above, 0, 36.0)), ext.upper_interval_um)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     st.floats(1.0, 100.0),
     st.integers(2, 30),

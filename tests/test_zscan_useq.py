@@ -155,7 +155,7 @@ def test_missing_useq_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         from_useq({"relative": [0.0]})
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     st.floats(1e-3, 1e3),
     st.integers(0, MAX_COUNT),
