@@ -102,8 +102,9 @@ class ZScanPlan:
     Raises
     ------
     ValueError, TypeError
-        For a negative, NaN or infinite distance or start, a spacing that is not > 0, or a
-        count that is not an integer in 0..99. The message names the argument and value.
+        For a negative, NaN or infinite distance, a NaN or infinite start, a spacing that is
+        not > 0 and finite, or a count that is not an integer in 0..99. The message names
+        the argument and value.
 
     Notes
     -----
