@@ -1,0 +1,744 @@
+"""A simulated camera that images a synthetic specimen at the stage's current Z.
+
+The specimen is a texture on a height map (optionally with a second, semi-transparent
+layer). At each :meth:`SimulatedCamera.snap` the camera reads the stage position and
+renders every pixel with the defocus blur of its own distance from focus, then adds shot
+and read noise. It knows its ground truth: the all-in-focus image and the height at which
+each pixel is in focus, so fusion results can be scored (PSNR, depth error).
+
+Imaging model
+-------------
+*Defocus.* The incoherent optical transfer function (OTF) of an aberration-free circular
+pupil of radius ``NA / lambda0`` with the exact (non-paraxial) scalar defocus phase
+``2 pi dz (sqrt((n/lambda0)^2 - f^2) - n/lambda0)`` [1]_ [2]_ is computed for a ladder of
+defocus values ``|dz|`` spaced evenly in ``asinh(|dz| / z0)`` (``z0`` half the
+wave-optical depth of field ``lambda0 n / NA^2``, so the ladder is fine near focus and
+coarse far from it). Each rung is the texture filtered by that OTF; a frame blends, per
+pixel, the two rungs that bracket the pixel's ``|z_stage - h(x, y)|`` (linear in the
+asinh coordinate). This is the usual layered approximation of a thick specimen: exact
+for a flat one, and good where the height varies slowly on the scale of the blur.
+
+*Focus.* A point at height ``h`` is in focus when the stage reads ``h``: stage and height
+map share one axis (um, up is positive). With ``n_sample`` set the specimen lies below an
+interface at ``interface_um`` in a medium of that index, and a point at depth ``d`` below
+the interface is in focus at stage ``interface - d / r``, with ``r`` the focal-shift ratio
+``AFP / NFP``: the geometric near-interface ratio
+(:func:`nanoro_optics.optics.focal_shift_ratio`) or, with ``focal_shift="psf"``, the wave-
+optical apparent focal position (:func:`nanoro_optics.psf.apparent_focal_position`),
+inverted by interpolation.
+
+*Focus breathing.* Magnification changes linearly with the stage position,
+``m(z) = 1 + breathing_per_um (z - breathing_ref_um)``, applied as a zoom about the image
+centre (bilinear).
+
+*Noise.* Expected photo-electrons are ``reflectance x signal_e_per_ms x exposure_ms``;
+the camera draws Poisson shot noise and Gaussian read noise (electrons), converts with
+``gain_e_per_dn`` and ``offset_dn`` and quantises to ``bit_depth`` bits (values beyond the
+ADC range saturate, as a real sensor does).
+
+References
+----------
+.. [1] J. W. Goodman, *Introduction to Fourier Optics*, 3rd ed., Roberts (2005), ch. 6
+   (incoherent OTF as the autocorrelation of the pupil).
+.. [2] M. Born and E. Wolf, *Principles of Optics*, 7th ed., Cambridge (1999), sec. 8.8
+   (defocused pupil function).
+.. [3] I. N. Loginov et al., "Depth-dependent scaling of axial distances in light
+   microscopy", Optica 11, 553-568 (2024), doi:10.1364/OPTICA.520595
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import optics
+from .._validation import (
+    check_choice,
+    check_finite_real,
+    check_int,
+    check_positive,
+    check_range,
+)
+from .errors import CameraError
+from .mock_stage import SimulatedClock
+
+__all__ = ["GroundTruth", "SimulatedCamera", "Specimen", "defocus_otf"]
+
+#: Spacing of the defocus ladder in ``asinh(|dz| / z0)`` (about z0/4 near focus).
+LADDER_STEP = 0.25
+#: Default camera pixel pitch (um) on the sensor, a common sCMOS value.
+DEFAULT_CAMERA_PIXEL_UM = 6.5
+
+
+# ------------------------------------------------------------------------------ specimen
+
+
+def _band_noise(
+    rng: np.random.Generator, shape: tuple[int, int], *, slope: float, lo_px: float
+) -> np.ndarray:
+    """Random field with a ``1/f^slope`` amplitude spectrum, zero mean, unit std."""
+    white = rng.standard_normal(shape)
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.rfftfreq(shape[1])[None, :]
+    f = np.hypot(fy, fx)
+    f0 = 1.0 / lo_px
+    amp = 1.0 / np.power(np.maximum(f, f0), slope)
+    field = np.fft.irfft2(np.fft.rfft2(white) * amp, s=shape)
+    field -= field.mean()
+    return field / field.std()
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale_px: float) -> np.ndarray:
+    white = rng.standard_normal(shape)
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.rfftfreq(shape[1])[None, :]
+    g = np.exp(-2.0 * (math.pi * scale_px) ** 2 * (fy**2 + fx**2))
+    field = np.fft.irfft2(np.fft.rfft2(white) * g, s=shape)
+    field -= field.mean()
+    return field / field.std()
+
+
+@dataclass(frozen=True, eq=False)
+class Specimen:
+    """A synthetic specimen: a texture on a height map, with an optional second layer.
+
+    Attributes
+    ----------
+    texture : numpy.ndarray
+        Reflectance/brightness in [0, 1], ``(rows, cols)`` grey or ``(rows, cols, 3)``.
+    height_um : numpy.ndarray
+        Height of the surface (um), ``(rows, cols)``.
+    layer_texture : numpy.ndarray or None
+        Texture of a flat, semi-transparent second layer (same shape as ``texture``).
+    layer_alpha : numpy.ndarray or None
+        Opacity of the second layer in [0, 1], ``(rows, cols)``.
+    layer_height_um : float or None
+        Height of the second layer (um).
+    """
+
+    texture: np.ndarray
+    height_um: np.ndarray
+    layer_texture: np.ndarray | None = None
+    layer_alpha: np.ndarray | None = None
+    layer_height_um: float | None = None
+
+    def __post_init__(self) -> None:
+        tex = np.asarray(self.texture, dtype=np.float64)
+        h = np.asarray(self.height_um, dtype=np.float64)
+        if tex.ndim not in (2, 3) or (tex.ndim == 3 and tex.shape[2] not in (1, 3, 4)):
+            raise ValueError(f"texture must be (rows, cols) or (rows, cols, 3), got {tex.shape}")
+        if min(tex.shape[:2]) < 8:
+            raise ValueError(f"texture must be at least 8 x 8 pixels, got {tex.shape}")
+        if h.shape != tex.shape[:2]:
+            raise ValueError(f"height_um must have shape {tex.shape[:2]}, got {h.shape}")
+        for name, arr in (("texture", tex), ("height_um", h)):
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"{name} must be finite everywhere")
+        if tex.min() < 0 or tex.max() > 1:
+            raise ValueError(f"texture must lie in [0, 1], got [{tex.min()!r}, {tex.max()!r}]")
+        layer = (self.layer_texture, self.layer_alpha, self.layer_height_um)
+        if any(x is not None for x in layer) and not all(x is not None for x in layer):
+            raise ValueError(
+                "layer_texture, layer_alpha and layer_height_um must be given together"
+            )
+        if self.layer_texture is not None:
+            lt = np.asarray(self.layer_texture, dtype=np.float64)
+            la = np.asarray(self.layer_alpha, dtype=np.float64)
+            if lt.shape != tex.shape:
+                raise ValueError(f"layer_texture must have shape {tex.shape}, got {lt.shape}")
+            if la.shape != tex.shape[:2]:
+                raise ValueError(f"layer_alpha must have shape {tex.shape[:2]}, got {la.shape}")
+            if not (np.all(np.isfinite(lt)) and lt.min() >= 0 and lt.max() <= 1):
+                raise ValueError("layer_texture must be finite and lie in [0, 1]")
+            if not (np.all(np.isfinite(la)) and la.min() >= 0 and la.max() <= 1):
+                raise ValueError("layer_alpha must be finite and lie in [0, 1]")
+            object.__setattr__(self, "layer_texture", lt)
+            object.__setattr__(self, "layer_alpha", la)
+            object.__setattr__(
+                self, "layer_height_um", check_finite_real(self.layer_height_um, "layer_height_um")
+            )
+        object.__setattr__(self, "texture", tex)
+        object.__setattr__(self, "height_um", h)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of an image of the specimen."""
+        return tuple(self.texture.shape)
+
+    @property
+    def top_um(self) -> float:
+        """Highest point (the second layer included)."""
+        top = float(self.height_um.max())
+        if self.layer_height_um is not None:
+            top = max(top, self.layer_height_um)
+        return top
+
+    @property
+    def bottom_um(self) -> float:
+        """Lowest point (the second layer included)."""
+        bottom = float(self.height_um.min())
+        if self.layer_height_um is not None:
+            bottom = min(bottom, self.layer_height_um)
+        return bottom
+
+    @classmethod
+    def synthetic(
+        cls,
+        shape: tuple[int, int] = (256, 256),
+        *,
+        relief_um: float = 15.0,
+        base_um: float = 0.0,
+        feature_px: float = 4.0,
+        colour: bool = False,
+        second_layer: bool = False,
+        seed: int = 0,
+    ) -> Specimen:
+        """Make a textured surface spanning ``[base_um, base_um + relief_um]``.
+
+        The texture is a random field with a ``1/f`` amplitude spectrum (detail at every
+        scale down to ``feature_px``), mapped smoothly into [0.1, 0.9]; the height map is a
+        tilted plane plus three Gaussian hills, scaled to span exactly ``relief_um``. The
+        optional second layer is a fibre network (40% opaque) floating ``relief_um / 5``
+        above the top.
+
+        Parameters
+        ----------
+        shape : (int, int)
+            Rows and columns (each >= 8).
+        relief_um : float, keyword-only
+            Height difference between the lowest and highest point (>= 0).
+        base_um : float, keyword-only
+            Height of the lowest point.
+        feature_px : float, keyword-only
+            Smallest feature size of the texture in pixels (>= 1).
+        colour : bool, keyword-only
+            Make an RGB texture.
+        second_layer : bool, keyword-only
+            Add the semi-transparent fibre layer.
+        seed : int, keyword-only
+            Random seed; the same seed gives the same specimen.
+
+        Returns
+        -------
+        Specimen
+        """
+        try:
+            rows, cols = (check_int(s, "shape", 8) for s in shape)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"shape must be two integers >= 8, got {shape!r}") from exc
+        relief = check_positive(relief_um, "relief_um", allow_zero=True)
+        base = check_finite_real(base_um, "base_um")
+        feat = check_range(feature_px, "feature_px", 1.0)
+        check_int(seed, "seed", 0)
+        rng = np.random.default_rng(seed)
+        n_ch = 3 if colour else 1
+        tex = np.empty((rows, cols, n_ch))
+        common = _band_noise(rng, (rows, cols), slope=1.0, lo_px=feat)
+        for c in range(n_ch):
+            own = _band_noise(rng, (rows, cols), slope=1.0, lo_px=feat) if colour else 0.0
+            field = common + 0.5 * own
+            tex[..., c] = 0.5 + 0.4 * np.tanh(0.8 * field / np.std(field))
+        texture = tex if colour else tex[..., 0]
+
+        yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
+        yy /= rows
+        xx /= cols
+        surface = 0.6 * xx + 0.3 * yy
+        for _ in range(3):
+            cy, cx = rng.uniform(0.2, 0.8, size=2)
+            width = rng.uniform(0.08, 0.2)
+            surface += rng.uniform(0.5, 1.0) * np.exp(
+                -((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * width**2)
+            )
+        surface -= surface.min()
+        height = base + relief * surface / surface.max()
+
+        if not second_layer:
+            return cls(texture, height)
+        fibres = np.abs(_smooth_noise(rng, (rows, cols), max(rows, cols) / 24.0))
+        alpha = 0.4 * np.exp(-((fibres / 0.08) ** 2))
+        layer_tex = np.full_like(texture, 0.95)
+        return cls(texture, height, layer_tex, alpha, base + 1.2 * relief)
+
+
+@dataclass(frozen=True, eq=False)
+class GroundTruth:
+    """What the simulated camera knows about its specimen.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        The expected (noise-free) all-in-focus frame in camera units (DN, float64): every
+        pixel rendered at its own focus, at the reference magnification.
+    reflectance : numpy.ndarray
+        The same in reflectance units, ``(image - offset_dn) / white_dn``.
+    white_dn : float
+        Expected DN of a reflectance-1 pixel above the offset (the scale for PSNR).
+    focus_height_um : numpy.ndarray
+        Stage position at which each pixel is sharpest (um); equals ``height_um`` without
+        an index mismatch.
+    height_um : numpy.ndarray
+        Physical height of the surface (um).
+    """
+
+    image: np.ndarray
+    reflectance: np.ndarray
+    white_dn: float
+    focus_height_um: np.ndarray
+    height_um: np.ndarray
+
+
+# ------------------------------------------------------------------------------ optics
+
+
+def defocus_otf(
+    shape: tuple[int, int],
+    *,
+    pixel_um: float,
+    na: float,
+    n: float,
+    wavelength_um: float,
+    dz_um: float,
+) -> np.ndarray:
+    """Incoherent OTF (rfft layout) of a circular pupil defocused by ``dz_um``.
+
+    The pupil ``P(f) = circ(|f| <= NA/lambda0) exp(i 2 pi dz (sqrt((n/lambda0)^2 - |f|^2) -
+    n/lambda0))`` is sampled on the image's frequency grid; the PSF is ``|IFFT(P)|^2``,
+    normalised to unit sum, and the OTF its FFT, so ``OTF(0) = 1``. When the intensity
+    bandwidth ``2 NA / lambda0`` exceeds the pixel Nyquist frequency the PSF is computed on
+    a finer grid first, so the OTF is free of aliasing.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image rows and columns.
+    pixel_um : float, keyword-only
+        Object-space pixel size (um).
+    na, n : float, keyword-only
+        Numerical aperture and refractive index of the medium (``na <= n``).
+    wavelength_um : float, keyword-only
+        Vacuum wavelength (um).
+    dz_um : float, keyword-only
+        Defocus (um).
+
+    Returns
+    -------
+    numpy.ndarray
+        Complex array of shape ``(rows, cols // 2 + 1)``.
+
+    References
+    ----------
+    .. [1] J. W. Goodman, *Introduction to Fourier Optics*, 3rd ed. (2005), sec. 6.3-6.4.
+    """
+    rows, cols = shape
+    p = check_positive(pixel_um, "pixel_um")
+    lam = check_positive(wavelength_um, "wavelength_um")
+    na_ = check_positive(na, "na")
+    n_ = check_positive(n, "n")
+    if na_ > n_:
+        raise ValueError(f"na must be <= n, got na={na_!r} > n={n_!r}")
+    dz = check_finite_real(dz_um, "dz_um")
+    nyquist = 0.5 / p
+    up = max(1, math.ceil(2.0 * na_ / lam / nyquist))
+    R, C = rows * up, cols * up
+    fy = np.fft.fftfreq(R, d=p / up)[:, None]
+    fx = np.fft.fftfreq(C, d=p / up)[None, :]
+    f2 = fy**2 + fx**2
+    inside = f2 <= (na_ / lam) ** 2
+    kz = np.sqrt(np.maximum((n_ / lam) ** 2 - f2, 0.0)) - n_ / lam
+    pupil = np.where(inside, np.exp(2j * np.pi * dz * kz), 0.0)
+    amp = np.fft.ifft2(pupil)
+    psf = amp.real**2 + amp.imag**2
+    otf = np.fft.rfft2(psf)
+    otf /= otf[0, 0]
+    if up == 1:
+        return otf
+    # keep the frequencies of the original grid (indices k mod R along rows)
+    ky = np.fft.fftfreq(rows, d=1.0 / rows).astype(int) % R
+    kx = np.arange(cols // 2 + 1)
+    return otf[np.ix_(ky, kx)]
+
+
+# ------------------------------------------------------------------------------ camera
+
+
+class SimulatedCamera:
+    """A camera imaging a :class:`Specimen` at the Z of a stage (the ``Camera`` protocol).
+
+    Parameters
+    ----------
+    stage : object with ``get_position_um()``
+        The focus drive; its position (noise and drift included) is read at each snap.
+    specimen : Specimen, optional
+        What to image; default ``Specimen.synthetic()`` (256 x 256, 15 um relief).
+    objective : Objective or str, keyword-only
+        The objective (or a key of :data:`nanoro_optics.optics.OBJECTIVES`); default the
+        40x/0.65 "Nikon MRP70401".
+    pixel_um : float, keyword-only
+        Object-space pixel size (um); default ``6.5 um / magnification``.
+    wavelength_um : float, keyword-only
+        Vacuum wavelength (um); default 0.70, as the depth-of-field defaults.
+    exposure_ms : float, keyword-only
+        Initial exposure (> 0).
+    signal_e_per_ms : float, keyword-only
+        Photo-electrons per ms for a reflectance-1 pixel.
+    read_noise_e : float, keyword-only
+        Read-noise standard deviation (electrons, >= 0).
+    gain_e_per_dn : float, keyword-only
+        Electrons per digital number (> 0).
+    offset_dn : float, keyword-only
+        Black level (DN, >= 0).
+    bit_depth : int, keyword-only
+        ADC bits, 8..16; frames are ``uint8`` for 8 bits, else ``uint16``.
+    noise : bool, keyword-only
+        Add shot and read noise (default True).
+    n_sample : float, keyword-only
+        Refractive index of a medium covering the specimen below ``interface_um``; None
+        (default) means no index mismatch.
+    interface_um : float, keyword-only
+        Height of the interface; default the specimen's top.
+    focal_shift : {"ratio", "psf"}, keyword-only
+        Focal-shift model with ``n_sample``: the geometric ratio or the vectorial PSF.
+    breathing_per_um : float, keyword-only
+        Relative magnification change per um of stage travel (focus breathing).
+    breathing_ref_um : float, keyword-only
+        Stage position of the reference magnification; default the specimen's bottom.
+    fail_on_snap : int, keyword-only
+        The k-th snap (1-based) raises :class:`~nanoro_optics.hardware.errors.CameraError`.
+    seed : int, keyword-only
+        Seed of the noise; the same snaps at the same positions give the same frames.
+    clock : SimulatedClock, keyword-only
+        Advanced by each exposure; default the stage's ``clock`` if it has one.
+
+    Examples
+    --------
+    >>> from nanoro_optics.hardware import MockZStage
+    >>> spec = Specimen.synthetic((32, 32), relief_um=4.0)
+    >>> cam = SimulatedCamera(MockZStage(position_um=2.0), spec)
+    >>> frame = cam.snap()
+    >>> frame.shape, frame.dtype.name
+    ((32, 32), 'uint16')
+    """
+
+    def __init__(
+        self,
+        stage: Any,
+        specimen: Specimen | None = None,
+        *,
+        objective: optics.Objective | str = "Nikon MRP70401",
+        pixel_um: float | None = None,
+        wavelength_um: float = optics.DEFAULT_WAVELENGTH_UM,
+        exposure_ms: float = 10.0,
+        signal_e_per_ms: float = 2000.0,
+        read_noise_e: float = 1.6,
+        gain_e_per_dn: float = 0.5,
+        offset_dn: float = 100.0,
+        bit_depth: int = 16,
+        noise: bool = True,
+        n_sample: float | None = None,
+        interface_um: float | None = None,
+        focal_shift: str = "ratio",
+        breathing_per_um: float = 0.0,
+        breathing_ref_um: float | None = None,
+        fail_on_snap: int | None = None,
+        seed: int = 0,
+        clock: SimulatedClock | None = None,
+    ) -> None:
+        if not callable(getattr(stage, "get_position_um", None)):
+            raise TypeError(f"stage must have get_position_um(), got {type(stage).__name__}")
+        self.stage = stage
+        if specimen is None:
+            specimen = Specimen.synthetic()
+        if not isinstance(specimen, Specimen):
+            raise TypeError(f"specimen must be a Specimen, got {type(specimen).__name__}")
+        self.specimen = specimen
+        if isinstance(objective, str):
+            if objective not in optics.OBJECTIVES:
+                raise ValueError(
+                    f"objective must be one of {sorted(optics.OBJECTIVES)}, got {objective!r}"
+                )
+            objective = optics.OBJECTIVES[objective]
+        if not isinstance(objective, optics.Objective):
+            raise TypeError(f"objective must be an Objective, got {type(objective).__name__}")
+        self.objective = objective
+        self.pixel_um = (
+            DEFAULT_CAMERA_PIXEL_UM / objective.magnification
+            if pixel_um is None
+            else check_positive(pixel_um, "pixel_um")
+        )
+        self.wavelength_um = check_positive(wavelength_um, "wavelength_um")
+        self._exposure_ms = check_positive(exposure_ms, "exposure_ms")
+        self.signal_e_per_ms = check_positive(signal_e_per_ms, "signal_e_per_ms")
+        self.read_noise_e = check_positive(read_noise_e, "read_noise_e", allow_zero=True)
+        self.gain_e_per_dn = check_positive(gain_e_per_dn, "gain_e_per_dn")
+        self.offset_dn = check_positive(offset_dn, "offset_dn", allow_zero=True)
+        self.bit_depth = check_int(bit_depth, "bit_depth", 8, 16)
+        if not isinstance(noise, bool):
+            raise TypeError(f"noise must be a bool, got {noise!r}")
+        self.noise = noise
+        self.breathing_per_um = check_finite_real(breathing_per_um, "breathing_per_um")
+        self.breathing_ref_um = (
+            specimen.bottom_um
+            if breathing_ref_um is None
+            else check_finite_real(breathing_ref_um, "breathing_ref_um")
+        )
+        self.fail_on_snap = (
+            None if fail_on_snap is None else check_int(fail_on_snap, "fail_on_snap", 1)
+        )
+        check_int(seed, "seed", 0)
+        self._rng = np.random.default_rng(seed)
+        if clock is None:
+            clock = getattr(stage, "clock", None)
+        if clock is not None and not isinstance(clock, SimulatedClock):
+            raise TypeError(f"clock must be a SimulatedClock, got {type(clock).__name__}")
+        self.clock = clock
+        self.snap_count = 0
+
+        # focus heights, with the optional index-mismatch focal shift
+        focal_shift = check_choice(focal_shift, "focal_shift", ("ratio", "psf"))
+        self.n_sample = None if n_sample is None else check_positive(n_sample, "n_sample")
+        self.interface_um = (
+            specimen.top_um
+            if interface_um is None
+            else check_finite_real(interface_um, "interface_um")
+        )
+        self._focus_h = self._focus_heights(specimen.height_um, focal_shift)
+        self._focus_layer = (
+            None
+            if specimen.layer_height_um is None
+            else float(self._focus_heights(np.array([specimen.layer_height_um]), focal_shift)[0])
+        )
+
+        # defocus ladder (filled lazily)
+        na, n = objective.na, objective.n_immersion
+        self._z0_um = 0.5 * float(
+            optics.wave_optical_depth(na, wavelength_um=self.wavelength_um, n=n)
+        )
+        extent_um = self.pixel_um * max(specimen.shape[:2])
+        tan_a = math.tan(math.asin(min(na / n, 0.999999)))
+        #: beyond this defocus the blur spot is wider than the image: the last rung is used
+        self.max_defocus_um = max(extent_um / tan_a, 4 * self._z0_um)
+        self._k_max = math.ceil(math.asinh(self.max_defocus_um / self._z0_um) / LADDER_STEP)
+        self._tex_f = self._spectrum(specimen.texture)
+        self._rungs: dict[int, np.ndarray] = {}
+        if specimen.layer_texture is not None:
+            assert specimen.layer_alpha is not None
+            alpha = specimen.layer_alpha
+            a3 = alpha[..., None] if specimen.texture.ndim == 3 else alpha
+            self._layer_f = self._spectrum(a3 * specimen.layer_texture)
+            self._trans_f = self._spectrum(1.0 - alpha)
+            self._layer_rungs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    # -- protocol -------------------------------------------------------------------------
+    @property
+    def exposure_ms(self) -> float:
+        """Current exposure time in ms."""
+        return self._exposure_ms
+
+    def set_exposure_ms(self, ms: float) -> None:
+        """Set the exposure time in ms (> 0)."""
+        self._exposure_ms = check_positive(ms, "ms")
+
+    def snap(self, timeout_s: float | None = None) -> np.ndarray:
+        """Expose one frame at the stage's current position.
+
+        Raises
+        ------
+        CameraError
+            On the snap chosen by ``fail_on_snap``, or if the exposure is longer than
+            ``timeout_s``.
+        """
+        if timeout_s is not None:
+            check_positive(timeout_s, "timeout_s", allow_zero=True)
+        self.snap_count += 1
+        if self.fail_on_snap == self.snap_count:
+            raise CameraError(f"injected camera fault on snap {self.snap_count}")
+        if timeout_s is not None and self._exposure_ms / 1000.0 > timeout_s:
+            raise CameraError(
+                f"exposure {self._exposure_ms!r} ms is longer than timeout_s={timeout_s!r} s"
+            )
+        z = float(self.stage.get_position_um())
+        expected = self.render(z)
+        if self.clock is not None:
+            self.clock.advance(self._exposure_ms / 1000.0)
+        return self._digitise(expected)
+
+    # -- rendering ------------------------------------------------------------------------
+    @property
+    def white_dn(self) -> float:
+        """Expected DN (above the offset) of a reflectance-1 pixel at this exposure."""
+        return self.signal_e_per_ms * self._exposure_ms / self.gain_e_per_dn
+
+    def render(self, z_um: float) -> np.ndarray:
+        """Noise-free reflectance image (float64, [0, 1]) with the stage at ``z_um``."""
+        z = check_finite_real(z_um, "z_um")
+        img = self._blend(self._tex_rungs, np.abs(z - self._focus_h))
+        if self._focus_layer is not None:
+            lay, trans = self._layer_at(abs(z - self._focus_layer))
+            img = lay + (trans[..., None] if img.ndim == 3 else trans) * img
+        if self.breathing_per_um != 0.0:
+            img = self._zoom(img, 1.0 + self.breathing_per_um * (z - self.breathing_ref_um))
+        return img
+
+    def ground_truth(self) -> GroundTruth:
+        """Return the all-in-focus expectation and the focus heights (:class:`GroundTruth`)."""
+        sharp = self._rung(0)
+        if self._focus_layer is not None:
+            lay, trans = self._layer_rung(0)
+            sharp = lay + (trans[..., None] if sharp.ndim == 3 else trans) * sharp
+        white = self.white_dn
+        return GroundTruth(
+            image=self.offset_dn + white * sharp,
+            reflectance=sharp,
+            white_dn=white,
+            focus_height_um=self._focus_h.copy(),
+            height_um=self.specimen.height_um.copy(),
+        )
+
+    def frame_to_reflectance(self, frame: np.ndarray) -> np.ndarray:
+        """Convert a frame (or a fused image) in DN to reflectance units."""
+        return (np.asarray(frame, dtype=np.float64) - self.offset_dn) / self.white_dn
+
+    # -- internals ------------------------------------------------------------------------
+    def _focus_heights(self, h: np.ndarray, model: str) -> np.ndarray:
+        if self.n_sample is None:
+            return np.array(h, dtype=np.float64)
+        obj = self.objective
+        depth = np.maximum(self.interface_um - h, 0.0)
+        if model == "ratio":
+            r = float(
+                optics.focal_shift_ratio(
+                    obj.na, n_immersion=obj.n_immersion, n_sample=self.n_sample
+                )
+            )
+            nfp = depth / r
+        else:
+            from ..psf import apparent_focal_position
+
+            d_max = float(depth.max())
+            if d_max == 0.0:
+                nfp = depth
+            else:
+                r0 = float(
+                    optics.focal_shift_ratio(
+                        obj.na, n_immersion=obj.n_immersion, n_sample=self.n_sample
+                    )
+                )
+                grid = np.linspace(0.0, 1.5 * d_max / min(r0, 1.0) + 1.0, 48)
+                afp = np.asarray(
+                    apparent_focal_position(
+                        grid,
+                        na=obj.na,
+                        n_immersion=obj.n_immersion,
+                        n_sample=self.n_sample,
+                        wavelength_um=self.wavelength_um,
+                    )[0],
+                    dtype=np.float64,
+                )
+                afp = np.maximum.accumulate(afp)  # monotone for the inversion
+                nfp = np.interp(depth, afp, grid)
+        return np.where(h < self.interface_um, self.interface_um - nfp, h)
+
+    def _spectrum(self, img: np.ndarray) -> np.ndarray:
+        return np.fft.rfft2(img, axes=(0, 1))
+
+    def _otf(self, k: int) -> np.ndarray:
+        dz = self._z0_um * math.sinh(k * LADDER_STEP)
+        obj = self.objective
+        rows, cols = self.specimen.shape[:2]
+        return defocus_otf(
+            (rows, cols),
+            pixel_um=self.pixel_um,
+            na=obj.na,
+            n=obj.n_immersion,
+            wavelength_um=self.wavelength_um,
+            dz_um=dz,
+        )
+
+    def _filter(self, spec: np.ndarray, otf: np.ndarray) -> np.ndarray:
+        o = otf[..., None] if spec.ndim == 3 else otf
+        return np.fft.irfft2(spec * o, s=self.specimen.shape[:2], axes=(0, 1))
+
+    def _rung(self, k: int) -> np.ndarray:
+        k = min(k, self._k_max)
+        if k not in self._rungs:
+            self._rungs[k] = self._filter(self._tex_f, self._otf(k)).astype(np.float32)
+        return self._rungs[k]
+
+    def _tex_rungs(self, k: int) -> np.ndarray:
+        return self._rung(k)
+
+    def _layer_rung(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, self._k_max)
+        if k not in self._layer_rungs:
+            otf = self._otf(k)
+            self._layer_rungs[k] = (
+                self._filter(self._layer_f, otf),
+                self._filter(self._trans_f, otf),
+            )
+        return self._layer_rungs[k]
+
+    def _layer_at(self, dz: float) -> tuple[np.ndarray, np.ndarray]:
+        u = math.asinh(dz / self._z0_um) / LADDER_STEP
+        k = min(int(u), self._k_max)
+        w = 0.0 if k >= self._k_max else u - k
+        a0, t0 = self._layer_rung(k)
+        if w == 0.0:
+            return a0, t0
+        a1, t1 = self._layer_rung(k + 1)
+        return (1 - w) * a0 + w * a1, (1 - w) * t0 + w * t1
+
+    def _blend(self, rung: Any, dz: np.ndarray) -> np.ndarray:
+        u = np.arcsinh(dz / self._z0_um) / LADDER_STEP
+        k = np.minimum(np.floor(u).astype(np.intp), self._k_max)
+        w = np.where(k >= self._k_max, 0.0, u - k)
+        out = np.zeros(self.specimen.shape, dtype=np.float64)
+        colour = out.ndim == 3
+        for kk in np.unique(k):
+            sel = k == kk
+            ww = w[sel]
+            lo = rung(int(kk))[sel]
+            hi = rung(int(kk) + 1)[sel]
+            if colour:
+                ww = ww[:, None]
+            out[sel] = (1.0 - ww) * lo + ww * hi
+        return out
+
+    def _zoom(self, img: np.ndarray, m: float) -> np.ndarray:
+        from scipy import ndimage
+
+        if not m > 0:
+            raise CameraError(f"focus breathing gives a magnification {m!r} <= 0")
+        rows, cols = img.shape[:2]
+        cy, cx = (rows - 1) / 2.0, (cols - 1) / 2.0
+        yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
+        coords = [cy + (yy - cy) / m, cx + (xx - cx) / m]
+        if img.ndim == 2:
+            return ndimage.map_coordinates(img, coords, order=1, mode="reflect")
+        return np.stack(
+            [
+                ndimage.map_coordinates(img[..., c], coords, order=1, mode="reflect")
+                for c in range(img.shape[2])
+            ],
+            axis=-1,
+        )
+
+    def _digitise(self, reflectance: np.ndarray) -> np.ndarray:
+        electrons = np.maximum(reflectance, 0.0) * self.signal_e_per_ms * self._exposure_ms
+        if self.noise:
+            electrons = self._rng.poisson(electrons).astype(np.float64)
+            if self.read_noise_e > 0:
+                electrons += self._rng.normal(0.0, self.read_noise_e, size=electrons.shape)
+        dn = np.rint(electrons / self.gain_e_per_dn + self.offset_dn)
+        full = (1 << self.bit_depth) - 1
+        dtype = np.uint8 if self.bit_depth == 8 else np.uint16
+        return np.clip(dn, 0, full).astype(dtype)  # the ADC saturates
+
+    def __repr__(self) -> str:
+        return (
+            f"SimulatedCamera(objective={self.objective.name!r}, shape={self.specimen.shape}, "
+            f"pixel_um={self.pixel_um:.4g}, exposure_ms={self._exposure_ms!r})"
+        )
