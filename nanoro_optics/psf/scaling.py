@@ -151,7 +151,8 @@ def _loginov(na: Any, n1: Any, n2: Any, nfp: Any, lam: Any) -> Any:
         sign = np.where(up, 1.0, np.where(delta * (2.0 + delta) < 0, -1.0, 0.0))
         univ = (n2 / n1) * (1.0 + delta) + sign * root / n1
     univ = np.where(nfp == 0, crit, univ)  # NFP -> 0: the universal factor leaves any bound
-    sf = np.where(up, np.minimum(univ, crit), np.maximum(univ, crit))
+    # fmin/fmax: at NFP ~ 1e-300 the universal factor overflows to nan; the bound applies
+    sf = np.where(up, np.fmin(univ, crit), np.fmax(univ, crit))
     return np.where(n1 == n2, 1.0, sf)
 
 

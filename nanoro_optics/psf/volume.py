@@ -137,7 +137,7 @@ def vectorial_psf(
     z_center_um : float, optional
         Axial position of plane ``nz // 2`` from the nominal focus (um), default 0.
     n_nodes : int, optional
-        Gauss-Legendre nodes over the aperture; chosen from the phase span by default.
+        Gauss-Legendre nodes over the aperture; chosen from the local oscillation by default.
     normalize : bool, optional
         Scale the maximum to 1. By default the intensity is relative to the interface
         focus (``NFP = 0, z = 0``) in the same media, as :func:`axial_intensity`.
