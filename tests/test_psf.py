@@ -359,3 +359,25 @@ def test_bad_input_depth_and_scaling() -> None:
         psf.axial_scaling_factor(1.3, model="carlsson", nfp_um=3.0, **sk)
     with pytest.raises(ValueError, match="nominal_um"):
         psf.actual_depth_um(-1.0, model="carlsson", na=1.3, **sk)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    n1=st.sampled_from([1.0, 1.33, 1.406, 1.518]),
+    n2=st.floats(1.0, 1.52),
+    frac=st.floats(0.3, 0.95),
+    nfp=st.floats(0.0, 30.0),
+)
+def test_focus_search_finds_global_maximum(n1: float, n2: float, frac: float, nfp: float) -> None:
+    na = frac * n1
+    kw = dict(na=na, n_immersion=n1, n_sample=n2, wavelength_um=0.5)
+    res = psf.apparent_focal_position(nfp, **kw)
+    # brute force over every depth from the interface to twice the deepest estimate
+    n_eff = min(na, n2)
+    dz = 0.5 / (n2 - math.sqrt(n2 * n2 - n_eff * n_eff))
+    z = np.arange(-nfp, 1.0 * nfp + 3 * nfp * n2 / n1 + 5 * dz, dz / 20)
+    brute = psf.axial_intensity(z, nfp_um=nfp, **kw)
+    assert res.peak_intensity >= brute.max() * (1 - 1e-9)
+    assert res.peak_intensity == pytest.approx(
+        psf.axial_intensity(res.afp_um - nfp, nfp_um=nfp, **kw), rel=1e-12
+    )

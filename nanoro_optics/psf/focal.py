@@ -191,20 +191,15 @@ def _find_peak(opts: list[Optics], nfp: float) -> tuple[float, float]:
     values = model(grid)
     i = int(np.argmax(values))
     a, b = grid[max(i - 1, 0)], grid[min(i + 1, n - 1)]
-    if i == 0 and lo <= -nfp:  # the maximum is at the interface itself
-        a = b = lo
-    if a == b:
-        z_best, v_best = float(a), float(model(np.array([a]))[0])
-    else:
-        res = optimize.minimize_scalar(
-            lambda t: -float(model(np.array([t]))[0]),
-            bounds=(float(a), float(b)),
-            method="bounded",
-            options={"xatol": _XATOL_UM},
-        )
-        z_best, v_best = float(res.x), -float(res.fun)
-        if values[i] > v_best:  # never return worse than the grid point
-            z_best, v_best = float(grid[i]), float(values[i])
+    res = optimize.minimize_scalar(
+        lambda t: -float(model(np.array([t]))[0]),
+        bounds=(float(a), float(b)),
+        method="bounded",
+        options={"xatol": _XATOL_UM},
+    )
+    z_best, v_best = float(res.x), -float(res.fun)
+    if values[i] > v_best:  # the maximum is the grid point itself (e.g. at the interface)
+        z_best, v_best = float(grid[i]), float(values[i])
     return nfp + z_best, v_best
 
 
