@@ -1,0 +1,63 @@
+"""Focus fusion: Laplacian-pyramid focus stacking, streaming, depth map, alignment.
+
+``fuse_stack(frames)`` fuses a stack (an array or any iterable of frames) into one sharp image
+and a depth map; :class:`StackFuser` does the same frame by frame as a camera delivers them,
+with memory independent of the number of frames. Importing this package is cheap: the numba
+kernels compile (once per machine, cached) on first use.
+
+Public names
+------------
+fuse_stack, StackFuser, FusionResult   fusion (:mod:`.stack`)
+FusionRule                             the selection rule's options (:mod:`.rule`)
+laplacian_pyramid, gaussian_pyramid, collapse_pyramid   pyramids (:mod:`.pyramid`)
+synthetic_stack, SyntheticStack        stacks with ground truth (:mod:`.synthetic`)
+align_stack, FrameAligner, AlignResult alignment (:mod:`.align`)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "AlignResult",
+    "FrameAligner",
+    "FusionResult",
+    "FusionRule",
+    "StackFuser",
+    "SyntheticStack",
+    "align_stack",
+    "collapse_pyramid",
+    "fuse_stack",
+    "gaussian_pyramid",
+    "laplacian_pyramid",
+    "synthetic_stack",
+]
+
+_EXPORTS: dict[str, str] = {
+    "FusionResult": "stack",
+    "StackFuser": "stack",
+    "fuse_stack": "stack",
+    "FusionRule": "rule",
+    "laplacian_pyramid": "pyramid",
+    "gaussian_pyramid": "pyramid",
+    "collapse_pyramid": "pyramid",
+    "synthetic_stack": "synthetic",
+    "SyntheticStack": "synthetic",
+    "align_stack": "align",
+    "FrameAligner": "align",
+    "AlignResult": "align",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,494 @@
+"""Streaming focus fusion: :class:`StackFuser`, :func:`fuse_stack` and :class:`FusionResult`.
+
+Each frame is decomposed into a Burt-Adelson Laplacian pyramid [1]_ level by level and folded
+into a running fused pyramid with the rule of :mod:`.rule`; the frame's pyramid is never
+stored whole. The state is, per level, the weighted sum of coefficients, the sum of weights
+and the largest activity (about ``4/3 * (4 C + 8)`` bytes per pixel for ``C`` channels) plus
+the depth tracker on the half-resolution level, so memory does not grow with the number of
+frames and frames can be fused as a camera delivers them.
+
+References
+----------
+.. [1] P. J. Burt and E. H. Adelson, "The Laplacian pyramid as a compact image code",
+   IEEE Trans. Commun. 31(4), 532-540 (1983). https://doi.org/10.1109/TCOM.1983.1095851
+.. [2] P. J. Burt and R. J. Kolczynski, "Enhanced image capture through fusion", Proc. 4th
+   ICCV, 173-182 (1993). https://doi.org/10.1109/ICCV.1993.378222
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nanoro_optics._validation import as_float_array, check_int
+
+from .depth import DepthTracker
+from .pyramid import auto_levels
+from .rule import FusionRule, luminance_weights
+
+__all__ = ["FusionResult", "StackFuser", "fuse_stack"]
+
+#: activity floor, as a fraction of the input's full scale (DN), squared
+_EPS_FRACTION = 1e-3
+
+
+@dataclass(frozen=True)
+class FusionResult:
+    """The fused image of a focus stack and its depth map.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        Fused image, same dtype and shape as one input frame (integers rounded half to even).
+    depth : numpy.ndarray
+        float32 ``(H, W)``: frame of best focus with a sub-frame estimate (0 = first frame),
+        or its z position in um when z positions were given; NaN where no frame is
+        confidently in focus.
+    confidence : numpy.ndarray
+        float32 ``(H, W)`` in ``[0, 1]``: how clearly one frame stands out as the sharpest.
+    n_frames : int
+        Number of frames fused.
+    depth_unit : str
+        ``"frame"`` or ``"um"``.
+    """
+
+    image: np.ndarray
+    depth: np.ndarray
+    confidence: np.ndarray
+    n_frames: int
+    depth_unit: str = "frame"
+
+
+def _full_scale(dtype: np.dtype) -> float:
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return float(info.max) - float(min(info.min, 0))
+    return 1.0
+
+
+def _collapse(
+    accs: list[np.ndarray], wsums: list[np.ndarray], dtype: np.dtype, kernels: Any
+) -> np.ndarray:
+    """Rebuild the image (H, W, C) in ``dtype`` from the weighted sums of every level."""
+    top = len(accs) - 1
+    cur = np.empty_like(accs[top])
+    kernels.divide_into(accs[top], wsums[top], cur)
+    if top == 0:
+        if dtype.kind in "ui":
+            info = np.iinfo(dtype)
+            return np.clip(np.rint(cur), info.min, info.max).astype(dtype)
+        return cur.astype(dtype)
+    for k in range(top - 1, 0, -1):
+        nxt = np.empty_like(accs[k])
+        kernels.expand_add(accs[k], wsums[k], cur, nxt)
+        cur = nxt
+    if dtype.kind in "ui":
+        out = np.empty(accs[0].shape, dtype=dtype)
+        info = np.iinfo(dtype)
+        kernels.expand_add_round(accs[0], wsums[0], cur, out, float(info.min), float(info.max))
+        return out
+    img = np.empty_like(accs[0])
+    kernels.expand_add(accs[0], wsums[0], cur, img)
+    return img.astype(dtype, copy=False)
+
+
+class StackFuser:
+    """Fuse a focus stack frame by frame (memory independent of the number of frames).
+
+    Parameters
+    ----------
+    z_um : sequence of float, optional
+        z position of every frame in um, in the order the frames will be added; the depth map
+        is then in um. Alternatively pass ``z_um`` to each :meth:`add`.
+    levels : int, optional
+        Pyramid levels including the low-pass residual (default: halve until the short side
+        is about 8 px, :func:`~nanoro_optics.fusion.pyramid.auto_levels`).
+    align : bool, optional
+        Warp each frame onto the first one with a
+        :class:`~nanoro_optics.fusion.align.FrameAligner` before fusing it (focus breathing,
+        drift).
+    **rule_options
+        Options of :class:`~nanoro_optics.fusion.rule.FusionRule`: ``sharpness``,
+        ``window_px``, ``inherit``, ``min_confidence``.
+
+    Notes
+    -----
+    Frames must all have the same shape and dtype: uint8, uint16 (any integer type) or float,
+    grey ``(H, W)`` or colour ``(H, W, C)``. The depth map assumes frames arrive in focus
+    order (as a Z scan delivers them); the fused image does not depend on the order, up to
+    float32 rounding (exactly with the hard rule, ``sharpness=None``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> img = rng.integers(0, 256, (64, 64), dtype=np.uint8)
+    >>> fuser = StackFuser()
+    >>> for _ in range(3):
+    ...     fuser.add(img)
+    >>> res = fuser.result()
+    >>> res.n_frames, bool(np.array_equal(res.image, img))
+    (3, True)
+    """
+
+    def __init__(
+        self,
+        *,
+        z_um: Sequence[float] | None = None,
+        levels: int | None = None,
+        align: bool = False,
+        **rule_options: Any,
+    ) -> None:
+        self.rule = FusionRule(**rule_options)
+        self._z_init: np.ndarray | None = None
+        if z_um is not None:
+            z = as_float_array(z_um, "z_um")
+            if z.ndim != 1:
+                raise ValueError(f"z_um must be a 1-D sequence of positions, got shape {z.shape}")
+            _check_monotonic(z, "z_um")
+            self._z_init = z
+        self._levels_opt = None if levels is None else check_int(levels, "levels", 1, 32)
+        if not isinstance(align, (bool, np.bool_)):
+            raise TypeError(f"align must be a bool, got {type(align).__name__} {align!r}")
+        self.align = bool(align)
+        self._aligner: Any = None
+        self._z_frames: list[float] = []
+        self._n = 0
+        self._shape: tuple[int, ...] | None = None
+        self._dtype: np.dtype | None = None
+        self._first: np.ndarray | None = None
+        self._kernels: Any = None
+
+    # -- properties ---------------------------------------------------------------------
+    @property
+    def n_frames(self) -> int:
+        """Number of frames added so far."""
+        return self._n
+
+    @property
+    def valid_bbox(self) -> tuple[int, int, int, int] | None:
+        """``(y0, y1, x0, x1)`` covered by every aligned frame (None without alignment)."""
+        if self._aligner is None:
+            return None
+        return tuple(int(v) for v in self._aligner.valid_bbox)  # type: ignore[return-value]
+
+    # -- frame intake -------------------------------------------------------------------
+    def _check_frame(self, frame: Any) -> np.ndarray:
+        k = self._n
+        if not isinstance(frame, np.ndarray):
+            try:
+                frame = np.asarray(frame)
+            except Exception as exc:
+                raise TypeError(f"frame {k} is not an array: {type(frame).__name__}") from exc
+        if frame.dtype.kind not in "uif":
+            raise TypeError(f"frame {k} must hold integers or floats, got dtype {frame.dtype}")
+        if frame.ndim not in (2, 3) or frame.shape[0] < 1 or frame.shape[1] < 1:
+            raise ValueError(
+                f"frame {k} must be (rows, cols) or (rows, cols, channels), got shape {frame.shape}"
+            )
+        if frame.ndim == 3 and not 1 <= frame.shape[2] <= 16:
+            raise ValueError(f"frame {k} has {frame.shape[2]} channels, expected 1 to 16")
+        if self._shape is not None:
+            if frame.shape != self._shape:
+                raise ValueError(
+                    f"frame {k} has shape {frame.shape}, expected {self._shape} "
+                    "(the shape of frame 0)"
+                )
+            if frame.dtype != self._dtype:
+                raise TypeError(
+                    f"frame {k} has dtype {frame.dtype}, expected {self._dtype} "
+                    "(the dtype of frame 0)"
+                )
+        self._in_dtype = frame.dtype
+        if frame.dtype.kind == "f":
+            # the pyramid works in float32 whatever the input precision
+            frame = np.ascontiguousarray(frame, dtype=np.float32)
+            bad = self._kern().has_nan(frame)
+            if bad >= 0:
+                pos = np.unravel_index(int(bad), frame.shape)
+                raise ValueError(
+                    f"frame {k} has a non-finite pixel ({frame.flat[int(bad)]}) at "
+                    f"{tuple(int(p) for p in pos)}"
+                )
+        if frame.dtype not in (np.uint8, np.uint16, np.float32):
+            # other integer types go through float32 (exact below 2**24)
+            frame = frame.astype(np.float32)
+        return np.ascontiguousarray(frame)
+
+    def _kern(self) -> Any:
+        if self._kernels is None:
+            from . import _kernels
+
+            self._kernels = _kernels
+        return self._kernels
+
+    def _take_z(self, z_um: Any) -> None:
+        k = self._n
+        if z_um is None:
+            if self._z_frames:
+                raise ValueError(f"frame {k} has no z_um but the frames before it had one")
+            return
+        if self._z_init is not None:
+            raise ValueError(
+                f"frame {k}: z_um was given both to StackFuser() and to add(); give it once"
+            )
+        if k > 0 and not self._z_frames:
+            raise ValueError(f"frame {k} has z_um={z_um!r} but the frames before it had none")
+        z = float(as_float_array(z_um, "z_um"))
+        zs = [*self._z_frames, z]
+        _check_monotonic(np.asarray(zs), "z_um")
+        self._z_frames.append(z)
+
+    def _allocate(self, frame3: np.ndarray) -> None:
+        h, w, c = frame3.shape
+        n_levels = self._levels_opt if self._levels_opt is not None else auto_levels((h, w))
+        self.levels = n_levels
+        self._acc: list[np.ndarray] = []
+        self._wsum: list[np.ndarray] = []
+        self._wmax: list[np.ndarray] = []
+        shapes = []
+        hh, ww = h, w
+        for _ in range(n_levels):
+            shapes.append((hh, ww))
+            hh, ww = (hh + 1) // 2, (ww + 1) // 2
+        self._level_shapes = shapes
+        for hh, ww in shapes:
+            self._acc.append(np.zeros((hh, ww, c), np.float32))
+            self._wsum.append(np.zeros((hh, ww), np.float32))
+            self._wmax.append(np.zeros((hh, ww), np.float32))
+        self._depth_level = min(1, n_levels - 1)
+        self._act = np.empty(shapes[self._depth_level], np.float32)
+        self._tracker = DepthTracker(shapes[self._depth_level], self._depth_level, (h, w))
+        self._lum = luminance_weights(c)
+        assert self._dtype is not None
+        self._eps = float((_EPS_FRACTION * _full_scale(self._dtype)) ** 2)
+        self._dummy2 = np.zeros((1, 1), np.float32)
+        self._dummy3 = np.zeros((1, 1, c), np.float32)
+
+    def add(self, frame: Any, *, z_um: float | None = None) -> None:
+        """Fuse one more frame into the result.
+
+        Parameters
+        ----------
+        frame : array_like, shape (H, W) or (H, W, C)
+            The next frame, same shape and dtype as the first one.
+        z_um : float, optional
+            Its z position in um (then every frame needs one, strictly monotonic).
+
+        Raises
+        ------
+        ValueError
+            Shape differs from frame 0, a NaN/inf pixel, or an inconsistent ``z_um``.
+        TypeError
+            Not numeric, or dtype differs from frame 0.
+        """
+        raw = frame
+        frame = self._check_frame(frame)
+        self._take_z(z_um)
+        if self._shape is None:
+            self._shape = frame.shape
+            self._dtype = self._in_dtype
+        if self.align:
+            if self._aligner is None:
+                from .align import FrameAligner
+
+                self._aligner = FrameAligner()
+            frame = np.ascontiguousarray(self._aligner.add(frame))
+        frame3 = frame if frame.ndim == 3 else frame[:, :, None]
+        if self._n == 0:
+            self._allocate(frame3)
+            self._first = np.array(raw, copy=True)
+        elif self._first is not None:
+            self._first = None  # only a single-frame stack comes back as is
+        self._fold(frame3)
+        self._n += 1
+
+    def _fold(self, frame3: np.ndarray) -> None:
+        kern = self._kern()
+        rule = self.rule
+        hard = rule.sharpness is None
+        power = 1 if rule.sharpness is None else int(rule.sharpness)
+        radius = rule.window_px // 2
+        g = frame3
+        inherited = self._dummy2
+        c = frame3.shape[2]
+        for lev in range(self.levels):
+            top = lev == self.levels - 1
+            if top:
+                gn = self._dummy3
+                reduced = self._dummy2
+            else:
+                hn, wn = self._level_shapes[lev + 1]
+                gn = np.empty((hn, wn, c), np.float32)
+                kern.reduce_image(g, gn)
+                reduced = np.empty((hn, wn), np.float32)
+            want_act = lev == self._depth_level
+            kern.fuse_level(
+                g,
+                gn,
+                inherited,
+                self._acc[lev],
+                self._wsum[lev],
+                self._wmax[lev],
+                reduced,
+                self._act if want_act else self._dummy2,
+                self._lum,
+                radius,
+                np.float32(rule.inherit if lev > 0 else 0.0),
+                np.float32(self._eps),
+                power,
+                hard,
+                top,
+                want_act,
+                not top,
+            )
+            if want_act:
+                self._tracker.update(self._act)
+            g = gn
+            inherited = reduced
+
+    # -- output -------------------------------------------------------------------------
+    def _z_positions(self) -> np.ndarray | None:
+        if self._z_init is not None:
+            if self._z_init.size != self._n:
+                raise ValueError(
+                    f"z_um has {self._z_init.size} positions but {self._n} frames were added"
+                )
+            return self._z_init
+        if self._z_frames:
+            return np.asarray(self._z_frames)
+        return None
+
+    def result(self) -> FusionResult:
+        """Return the fused image and depth map of the frames added so far.
+
+        Raises
+        ------
+        ValueError
+            If no frame was added, or ``z_um`` does not match the number of frames.
+        """
+        if self._n == 0:
+            raise ValueError("the stack is empty: add at least one frame before result()")
+        z = self._z_positions()
+        assert self._dtype is not None and self._shape is not None
+        if self._n == 1 and self._first is not None:
+            image = self._first.copy()
+        else:
+            image3 = _collapse(self._acc, self._wsum, self._dtype, self._kern())
+            image = image3 if len(self._shape) == 3 else image3[:, :, 0]
+        depth, conf = self._tracker.finish(z_um=z, min_confidence=self.rule.min_confidence)
+        return FusionResult(
+            image=image,
+            depth=depth,
+            confidence=conf,
+            n_frames=self._n,
+            depth_unit="frame" if z is None else "um",
+        )
+
+
+def _check_monotonic(z: np.ndarray, name: str) -> None:
+    if z.size < 2:
+        return
+    d = np.diff(z)
+    if not (np.all(d > 0) or np.all(d < 0)):
+        bad = int(np.argmax(d <= 0) if d[0] > 0 else np.argmax(d >= 0)) + 1
+        raise ValueError(
+            f"{name} must be strictly monotonic (frames in focus order), but position {bad} "
+            f"({z[bad]!r}) does not continue from {z[bad - 1]!r}"
+        )
+
+
+def fuse_stack(
+    frames: Any,
+    *,
+    z_um: Sequence[float] | None = None,
+    align: bool = False,
+    crop: bool = False,
+    progress: Callable[[int, int | None], None] | None = None,
+    **options: Any,
+) -> FusionResult:
+    """Fuse a focus stack into one sharp image and a depth map.
+
+    Parameters
+    ----------
+    frames : array_like or iterable of array_like
+        An array ``(N, H, W)`` or ``(N, H, W, C)``, or any iterable of frames (a generator
+        reading files or a camera is consumed one frame at a time; the stack is never held in
+        memory).
+    z_um : sequence of float, optional
+        z position of every frame in um (strictly monotonic); the depth map is then in um.
+    align : bool, optional
+        Align every frame onto the first one (focus breathing, drift) before fusing.
+    crop : bool, optional
+        With ``align``, crop the result to the area covered by every frame.
+    progress : callable, optional
+        Called as ``progress(frames_done, n_frames_or_None)`` after each frame.
+    **options
+        ``levels`` and the :class:`~nanoro_optics.fusion.rule.FusionRule` options.
+
+    Returns
+    -------
+    FusionResult
+        ``image`` in the frames' dtype, ``depth``, ``confidence``, ``n_frames``.
+
+    Raises
+    ------
+    ValueError
+        Empty stack, frames of different shapes, NaN pixels (the message names the frame).
+    TypeError
+        Frames of different dtypes or non-numeric data.
+
+    References
+    ----------
+    .. [1] Burt & Adelson (1983), https://doi.org/10.1109/TCOM.1983.1095851
+    .. [2] Burt & Kolczynski (1993), https://doi.org/10.1109/ICCV.1993.378222
+
+    Examples
+    --------
+    >>> from nanoro_optics.fusion import synthetic_stack
+    >>> stack = synthetic_stack((96, 96), 5, seed=1)
+    >>> res = fuse_stack(stack.frames)
+    >>> res.image.shape, res.image.dtype, res.n_frames
+    ((96, 96, 3), dtype('uint8'), 5)
+    """
+    if not isinstance(crop, (bool, np.bool_)):
+        raise TypeError(f"crop must be a bool, got {type(crop).__name__} {crop!r}")
+    total: int | None = None
+    iterator: Iterable[Any]
+    if isinstance(frames, np.ndarray):
+        if frames.ndim not in (3, 4):
+            raise ValueError(
+                f"frames must be an array (N, H, W) or (N, H, W, C), got shape {frames.shape}"
+            )
+        total = int(frames.shape[0])
+        iterator = (frames[k] for k in range(total))
+    elif isinstance(frames, (str, bytes)) or not isinstance(frames, Iterable):
+        raise TypeError(
+            f"frames must be an array or an iterable of frames, got {type(frames).__name__}"
+        )
+    else:
+        if hasattr(frames, "__len__"):
+            total = len(frames)  # type: ignore[arg-type]
+        iterator = frames
+    fuser = StackFuser(z_um=z_um, align=align, **options)
+    for frame in iterator:
+        fuser.add(frame)
+        if progress is not None:
+            progress(fuser.n_frames, total)
+    if fuser.n_frames == 0:
+        raise ValueError("frames is empty: a focus stack needs at least one frame")
+    res = fuser.result()
+    bbox = fuser.valid_bbox
+    if crop and bbox is not None:
+        y0, y1, x0, x1 = bbox
+        res = FusionResult(
+            image=np.ascontiguousarray(res.image[y0:y1, x0:x1]),
+            depth=np.ascontiguousarray(res.depth[y0:y1, x0:x1]),
+            confidence=np.ascontiguousarray(res.confidence[y0:y1, x0:x1]),
+            n_frames=res.n_frames,
+            depth_unit=res.depth_unit,
+        )
+    return res

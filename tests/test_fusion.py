@@ -1,0 +1,454 @@
+"""Tests of the focus fuser: pyramid kernels vs numpy references, the rule, streaming, depth."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nanoro_optics.fusion import (
+    FusionResult,
+    FusionRule,
+    StackFuser,
+    collapse_pyramid,
+    fuse_stack,
+    gaussian_pyramid,
+    laplacian_pyramid,
+    synthetic_stack,
+)
+
+#: float32 kernels vs float64 references: relative rounding of a few ulps over a few stages
+KERNEL_RTOL = 1e-5
+KERNEL_ATOL = 1e-3  # in DN of an 8-bit image
+
+# --------------------------------------------------------------------------------------
+# slow, obvious numpy references
+# --------------------------------------------------------------------------------------
+W5 = np.array([1, 4, 6, 4, 1]) / 16.0
+
+
+def _refl(i, n: int):
+    i = np.abs(np.asarray(i))
+    if n == 1:
+        return np.zeros_like(i)
+    period = 2 * n - 2
+    i = i % period
+    return np.where(i >= n, period - i, i)
+
+
+def ref_reduce(img: np.ndarray) -> np.ndarray:
+    img = img.astype(np.float64)
+    h, w = img.shape[:2]
+    rows = np.arange(0, h, 2)
+    tmp = sum(W5[d + 2] * img[_refl(rows + d, h)] for d in range(-2, 3))
+    cols = np.arange(0, w, 2)
+    return sum(W5[d + 2] * tmp[:, _refl(cols + d, w)] for d in range(-2, 3))
+
+
+def ref_expand(g: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    def along(a: np.ndarray, n_out: int, axis: int) -> np.ndarray:
+        a = np.moveaxis(a, axis, 0)
+        n = a.shape[0]
+        out = np.empty((n_out, *a.shape[1:]))
+        for i in range(n_out):
+            m = i // 2
+            if i % 2 == 0:
+                out[i] = (a[_refl(m - 1, n)] + 6 * a[_refl(m, n)] + a[_refl(m + 1, n)]) / 8
+            else:
+                out[i] = (a[_refl(m, n)] + a[_refl(m + 1, n)]) / 2
+        return np.moveaxis(out, 0, axis)
+
+    return along(along(g, shape[0], 0), shape[1], 1)
+
+
+def ref_laplacian(img: np.ndarray, levels: int) -> list[np.ndarray]:
+    gs = [img.astype(np.float64)]
+    for _ in range(levels - 1):
+        gs.append(ref_reduce(gs[-1]))
+    out = [gs[k] - ref_expand(gs[k + 1], gs[k].shape[:2]) for k in range(levels - 1)]
+    return [*out, gs[-1]]
+
+
+def ref_box_mean(a: np.ndarray, radius: int) -> np.ndarray:
+    h, w = a.shape
+    tmp = sum(a[_refl(np.arange(h) + d, h)] for d in range(-radius, radius + 1))
+    out = sum(tmp[:, _refl(np.arange(w) + d, w)] for d in range(-radius, radius + 1))
+    return out / (2 * radius + 1) ** 2
+
+
+def ref_tent_decimate(a: np.ndarray) -> np.ndarray:
+    h, w = a.shape
+    rows = np.arange(0, h, 2)
+    tmp = (a[_refl(rows - 1, h)] + 2 * a[rows] + a[_refl(rows + 1, h)]) / 4
+    cols = np.arange(0, w, 2)
+    return (tmp[:, _refl(cols - 1, w)] + 2 * tmp[:, cols] + tmp[:, _refl(cols + 1, w)]) / 4
+
+
+def ref_fuse_pyramid(
+    frames: np.ndarray, levels: int, rule: FusionRule, eps: float
+) -> list[np.ndarray]:
+    """The fused pyramid, computed with the whole stack at hand (not streaming)."""
+    lum = np.array([0.2126, 0.7152, 0.0722]) if frames.ndim == 4 else np.ones(1)
+    pyrs = []
+    acts = []
+    for f in frames:
+        f3 = f if f.ndim == 3 else f[:, :, None]
+        pyr = ref_laplacian(f3, levels)
+        act = []
+        inherited = None
+        for k, lev in enumerate(pyr):
+            a = np.full(lev.shape[:2], eps)
+            if inherited is not None:
+                a += rule.inherit * inherited
+            if k < levels - 1:
+                a += ref_box_mean((lev @ lum) ** 2, rule.window_px // 2)
+            act.append(a)
+            inherited = ref_tent_decimate(a)
+        pyrs.append(pyr)
+        acts.append(act)
+    fused = []
+    for k in range(levels):
+        a = np.stack([act[k] for act in acts])
+        c = np.stack([p[k] for p in pyrs])
+        if rule.sharpness is None:
+            wts = (a == a.max(axis=0)).astype(float)
+        else:
+            wts = (a / a.max(axis=0)) ** rule.sharpness
+        fused.append((wts[..., None] * c).sum(axis=0) / wts.sum(axis=0)[..., None])
+    return fused
+
+
+def psnr(a: np.ndarray, b: np.ndarray, full: float = 255.0) -> float:
+    err = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(full**2 / err))
+
+
+@pytest.fixture(scope="module")
+def small_stack():
+    return synthetic_stack((96, 112), 7, seed=3)
+
+
+@pytest.fixture(scope="module")
+def noisy_stack():
+    return synthetic_stack((128, 128), 9, seed=4, noise_dn=3.0)
+
+
+# --------------------------------------------------------------------------------------
+# pyramid kernels
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(37, 53, 3), (64, 48), (9, 17), (33, 2, 1)])
+def test_pyramid_kernels_match_numpy_reference(shape):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, shape).astype(np.uint8)
+    levels = 3
+    got = laplacian_pyramid(img, levels=levels)
+    ref = ref_laplacian(img if img.ndim == 3 else img[:, :, None], levels)
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(g.reshape(r.shape), r, rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
+    gauss = gaussian_pyramid(img, levels=levels)
+    np.testing.assert_allclose(
+        gauss[1].reshape(ref_reduce(img).shape),
+        ref_reduce(img),
+        rtol=KERNEL_RTOL,
+        atol=KERNEL_ATOL,
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    h=st.integers(1, 40),
+    w=st.integers(1, 40),
+    levels=st.integers(1, 5),
+    dtype=st.sampled_from([np.uint8, np.uint16]),
+    seed=st.integers(0, 2**16),
+)
+def test_pyramid_reconstructs_integers_exactly(h, w, levels, dtype, seed):
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, np.iinfo(dtype).max, (h, w, 3), endpoint=True).astype(dtype)
+    rec = collapse_pyramid(laplacian_pyramid(img, levels=levels), dtype=dtype)
+    np.testing.assert_array_equal(rec, img)
+
+
+def test_collapse_rejects_mismatched_levels():
+    with pytest.raises(ValueError, match="pyramid level 1"):
+        collapse_pyramid([np.zeros((8, 8)), np.zeros((3, 3))])
+    with pytest.raises(ValueError, match="at least one level"):
+        collapse_pyramid([])
+
+
+# --------------------------------------------------------------------------------------
+# the fusion rule: streaming kernels against the whole-stack numpy reference
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sharpness", [4, 1, None])
+@pytest.mark.parametrize("grey", [False, True])
+def test_streaming_fusion_matches_reference(small_stack, sharpness, grey):
+    frames = small_stack.frames[:, :40, :56]
+    if grey:
+        frames = frames[..., 1].copy()
+    levels = 3
+    fuser = StackFuser(levels=levels, sharpness=sharpness)
+    for f in frames:
+        fuser.add(f)
+    ref = ref_fuse_pyramid(frames, levels, fuser.rule, fuser._eps)
+    for k in range(levels):
+        got = fuser._acc[k] / fuser._wsum[k][..., None]
+        np.testing.assert_allclose(got, ref[k], rtol=1e-4, atol=2e-3)
+    img = collapse_pyramid([r if not grey else r[..., 0] for r in ref], dtype=np.uint8)
+    diff = np.abs(fuser.result().image.astype(int) - img.astype(int))
+    assert diff.max() <= 1  # rounding of a value within float32 noise of .5
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    n=st.integers(1, 5),
+    dtype=st.sampled_from([np.uint8, np.uint16]),
+    grey=st.booleans(),
+    sharpness=st.sampled_from([None, 1, 4, 16]),
+    seed=st.integers(0, 1000),
+)
+def test_copies_of_one_image_fuse_to_it_exactly(n, dtype, grey, sharpness, seed):
+    rng = np.random.default_rng(seed)
+    shape = (33, 47) if grey else (33, 47, 3)
+    img = rng.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
+    res = fuse_stack([img] * n, sharpness=sharpness)
+    assert res.image.dtype == img.dtype
+    np.testing.assert_array_equal(res.image, img)
+
+
+def test_single_frame_comes_back_as_is():
+    img = np.random.default_rng(1).random((20, 30))  # float64
+    res = fuse_stack(img[None])
+    np.testing.assert_array_equal(res.image, img)
+    assert res.image.dtype == np.float64
+    assert res.n_frames == 1
+    assert np.isnan(res.depth).all()
+    assert (res.confidence == 0).all()
+
+
+def test_frame_order_does_not_change_the_image(small_stack):
+    frames = small_stack.frames
+    perm = np.random.default_rng(0).permutation(len(frames))
+    hard_a = fuse_stack(frames, sharpness=None).image
+    hard_b = fuse_stack(frames[perm], sharpness=None).image
+    np.testing.assert_array_equal(hard_a, hard_b)
+    soft_a = fuse_stack(frames).image.astype(int)
+    soft_b = fuse_stack(frames[perm]).image.astype(int)
+    diff = np.abs(soft_a - soft_b)
+    assert diff.max() <= 1  # float32 summation order only
+    assert (diff > 0).mean() < 1e-3
+
+
+def test_float_input_gives_float_output(small_stack):
+    frames = small_stack.frames.astype(np.float32) / 255
+    res = fuse_stack(frames)
+    assert res.image.dtype == np.float32
+    ref = fuse_stack(small_stack.frames).image / 255
+    assert np.abs(res.image - ref).max() < 0.6 / 255
+
+
+def test_sixteen_bit_keeps_its_precision():
+    s8 = synthetic_stack((96, 96), 5, seed=2)
+    s16 = synthetic_stack((96, 96), 5, seed=2, dtype=np.uint16)
+    r16 = fuse_stack(s16.frames)
+    assert r16.image.dtype == np.uint16
+    # the low byte carries information: the result is closer to the 16-bit truth than any
+    # 8-bit quantisation of it could be
+    p16 = psnr(r16.image, s16.truth, 65535.0)
+    p8 = psnr(fuse_stack(s8.frames).image, s8.truth)
+    assert p16 > p8 - 1.0
+    assert len(np.unique(r16.image % 257)) > 200
+
+
+# --------------------------------------------------------------------------------------
+# quality on synthetic stacks (small versions of the benchmark's)
+# --------------------------------------------------------------------------------------
+def test_fused_beats_every_single_frame(small_stack):
+    res = fuse_stack(small_stack.frames)
+    best_frame = max(psnr(f, small_stack.truth) for f in small_stack.frames)
+    assert psnr(res.image, small_stack.truth) > best_frame + 10.0
+
+
+def test_noisy_stack_beats_the_oracle(noisy_stack):
+    # the oracle keeps, per pixel, the frame nearest the true depth: its error is the noise
+    k = np.clip(np.rint(noisy_stack.depth), 0, noisy_stack.n_frames - 1).astype(int)
+    oracle = np.take_along_axis(noisy_stack.frames, k[None, ..., None], axis=0)[0]
+    res = fuse_stack(noisy_stack.frames)
+    assert psnr(res.image, noisy_stack.truth) > psnr(oracle, noisy_stack.truth) + 1.0
+
+
+def test_flat_region_is_not_turned_into_noise():
+    rng = np.random.default_rng(5)
+    frames = np.clip(np.rint(100 + rng.normal(0, 3, (9, 64, 64))), 0, 255).astype(np.uint8)
+    res = fuse_stack(frames)
+    # one frame's noise is 3 DN (a hard maximum-activity pick gives more: it keeps the
+    # largest noise coefficient); averaging all frames would give 3 / sqrt(9) = 1 DN
+    assert res.image.astype(float).std() < 0.7 * 3.0
+    hard = fuse_stack(frames, sharpness=None).image.astype(float).std()
+    assert res.image.astype(float).std() < 0.6 * hard
+    assert np.isnan(res.depth).mean() > 0.9  # nothing is in focus on a flat field
+
+
+def test_no_halo_from_a_bright_edge_over_a_never_focused_background():
+    from scipy import ndimage
+
+    h = w = 128
+    yy, xx = np.mgrid[0:h, 0:w]
+    disk = ((yy - 64) ** 2 + (xx - 64) ** 2 < 20**2).astype(float)
+    rng = np.random.default_rng(0)
+    background = ndimage.gaussian_filter(rng.normal(0, 1, (h, w)), 6) * 40 + 60
+    n = 7
+    frame_list = []
+    for k in range(n):
+        sig = 3.0 * abs(k - 3)  # the disk is sharp in frame 3
+        d = ndimage.gaussian_filter(disk, sig) if sig else disk
+        frame_list.append(np.clip(np.rint(background * (1 - d) + 250 * d), 0, 255).astype(np.uint8))
+    frames = np.array(frame_list)
+    res = fuse_stack(frames).image.astype(float)
+    ring = (np.hypot(yy - 64, xx - 64) > 23) & (np.hypot(yy - 64, xx - 64) < 40)
+    halo = np.abs(res[ring] - frames[3][ring].astype(float)).mean()
+    spill = np.abs(frames[0][ring].astype(float) - frames[3][ring].astype(float)).mean()
+    assert halo < 0.1 * spill
+
+
+# --------------------------------------------------------------------------------------
+# depth
+# --------------------------------------------------------------------------------------
+def test_depth_map_recovers_the_true_depth():
+    s = synthetic_stack((128, 128), 9, seed=6)
+    res = fuse_stack(s.frames)
+    ok = ~np.isnan(res.depth)
+    assert ok.mean() > 0.9
+    rmse = np.sqrt(np.mean((res.depth[ok] - s.depth[ok]) ** 2))
+    assert rmse < 0.3
+    assert res.depth.dtype == np.float32 and res.confidence.dtype == np.float32
+    assert 0 <= res.confidence.min() and res.confidence.max() <= 1
+
+
+def test_depth_in_um_with_z_positions(small_stack):
+    z = 10.0 + 2.5 * np.arange(small_stack.n_frames)
+    res_f = fuse_stack(small_stack.frames)
+    res_z = fuse_stack(small_stack.frames, z_um=z)
+    assert res_z.depth_unit == "um"
+    np.testing.assert_allclose(res_z.depth, 10.0 + 2.5 * res_f.depth, rtol=1e-5, equal_nan=True)
+    fuser = StackFuser()
+    for zk, f in zip(z, small_stack.frames, strict=True):
+        fuser.add(f, z_um=zk)
+    np.testing.assert_allclose(fuser.result().depth, res_z.depth, rtol=1e-6, equal_nan=True)
+
+
+def test_subframe_offset_is_the_parabola_vertex():
+    from nanoro_optics.fusion.depth import subframe_offset
+
+    for z in (-0.45, -0.2, 0.0, 0.1, 0.4):
+        y = -0.7 * (np.array([-1.0, 0.0, 1.0]) - z) ** 2
+        a = np.exp(y)
+        got = subframe_offset(a[:1], a[1:2], a[2:])[0]
+        assert got == pytest.approx(z, abs=1e-9)
+    assert subframe_offset(np.array([np.nan]), np.array([1.0]), np.array([0.5]))[0] == 0
+
+
+# --------------------------------------------------------------------------------------
+# streaming and memory
+# --------------------------------------------------------------------------------------
+def test_stream_and_array_give_the_same_result(small_stack):
+    a = fuse_stack(small_stack.frames)
+    seen = []
+    b = fuse_stack((f for f in small_stack.frames), progress=lambda i, n: seen.append((i, n)))
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.depth, b.depth)
+    assert seen[-1] == (small_stack.n_frames, None)
+    assert isinstance(a, FusionResult) and a.n_frames == small_stack.n_frames
+
+
+def test_result_can_be_taken_while_streaming(small_stack):
+    fuser = StackFuser()
+    for f in small_stack.frames[:3]:
+        fuser.add(f)
+    early = fuser.result()
+    for f in small_stack.frames[3:]:
+        fuser.add(f)
+    assert early.n_frames == 3 and fuser.n_frames == small_stack.n_frames
+    np.testing.assert_array_equal(fuser.result().image, fuse_stack(small_stack.frames).image)
+
+
+def _peak_bytes(n: int) -> int:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (128, 160, 3), dtype=np.uint8)
+    tracemalloc.start()
+    fuse_stack(np.roll(base, k, axis=1) for k in range(n))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_memory_does_not_grow_with_the_number_of_frames():
+    _peak_bytes(2)  # compile first
+    small, large = _peak_bytes(5), _peak_bytes(40)
+    assert large < 1.1 * small
+
+
+# --------------------------------------------------------------------------------------
+# bad input
+# --------------------------------------------------------------------------------------
+def test_empty_stack_is_an_error():
+    with pytest.raises(ValueError, match="empty"):
+        fuse_stack([])
+    with pytest.raises(ValueError, match="empty"):
+        StackFuser().result()
+
+
+def test_frames_of_different_shape_or_dtype_name_the_frame():
+    a = np.zeros((16, 16), np.uint8)
+    with pytest.raises(ValueError, match="frame 2 has shape"):
+        fuse_stack([a, a, np.zeros((16, 17), np.uint8)])
+    with pytest.raises(TypeError, match="frame 1 has dtype uint16"):
+        fuse_stack([a, a.astype(np.uint16)])
+    with pytest.raises(TypeError, match="frame 0 must hold"):
+        fuse_stack([a.astype(bool)])
+    with pytest.raises(ValueError, match="frame 0 must be"):
+        fuse_stack([np.zeros(5)])
+
+
+def test_nan_pixel_is_an_error_naming_frame_and_pixel():
+    frames = np.zeros((3, 8, 9), np.float32)
+    frames[1, 4, 5] = np.nan
+    with pytest.raises(ValueError, match=r"frame 1 has a non-finite pixel \(nan\) at \(4, 5\)"):
+        fuse_stack(frames)
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="window_px must be odd"):
+        StackFuser(window_px=4)
+    with pytest.raises(ValueError, match="sharpness must be >= 1"):
+        StackFuser(sharpness=0)
+    with pytest.raises(TypeError, match="sharpness must be an integer"):
+        StackFuser(sharpness=2.5)
+    with pytest.raises(ValueError, match="inherit must be >= 0"):
+        StackFuser(inherit=-1)
+    with pytest.raises(ValueError, match="min_confidence must be <= 1"):
+        StackFuser(min_confidence=2)
+    with pytest.raises(TypeError, match="got an unexpected keyword"):
+        StackFuser(bogus=1)
+    with pytest.raises(TypeError, match="frames must be an array or an iterable"):
+        fuse_stack(3)
+    with pytest.raises(ValueError, match="frames must be an array"):
+        fuse_stack(np.zeros((4, 4)))
+    with pytest.raises(TypeError, match="crop must be a bool"):
+        fuse_stack(np.zeros((2, 4, 4)), crop="yes")
+
+
+def test_bad_z_positions_are_refused():
+    a = np.zeros((2, 16, 16), np.uint8)
+    with pytest.raises(ValueError, match="z_um must be strictly monotonic"):
+        StackFuser(z_um=[0.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="z_um has 3 positions but 2 frames"):
+        fuse_stack(a, z_um=[0.0, 1.0, 2.0])
+    fuser = StackFuser()
+    fuser.add(a[0], z_um=0.0)
+    with pytest.raises(ValueError, match="frame 1 has no z_um"):
+        fuser.add(a[1])
+    with pytest.raises(ValueError, match="must not be NaN"):
+        StackFuser(z_um=[0.0, np.nan])
