@@ -20,7 +20,14 @@ Cs in mm, pixel size in nm (``pixel_size_nm``), shifts in pixels ``(dy, dx)``.
 
 from __future__ import annotations
 
+from .astigmatism import AstigmatismResult, solve_btid_astigmatism
 from .correlation import ShiftResult, TripleShotResult, measure_shift, measure_triple_shot
+from .curve import (
+    CurveComparison,
+    FocusCalibrationCurve,
+    extended_focus_levels,
+    focus_levels,
+)
 from .leginon import BeamTiltCalibration, DefocusStigResult, solve_defocus_stig
 from .model import (
     apparent_defocus,
@@ -32,8 +39,11 @@ from .model import (
 from .simulate import TiltPair, TiltSeries, simulate_tilt_pair, simulate_tilt_series
 
 __all__ = [
+    "AstigmatismResult",
     "BeamTiltCalibration",
+    "CurveComparison",
     "DefocusStigResult",
+    "FocusCalibrationCurve",
     "ShiftResult",
     "TiltPair",
     "TiltSeries",
@@ -42,10 +52,13 @@ __all__ = [
     "btid_displacement",
     "defocus_error_budget",
     "displacement_px",
+    "extended_focus_levels",
+    "focus_levels",
     "measure_shift",
     "measure_triple_shot",
     "simulate_tilt_pair",
     "simulate_tilt_series",
+    "solve_btid_astigmatism",
     "solve_defocus_stig",
     "tilt_pair_displacement",
 ]
