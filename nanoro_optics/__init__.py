@@ -71,6 +71,8 @@ _EXPORTS: dict[str, str] = {
     "apparent_focal_position": "psf",
     "axial_scaling_factor": "psf",
     "vectorial_psf": "psf",
+    "focal_scan_psf": "psf",
+    "actual_depth_um": "psf",
     # beamtilt
     "measure_shift": "beamtilt",
 }
