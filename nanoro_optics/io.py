@@ -46,7 +46,9 @@ import numpy as np
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "WRITE_SUFFIXES",
     "StackFrame",
+    "check_image_format",
     "iter_frames",
     "iter_stack",
     "list_stack_files",
@@ -61,7 +63,8 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".b
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _PNG_SUFFIXES = (".png",)
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
-_WRITE_SUFFIXES = _TIFF_SUFFIXES + _PNG_SUFFIXES + _JPEG_SUFFIXES
+#: File suffixes :func:`write_image` can write (case-insensitive).
+WRITE_SUFFIXES: tuple[str, ...] = _TIFF_SUFFIXES + _PNG_SUFFIXES + _JPEG_SUFFIXES
 #: Rec. 709 luma weights, the ones scikit-image's ``rgb2gray`` uses.
 _LUMA = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -618,10 +621,10 @@ def _check_image(image: Any, name: str = "image") -> np.ndarray:
 def _check_format(path: Path, image: np.ndarray) -> str:
     """Return the format for ``path``'s suffix, or raise if it cannot hold ``image``."""
     suffix = path.suffix.lower()
-    if suffix not in _WRITE_SUFFIXES:
+    if suffix not in WRITE_SUFFIXES:
         raise ValueError(
             f"cannot write {path}: unknown image format {suffix!r}; use one of "
-            f"{', '.join(_WRITE_SUFFIXES)}"
+            f"{', '.join(WRITE_SUFFIXES)}"
         )
     if suffix in _TIFF_SUFFIXES:
         return "tiff"
@@ -642,6 +645,29 @@ def _check_format(path: Path, image: np.ndarray) -> str:
             f"cannot write {path}: JPEG holds grey or RGB, got {_channels(image)} channels"
         )
     return "jpeg"
+
+
+def check_image_format(path: PathLike, image: Any) -> None:
+    """Raise if :func:`write_image` would refuse to write ``image`` to ``path``.
+
+    Lets a caller check every output before writing any of them, so that a run that writes
+    several files writes all or none.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The destination; only its suffix is looked at.
+    image : array_like
+        The image to be written.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`write_image` would (unknown suffix, dtype the format cannot hold, NaN, shape).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
+    _check_format(Path(path), _check_image(image))
 
 
 def _png16_bytes(image: np.ndarray, level: int) -> bytes:

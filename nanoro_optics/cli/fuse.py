@@ -1,0 +1,245 @@
+"""``nanoro-optics fuse``: fuse a focus stack from image files into one sharp image.
+
+Frames are decoded in a background thread (a bounded queue of two frames) while the fuser
+folds the previous frame in, so decoding and fusing overlap on two cores and at most three
+frames are in memory. Nothing is written unless the whole stack fused: a bad frame (different
+shape or dtype, NaN pixels, an unreadable or truncated file) stops the run with an error that
+names the file, and the output is not touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+COMMAND = "fuse"
+HELP = "Fuse a focus stack (image files, a folder, a multi-page TIFF) into one sharp image."
+
+#: Frames decoded ahead of the fuser: bounds memory to this many frames plus the one fusing.
+QUEUE_FRAMES = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add this command's options to ``parser``."""
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files in focus order, folders (natural order: f2 before f10), glob "
+        "patterns, or multi-page TIFF / OME-TIFF stacks",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="fused image: .tif/.tiff (keeps 16-bit and float), .png (8/16-bit), .jpg (8-bit)",
+    )
+    parser.add_argument(
+        "--depth-map",
+        metavar="PATH",
+        help="also write the depth map as a float32 TIFF (frame index, or um with --z-step-um)",
+    )
+    parser.add_argument(
+        "--align",
+        action="store_true",
+        help="align every frame onto the first (focus breathing: scale; drift: translation)",
+    )
+    parser.add_argument(
+        "--crop",
+        action="store_true",
+        help="with --align, crop to the area every frame covers",
+    )
+    parser.add_argument(
+        "--z-step-um",
+        type=float,
+        metavar="UM",
+        help="focus step between frames in um; the depth map is then in um from the first frame",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no summary line"
+    )
+
+
+class _End:
+    """Marks the end of the frames in the queue."""
+
+
+def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _reader(frames: Iterator[Any], q: queue.Queue[Any], stop: threading.Event) -> None:
+    """Decode frames into ``q``; an exception is passed on to the consumer as an item."""
+    try:
+        for frame in frames:
+            if not _put(q, frame, stop):
+                return
+        _put(q, _End(), stop)
+    except BaseException as exc:  # handed to the main thread, which re-raises it
+        _put(q, exc, stop)
+
+
+def prefetch(frames: Iterator[Any], *, depth: int = QUEUE_FRAMES) -> Iterator[Any]:
+    """Iterate ``frames`` with a background thread that decodes up to ``depth`` items ahead.
+
+    Exceptions raised while decoding are re-raised here, in the caller's thread, at the
+    position of the frame that failed. Closing the iterator (or an exception in the caller)
+    stops the thread.
+    """
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    thread = threading.Thread(target=_reader, args=(frames, q, stop), daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if isinstance(item, _End):
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5.0)
+
+
+class _Progress:
+    """A one-line text progress bar on a terminal (nothing when not a TTY)."""
+
+    def __init__(self, total: int | None, stream: TextIO, enabled: bool) -> None:
+        self.total = total
+        self.stream = stream
+        self.enabled = enabled and bool(getattr(stream, "isatty", lambda: False)())
+        self.start = time.perf_counter()
+        self.shown = False
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        if self.total:
+            width = 30
+            filled = min(width, round(width * done / self.total))
+            bar = "#" * filled + "." * (width - filled)
+            text = f"\rfusing [{bar}] {done}/{self.total} frames, {elapsed:.1f} s"
+        else:
+            text = f"\rfusing: {done} frames, {elapsed:.1f} s"
+        self.stream.write(text)
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _check_outputs(args: argparse.Namespace, files: list[Path]) -> tuple[Path, Path | None]:
+    from .. import io as nio
+
+    out = Path(args.output)
+    depth = None if args.depth_map is None else Path(args.depth_map)
+    if out.suffix.lower() not in nio.WRITE_SUFFIXES:
+        raise ValueError(
+            f"cannot write {out}: unknown image format {out.suffix!r}; use one of "
+            f"{', '.join(nio.WRITE_SUFFIXES)}"
+        )
+    if depth is not None and depth.suffix.lower() not in (".tif", ".tiff"):
+        raise ValueError(f"--depth-map {depth}: the depth map is a float32 TIFF, use .tif")
+    targets = [("-o", out)] + ([("--depth-map", depth)] if depth is not None else [])
+    for flag, path in targets:
+        if path.is_dir():
+            raise ValueError(f"{flag} {path} is a folder; give a file name")
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise ValueError(f"{flag} {path}: folder {folder} does not exist")
+        for f in files:
+            if _same_file(path, f) or path.resolve() == f.resolve():
+                raise ValueError(
+                    f"{flag} {path} is one of the input files; refusing to overwrite it"
+                )
+    if depth is not None and (depth.resolve() == out.resolve()):
+        raise ValueError(f"-o and --depth-map are the same file: {out}")
+    return out, depth
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fuse the stack and write the outputs; return the exit status."""
+    from .. import io as nio
+    from ..fusion import FusionResult, StackFuser
+
+    if args.crop and not args.align:
+        raise ValueError("--crop needs --align (without alignment every frame covers the image)")
+    if args.z_step_um is not None and not (
+        args.z_step_um == args.z_step_um and abs(args.z_step_um) != float("inf")
+    ):
+        raise ValueError(f"--z-step-um must be a finite number, got {args.z_step_um}")
+    if args.z_step_um == 0:
+        raise ValueError("--z-step-um must not be 0 (frames must be at distinct z positions)")
+    files = nio.list_stack_files(args.inputs)
+    out, depth_path = _check_outputs(args, files)
+
+    tiffs = any(f.suffix.lower() in (".tif", ".tiff") for f in files)
+    progress = _Progress(None if tiffs else len(files), sys.stderr, not args.quiet)
+    t0 = time.perf_counter()
+    fuser = StackFuser(align=args.align)
+    try:
+        for frame in prefetch(nio.iter_frames(files)):
+            z = None if args.z_step_um is None else frame.index * args.z_step_um
+            try:
+                fuser.add(frame.image, z_um=z)
+            except (ValueError, TypeError) as exc:
+                where = frame.path if frame.page == 0 else f"{frame.path}, page {frame.page}"
+                raise type(exc)(f"{where}: {exc}") from exc
+            progress.update(fuser.n_frames)
+    finally:
+        progress.close()
+    result = fuser.result()
+    bbox = fuser.valid_bbox
+    if args.crop and bbox is not None:
+        y0, y1, x0, x1 = bbox
+        result = FusionResult(
+            image=result.image[y0:y1, x0:x1],
+            depth=result.depth[y0:y1, x0:x1],
+            confidence=result.confidence[y0:y1, x0:x1],
+            n_frames=result.n_frames,
+            depth_unit=result.depth_unit,
+        )
+    # every check before the first byte is written: both outputs or neither
+    nio.check_image_format(out, result.image)
+    try:
+        nio.write_image(out, result.image)
+        if depth_path is not None:
+            nio.write_depth_map(depth_path, result.depth)
+    except OSError as exc:
+        print(f"nanoro-optics fuse: error: cannot write output: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        shape = "x".join(str(s) for s in result.image.shape)
+        extra = f", depth map {depth_path} ({result.depth_unit})" if depth_path else ""
+        print(
+            f"fused {result.n_frames} frames ({shape} {result.image.dtype}) into {out}{extra} "
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
+    return 0

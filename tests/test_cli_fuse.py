@@ -1,0 +1,233 @@
+"""Tests for ``nanoro-optics fuse``: outputs, bad input (nothing written), prefetch, progress."""
+
+from __future__ import annotations
+
+import io as stdio
+import re
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage
+
+from nanoro_optics.cli import main
+from nanoro_optics.cli.fuse import _Progress, prefetch
+from nanoro_optics.io import read_image, write_image
+
+
+def _stack(n: int = 4, shape: tuple[int, int] = (48, 64), *, rgb: bool = True) -> np.ndarray:
+    """Frames of a tilted textured scene, each sharp in one band (uint8)."""
+    rng = np.random.default_rng(0)
+    scene = ndimage.gaussian_filter(rng.normal(size=(*shape, 3) if rgb else shape), 1.0)
+    scene = (scene - scene.min()) / (scene.max() - scene.min()) * 255
+    cols = np.arange(shape[1])
+    depth = (n - 1) * cols / (shape[1] - 1)
+    frames = []
+    for k in range(n):
+        sigma = 2.0 * np.abs(depth - k)
+        blurred = [ndimage.gaussian_filter(scene, (s, s, 0)[: scene.ndim]) for s in (0, 2, 4, 6)]
+        idx = np.clip(np.rint(sigma / 2).astype(int), 0, 3)
+        frame = np.choose(idx[None, :, None] if rgb else idx[None, :], blurred)
+        frames.append(np.rint(frame).astype(np.uint8))
+    return np.array(frames)
+
+
+def _write_pngs(folder: Path, frames: np.ndarray) -> list[Path]:
+    folder.mkdir(exist_ok=True)
+    return [write_image(folder / f"frame{k + 1}.png", f) for k, f in enumerate(frames)]
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_fuse_folder_writes_image_and_depth(tmp_path: Path, capsys) -> None:
+    frames = _stack()
+    _write_pngs(tmp_path / "in", frames)
+    out, depth = tmp_path / "fused.png", tmp_path / "depth.tif"
+    code = main(["fuse", str(tmp_path / "in"), "-o", str(out), "--depth-map", str(depth)])
+    assert code == 0
+    image = read_image(out)
+    assert image.shape == frames.shape[1:] and image.dtype == np.uint8
+    d = tifffile.imread(depth)
+    assert d.dtype == np.float32 and d.shape == frames.shape[1:3]
+    # the depth follows the tilt: left columns sharp in early frames, right ones late
+    assert np.nanmean(d[:, :8]) < 1.0 < 2.0 < np.nanmean(d[:, -8:])
+    assert "fused 4 frames (48x64x3 uint8)" in capsys.readouterr().out
+
+
+def test_z_step_and_quiet_and_multipage_tiff(tmp_path: Path, capsys) -> None:
+    frames = _stack(rgb=False)
+    tifffile.imwrite(tmp_path / "stack.tif", frames, photometric="minisblack")
+    out, depth = tmp_path / "f.tif", tmp_path / "d.tif"
+    args = ["fuse", str(tmp_path / "stack.tif"), "-o", str(out), "--depth-map", str(depth)]
+    assert main([*args, "--z-step-um", "2.5", "-q"]) == 0
+    assert capsys.readouterr() == ("", "")
+    d = tifffile.imread(depth)
+    assert np.nanmax(d) > 5.0  # in um: frame 3 is at 7.5 um
+    assert read_image(out).shape == frames.shape[1:]
+
+
+def test_single_frame_comes_back_as_is(tmp_path: Path) -> None:
+    frame = np.random.default_rng(1).integers(0, 65535, (20, 30, 3)).astype(np.uint16)
+    write_image(tmp_path / "only.png", frame)
+    assert main(["fuse", str(tmp_path / "only.png"), "-o", str(tmp_path / "o.tif"), "-q"]) == 0
+    np.testing.assert_array_equal(read_image(tmp_path / "o.tif"), frame)
+
+
+def test_align_and_crop(tmp_path: Path) -> None:
+    frames = _stack(5, (96, 96))
+    # drift of one pixel per frame along x
+    moved = np.stack([np.roll(f, k, axis=1) for k, f in enumerate(frames)])
+    _write_pngs(tmp_path / "in", moved)
+    out = tmp_path / "a.tif"
+    assert main(["fuse", str(tmp_path / "in"), "-o", str(out), "--align", "--crop", "-q"]) == 0
+    fused = read_image(out)
+    assert fused.shape[0] <= 96 and 88 <= fused.shape[1] < 96  # about 4 px of drift cut off
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        ("shape", r"frame 2 \(.*frame3\.png\) has shape \(48, 63, 3\)"),
+        ("dtype", r"frame3\.png.*dtype uint16"),
+        ("truncate", r"cannot read .*frame3\.png"),
+        ("garbage", r"cannot read .*frame3\.png"),
+    ],
+)
+def test_bad_frame_names_file_and_writes_nothing(tmp_path: Path, capsys, damage, match) -> None:
+    frames = _stack()
+    paths = _write_pngs(tmp_path / "in", frames)
+    bad = paths[2]
+    if damage == "shape":
+        write_image(bad, frames[2][:, :-1])
+    elif damage == "dtype":
+        write_image(bad, frames[2].astype(np.uint16))
+    elif damage == "truncate":
+        bad.write_bytes(bad.read_bytes()[:200])
+    else:
+        bad.write_bytes(b"not a png at all")
+    out = tmp_path / "out" / "fused.tif"
+    out.parent.mkdir()
+    previous = tmp_path / "out" / "depth.tif"
+    previous.write_bytes(b"old depth map")  # an existing output must survive a failed run
+    args = ["fuse", str(tmp_path / "in"), "-o", str(out), "--depth-map", str(previous)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nanoro-optics fuse: error:")
+    assert re.search(match, err), err
+    assert _listing(tmp_path / "out") == ["depth.tif"]
+    assert previous.read_bytes() == b"old depth map"
+
+
+def test_nan_pixels_in_a_float_stack(tmp_path: Path, capsys) -> None:
+    data = np.random.default_rng(2).random((3, 16, 16)).astype(np.float32)
+    data[2, 5, 7] = np.nan
+    tifffile.imwrite(tmp_path / "s.tif", data, photometric="minisblack")
+    assert main(["fuse", str(tmp_path / "s.tif"), "-o", str(tmp_path / "o.tif")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"frame 2 \(.*s\.tif, page 2\): pixel \(5, 7\) is nan", err), err
+    assert not (tmp_path / "o.tif").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["-o", "{in}/frame2.png"], "is one of the input files"),
+        (["-o", "{tmp}/o.png", "--depth-map", "{in}/frame1.png"], r"depth map is a float32 TIFF"),
+        (["-o", "{tmp}/o.gif"], "unknown image format '.gif'"),
+        (["-o", "{tmp}/missing/o.png"], "does not exist"),
+        (["-o", "{tmp}/o.png", "--crop"], "--crop needs --align"),
+        (["-o", "{tmp}/o.png", "--z-step-um", "0"], "must not be 0"),
+        (["-o", "{tmp}/o.tif", "--depth-map", "{tmp}/o.tif"], "same file"),
+    ],
+)
+def test_bad_arguments_write_nothing(tmp_path: Path, capsys, extra, match) -> None:
+    _write_pngs(tmp_path / "in", _stack(3))
+    fmt = {"in": str(tmp_path / "in"), "tmp": str(tmp_path)}
+    args = ["fuse", str(tmp_path / "in"), *[a.format(**fmt) for a in extra]]
+    before = {p: p.read_bytes() for p in (tmp_path / "in").iterdir()}
+    assert main(args) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert _listing(tmp_path) == ["in"]
+    assert {p: p.read_bytes() for p in (tmp_path / "in").iterdir()} == before
+
+
+def test_sixteen_bit_to_jpeg_is_refused_before_writing(tmp_path: Path, capsys) -> None:
+    frames = _stack(2).astype(np.uint16) * 257
+    _write_pngs(tmp_path / "in", frames)
+    out, depth = tmp_path / "o.jpg", tmp_path / "d.tif"
+    args = ["fuse", str(tmp_path / "in"), "-o", str(out), "--depth-map", str(depth)]
+    assert main(args) == 2
+    assert "JPEG holds 8-bit images only" in capsys.readouterr().err
+    assert _listing(tmp_path) == ["in"]
+
+
+def test_empty_folder(tmp_path: Path, capsys) -> None:
+    (tmp_path / "in").mkdir()
+    assert main(["fuse", str(tmp_path / "in"), "-o", str(tmp_path / "o.png")]) == 2
+    assert "empty stack" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- prefetch / bar
+
+
+def test_prefetch_keeps_order_and_reraises_at_the_failing_item() -> None:
+    def frames():
+        yield from range(5)
+        raise ValueError("frame 5 is broken")
+
+    got = []
+    with pytest.raises(ValueError, match="frame 5 is broken"):
+        for item in prefetch(frames()):
+            got.append(item)
+    assert got == [0, 1, 2, 3, 4]
+
+
+def test_prefetch_reads_ahead_at_most_its_depth_and_stops_when_closed() -> None:
+    produced = []
+
+    def frames():
+        k = 0
+        while True:
+            produced.append(k)
+            yield k
+            k += 1
+
+    before = threading.active_count()
+    it = prefetch(frames(), depth=2)
+    assert next(it) == 0
+    time.sleep(0.3)
+    # one item taken, two in the queue, one held by the blocked reader
+    assert len(produced) <= 4
+    it.close()
+    deadline = time.time() + 5
+    while threading.active_count() > before and time.time() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before
+
+
+class _Tty(stdio.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_on_a_terminal() -> None:
+    tty = _Tty()
+    bar = _Progress(4, tty, enabled=True)
+    bar.update(2)
+    bar.close()
+    assert "[###############...............] 2/4 frames" in tty.getvalue()
+    assert tty.getvalue().endswith("\n")
+    pipe = stdio.StringIO()
+    bar = _Progress(4, pipe, enabled=True)
+    bar.update(2)
+    bar.close()
+    assert pipe.getvalue() == ""
+    quiet = _Tty()
+    bar = _Progress(None, quiet, enabled=False)
+    bar.update(1)
+    assert quiet.getvalue() == ""
