@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ._validation import check_finite_real, check_positive
+from ._validation import check_choice, check_finite_real, check_positive
 from .hardware.errors import (
     AcquisitionError,
     AcquisitionInterrupted,
@@ -203,6 +203,7 @@ def run_zscan(
     settle_ms: float = 0.0,
     backlash_um: float = 0.0,
     fuser: StackFuserLike | None = None,
+    fuse_z: str = "measured",
     on_frame: Callable[[np.ndarray, FrameInfo], Any] | None = None,
     progress: Callable[[int, int], Any] | None = None,
     limits: ZScanLimits | None = None,
@@ -228,8 +229,11 @@ def run_zscan(
         Overshoot above the top on the first move, so every position is approached from
         above (>= 0). Should be at least the stage's mechanical play.
     fuser : object with ``add(frame, *, z_um)`` and ``result()``, keyword-only
-        Fuses frames as they arrive, with the measured position as ``z_um``; its result
-        is :attr:`ZStack.fused`.
+        Fuses frames as they arrive; its result is :attr:`ZStack.fused`.
+    fuse_z : {"measured", "commanded"}, keyword-only
+        Which position the fuser gets as ``z_um`` (default the measured one, so the depth
+        map reflects where the stage really was; "commanded" keeps the positions exactly
+        evenly spaced, e.g. for a stage whose readout is noisier than the spacing).
     on_frame : callable, keyword-only
         Called as ``on_frame(frame, info)`` with a :class:`FrameInfo` after each frame.
     progress : callable, keyword-only
@@ -285,6 +289,7 @@ def run_zscan(
     if not isinstance(return_to_start, bool):
         raise TypeError(f"return_to_start must be a bool, got {return_to_start!r}")
     settle_s = check_positive(settle_ms, "settle_ms", allow_zero=True) / 1000.0
+    use_measured = check_choice(fuse_z, "fuse_z", ("measured", "commanded")) == "measured"
     backlash = check_positive(backlash_um, "backlash_um", allow_zero=True)
     timeout = None if timeout_s is None else check_positive(timeout_s, "timeout_s")
     for name, fn in (("on_frame", on_frame), ("progress", progress), ("sleep", sleep)):
@@ -397,7 +402,7 @@ def run_zscan(
             commanded.append(z)
             measured.append(z_meas)
             if fuser is not None:
-                fuser.add(frame, z_um=z_meas)
+                fuser.add(frame, z_um=z_meas if use_measured else z)
             if on_frame is not None:
                 on_frame(frame, FrameInfo(i, n_images, z, z_meas))
             if progress is not None:

@@ -328,6 +328,15 @@ def test_fuser_gets_frames_with_measured_z_and_callbacks_run() -> None:
     assert prog == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
 
+def test_fuser_can_get_commanded_positions() -> None:
+    stage = MockZStage(position_um=0.0, position_noise_um=0.05, seed=1)
+    fuser = FuserDouble()
+    stack = run_zscan(
+        ZScanPlan(3.0, 1.0, 3), stage, CountingCamera(), fuser=fuser, fuse_z="commanded"
+    )
+    assert [z for _, z in fuser.added] == [3.0, 2.0, 1.0, 0.0] == stack.commanded_um.tolist()
+
+
 def test_fuser_fault_returns_to_start_and_keeps_frames() -> None:
     stage = MockZStage(position_um=0.0)
     with pytest.raises(AcquisitionError, match="frame 2 of 4") as info:
@@ -422,6 +431,7 @@ def test_broken_stop_does_not_hide_the_fault() -> None:
         ({"on_frame": 3}, TypeError, "on_frame"),
         ({"progress": "x"}, TypeError, "progress"),
         ({"fuser": object()}, TypeError, "fuser"),
+        ({"fuse_z": "nominal"}, ValueError, "fuse_z"),
     ],
 )
 def test_bad_arguments(kwargs: dict, exc: type, match: str) -> None:
