@@ -1,0 +1,78 @@
+"""Test kit for code that embeds nanoro_optics: hypothesis strategies, assertions, contracts.
+
+==================================== ==========================================================
+strategies (:mod:`.strategies`)      :func:`zscan_plans`, :func:`zscan_limits`,
+                                     :func:`objectives`, :func:`focus_stacks`,
+                                     :func:`stage_faults`, :func:`beam_tilt_pairs`
+assertions (:mod:`.assertions`)      :func:`assert_plan_invariants`,
+                                     :func:`assert_positions_safe`,
+                                     :func:`assert_stack_consistent`
+contracts (:mod:`.contracts`)        :func:`check_zstage_contract`,
+                                     :func:`check_camera_contract`
+==================================== ==========================================================
+
+Every strategy generates only valid values by default and takes keyword options (a value or
+a strategy) to pin a parameter or ask for edge cases (a zero step count, a spacing at a
+limit, a single-frame stack). The contract suites run a driver through the behaviour that
+:func:`nanoro_optics.acquire.run_zscan` relies on, and raise one :class:`AssertionError`
+listing every broken rule, so they drop into a user's own pytest.
+
+This subpackage needs hypothesis (``pip install 'nanoro_optics[test]'``); importing it
+without hypothesis raises an :class:`ImportError` that says so.
+
+Examples
+--------
+>>> from hypothesis import given
+>>> from nanoro_optics.testing import assert_plan_invariants, zscan_plans
+>>> @given(zscan_plans())
+... def test_plans(plan):
+...     assert_plan_invariants(plan)
+>>> test_plans()
+"""
+
+from __future__ import annotations
+
+try:
+    import hypothesis  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "nanoro_optics.testing needs hypothesis: pip install 'nanoro_optics[test]'"
+    ) from exc
+
+from .assertions import assert_plan_invariants, assert_positions_safe, assert_stack_consistent
+from .contracts import (
+    CAMERA_CHECKS,
+    ZSTAGE_CHECKS,
+    ContractReport,
+    check_camera_contract,
+    check_zstage_contract,
+)
+from .strategies import (
+    FocusStackExample,
+    StageFaultSchedule,
+    beam_tilt_pairs,
+    focus_stacks,
+    objectives,
+    stage_faults,
+    zscan_limits,
+    zscan_plans,
+)
+
+__all__ = [
+    "CAMERA_CHECKS",
+    "ZSTAGE_CHECKS",
+    "ContractReport",
+    "FocusStackExample",
+    "StageFaultSchedule",
+    "assert_plan_invariants",
+    "assert_positions_safe",
+    "assert_stack_consistent",
+    "beam_tilt_pairs",
+    "check_camera_contract",
+    "check_zstage_contract",
+    "focus_stacks",
+    "objectives",
+    "stage_faults",
+    "zscan_limits",
+    "zscan_plans",
+]
