@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from functools import partial
 
 import numpy as np
 import pytest
@@ -126,6 +127,10 @@ def test_unsynchronised_plans_do_come_up() -> None:
     assert "out of sync" in odd.problems()[0]
 
 
+def _spacing_is(spacing_um: float, plan: ZScanPlan) -> bool:
+    return plan.spacing_um == spacing_um
+
+
 def test_edge_cases_on_request() -> None:
     single = find(zscan_plans(count=0), lambda p: True, settings=FIND)
     assert single.image_count == 1 and single.distance_um == 0.0
@@ -136,7 +141,7 @@ def test_edge_cases_on_request() -> None:
     assert at_max.spacing_um == lim.max_spacing_um and lim.problems(at_max) == []
     # the default draws both ends of the spacing range by itself
     for end in (lim.min_spacing_um, lim.max_spacing_um):
-        hit = find(zscan_plans(limits=lim), lambda p, e=end: p.spacing_um == e, settings=FIND)
+        hit = find(zscan_plans(limits=lim), partial(_spacing_is, end), settings=FIND)
         assert lim.problems(hit) == []
     top = find(zscan_plans(count=st.just(MAX_COUNT)), lambda p: True, settings=FIND)
     assert top.count == MAX_COUNT
