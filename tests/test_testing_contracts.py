@@ -341,3 +341,71 @@ def test_camera_options_are_validated() -> None:
     with pytest.raises(ValueError, match="unknown check"):
         check_camera_contract(sim_camera, checks=["focus"])
     assert check_camera_contract(sim_camera, checks=["snap"], n_snaps=2).passed == ("snap",)
+
+
+# ------------------------------------------------------------------------------ pymmcore-plus
+
+
+class Forward:
+    """Forwards every attribute to ``target``, so one core serves every check.
+
+    (Thousands of C++ cores in one process crash pymmcore; one per module is enough.)
+    """
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.target, name)
+
+
+@pytest.fixture(scope="module")
+def mm_rig() -> tuple[Any, Forward, Forward]:
+    from nanoro_optics.hardware.mmcore import simulated_core
+
+    stage = Forward(mock())
+    camera = Forward(SimulatedCamera(stage.target, SPECIMEN))
+    return simulated_core(stage, camera, frame_shape=(16, 16)), stage, camera
+
+
+def mm_stage_factory(rig: tuple[Any, Forward, Forward], cls: type = MockZStage) -> Any:
+    from nanoro_optics.hardware import MMCoreZStage
+
+    core, stage, _ = rig
+
+    def factory() -> MMCoreZStage:
+        stage.target = cls(limits_um=LIMITS, position_um=50.0)
+        return MMCoreZStage(core, limits_um=LIMITS)
+
+    return factory
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_mmcore_adapter_passes_the_stage_contract(
+    mm_rig: tuple[Any, Forward, Forward], below: bool
+) -> None:
+    report = check_zstage_contract(mm_stage_factory(mm_rig), allow_below_start=below)
+    assert report.ok and report.subject == "ZStage contract for MMCoreZStage"
+
+
+def test_mmcore_adapter_passes_the_camera_contract(mm_rig: tuple[Any, Forward, Forward]) -> None:
+    from nanoro_optics.hardware import MMCoreCamera
+
+    core, stage, camera = mm_rig
+
+    def factory() -> MMCoreCamera:
+        camera.target = SimulatedCamera(stage.target, SPECIMEN)
+        return MMCoreCamera(core)
+
+    assert check_camera_contract(factory).ok
+
+
+def test_mmcore_adapter_over_broken_devices(mm_rig: tuple[Any, Forward, Forward]) -> None:
+    # the adapter checks its limits before calling the core: a clipping device is shielded
+    assert check_zstage_contract(mm_stage_factory(mm_rig, ClippingStage)).ok
+    # but it cannot make a device stop or report a fresh position
+    report = check_zstage_contract(mm_stage_factory(mm_rig, IgnoresStop), raise_on_failure=False)
+    assert [n for n, _ in report.failed] == ["stop"]
+    assert "stop() did not halt the move" in report.failed[0][1]
+    report = check_zstage_contract(mm_stage_factory(mm_rig, StaleStage), raise_on_failure=False)
+    assert "position_after_move" in dict(report.failed)
