@@ -282,3 +282,57 @@ def test_cross_correlation_and_highpass_options_work() -> None:
         np.testing.assert_allclose(
             measure_shift(ref, mov, **opts).shift_px, (5.5, -3.25), atol=SPLINE_TOL_PX
         )
+
+
+# --- kernels against their obvious numpy expressions ------------------------------------
+
+
+def test_kernels_match_numpy() -> None:
+    from nanoro_optics.beamtilt import _kernels
+
+    rng = np.random.default_rng(14)
+    img = rng.integers(0, 4000, (37, 50)).astype(np.uint16)
+    for b in (1, 2, 4):
+        ny, nx = 37 // b, 50 // b
+        ref = img[: ny * b, : nx * b].reshape(ny, b, nx, b).astype(np.float64).mean(axis=(1, 3))
+        np.testing.assert_allclose(_kernels.bin_mean(img, b), ref, rtol=1e-6)
+    wy = rng.random(37).astype(np.float32)
+    wx = rng.random(50).astype(np.float32)
+    np.testing.assert_allclose(
+        _kernels.taper(img, 1234.5, wy, wx),
+        (img - 1234.5) * wy[:, None] * wx[None, :],
+        rtol=1e-5,
+        atol=1e-3,
+    )
+    fa = (rng.standard_normal((8, 5)) + 1j * rng.standard_normal((8, 5))).astype(np.complex64)
+    fb = (rng.standard_normal((8, 5)) + 1j * rng.standard_normal((8, 5))).astype(np.complex64)
+    rows = np.array([0, 1, 2, 6, 7])
+    filt = rng.random((5, 4)).astype(np.float32)
+    sya, sxa, syb, sxb = (
+        (rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(np.complex64)
+        for n in (5, 4, 5, 4)
+    )
+    for power in (0.0, 0.5, 1.0):
+        got, top = _kernels.cross_block(
+            fa, fb, rows, 4, filt, power, sya, sxa, np.float32(0.3), syb, sxb, np.float32(-0.2)
+        )
+        a = fa[rows, :4] - 0.3 * np.outer(sya, sxa)
+        b = fb[rows, :4] + 0.2 * np.outer(syb, sxb)
+        r = np.conj(a) * b
+        mag = np.abs(r)
+        want = r / (mag + 1e-6 * mag.max()) ** power * filt
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+        assert top == pytest.approx(mag.max(), rel=1e-5)
+
+
+def test_integer_and_float16_images() -> None:
+    rng = np.random.default_rng(15)
+    ref, mov = _crop_pair(160, (4.5, -2.25), rng)
+
+    def to_u16(im: np.ndarray) -> np.ndarray:
+        return np.round(1000 + 200 * im).astype(np.uint16)
+
+    res = measure_shift(to_u16(ref), to_u16(mov))
+    np.testing.assert_allclose(res.shift_px, (4.5, -2.25), atol=0.02)
+    res = measure_shift(ref.astype(np.float16), mov.astype(np.float16))
+    np.testing.assert_allclose(res.shift_px, (4.5, -2.25), atol=0.02)

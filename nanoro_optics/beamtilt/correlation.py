@@ -149,23 +149,34 @@ def _check_image(image: Any, name: str) -> np.ndarray:
         raise ValueError(
             f"{name} must be at least {MIN_SIDE_PX} x {MIN_SIDE_PX} px, got shape {arr.shape}"
         )
-    return arr
+    if arr.dtype.kind == "f" and arr.dtype.itemsize < 4:
+        arr = arr.astype(np.float32)
+    return np.ascontiguousarray(arr)
 
 
-def _check_content(arr: np.ndarray, name: str) -> None:
-    """Refuse non-finite pixels and constant images (no contrast, hence no peak)."""
-    total = float(np.sum(arr, dtype=np.float64))
+def _check_content(small: np.ndarray, arr: np.ndarray, name: str) -> float | None:
+    """Refuse non-finite pixels; return the mean of ``small``, None when it is constant.
+
+    ``small`` is ``arr`` or its binned copy: non-finite pixels propagate through binning, so
+    the binned copy is checked and the original is searched only to name the bad pixel.
+    """
+    total = float(np.sum(small, dtype=np.float64))
     if not math.isfinite(total):
-        bad = np.argwhere(~np.isfinite(arr))
+        bad = np.argwhere(~np.isfinite(arr)) if arr.dtype.kind == "f" else np.empty((0, 2))
         if bad.size == 0:
             where = "values too large to sum"
         else:
             where = f"{float(arr[tuple(bad[0])])!r} at index {tuple(int(i) for i in bad[0])}"
         raise ValueError(f"{name} must contain only finite pixels, got {where}")
-    first = arr.flat[0]
-    if not np.any(arr != first):
+    if not np.any(small != small.flat[0]):
+        return None
+    return total / small.size
+
+
+def _refuse_constant(arr: np.ndarray, name: str) -> None:
+    if not np.any(arr != arr.flat[0]):
         raise ValueError(
-            f"{name} is constant (every pixel {float(first)!r}): there is no correlation peak"
+            f"{name} is constant (every pixel {float(arr.flat[0])!r}): there is no correlation peak"
         )
 
 
@@ -184,25 +195,23 @@ def _tukey(n: int, taper: float, shift: float = 0.0, inset: float = 0.0) -> np.n
     return (0.5 * (1.0 - np.cos(np.pi * r))).astype(np.float32)
 
 
-def _tapered(arr: np.ndarray, wy: np.ndarray, wx: np.ndarray) -> np.ndarray:
-    """``(arr - weighted mean) * window`` as a new float32 array (separable window)."""
-    a32 = arr if arr.dtype == np.float32 else arr.astype(np.float32)
-    mean = float(wy @ a32 @ wx) / (float(wy.sum()) * float(wx.sum()))
-    out = np.subtract(a32, np.float32(mean), dtype=np.float32)
-    out *= wy[:, None]
-    out *= wx[None, :]
-    return out
+def _tapered(arr: np.ndarray, offset: float, wy: np.ndarray, wx: np.ndarray) -> np.ndarray:
+    """``(arr - offset) * window`` as a new float32 array (separable window).
+
+    ``offset`` is any estimate of the mean (it keeps float32 FFT rounding small); the exact
+    window-weighted mean is removed later in Fourier space (:func:`_cross_spectrum`).
+    """
+    from . import _kernels
+
+    return np.asarray(_kernels.taper(arr, offset, wy, wx))
 
 
-def _bin2(arr: np.ndarray) -> np.ndarray:
-    """2 x 2 mean binning (odd last row/column dropped), float32."""
-    ny, nx = (arr.shape[0] // 2) * 2, (arr.shape[1] // 2) * 2
-    a = arr[:ny, :nx].astype(np.float32, copy=False)
-    out = a[0::2, 0::2] + a[1::2, 0::2]
-    out += a[0::2, 1::2]
-    out += a[1::2, 1::2]
-    out *= np.float32(0.25)
-    return out
+def _pass1_binning(ny: int, nx: int) -> int:
+    """Binning of the locating pass: it only needs ~0.2 px, so bin big images."""
+    side = min(ny, nx)
+    if side < 128:
+        return 1
+    return 2 if side < 2048 else 4
 
 
 @lru_cache(maxsize=16)
@@ -253,9 +262,24 @@ class _Spectrum:
 
 
 def _cross_spectrum(
-    a: np.ndarray, b: np.ndarray, fc: float, fh: float, p: float, workers: int
+    a: np.ndarray,
+    b: np.ndarray,
+    win_a: tuple[np.ndarray, np.ndarray],
+    win_b: tuple[np.ndarray, np.ndarray],
+    fc: float,
+    fh: float,
+    p: float,
+    workers: int,
 ) -> _Spectrum:
+    """Whitened, band-limited cross spectrum of two tapered images.
+
+    The weighted mean of each tapered image ``t = (x - offset) w`` is ``T(0) / sum(w)``;
+    subtracting it times the window's spectrum ``W`` (an outer product of two 1-D spectra)
+    from ``T`` gives the spectrum of ``(x - weighted mean) w`` without another image pass.
+    """
     import scipy.fft as sfft
+
+    from . import _kernels
 
     ny, nx = a.shape
     # zero padding to a fast size is harmless: the taper already brought the edges to zero
@@ -265,20 +289,21 @@ def _cross_spectrum(
     # keep only the pass band: beyond ~2.6 fc the Gaussian is below 1%, and the cropped
     # filter is still real and symmetric, so the peak position is unbiased
     rows, filt, kx = _band(shape[0], shape[1], fc, fh, min(0.5, 2.6 * fc))
-    cross = np.conj(fa[rows, : kx + 1])
-    cross *= fb[rows, : kx + 1]
+
+    def window_terms(f: np.ndarray, win: tuple[np.ndarray, np.ndarray]) -> tuple[Any, ...]:
+        wy, wx = win
+        total = float(wy.sum(dtype=np.float64)) * float(wx.sum(dtype=np.float64))
+        mean = float(f[0, 0].real) / total if total > 0 else 0.0
+        sy = np.fft.fft(wy.astype(np.float64), n=shape[0])[rows].astype(np.complex64)
+        sx = np.fft.rfft(wx.astype(np.float64), n=shape[1])[: kx + 1].astype(np.complex64)
+        return sy, sx, np.float32(mean)
+
+    cross, top = _kernels.cross_block(
+        fa, fb, rows, kx + 1, filt, float(p), *window_terms(fa, win_a), *window_terms(fb, win_b)
+    )
     del fa, fb
-    if p > 0:
-        mag = np.abs(cross)
-        top = float(mag.max())
-        if not top > 0:
-            raise ValueError("reference and moving share no spatial frequency in the pass band")
-        mag += np.float32(1e-6 * top)
-        if p == 1.0:
-            cross /= mag
-        else:
-            cross /= mag**p
-    cross *= filt
+    if not top > 0:
+        raise ValueError("reference and moving share no spatial frequency in the pass band")
     return _Spectrum(cross=cross, rows=rows, kx=kx, shape=shape)
 
 
@@ -398,8 +423,8 @@ def measure_shift(
         ``sqrt(2 ln n_eff) + 3`` where ``n_eff`` is the number of samples in the coarse map
         (the expected noise maximum plus a margin, :data:`PEAK_SNR_MARGIN`).
     comoving_window : bool, optional
-        Two passes (default): a first estimate on 2x2-binned images (when
-        ``lowpass_cycles_per_px <= 0.2``), then the images are re-windowed with windows that
+        Two passes (default): a first estimate (on 2x2-binned images from 128 px, 4x4 from
+        2048 px; it needs only ~0.2 px), then the images are re-windowed with windows that
         follow the content (each moved by half the estimate) and the peak refined at full
         resolution. This removes the window's pull toward zero shift, which otherwise
         reaches several hundredths of a pixel for coarse textures and small images. False:
@@ -470,18 +495,33 @@ def measure_shift(
     if not isinstance(comoving_window, (bool, np.bool_)):
         raise TypeError(f"comoving_window must be a bool, got {comoving_window!r}")
     snr_floor = None if min_peak_snr is None else check_finite_real(min_peak_snr, "min_peak_snr")
-    _check_content(ref, "reference")
-    _check_content(mov, "moving")
+    # pass 1 finds the peak, on binned images when they are big (it needs only ~0.2 px)
+    scale = _pass1_binning(ny, nx) if comoving_window else 1
+    mean_a = mean_b = None
+    if scale > 1:
+        from . import _kernels
 
-    # pass 1 finds the peak (2x2 binned when the pass band allows it: 4x cheaper)
-    binned = comoving_window and fc <= 0.2 and min(ny, nx) >= 4 * MIN_SIDE_PX
-    scale = 2.0 if binned else 1.0
-    a1 = _bin2(ref) if binned else ref
-    b1 = _bin2(mov) if binned else mov
-    wy = _tukey(a1.shape[0], tap)
-    wx = _tukey(a1.shape[1], tap)
+        a1 = _kernels.bin_mean(ref, scale)
+        b1 = _kernels.bin_mean(mov, scale)
+        mean_a = _check_content(a1, ref, "reference")
+        mean_b = _check_content(b1, mov, "moving")
+        if mean_a is None or mean_b is None:
+            scale = 1  # flat after binning (pixel-level pattern only): locate at full size
+    if scale == 1:
+        a1, b1 = ref, mov
+        mean_a = _check_content(ref, ref, "reference")
+        if mean_a is None:
+            _refuse_constant(ref, "reference")
+        mean_b = _check_content(mov, mov, "moving")
+        if mean_b is None:
+            _refuse_constant(mov, "moving")
+    assert mean_a is not None and mean_b is not None
+    # the locating pass keeps the requested band, capped below the binned Nyquist
+    fc1 = min(fc * scale, 0.4)
+    fh1 = min(fh * scale, 0.5 * fc1)
+    win1 = (_tukey(a1.shape[0], tap), _tukey(a1.shape[1], tap))
     spec1 = _cross_spectrum(
-        _tapered(a1, wy, wx), _tapered(b1, wy, wx), fc * scale, fh * scale, p, wk
+        _tapered(a1, mean_a, *win1), _tapered(b1, mean_b, *win1), win1, win1, fc1, fh1, p, wk
     )
     del a1, b1
     cmap, sy, sx = _coarse_map(spec1, wk)
@@ -494,7 +534,7 @@ def measure_shift(
     ys = np.where(iy <= my // 2, iy, iy - my) * sy
     xs = np.where(ix <= mx // 2, ix, ix - mx) * sx
     allowed = (np.abs(ys)[:, None] <= lim_y) & (np.abs(xs)[None, :] <= lim_x)
-    width_px = 0.6 / fc  # ~FWHM of the band-limited peak
+    width_px = 0.6 * scale / fc1  # ~FWHM of the band-limited peak of pass 1 (px)
     if reject_zero_shift:
         r0 = max(1.5, width_px)
         allowed &= (ys[:, None] ** 2 + xs[None, :] ** 2) > r0 * r0
@@ -537,7 +577,9 @@ def measure_shift(
         if ny - 2 * iny >= MIN_SIDE_PX // 2 and nx - 2 * inx >= MIN_SIDE_PX // 2:
             wr = (_tukey(ny, tap, -d0[0] / 2, iny), _tukey(nx, tap, -d0[1] / 2, inx))
             wm = (_tukey(ny, tap, d0[0] / 2, iny), _tukey(nx, tap, d0[1] / 2, inx))
-            spec2 = _cross_spectrum(_tapered(ref, *wr), _tapered(mov, *wm), fc, fh, p, wk)
+            spec2 = _cross_spectrum(
+                _tapered(ref, mean_a, *wr), _tapered(mov, mean_b, *wm), wr, wm, fc, fh, p, wk
+            )
             shift = _refine(spec2, d0, _STAGES)
         else:
             shift = _refine(spec1, (d0[0] / scale, d0[1] / scale), _STAGES)
