@@ -194,7 +194,7 @@ def test_streaming_fusion_matches_reference(small_stack, sharpness, grey):
         fuser.add(f)
     ref = ref_fuse_pyramid(frames, levels, fuser.rule, fuser._eps)
     for k in range(levels):
-        got = fuser._acc[k] / fuser._wsum[k][..., None]
+        got = np.moveaxis(fuser._acc[k] / fuser._wsum[k][None], 0, -1)
         np.testing.assert_allclose(got, ref[k], rtol=1e-4, atol=2e-3)
     img = collapse_pyramid([r if not grey else r[..., 0] for r in ref], dtype=np.uint8)
     diff = np.abs(fuser.result().image.astype(int) - img.astype(int))

@@ -1,11 +1,15 @@
 """numba kernels of the focus fuser (private; imported lazily by the public functions).
 
-Every array here is C-contiguous and has a channel axis: images are ``(rows, cols, channels)``
-(a grey image has one channel), single-channel maps are ``(rows, cols)``. The Burt-Adelson
+Layouts: a frame at level 0 is read as given, interleaved ``(rows, cols, channels)``; every
+other image here is planar ``(channels, rows, cols)`` float32, so the inner loops run along
+contiguous rows and vectorise. Single-channel maps are ``(rows, cols)``. The Burt-Adelson
 generating kernel is the 5-tap binomial ``[1, 4, 6, 4, 1] / 16``; borders are mirrored without
 repeating the edge sample ("reflect-101"), on every level, in both REDUCE and EXPAND, so the
 Laplacian pyramid ``L_k = G_k - EXPAND(G_{k+1})`` reconstructs ``G_k`` exactly (up to float32
 rounding) whatever the image size.
+
+Parallel kernels are thin ``prange`` loops over a plain ``@njit`` row or band function: numba
+compiles that much faster than one large parallel body.
 
 The slow, obvious numpy versions these kernels are checked against live in the tests.
 """
@@ -19,11 +23,11 @@ from nanoro_optics._numba import njit
 
 #: rows per parallel band in the fusion kernel (even: a band maps onto whole rows of the
 #: next, half-size level)
-BAND_ROWS = 16
+BAND_ROWS = 64
 
 
 @njit()
-def _refl(i: int, n: int) -> int:
+def _refl(i, n):
     """Mirror index ``i`` into ``[0, n)`` without repeating the edge (reflect-101)."""
     if n == 1:
         return 0
@@ -36,9 +40,16 @@ def _refl(i: int, n: int) -> int:
 
 
 @njit()
-def _ipow(x: float, p: int) -> float:
-    """``x ** p`` for a non-negative integer ``p`` by repeated squaring (no pow call)."""
-    result = 1.0
+def _pw(x, p):
+    """``x ** p`` for a small non-negative integer ``p`` without a pow call."""
+    if p == 4:
+        x2 = x * x
+        return x2 * x2
+    if p == 2:
+        return x * x
+    if p == 1:
+        return x
+    result = np.float32(1.0)
     base = x
     while p > 0:
         if p & 1:
@@ -48,166 +59,198 @@ def _ipow(x: float, p: int) -> float:
     return result
 
 
-@njit(parallel=True)
-def reduce_image(src, dst):
-    """Burt-Adelson REDUCE: 5-tap binomial blur then keep every other row and column.
-
-    ``src`` is ``(H, W, C)`` of any real dtype, ``dst`` is float32
-    ``((H + 1) // 2, (W + 1) // 2, C)``.
-    """
-    h, w, nc = src.shape
-    ho, wo = dst.shape[0], dst.shape[1]
-    for i in prange(ho):
-        tmp = np.empty((w, nc), dtype=np.float32)
-        r0 = _refl(2 * i - 2, h)
-        r1 = _refl(2 * i - 1, h)
-        r2 = _refl(2 * i, h)
-        r3 = _refl(2 * i + 1, h)
-        r4 = _refl(2 * i + 2, h)
-        for j in range(w):
-            for c in range(nc):
-                tmp[j, c] = (
+# ---------------------------------------------------------------------------------------
+# REDUCE and EXPAND
+# ---------------------------------------------------------------------------------------
+@njit()
+def _reduce_row(src, interleaved, dst, i, tmp):
+    """Row ``i`` of every channel of REDUCE(src) into planar ``dst``."""
+    if interleaved:
+        h, w, nc = src.shape
+    else:
+        nc, h, w = src.shape
+    wo = dst.shape[2]
+    r0 = _refl(2 * i - 2, h)
+    r1 = _refl(2 * i - 1, h)
+    r2 = _refl(2 * i, h)
+    r3 = _refl(2 * i + 1, h)
+    r4 = _refl(2 * i + 2, h)
+    f4 = np.float32(4.0)
+    f6 = np.float32(6.0)
+    k16 = np.float32(1.0 / 16.0)
+    for c in range(nc):
+        if interleaved:
+            for j in range(w):
+                tmp[j] = (
                     np.float32(src[r0, j, c])
                     + np.float32(src[r4, j, c])
-                    + np.float32(4.0) * (np.float32(src[r1, j, c]) + np.float32(src[r3, j, c]))
-                    + np.float32(6.0) * np.float32(src[r2, j, c])
-                ) * np.float32(1.0 / 16.0)
-        for jo in range(wo):
-            c0 = _refl(2 * jo - 2, w)
-            c1 = _refl(2 * jo - 1, w)
-            c2 = _refl(2 * jo, w)
-            c3 = _refl(2 * jo + 1, w)
-            c4 = _refl(2 * jo + 2, w)
-            for c in range(nc):
-                dst[i, jo, c] = (
-                    tmp[c0, c]
-                    + tmp[c4, c]
-                    + np.float32(4.0) * (tmp[c1, c] + tmp[c3, c])
-                    + np.float32(6.0) * tmp[c2, c]
-                ) * np.float32(1.0 / 16.0)
+                    + f4 * (np.float32(src[r1, j, c]) + np.float32(src[r3, j, c]))
+                    + f6 * np.float32(src[r2, j, c])
+                )
+        else:
+            for j in range(w):
+                tmp[j] = (
+                    np.float32(src[c, r0, j])
+                    + np.float32(src[c, r4, j])
+                    + f4 * (np.float32(src[c, r1, j]) + np.float32(src[c, r3, j]))
+                    + f6 * np.float32(src[c, r2, j])
+                )
+        for jo in range(1, wo - 1):
+            j = 2 * jo
+            dst[c, i, jo] = (
+                tmp[j - 2] + tmp[j + 2] + f4 * (tmp[j - 1] + tmp[j + 1]) + f6 * tmp[j]
+            ) * (k16 * k16)
+        for jo in (0, wo - 1):
+            if jo < 0:
+                continue
+            j = 2 * jo
+            dst[c, i, jo] = (
+                tmp[_refl(j - 2, w)]
+                + tmp[_refl(j + 2, w)]
+                + f4 * (tmp[_refl(j - 1, w)] + tmp[_refl(j + 1, w)])
+                + f6 * tmp[j]
+            ) * (k16 * k16)
+
+
+@njit(parallel=True)
+def reduce_level(src, interleaved, dst):
+    """Burt-Adelson REDUCE: 5-tap binomial blur, then every other row and column.
+
+    ``src`` is ``(H, W, C)`` of any real dtype when ``interleaved``, else planar float32
+    ``(C, H, W)``; ``dst`` is planar float32 ``(C, ceil(H/2), ceil(W/2))``.
+    """
+    ho = dst.shape[1]
+    w = src.shape[1] if interleaved else src.shape[2]
+    for i in prange(ho):
+        tmp = np.empty(w, dtype=np.float32)
+        _reduce_row(src, interleaved, dst, i, tmp)
 
 
 @njit()
-def _expand_row(g, r, out_w, vtmp, out):
-    """Row ``r`` of EXPAND(g) (length ``out_w``) into ``out[:out_w, :]``.
+def _expand_row(gc, r, out_w, vtmp, out):
+    """Row ``r`` of EXPAND(gc) for one planar channel ``gc`` (rows, cols) into ``out[:out_w]``.
 
     EXPAND inserts zeros between samples and filters with twice the generating kernel, so an
     even output sample is ``(g[n-1] + 6 g[n] + g[n+1]) / 8`` and an odd one
     ``(g[n] + g[n+1]) / 2`` along each axis.
     """
-    hg, wg, nc = g.shape
+    hg, wg = gc.shape
     n = r // 2
+    f6 = np.float32(6.0)
+    k8 = np.float32(0.125)
+    half = np.float32(0.5)
     if r % 2 == 0:
         a = _refl(n - 1, hg)
         b = _refl(n, hg)
         d = _refl(n + 1, hg)
         for j in range(wg):
-            for c in range(nc):
-                vtmp[j, c] = (g[a, j, c] + g[d, j, c] + np.float32(6.0) * g[b, j, c]) * np.float32(
-                    0.125
-                )
+            vtmp[j] = (gc[a, j] + gc[d, j] + f6 * gc[b, j]) * k8
     else:
         b = _refl(n, hg)
         d = _refl(n + 1, hg)
         for j in range(wg):
-            for c in range(nc):
-                vtmp[j, c] = (g[b, j, c] + g[d, j, c]) * np.float32(0.5)
-    for j in range(out_w):
-        m = j // 2
-        if j % 2 == 0:
-            a = _refl(m - 1, wg)
-            b = _refl(m, wg)
-            d = _refl(m + 1, wg)
-            for c in range(nc):
-                out[j, c] = (vtmp[a, c] + vtmp[d, c] + np.float32(6.0) * vtmp[b, c]) * np.float32(
-                    0.125
-                )
+            vtmp[j] = (gc[b, j] + gc[d, j]) * half
+    for m in range(1, wg - 1):
+        out[2 * m] = (vtmp[m - 1] + vtmp[m + 1] + f6 * vtmp[m]) * k8
+        out[2 * m + 1] = (vtmp[m] + vtmp[m + 1]) * half
+    lo = min(2, out_w)
+    hi = max(2 * (wg - 1), lo)
+    for j in range(lo):
+        _expand_edge(vtmp, wg, j, out)
+    for j in range(hi, out_w):
+        _expand_edge(vtmp, wg, j, out)
+
+
+@njit()
+def _expand_edge(vtmp, wg, j, out):
+    m = j // 2
+    if j % 2 == 0:
+        out[j] = (
+            vtmp[_refl(m - 1, wg)] + vtmp[_refl(m + 1, wg)] + np.float32(6.0) * vtmp[_refl(m, wg)]
+        ) * np.float32(0.125)
+    else:
+        out[j] = (vtmp[_refl(m, wg)] + vtmp[_refl(m + 1, wg)]) * np.float32(0.5)
+
+
+@njit()
+def _laplacian_row(g, interleaved, gn, out, r, vtmp, erow):
+    nc = gn.shape[0]
+    w = out.shape[2]
+    for c in range(nc):
+        _expand_row(gn[c], r, w, vtmp, erow)
+        if interleaved:
+            for j in range(w):
+                out[c, r, j] = np.float32(g[r, j, c]) - erow[j]
         else:
-            b = _refl(m, wg)
-            d = _refl(m + 1, wg)
-            for c in range(nc):
-                out[j, c] = (vtmp[b, c] + vtmp[d, c]) * np.float32(0.5)
+            for j in range(w):
+                out[c, r, j] = np.float32(g[c, r, j]) - erow[j]
 
 
 @njit(parallel=True)
-def laplacian_level(g, gn, out):
-    """``out = g - EXPAND(gn)`` (float32), ``g`` of any real dtype."""
-    h, w, nc = g.shape
+def laplacian_level(g, interleaved, gn, out):
+    """Planar ``out = g - EXPAND(gn)``; ``g`` interleaved (any dtype) or planar float32."""
+    h = out.shape[1]
     for r in prange(h):
-        vtmp = np.empty((gn.shape[1], nc), dtype=np.float32)
-        row = np.empty((w, nc), dtype=np.float32)
-        _expand_row(gn, r, w, vtmp, row)
+        vtmp = np.empty(gn.shape[2], dtype=np.float32)
+        erow = np.empty(out.shape[2], dtype=np.float32)
+        _laplacian_row(g, interleaved, gn, out, r, vtmp, erow)
+
+
+@njit()
+def _expand_add_row(acc, wsum, gn, out, r, interleaved_out, rounding, lo, hi, vtmp, erow):
+    nc, w = acc.shape[0], acc.shape[2]
+    for c in range(nc):
+        _expand_row(gn[c], r, w, vtmp, erow)
         for j in range(w):
-            for c in range(nc):
-                out[r, j, c] = np.float32(g[r, j, c]) - row[j, c]
+            v = acc[c, r, j] / wsum[r, j] + erow[j]
+            if interleaved_out:
+                if rounding:
+                    x = np.rint(np.float64(v))
+                    if x < lo:
+                        x = lo
+                    elif x > hi:
+                        x = hi
+                    out[r, j, c] = x
+                else:
+                    out[r, j, c] = v
+            else:
+                out[c, r, j] = v
 
 
 @njit(parallel=True)
-def expand_add(lap, wsum, gn, out):
-    """``out = lap / wsum + EXPAND(gn)`` in float32 (one step of collapsing a pyramid).
+def expand_add(acc, wsum, gn, out, interleaved_out, rounding, lo, hi):
+    """One step of collapsing a pyramid: ``out = acc / wsum + EXPAND(gn)``.
 
-    ``wsum`` is ``(h, w)``; pass an all-ones map for an unweighted Laplacian level.
+    ``acc`` and ``gn`` are planar; ``out`` is planar float32, or interleaved ``(H, W, C)``
+    when ``interleaved_out``, then optionally rounded half to even and clipped to
+    ``[lo, hi]`` (fusion can overshoot the input range by a fraction of a DN next to a sharp
+    edge; the overshoot is clipped to the dtype's range when the image is stored).
     """
-    h, w, nc = lap.shape
+    h = acc.shape[1]
     for r in prange(h):
-        vtmp = np.empty((gn.shape[1], nc), dtype=np.float32)
-        row = np.empty((w, nc), dtype=np.float32)
-        _expand_row(gn, r, w, vtmp, row)
-        for j in range(w):
-            inv = np.float32(1.0) / wsum[r, j]
-            for c in range(nc):
-                out[r, j, c] = lap[r, j, c] * inv + row[j, c]
-
-
-@njit(parallel=True)
-def expand_add_round(lap, wsum, gn, out, lo, hi):
-    """Like :func:`expand_add` but writes an integer image, rounded half to even, clipped.
-
-    Fusion can overshoot the input range by a fraction of a DN next to a sharp edge; the
-    overshoot is clipped to ``[lo, hi]`` (the dtype's range) when the image is stored.
-    """
-    h, w, nc = lap.shape
-    for r in prange(h):
-        vtmp = np.empty((gn.shape[1], nc), dtype=np.float32)
-        row = np.empty((w, nc), dtype=np.float32)
-        _expand_row(gn, r, w, vtmp, row)
-        for j in range(w):
-            inv = np.float32(1.0) / wsum[r, j]
-            for c in range(nc):
-                v = np.rint(np.float64(lap[r, j, c] * inv + row[j, c]))
-                if v < lo:
-                    v = lo
-                elif v > hi:
-                    v = hi
-                out[r, j, c] = v
+        vtmp = np.empty(gn.shape[2], dtype=np.float32)
+        erow = np.empty(acc.shape[2], dtype=np.float32)
+        _expand_add_row(acc, wsum, gn, out, r, interleaved_out, rounding, lo, hi, vtmp, erow)
 
 
 @njit(parallel=True)
 def divide_into(acc, wsum, out):
-    """``out = acc / wsum`` (the coarsest level of the fused pyramid)."""
-    h, w, nc = acc.shape
+    """Planar ``out = acc / wsum`` (the coarsest level of the fused pyramid)."""
+    nc, h, w = acc.shape
     for r in prange(h):
-        for j in range(w):
-            inv = np.float32(1.0) / wsum[r, j]
-            for c in range(nc):
-                out[r, j, c] = acc[r, j, c] * inv
+        for c in range(nc):
+            for j in range(w):
+                out[c, r, j] = acc[c, r, j] / wsum[r, j]
 
 
-@njit()
-def _wins_tie(lrow, acc, r, j, nc):
-    """Deterministic tie-break of the hard rule: the larger coefficient vector wins."""
-    for c in range(nc):
-        if lrow[c] > acc[r, j, c]:
-            return True
-        if lrow[c] < acc[r, j, c]:
-            return False
-    return False
-
-
+# ---------------------------------------------------------------------------------------
+# the fusion rule
+# ---------------------------------------------------------------------------------------
 @njit()
 def _fuse_band(
     b,
     g,
+    interleaved,
     gn,
     inherited,
     acc,
@@ -227,10 +270,9 @@ def _fuse_band(
     has_inh,
 ):
     """One band of rows of :func:`fuse_level` (the parallel loop's body)."""
-    h, w, nc = g.shape
-    win = np.float32(1.0 / ((2 * radius + 1) * (2 * radius + 1)))
+    nc, h, w = acc.shape
     rad = 0 if top else radius
-    wn = gn.shape[1]
+    win = np.float32(1.0 / ((2 * rad + 1) * (2 * rad + 1)))
     r0 = b * BAND_ROWS
     r1 = min(r0 + BAND_ROWS, h)
     nrow = r1 - r0
@@ -238,71 +280,99 @@ def _fuse_band(
     # coefficient rows r0-1-rad .. r1+rad for the energy window
     na = nrow + 2
     ext = na + 2 * rad
-    lbuf = np.empty((ext, w, nc), dtype=np.float32)
+    lbuf = np.empty((nc, ext, w), dtype=np.float32)
     hbuf = np.empty((ext, w), dtype=np.float32)
     abuf = np.empty((na, w), dtype=np.float32)
-    vtmp = np.empty((max(wn, 1), nc), dtype=np.float32)
-    erow = np.empty((w, nc), dtype=np.float32)
+    vtmp = np.empty(max(gn.shape[2], 1), dtype=np.float32)
+    erow = np.empty(w, dtype=np.float32)
     ybuf = np.empty(w, dtype=np.float32)
+    ypad = np.empty(w + 2 * rad, dtype=np.float32)
     # pass 1: Laplacian coefficients and box-summed squared luminance
     for q in range(ext):
         rr = _refl(r0 - 1 - rad + q, h)
         if top:
-            for j in range(w):
-                for c in range(nc):
-                    lbuf[q, j, c] = np.float32(g[rr, j, c])
-            continue
-        _expand_row(gn, rr, w, vtmp, erow)
-        for j in range(w):
-            y = np.float32(0.0)
             for c in range(nc):
-                v = np.float32(g[rr, j, c]) - erow[j, c]
-                lbuf[q, j, c] = v
-                y += lum[c] * v
-            ybuf[j] = y * y
+                if interleaved:
+                    for j in range(w):
+                        lbuf[c, q, j] = np.float32(g[rr, j, c])
+                else:
+                    for j in range(w):
+                        lbuf[c, q, j] = np.float32(g[c, rr, j])
+            continue
         for j in range(w):
-            s = np.float32(0.0)
-            for d in range(-rad, rad + 1):
-                s += ybuf[_refl(j + d, w)]
-            hbuf[q, j] = s
-    # pass 2: activity (band plus halo rows)
+            ybuf[j] = np.float32(0.0)
+        for c in range(nc):
+            _expand_row(gn[c], rr, w, vtmp, erow)
+            lc = lum[c]
+            if interleaved:
+                for j in range(w):
+                    v = np.float32(g[rr, j, c]) - erow[j]
+                    lbuf[c, q, j] = v
+                    ybuf[j] += lc * v
+            else:
+                for j in range(w):
+                    v = g[c, rr, j] - erow[j]
+                    lbuf[c, q, j] = v
+                    ybuf[j] += lc * v
+        # squared luminance, mirrored by rad samples at both ends, then a box sum
+        for j in range(w):
+            ypad[j + rad] = ybuf[j] * ybuf[j]
+        for d in range(1, rad + 1):
+            ypad[rad - d] = ypad[rad + _refl(-d, w)]
+            ypad[rad + w - 1 + d] = ypad[rad + _refl(w - 1 + d, w)]
+        hrow = hbuf[q]
+        for j in range(w):
+            hrow[j] = ypad[j]
+        for d in range(1, 2 * rad + 1):
+            for j in range(w):
+                hrow[j] += ypad[j + d]
+    # pass 2: activity of the band plus its halo rows
     for t in range(na):
         rr = _refl(r0 - 1 + t, h)
         for j in range(w):
-            a = eps
-            if has_inh:
-                a += inherit_gain * inherited[rr, j]
-            if not top:
-                e = np.float32(0.0)
-                for d in range(2 * rad + 1):
-                    e += hbuf[t + d, j]
-                a += e * win
-            abuf[t, j] = np.float32(a)
+            abuf[t, j] = eps
+        if has_inh:
+            for j in range(w):
+                abuf[t, j] += inherit_gain * inherited[rr, j]
+        if not top:
+            for d in range(2 * rad + 1):
+                for j in range(w):
+                    abuf[t, j] += win * hbuf[t + d, j]
     # pass 3: the running fusion of the band's own rows
+    scb = np.empty(w, dtype=np.float32)
+    wgb = np.empty(w, dtype=np.float32)
     for t in range(1, nrow + 1):
         r = r0 - 1 + t
-        for j in range(w):
-            a = abuf[t, j]
-            m = wmax[r, j]
-            lq = lbuf[t + rad, j]
-            if hard:
-                if a > m or (a == m and _wins_tie(lq, acc, r, j, nc)):
+        lq = t + rad
+        if hard:
+            for j in range(w):
+                a = abuf[t, j]
+                m = wmax[r, j]
+                take = a > m
+                if a == m:
+                    for c in range(nc):
+                        if lbuf[c, lq, j] != acc[c, r, j]:
+                            take = lbuf[c, lq, j] > acc[c, r, j]
+                            break
+                if take:
                     wmax[r, j] = a
                     wsum[r, j] = np.float32(1.0)
                     for c in range(nc):
-                        acc[r, j, c] = lq[c]
-                continue
-            if a > m:
-                scale = np.float32(_ipow(m / a, power))
-                wmax[r, j] = a
-                wsum[r, j] = wsum[r, j] * scale + np.float32(1.0)
-                for c in range(nc):
-                    acc[r, j, c] = acc[r, j, c] * scale + lq[c]
-            else:
-                wgt = np.float32(_ipow(a / m, power))
-                wsum[r, j] += wgt
-                for c in range(nc):
-                    acc[r, j, c] += wgt * lq[c]
+                        acc[c, r, j] = lbuf[c, lq, j]
+        else:
+            for j in range(w):
+                a = abuf[t, j]
+                m = wmax[r, j]
+                mx = max(a, m)
+                wg = _pw(a / mx, power)
+                sc = _pw(m / mx, power)
+                wsum[r, j] = wsum[r, j] * sc + wg
+                wmax[r, j] = mx
+                scb[j] = sc
+                wgb[j] = wg
+            for c in range(nc):
+                for j in range(w):
+                    acc[c, r, j] = acc[c, r, j] * scb[j] + wgb[j] * lbuf[c, lq, j]
         if write_act:
             for j in range(w):
                 act_out[r, j] = abuf[t, j]
@@ -324,6 +394,7 @@ def _fuse_band(
 @njit(parallel=True)
 def fuse_level(
     g,
+    interleaved,
     gn,
     inherited,
     acc,
@@ -343,38 +414,37 @@ def fuse_level(
 ):
     """Fold one frame's Laplacian level into the running fused level.
 
-    Arrays are C-contiguous float32 unless said otherwise.
-
-    g : (H, W, C), any real dtype
+    g : (H, W, C) any real dtype if ``interleaved``, else planar float32 (C, H, W)
         This frame's Gaussian level ``G_k``.
-    gn : (H', W', C)
-        This frame's next Gaussian level ``G_{k+1}`` (ignored when ``top``).
-    inherited : (H, W) or (1, 1)
+    gn : (C, H', W') float32
+        This frame's next Gaussian level ``G_{k+1}`` (a placeholder when ``top``).
+    inherited : (H, W) or (1, 1) float32
         Activity handed down from the finer level; a (1, 1) placeholder at level 0.
-    acc, wsum, wmax : (H, W, C), (H, W), (H, W)
+    acc, wsum, wmax : (C, H, W), (H, W), (H, W) float32
         Running weighted sum of coefficients, sum of weights and the largest activity seen,
         which is the reference of the weights: weights are ``(a / wmax) ** power``, and the
         sums are rescaled when a larger activity arrives, as in an online softmax.
-    reduced_out : (ceil(H/2), ceil(W/2))
+    reduced_out : (ceil(H/2), ceil(W/2)) float32
         Receives this level's activity filtered by ``[1, 2, 1] / 4`` along each axis and
         decimated (the next level's ``inherited``) when ``write_reduced``.
-    act_out : (H, W)
+    act_out : (H, W) float32
         Receives this level's activity when ``write_act`` (the depth tracker reads it).
-    lum : (C,)
+    lum : (C,) float32
         Luminance weights: activity is measured on the luminance of the coefficients and
         all channels are selected together.
     radius : int
         Half-width of the square window of the local energy.
-    inherit_gain, eps : float
+    inherit_gain, eps : float32
         Weight of the inherited activity; activity floor (keeps weights defined when flat).
     power : int
         Exponent of the soft rule (ignored when ``hard``).
     hard : bool
         Keep only the coefficient of largest activity (ties: the larger coefficient vector).
     top : bool
-        Coarsest level: the coefficients are ``G_k`` itself, the activity only the inherited.
+        Coarsest level: the coefficients are ``G_k`` itself (planar), the activity only the
+        inherited one.
     """
-    h, w = g.shape[0], g.shape[1]
+    h, w = acc.shape[1], acc.shape[2]
     nb = (h + BAND_ROWS - 1) // BAND_ROWS
     # a (1, 1) placeholder stands for "nothing inherited" (level 0)
     has_inh = inherited.shape[0] == h and inherited.shape[1] == w and inherit_gain != 0.0
@@ -382,6 +452,7 @@ def fuse_level(
         _fuse_band(
             b,
             g,
+            interleaved,
             gn,
             inherited,
             acc,

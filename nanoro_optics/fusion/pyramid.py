@@ -64,6 +64,26 @@ def _check_levels(levels: int | None, shape: tuple[int, ...]) -> int:
     return check_int(levels, "levels", 1, 32)
 
 
+def _planar_gaussian(img: np.ndarray, n: int) -> list[np.ndarray]:
+    """Planar levels ``G_1 .. G_{n-1}`` of an interleaved image (C-contiguous)."""
+    from . import _kernels
+
+    h, w, c = img.shape
+    out: list[np.ndarray] = []
+    src, interleaved = img, True
+    for _ in range(n - 1):
+        h, w = (h + 1) // 2, (w + 1) // 2
+        nxt = np.empty((c, h, w), dtype=np.float32)
+        _kernels.reduce_level(src, interleaved, nxt)
+        out.append(nxt)
+        src, interleaved = nxt, False
+    return out
+
+
+def _interleave(planar: np.ndarray, grey: bool) -> np.ndarray:
+    return planar[0].copy() if grey else np.ascontiguousarray(np.moveaxis(planar, 0, -1))
+
+
 def gaussian_pyramid(image: Any, *, levels: int | None = None) -> list[np.ndarray]:
     """Gaussian pyramid ``[G_0, ..., G_{levels-1}]`` of a grey or colour image.
 
@@ -83,17 +103,11 @@ def gaussian_pyramid(image: Any, *, levels: int | None = None) -> list[np.ndarra
     ----------
     .. [1] Burt & Adelson (1983), https://doi.org/10.1109/TCOM.1983.1095851
     """
-    from . import _kernels
-
     img, grey = _as_image3(image)
     n = _check_levels(levels, img.shape)
-    out = [img.astype(np.float32)]
-    for _ in range(n - 1):
-        h, w, c = out[-1].shape
-        nxt = np.empty(((h + 1) // 2, (w + 1) // 2, c), dtype=np.float32)
-        _kernels.reduce_image(out[-1], nxt)
-        out.append(nxt)
-    return [g[:, :, 0] for g in out] if grey else out
+    g0 = img.astype(np.float32)
+    rest = _planar_gaussian(g0, n)
+    return [g0[:, :, 0] if grey else g0] + [_interleave(p, grey) for p in rest]
 
 
 def laplacian_pyramid(image: Any, *, levels: int | None = None) -> list[np.ndarray]:
@@ -129,14 +143,19 @@ def laplacian_pyramid(image: Any, *, levels: int | None = None) -> list[np.ndarr
 
     img, grey = _as_image3(image)
     n = _check_levels(levels, img.shape)
-    gauss = gaussian_pyramid(img, levels=n)
+    if img.dtype not in (np.uint8, np.uint16, np.float32):
+        img = img.astype(np.float32)
+    if n == 1:
+        return [img.astype(np.float32)[:, :, 0] if grey else img.astype(np.float32)]
+    gauss: list[np.ndarray] = [img, *_planar_gaussian(img, n)]
     out = []
     for k in range(n - 1):
-        lap = np.empty_like(gauss[k])
-        _kernels.laplacian_level(gauss[k], gauss[k + 1], lap)
+        c, h, w = gauss[k + 1].shape[0], *(gauss[k].shape[:2] if k == 0 else gauss[k].shape[1:])
+        lap = np.empty((c, h, w), dtype=np.float32)
+        _kernels.laplacian_level(gauss[k], k == 0, gauss[k + 1], lap)
         out.append(lap)
     out.append(gauss[-1])
-    return [p[:, :, 0] for p in out] if grey else out
+    return [_interleave(p, grey) for p in out]
 
 
 def collapse_pyramid(pyramid: list[np.ndarray], *, dtype: Any = np.float32) -> np.ndarray:
@@ -164,33 +183,36 @@ def collapse_pyramid(pyramid: list[np.ndarray], *, dtype: Any = np.float32) -> n
     if len(pyramid) == 0:
         raise ValueError("pyramid must have at least one level, got an empty list")
     grey = np.ndim(pyramid[0]) == 2
-    levels: list[np.ndarray] = [
-        np.ascontiguousarray(np.asarray(p, dtype=np.float32)).reshape(
-            np.shape(p) + ((1,) if grey else ())
-        )
-        for p in pyramid
-    ]
+    levels: list[np.ndarray] = []
+    for p in pyramid:
+        arr = np.asarray(p, dtype=np.float32)
+        arr = arr[None] if grey else np.moveaxis(arr, -1, 0)
+        levels.append(np.ascontiguousarray(arr))
     for k in range(1, len(levels)):
-        hp, wp = int(levels[k - 1].shape[0]), int(levels[k - 1].shape[1])
-        if levels[k].shape[:2] != ((hp + 1) // 2, (wp + 1) // 2):
+        hp, wp = int(levels[k - 1].shape[1]), int(levels[k - 1].shape[2])
+        if levels[k].shape[1:] != ((hp + 1) // 2, (wp + 1) // 2):
             raise ValueError(
-                f"pyramid level {k} has shape {levels[k].shape[:2]}, expected "
+                f"pyramid level {k} has shape {levels[k].shape[1:]}, expected "
                 f"{((hp + 1) // 2, (wp + 1) // 2)} (half of level {k - 1})"
             )
     out_dtype = np.dtype(dtype)
+    is_int = out_dtype.kind in "ui"
+    lo, hi = (float(np.iinfo(out_dtype).min), float(np.iinfo(out_dtype).max)) if is_int else (0, 0)
+    if len(levels) == 1:
+        img = np.moveaxis(levels[0], 0, -1)
+        if is_int:
+            img = np.clip(np.rint(img), lo, hi)
+        img = np.ascontiguousarray(img, dtype=out_dtype)
+        return img[:, :, 0] if grey else img
     cur = levels[-1]
-    for k in range(len(levels) - 2, -1, -1):
-        ones = np.ones(levels[k].shape[:2], dtype=np.float32)
-        if k == 0 and out_dtype.kind in "ui":
-            img = np.empty(levels[0].shape, dtype=out_dtype)
-            info = np.iinfo(out_dtype)
-            _kernels.expand_add_round(levels[0], ones, cur, img, float(info.min), float(info.max))
-            return img[:, :, 0] if grey else img
-        nxt = np.empty(levels[k].shape, dtype=np.float32)
-        _kernels.expand_add(levels[k], ones, cur, nxt)
+    for k in range(len(levels) - 2, 0, -1):
+        ones = np.ones(levels[k].shape[1:], dtype=np.float32)
+        nxt = np.empty_like(levels[k])
+        _kernels.expand_add(levels[k], ones, cur, nxt, False, False, 0.0, 0.0)
         cur = nxt
-    if out_dtype.kind in "ui":
-        info = np.iinfo(out_dtype)
-        cur = np.clip(np.rint(cur), info.min, info.max)
-    img = cur.astype(out_dtype)
+    c, h, w = levels[0].shape
+    out = np.empty((h, w, c), dtype=out_dtype if is_int else np.float32)
+    ones = np.ones((h, w), dtype=np.float32)
+    _kernels.expand_add(levels[0], ones, cur, out, True, is_int, float(lo), float(hi))
+    img = out if is_int else out.astype(out_dtype, copy=False)
     return img[:, :, 0] if grey else img

@@ -2,10 +2,10 @@
 
 Each frame is decomposed into a Burt-Adelson Laplacian pyramid [1]_ level by level and folded
 into a running fused pyramid with the rule of :mod:`.rule`; the frame's pyramid is never
-stored whole. The state is, per level, the weighted sum of coefficients, the sum of weights
-and the largest activity (about ``4/3 * (4 C + 8)`` bytes per pixel for ``C`` channels) plus
-the depth tracker on the half-resolution level, so memory does not grow with the number of
-frames and frames can be fused as a camera delivers them.
+stored whole. The state is, per level, the weighted sum of coefficients (planar float32),
+the sum of weights and the largest activity (about ``4/3 * (4 C + 8)`` bytes per pixel for
+``C`` channels) plus the depth tracker on the half-resolution level, so memory does not
+grow with the number of frames and frames can be fused as a camera delivers them.
 
 References
 ----------
@@ -74,25 +74,25 @@ def _collapse(
 ) -> np.ndarray:
     """Rebuild the image (H, W, C) in ``dtype`` from the weighted sums of every level."""
     top = len(accs) - 1
+    nc, h, w = accs[0].shape
+    is_int = dtype.kind in "ui"
+    lo, hi = (float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)) if is_int else (0.0, 0.0)
+    if top == 0:
+        cur = np.empty_like(accs[0])
+        kernels.divide_into(accs[0], wsums[0], cur)
+        img = np.moveaxis(cur, 0, -1)
+        if is_int:
+            return np.clip(np.rint(img), lo, hi).astype(dtype)
+        return np.ascontiguousarray(img, dtype=dtype)
     cur = np.empty_like(accs[top])
     kernels.divide_into(accs[top], wsums[top], cur)
-    if top == 0:
-        if dtype.kind in "ui":
-            info = np.iinfo(dtype)
-            return np.clip(np.rint(cur), info.min, info.max).astype(dtype)
-        return cur.astype(dtype)
     for k in range(top - 1, 0, -1):
         nxt = np.empty_like(accs[k])
-        kernels.expand_add(accs[k], wsums[k], cur, nxt)
+        kernels.expand_add(accs[k], wsums[k], cur, nxt, False, False, 0.0, 0.0)
         cur = nxt
-    if dtype.kind in "ui":
-        out = np.empty(accs[0].shape, dtype=dtype)
-        info = np.iinfo(dtype)
-        kernels.expand_add_round(accs[0], wsums[0], cur, out, float(info.min), float(info.max))
-        return out
-    img = np.empty_like(accs[0])
-    kernels.expand_add(accs[0], wsums[0], cur, img)
-    return img.astype(dtype, copy=False)
+    out = np.empty((h, w, nc), dtype=dtype if is_int else np.float32)
+    kernels.expand_add(accs[0], wsums[0], cur, out, True, is_int, lo, hi)
+    return out if is_int else out.astype(dtype, copy=False)
 
 
 class StackFuser:
@@ -256,7 +256,7 @@ class StackFuser:
             hh, ww = (hh + 1) // 2, (ww + 1) // 2
         self._level_shapes = shapes
         for hh, ww in shapes:
-            self._acc.append(np.zeros((hh, ww, c), np.float32))
+            self._acc.append(np.zeros((c, hh, ww), np.float32))
             self._wsum.append(np.zeros((hh, ww), np.float32))
             self._wmax.append(np.zeros((hh, ww), np.float32))
         self._depth_level = min(1, n_levels - 1)
@@ -266,7 +266,7 @@ class StackFuser:
         assert self._dtype is not None
         self._eps = float((_EPS_FRACTION * _full_scale(self._dtype)) ** 2)
         self._dummy2 = np.zeros((1, 1), np.float32)
-        self._dummy3 = np.zeros((1, 1, c), np.float32)
+        self._dummy3 = np.zeros((c, 1, 1), np.float32)
 
     def add(self, frame: Any, *, z_um: float | None = None) -> None:
         """Fuse one more frame into the result.
@@ -322,12 +322,13 @@ class StackFuser:
                 reduced = self._dummy2
             else:
                 hn, wn = self._level_shapes[lev + 1]
-                gn = np.empty((hn, wn, c), np.float32)
-                kern.reduce_image(g, gn)
+                gn = np.empty((c, hn, wn), np.float32)
+                kern.reduce_level(g, lev == 0, gn)
                 reduced = np.empty((hn, wn), np.float32)
             want_act = lev == self._depth_level
             kern.fuse_level(
                 g,
+                lev == 0,
                 gn,
                 inherited,
                 self._acc[lev],
