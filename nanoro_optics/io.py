@@ -68,6 +68,8 @@ WRITE_SUFFIXES: tuple[str, ...] = _TIFF_SUFFIXES + _PNG_SUFFIXES + _JPEG_SUFFIXE
 #: Rec. 709 luma weights, the ones scikit-image's ``rgb2gray`` uses.
 _LUMA = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: zlib level of written PNG: level 1 is ~5x faster than 6 for ~15 % larger files
+_PNG_LEVEL = 1
 
 PathLike = str | os.PathLike[str]
 StackSource = PathLike | Sequence[PathLike]
@@ -670,12 +672,46 @@ def check_image_format(path: PathLike, image: Any) -> None:
     _check_format(Path(path), _check_image(image))
 
 
-def _png16_bytes(image: np.ndarray, level: int) -> bytes:
-    """Encode a 16-bit image as PNG [2]_ (filter Up on every row)."""
+def _deflate_parallel(data: bytes, level: int) -> bytes:
+    """zlib-compress ``data`` in independent chunks on several threads (as pigz does).
+
+    Each chunk is raw-deflated and ended with a sync flush (the last one with a final block),
+    so the concatenation is one valid deflate stream; the zlib header and the Adler-32 of the
+    whole data frame it (RFC 1950/1951). zlib releases the GIL, so the chunks run in parallel.
+    """
+    chunk = 4 << 20
+    workers = min(os.cpu_count() or 1, 8, max(1, len(data) // chunk))
+    if workers == 1:
+        return zlib.compress(data, level)
+    from concurrent.futures import ThreadPoolExecutor
+
+    view = memoryview(data)
+    bounds = [(i, min(i + chunk, len(data))) for i in range(0, len(data), chunk)]
+
+    def deflate(k: int) -> bytes:
+        lo, hi = bounds[k]
+        comp = zlib.compressobj(level, zlib.DEFLATED, -15)
+        last = k == len(bounds) - 1
+        return comp.compress(view[lo:hi]) + comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        body = b"".join(pool.map(deflate, range(len(bounds))))
+    header = b"\x78\x01" if level <= 1 else b"\x78\x9c"
+    return header + body + struct.pack(">I", zlib.adler32(data) & 0xFFFFFFFF)
+
+
+def _png_bytes(image: np.ndarray, level: int) -> bytes:
+    """Encode an 8- or 16-bit image as PNG [2]_ (filter Up on every row).
+
+    Pillow cannot write 16-bit colour PNG, and its encoder compresses on one thread; this one
+    writes every bit depth Pillow reads back and compresses on all cores.
+    """
     height, width = image.shape[:2]
     channels = _channels(image)
+    depth = 8 * image.dtype.itemsize
     colour = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    rows = image.astype(">u2").reshape(height, width * channels).view(np.uint8)
+    stored = image.astype(">u2") if depth == 16 else image
+    rows = np.ascontiguousarray(stored).reshape(height, -1).view(np.uint8)
     filtered = np.empty((height, rows.shape[1] + 1), dtype=np.uint8)
     filtered[:, 0] = 2  # Up
     filtered[0, 1:] = rows[0]
@@ -685,11 +721,11 @@ def _png16_bytes(image: np.ndarray, level: int) -> bytes:
         crc = zlib.crc32(kind + body) & 0xFFFFFFFF
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
-    ihdr = struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
     return (
         _PNG_SIGNATURE
         + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(filtered.tobytes(), level))
+        + chunk(b"IDAT", _deflate_parallel(filtered.tobytes(), level))
         + chunk(b"IEND", b"")
     )
 
@@ -710,10 +746,7 @@ def _encode(fh: Any, image: np.ndarray, fmt: str, photometric: str | None) -> No
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if fmt == "png":
-        if image.dtype == np.uint16:
-            fh.write(_png16_bytes(image, level=6))
-            return
-        Image.fromarray(image).save(fh, format="PNG", compress_level=6)
+        fh.write(_png_bytes(image, level=_PNG_LEVEL))
         return
     Image.fromarray(image).save(fh, format="JPEG", quality=95, subsampling=0)
 

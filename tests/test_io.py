@@ -379,3 +379,20 @@ def test_png16_bad_crc_is_reported(tmp_path: Path) -> None:
     (tmp_path / "bad.png").write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"bad\.png.*(CRC|corrupt)"):
         read_image(tmp_path / "bad.png")
+
+
+def test_parallel_deflate_is_one_valid_zlib_stream(monkeypatch) -> None:
+    monkeypatch.setattr(nio.os, "cpu_count", lambda: 3)
+    rng = np.random.default_rng(6)
+    data = np.repeat(rng.integers(0, 255, 3_000_000, dtype=np.uint8), 3).tobytes()  # 9 MB
+    packed = nio._deflate_parallel(data, 1)
+    assert zlib.decompress(packed) == data
+
+
+def test_large_png_written_in_parallel_reads_back_with_pillow(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(nio.os, "cpu_count", lambda: 2)
+    y, x = np.mgrid[0:1100, 0:1500]
+    img = np.stack([x % 256, y % 256, (x * y) % 256], axis=-1).astype(np.uint8)  # ~5 MB
+    write_image(tmp_path / "big.png", img)
+    with Image.open(tmp_path / "big.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), img)
