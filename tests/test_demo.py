@@ -37,6 +37,7 @@ def test_small_demo_writes_consistent_files(tmp_path: Path) -> None:
     assert min(s.stage_moves_um) == plan["start_um"]
     assert np.all(np.abs(np.subtract(s.measured_um, s.commanded_um)) < 0.2)
     assert s.psnr_db > 30.0 and s.depth_rmse_um < 0.5 * s.depth_of_field_um
+    assert s.psnr_db > s.best_frame_psnr_db + 3.0  # fusion beats every single frame
     assert 0.0 <= s.depth_nan_fraction < 0.1
 
 

@@ -65,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
         f"distance {plan['distance_um']:.4g} um, from {s.commanded_um[0]:.4g} down to "
         f"{plan['start_um']:.4g} um"
     )
-    print(f"fused PSNR       {s.psnr_db:.2f} dB  (vs the all-in-focus truth, peak = white)")
+    print(
+        f"fused PSNR       {s.psnr_db:.2f} dB vs the all-in-focus truth (peak = white); "
+        f"best single frame {s.best_frame_psnr_db:.2f} dB"
+    )
     print(
         f"depth error      {s.depth_rmse_um:.3f} um RMS  "
         f"({100 * s.depth_nan_fraction:.2f}% of pixels without a depth)"
