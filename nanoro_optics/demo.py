@@ -4,7 +4,8 @@
 ``nanoro-optics demo`` runs:
 
 1. take an objective (default the 40x/0.65 "Nikon MRP70401" of seed 000's table);
-2. make a synthetic specimen (a textured surface ``relief_um`` tall) and plan the scan from
+2. make a synthetic specimen (a textured surface ``relief_um`` tall, its finest detail the
+   objective's Rayleigh resolution on 6.5 um camera pixels) and plan the scan from
    its top and bottom with :func:`nanoro_optics.zscan.plan_for_sample` (spacing at most the
    objective's depth of field, one step of margin at each end);
 3. acquire with a :class:`~nanoro_optics.hardware.MockZStage` (backlash and positioning
@@ -186,7 +187,7 @@ def run_demo(
     from .acquire import run_zscan
     from .fusion import StackFuser
     from .hardware import MockZStage
-    from .hardware.sim_camera import SimulatedCamera, Specimen
+    from .hardware.sim_camera import DEFAULT_CAMERA_PIXEL_UM, SimulatedCamera, Specimen
     from .io import write_depth_map, write_image
     from .zscan import ZScanLimits, plan_for_sample
 
@@ -203,7 +204,13 @@ def run_demo(
     if not isinstance(colour, bool):
         raise TypeError(f"colour must be a bool, got {colour!r}")
 
-    specimen = Specimen.synthetic(shape, relief_um=relief, colour=colour, seed=seed)
+    # the finest texture matches the objective's resolution on the camera's pixels, so every
+    # objective sees detail it can resolve (and not detail only a better one could)
+    pixel_um = DEFAULT_CAMERA_PIXEL_UM / obj.magnification
+    feature_px = max(1.0, obj.lateral_resolution() / pixel_um)
+    specimen = Specimen.synthetic(
+        shape, relief_um=relief, colour=colour, feature_px=feature_px, seed=seed
+    )
     plan = plan_for_sample(
         specimen.top_um, specimen.bottom_um, spacing_um=spacing_um, objective=obj
     )
@@ -217,7 +224,7 @@ def run_demo(
         position_noise_um=noise,
         seed=seed,
     )
-    camera = SimulatedCamera(stage, specimen, objective=obj, seed=seed)
+    camera = SimulatedCamera(stage, specimen, objective=obj, pixel_um=pixel_um, seed=seed)
     overshoot = backlash + 0.2 if backlash > 0 else 0.0
     stack = run_zscan(
         plan,
