@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nanoro_optics import optics
 from nanoro_optics.acquire import run_zscan
@@ -325,3 +327,22 @@ def test_zscan_with_camera_returns_measured_frames() -> None:
     for frame, z in zip(stack.frames, stack.measured_um, strict=True):
         err = cam.frame_to_reflectance(frame) - cam.render(float(z))
         assert abs(float(err.mean())) < 0.01
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    z=st.floats(-40.0, 40.0),
+    seed=st.integers(0, 3),
+    objective=st.sampled_from(sorted(optics.OBJECTIVES)),
+    layer=st.booleans(),
+)
+def test_render_is_a_convex_blur(z: float, seed: int, objective: str, layer: bool) -> None:
+    """The PSF is non-negative with unit sum: a frame stays within the specimen's range."""
+    spec = Specimen.synthetic((24, 24), relief_um=6.0, second_layer=layer, seed=seed)
+    cam = SimulatedCamera(MockZStage(), spec, objective=objective)
+    img = cam.render(z)
+    # with the layer, each pixel is a convex mix of the layer (0.95) and the surface below
+    lo = min(spec.texture.min(), 0.95) if layer else spec.texture.min()
+    hi = max(spec.texture.max(), 0.95) if layer else spec.texture.max()
+    assert lo - 1e-6 <= img.min() and img.max() <= hi + 1e-6
+    assert abs(img.mean() - cam.render(z).mean()) == 0.0  # deterministic
