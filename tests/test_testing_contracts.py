@@ -409,3 +409,21 @@ def test_mmcore_adapter_over_broken_devices(mm_rig: tuple[Any, Forward, Forward]
     assert "stop() did not halt the move" in report.failed[0][1]
     report = check_zstage_contract(mm_stage_factory(mm_rig, StaleStage), raise_on_failure=False)
     assert "position_after_move" in dict(report.failed)
+
+
+# ------------------------------------------------------------------------------ the example
+
+
+def test_the_driver_example_runs() -> None:
+    """examples/test_my_stage_driver.py is documentation: keep its contract calls working."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "examples" / "test_my_stage_driver.py"
+    spec = importlib.util.spec_from_file_location("_example_my_stage_driver", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.test_my_stage_follows_the_zstage_contract()
+    module.test_the_contract_catches_a_clipping_firmware()
+    module.test_my_camera_follows_the_camera_contract()
