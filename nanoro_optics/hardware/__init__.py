@@ -36,7 +36,7 @@ from .protocols import Camera, ZStage
 
 _LAZY = {
     "SimulatedCamera": "sim_camera",
-    "Specimen": "sim_camera",
+    "Specimen": "specimen",
     "GroundTruth": "sim_camera",
     "MMCoreZStage": "mmcore",
     "MMCoreCamera": "mmcore",
