@@ -100,11 +100,12 @@ def test_default_plans_are_valid_and_synchronised(plan: ZScanPlan) -> None:
     assert plan.start_um is None or -1e4 <= plan.start_um <= 1e4
 
 
+SHARED_LIMITS = st.shared(zscan_limits(), key="limits")
+
+
 @VALIDITY
-@given(st.data())
-def test_plans_obey_drawn_limits_in_or_out_of_sync(data: st.DataObject) -> None:
-    lim = data.draw(zscan_limits(), label="limits")
-    plan = data.draw(zscan_plans(limits=lim, synchronised=False), label="plan")
+@given(SHARED_LIMITS, zscan_plans(limits=SHARED_LIMITS, synchronised=False))
+def test_plans_obey_drawn_limits_in_or_out_of_sync(lim: ZScanLimits, plan: ZScanPlan) -> None:
     assert lim.problems(plan) == [], lim.problems(plan)
     assert_plan_invariants(plan, limits=lim)
     # the Count button's result: the distance is within half a spacing of spacing x count

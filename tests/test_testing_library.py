@@ -46,11 +46,12 @@ FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 # ------------------------------------------------------------------------------ zscan
 
 
+SHARED_LIMITS = st.shared(zscan_limits(), key="limits")
+
+
 @FAST
-@given(st.data())
-def test_compute_buttons_resynchronise_any_dialog_state(data: st.DataObject) -> None:
-    lim = data.draw(zscan_limits(), label="limits")
-    plan = data.draw(zscan_plans(limits=lim, synchronised=False), label="plan")
+@given(SHARED_LIMITS, zscan_plans(limits=SHARED_LIMITS, synchronised=False))
+def test_compute_buttons_resynchronise_any_dialog_state(lim: ZScanLimits, plan: ZScanPlan) -> None:
     assert_plan_invariants(plan, limits=lim)
     by_distance = plan.compute_distance()
     assert by_distance.synchronised

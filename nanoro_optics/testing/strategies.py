@@ -270,6 +270,17 @@ def zscan_plans(
     -------
     SearchStrategy[ZScanPlan]
 
+    Notes
+    -----
+    To check a plan against the limits it was drawn for, share the limits strategy; both
+    arguments then receive the same limits in every example::
+
+        lim = st.shared(zscan_limits(), key="limits")
+
+        @given(lim, zscan_plans(limits=lim))
+        def test_plan(limits, plan):
+            assert limits.problems(plan) == []
+
     Examples
     --------
     >>> from hypothesis import find
