@@ -211,7 +211,7 @@ def _pass1_binning(ny: int, nx: int) -> int:
     side = min(ny, nx)
     if side < 128:
         return 1
-    return 2 if side < 2048 else 4
+    return 2 if side < 512 else 4
 
 
 @lru_cache(maxsize=16)
@@ -424,7 +424,7 @@ def measure_shift(
         (the expected noise maximum plus a margin, :data:`PEAK_SNR_MARGIN`).
     comoving_window : bool, optional
         Two passes (default): a first estimate (on 2x2-binned images from 128 px, 4x4 from
-        2048 px; it needs only ~0.2 px), then the images are re-windowed with windows that
+        512 px; it needs only ~0.2 px), then the images are re-windowed with windows that
         follow the content (each moved by half the estimate) and the peak refined at full
         resolution. This removes the window's pull toward zero shift, which otherwise
         reaches several hundredths of a pixel for coarse textures and small images. False:
