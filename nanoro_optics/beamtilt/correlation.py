@@ -564,7 +564,7 @@ def measure_shift(
     n_eff = max(2.0, float(np.count_nonzero(allowed)))
     del search, cmap
 
-    # a quarter of a coarse sample, then 0.05 px: the pass-1 estimate (in input pixels)
+    # pass-1 estimate: a quarter of a coarse sample, then 0.025 binned px (input pixels out)
     centre = (float(ys[py]) / scale, float(xs[px]) / scale)
     d0 = _refine(spec1, centre, ((max(sy, sx) / scale / 4.0, 9), (0.025, 9)))
     d0 = (d0[0] * scale, d0[1] * scale)
