@@ -462,6 +462,7 @@ def fuse_many(
     numba_threads: int | None = 1,
     timeout_s: float = 10.0,
     progress: Callable[[StackRecord, int, int], None] | None = None,
+    on_start: Callable[[str, int, int], None] | None = None,
     **fusion_options: Any,
 ) -> BatchReport:
     """Fuse many focus stacks on a dask cluster, one task per stack, resumably.
@@ -497,7 +498,11 @@ def fuse_many(
     timeout_s : float, optional
         How long to try to reach a scheduler given by address.
     progress : callable, optional
-        Called as ``progress(record, n_finished, n_total)`` as each stack finishes.
+        Called as ``progress(record, n_finished, n_total)`` as each stack finishes (stacks
+        finished by an earlier run first).
+    on_start : callable, optional
+        Called as ``on_start(dashboard_link, n_workers, n_to_fuse)`` once the cluster is
+        reached, before any task is submitted (not called when every stack is finished).
     **fusion_options
         ``levels`` and :class:`~nanoro_optics.fusion.FusionRule` options, the same for every
         stack.
@@ -546,8 +551,11 @@ def fuse_many(
     if numba_threads is not None:
         numba_threads = check_int(numba_threads, "numba_threads", 1)
     timeout_s = check_positive(timeout_s, "timeout_s")
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be callable, got {type(progress).__name__}")
+    for cb_name, cb in (("progress", progress), ("on_start", on_start)):
+        if cb is not None and not callable(cb):
+            raise TypeError(f"{cb_name} must be callable, got {type(cb).__name__}")
+    if n_workers is not None:
+        n_workers = check_int(n_workers, "n_workers", 1)
     _check_fusion_options(fusion_options)
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -576,6 +584,8 @@ def fuse_many(
         try:
             n_workers_seen = len(dask_client.scheduler_info().get("workers", {}))
             link = str(getattr(dask_client, "dashboard_link", "") or "")
+            if on_start is not None:
+                on_start(link, n_workers_seen, len(todo))
             _run(dask_client, todo, records, retries, progress, n_total)
         finally:
             if owned:

@@ -1,0 +1,115 @@
+"""``nanoro-optics fuse-batch``: fuse many focus stacks on a dask cluster, resumably."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+COMMAND = "fuse-batch"
+HELP = "Fuse many focus stacks (folders or multi-page TIFFs) on a dask cluster; reruns resume."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add this command's options to ``parser``."""
+    parser.add_argument(
+        "stacks",
+        nargs="+",
+        metavar="STACK",
+        help="a folder of frames or a multi-page TIFF per stack; outputs are named after it",
+    )
+    parser.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder")
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="dask scheduler of a running cluster (tcp://host:8786); default: start a local "
+        "cluster",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes of the local cluster (default: one per core)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, metavar="S", help="scheduler connect timeout (s)"
+    )
+    parser.add_argument("--align", action="store_true", help="align frames (focus breathing)")
+    parser.add_argument(
+        "--levels", type=int, metavar="N", help="pyramid levels (default: from the image size)"
+    )
+    parser.add_argument(
+        "--hard",
+        action="store_true",
+        help="hard maximum-activity selection instead of the soft, noise-averaging rule",
+    )
+    parser.add_argument(
+        "--format", choices=(".tif", ".png"), default=".tif", help="fused image format"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="fuse again stacks finished by an earlier run"
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fuse the stacks; exit 0 if all are fused, 1 if any failed, 2 on bad input."""
+    from ..distributed import fuse_many
+
+    options: dict[str, Any] = {}
+    if args.levels is not None:
+        options["levels"] = args.levels
+    if args.hard:
+        options["sharpness"] = None
+    if args.workers is not None and args.scheduler is not None:
+        raise ValueError("--workers sizes the local cluster; it cannot be used with --scheduler")
+    quiet = bool(args.json)
+
+    def on_start(link: str, n_workers: int, n_todo: int) -> None:
+        if not quiet:
+            where = f"; dashboard {link}" if link else ""
+            print(f"{n_todo} stacks to fuse on {n_workers} dask workers{where}", flush=True)
+
+    def progress(rec: Any, done: int, total: int) -> None:
+        if quiet:
+            return
+        if rec.status == "failed":
+            what = f"FAILED: {rec.error}"
+        elif rec.status == "skipped":
+            what = "already done"
+        else:
+            what = f"fused {rec.n_frames} frames in {rec.seconds:.1f} s on {rec.worker}"
+        print(f"[{done}/{total}] {rec.name}: {what}", flush=True)
+
+    if not quiet:
+        print(f"fusing {len(args.stacks)} stacks into {args.out} ...", flush=True)
+    try:
+        report = fuse_many(
+            args.stacks,
+            args.out,
+            client=args.scheduler,
+            n_workers=args.workers,
+            align=args.align,
+            image_suffix=args.format,
+            overwrite=args.overwrite,
+            timeout_s=args.timeout,
+            progress=progress,
+            on_start=on_start,
+            **options,
+        )
+    except ConnectionError as exc:
+        print(f"nanoro-optics {COMMAND}: error: {exc}", file=sys.stderr)
+        return 2
+    if quiet:
+        payload = {
+            "out_dir": report.out_dir,
+            "seconds": report.seconds,
+            "n_workers": report.n_workers,
+            "dashboard_link": report.dashboard_link,
+            "records": [r.to_json() for r in report.records],
+        }
+        print(json.dumps(payload, indent=2))
+    else:
+        print(report.summary())
+    return 0 if report.ok else 1
