@@ -322,7 +322,7 @@ def test_depth_map_recovers_the_true_depth():
     ok = ~np.isnan(res.depth)
     assert ok.mean() > 0.9
     rmse = np.sqrt(np.mean((res.depth[ok] - s.depth[ok]) ** 2))
-    assert rmse < 0.3
+    assert rmse < 0.2
     assert res.depth.dtype == np.float32 and res.confidence.dtype == np.float32
     assert 0 <= res.confidence.min() and res.confidence.max() <= 1
 

@@ -16,7 +16,9 @@ locally a parabola in ``z``, the model of the classic Gaussian-interpolation foc
 Confidence: ``clip(log(a_max / a_min) / log(CONTRAST_FULL) , 0, 1)`` after removing the
 contrast ``CONTRAST_NOISE`` that noise alone gives, i.e. how far the best focus stands above
 the worst; a textured pixel swept through focus scores 1, a flat pixel whose activity is only
-noise scores 0. Depth is NaN below the rule's ``min_confidence``.
+noise scores 0. The sub-frame map is then smoothed by a confidence-weighted Gaussian of
+``SMOOTH_PX`` (normalised convolution [3]_), which regularises the per-pixel estimate as
+depth-from-focus methods do, and depth is NaN below the rule's ``min_confidence``.
 
 References
 ----------
@@ -25,6 +27,8 @@ References
 .. [2] S. Pertuz, D. Puig and M. A. Garcia, "Analysis of focus measure operators for
    shape-from-focus", Pattern Recognit. 46(5), 1415-1432 (2013).
    https://doi.org/10.1016/j.patcog.2012.11.011
+.. [3] H. Knutsson and C.-F. Westin, "Normalized and differential convolution", Proc. CVPR
+   1993, 515-523. https://doi.org/10.1109/CVPR.1993.341081
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ __all__ = ["DepthTracker", "subframe_offset"]
 CONTRAST_NOISE = 3.0
 #: activity contrast above the noise one at which the confidence reaches 1
 CONTRAST_FULL = 8.0
+#: sigma (px of the tracked level) of the confidence-weighted smoothing of the sub-frame map
+SMOOTH_PX = 2.0
 
 
 def subframe_offset(before: np.ndarray, best: np.ndarray, after: np.ndarray) -> np.ndarray:
@@ -145,6 +151,11 @@ class DepthTracker:
         conf = np.clip(
             (contrast - np.log(CONTRAST_NOISE)) / np.log(CONTRAST_FULL), 0.0, 1.0
         ).astype(np.float32)
+        from scipy import ndimage
+
+        wsum = ndimage.gaussian_filter(conf.astype(np.float64), SMOOTH_PX, mode="mirror")
+        fsum = ndimage.gaussian_filter(frac * conf, SMOOTH_PX, mode="mirror")
+        frac = np.where(wsum > 1e-6, fsum / np.maximum(wsum, 1e-6), frac)
         frac = np.clip(frac, 0.0, self.count - 1.0)
         depth = _upsample(frac.astype(np.float32), self.level, self.full_shape)
         conf_full = _upsample(conf, self.level, self.full_shape)
