@@ -114,7 +114,7 @@ def test_plans_obey_drawn_limits_in_or_out_of_sync(lim: ZScanLimits, plan: ZScan
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(zscan_plans(limits=zscan_limits()))
 def test_plans_with_a_strategy_of_limits_run(plan: ZScanPlan) -> None:
     assert plan.synchronised

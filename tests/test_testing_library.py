@@ -40,7 +40,7 @@ DEPTH_ERROR_MAX_FRAMES = 0.4
 #: Phase-correlation error (px) on noise-free simulated tilt pairs; worst seen 0.11 px.
 SHIFT_ERROR_MAX_PX = 0.2
 
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # ------------------------------------------------------------------------------ zscan
