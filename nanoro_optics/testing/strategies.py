@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from .. import optics
+from .._validation import check_positive
 from ..zscan import MAX_COUNT, ZScanLimits, ZScanPlan
 
 __all__ = [
@@ -403,6 +404,43 @@ def _render_stack(
     return FocusStackExample(frames, truth, depth, float(blur_px_per_frame), int(seed))
 
 
+def _check_shape(shape: Any) -> None:
+    ok = isinstance(shape, tuple) and len(shape) == 2
+    if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 4 for v in shape):
+        raise ValueError(f"shape must be a tuple of two ints >= 4, got {shape!r}")
+
+
+def _check_n_frames(n: Any) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n_frames must be an int >= 1, got {n!r}")
+
+
+def _check_dtype(dtype: Any) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be a numpy dtype, got {dtype!r}") from exc
+    if dt.kind not in "uif":
+        raise ValueError(f"dtype must be an integer or float dtype, got {dt}")
+    return dt
+
+
+def _check_channels(channels: Any) -> None:
+    if channels not in (1, 3, 4) or isinstance(channels, bool):
+        raise ValueError(f"channels must be 1, 3 or 4, got {channels!r}")
+
+
+def _check_blur(blur: Any) -> None:
+    if not (isinstance(blur, (int, float)) and math.isfinite(blur) and blur > 0):
+        raise ValueError(f"blur_px_per_frame must be finite and > 0, got {blur!r}")
+
+
+def _eager(value: Any, check: Any) -> None:
+    """Validate an option given as a fixed value now, not at the first draw."""
+    if value is not _DEFAULT and not isinstance(value, SearchStrategy):
+        check(value)
+
+
 @st.composite
 def _focus_stacks(
     draw: st.DrawFn,
@@ -412,20 +450,19 @@ def _focus_stacks(
     channels: SearchStrategy[int],
     blur_px_per_frame: SearchStrategy[float],
 ) -> FocusStackExample:
-    h, w = draw(shape)
+    shp = draw(shape)
+    _check_shape(shp)
+    h, w = shp
     n = draw(n_frames)
-    dt = np.dtype(draw(dtype))
+    dt = draw(dtype)
     ch = draw(channels)
     blur = draw(blur_px_per_frame)
     seed = draw(st.integers(0, 2**32 - 1))
-    if not (isinstance(h, int) and isinstance(w, int) and h >= 4 and w >= 4):
-        raise ValueError(f"shape must be two ints >= 4, got {(h, w)!r}")
-    if not (isinstance(n, int) and n >= 1):
-        raise ValueError(f"n_frames must be an int >= 1, got {n!r}")
-    if dt.kind not in "uif":
-        raise ValueError(f"dtype must be an integer or float dtype, got {dt}")
-    if ch not in (1, 3, 4):
-        raise ValueError(f"channels must be 1, 3 or 4, got {ch!r}")
+    _check_shape((h, w))
+    _check_n_frames(n)
+    dt = _check_dtype(dt)
+    _check_channels(ch)
+    _check_blur(blur)
     return _render_stack((h, w), n, dt, ch, blur, seed)
 
 
@@ -481,6 +518,14 @@ def focus_stacks(
     >>> ex.frames.shape, ex.truth.shape
     ((3, 16, 20), (16, 20))
     """
+    for value, check in (
+        (shape, _check_shape),
+        (dtype, _check_dtype),
+        (n_frames, _check_n_frames),
+        (channels, _check_channels),
+        (blur_px_per_frame, _check_blur),
+    ):
+        _eager(value, check)
     return _focus_stacks(
         _as_strategy(shape, st.tuples(st.integers(16, 48), st.integers(16, 48))),
         _as_strategy(dtype, st.sampled_from(("uint8", "uint16", "float32", "float64"))),
@@ -597,7 +642,7 @@ def _beam_tilt_pairs(
     cs = draw(cs_mm)
     reach = min(ny, nx) / 4.0 if max_shift_px is None else draw(max_shift_px)
     if abs(tilt) == 0:
-        raise ValueError("tilt_mrad must not be zero")
+        raise ValueError("tilt_mrad must not be zero (a pair at zero tilt has no shift)")
     # pair shift |2 (z + Cs |t|^2) t| / pixel <= reach: bound the apparent defocus
     w = abs(tilt) * 1e-3
     apparent_max_um = reach * px * 1e-3 / (2.0 * w)
@@ -677,6 +722,14 @@ def beam_tilt_pairs(
     >>> pair.reference.shape == pair.moving.shape == (32, 32)
     True
     """
+    if tilt_mrad is not _DEFAULT and not isinstance(tilt_mrad, SearchStrategy):
+        if abs(complex(tilt_mrad)) == 0:
+            raise ValueError("tilt_mrad must not be zero (a pair at zero tilt has no shift)")
+    for name, value in (("pixel_size_nm", pixel_size_nm), ("max_shift_px", max_shift_px)):
+        if value is not _DEFAULT and not isinstance(value, SearchStrategy):
+            check_positive(value, name)
+    if cs_mm is not _DEFAULT and not isinstance(cs_mm, SearchStrategy):
+        check_positive(cs_mm, "cs_mm", allow_zero=True)
     side = st.integers(32, 64)
     return _beam_tilt_pairs(
         _as_strategy(shape, st.tuples(side, side)),
