@@ -10,6 +10,7 @@ import math
 import subprocess
 import sys
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pytest
@@ -397,22 +398,24 @@ def test_assert_stack_consistent_messages() -> None:
 
 
 def test_bad_strategy_options_are_refused_up_front() -> None:
-    for kwargs, match in [
+    stack_cases: list[tuple[dict[str, Any], str]] = [
         ({"shape": (3, 16)}, "shape must be a tuple of two ints >= 4"),
         ({"dtype": "bool"}, "dtype must be an integer or float dtype"),
         ({"dtype": "no-such-type"}, "dtype must be a numpy dtype"),
         ({"channels": 2}, "channels must be 1, 3 or 4"),
         ({"blur_px_per_frame": 0.0}, "blur_px_per_frame must be finite and > 0"),
         ({"n_frames": 0}, "n_frames must be an int >= 1"),
-    ]:
+    ]
+    for kwargs, match in stack_cases:
         with pytest.raises((ValueError, TypeError), match=match):
             focus_stacks(**kwargs)
-    for kwargs, match in [
+    tilt_cases: list[tuple[dict[str, Any], str]] = [
         ({"tilt_mrad": 0j}, "tilt_mrad must not be zero"),
         ({"pixel_size_nm": 0.0}, "pixel_size_nm must be > 0"),
         ({"cs_mm": -1.0}, "cs_mm must be >= 0"),
         ({"max_shift_px": 0.0}, "max_shift_px must be > 0"),
-    ]:
+    ]
+    for kwargs, match in tilt_cases:
         with pytest.raises(ValueError, match=match):
             beam_tilt_pairs(**kwargs)
     # a strategy that yields a bad value is caught when it is drawn
