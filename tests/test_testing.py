@@ -421,3 +421,14 @@ def test_bad_strategy_options_are_refused_up_front() -> None:
     # a strategy that yields a bad value is caught when it is drawn
     with pytest.raises(ValueError, match="n_frames must be an int >= 1"):
         find(focus_stacks(n_frames=st.just(0)), lambda e: True, settings=FIND)
+
+
+def test_failures_shrink_to_simple_examples() -> None:
+    shrink = settings(database=None, max_examples=500, deadline=None)
+    plan = find(zscan_plans(), lambda p: p.count >= 5, settings=shrink)
+    assert (plan.count, plan.spacing_um, plan.start_um) == (5, 0.01, None)
+    ex = find(focus_stacks(), lambda e: e.n_frames >= 3, settings=shrink)
+    assert ex.n_frames == 3 and ex.truth.shape == (16, 16) and ex.seed == 0
+    assert ex.frames.dtype == np.uint8 and ex.frames.ndim == 3  # grey
+    faults = find(stage_faults(), lambda f: f.first_fault_move is not None, settings=shrink)
+    assert faults == StageFaultSchedule(fail_on_move=1)
