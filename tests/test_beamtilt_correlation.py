@@ -299,7 +299,7 @@ def test_kernels_match_numpy() -> None:
     wy = rng.random(37).astype(np.float32)
     wx = rng.random(50).astype(np.float32)
     np.testing.assert_allclose(
-        _kernels.taper(img, 1234.5, wy, wx),
+        _kernels.taper(img, 1234.5, wy, wx, np.empty(img.shape, np.float32)),
         (img - 1234.5) * wy[:, None] * wx[None, :],
         rtol=1e-5,
         atol=1e-3,

@@ -31,9 +31,8 @@ def bin_mean(a, b):
 
 
 @njit()
-def taper(a, mean, wy, wx):
-    """Return ``(a - mean) * wy[:, None] * wx[None, :]`` as float32."""
-    out = np.empty(a.shape, dtype=np.float32)
+def taper(a, mean, wy, wx, out):
+    """Write ``(a - mean) * wy[:, None] * wx[None, :]`` into the float32 array ``out``."""
     m = np.float32(mean)
     for i in range(a.shape[0]):
         wi = wy[i]
