@@ -524,3 +524,51 @@ def has_nan(img):
         if found[t] >= 0:
             return found[t]
     return -1
+
+
+# ---------------------------------------------------------------------------------------
+# depth map
+# ---------------------------------------------------------------------------------------
+@njit(parallel=True)
+def depth_estimate(idx, before, best, after, amin, log_noise, log_full, frac, conf):
+    """Sub-frame depth (parabola vertex through log activities) and confidence per pixel.
+
+    ``frac = idx + delta`` with ``delta = (y- - y+) / (2 (y- - 2 y0 + y+))`` limited to
+    ``[-0.5, 0.5]`` (0 when a neighbour is missing or the parabola is not concave);
+    ``conf = clip((log(best / amin) - log_noise) / log_full, 0, 1)``.
+    """
+    h, w = idx.shape
+    for r in prange(h):
+        for j in range(w):
+            y0 = np.log(np.float64(best[r, j]))
+            ym = np.log(np.float64(before[r, j]))
+            yp = np.log(np.float64(after[r, j]))
+            den = ym - 2.0 * y0 + yp
+            d = 0.0
+            if np.isfinite(den) and den < 0.0:
+                d = 0.5 * (ym - yp) / den
+                d = min(max(d, -0.5), 0.5)
+            frac[r, j] = idx[r, j] + d
+            c = (y0 - np.log(np.float64(amin[r, j])) - log_noise) / log_full
+            conf[r, j] = min(max(c, 0.0), 1.0)
+
+
+@njit(parallel=True)
+def upsample_bilinear(src, factor, out):
+    """Bilinear upsampling of ``src`` by ``factor`` (sample ``i`` sits at ``factor * i``)."""
+    h, w = src.shape
+    ho, wo = out.shape
+    inv = 1.0 / factor
+    for r in prange(ho):
+        y = min(r * inv, h - 1.0)
+        y0 = min(int(y), h - 1)
+        y1 = min(y0 + 1, h - 1)
+        ty = np.float32(y - y0)
+        for j in range(wo):
+            x = min(j * inv, w - 1.0)
+            x0 = min(int(x), w - 1)
+            x1 = min(x0 + 1, w - 1)
+            tx = np.float32(x - x0)
+            top = src[y0, x0] * (np.float32(1.0) - tx) + src[y0, x1] * tx
+            bot = src[y1, x0] * (np.float32(1.0) - tx) + src[y1, x1] * tx
+            out[r, j] = top * (np.float32(1.0) - ty) + bot * ty

@@ -80,21 +80,14 @@ def subframe_offset(before: np.ndarray, best: np.ndarray, after: np.ndarray) -> 
 
 def _upsample(arr: np.ndarray, level: int, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear upsampling of a level-``level`` map to ``shape`` (sample i at 2**level * i)."""
+    a = np.ascontiguousarray(arr, dtype=np.float32)
     if level == 0:
-        return arr.astype(np.float32, copy=False)
-    f = float(2**level)
-    h, w = arr.shape
-    ys = np.clip(np.arange(shape[0], dtype=np.float64) / f, 0, h - 1)
-    xs = np.clip(np.arange(shape[1], dtype=np.float64) / f, 0, w - 1)
-    y0 = np.minimum(ys.astype(np.intp), h - 1)
-    x0 = np.minimum(xs.astype(np.intp), w - 1)
-    y1 = np.minimum(y0 + 1, h - 1)
-    x1 = np.minimum(x0 + 1, w - 1)
-    ty = (ys - y0).astype(np.float32)[:, None]
-    tx = (xs - x0).astype(np.float32)[None, :]
-    a = arr.astype(np.float32, copy=False)
-    rows = a[y0] * (1 - ty) + a[y1] * ty
-    return np.ascontiguousarray(rows[:, x0] * (1 - tx) + rows[:, x1] * tx)
+        return a
+    from . import _kernels
+
+    out = np.empty(shape, np.float32)
+    _kernels.upsample_bilinear(a, float(2**level), out)
+    return out
 
 
 class DepthTracker:
@@ -145,18 +138,27 @@ class DepthTracker:
         if self.count < 2:
             depth = np.full(self.full_shape, np.nan, np.float32)
             return depth, np.zeros(self.full_shape, np.float32)
-        frac = self.idx + subframe_offset(self.before, self.best, self.after)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            contrast = np.log(self.best.astype(np.float64) / self.amin)
-        conf = np.clip(
-            (contrast - np.log(CONTRAST_NOISE)) / np.log(CONTRAST_FULL), 0.0, 1.0
-        ).astype(np.float32)
+        from . import _kernels
+
+        frac = np.empty(self.shape, np.float32)
+        conf = np.empty(self.shape, np.float32)
+        _kernels.depth_estimate(
+            self.idx,
+            self.before,
+            self.best,
+            self.after,
+            self.amin,
+            float(np.log(CONTRAST_NOISE)),
+            float(np.log(CONTRAST_FULL)),
+            frac,
+            conf,
+        )
         from scipy import ndimage
 
-        wsum = ndimage.gaussian_filter(conf.astype(np.float64), SMOOTH_PX, mode="mirror")
+        wsum = ndimage.gaussian_filter(conf, SMOOTH_PX, mode="mirror")
         fsum = ndimage.gaussian_filter(frac * conf, SMOOTH_PX, mode="mirror")
         frac = np.where(wsum > 1e-6, fsum / np.maximum(wsum, 1e-6), frac)
-        frac = np.clip(frac, 0.0, self.count - 1.0)
+        frac = np.clip(frac, 0.0, self.count - 1.0).astype(np.float32)
         depth = _upsample(frac.astype(np.float32), self.level, self.full_shape)
         conf_full = _upsample(conf, self.level, self.full_shape)
         if z_um is not None:
