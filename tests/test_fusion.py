@@ -452,3 +452,21 @@ def test_bad_z_positions_are_refused():
         fuser.add(a[1])
     with pytest.raises(ValueError, match="must not be NaN"):
         StackFuser(z_um=[0.0, np.nan])
+
+
+# --------------------------------------------------------------------------------------
+# alignment (FrameAligner from fusion.align)
+# --------------------------------------------------------------------------------------
+def test_alignment_undoes_focus_breathing():
+    from nanoro_optics.fusion.synthetic import _magnify
+
+    s = synthetic_stack((160, 160), 7, seed=8, breathing=0.014)
+    truth0 = _magnify(s.truth.astype(np.float64), float(s.magnification[0]), 3)
+    m = 12  # the border that not every frame covers
+    inner = (slice(m, -m), slice(m, -m))
+    plain = fuse_stack(s.frames).image
+    aligned = fuse_stack(s.frames, align=True)
+    assert psnr(aligned.image[inner], truth0[inner]) > psnr(plain[inner], truth0[inner]) + 5.0
+    cropped = fuse_stack(s.frames, align=True, crop=True)
+    assert cropped.image.shape[0] < 160 and cropped.image.shape[1] < 160
+    assert cropped.depth.shape == cropped.image.shape[:2]
