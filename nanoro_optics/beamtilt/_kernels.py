@@ -15,17 +15,26 @@ from .._numba import njit
 
 @njit()
 def bin_mean(a, b):
-    """``b x b`` mean binning to float32 (trailing rows/columns that do not fill a bin dropped)."""
+    """``b x b`` mean binning to float32 (trailing rows/columns that do not fill a bin dropped).
+
+    Rows are accumulated contiguously into a float64 line, then summed in groups of ``b``.
+    """
     ny = a.shape[0] // b
     nx = a.shape[1] // b
+    w = nx * b
     out = np.empty((ny, nx), dtype=np.float32)
+    line = np.empty(w, dtype=np.float64)
     scale = 1.0 / (b * b)
     for i in range(ny):
+        for j in range(w):
+            line[j] = a[i * b, j]
+        for u in range(1, b):
+            for j in range(w):
+                line[j] += a[i * b + u, j]
         for j in range(nx):
             s = 0.0
-            for u in range(b):
-                for v in range(b):
-                    s += a[i * b + u, j * b + v]
+            for v in range(b):
+                s += line[j * b + v]
             out[i, j] = s * scale
     return out
 

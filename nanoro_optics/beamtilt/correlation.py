@@ -301,11 +301,12 @@ def _cross_spectrum(
     ny, nx = a.shape
     # zero padding to a fast size is harmless: the taper already brought the edges to zero
     shape = (sfft.next_fast_len(ny, real=True), sfft.next_fast_len(nx, real=True))
-    fa = sfft.rfft2(a, s=shape, workers=workers)
-    fb = sfft.rfft2(b, s=shape, workers=workers)
     # keep only the pass band: beyond ~2.6 fc the Gaussian is below 1%, and the cropped
     # filter is still real and symmetric, so the peak position is unbiased
     rows, filt, kx = _band(shape[0], shape[1], fc, fh, min(0.5, 2.6 * fc))
+
+    fa = sfft.rfft2(a, s=shape, workers=workers)
+    fb = sfft.rfft2(b, s=shape, workers=workers)
 
     def window_terms(f: np.ndarray, win: tuple[np.ndarray, np.ndarray]) -> tuple[Any, ...]:
         wy, wx = win
