@@ -690,7 +690,7 @@ def beam_tilt_pairs(
     Parameters
     ----------
     shape : (int, int) or strategy, keyword-only
-        Image ``(rows, cols)``; default 32 to 64 px each (>= 16 required).
+        Image ``(rows, cols)``; default 32 to 48 px each (>= 16 required).
     tilt_mrad : complex or strategy, keyword-only
         Half the tilt separation (mrad, ``x + i y``); default magnitude 1 to 10 mrad at
         any azimuth (often along x or y). Must not be zero.
@@ -730,7 +730,7 @@ def beam_tilt_pairs(
             check_positive(value, name)
     if cs_mm is not _DEFAULT and not isinstance(cs_mm, SearchStrategy):
         check_positive(cs_mm, "cs_mm", allow_zero=True)
-    side = st.integers(32, 64)
+    side = st.integers(32, 48)
     return _beam_tilt_pairs(
         _as_strategy(shape, st.tuples(side, side)),
         _as_strategy(tilt_mrad, _tilts()),
