@@ -22,7 +22,8 @@ pixels apart, REDUCE reaches 2 samples and EXPAND 1 sample of the coarser level,
 window ``window_px // 2`` samples and the inherited activity 1 sample of the finer level.
 Chaining these (see :func:`tile_margin_px`) gives how far, in input pixels, a fused output
 pixel (and the depth map, tracked on level 1 and upsampled bilinearly) can depend on the
-input: about ``6.5 * 2**(levels - 1)`` pixels, 22 for 3 levels, 830 for 8, 6650 for 11.
+input: about ``6.5 * 2**(levels - 1)`` pixels for 5 levels or more (830 for 8, 6650 for 11);
+for fewer levels the depth map's smoothing dominates (32 px for 3 levels).
 That is why the default number of levels here is capped at :data:`MAX_DEFAULT_LEVELS`.
 
 References
@@ -48,6 +49,8 @@ from .batch import _limit_numba_threads
 
 __all__ = ["MAX_DEFAULT_LEVELS", "TiledResult", "fuse_tiled", "tile_margin_px"]
 
+#: truncation (in sigmas) of scipy.ndimage.gaussian_filter, which smooths the depth map
+_GAUSS_TRUNCATE = 4.0
 #: default pyramid levels of a tiled fusion are ``min(auto_levels(shape), MAX_DEFAULT_LEVELS)``
 #: (the untiled fuser's own default for images whose short side is below 2048 px)
 MAX_DEFAULT_LEVELS = 8
@@ -75,8 +78,9 @@ def tile_margin_px(levels: int, *, window_px: int = 5) -> int:
     ``g_l = 2 (s_l - 1)``; a Laplacian level ``max(g_l, 2 s_l + g_{l+1})``; its activity adds
     the window ``r s_l`` and inherits the finer activity through ``[1, 2, 1]``
     (``+ s_{l-1}``); the coarsest level is the Gaussian residual with inherited activity
-    only; collapsing adds ``2 s_l`` per EXPAND; the depth map (activity of level 1, upsampled
-    bilinearly) adds ``s_1``. This is the fuser of :mod:`nanoro_optics.fusion` [1]_; the
+    only; collapsing adds ``2 s_l`` per EXPAND; the depth map (activity of level 1, smoothed
+    by a Gaussian of ``SMOOTH_PX`` samples truncated at 4 sigma, upsampled bilinearly) adds
+    ``s_1 (round(4 SMOOTH_PX) + 1)``. This is the fuser of :mod:`nanoro_optics.fusion` [1]_; the
     tests check that tiles with this margin reproduce the untiled fusion exactly and that a
     much smaller margin does not.
 
@@ -88,7 +92,7 @@ def tile_margin_px(levels: int, *, window_px: int = 5) -> int:
     Examples
     --------
     >>> tile_margin_px(3), tile_margin_px(8)
-    (22, 828)
+    (32, 828)
     """
     n = check_int(levels, "levels", 1, 32)
     window = check_int(window_px, "window_px", 1, 15)
@@ -112,8 +116,13 @@ def tile_margin_px(levels: int, *, window_px: int = 5) -> int:
     reach = fused[n - 1]
     for lev in range(n - 2, -1, -1):
         reach = max(fused[lev], 2 ** (lev + 1) + reach)
+    # the depth map: activity of level 1, smoothed by the tracker's Gaussian (scipy's
+    # default truncation at 4 sigma), then upsampled bilinearly
+    from nanoro_optics.fusion.depth import SMOOTH_PX
+
     depth_level = min(1, n - 1)
-    return int(max(reach, act[depth_level] + 2**depth_level))
+    smooth = int(_GAUSS_TRUNCATE * float(SMOOTH_PX) + 0.5)
+    return int(max(reach, act[depth_level] + 2**depth_level * (smooth + 1)))
 
 
 @dataclass(frozen=True)
@@ -433,7 +442,7 @@ def fuse_tiled(
     >>> frames = synthetic_stack((96, 80), 3, seed=2).frames
     >>> tiled = fuse_tiled(frames, levels=3, tile_px=32)
     >>> tiled.n_tiles, tiled.margin_px
-    (9, 22)
+    (9, 32)
     >>> bool(np.array_equal(tiled.image, fuse_stack(frames, levels=3).image))
     True
     """
