@@ -19,9 +19,9 @@ time).
 What the stage suite does to real hardware
 ------------------------------------------
 All moves go *up* from the position the stage is in when a check starts (away from the
-specimen, like a Z-scan), by at most ``max(2 x step_um, stop_move_um)``, and end with a
-move back to that position. Two further commands target ``limit_margin_um`` beyond the
-upper limit and NaN/infinity; a conforming driver refuses them without moving, but a
+specimen, like a Z-scan), by at most ``max(step_um, stop_move_um)``, and end with a
+move back to that position. Three further commands target ``limit_margin_um`` above the
+upper limit, NaN and +infinity; a conforming driver refuses them without moving, but a
 driver that *clips* will travel to its upper limit, so leave room above the objective.
 Commands below the start (and beyond the lower limit) are sent only with
 ``allow_below_start=True``, which is for mocks and test benches.
