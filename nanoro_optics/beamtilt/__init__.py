@@ -21,7 +21,7 @@ Cs in mm, pixel size in nm (``pixel_size_nm``), shifts in pixels ``(dy, dx)``.
 from __future__ import annotations
 
 from .astigmatism import AstigmatismResult, solve_btid_astigmatism
-from .correlation import ShiftResult, TripleShotResult, measure_shift, measure_triple_shot
+from .correlation import ShiftResult, measure_shift
 from .curve import (
     CurveComparison,
     FocusCalibrationCurve,
@@ -37,6 +37,7 @@ from .model import (
     tilt_pair_displacement,
 )
 from .simulate import TiltPair, TiltSeries, simulate_tilt_pair, simulate_tilt_series
+from .triple_shot import TripleShotResult, measure_triple_shot
 
 __all__ = [
     "AstigmatismResult",

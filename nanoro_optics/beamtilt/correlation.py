@@ -10,8 +10,9 @@ astigmatism estimate in this package is a ratio of a measured shift to a tilt. T
    ``conj(F_ref) F_mov`` divided by ``|.|**whitening`` (1 = phase correlation,
    0 = cross-correlation);
 3. a Gaussian low-pass in Fourier space (band-limiting suppresses the white shot noise that
-   whitening would otherwise amplify, [3]_). The spectrum is cropped to the pass band before
-   the inverse transform, so the coarse correlation map is small;
+   whitening would otherwise amplify [3]_; SerialEM band-passes before correlating [4]_).
+   The spectrum is cropped to the pass band before the inverse transform, so the coarse
+   correlation map is small;
 4. the coarse peak, found on a wrapped map whose origin is the top-left corner (peaks near
    any corner are small shifts, as in Leginon [2]_), optionally excluding a fixed-pattern
    peak at zero shift;
@@ -37,7 +38,7 @@ References
    H. Foroosh, J. B. Zerubia and M. Berthod, "Extension of phase correlation to subpixel
    registration", IEEE Trans. Image Process. 11, 188-200 (2002), doi:10.1109/83.988953
 .. [4] D. N. Mastronarde, SerialEM documentation, "Autofocus", band-pass filtering before
-   correlation and the tilt -, +, - triple shot that cancels constant drift.
+   correlation (the tilt -, +, - triple shot is in :mod:`.triple_shot`).
 """
 
 from __future__ import annotations
@@ -53,12 +54,7 @@ import numpy.typing as npt
 
 from .._validation import check_finite_real, check_int, check_range
 
-__all__ = [
-    "ShiftResult",
-    "TripleShotResult",
-    "measure_shift",
-    "measure_triple_shot",
-]
+__all__ = ["ShiftResult", "measure_shift"]
 
 #: Smallest image side accepted by :func:`measure_shift` (px).
 MIN_SIDE_PX = 16
@@ -113,30 +109,6 @@ class ShiftResult:
     def dx_px(self) -> float:
         """Column component of the shift (px)."""
         return self.shift_px[1]
-
-
-@dataclass(frozen=True)
-class TripleShotResult:
-    """Outcome of :func:`measure_triple_shot`.
-
-    Attributes
-    ----------
-    shift_px : tuple of float
-        Beam-tilt-induced shift of the ``+`` image relative to the ``-`` images,
-        ``(p1 - p2) / 2`` (px), free of constant drift.
-    drift_px : tuple of float
-        Drift per shot interval, ``(p1 + p2) / 2`` (px).
-    first, second : ShiftResult
-        ``p1`` = shift from shot 1 to shot 2, ``p2`` = shift from shot 2 to shot 3.
-    reliable : bool
-        Both correlations reliable.
-    """
-
-    shift_px: tuple[float, float]
-    drift_px: tuple[float, float]
-    first: ShiftResult
-    second: ShiftResult
-    reliable: bool
 
 
 def _check_image(image: Any, name: str) -> np.ndarray:
@@ -628,48 +600,4 @@ def measure_shift(
         peak_ratio=float(peak_ratio),
         reliable=not reasons,
         reason="; ".join(reasons),
-    )
-
-
-def measure_triple_shot(
-    first: npt.ArrayLike,
-    second: npt.ArrayLike,
-    third: npt.ArrayLike,
-    **options: Any,
-) -> TripleShotResult:
-    """Drift-immune beam-tilt shift from three shots at tilt ``-t``, ``+t``, ``-t``.
-
-    With constant drift ``delta`` per shot interval and tilt-induced shift ``S`` of the
-    ``+t`` image relative to the ``-t`` images, ``p1 = shift(first -> second) = S + delta``
-    and ``p2 = shift(second -> third) = -S + delta``, so ``S = (p1 - p2) / 2`` and
-    ``delta = (p1 + p2) / 2`` (SerialEM's autofocus [4]_).
-
-    Parameters
-    ----------
-    first, second, third : array_like
-        The three images, taken in this order at tilt ``-t``, ``+t``, ``-t``.
-    **options
-        Keyword options passed to :func:`measure_shift`.
-
-    Returns
-    -------
-    TripleShotResult
-        Shift and drift per interval (px), both correlations, and a reliability flag.
-
-    References
-    ----------
-    See the module references ([4]_: SerialEM autofocus).
-    """
-    r1 = measure_shift(first, second, **options)
-    r2 = measure_shift(second, third, **options)
-    p1 = np.asarray(r1.shift_px)
-    p2 = np.asarray(r2.shift_px)
-    s = (p1 - p2) / 2.0
-    d = (p1 + p2) / 2.0
-    return TripleShotResult(
-        shift_px=(float(s[0]), float(s[1])),
-        drift_px=(float(d[0]), float(d[1])),
-        first=r1,
-        second=r2,
-        reliable=r1.reliable and r2.reliable,
     )
