@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
 from nanoro_optics.hardware import (
     MockZStage,
@@ -23,8 +24,10 @@ from nanoro_optics.testing import (
     CAMERA_CHECKS,
     ZSTAGE_CHECKS,
     ContractReport,
+    StageFaultSchedule,
     check_camera_contract,
     check_zstage_contract,
+    stage_faults,
 )
 
 LIMITS = (0.0, 200.0)
@@ -427,3 +430,35 @@ def test_the_driver_example_runs() -> None:
     module.test_my_stage_follows_the_zstage_contract()
     module.test_the_contract_catches_a_clipping_firmware()
     module.test_my_camera_follows_the_camera_contract()
+
+
+# ------------------------------------------------------------------------------ composed
+
+
+@settings(max_examples=20, deadline=None)
+@given(stage_faults(kinds=("fail", "hang"), max_move=3))
+def test_any_early_fault_fails_the_stage_contract(faults: StageFaultSchedule) -> None:
+    report = check_zstage_contract(
+        lambda: faults.make_stage(limits_um=LIMITS, position_um=50.0), raise_on_failure=False
+    )
+    assert "position_after_move" in dict(report.failed)  # its first three moves hit the fault
+    assert any(("StageFault" in why or "StageTimeoutError" in why) for _, why in report.failed)
+
+
+def test_camera_faults_fail_the_snap_check() -> None:
+    report = check_camera_contract(
+        lambda: SimulatedCamera(MockZStage(), SPECIMEN, fail_on_snap=2), raise_on_failure=False
+    )
+    assert report.failed == (
+        (
+            "snap",
+            "snap(timeout_s=10.0) (snap 2) raised CameraError: injected camera fault on snap 2",
+        ),
+    )
+
+    class ListCamera(BufferCamera):
+        def snap(self, timeout_s: float | None = None) -> Any:
+            return [[0, 1], [2, 3]]
+
+    report = check_camera_contract(ListCamera, raise_on_failure=False)
+    assert "frame 0 is a list, not a numpy array" in dict(report.failed)["snap"]
