@@ -265,6 +265,9 @@ class StackFuser:
         self._lum = luminance_weights(c)
         assert self._dtype is not None
         self._eps = float((_EPS_FRACTION * _full_scale(self._dtype)) ** 2)
+        # per-frame work buffers, reused so that no frame pays for fresh pages
+        self._gbuf = [np.empty((c, hh, ww), np.float32) for hh, ww in shapes[1:]]
+        self._rbuf = [np.empty((hh, ww), np.float32) for hh, ww in shapes[1:]]
         self._dummy2 = np.zeros((1, 1), np.float32)
         self._dummy3 = np.zeros((c, 1, 1), np.float32)
 
@@ -314,17 +317,15 @@ class StackFuser:
         radius = rule.window_px // 2
         g = frame3
         inherited = self._dummy2
-        c = frame3.shape[2]
         for lev in range(self.levels):
             top = lev == self.levels - 1
             if top:
                 gn = self._dummy3
                 reduced = self._dummy2
             else:
-                hn, wn = self._level_shapes[lev + 1]
-                gn = np.empty((c, hn, wn), np.float32)
+                gn = self._gbuf[lev]
                 kern.reduce_level(g, lev == 0, gn)
-                reduced = np.empty((hn, wn), np.float32)
+                reduced = self._rbuf[lev]
             want_act = lev == self._depth_level
             kern.fuse_level(
                 g,

@@ -211,7 +211,7 @@ def synthetic_stack(
         truth_f = truth_f + rng.uniform(-0.5, 0.5, truth_f.shape) * (full / 255.0)
         truth_f = np.clip(truth_f, 0.0, full)
     truth = _to_dtype(truth_f, out_dtype)
-    truth_f = truth.astype(np.float64)
+    truth_f = truth.astype(np.float32)
     depth = _true_depth((h, w), n)
 
     grid = np.array(_SIGMA_GRID + tuple(10.0 * 1.5 ** np.arange(1, 12)))
@@ -225,7 +225,7 @@ def synthetic_stack(
         return ndimage.gaussian_filter(truth_f, sig, mode="mirror")
 
     cache: dict[int, np.ndarray] = {}
-    cache_ok = truth_f.nbytes * len(grid) < 1.5e9
+    cache_ok = truth_f.nbytes * len(grid) < 3e9
     mags = 1.0 + breath * (2.0 * np.arange(n) / max(n - 1, 1) - 1.0)
     frames = np.empty((n, *truth.shape), dtype=out_dtype)
     for k in range(n):
