@@ -111,11 +111,10 @@ def peer_commands(files: list[Path], folder: Path, out: Path, align: bool) -> di
                 "--saturation-weight=0",
                 "--contrast-weight=1",
                 "--hard-mask",
-                "--compression=none",
-                f"--output={out.with_suffix('.enfuse.tif')}",
+                f"--output={out.with_suffix('.enfuse.png')}",
                 *map(str, files),
             ],
-            out.with_suffix(".enfuse.tif"),
+            out.with_suffix(".enfuse.png"),
         )
     if shutil.which("focusweave"):
         cmd = ["focusweave", str(folder), "--output", str(out.with_suffix(".fw.png"))]
@@ -285,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="repeats (min is reported)")
     ap.add_argument("--no-peers", action="store_true", help="run only this fuser")
     ap.add_argument("--no-large", action="store_true", help="skip the 12 MP speed case")
+    ap.add_argument("--no-quality", action="store_true", help="skip the 1024^2 quality cases")
     args = ap.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 2)
     size, n = (384, 9) if args.quick else (1024, 15)
@@ -304,16 +304,22 @@ def main(argv: list[str] | None = None) -> int:
             ("breathing1.4%", dict(breathing=0.014), 255.0, True),
             ("16bit", dict(dtype=np.uint16), 65535.0, False),
         ]
-        for name, kw, full, align in cases:
+        for name, kw, full, align in [] if args.no_quality else cases:
             print(f"case {name} {size}^2 x {n}", flush=True)
             stack = synthetic_stack((size, size), n, seed=11, **kw)
             try:
-                rows += quality_case(name, stack, full, align, tmp, repeats, peers)
+                new = quality_case(name, stack, full, align, tmp, repeats, peers)
             except ImportError as exc:  # alignment not available
-                rows.append(dict(case=name, tool="nanoro_optics", error=str(exc)))
+                new = [dict(case=name, tool="nanoro_optics", error=str(exc))]
+            for r in new:
+                print("  ", json.dumps(r, default=float), flush=True)
+            rows += new
         if not args.no_large:
             print(f"case speed {large[1]}x{large[0]} x {n_large}", flush=True)
-            rows += speed_case(large, n_large, tmp, repeats, peers)
+            new = speed_case(large, n_large, tmp, repeats, peers)
+            for r in new:
+                print("  ", json.dumps(r, default=float), flush=True)
+            rows += new
 
     # ratios against this fuser, per case
     for r in rows:
