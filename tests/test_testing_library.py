@@ -35,10 +35,13 @@ from nanoro_optics.zscan import ZScanLimits, ZScanPlan, plan_for_sample
 #: of the input frames: fusion must remove most of the defocus blur. Over 300 random
 #: stacks of 2-8 frames the worst ratio seen was 0.45.
 FUSED_VS_FRAMES_MAX = 0.7
-#: Median |depth - true depth| (frames) where the fuser reports a depth. On these tiny
-#: (16-32 px) stacks the worst median seen over 150 random stacks was 0.39 frame (the mean
-#: reaches 0.5, pulled up by the image borders, where the pyramid has least support).
-DEPTH_ERROR_MAX_FRAMES = 0.6
+#: Median |depth - true depth| (frames) where the fuser reports a depth, on 40-48 px
+#: stacks whose blur grows by >= 1 px per frame (frames one depth of field apart); worst
+#: seen over 150 random stacks 0.25 frame. (On 16 px frames the fuser's smoothing of the
+#: depth map cannot follow the synthetic bump and the median reaches 0.75 frame.)
+DEPTH_ERROR_MAX_FRAMES = 0.5
+#: Correlation of the fused depth map with the true one on the same stacks; worst seen 0.905.
+DEPTH_CORRELATION_MIN = 0.8
 #: Phase-correlation error (px) on noise-free simulated tilt pairs; worst seen 0.11 px.
 SHIFT_ERROR_MAX_PX = 0.2
 
@@ -169,9 +172,9 @@ def _mean_abs_error(img: np.ndarray, truth: np.ndarray) -> float:
 SMALL_SHAPES = st.tuples(st.integers(16, 32), st.integers(16, 32))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(focus_stacks(shape=SMALL_SHAPES, n_frames=st.integers(2, 6)))
-def test_fusion_recovers_truth_and_depth(ex: FocusStackExample) -> None:
+def test_fusion_recovers_the_all_in_focus_truth(ex: FocusStackExample) -> None:
     from nanoro_optics.fusion import fuse_stack
 
     res = fuse_stack(ex.frames)
@@ -179,11 +182,29 @@ def test_fusion_recovers_truth_and_depth(ex: FocusStackExample) -> None:
     assert res.n_frames == ex.n_frames
     frames_error = np.mean([_mean_abs_error(f, ex.truth) for f in ex.frames])
     assert _mean_abs_error(res.image, ex.truth) <= FUSED_VS_FRAMES_MAX * frames_error
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    focus_stacks(
+        shape=st.tuples(st.integers(40, 48), st.integers(40, 48)),
+        n_frames=st.integers(3, 6),
+        blur_px_per_frame=st.floats(1.0, 2.0),
+    )
+)
+def test_fusion_depth_map_follows_the_true_depth(ex: FocusStackExample) -> None:
+    from nanoro_optics.fusion import fuse_stack
+
+    res = fuse_stack(ex.frames)
     ok = np.isfinite(res.depth)
-    if ok.any():
-        assert res.depth[ok].min() >= 0.0 and res.depth[ok].max() <= ex.n_frames - 1
-        err = float(np.median(np.abs(res.depth[ok] - ex.depth[ok])))
-        assert err <= DEPTH_ERROR_MAX_FRAMES, f"median depth error {err:.3f} frames"
+    # where no frame clearly wins the fuser reports NaN (in 3-frame stacks, most pixels)
+    assert ok.sum() >= 20, f"the fuser reports a depth for only {int(ok.sum())} pixels"
+    d, truth = res.depth[ok], ex.depth[ok]
+    assert d.min() >= 0.0 and d.max() <= ex.n_frames - 1
+    err = float(np.median(np.abs(d - truth)))
+    assert err <= DEPTH_ERROR_MAX_FRAMES, f"median depth error {err:.3f} frames"
+    corr = float(np.corrcoef(d, truth)[0, 1])
+    assert corr >= DEPTH_CORRELATION_MIN, f"depth correlation {corr:.3f}"
 
 
 @settings(max_examples=10, deadline=None)
