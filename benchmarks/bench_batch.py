@@ -71,15 +71,64 @@ def _worker_peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bench_batch(args: argparse.Namespace, work: Path) -> dict:
+def _cluster_run(
+    data: dict, refs: list[np.ndarray], n_unique: int, n_workers: int, work: Path
+) -> dict[str, Any]:
     import logging
 
     import distributed
 
     from nanoro_optics.distributed import fuse_many
     from nanoro_optics.distributed.batch import _warm_kernels
+    from nanoro_optics.io import read_image
+
+    cluster = distributed.LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
+        silence_logs=logging.ERROR,
+    )
+    client = distributed.Client(cluster)
+    try:
+        # one-time cost per worker process (numba loads the cached kernels), kept out of
+        # the throughput and reported on its own
+        t = time.perf_counter()
+        client.run(_warm_kernels)
+        warm = time.perf_counter() - t
+        out = work / f"batch_out_{n_workers}"
+        load0 = os.getloadavg()[0]
+        t = time.perf_counter()
+        report = fuse_many(data["stacks"], out, client=client, overwrite=True)
+        wall = time.perf_counter() - t
+        load1 = os.getloadavg()[0]
+        rss = client.run(_worker_peak_rss_mb)
+    finally:
+        client.close()
+        cluster.close()
+    equal = True
+    for k, rec in enumerate(report.records):
+        if rec.status != "done":
+            equal = False
+            continue
+        equal &= bool(np.array_equal(read_image(rec.image_path), refs[k % n_unique]))
+    return {
+        "wall_s": wall,
+        "stacks_per_s": len(report.records) / wall,
+        "failed": len(report.failed),
+        "equal_to_sequential": equal,
+        "peak_rss_mb_per_worker": sorted(rss.values()),
+        "mean_task_s": float(np.mean([r.seconds for r in report.records])),
+        "mean_task_cpu_s": float(np.mean([r.cpu_seconds for r in report.records])),
+        "worker_warmup_s": warm,
+        "load_average_1min_before_after": [load0, load1],
+    }
+
+
+def bench_batch(args: argparse.Namespace, work: Path) -> dict:
+    from nanoro_optics.distributed.batch import _warm_kernels
     from nanoro_optics.fusion import fuse_stack
-    from nanoro_optics.io import iter_stack, read_image
+    from nanoro_optics.io import iter_stack
 
     t0 = time.perf_counter()
     data = _write_batch(work / "batch_in", args.stacks, args.side, args.frames, args.unique)
@@ -99,45 +148,13 @@ def bench_batch(args: argparse.Namespace, work: Path) -> dict:
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     seq_per_stack = min(seq_times)
 
-    runs = {}
-    for n_workers in (1, 2):
-        cluster = distributed.LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=logging.ERROR,
-        )
-        client = distributed.Client(cluster)
-        try:
-            # one-time cost per worker process (numba loads the cached kernels), kept out of
-            # the throughput and reported on its own
-            t = time.perf_counter()
-            client.run(_warm_kernels)
-            warm = time.perf_counter() - t
-            out = work / f"batch_out_{n_workers}"
-            t = time.perf_counter()
-            report = fuse_many(data["stacks"], out, client=client, overwrite=True)
-            wall = time.perf_counter() - t
-            rss = client.run(_worker_peak_rss_mb)
-        finally:
-            client.close()
-            cluster.close()
-        equal = True
-        for k, rec in enumerate(report.records):
-            if rec.status != "done":
-                equal = False
-                continue
-            equal &= bool(np.array_equal(read_image(rec.image_path), refs[k % args.unique]))
-        runs[n_workers] = {
-            "wall_s": wall,
-            "stacks_per_s": len(report.records) / wall,
-            "failed": len(report.failed),
-            "equal_to_sequential": equal,
-            "peak_rss_mb_per_worker": sorted(rss.values()),
-            "mean_task_s": float(np.mean([r.seconds for r in report.records])),
-            "worker_warmup_s": warm,
-        }
+    runs: dict[int, dict[str, Any]] = {}
+    for _ in range(args.repeats):
+        for n_workers in (1, 2):
+            run = _cluster_run(data, refs, args.unique, n_workers, work)
+            best = runs.get(n_workers)
+            if best is None or run["stacks_per_s"] > best["stacks_per_s"]:
+                runs[n_workers] = run
     speedup = runs[2]["stacks_per_s"] / runs[1]["stacks_per_s"]
 
     peer: dict[str, Any] = {"enfuse": None}
@@ -171,7 +188,8 @@ def bench_batch(args: argparse.Namespace, work: Path) -> dict:
         "stack": f"{args.side}x{args.side} RGB uint8 x {args.frames}",
         "write_s": t_write,
         "sequential_s_per_stack_1thread": seq_per_stack,
-        "runs": {str(k): v for k, v in runs.items()},
+        "runs": {str(k): v for k, v in sorted(runs.items())},
+        "repeats": args.repeats,
         "speedup_2_vs_1_workers": speedup,
         "peers": peer,
     }
@@ -274,6 +292,9 @@ def main() -> int:
     parser.add_argument("--tiled-side", type=int, default=10000)
     parser.add_argument("--tiled-frames", type=int, default=10)
     parser.add_argument("--tile-px", type=int, default=2048)
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="alternate 1- and 2-worker runs; keep the best"
+    )
     parser.add_argument("--skip-tiled", action="store_true")
     parser.add_argument("--skip-batch", action="store_true")
     args = parser.parse_args()

@@ -74,6 +74,9 @@ class StackRecord:
         ``"frame"`` or ``"um"``.
     seconds : float
         Wall time of the task on its worker (reading, fusing and writing).
+    cpu_seconds : float
+        CPU time of the worker process during the task (below ``seconds`` when the task
+        waited for the disk or for a CPU shared with other processes).
     worker : str
         ``host:pid`` of the process that fused the stack.
     error : str
@@ -93,6 +96,7 @@ class StackRecord:
     dtype: str = ""
     depth_unit: str = ""
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     worker: str = ""
     error: str = ""
     sources: tuple[str, ...] = ()
@@ -245,6 +249,7 @@ def _fuse_one(job: _Job) -> StackRecord:
     from nanoro_optics.io import write_depth_map, write_image
 
     t0 = time.perf_counter()
+    c0 = time.process_time()
     _limit_numba_threads(job.numba_threads)
     image_path, depth_path, record_path = _paths(job.out_dir, job.name, job.image_suffix)
     common: dict[str, Any] = {
@@ -267,6 +272,7 @@ def _fuse_one(job: _Job) -> StackRecord:
             status="failed",
             error=f"{type(exc).__name__}: {exc}",
             seconds=time.perf_counter() - t0,
+            cpu_seconds=time.process_time() - c0,
             sources=sources,
             **common,
         )
@@ -279,6 +285,7 @@ def _fuse_one(job: _Job) -> StackRecord:
         dtype=str(res.image.dtype),
         depth_unit=res.depth_unit,
         seconds=time.perf_counter() - t0,
+        cpu_seconds=time.process_time() - c0,
         sources=sources,
         **common,
     )
