@@ -372,6 +372,10 @@ class StackFuser:
         ValueError
             If no frame was added, or ``z_um`` does not match the number of frames.
         """
+        return self._result(release=False)
+
+    def _result(self, *, release: bool) -> FusionResult:
+        """:meth:`result`; with ``release`` the fused pyramid is freed once collapsed."""
         if self._n == 0:
             raise ValueError("the stack is empty: add at least one frame before result()")
         z = self._z_positions()
@@ -381,6 +385,9 @@ class StackFuser:
         else:
             image3 = _collapse(self._acc, self._wsum, self._dtype, self._kern())
             image = image3 if len(self._shape) == 3 else image3[:, :, 0]
+        if release:  # fuse_stack: the depth map needs none of this, free it before
+            self._acc, self._wsum, self._wmax = [], [], []
+            self._gbuf, self._rbuf = [], []
         depth, conf = self._tracker.finish(z_um=z, min_confidence=self.rule.min_confidence)
         return FusionResult(
             image=image,
@@ -482,7 +489,7 @@ def fuse_stack(
             progress(fuser.n_frames, total)
     if fuser.n_frames == 0:
         raise ValueError("frames is empty: a focus stack needs at least one frame")
-    res = fuser.result()
+    res = fuser._result(release=True)
     bbox = fuser.valid_bbox
     if crop and bbox is not None:
         y0, y1, x0, x1 = bbox
