@@ -36,6 +36,19 @@ import numpy as np
 
 
 def _peak_rss_mb() -> float:
+    """Peak RSS of this process (MB).
+
+    Read from ``VmHWM`` in /proc/self/status: ``ru_maxrss`` of a process started by
+    fork + exec (multiprocessing's spawn, dask's nanny) starts at its parent's RSS at the fork,
+    which is not this process's own peak.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
@@ -68,7 +81,7 @@ def _write_batch(root: Path, n_stacks: int, side: int, n_frames: int, n_unique: 
 
 
 def _worker_peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return _peak_rss_mb()
 
 
 def _cluster_run(
