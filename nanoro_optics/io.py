@@ -388,7 +388,8 @@ def _read_pil(path: Path) -> np.ndarray:
 
     with Image.open(path) as im:
         im.load()
-        im = ImageOps.exif_transpose(im)
+        if im.getexif().get(0x0112, 1) != 1:  # exif_transpose would copy even when upright
+            im = ImageOps.exif_transpose(im)
         if im.mode in ("1", "L", "LA", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "F"):
             pass
         elif im.mode == "P":
