@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "acquire",
     "beamtilt",
+    "demo",
     "distributed",
     "fusion",
     "hardware",
@@ -75,6 +76,18 @@ _EXPORTS: dict[str, str] = {
     "actual_depth_um": "psf",
     # beamtilt
     "measure_shift": "beamtilt",
+    "BeamTiltCalibration": "beamtilt",
+    "solve_defocus_stig": "beamtilt",
+    "FocusCalibrationCurve": "beamtilt",
+    "simulate_tilt_pair": "beamtilt",
+    # more fusion / io / hardware / demo
+    "synthetic_stack": "fusion",
+    "read_image": "io",
+    "iter_stack": "io",
+    "write_depth_map": "io",
+    "list_stack_files": "io",
+    "Specimen": "hardware",
+    "run_demo": "demo",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS), *_SUBMODULES]

@@ -130,3 +130,8 @@ def test_cli_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exc.value.code == 0
     assert "dof" in capsys.readouterr().out
+
+
+def test_every_export_resolves() -> None:
+    for name in nanoro_optics.__all__:
+        assert getattr(nanoro_optics, name) is not None, name
