@@ -295,10 +295,11 @@ def _device_classes() -> tuple[type, type]:
             self.stage.stop()
 
         def home(self) -> None:
-            raise NotImplementedError("the simulated stage has no home position")
+            # homing would drive the stage to an end stop: refused, never done silently
+            raise RuntimeError("home() refused: the simulated stage has no home position")
 
         def set_origin(self) -> None:
-            raise NotImplementedError("the simulated stage keeps its coordinates")
+            raise RuntimeError("set_origin() refused: the simulated stage keeps its coordinates")
 
     class ProtocolCameraDevice(SimpleCameraDevice):
         """A unicore camera delegating to a :class:`Camera` with a fixed frame shape."""
