@@ -17,13 +17,14 @@ PKG = Path(nanoro_optics.__file__).parent
 ALLOWED: dict[str, set[str]] = {
     "_validation": set(),
     "_numba": set(),
+    "_lazy": set(),
     "optics": {"_validation"},
     "psf": {"_validation", "_numba", "optics", "psf"},
     "beamtilt": {"_validation", "_numba", "optics", "beamtilt"},
     "zscan": {"_validation", "optics", "zscan"},
-    "fusion": {"_validation", "_numba", "fusion"},
+    "fusion": {"_validation", "_numba", "_lazy", "fusion"},
     "io": {"_validation"},
-    "hardware": {"_validation", "_numba", "optics", "psf", "fusion", "hardware"},
+    "hardware": {"_validation", "_numba", "_lazy", "optics", "psf", "fusion", "hardware"},
     "acquire": {"_validation", "optics", "zscan", "hardware", "fusion", "io"},
     "demo": {"_validation", "optics", "zscan", "hardware", "fusion", "io", "acquire", "psf"},
     "testing": {
@@ -36,10 +37,10 @@ ALLOWED: dict[str, set[str]] = {
         "beamtilt",
         "testing",
     },
-    "distributed": {"_validation", "fusion", "io", "distributed"},
+    "distributed": {"_validation", "_lazy", "fusion", "io", "distributed"},
     "cli": {"*"},
     "__main__": {"cli"},
-    "__init__": set(),
+    "__init__": {"_lazy"},
 }
 # hardware protocols and errors import nothing of the package
 PURE = {"hardware/protocols.py", "hardware/errors.py"}

@@ -16,8 +16,9 @@ fuse_tiled, TiledResult, tile_margin_px   tiled fusion of one stack (:mod:`.tile
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from .._lazy import lazy_exports
 
 __all__ = [
     "BatchReport",
@@ -38,17 +39,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
 
 
 def require_distributed() -> Any:
