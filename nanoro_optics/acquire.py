@@ -336,15 +336,16 @@ def run_zscan(
     last_commanded = math.nan
     first_shape: tuple[int, ...] | None = None
 
-    def partial(*, returned: bool = False) -> ZStack:
+    def snapshot(*, returned: bool = False, complete: bool = False, fused: Any = None) -> ZStack:
         return ZStack(
             frames=tuple(frames),
             commanded_um=np.asarray(commanded, dtype=np.float64),
             measured_um=np.asarray(measured, dtype=np.float64),
             start_um=start,
             planned_um=positions,
-            complete=False,
+            complete=complete,
             returned_to_start=returned,
+            fused=fused,
             elapsed_s=time.perf_counter() - t_begin,
             plan=plan,
         )
@@ -360,7 +361,7 @@ def run_zscan(
         return AcquisitionError(
             f"stage fault before frame {index} of {n_images} ({type(exc).__name__}: {exc}); "
             f"the stage was stopped; {len(frames)} frame(s) kept",
-            partial=partial(),
+            partial=snapshot(),
             stage_stopped=True,
         )
 
@@ -369,7 +370,7 @@ def run_zscan(
         return AcquisitionInterrupted(
             f"Z scan interrupted at frame {index} of {n_images}; the stage was stopped; "
             f"{len(frames)} frame(s) kept",
-            partial=partial(),
+            partial=snapshot(),
         )
 
     n_pre = len(targets) - n_images  # overshoot moves before the first image
@@ -423,7 +424,7 @@ def run_zscan(
                 f"frame {i} of {n_images} failed ({type(exc).__name__}: {exc}); "
                 f"{len(frames)} frame(s) kept"
                 + ("; the stage is back at the start" if returned else ""),
-                partial=partial(returned=returned),
+                partial=snapshot(returned=returned),
                 returned_to_start=returned,
             ) from exc
 
@@ -444,21 +445,10 @@ def run_zscan(
         except Exception as exc:
             raise AcquisitionError(
                 f"fusing the {len(frames)} frames failed ({type(exc).__name__}: {exc})",
-                partial=partial(returned=returned),
+                partial=snapshot(returned=returned),
                 returned_to_start=returned,
             ) from exc
-    return ZStack(
-        frames=tuple(frames),
-        commanded_um=np.asarray(commanded, dtype=np.float64),
-        measured_um=np.asarray(measured, dtype=np.float64),
-        start_um=start,
-        planned_um=positions,
-        complete=True,
-        returned_to_start=returned,
-        fused=fused,
-        elapsed_s=time.perf_counter() - t_begin,
-        plan=plan,
-    )
+    return snapshot(returned=returned, complete=True, fused=fused)
 
 
 def _safe_stop(stage: Any) -> None:
