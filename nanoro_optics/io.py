@@ -82,7 +82,8 @@ class StackFrame:
     Attributes
     ----------
     image : numpy.ndarray
-        The pixels, ``(H, W)`` or ``(H, W, C)``.
+        The pixels, ``(H, W)`` or ``(H, W, C)``; not always C-contiguous (an 8-bit colour
+        PNG is a view of its decoded rows, which spares a copy per frame).
     path : pathlib.Path
         The file the frame was read from.
     page : int
@@ -302,87 +303,6 @@ def _png_header(path: Path) -> tuple[int, int, int, int, int] | None:
     return width, height, depth, colour, interlace
 
 
-def _png_unfilter(data: np.ndarray, height: int, width: int, bpp: int) -> np.ndarray:
-    """Undo PNG scanline filters [2]_ on ``data`` (``height`` rows of 1 + width*bpp bytes).
-
-    The five filters are evaluated on anti-diagonals of the pixel grid: pixel (y, x) needs only
-    (y, x-1), (y-1, x) and (y-1, x-1), so every pixel of a diagonal is independent and a whole
-    diagonal is one vectorised step (height + width steps instead of height * width).
-    """
-    rows = data.reshape(height, 1 + width * bpp)
-    ftype = rows[:, 0].astype(np.int16)
-    if ftype.max(initial=0) > 4:
-        raise ValueError(f"invalid PNG filter type {int(ftype.max())}")
-    filt = rows[:, 1:].reshape(height, width, bpp).astype(np.int16)
-    if np.all(ftype == 0):
-        return filt.astype(np.uint8)
-    if np.all((ftype == 0) | (ftype == 2)):  # None / Up only: one vector step per row
-        out = filt.copy()
-        for y in range(1, height):
-            if ftype[y] == 2:
-                out[y] = (filt[y] + out[y - 1]) & 0xFF
-        return out.astype(np.uint8)
-    # pad one row above and one column to the left with zeros
-    out = np.zeros((height + 1, width + 1, bpp), dtype=np.int16)
-    for t in range(height + width - 1):
-        y0 = max(0, t - width + 1)
-        y1 = min(height, t + 1)
-        ys = np.arange(y0, y1)
-        xs = t - ys
-        raw = filt[ys, xs]
-        a = out[ys + 1, xs]  # left
-        b = out[ys, xs + 1]  # up
-        c = out[ys, xs]  # up-left
-        ft = ftype[ys][:, None]
-        p = a + b - c
-        pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
-        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-        pred = np.select(
-            [ft == 0, ft == 1, ft == 2, ft == 3], [0, a, b, (a + b) >> 1], default=paeth
-        )
-        out[ys + 1, xs + 1] = (raw + pred) & 0xFF
-    return out[1:, 1:].astype(np.uint8)
-
-
-def _read_png16_colour(path: Path, header: tuple[int, int, int, int, int]) -> np.ndarray:
-    """Decode a 16-bit colour (or grey+alpha) PNG, which Pillow would truncate to 8 bits."""
-    width, height, _, colour, interlace = header
-    channels = {2: 3, 4: 2, 6: 4}[colour]
-    if interlace:
-        raise ValueError(f"cannot read {path}: interlaced 16-bit colour PNG is not supported")
-    blob = path.read_bytes()
-    pos = 8
-    idat = []
-    while pos + 8 <= len(blob):
-        (length,) = struct.unpack(">I", blob[pos : pos + 4])
-        kind = blob[pos + 4 : pos + 8]
-        body = blob[pos + 8 : pos + 8 + length]
-        if len(body) < length or pos + 12 + length > len(blob):
-            raise ValueError(f"cannot read {path}: truncated PNG (chunk {kind!r} cut short)")
-        (crc,) = struct.unpack(">I", blob[pos + 8 + length : pos + 12 + length])
-        if zlib.crc32(kind + body) & 0xFFFFFFFF != crc:
-            raise ValueError(f"cannot read {path}: corrupt PNG (bad CRC in chunk {kind!r})")
-        if kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        pos += 12 + length
-    else:
-        raise ValueError(f"cannot read {path}: truncated PNG (no IEND chunk)")
-    try:
-        raw = zlib.decompress(b"".join(idat))
-    except zlib.error as exc:
-        raise ValueError(f"cannot read {path}: corrupt PNG data ({exc})") from exc
-    bpp = 2 * channels
-    if len(raw) != height * (1 + width * bpp):
-        raise ValueError(
-            f"cannot read {path}: PNG data has {len(raw)} bytes, expected "
-            f"{height * (1 + width * bpp)}"
-        )
-    data = _png_unfilter(np.frombuffer(raw, dtype=np.uint8), height, width, bpp)
-    return data.view(">u2").reshape(height, width, channels).astype(np.uint16)
-
-
 def _read_pil(path: Path) -> np.ndarray:
     from PIL import Image, ImageOps
 
@@ -411,8 +331,16 @@ def _read_single(path: Path) -> np.ndarray:
     """Read a non-TIFF image file as one frame (EXIF orientation applied)."""
     try:
         header = _png_header(path)
-        if header is not None and header[2] == 16 and header[3] in (2, 4, 6):
-            return _read_png16_colour(path, header)
+        if header is not None:
+            from ._png import read_png
+
+            image = read_png(path)
+            if image is not None:
+                return image
+            if header[2] == 16 and header[3] in (2, 4, 6):  # Pillow would keep 8 bits
+                raise ValueError(
+                    f"cannot read {path}: interlaced 16-bit colour PNG is not supported"
+                )
         return _read_pil(path)
     except ValueError:
         raise
@@ -595,7 +523,7 @@ def read_image(path: PathLike) -> np.ndarray:
         raise ValueError(f"cannot read {p}: the file holds no image") from None
     for _ in frames:
         raise ValueError(f"{p} holds more than one image; read it with read_stack")
-    return image
+    return np.ascontiguousarray(image)  # the PNG reader may hand over a strided view
 
 
 # --------------------------------------------------------------------------------------------

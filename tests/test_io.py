@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import zlib
 from pathlib import Path
 
@@ -308,11 +309,14 @@ def test_depth_map_is_float32_tiff(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ PNG decoder vs reference
 
 
-def _reference_png16(arr: np.ndarray, filters: list[int]) -> bytes:
-    """Slow, obvious PNG encoder: filter each row with the given type (ISO 15948 sec. 9)."""
-    h, w, c = arr.shape
-    bpp = 2 * c
-    rows = arr.astype(">u2").reshape(h, w * c).view(np.uint8).astype(np.int64)
+def _reference_png(arr: np.ndarray, filters: list[int]) -> bytes:
+    """Slow, obvious PNG encoder: filter each row with the given type (PNG spec sec. 7.3)."""
+    arr3 = arr if arr.ndim == 3 else arr[:, :, None]
+    h, w, c = arr3.shape
+    nbytes = arr.dtype.itemsize
+    bpp = nbytes * c
+    big = arr3.astype(">u2") if nbytes == 2 else arr3
+    rows = big.reshape(h, w * c).view(np.uint8).astype(np.int64)
     out = []
     prev = [0] * (w * bpp)
     for y in range(h):
@@ -347,38 +351,101 @@ def _reference_png16(arr: np.ndarray, filters: list[int]) -> bytes:
             + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
         )
 
-    colour = {2: 4, 3: 2, 4: 6}[c]
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, 0)
+    colour = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    ihdr = struct.pack(">IIBBBBB", w, h, 8 * nbytes, colour, 0, 0, 0)
+    body = zlib.compress(b"".join(out))
+    half = len(body) // 2  # two IDAT chunks: the stream may be split anywhere
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"".join(out)))
+        + chunk(b"IDAT", body[:half])
+        + chunk(b"IDAT", body[half:])
         + chunk(b"IEND", b"")
     )
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     h=st.integers(1, 9),
     w=st.integers(1, 9),
-    c=st.sampled_from([2, 3, 4]),
+    c=st.sampled_from([1, 2, 3, 4]),
+    dtype=st.sampled_from([np.uint8, np.uint16]),
     filters=st.lists(st.integers(0, 4), min_size=1, max_size=5),
     seed=st.integers(0, 2**16),
 )
-def test_png16_decoder_matches_reference_encoder(h, w, c, filters, seed, tmp_path_factory) -> None:
-    arr = np.random.default_rng(seed).integers(0, 65536, (h, w, c)).astype(np.uint16)
+def test_png_decoder_matches_reference_encoder(
+    h, w, c, dtype, filters, seed, tmp_path_factory
+) -> None:
+    top = np.iinfo(dtype).max + 1
+    arr = np.random.default_rng(seed).integers(0, top, (h, w, c)).astype(dtype)
+    arr = arr[:, :, 0] if c == 1 else arr
     path = tmp_path_factory.mktemp("png") / "f.png"
-    path.write_bytes(_reference_png16(arr, filters))
-    np.testing.assert_array_equal(read_image(path), arr)
+    path.write_bytes(_reference_png(arr, filters))
+    back = read_image(path)
+    assert back.dtype == dtype and back.shape == arr.shape
+    np.testing.assert_array_equal(back, arr)
+    if dtype == np.uint8:  # and the same as Pillow's reading
+        with Image.open(path) as im:
+            np.testing.assert_array_equal(np.asarray(im), arr)
 
 
-def test_png16_bad_crc_is_reported(tmp_path: Path) -> None:
+def test_png_decoder_without_imagecodecs_uses_zlib(tmp_path: Path, monkeypatch) -> None:
+    arr = np.random.default_rng(1).integers(0, 256, (7, 5, 3)).astype(np.uint8)
+    (tmp_path / "z.png").write_bytes(_reference_png(arr, [1, 4]))
+    monkeypatch.setitem(sys.modules, "imagecodecs", None)  # import fails
+    np.testing.assert_array_equal(read_image(tmp_path / "z.png"), arr)
+
+
+def test_png_with_exif_or_palette_goes_through_pillow(tmp_path: Path) -> None:
+    from nanoro_optics._png import read_png
+
+    arr = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(arr).save(tmp_path / "e.png", exif=exif)
+    assert read_png(tmp_path / "e.png") is None
+    np.testing.assert_array_equal(read_image(tmp_path / "e.png"), np.rot90(arr, -1))
+    Image.fromarray(arr).convert("P").save(tmp_path / "p.png")
+    assert read_png(tmp_path / "p.png") is None
+    assert read_image(tmp_path / "p.png").shape == (3, 4, 3)
+
+
+def test_png_bad_crc_is_reported(tmp_path: Path) -> None:
     arr = np.ones((4, 4, 3), np.uint16)
-    data = bytearray(_reference_png16(arr, [0]))
-    data[40] ^= 0xFF  # inside the IDAT body
+    data = bytearray(_reference_png(arr, [0]))
+    data[40] ^= 0xFF  # inside the first IDAT body
     (tmp_path / "bad.png").write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"bad\.png.*(CRC|corrupt)"):
         read_image(tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncate", r"cut\.png.*truncated"),
+        ("filter", r"cut\.png.*invalid PNG filter type 7 in row 2"),
+        ("short", r"cut\.png.*(expected|corrupt)"),
+    ],
+)
+def test_png_damage_is_named(tmp_path: Path, damage: str, message: str) -> None:
+    arr = np.random.default_rng(2).integers(0, 256, (6, 5, 3)).astype(np.uint8)
+    data = _reference_png(arr, [0])
+    if damage == "truncate":
+        data = data[: len(data) - 30]
+    else:  # re-encode the image data: a bad filter byte, or one row missing
+        raw = bytearray(b"".join(bytes([0]) + arr[y].tobytes() for y in range(6)))
+        if damage == "filter":
+            raw[2 * 16] = 7
+        else:
+            raw = raw[:-16]
+        body = zlib.compress(bytes(raw))
+        head = data[: data.index(b"IDAT") - 4]
+        crc = struct.pack(">I", zlib.crc32(b"IDAT" + body) & 0xFFFFFFFF)
+        iend = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+        data = head + struct.pack(">I", len(body)) + b"IDAT" + body + crc + iend
+    (tmp_path / "cut.png").write_bytes(data)
+    with pytest.raises(ValueError, match=message):
+        read_image(tmp_path / "cut.png")
 
 
 def test_parallel_deflate_is_one_valid_zlib_stream(monkeypatch) -> None:

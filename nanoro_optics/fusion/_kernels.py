@@ -1,8 +1,9 @@
 """numba kernels of the focus fuser (private; imported lazily by the public functions).
 
-Layouts: a frame at level 0 is read as given, interleaved ``(rows, cols, channels)``; every
-other image here is planar ``(channels, rows, cols)`` float32, so the inner loops run along
-contiguous rows and vectorise. Single-channel maps are ``(rows, cols)``. The Burt-Adelson
+Layouts: the pyramid kernels read level 0 either interleaved ``(rows, cols, channels)`` as
+given or planar in the frame's dtype (the fuser copies colour frames to planar first: the
+inner loops then run along contiguous rows and vectorise); every other image here is planar
+``(channels, rows, cols)`` float32. Single-channel maps are ``(rows, cols)``. The Burt-Adelson
 generating kernel is the 5-tap binomial ``[1, 4, 6, 4, 1] / 16``; borders are mirrored without
 repeating the edge sample ("reflect-101"), on every level, in both REDUCE and EXPAND, so the
 Laplacian pyramid ``L_k = G_k - EXPAND(G_{k+1})`` reconstructs ``G_k`` exactly (up to float32
@@ -197,12 +198,12 @@ def laplacian_level(g, interleaved, gn, out):
 
 
 @njit()
-def _expand_add_row(acc, wsum, gn, out, r, interleaved_out, rounding, lo, hi, vtmp, erow):
+def _expand_add_row(acc, scale, gn, out, r, interleaved_out, rounding, lo, hi, vtmp, erow):
     nc, w = acc.shape[0], acc.shape[2]
     for c in range(nc):
         _expand_row(gn[c], r, w, vtmp, erow)
         for j in range(w):
-            v = acc[c, r, j] / wsum[r, j] + erow[j]
+            v = np.float32(acc[c, r, j]) * scale + erow[j]
             if interleaved_out:
                 if rounding:
                     x = np.rint(np.float64(v))
@@ -218,29 +219,30 @@ def _expand_add_row(acc, wsum, gn, out, r, interleaved_out, rounding, lo, hi, vt
 
 
 @njit(parallel=True)
-def expand_add(acc, wsum, gn, out, interleaved_out, rounding, lo, hi):
-    """One step of collapsing a pyramid: ``out = acc / wsum + EXPAND(gn)``.
+def expand_add(acc, scale, gn, out, interleaved_out, rounding, lo, hi):
+    """One step of collapsing a pyramid: ``out = acc * scale + EXPAND(gn)``.
 
-    ``acc`` and ``gn`` are planar; ``out`` is planar float32, or interleaved ``(H, W, C)``
-    when ``interleaved_out``, then optionally rounded half to even and clipped to
-    ``[lo, hi]`` (fusion can overshoot the input range by a fraction of a DN next to a sharp
-    edge; the overshoot is clipped to the dtype's range when the image is stored).
+    ``acc`` (float32, or int16 fixed point with ``scale`` its step) and ``gn`` are planar;
+    ``out`` is planar float32, or interleaved ``(H, W, C)`` when ``interleaved_out``, then
+    optionally rounded half to even and clipped to ``[lo, hi]`` (fusion can overshoot the
+    input range by a fraction of a DN next to a sharp edge; the overshoot is clipped to the
+    dtype's range when the image is stored).
     """
     h = acc.shape[1]
     for r in prange(h):
         vtmp = np.empty(gn.shape[2], dtype=np.float32)
         erow = np.empty(acc.shape[2], dtype=np.float32)
-        _expand_add_row(acc, wsum, gn, out, r, interleaved_out, rounding, lo, hi, vtmp, erow)
+        _expand_add_row(acc, scale, gn, out, r, interleaved_out, rounding, lo, hi, vtmp, erow)
 
 
 @njit(parallel=True)
-def divide_into(acc, wsum, out):
-    """Planar ``out = acc / wsum`` (the coarsest level of the fused pyramid)."""
+def scale_into(acc, scale, out):
+    """Planar float32 ``out = acc * scale`` (the coarsest level of the fused pyramid)."""
     nc, h, w = acc.shape
     for r in prange(h):
         for c in range(nc):
             for j in range(w):
-                out[c, r, j] = acc[c, r, j] / wsum[r, j]
+                out[c, r, j] = np.float32(acc[c, r, j]) * scale
 
 
 # ---------------------------------------------------------------------------------------
@@ -268,6 +270,8 @@ def _fuse_band(
     write_act,
     write_reduced,
     has_inh,
+    quant,
+    qscale,
 ):
     """One band of rows of :func:`fuse_level` (the parallel loop's body)."""
     nc, h, w = acc.shape
@@ -311,7 +315,7 @@ def _fuse_band(
                     ybuf[j] += lc * v
             else:
                 for j in range(w):
-                    v = g[c, rr, j] - erow[j]
+                    v = np.float32(g[c, rr, j]) - erow[j]
                     lbuf[c, q, j] = v
                     ybuf[j] += lc * v
         # squared luminance, mirrored by rad samples at both ends, then a box sum
@@ -338,12 +342,17 @@ def _fuse_band(
             for d in range(2 * rad + 1):
                 for j in range(w):
                     abuf[t, j] += win * hbuf[t + d, j]
-    # pass 3: the running fusion of the band's own rows
+    # pass 3: the running fusion of the band's own rows; ``acc`` holds the weighted mean of
+    # the coefficients, as float32 or (``quant``) as int16 in steps of ``1 / qscale``
+    inv_q = np.float32(1.0) / qscale
     scb = np.empty(w, dtype=np.float32)
-    wgb = np.empty(w, dtype=np.float32)
     for t in range(1, nrow + 1):
         r = r0 - 1 + t
         lq = t + rad
+        if quant:  # the coefficients as they will be stored
+            for c in range(nc):
+                for j in range(w):
+                    lbuf[c, lq, j] = np.rint(lbuf[c, lq, j] * qscale) * inv_q
         if hard:
             for j in range(w):
                 a = abuf[t, j]
@@ -351,14 +360,17 @@ def _fuse_band(
                 take = a > m
                 if a == m:
                     for c in range(nc):
-                        if lbuf[c, lq, j] != acc[c, r, j]:
-                            take = lbuf[c, lq, j] > acc[c, r, j]
+                        old = np.float32(acc[c, r, j]) * inv_q if quant else acc[c, r, j]
+                        if lbuf[c, lq, j] != old:
+                            take = lbuf[c, lq, j] > old
                             break
                 if take:
                     wmax[r, j] = a
-                    wsum[r, j] = np.float32(1.0)
                     for c in range(nc):
-                        acc[c, r, j] = lbuf[c, lq, j]
+                        if quant:
+                            acc[c, r, j] = np.rint(lbuf[c, lq, j] * qscale)
+                        else:
+                            acc[c, r, j] = lbuf[c, lq, j]
         else:
             for j in range(w):
                 a = abuf[t, j]
@@ -366,13 +378,18 @@ def _fuse_band(
                 mx = max(a, m)
                 wg = _pw(a / mx, power)
                 sc = _pw(m / mx, power)
-                wsum[r, j] = wsum[r, j] * sc + wg
+                tot = wsum[r, j] * sc + wg
+                wsum[r, j] = tot
                 wmax[r, j] = mx
-                scb[j] = sc
-                wgb[j] = wg
+                scb[j] = wg / tot  # the new coefficient's share of the mean
             for c in range(nc):
                 for j in range(w):
-                    acc[c, r, j] = acc[c, r, j] * scb[j] + wgb[j] * lbuf[c, lq, j]
+                    if quant:
+                        old = np.float32(acc[c, r, j]) * inv_q
+                        acc[c, r, j] = np.rint((old + (lbuf[c, lq, j] - old) * scb[j]) * qscale)
+                    else:
+                        old = acc[c, r, j]
+                        acc[c, r, j] = old + (lbuf[c, lq, j] - old) * scb[j]
         if write_act:
             for j in range(w):
                 act_out[r, j] = abuf[t, j]
@@ -411,6 +428,8 @@ def fuse_level(
     top,
     write_act,
     write_reduced,
+    quant,
+    qscale,
 ):
     """Fold one frame's Laplacian level into the running fused level.
 
@@ -420,10 +439,12 @@ def fuse_level(
         This frame's next Gaussian level ``G_{k+1}`` (a placeholder when ``top``).
     inherited : (H, W) or (1, 1) float32
         Activity handed down from the finer level; a (1, 1) placeholder at level 0.
-    acc, wsum, wmax : (C, H, W), (H, W), (H, W) float32
-        Running weighted sum of coefficients, sum of weights and the largest activity seen,
-        which is the reference of the weights: weights are ``(a / wmax) ** power``, and the
-        sums are rescaled when a larger activity arrives, as in an online softmax.
+    acc, wsum, wmax : (C, H, W), (H, W), (H, W)
+        Running weighted mean of the coefficients (float32, or int16 fixed point when
+        ``quant``), sum of weights and the largest activity seen (float32), which is the
+        reference of the weights: weights are ``(a / wmax) ** power``, and the sum is
+        rescaled when a larger activity arrives, as in an online softmax. ``wsum`` is a
+        (1, 1) placeholder with the hard rule.
     reduced_out : (ceil(H/2), ceil(W/2)) float32
         Receives this level's activity filtered by ``[1, 2, 1] / 4`` along each axis and
         decimated (the next level's ``inherited``) when ``write_reduced``.
@@ -443,6 +464,10 @@ def fuse_level(
     top : bool
         Coarsest level: the coefficients are ``G_k`` itself (planar), the activity only the
         inherited one.
+    quant, qscale : bool, float32
+        Store ``acc`` as int16 ``rint(mean * qscale)``; every coefficient is rounded to that
+        step before it is compared or averaged, so the result does not depend on the frame
+        order more than the float path does. ``qscale`` is 1 otherwise.
     """
     h, w = acc.shape[1], acc.shape[2]
     nb = (h + BAND_ROWS - 1) // BAND_ROWS
@@ -470,7 +495,22 @@ def fuse_level(
             write_act,
             write_reduced,
             has_inh,
+            quant,
+            qscale,
         )
+
+
+@njit(parallel=True)
+def to_planar(src, dst):
+    """Copy an interleaved ``(H, W, C)`` frame into planar ``(C, H, W)`` ``dst`` (any strides).
+
+    The level-0 kernels read planar rows about twice as fast as interleaved pixels.
+    """
+    h, w, nc = src.shape
+    for r in prange(h):
+        for c in range(nc):
+            for j in range(w):
+                dst[c, r, j] = src[r, j, c]
 
 
 @njit(parallel=True)

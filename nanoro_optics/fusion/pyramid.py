@@ -206,13 +206,12 @@ def collapse_pyramid(pyramid: list[np.ndarray], *, dtype: Any = np.float32) -> n
         return img[:, :, 0] if grey else img
     cur = levels[-1]
     for k in range(len(levels) - 2, 0, -1):
-        ones = np.ones(levels[k].shape[1:], dtype=np.float32)
         nxt = np.empty_like(levels[k])
-        _kernels.expand_add(levels[k], ones, cur, nxt, False, False, 0.0, 0.0)
+        _kernels.expand_add(levels[k], np.float32(1.0), cur, nxt, False, False, 0.0, 0.0)
         cur = nxt
     c, h, w = levels[0].shape
     out = np.empty((h, w, c), dtype=out_dtype if is_int else np.float32)
-    ones = np.ones((h, w), dtype=np.float32)
-    _kernels.expand_add(levels[0], ones, cur, out, True, is_int, float(lo), float(hi))
+    one = np.float32(1.0)
+    _kernels.expand_add(levels[0], one, cur, out, True, is_int, float(lo), float(hi))
     img = out if is_int else out.astype(out_dtype, copy=False)
     return img[:, :, 0] if grey else img

@@ -1,0 +1,120 @@
+"""A fast reader for the PNG files a focus stack is usually saved as (private).
+
+Pillow decodes a 12 MP RGB PNG in about 0.25-0.3 s on one core, most of it in zlib's inflate;
+a stack of 20 such frames spends longer decoding than fusing. This reader parses the chunks
+itself, inflates the image data with libdeflate (through ``imagecodecs``, about 2.4x faster than
+zlib; zlib when imagecodecs is missing) and undoes the scanline filters in a numba kernel that
+releases the GIL, so the CLI's decoding thread runs beside the fuser.
+
+It handles what cameras and stacking software write: 8- and 16-bit grey, grey+alpha, RGB and
+RGBA, not interlaced. Anything else (palette, 1/2/4-bit, Adam7 interlacing, an ``eXIf`` chunk,
+whose orientation Pillow applies) returns None and the caller falls back to Pillow.
+
+References
+----------
+.. [1] W3C, "Portable Network Graphics (PNG) Specification (Third Edition)", 2025,
+   sections 7.3 (filter types) and 11.2 (critical chunks).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: colour type -> samples per pixel (palette, 3, is left to Pillow)
+_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
+
+
+def _inflate(data: bytes, size: int, path: Path) -> np.ndarray:
+    """Inflate the zlib stream ``data`` to exactly ``size`` bytes (a writable array)."""
+    codecs: Any
+    try:
+        import imagecodecs as codecs
+    except ImportError:  # imagecodecs is a dependency; zlib when it is broken or missing
+        codecs = None
+    if codecs is not None and codecs.DEFLATE.available:
+        raw: Any = np.empty(size, dtype=np.uint8)
+        try:
+            raw = codecs.deflate_decode(data, out=raw)
+        except Exception as exc:  # imagecodecs.DeflateError and friends
+            raise ValueError(f"cannot read {path}: corrupt PNG data ({exc})") from exc
+    else:
+        try:
+            raw = np.frombuffer(bytearray(zlib.decompress(data)), dtype=np.uint8)
+        except zlib.error as exc:
+            raise ValueError(f"cannot read {path}: corrupt PNG data ({exc})") from exc
+    if len(raw) != size:
+        raise ValueError(
+            f"cannot read {path}: PNG image data has {len(raw)} bytes, expected {size} "
+            "(truncated or corrupt file)"
+        )
+    return np.asarray(raw)
+
+
+def read_png(path: Path) -> np.ndarray | None:
+    """Decode the PNG file ``path``; None when it is a kind this reader leaves to Pillow.
+
+    Returns ``(H, W)`` for grey, else ``(H, W, C)``; uint8 or uint16 (native byte order).
+    An 8-bit colour image is a strided view of the decoded buffer (rows one filter byte
+    apart), which spares a copy of a large frame; grey and 16-bit images are contiguous.
+
+    Raises
+    ------
+    ValueError
+        Truncated file, bad chunk CRC, corrupt image data or an invalid filter type, with the
+        file's name.
+    """
+    blob = path.read_bytes()
+    if len(blob) < 33 or blob[:8] != PNG_SIGNATURE or blob[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", blob[16:29])
+    if colour not in _CHANNELS or depth not in (8, 16) or interlace or width < 1 or height < 1:
+        return None
+    channels = _CHANNELS[colour]
+    idat = []
+    pos = 8
+    while True:
+        if pos + 12 > len(blob):
+            raise ValueError(f"cannot read {path}: truncated PNG (no IEND chunk)")
+        (length,) = struct.unpack(">I", blob[pos : pos + 4])
+        kind = blob[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if end > len(blob):
+            raise ValueError(f"cannot read {path}: truncated PNG (chunk {kind!r} cut short)")
+        body = blob[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", blob[end - 4 : end])
+        if zlib.crc32(body, zlib.crc32(kind)) & 0xFFFFFFFF != crc:
+            raise ValueError(f"cannot read {path}: corrupt PNG (bad CRC in chunk {kind!r})")
+        if kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"eXIf":
+            return None  # Pillow applies the orientation it may carry
+        elif kind == b"IEND":
+            break
+        pos = end
+    bpp = channels * depth // 8
+    stride = 1 + width * bpp
+    data = _inflate(b"".join(idat), height * stride, path).reshape(height, stride)
+    from ._png_kernels import unfilter
+
+    bad = unfilter(data, bpp)  # in place: row y's pixels end up in data[y, 1:]
+    if bad >= 0:
+        raise ValueError(
+            f"cannot read {path}: invalid PNG filter type {int(data[bad, 0])} in row {bad}"
+        )
+    pixels = data[:, 1:]
+    if depth == 16:
+        image = pixels.view(">u2").astype(np.uint16)  # a new, native-order, contiguous array
+    elif channels == 1 or height == 1:
+        image = np.ascontiguousarray(pixels)
+    else:
+        # a view that skips each row's filter byte: no second copy of a large frame
+        return np.lib.stride_tricks.as_strided(
+            pixels, (height, width, channels), (stride, channels, 1), writeable=True
+        )
+    return image.reshape((height, width) if channels == 1 else (height, width, channels))
