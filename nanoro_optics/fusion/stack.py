@@ -114,7 +114,8 @@ class StackFuser:
     align : bool, optional
         Warp each frame onto the first one with a
         :class:`~nanoro_optics.fusion.align.FrameAligner` before fusing it (focus breathing,
-        drift).
+        drift). The depth map is then NaN (confidence 0) outside :attr:`valid_bbox`, where
+        some frames hold no data.
     **rule_options
         Options of :class:`~nanoro_optics.fusion.rule.FusionRule`: ``sharpness``,
         ``window_px``, ``inherit``, ``min_confidence``.
@@ -421,6 +422,15 @@ class StackFuser:
             self._acc, self._wsum, self._wmax = [], [], []
             self._gbuf, self._rbuf = [], []
         depth, conf = self._tracker.finish(z_um=z, min_confidence=self.rule.min_confidence)
+        bbox = self.valid_bbox
+        if bbox is not None:
+            # where some aligned frames have no data (edge-filled), the focus profile is not
+            # measured: no depth there
+            y0, y1, x0, x1 = bbox
+            outside = np.ones(depth.shape, dtype=bool)
+            outside[y0:y1, x0:x1] = False
+            depth[outside] = np.nan
+            conf[outside] = 0.0
         return FusionResult(
             image=image,
             depth=depth,
