@@ -502,3 +502,20 @@ def test_aligned_depth_is_nan_where_some_frames_hold_no_data():
     assert ok.mean() > 0.6
     rmse = np.sqrt(np.mean((res.depth[ok] - truth0[ok]) ** 2))
     assert rmse < 0.3  # frames; the 1024 px benchmark gives 0.14
+
+
+def test_released_fuser_gives_the_same_result_and_takes_no_more_frames(small_stack):
+    kept, released = StackFuser(), StackFuser()
+    for f in small_stack.frames:
+        kept.add(f)
+        released.add(f)
+    a = kept.result()
+    b = released.result(release=True)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.depth, b.depth)
+    with pytest.raises(RuntimeError, match="released"):
+        released.add(small_stack.frames[0])
+    with pytest.raises(RuntimeError, match="released"):
+        released.result()
+    with pytest.raises(TypeError, match="release must be a bool"):
+        kept.result(release="yes")

@@ -173,6 +173,7 @@ class StackFuser:
         self._dtype: np.dtype | None = None
         self._first: np.ndarray | None = None
         self._kernels: Any = None
+        self._released = False
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -310,6 +311,8 @@ class StackFuser:
         TypeError
             Not numeric, or dtype differs from frame 0.
         """
+        if self._released:
+            raise RuntimeError("this StackFuser was released by result(release=True)")
         raw = frame
         frame = self._check_frame(frame)
         self._take_z(z_um)
@@ -396,31 +399,46 @@ class StackFuser:
             return np.asarray(self._z_frames)
         return None
 
-    def result(self) -> FusionResult:
+    def result(self, *, release: bool = False) -> FusionResult:
         """Return the fused image and depth map of the frames added so far.
+
+        Parameters
+        ----------
+        release : bool, optional
+            Free the fuser's working memory while the result is built (the peak memory is
+            then that of the frames' loop, not more); the fuser takes no frame afterwards.
+            By default more frames may be added and ``result`` called again.
 
         Raises
         ------
         ValueError
             If no frame was added, or ``z_um`` does not match the number of frames.
+        RuntimeError
+            If the fuser was released by an earlier ``result(release=True)``.
         """
-        return self._result(release=False)
+        if not isinstance(release, (bool, np.bool_)):
+            raise TypeError(f"release must be a bool, got {type(release).__name__} {release!r}")
+        return self._result(release=bool(release))
 
     def _result(self, *, release: bool) -> FusionResult:
-        """:meth:`result`; with ``release`` the fused pyramid is freed once collapsed."""
+        if self._released:
+            raise RuntimeError("this StackFuser was released by result(release=True)")
         if self._n == 0:
             raise ValueError("the stack is empty: add at least one frame before result()")
         z = self._z_positions()
         assert self._dtype is not None and self._shape is not None
+        if release:  # the collapse needs only the fused means; free the rest before it
+            self._released = True
+            self._wsum, self._wmax, self._gbuf, self._rbuf = [], [], [], []
+            self._plane = None
         if self._n == 1 and self._first is not None:
             image = self._first.copy()
         else:
             accs = self._acc if release else list(self._acc)
             image3 = _collapse(accs, 1.0 / self._qscale, self._dtype, self._kern())
             image = image3 if len(self._shape) == 3 else image3[:, :, 0]
-        if release:  # fuse_stack: the depth map needs none of this, free it before
-            self._acc, self._wsum, self._wmax = [], [], []
-            self._gbuf, self._rbuf = [], []
+        if release:
+            self._acc = []
         depth, conf = self._tracker.finish(z_um=z, min_confidence=self.rule.min_confidence)
         bbox = self.valid_bbox
         if bbox is not None:
@@ -531,7 +549,7 @@ def fuse_stack(
             progress(fuser.n_frames, total)
     if fuser.n_frames == 0:
         raise ValueError("frames is empty: a focus stack needs at least one frame")
-    res = fuser._result(release=True)
+    res = fuser.result(release=True)
     bbox = fuser.valid_bbox
     if crop and bbox is not None:
         y0, y1, x0, x1 = bbox
