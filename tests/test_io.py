@@ -389,6 +389,18 @@ def test_png_decoder_matches_reference_encoder(
             np.testing.assert_array_equal(np.asarray(im), arr)
 
 
+@pytest.mark.parametrize("ftype", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize(
+    ("c", "dtype"), [(1, np.uint8), (3, np.uint8), (4, np.uint8), (3, np.uint16)]
+)
+def test_png_decoder_every_filter_and_pixel_size(ftype, c, dtype, tmp_path: Path) -> None:
+    top = np.iinfo(dtype).max + 1
+    arr = np.random.default_rng(ftype).integers(0, top, (6, 11, c)).astype(dtype)
+    arr = arr[:, :, 0] if c == 1 else arr
+    (tmp_path / "f.png").write_bytes(_reference_png(arr, [ftype]))
+    np.testing.assert_array_equal(read_image(tmp_path / "f.png"), arr)
+
+
 def test_png_decoder_without_imagecodecs_uses_zlib(tmp_path: Path, monkeypatch) -> None:
     arr = np.random.default_rng(1).integers(0, 256, (7, 5, 3)).astype(np.uint8)
     (tmp_path / "z.png").write_bytes(_reference_png(arr, [1, 4]))
