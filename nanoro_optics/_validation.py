@@ -118,6 +118,19 @@ def check_finite_real(value: Any, name: str) -> float:
     return out
 
 
+def check_interval(value: Any, name: str) -> tuple[float, float]:
+    """Return a pair ``(lo, hi)`` of finite floats with ``lo < hi``, or raise naming ``name``."""
+    try:
+        lo_raw, hi_raw = value
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a pair (lo, hi), got {value!r}") from exc
+    lo = check_finite_real(lo_raw, f"{name}[0]")
+    hi = check_finite_real(hi_raw, f"{name}[1]")
+    if not lo < hi:
+        raise ValueError(f"{name} must satisfy lo < hi, got {value!r}")
+    return lo, hi
+
+
 def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
     """Return ``value`` as a finite float that is > 0 (>= 0 with ``allow_zero``)."""
     out = check_finite_real(value, name)

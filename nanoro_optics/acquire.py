@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ._validation import check_choice, check_finite_real, check_positive
+from ._validation import check_choice, check_finite_real, check_interval, check_positive
 from .hardware.errors import (
     AcquisitionError,
     AcquisitionInterrupted,
@@ -150,17 +150,7 @@ class ZStack:
 
 
 def _check_limits(stage: Any) -> tuple[float, float]:
-    try:
-        lo_raw, hi_raw = stage.limits_um
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"stage.limits_um must be a pair (lo, hi), got {stage.limits_um!r}"
-        ) from exc
-    lo = check_finite_real(lo_raw, "stage.limits_um[0]")
-    hi = check_finite_real(hi_raw, "stage.limits_um[1]")
-    if not lo < hi:
-        raise ValueError(f"stage.limits_um must satisfy lo < hi, got ({lo!r}, {hi!r})")
-    return lo, hi
+    return check_interval(stage.limits_um, "stage.limits_um")
 
 
 def scan_targets_um(positions_um: np.ndarray, *, backlash_um: float = 0.0) -> list[float]:

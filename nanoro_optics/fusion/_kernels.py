@@ -1,13 +1,14 @@
 """numba kernels of the focus fuser (private; imported lazily by the public functions).
 
 Layouts: the pyramid kernels read level 0 either interleaved ``(rows, cols, channels)`` as
-given or planar in the frame's dtype (the fuser copies colour frames to planar first: the
-inner loops then run along contiguous rows and vectorise); every other image here is planar
-``(channels, rows, cols)`` float32. Single-channel maps are ``(rows, cols)``. The Burt-Adelson
-generating kernel is the 5-tap binomial ``[1, 4, 6, 4, 1] / 16``; borders are mirrored without
-repeating the edge sample ("reflect-101"), on every level, in both REDUCE and EXPAND, so the
-Laplacian pyramid ``L_k = G_k - EXPAND(G_{k+1})`` reconstructs ``G_k`` exactly (up to float32
-rounding) whatever the image size.
+given or planar in the frame's dtype; the fusion kernel reads planar only (the fuser copies
+colour frames to planar first: the inner loops then run along contiguous rows and
+vectorise); every other image here is planar ``(channels, rows, cols)`` float32.
+Single-channel maps are ``(rows, cols)``. The Burt-Adelson generating kernel is the 5-tap
+binomial ``[1, 4, 6, 4, 1] / 16``; borders are mirrored without repeating the edge sample
+("reflect-101"), on every level, in both REDUCE and EXPAND, so the Laplacian pyramid
+``L_k = G_k - EXPAND(G_{k+1})`` reconstructs ``G_k`` exactly (up to float32 rounding)
+whatever the image size.
 
 Parallel kernels are thin ``prange`` loops over a plain ``@njit`` row or band function: numba
 compiles that much faster than one large parallel body.
@@ -117,8 +118,8 @@ def _reduce_row(src, interleaved, dst, i, tmp):
 def reduce_level(src, interleaved, dst):
     """Burt-Adelson REDUCE: 5-tap binomial blur, then every other row and column.
 
-    ``src`` is ``(H, W, C)`` of any real dtype when ``interleaved``, else planar float32
-    ``(C, H, W)``; ``dst`` is planar float32 ``(C, ceil(H/2), ceil(W/2))``.
+    ``src`` is ``(H, W, C)`` when ``interleaved``, else planar ``(C, H, W)``, of any real
+    dtype; ``dst`` is planar float32 ``(C, ceil(H/2), ceil(W/2))``.
     """
     ho = dst.shape[1]
     w = src.shape[1] if interleaved else src.shape[2]
@@ -252,7 +253,6 @@ def scale_into(acc, scale, out):
 def _fuse_band(
     b,
     g,
-    interleaved,
     gn,
     inherited,
     acc,
@@ -296,28 +296,18 @@ def _fuse_band(
         rr = _refl(r0 - 1 - rad + q, h)
         if top:
             for c in range(nc):
-                if interleaved:
-                    for j in range(w):
-                        lbuf[c, q, j] = np.float32(g[rr, j, c])
-                else:
-                    for j in range(w):
-                        lbuf[c, q, j] = np.float32(g[c, rr, j])
+                for j in range(w):
+                    lbuf[c, q, j] = np.float32(g[c, rr, j])
             continue
         for j in range(w):
             ybuf[j] = np.float32(0.0)
         for c in range(nc):
             _expand_row(gn[c], rr, w, vtmp, erow)
             lc = lum[c]
-            if interleaved:
-                for j in range(w):
-                    v = np.float32(g[rr, j, c]) - erow[j]
-                    lbuf[c, q, j] = v
-                    ybuf[j] += lc * v
-            else:
-                for j in range(w):
-                    v = np.float32(g[c, rr, j]) - erow[j]
-                    lbuf[c, q, j] = v
-                    ybuf[j] += lc * v
+            for j in range(w):
+                v = np.float32(g[c, rr, j]) - erow[j]
+                lbuf[c, q, j] = v
+                ybuf[j] += lc * v
         # squared luminance, mirrored by rad samples at both ends, then a box sum
         for j in range(w):
             ypad[j + rad] = ybuf[j] * ybuf[j]
@@ -411,7 +401,6 @@ def _fuse_band(
 @njit(parallel=True)
 def fuse_level(
     g,
-    interleaved,
     gn,
     inherited,
     acc,
@@ -433,7 +422,7 @@ def fuse_level(
 ):
     """Fold one frame's Laplacian level into the running fused level.
 
-    g : (H, W, C) any real dtype if ``interleaved``, else planar float32 (C, H, W)
+    g : (C, H, W) planar, the frame's dtype at level 0, else float32
         This frame's Gaussian level ``G_k``.
     gn : (C, H', W') float32
         This frame's next Gaussian level ``G_{k+1}`` (a placeholder when ``top``).
@@ -477,7 +466,6 @@ def fuse_level(
         _fuse_band(
             b,
             g,
-            interleaved,
             gn,
             inherited,
             acc,

@@ -358,7 +358,6 @@ class StackFuser:
             want_act = lev == self._depth_level
             kern.fuse_level(
                 g,
-                False,
                 gn,
                 inherited,
                 self._acc[lev],

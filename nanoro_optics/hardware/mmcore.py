@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_finite_real, check_positive
+from .._validation import check_finite_real, check_interval, check_positive
 from .errors import (
     CameraError,
     HardwareError,
@@ -106,17 +106,9 @@ class MMCoreZStage:
             raise ValueError(
                 f"device must name the Z stage; the core has no focus device (got {label!r})"
             )
-        try:
-            lo_raw, hi_raw = limits_um
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"limits_um must be a pair (lo, hi), got {limits_um!r}") from exc
-        lo = check_finite_real(lo_raw, "limits_um[0]")
-        hi = check_finite_real(hi_raw, "limits_um[1]")
-        if not lo < hi:
-            raise ValueError(f"limits_um must satisfy lo < hi, got {limits_um!r}")
+        self._limits = check_interval(limits_um, "limits_um")
         self.core = core
         self.device = label
-        self._limits = (lo, hi)
         self.poll_s = check_positive(poll_s, "poll_s")
 
     @property

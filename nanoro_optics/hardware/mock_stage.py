@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_finite_real, check_int, check_positive
+from .._validation import check_finite_real, check_int, check_interval, check_positive
 from .errors import StageFault, StageLimitError, StageTimeoutError
 
 __all__ = ["MockZStage", "SimulatedClock", "StageEvent"]
@@ -165,15 +165,7 @@ class MockZStage:
         seed: int = 0,
         clock: SimulatedClock | None = None,
     ) -> None:
-        try:
-            lo_raw, hi_raw = limits_um
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"limits_um must be a pair (lo, hi), got {limits_um!r}") from exc
-        lo = check_finite_real(lo_raw, "limits_um[0]")
-        hi = check_finite_real(hi_raw, "limits_um[1]")
-        if not lo < hi:
-            raise ValueError(f"limits_um must satisfy lo < hi, got {limits_um!r}")
-        self._limits = (lo, hi)
+        lo, hi = self._limits = check_interval(limits_um, "limits_um")
         z0 = check_finite_real(position_um, "position_um")
         if not lo <= z0 <= hi:
             raise ValueError(f"position_um must be inside limits_um {self._limits}, got {z0!r}")
