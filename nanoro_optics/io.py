@@ -327,14 +327,17 @@ def _read_pil(path: Path) -> np.ndarray:
     return np.array(arr, copy=True) if not arr.flags.writeable else arr
 
 
-def _read_single(path: Path) -> np.ndarray:
-    """Read a non-TIFF image file as one frame (EXIF orientation applied)."""
+def _read_single(path: Path, buffers: Any = None) -> np.ndarray:
+    """Read a non-TIFF image file as one frame (EXIF orientation applied).
+
+    ``buffers`` (a :class:`._png.PngBuffers`) lets PNG frames be decoded into reused memory.
+    """
     try:
         header = _png_header(path)
         if header is not None:
             from ._png import read_png
 
-            image = read_png(path)
+            image = read_png(path, buffers=buffers)
             if image is not None:
                 return image
             if header[2] == 16 and header[3] in (2, 4, 6):  # Pillow would keep 8 bits
@@ -348,11 +351,11 @@ def _read_single(path: Path) -> np.ndarray:
         raise ValueError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
 
 
-def _iter_file(path: Path) -> Iterator[np.ndarray]:
+def _iter_file(path: Path, buffers: Any = None) -> Iterator[np.ndarray]:
     if path.suffix.lower() in _TIFF_SUFFIXES:
         yield from _iter_tiff(path)
     else:
-        yield _read_single(path)
+        yield _read_single(path, buffers)
 
 
 def _to_gray(image: np.ndarray) -> np.ndarray:
@@ -363,7 +366,9 @@ def _to_gray(image: np.ndarray) -> np.ndarray:
     return np.tensordot(image[..., :3].astype(np.float32), _LUMA, axes=([-1], [0]))
 
 
-def iter_frames(source: StackSource, *, as_gray: bool = False) -> Iterator[StackFrame]:
+def iter_frames(
+    source: StackSource, *, as_gray: bool = False, reuse_buffer: bool = False
+) -> Iterator[StackFrame]:
     """Yield the frames of a stack one at a time, with the file each came from.
 
     Like :func:`iter_stack`, but each item is a :class:`StackFrame` (image, path, page, index),
@@ -376,6 +381,11 @@ def iter_frames(source: StackSource, *, as_gray: bool = False) -> Iterator[Stack
     as_gray : bool, optional
         Return float32 luminance ``0.2125 R + 0.7154 G + 0.0721 B`` (Rec. 709 weights), in the
         file's own units (not rescaled); a grey file gives its values as float32.
+    reuse_buffer : bool, optional
+        Decode 8-bit PNG frames into one buffer, reused for every frame: **each frame's
+        image is then valid only until the next frame is requested**. A streaming consumer
+        that is done with a frame before asking for the next (a fuser that copies it) saves
+        the memory and the page faults of a fresh frame each time.
 
     Yields
     ------
@@ -390,14 +400,20 @@ def iter_frames(source: StackSource, *, as_gray: bool = False) -> Iterator[Stack
     FileNotFoundError
         A path that does not exist.
     """
-    if not isinstance(as_gray, (bool, np.bool_)):
-        raise TypeError(f"as_gray must be a bool, got {type(as_gray).__name__} {as_gray!r}")
+    for name, flag in (("as_gray", as_gray), ("reuse_buffer", reuse_buffer)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__} {flag!r}")
     files = list_stack_files(source)
-    first: StackFrame | None = None
+    buffers = None
+    if reuse_buffer:
+        from ._png import PngBuffers
+
+        buffers = PngBuffers()
+    first: tuple[str, tuple[int, ...], np.dtype] | None = None
     index = 0
     for path in files:
         page = -1
-        for page, image in enumerate(_iter_file(path)):
+        for page, image in enumerate(_iter_file(path, buffers)):
             frame = StackFrame(image=image, path=path, page=page, index=index)
             if image.ndim not in (2, 3) or image.size == 0:
                 raise ValueError(
@@ -411,12 +427,12 @@ def iter_frames(source: StackSource, *, as_gray: bool = False) -> Iterator[Stack
                     "frames must be finite"
                 )
             if first is None:
-                first = frame
-            elif image.shape != first.image.shape or image.dtype != first.image.dtype:
+                first = (frame.describe(), image.shape, image.dtype)
+            elif image.shape != first[1] or image.dtype != first[2]:
                 raise ValueError(
                     f"{frame.describe()} has shape {image.shape} and dtype {image.dtype}, but "
-                    f"{first.describe()} has shape {first.image.shape} and dtype "
-                    f"{first.image.dtype}; all frames of a stack must match"
+                    f"{first[0]} has shape {first[1]} and dtype {first[2]}; all frames of a "
+                    "stack must match"
                 )
             if as_gray:
                 frame = StackFrame(image=_to_gray(image), path=path, page=page, index=index)

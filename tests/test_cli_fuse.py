@@ -1,4 +1,4 @@
-"""Tests for ``nanoro-optics fuse``: outputs, bad input (nothing written), prefetch, progress."""
+"""Tests for ``nanoro-optics fuse``: outputs, bad input (nothing written), hand-off, progress."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import tifffile
 from scipy import ndimage
 
 from nanoro_optics.cli import main
-from nanoro_optics.cli.fuse import _Progress, prefetch
+from nanoro_optics.cli.fuse import HandOff, _Progress
 from nanoro_optics.io import read_image, write_image
 
 
@@ -175,19 +175,19 @@ def test_empty_folder(tmp_path: Path, capsys) -> None:
 # --------------------------------------------------------------------------- prefetch / bar
 
 
-def test_prefetch_keeps_order_and_reraises_at_the_failing_item() -> None:
+def test_handoff_keeps_order_and_reraises_at_the_failing_item() -> None:
     def frames():
         yield from range(5)
         raise ValueError("frame 5 is broken")
 
     got = []
     with pytest.raises(ValueError, match="frame 5 is broken"):
-        for item in prefetch(frames()):
+        for item in HandOff(frames()):
             got.append(item)
     assert got == [0, 1, 2, 3, 4]
 
 
-def test_prefetch_reads_ahead_at_most_its_depth_and_stops_when_closed() -> None:
+def test_handoff_decodes_the_next_frame_only_once_the_current_one_is_released() -> None:
     produced = []
 
     def frames():
@@ -198,11 +198,19 @@ def test_prefetch_reads_ahead_at_most_its_depth_and_stops_when_closed() -> None:
             k += 1
 
     before = threading.active_count()
-    it = prefetch(frames(), depth=2)
+    handoff = HandOff(frames())
+    it = iter(handoff)
     assert next(it) == 0
     time.sleep(0.3)
-    # one item taken, two in the queue, one held by the blocked reader
-    assert len(produced) <= 4
+    assert produced == [0]  # frame 0 is held: its buffer is not decoded into
+    handoff.release()
+    deadline = time.time() + 5
+    while len(produced) < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert produced == [0, 1]  # one frame ahead, not more
+    assert next(it) == 1
+    assert next(it) == 2  # asking for the next frame releases the current one
     it.close()
     deadline = time.time() + 5
     while threading.active_count() > before and time.time() < deadline:

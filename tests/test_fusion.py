@@ -238,6 +238,19 @@ def test_single_frame_comes_back_as_is():
     assert (res.confidence == 0).all()
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1, 3), (257, 131, 3), (64, 96, 4)])
+def test_single_integer_frame_comes_back_from_its_pyramid_exactly(dtype, shape):
+    # no copy of the first frame is kept for 8/16-bit input: the pyramid must return it
+    top = np.iinfo(dtype).max
+    rng = np.random.default_rng(len(shape))
+    img = rng.integers(0, top, shape, endpoint=True).astype(dtype)
+    img.flat[:2] = (0, top)  # both ends of the range
+    res = fuse_stack(img[None])
+    assert res.image.dtype == dtype
+    np.testing.assert_array_equal(res.image, img)
+
+
 def test_frame_order_does_not_change_the_image(small_stack):
     frames = small_stack.frames
     perm = np.random.default_rng(0).permutation(len(frames))
@@ -502,6 +515,29 @@ def test_aligned_depth_is_nan_where_some_frames_hold_no_data():
     assert ok.mean() > 0.6
     rmse = np.sqrt(np.mean((res.depth[ok] - truth0[ok]) ** 2))
     assert rmse < 0.3  # frames; the 1024 px benchmark gives 0.14
+
+
+def test_on_copied_lets_the_caller_reuse_its_buffer_at_once(small_stack):
+    frames = small_stack.frames
+    expected = fuse_stack(frames).image
+    fuser = StackFuser()
+    calls = []
+    buffer = np.empty_like(frames[0])
+
+    def scribble() -> None:  # the caller refills its buffer while the frame is fused
+        calls.append(fuser.n_frames)
+        buffer[...] = 255 - buffer
+
+    for frame in frames:
+        buffer[...] = frame
+        fuser.add(buffer, on_copied=scribble)
+    assert calls == list(range(len(frames)))  # once per frame, before it is counted
+    np.testing.assert_array_equal(fuser.result().image, expected)
+    with pytest.raises(TypeError, match="on_copied must be callable"):
+        fuser.add(frames[0], on_copied=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="frame 7 has shape"):
+        fuser.add(frames[0][:-1], on_copied=scribble)
+    assert len(calls) == len(frames)  # not called when add refuses the frame
 
 
 def test_released_fuser_gives_the_same_result_and_takes_no_more_frames(small_stack):

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from nanoro_optics import io as nio
+from nanoro_optics._png import PngBuffers, read_png
 from nanoro_optics.io import (
     iter_frames,
     iter_stack,
@@ -364,6 +365,9 @@ def _reference_png(arr: np.ndarray, filters: list[int]) -> bytes:
     )
 
 
+_SHARED_BUFFERS = PngBuffers()
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     h=st.integers(1, 9),
@@ -384,6 +388,8 @@ def test_png_decoder_matches_reference_encoder(
     back = read_image(path)
     assert back.dtype == dtype and back.shape == arr.shape
     np.testing.assert_array_equal(back, arr)
+    # decoded into buffers shared by every example (of every size): the same pixels
+    np.testing.assert_array_equal(read_png(path, buffers=_SHARED_BUFFERS), arr)
     if dtype == np.uint8:  # and the same as Pillow's reading
         with Image.open(path) as im:
             np.testing.assert_array_equal(np.asarray(im), arr)
@@ -399,6 +405,24 @@ def test_png_decoder_every_filter_and_pixel_size(ftype, c, dtype, tmp_path: Path
     arr = arr[:, :, 0] if c == 1 else arr
     (tmp_path / "f.png").write_bytes(_reference_png(arr, [ftype]))
     np.testing.assert_array_equal(read_image(tmp_path / "f.png"), arr)
+
+
+def test_reused_buffer_frames_alias_but_each_is_right_when_yielded(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 256, (9, 13, 3)).astype(np.uint8) for _ in range(4)]
+    for k, arr in enumerate(frames):
+        (tmp_path / f"f{k}.png").write_bytes(_reference_png(arr, [k % 5, 4]))
+    got = []
+    for frame in nio.iter_frames(tmp_path, reuse_buffer=True):
+        np.testing.assert_array_equal(frame.image, frames[frame.index])
+        got.append(frame.image)
+    # one buffer for every frame: what was yielded first now shows the last frame
+    assert all(np.shares_memory(got[0], g) for g in got[1:])
+    np.testing.assert_array_equal(got[0], frames[-1])
+    fresh = [f.image for f in nio.iter_frames(tmp_path)]
+    assert not np.shares_memory(fresh[0], fresh[1])
+    with pytest.raises(TypeError, match="reuse_buffer must be a bool"):
+        next(nio.iter_frames(tmp_path, reuse_buffer=1))  # type: ignore[arg-type]
 
 
 def test_png_decoder_without_imagecodecs_uses_zlib(tmp_path: Path, monkeypatch) -> None:

@@ -1,10 +1,11 @@
 """``nanoro-optics fuse``: fuse a focus stack from image files into one sharp image.
 
-Frames are decoded in a background thread (a bounded queue of one frame) while the fuser
-folds the previous frame in, so decoding and fusing overlap on two cores and at most three
-frames are in memory. Nothing is written unless the whole stack fused: a bad frame (different
-shape or dtype, NaN pixels, an unreadable or truncated file) stops the run with an error that
-names the file, and the output is not touched.
+Frames are decoded in a background thread into one reused buffer: as soon as the fuser has
+copied frame ``k`` the thread decodes frame ``k + 1`` into it while the fuser folds frame
+``k`` in, so decoding and fusing overlap on two cores with a single decoded frame in memory.
+Nothing is written unless the whole stack fused: a bad frame (different shape or dtype, NaN
+pixels, an unreadable or truncated file) stops the run with an error that names the file,
+and the output is not touched.
 """
 
 from __future__ import annotations
@@ -21,11 +22,6 @@ from typing import Any, TextIO
 
 COMMAND = "fuse"
 HELP = "Fuse a focus stack (image files, a folder, a multi-page TIFF) into one sharp image."
-
-#: Frames decoded ahead of the fuser: decoding a PNG frame takes about half as long as
-#: fusing it, so one is enough; in memory are this many, the one being decoded and the one
-#: being fused.
-QUEUE_FRAMES = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,50 +70,71 @@ class _End:
     """Marks the end of the frames in the queue."""
 
 
-def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
+class HandOff:
+    """Decode frames in a background thread, one ahead of the consumer, into one buffer.
 
+    The thread decodes the next frame as soon as the consumer calls :meth:`release` for the
+    current one (or asks for the next), so a consumer that copies each frame first and then
+    works on its copy (``StackFuser.add(image, on_copied=handoff.release)``) overlaps the
+    decoding of frame ``k + 1`` with its work on frame ``k``, and only one decoded frame is
+    ever in memory. ``frames`` may therefore reuse its buffer from frame to frame
+    (``iter_frames(..., reuse_buffer=True)``).
 
-def _reader(frames: Iterator[Any], q: queue.Queue[Any], stop: threading.Event) -> None:
-    """Decode frames into ``q``; an exception is passed on to the consumer as an item."""
-    try:
-        for frame in frames:
-            if not _put(q, frame, stop):
-                return
-        _put(q, _End(), stop)
-    except BaseException as exc:  # handed to the main thread, which re-raises it
-        _put(q, exc, stop)
-
-
-def prefetch(frames: Iterator[Any], *, depth: int = QUEUE_FRAMES) -> Iterator[Any]:
-    """Iterate ``frames`` with a background thread that decodes up to ``depth`` items ahead.
-
-    Exceptions raised while decoding are re-raised here, in the caller's thread, at the
-    position of the frame that failed. Closing the iterator (or an exception in the caller)
-    stops the thread.
+    Exceptions raised while decoding are re-raised in the consumer's thread, at the position
+    of the frame that failed. Closing the iterator (or leaving a ``for`` loop over it by an
+    exception) stops the thread.
     """
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    thread = threading.Thread(target=_reader, args=(frames, q, stop), daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if isinstance(item, _End):
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-            item = None  # do not hold the frame while waiting for the next one
-    finally:
-        stop.set()
-        thread.join(timeout=5.0)
+
+    def __init__(self, frames: Iterator[Any]) -> None:
+        self._frames = frames
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._free = threading.Semaphore(1)  # the buffer may be decoded into
+        self._held = False  # the consumer holds a frame it has not released
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._free.acquire()
+                if self._stop.is_set():
+                    return
+                try:
+                    item = next(self._frames)
+                except StopIteration:
+                    self._queue.put(_End())
+                    return
+                self._queue.put(item)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._queue.put(exc)
+
+    def release(self) -> None:
+        """Say the consumer is done with the current frame: decode the next one now."""
+        if self._held:
+            self._held = False
+            self._free.release()
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            while True:
+                self.release()
+                item = self._queue.get()
+                if isinstance(item, _End):
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                self._held = True
+                yield item
+                item = None  # do not hold the frame while waiting for the next one
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the decoding thread (it finishes the frame it is decoding, if any)."""
+        self._stop.set()
+        self._free.release()
+        self._thread.join(timeout=5.0)
 
 
 class _Progress:
@@ -207,17 +224,19 @@ def run(args: argparse.Namespace) -> int:
     progress = _Progress(None if tiffs else len(files), sys.stderr, not args.quiet)
     t0 = time.perf_counter()
     fuser = StackFuser(align=args.align)
+    handoff = HandOff(nio.iter_frames(files, reuse_buffer=True))
     try:
-        for frame in prefetch(nio.iter_frames(files)):
+        for frame in handoff:
             z = None if args.z_step_um is None else frame.index * args.z_step_um
             try:
-                fuser.add(frame.image, z_um=z)
+                fuser.add(frame.image, z_um=z, on_copied=handoff.release)
             except (ValueError, TypeError) as exc:
                 where = frame.path if frame.page == 0 else f"{frame.path}, page {frame.page}"
                 raise type(exc)(f"{where}: {exc}") from exc
             progress.update(fuser.n_frames)
-            del frame  # the fuser holds its own copy: let this frame go before the next
+            del frame  # its buffer is refilled with the next frame
     finally:
+        handoff.close()
         progress.close()
     result = fuser.result(release=True)
     bbox = fuser.valid_bbox

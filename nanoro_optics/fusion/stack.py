@@ -229,9 +229,7 @@ class StackFuser:
         if frame.dtype not in (np.uint8, np.uint16, np.float32):
             # other integer types go through float32 (exact below 2**24)
             frame = frame.astype(np.float32)
-        if frame.ndim == 3 and frame.shape[2] > 1:
-            return frame  # copied into the planar buffer, whatever its strides
-        return np.ascontiguousarray(frame)
+        return frame  # copied into the planar buffer, whatever its strides
 
     def _kern(self) -> Any:
         if self._kernels is None:
@@ -289,12 +287,19 @@ class StackFuser:
         # per-frame work buffers, reused so that no frame pays for fresh pages
         self._gbuf = [np.empty((c, hh, ww), np.float32) for hh, ww in shapes[1:]]
         self._rbuf = [np.empty((hh, ww), np.float32) for hh, ww in shapes[1:]]
-        # level 0 is read planar: colour frames are copied into this buffer, grey ones viewed
-        self._plane = np.empty((c, h, w), frame3.dtype) if c > 1 else None
+        # level 0 is read planar: every frame is first copied into this buffer, after which
+        # the caller may reuse its own (``add(..., on_copied=...)``)
+        self._plane: np.ndarray | None = np.empty((c, h, w), frame3.dtype)
         self._dummy2 = np.zeros((1, 1), np.float32)
         self._dummy3 = np.zeros((c, 1, 1), np.float32)
 
-    def add(self, frame: Any, *, z_um: float | None = None) -> None:
+    def add(
+        self,
+        frame: Any,
+        *,
+        z_um: float | None = None,
+        on_copied: Callable[[], None] | None = None,
+    ) -> None:
         """Fuse one more frame into the result.
 
         Parameters
@@ -303,6 +308,11 @@ class StackFuser:
             The next frame, same shape and dtype as the first one.
         z_um : float, optional
             Its z position in um (then every frame needs one, strictly monotonic).
+        on_copied : callable, optional
+            Called with no argument as soon as the fuser holds its own copy of ``frame``,
+            before the fusing itself (most of the time of ``add``). A camera or decoding
+            loop can then refill the frame's buffer while the frame is fused, instead of
+            keeping a second buffer. Not called when ``add`` raises.
 
         Raises
         ------
@@ -313,6 +323,8 @@ class StackFuser:
         """
         if self._released:
             raise RuntimeError("this StackFuser was released by result(release=True)")
+        if on_copied is not None and not callable(on_copied):
+            raise TypeError(f"on_copied must be callable, got {type(on_copied).__name__}")
         raw = frame
         frame = self._check_frame(frame)
         self._take_z(z_um)
@@ -324,27 +336,30 @@ class StackFuser:
                 from .align import FrameAligner
 
                 self._aligner = FrameAligner()
-            frame = np.ascontiguousarray(self._aligner.add(frame))
+            frame = self._aligner.add(frame)
         frame3 = frame if frame.ndim == 3 else frame[:, :, None]
         if self._n == 0:
             self._allocate(frame3)
-            self._first = np.array(raw, copy=True)
+            if self._dtype not in (np.uint8, np.uint16):
+                # float32 rounding would change other dtypes; 8- and 16-bit frames come
+                # back from their pyramid exactly, so they need no copy of a large frame
+                self._first = np.array(raw, copy=True)
         elif self._first is not None:
             self._first = None  # only a single-frame stack comes back as is
-        self._fold(frame3)
+        assert self._plane is not None
+        self._kern().to_planar(frame3, self._plane)
+        if on_copied is not None:
+            on_copied()
+        self._fold()
         self._n += 1
 
-    def _fold(self, frame3: np.ndarray) -> None:
+    def _fold(self) -> None:
         kern = self._kern()
         rule = self.rule
         hard = rule.sharpness is None
         power = 1 if rule.sharpness is None else int(rule.sharpness)
         radius = rule.window_px // 2
-        if self._plane is not None:
-            kern.to_planar(frame3, self._plane)
-            g = self._plane
-        else:
-            g = np.ascontiguousarray(frame3.reshape((1, *frame3.shape[:2])))
+        g: np.ndarray = self._plane  # type: ignore[assignment]
         inherited = self._dummy2
         for lev in range(self.levels):
             top = lev == self.levels - 1
