@@ -187,7 +187,7 @@ def test_collapse_rejects_mismatched_levels():
 QUANT_HALF_STEP = 0.5 / 128.0
 
 
-@pytest.mark.parametrize("sharpness", [4, 1, None])
+@pytest.mark.parametrize("sharpness", [4, 1, 3, 64, None])
 @pytest.mark.parametrize("grey", [False, True])
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
 def test_streaming_fusion_matches_reference(small_stack, sharpness, grey, dtype):

@@ -42,6 +42,20 @@ def _refl(i, n):
 
 
 @njit()
+def _root(x, p):
+    """``x ** (1 / p)`` for ``x`` in ``[1, 2]``: square roots for a power of two ``p``."""
+    if p == 1:
+        return x
+    q = p
+    while q % 2 == 0:
+        x = np.sqrt(x)
+        q //= 2
+    if q == 1:
+        return x
+    return x ** np.float32(1.0 / q)
+
+
+@njit()
 def _pw(x, p):
     """``x ** p`` for a small non-negative integer ``p`` without a pow call."""
     if p == 4:
@@ -256,8 +270,7 @@ def _fuse_band(
     gn,
     inherited,
     acc,
-    wsum,
-    wmax,
+    wnorm,
     reduced_out,
     act_out,
     lum,
@@ -346,7 +359,7 @@ def _fuse_band(
         if hard:
             for j in range(w):
                 a = abuf[t, j]
-                m = wmax[r, j]
+                m = wnorm[r, j]
                 take = a > m
                 if a == m:
                     for c in range(nc):
@@ -355,7 +368,7 @@ def _fuse_band(
                             take = lbuf[c, lq, j] > old
                             break
                 if take:
-                    wmax[r, j] = a
+                    wnorm[r, j] = a
                     for c in range(nc):
                         if quant:
                             acc[c, r, j] = np.rint(lbuf[c, lq, j] * qscale)
@@ -363,15 +376,15 @@ def _fuse_band(
                             acc[c, r, j] = lbuf[c, lq, j]
         else:
             for j in range(w):
+                # wnorm is the p-norm of the activities so far, (sum a_k ** p) ** (1 / p):
+                # it has the range of one activity (no overflow for any p), and the new
+                # frame's weight in the mean is a ** p / sum(a_k ** p) = (a / norm) ** p
                 a = abuf[t, j]
-                m = wmax[r, j]
+                m = wnorm[r, j]
                 mx = max(a, m)
-                wg = _pw(a / mx, power)
-                sc = _pw(m / mx, power)
-                tot = wsum[r, j] * sc + wg
-                wsum[r, j] = tot
-                wmax[r, j] = mx
-                scb[j] = wg / tot  # the new coefficient's share of the mean
+                norm = mx * _root(np.float32(1.0) + _pw(min(a, m) / mx, power), power)
+                wnorm[r, j] = norm
+                scb[j] = _pw(a / norm, power)  # the new coefficient's share of the mean
             for c in range(nc):
                 for j in range(w):
                     if quant:
@@ -404,8 +417,7 @@ def fuse_level(
     gn,
     inherited,
     acc,
-    wsum,
-    wmax,
+    wnorm,
     reduced_out,
     act_out,
     lum,
@@ -428,12 +440,14 @@ def fuse_level(
         This frame's next Gaussian level ``G_{k+1}`` (a placeholder when ``top``).
     inherited : (H, W) or (1, 1) float32
         Activity handed down from the finer level; a (1, 1) placeholder at level 0.
-    acc, wsum, wmax : (C, H, W), (H, W), (H, W)
+    acc, wnorm : (C, H, W), (H, W)
         Running weighted mean of the coefficients (float32, or int16 fixed point when
-        ``quant``), sum of weights and the largest activity seen (float32), which is the
-        reference of the weights: weights are ``(a / wmax) ** power``, and the sum is
-        rescaled when a larger activity arrives, as in an online softmax. ``wsum`` is a
-        (1, 1) placeholder with the hard rule.
+        ``quant``) and, float32, the norm of the activities seen: their maximum with the hard
+        rule, their ``power``-norm ``(sum a_k ** power) ** (1 / power)`` with the soft one,
+        whose weights ``a_k ** power`` it normalises (frame ``k``'s share of the mean when it
+        arrives is ``(a_k / norm_k) ** power``). One map holds what a sum of weights and a
+        maximum to rescale it by would; the norm has the range of one activity, so it
+        neither overflows nor underflows for any ``power``.
     reduced_out : (ceil(H/2), ceil(W/2)) float32
         Receives this level's activity filtered by ``[1, 2, 1] / 4`` along each axis and
         decimated (the next level's ``inherited``) when ``write_reduced``.
@@ -469,8 +483,7 @@ def fuse_level(
             gn,
             inherited,
             acc,
-            wsum,
-            wmax,
+            wnorm,
             reduced_out,
             act_out,
             lum,

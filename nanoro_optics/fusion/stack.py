@@ -260,8 +260,7 @@ class StackFuser:
         n_levels = self._levels_opt if self._levels_opt is not None else auto_levels((h, w))
         self.levels = n_levels
         self._acc: list[np.ndarray] = []
-        self._wsum: list[np.ndarray] = []
-        self._wmax: list[np.ndarray] = []
+        self._wnorm: list[np.ndarray] = []
         shapes = []
         hh, ww = h, w
         for _ in range(n_levels):
@@ -273,11 +272,9 @@ class StackFuser:
         self._quant = self._dtype == np.uint8
         self._qscale = _QSCALE_UINT8 if self._quant else 1.0
         acc_dtype = np.int16 if self._quant else np.float32
-        soft = self.rule.sharpness is not None
         for hh, ww in shapes:
             self._acc.append(np.zeros((c, hh, ww), acc_dtype))
-            self._wsum.append(np.zeros((hh, ww) if soft else (1, 1), np.float32))
-            self._wmax.append(np.zeros((hh, ww), np.float32))
+            self._wnorm.append(np.zeros((hh, ww), np.float32))
         self._depth_level = min(1, n_levels - 1)
         self._act = np.empty(shapes[self._depth_level], np.float32)
         self._tracker = DepthTracker(shapes[self._depth_level], self._depth_level, (h, w))
@@ -376,8 +373,7 @@ class StackFuser:
                 gn,
                 inherited,
                 self._acc[lev],
-                self._wsum[lev],
-                self._wmax[lev],
+                self._wnorm[lev],
                 reduced,
                 self._act if want_act else self._dummy2,
                 self._lum,
@@ -443,7 +439,7 @@ class StackFuser:
         assert self._dtype is not None and self._shape is not None
         if release:  # the collapse needs only the fused means; free the rest before it
             self._released = True
-            self._wsum, self._wmax, self._gbuf, self._rbuf = [], [], [], []
+            self._wnorm, self._gbuf, self._rbuf = [], [], []
             self._plane = None
         if self._n == 1 and self._first is not None:
             image = self._first.copy()
