@@ -415,6 +415,55 @@ def test_memory_does_not_grow_with_the_number_of_frames():
     assert large < 1.1 * small, (small, large)
 
 
+def test_reserve_gives_the_same_result_and_fixes_shape_and_dtype(small_stack):
+    frames = small_stack.frames
+    fuser = StackFuser(sharpness=None)
+    fuser.reserve(frames.shape[1:], np.uint8)
+    assert fuser.n_frames == 0
+    for f in frames:
+        fuser.add(f)
+    np.testing.assert_array_equal(fuser.result().image, fuse_stack(frames, sharpness=None).image)
+    reserved = StackFuser()
+    reserved.reserve(frames.shape[1:], "uint8")
+    with pytest.raises(ValueError, match=r"frame 0 has shape .* \(the shape of reserve\(\)\)"):
+        reserved.add(frames[0][:, :-1])
+    with pytest.raises(TypeError, match=r"frame 0 has dtype uint16.*reserve\(\)"):
+        reserved.add(frames[0].astype(np.uint16))
+    with pytest.raises(ValueError, match="must come before the first frame"):
+        fuser.reserve(frames.shape[1:], np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "error", "match"),
+    [
+        ((5,), np.uint8, ValueError, "shape must be"),
+        ((4, 0), np.uint8, ValueError, "shape must be"),
+        ((4, 4, 17), np.uint8, ValueError, "1 to 16 channels"),
+        ((4.5, 4), np.uint8, TypeError, "sequence of ints"),
+        ((4, 4), np.bool_, TypeError, "integer or float"),
+        ((4, 4), "no-such-type", TypeError, "numpy dtype"),
+    ],
+)
+def test_reserve_refuses_what_is_not_a_frame(shape, dtype, error, match):
+    with pytest.raises(error, match=match):
+        StackFuser().reserve(shape, dtype)
+
+
+def test_depth_tracker_widens_its_frame_index_before_it_overflows():
+    from nanoro_optics.fusion.depth import DepthTracker
+
+    tracker = DepthTracker((2, 3), 0, (2, 3))
+    act = np.ones((2, 3), np.float32)
+    tracker.update(act)
+    assert tracker.idx.dtype == np.uint16
+    tracker.count = 65535  # as after 65535 frames
+    tracker.update(np.full((2, 3), 2.0, np.float32))
+    assert tracker.idx.dtype == np.int32
+    assert (tracker.idx == 65535).all()
+    tracker.update(np.full((2, 3), 3.0, np.float32))
+    assert (tracker.idx == 65536).all()
+
+
 # --------------------------------------------------------------------------------------
 # bad input
 # --------------------------------------------------------------------------------------

@@ -520,7 +520,8 @@ def depth_update(act, k, prev, best, idx, before, after, amin):
 
     Frames are assumed to arrive in focus order. ``before``/``after`` hold the activity of
     frames ``idx - 1``/``idx + 1`` (NaN while unknown), ``prev`` the previous frame's
-    activity and ``amin`` the smallest activity seen.
+    activity (read only: the caller keeps ``act`` as the next ``prev``) and ``amin`` the
+    smallest activity seen.
     """
     h, w = act.shape
     nan = np.float32(np.nan)
@@ -543,7 +544,6 @@ def depth_update(act, k, prev, best, idx, before, after, amin):
                     after[r, j] = a
                 if a < amin[r, j]:
                     amin[r, j] = a
-            prev[r, j] = a
 
 
 @njit(parallel=True)

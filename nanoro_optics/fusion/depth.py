@@ -3,7 +3,7 @@
 The tracker reads the fuser's activity (local energy of the Laplacian luminance, see
 :mod:`.rule`) on one pyramid level and keeps, per pixel, the largest activity, the index of
 the frame that had it, the activities of its two neighbouring frames and the smallest
-activity seen: five small maps, whatever the number of frames.
+activity seen: five small maps and the index map, whatever the number of frames.
 
 Sub-frame estimate: with ``y = log(activity)`` at frames ``k - 1, k, k + 1`` around the best
 frame ``k``, the offset is the vertex of the parabola through the three points,
@@ -109,16 +109,28 @@ class DepthTracker:
         self.full_shape = full_shape
         self.prev = np.zeros(shape, np.float32)
         self.best = np.zeros(shape, np.float32)
-        self.idx = np.zeros(shape, np.int32)
+        # frame indices as uint16 (half the memory of int32) until a stack outgrows it
+        self.idx: np.ndarray = np.zeros(shape, np.uint16)
         self.before = np.full(shape, np.nan, np.float32)
         self.after = np.full(shape, np.nan, np.float32)
         self.amin = np.zeros(shape, np.float32)
         self.count = 0
 
-    def update(self, activity: np.ndarray) -> None:
-        """Fold the activity map of the next frame in."""
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """Return the maps the tracker keeps (for callers that map their memory in early)."""
+        return self.prev, self.best, self.idx, self.before, self.after, self.amin
+
+    def update(self, activity: np.ndarray) -> np.ndarray:
+        """Fold the activity map of the next frame in.
+
+        The tracker keeps ``activity`` itself as the previous frame's map (no copy) and
+        returns the map it held before, which the caller may overwrite with the next frame's
+        activity.
+        """
         from . import _kernels
 
+        if self.count >= np.iinfo(self.idx.dtype).max:
+            self.idx = self.idx.astype(np.int32 if self.idx.dtype == np.uint16 else np.int64)
         _kernels.depth_update(
             activity,
             self.count,
@@ -130,6 +142,8 @@ class DepthTracker:
             self.amin,
         )
         self.count += 1
+        spare, self.prev = self.prev, activity
+        return spare
 
     def finish(
         self, *, z_um: Sequence[float] | np.ndarray | None, min_confidence: float

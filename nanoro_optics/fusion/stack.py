@@ -17,6 +17,8 @@ References
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -172,6 +174,8 @@ class StackFuser:
         self._shape: tuple[int, ...] | None = None
         self._dtype: np.dtype | None = None
         self._first: np.ndarray | None = None
+        self._shape_source = "frame 0"
+        self._allocated = False
         self._kernels: Any = None
         self._released = False
 
@@ -208,12 +212,12 @@ class StackFuser:
             if frame.shape != self._shape:
                 raise ValueError(
                     f"frame {k} has shape {frame.shape}, expected {self._shape} "
-                    "(the shape of frame 0)"
+                    f"(the shape of {self._shape_source})"
                 )
             if frame.dtype != self._dtype:
                 raise TypeError(
                     f"frame {k} has dtype {frame.dtype}, expected {self._dtype} "
-                    "(the dtype of frame 0)"
+                    f"(the dtype of {self._shape_source})"
                 )
         self._in_dtype = frame.dtype
         if frame.dtype.kind == "f":
@@ -255,8 +259,77 @@ class StackFuser:
         _check_monotonic(np.asarray(zs), "z_um")
         self._z_frames.append(z)
 
-    def _allocate(self, frame3: np.ndarray) -> None:
-        h, w, c = frame3.shape
+    @staticmethod
+    def _work_dtype(dtype: np.dtype) -> np.dtype:
+        """Return the dtype frames are fused in: uint8 and uint16 as given, else float32."""
+        return dtype if dtype in (np.uint8, np.uint16) else np.dtype(np.float32)
+
+    def reserve(self, shape: Sequence[int], dtype: Any) -> None:
+        """Allocate the working memory for frames of ``shape`` and ``dtype`` before the first.
+
+        Otherwise the first :meth:`add` pays for it: at 12 MP about 0.4 GB of new memory,
+        whose pages the system maps in as they are first written (half a second on a
+        virtual machine), plus loading the compiled kernels. An acquisition loop can call
+        this while the stage moves to the first position; the CLI calls it while the first
+        frame is being decoded. Every frame added afterwards must have this shape and dtype.
+
+        Parameters
+        ----------
+        shape : sequence of int
+            ``(H, W)`` or ``(H, W, C)`` of the frames.
+        dtype : numpy dtype or type
+            Their dtype (integers or floats).
+
+        Raises
+        ------
+        ValueError
+            A shape that is not a frame's, or frames were already added or reserved for.
+        TypeError
+            A dtype that is not numeric.
+        """
+        if self._released:
+            raise RuntimeError("this StackFuser was released by result(release=True)")
+        if self._shape is not None:
+            raise ValueError(
+                f"reserve() must come before the first frame; this fuser already has frames "
+                f"of shape {self._shape}"
+            )
+        try:
+            dims = tuple(operator.index(v) for v in shape)
+        except TypeError as exc:
+            raise TypeError(f"shape must be a sequence of ints, got {shape!r}") from exc
+        if len(dims) not in (2, 3) or min(dims) < 1 or (len(dims) == 3 and dims[2] > 16):
+            raise ValueError(
+                f"shape must be (rows, cols) or (rows, cols, channels) with 1 to 16 channels, "
+                f"all >= 1, got {dims}"
+            )
+        try:
+            kind = np.dtype(dtype)
+        except TypeError as exc:
+            raise TypeError(f"dtype must be a numpy dtype, got {dtype!r}") from exc
+        if kind.kind not in "uif":
+            raise TypeError(f"dtype must be an integer or float type, got {kind}")
+        self._shape, self._dtype, self._shape_source = dims, kind, "reserve()"
+        c = dims[2] if len(dims) == 3 else 1
+        work = self._work_dtype(kind)
+        # load the kernels for these types on a tiny frame (the first add would otherwise)
+        warm = StackFuser(levels=2, **self._rule_options())
+        tiny = np.zeros((8, 8, c), work)
+        warm.add(tiny)
+        warm.add(tiny)
+        warm.result(release=True)
+        self._allocate(dims[0], dims[1], c, work)
+        for arrays in (self._acc, self._wnorm, self._gbuf, self._rbuf):
+            for arr in arrays:
+                arr[...] = 0  # map the pages in now (numpy releases the GIL for this)
+        for arr in (self._act, self._plane, *self._tracker.arrays()):
+            arr[...] = 0
+
+    def _rule_options(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.rule)
+
+    def _allocate(self, h: int, w: int, c: int, work_dtype: np.dtype) -> None:
+        self._allocated = True
         n_levels = self._levels_opt if self._levels_opt is not None else auto_levels((h, w))
         self.levels = n_levels
         self._acc: list[np.ndarray] = []
@@ -286,7 +359,7 @@ class StackFuser:
         self._rbuf = [np.empty((hh, ww), np.float32) for hh, ww in shapes[1:]]
         # level 0 is read planar: every frame is first copied into this buffer, after which
         # the caller may reuse its own (``add(..., on_copied=...)``)
-        self._plane: np.ndarray | None = np.empty((c, h, w), frame3.dtype)
+        self._plane: np.ndarray | None = np.empty((c, h, w), work_dtype)
         self._dummy2 = np.zeros((1, 1), np.float32)
         self._dummy3 = np.zeros((c, 1, 1), np.float32)
 
@@ -336,7 +409,9 @@ class StackFuser:
             frame = self._aligner.add(frame)
         frame3 = frame if frame.ndim == 3 else frame[:, :, None]
         if self._n == 0:
-            self._allocate(frame3)
+            if not self._allocated:
+                h, w, c = frame3.shape
+                self._allocate(h, w, c, frame3.dtype)
             if self._dtype not in (np.uint8, np.uint16):
                 # float32 rounding would change other dtypes; 8- and 16-bit frames come
                 # back from their pyramid exactly, so they need no copy of a large frame
@@ -389,7 +464,7 @@ class StackFuser:
                 np.float32(self._qscale),
             )
             if want_act:
-                self._tracker.update(self._act)
+                self._act = self._tracker.update(self._act)
             g = gn
             inherited = reduced
 
