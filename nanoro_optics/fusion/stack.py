@@ -319,11 +319,10 @@ class StackFuser:
         warm.add(tiny)
         warm.result(release=True)
         self._allocate(dims[0], dims[1], c, work)
-        for arrays in (self._acc, self._wnorm, self._gbuf, self._rbuf):
-            for arr in arrays:
-                arr[...] = 0  # map the pages in now (numpy releases the GIL for this)
-        for arr in (self._act, self._plane, *self._tracker.arrays()):
-            arr[...] = 0
+        assert self._plane is not None
+        maps: list[np.ndarray] = [*self._acc, *self._wnorm, *self._gbuf, *self._rbuf]
+        for arr in (*maps, self._act, self._plane, *self._tracker.arrays()):
+            arr[...] = 0  # map the pages in now (numpy releases the GIL for this)
 
     def _rule_options(self) -> dict[str, Any]:
         return dataclasses.asdict(self.rule)
