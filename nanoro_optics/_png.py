@@ -43,18 +43,12 @@ class PngBuffers:
 
     def __init__(self) -> None:
         self._file = bytearray()
-        self._data = bytearray()
         self._raw = np.empty(0, dtype=np.uint8)
 
     def file(self, size: int) -> bytearray:
         if len(self._file) < size:
             self._file = bytearray(size)
         return self._file
-
-    def data(self, size: int) -> bytearray:
-        if len(self._data) < size:
-            self._data = bytearray(size)
-        return self._data
 
     def raw(self, size: int) -> np.ndarray:
         if self._raw.size < size:
@@ -120,7 +114,7 @@ def read_png(path: Path, *, buffers: PngBuffers | None = None) -> np.ndarray | N
     if colour not in _CHANNELS or depth not in (8, 16) or interlace or width < 1 or height < 1:
         return None
     channels = _CHANNELS[colour]
-    idat = []
+    idat: list[tuple[int, int]] = []
     pos = 8
     while True:
         if pos + 12 > len(blob):
@@ -135,7 +129,7 @@ def read_png(path: Path, *, buffers: PngBuffers | None = None) -> np.ndarray | N
         if zlib.crc32(body, zlib.crc32(kind)) & 0xFFFFFFFF != crc:
             raise ValueError(f"cannot read {path}: corrupt PNG (bad CRC in chunk {kind!r})")
         if kind == b"IDAT":
-            idat.append(body)
+            idat.append((pos + 8, length))
         elif kind == b"eXIf":
             return None  # Pillow applies the orientation it may carry
         elif kind == b"IEND":
@@ -143,15 +137,21 @@ def read_png(path: Path, *, buffers: PngBuffers | None = None) -> np.ndarray | N
         pos = end
     bpp = channels * depth // 8
     stride = 1 + width * bpp
-    if len(idat) == 1:
-        stream: Any = idat[0]
+    start = idat[0][0] if idat else 0
+    total = sum(length for _, length in idat)
+    if len(idat) <= 1:
+        stream: Any = blob[start : start + total]
+    elif buffers is not None:
+        # the file is in our own buffer: move the chunks' data together in place, which
+        # spares a second buffer the size of the file (CRCs were checked above)
+        arr = np.frombuffer(blob, dtype=np.uint8)
+        at = start
+        for offset, length in idat:
+            arr[at : at + length] = arr[offset : offset + length]
+            at += length
+        stream = blob[start : start + total]
     else:
-        total = sum(len(chunk) for chunk in idat)
-        stream = memoryview(buffers.data(total))[:total] if buffers else bytearray(total)
-        at = 0
-        for chunk in idat:
-            stream[at : at + len(chunk)] = chunk
-            at += len(chunk)
+        stream = b"".join(blob[offset : offset + length] for offset, length in idat)
     data = _inflate(stream, height * stride, path, buffers).reshape(height, stride)
     from ._png_kernels import unfilter
 

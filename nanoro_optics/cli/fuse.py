@@ -131,10 +131,14 @@ class HandOff:
             self.close()
 
     def close(self) -> None:
-        """Stop the decoding thread (it finishes the frame it is decoding, if any)."""
+        """Stop the decoding thread and close ``frames`` (which frees its buffers)."""
         self._stop.set()
         self._free.release()
         self._thread.join(timeout=5.0)
+        if not self._thread.is_alive():
+            close = getattr(self._frames, "close", None)
+            if close is not None:
+                close()
 
 
 class _Progress:

@@ -79,8 +79,8 @@ def _pw(x, p):
 # REDUCE and EXPAND
 # ---------------------------------------------------------------------------------------
 @njit()
-def _reduce_row(src, interleaved, dst, i, tmp):
-    """Row ``i`` of every channel of REDUCE(src) into planar ``dst``."""
+def _reduce_row(src, interleaved, dst, i, tmp, gain, to_int):
+    """Row ``i`` of every channel of ``gain * REDUCE(src)`` into planar ``dst``."""
     if interleaved:
         h, w, nc = src.shape
     else:
@@ -111,35 +111,39 @@ def _reduce_row(src, interleaved, dst, i, tmp):
                     + f4 * (np.float32(src[c, r1, j]) + np.float32(src[c, r3, j]))
                     + f6 * np.float32(src[c, r2, j])
                 )
+        k = k16 * k16 * gain
         for jo in range(1, wo - 1):
             j = 2 * jo
-            dst[c, i, jo] = (
-                tmp[j - 2] + tmp[j + 2] + f4 * (tmp[j - 1] + tmp[j + 1]) + f6 * tmp[j]
-            ) * (k16 * k16)
+            v = (tmp[j - 2] + tmp[j + 2] + f4 * (tmp[j - 1] + tmp[j + 1]) + f6 * tmp[j]) * k
+            dst[c, i, jo] = np.rint(v) if to_int else v
         for jo in (0, wo - 1):
             if jo < 0:
                 continue
             j = 2 * jo
-            dst[c, i, jo] = (
+            v = (
                 tmp[_refl(j - 2, w)]
                 + tmp[_refl(j + 2, w)]
                 + f4 * (tmp[_refl(j - 1, w)] + tmp[_refl(j + 1, w)])
                 + f6 * tmp[j]
-            ) * (k16 * k16)
+            ) * k
+            dst[c, i, jo] = np.rint(v) if to_int else v
 
 
 @njit(parallel=True)
-def reduce_level(src, interleaved, dst):
+def reduce_level(src, interleaved, dst, gain, to_int):
     """Burt-Adelson REDUCE: 5-tap binomial blur, then every other row and column.
 
     ``src`` is ``(H, W, C)`` when ``interleaved``, else planar ``(C, H, W)``, of any real
-    dtype; ``dst`` is planar float32 ``(C, ceil(H/2), ceil(W/2))``.
+    dtype; ``dst`` is planar ``(C, ceil(H/2), ceil(W/2))`` and receives ``gain`` times the
+    result: float32, or (``to_int``) an integer type, then rounded half to even (the fuser's
+    fixed-point Gaussian levels).
     """
     ho = dst.shape[1]
     w = src.shape[1] if interleaved else src.shape[2]
+    g = np.float32(gain)
     for i in prange(ho):
         tmp = np.empty(w, dtype=np.float32)
-        _reduce_row(src, interleaved, dst, i, tmp)
+        _reduce_row(src, interleaved, dst, i, tmp, g, to_int)
 
 
 @njit()
@@ -160,12 +164,12 @@ def _expand_row(gc, r, out_w, vtmp, out):
         b = _refl(n, hg)
         d = _refl(n + 1, hg)
         for j in range(wg):
-            vtmp[j] = (gc[a, j] + gc[d, j] + f6 * gc[b, j]) * k8
+            vtmp[j] = (np.float32(gc[a, j]) + np.float32(gc[d, j]) + f6 * np.float32(gc[b, j])) * k8
     else:
         b = _refl(n, hg)
         d = _refl(n + 1, hg)
         for j in range(wg):
-            vtmp[j] = (gc[b, j] + gc[d, j]) * half
+            vtmp[j] = (np.float32(gc[b, j]) + np.float32(gc[d, j])) * half
     for m in range(1, wg - 1):
         out[2 * m] = (vtmp[m - 1] + vtmp[m + 1] + f6 * vtmp[m]) * k8
         out[2 * m + 1] = (vtmp[m] + vtmp[m + 1]) * half
@@ -285,6 +289,8 @@ def _fuse_band(
     has_inh,
     quant,
     qscale,
+    g_scale,
+    gn_scale,
 ):
     """One band of rows of :func:`fuse_level` (the parallel loop's body)."""
     nc, h, w = acc.shape
@@ -310,7 +316,7 @@ def _fuse_band(
         if top:
             for c in range(nc):
                 for j in range(w):
-                    lbuf[c, q, j] = np.float32(g[c, rr, j])
+                    lbuf[c, q, j] = np.float32(g[c, rr, j]) * g_scale
             continue
         for j in range(w):
             ybuf[j] = np.float32(0.0)
@@ -318,7 +324,7 @@ def _fuse_band(
             _expand_row(gn[c], rr, w, vtmp, erow)
             lc = lum[c]
             for j in range(w):
-                v = np.float32(g[c, rr, j]) - erow[j]
+                v = np.float32(g[c, rr, j]) * g_scale - erow[j] * gn_scale
                 lbuf[c, q, j] = v
                 ybuf[j] += lc * v
         # squared luminance, mirrored by rad samples at both ends, then a box sum
@@ -431,12 +437,14 @@ def fuse_level(
     write_reduced,
     quant,
     qscale,
+    g_scale,
+    gn_scale,
 ):
     """Fold one frame's Laplacian level into the running fused level.
 
     g : (C, H, W) planar, the frame's dtype at level 0, else float32
         This frame's Gaussian level ``G_k``.
-    gn : (C, H', W') float32
+    gn : (C, H', W') float32, or int16 (see ``gn_scale``)
         This frame's next Gaussian level ``G_{k+1}`` (a placeholder when ``top``).
     inherited : (H, W) or (1, 1) float32
         Activity handed down from the finer level; a (1, 1) placeholder at level 0.
@@ -471,6 +479,9 @@ def fuse_level(
         Store ``acc`` as int16 ``rint(mean * qscale)``; every coefficient is rounded to that
         step before it is compared or averaged, so the result does not depend on the frame
         order more than the float path does. ``qscale`` is 1 otherwise.
+    g_scale, gn_scale : float32
+        Factors that bring ``g`` and ``gn`` to the frame's units (the fuser keeps the
+        Gaussian levels of uint8 frames as int16 in steps of ``1 / qscale``); 1 for float.
     """
     h, w = acc.shape[1], acc.shape[2]
     nb = (h + BAND_ROWS - 1) // BAND_ROWS
@@ -498,6 +509,8 @@ def fuse_level(
             has_inh,
             quant,
             qscale,
+            g_scale,
+            gn_scale,
         )
 
 

@@ -146,9 +146,17 @@ class DepthTracker:
         return spare
 
     def finish(
-        self, *, z_um: Sequence[float] | np.ndarray | None, min_confidence: float
+        self,
+        *,
+        z_um: Sequence[float] | np.ndarray | None,
+        min_confidence: float,
+        release: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Depth (frames, or um when ``z_um`` is given; NaN where unsure) and confidence."""
+        """Depth (frames, or um when ``z_um`` is given; NaN where unsure) and confidence.
+
+        With ``release`` the tracker's maps are freed as soon as they have been read (the
+        tracker takes no more frames afterwards).
+        """
         if self.count < 2:
             depth = np.full(self.full_shape, np.nan, np.float32)
             return depth, np.zeros(self.full_shape, np.float32)
@@ -167,6 +175,8 @@ class DepthTracker:
             frac,
             conf,
         )
+        if release:
+            self.prev = self.best = self.idx = self.before = self.after = self.amin = None  # type: ignore[assignment]
         from scipy import ndimage
 
         wsum = ndimage.gaussian_filter(conf, SMOOTH_PX, mode="mirror")

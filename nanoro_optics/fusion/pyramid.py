@@ -74,7 +74,7 @@ def _planar_gaussian(img: np.ndarray, n: int) -> list[np.ndarray]:
     for _ in range(n - 1):
         h, w = (h + 1) // 2, (w + 1) // 2
         nxt = np.empty((c, h, w), dtype=np.float32)
-        _kernels.reduce_level(src, interleaved, nxt)
+        _kernels.reduce_level(src, interleaved, nxt, 1.0, False)
         out.append(nxt)
         src, interleaved = nxt, False
     return out

@@ -354,13 +354,14 @@ class StackFuser:
         assert self._dtype is not None
         self._eps = float((_EPS_FRACTION * _full_scale(self._dtype)) ** 2)
         # per-frame work buffers, reused so that no frame pays for fresh pages
-        self._gbuf = [np.empty((c, hh, ww), np.float32) for hh, ww in shapes[1:]]
+        # (uint8 frames: the Gaussian levels in the fixed point of ``acc``, half the memory)
+        self._gbuf = [np.empty((c, hh, ww), acc_dtype) for hh, ww in shapes[1:]]
         self._rbuf = [np.empty((hh, ww), np.float32) for hh, ww in shapes[1:]]
         # level 0 is read planar: every frame is first copied into this buffer, after which
         # the caller may reuse its own (``add(..., on_copied=...)``)
         self._plane: np.ndarray | None = np.empty((c, h, w), work_dtype)
         self._dummy2 = np.zeros((1, 1), np.float32)
-        self._dummy3 = np.zeros((c, 1, 1), np.float32)
+        self._dummy3 = np.zeros((c, 1, 1), acc_dtype)
 
     def add(
         self,
@@ -439,8 +440,10 @@ class StackFuser:
                 reduced = self._dummy2
             else:
                 gn = self._gbuf[lev]
-                kern.reduce_level(g, False, gn)
+                # uint8: Gaussian levels as int16 in steps of 1 / qscale (rounded)
+                kern.reduce_level(g, False, gn, self._qscale if lev == 0 else 1.0, self._quant)
                 reduced = self._rbuf[lev]
+            g_scale = 1.0 if lev == 0 else 1.0 / self._qscale
             want_act = lev == self._depth_level
             kern.fuse_level(
                 g,
@@ -461,6 +464,8 @@ class StackFuser:
                 not top,
                 self._quant,
                 np.float32(self._qscale),
+                np.float32(g_scale),
+                np.float32(1.0 / self._qscale),
             )
             if want_act:
                 self._act = self._tracker.update(self._act)
@@ -515,6 +520,7 @@ class StackFuser:
             self._released = True
             self._wnorm, self._gbuf, self._rbuf = [], [], []
             self._plane = None
+            self._act = self._dummy2
         if self._n == 1 and self._first is not None:
             image = self._first.copy()
         else:
@@ -523,7 +529,9 @@ class StackFuser:
             image = image3 if len(self._shape) == 3 else image3[:, :, 0]
         if release:
             self._acc = []
-        depth, conf = self._tracker.finish(z_um=z, min_confidence=self.rule.min_confidence)
+        depth, conf = self._tracker.finish(
+            z_um=z, min_confidence=self.rule.min_confidence, release=release
+        )
         bbox = self.valid_bbox
         if bbox is not None:
             # where some aligned frames have no data (edge-filled), the focus profile is not
