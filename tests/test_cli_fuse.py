@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from nanoro_optics.cli import main
 from nanoro_optics.cli.fuse import HandOff, _Progress
+from nanoro_optics.fusion import fuse_stack
 from nanoro_optics.io import read_image, write_image
 
 
@@ -57,6 +58,22 @@ def test_fuse_folder_writes_image_and_depth(tmp_path: Path, capsys) -> None:
     # the depth follows the tilt: left columns sharp in early frames, right ones late
     assert np.nanmean(d[:, :8]) < 1.0 < 2.0 < np.nanmean(d[:, -8:])
     assert "fused 4 frames (48x64x3 uint8)" in capsys.readouterr().out
+
+
+def test_exif_rotated_png_frames_fuse_in_their_displayed_orientation(tmp_path: Path) -> None:
+    # the CLI prepares for the shape in the first PNG's header; an eXIf rotation swaps it
+    from PIL import Image
+
+    frames = _stack(3)
+    (tmp_path / "in").mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise for display
+    for k, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / "in" / f"f{k}.png", exif=exif)
+    out = tmp_path / "o.png"
+    assert main(["fuse", str(tmp_path / "in"), "-o", str(out), "-q"]) == 0
+    rotated = np.ascontiguousarray(np.rot90(frames, k=-1, axes=(1, 2)))
+    np.testing.assert_array_equal(read_image(out), fuse_stack(rotated).image)
 
 
 def test_z_step_and_quiet_and_multipage_tiff(tmp_path: Path, capsys) -> None:

@@ -425,6 +425,17 @@ def test_reused_buffer_frames_alias_but_each_is_right_when_yielded(tmp_path: Pat
         next(nio.iter_frames(tmp_path, reuse_buffer=1))  # type: ignore[arg-type]
 
 
+def test_png_frame_format_reads_the_header_only(tmp_path: Path) -> None:
+    write_image(tmp_path / "rgb.png", np.zeros((5, 7, 3), np.uint8))
+    write_image(tmp_path / "g16.png", np.zeros((5, 7), np.uint16))
+    assert nio.png_frame_format(tmp_path / "rgb.png") == ((5, 7, 3), np.dtype(np.uint8))
+    assert nio.png_frame_format(tmp_path / "g16.png") == ((5, 7), np.dtype(np.uint16))
+    Image.fromarray(np.zeros((5, 7), np.uint8)).convert("P").save(tmp_path / "pal.png")
+    assert nio.png_frame_format(tmp_path / "pal.png") is None  # left to Pillow
+    write_image(tmp_path / "t.tif", np.zeros((5, 7), np.uint8))
+    assert nio.png_frame_format(tmp_path / "t.tif") is None
+
+
 def test_png_decoder_without_imagecodecs_uses_zlib(tmp_path: Path, monkeypatch) -> None:
     arr = np.random.default_rng(1).integers(0, 256, (7, 5, 3)).astype(np.uint8)
     (tmp_path / "z.png").write_bytes(_reference_png(arr, [1, 4]))
@@ -492,8 +503,11 @@ def test_parallel_deflate_is_one_valid_zlib_stream(monkeypatch) -> None:
     assert zlib.decompress(packed) == data
 
 
-def test_large_png_written_in_parallel_reads_back_with_pillow(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("libdeflate", [True, False])
+def test_large_png_reads_back_with_pillow(tmp_path: Path, monkeypatch, libdeflate) -> None:
     monkeypatch.setattr(nio.os, "cpu_count", lambda: 2)
+    if not libdeflate:  # zlib on two threads
+        monkeypatch.setitem(sys.modules, "imagecodecs", None)
     y, x = np.mgrid[0:1100, 0:1500]
     img = np.stack([x % 256, y % 256, (x * y) % 256], axis=-1).astype(np.uint8)  # ~5 MB
     write_image(tmp_path / "big.png", img)

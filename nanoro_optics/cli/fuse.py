@@ -229,9 +229,16 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     fuser = StackFuser(align=args.align)
     handoff = HandOff(nio.iter_frames(files, reuse_buffer=True))
+    expected = nio.png_frame_format(files[0])
     try:
+        if expected is not None:
+            # map the fuser's memory in while the first frame is being decoded
+            fuser.reserve(*expected)
         for frame in handoff:
             z = None if args.z_step_um is None else frame.index * args.z_step_um
+            if frame.index == 0 and expected is not None:
+                if (frame.image.shape, frame.image.dtype) != expected:  # e.g. EXIF-rotated
+                    fuser = StackFuser(align=args.align)
             try:
                 fuser.add(frame.image, z_um=z, on_copied=handoff.release)
             except (ValueError, TypeError) as exc:

@@ -592,27 +592,53 @@ def depth_estimate(idx, before, best, after, amin, log_noise, log_full, frac, co
     ``conf = clip((log(best / amin) - log_noise) / log_full, 0, 1)``.
     """
     h, w = idx.shape
+    half = np.float32(0.5)
+    zero = np.float32(0.0)
+    ln = np.float32(log_noise)
+    inv_full = np.float32(1.0 / log_full)
     for r in prange(h):
         for j in range(w):
-            y0 = np.log(np.float64(best[r, j]))
-            ym = np.log(np.float64(before[r, j]))
-            yp = np.log(np.float64(after[r, j]))
-            den = ym - 2.0 * y0 + yp
-            d = 0.0
-            if np.isfinite(den) and den < 0.0:
-                d = 0.5 * (ym - yp) / den
-                d = min(max(d, -0.5), 0.5)
-            frac[r, j] = idx[r, j] + d
-            c = (y0 - np.log(np.float64(amin[r, j])) - log_noise) / log_full
-            conf[r, j] = min(max(c, 0.0), 1.0)
+            # float32 logs: activities are float32, their log differences need no more
+            y0 = np.log(best[r, j])
+            ym = np.log(before[r, j])
+            yp = np.log(after[r, j])
+            den = ym - np.float32(2.0) * y0 + yp
+            d = zero
+            if np.isfinite(den) and den < zero:
+                d = half * (ym - yp) / den
+                d = min(max(d, -half), half)
+            frac[r, j] = np.float32(idx[r, j]) + d
+            c = (y0 - np.log(amin[r, j]) - ln) * inv_full
+            conf[r, j] = min(max(c, zero), np.float32(1.0))
 
 
 @njit(parallel=True)
-def upsample_bilinear(src, factor, out):
-    """Bilinear upsampling of ``src`` by ``factor`` (sample ``i`` sits at ``factor * i``)."""
-    h, w = src.shape
-    ho, wo = out.shape
+def normalize_depth(frac, wsum, fsum, hi):
+    """In place: ``frac = fsum / wsum`` where ``wsum > 1e-6`` (else kept), clipped to ``[0, hi]``.
+
+    The last step of the confidence-weighted (normalised-convolution) smoothing.
+    """
+    h, w = frac.shape
+    tiny = np.float32(1e-6)
+    top = np.float32(hi)
+    for r in prange(h):
+        for j in range(w):
+            v = fsum[r, j] / wsum[r, j] if wsum[r, j] > tiny else frac[r, j]
+            frac[r, j] = min(max(v, np.float32(0.0)), top)
+
+
+@njit(parallel=True)
+def upsample_depth(frac, conf, factor, min_conf, depth_out, conf_out):
+    """Bilinear upsampling (as :func:`upsample_bilinear`) of the depth and its confidence.
+
+    ``depth_out`` is NaN where the upsampled confidence is below ``min_conf``.
+    """
+    h, w = frac.shape
+    ho, wo = depth_out.shape
     inv = 1.0 / factor
+    one = np.float32(1.0)
+    lim = np.float32(min_conf)
+    nan = np.float32(np.nan)
     for r in prange(ho):
         y = min(r * inv, h - 1.0)
         y0 = min(int(y), h - 1)
@@ -623,6 +649,10 @@ def upsample_bilinear(src, factor, out):
             x0 = min(int(x), w - 1)
             x1 = min(x0 + 1, w - 1)
             tx = np.float32(x - x0)
-            top = src[y0, x0] * (np.float32(1.0) - tx) + src[y0, x1] * tx
-            bot = src[y1, x0] * (np.float32(1.0) - tx) + src[y1, x1] * tx
-            out[r, j] = top * (np.float32(1.0) - ty) + bot * ty
+            top = conf[y0, x0] * (one - tx) + conf[y0, x1] * tx
+            bot = conf[y1, x0] * (one - tx) + conf[y1, x1] * tx
+            c = top * (one - ty) + bot * ty
+            conf_out[r, j] = c
+            top = frac[y0, x0] * (one - tx) + frac[y0, x1] * tx
+            bot = frac[y1, x0] * (one - tx) + frac[y1, x1] * tx
+            depth_out[r, j] = top * (one - ty) + bot * ty if c >= lim else nan

@@ -33,6 +33,7 @@ References
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -76,18 +77,6 @@ def subframe_offset(before: np.ndarray, best: np.ndarray, after: np.ndarray) -> 
         delta = 0.5 * (ym - yp) / den
     delta = np.where(np.isfinite(delta) & (den < 0), delta, 0.0)
     return np.clip(delta, -0.5, 0.5)
-
-
-def _upsample(arr: np.ndarray, level: int, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear upsampling of a level-``level`` map to ``shape`` (sample i at 2**level * i)."""
-    a = np.ascontiguousarray(arr, dtype=np.float32)
-    if level == 0:
-        return a
-    from . import _kernels
-
-    out = np.empty(shape, np.float32)
-    _kernels.upsample_bilinear(a, float(2**level), out)
-    return out
 
 
 class DepthTracker:
@@ -179,14 +168,23 @@ class DepthTracker:
             self.prev = self.best = self.idx = self.before = self.after = self.amin = None  # type: ignore[assignment]
         from scipy import ndimage
 
-        wsum = ndimage.gaussian_filter(conf, SMOOTH_PX, mode="mirror")
+        # the two smoothings run side by side (scipy.ndimage releases the GIL)
+        smoothed: list[np.ndarray] = []
+        worker = threading.Thread(
+            target=lambda: smoothed.append(ndimage.gaussian_filter(conf, SMOOTH_PX, mode="mirror"))
+        )
+        worker.start()
         fsum = ndimage.gaussian_filter(frac * conf, SMOOTH_PX, mode="mirror")
-        frac = np.where(wsum > 1e-6, fsum / np.maximum(wsum, 1e-6), frac)
-        frac = np.clip(frac, 0.0, self.count - 1.0).astype(np.float32)
-        depth = _upsample(frac.astype(np.float32), self.level, self.full_shape)
-        conf_full = _upsample(conf, self.level, self.full_shape)
-        if z_um is not None:
+        worker.join()
+        wsum = smoothed[0] if smoothed else ndimage.gaussian_filter(conf, SMOOTH_PX, mode="mirror")
+        _kernels.normalize_depth(frac, wsum, fsum, float(self.count - 1))
+        del wsum, fsum
+        depth = np.empty(self.full_shape, np.float32)
+        conf_full = np.empty(self.full_shape, np.float32)
+        _kernels.upsample_depth(
+            frac, conf, float(2**self.level), float(min_confidence), depth, conf_full
+        )
+        if z_um is not None:  # NaN (unsure) stays NaN
             z = np.asarray(z_um, dtype=np.float64)
             depth = np.interp(depth, np.arange(z.size, dtype=np.float64), z).astype(np.float32)
-        depth[conf_full < min_confidence] = np.nan
         return depth, conf_full

@@ -17,7 +17,6 @@ References
 
 from __future__ import annotations
 
-import dataclasses
 import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -267,11 +266,12 @@ class StackFuser:
     def reserve(self, shape: Sequence[int], dtype: Any) -> None:
         """Allocate the working memory for frames of ``shape`` and ``dtype`` before the first.
 
-        Otherwise the first :meth:`add` pays for it: at 12 MP about 0.4 GB of new memory,
-        whose pages the system maps in as they are first written (half a second on a
-        virtual machine), plus loading the compiled kernels. An acquisition loop can call
-        this while the stage moves to the first position; the CLI calls it while the first
-        frame is being decoded. Every frame added afterwards must have this shape and dtype.
+        Otherwise the first :meth:`add` pays for it: at 12 MP about 0.3 GB of new memory,
+        whose pages the system maps in as they are first written (0.3 to 0.9 s on a
+        virtual machine). An acquisition loop can call this while the stage moves to the
+        first position; the CLI calls it while the first frame is being decoded (the work
+        is done outside the GIL, so it runs beside a decoding thread). Every frame added
+        afterwards must have this shape and dtype.
 
         Parameters
         ----------
@@ -311,21 +311,11 @@ class StackFuser:
             raise TypeError(f"dtype must be an integer or float type, got {kind}")
         self._shape, self._dtype, self._shape_source = dims, kind, "reserve()"
         c = dims[2] if len(dims) == 3 else 1
-        work = self._work_dtype(kind)
-        # load the kernels for these types on a tiny frame (the first add would otherwise)
-        warm = StackFuser(levels=2, **self._rule_options())
-        tiny = np.zeros((8, 8, c), work)
-        warm.add(tiny)
-        warm.add(tiny)
-        warm.result(release=True)
-        self._allocate(dims[0], dims[1], c, work)
+        self._allocate(dims[0], dims[1], c, self._work_dtype(kind))
         assert self._plane is not None
         maps: list[np.ndarray] = [*self._acc, *self._wnorm, *self._gbuf, *self._rbuf]
         for arr in (*maps, self._act, self._plane, *self._tracker.arrays()):
             arr[...] = 0  # map the pages in now (numpy releases the GIL for this)
-
-    def _rule_options(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.rule)
 
     def _allocate(self, h: int, w: int, c: int, work_dtype: np.dtype) -> None:
         self._allocated = True
