@@ -363,34 +363,53 @@ def _fuse_band(
                 for j in range(w):
                     lbuf[c, lq, j] = np.rint(lbuf[c, lq, j] * qscale) * inv_q
         if hard:
-            for j in range(w):
+            ties = 0
+            for j in range(w):  # branch-free, so that it vectorises; ties resolved below
                 a = abuf[t, j]
                 m = wnorm[r, j]
-                take = a > m
-                if a == m:
-                    for c in range(nc):
-                        old = np.float32(acc[c, r, j]) * inv_q if quant else acc[c, r, j]
-                        if lbuf[c, lq, j] != old:
-                            take = lbuf[c, lq, j] > old
-                            break
-                if take:
-                    wnorm[r, j] = a
-                    for c in range(nc):
-                        if quant:
-                            acc[c, r, j] = np.rint(lbuf[c, lq, j] * qscale)
-                        else:
-                            acc[c, r, j] = lbuf[c, lq, j]
+                scb[j] = np.float32(1.0) if a > m else np.float32(0.0)
+                ties += 1 if a == m else 0
+                wnorm[r, j] = max(a, m)
+            if ties > 0:  # equal activity: the larger coefficient vector, whatever the order
+                for j in range(w):
+                    if abuf[t, j] == wnorm[r, j] and scb[j] == 0.0:
+                        for c in range(nc):
+                            old = np.float32(acc[c, r, j]) * inv_q if quant else acc[c, r, j]
+                            if lbuf[c, lq, j] != old:
+                                if lbuf[c, lq, j] > old:
+                                    scb[j] = np.float32(1.0)
+                                break
+            for c in range(nc):
+                for j in range(w):
+                    if quant:
+                        new = np.rint(lbuf[c, lq, j] * qscale)
+                        acc[c, r, j] = new if scb[j] > 0.0 else acc[c, r, j]
+                    else:
+                        acc[c, r, j] = lbuf[c, lq, j] if scb[j] > 0.0 else acc[c, r, j]
         else:
-            for j in range(w):
-                # wnorm is the p-norm of the activities so far, (sum a_k ** p) ** (1 / p):
-                # it has the range of one activity (no overflow for any p), and the new
-                # frame's weight in the mean is a ** p / sum(a_k ** p) = (a / norm) ** p
-                a = abuf[t, j]
-                m = wnorm[r, j]
-                mx = max(a, m)
-                norm = mx * _root(np.float32(1.0) + _pw(min(a, m) / mx, power), power)
-                wnorm[r, j] = norm
-                scb[j] = _pw(a / norm, power)  # the new coefficient's share of the mean
+            if power == 4:  # the default, written out so that the loop vectorises
+                for j in range(w):
+                    a = abuf[t, j]
+                    m = wnorm[r, j]
+                    mx = max(a, m)
+                    q = min(a, m) / mx
+                    q2 = q * q
+                    norm = mx * np.sqrt(np.sqrt(np.float32(1.0) + q2 * q2))
+                    wnorm[r, j] = norm
+                    q = a / norm
+                    q2 = q * q
+                    scb[j] = q2 * q2
+            else:
+                for j in range(w):
+                    # wnorm is the p-norm of the activities so far, (sum a_k ** p) ** (1/p):
+                    # it has the range of one activity (no overflow for any p), and the new
+                    # frame's weight in the mean is a ** p / sum(a_k ** p) = (a / norm) ** p
+                    a = abuf[t, j]
+                    m = wnorm[r, j]
+                    mx = max(a, m)
+                    norm = mx * _root(np.float32(1.0) + _pw(min(a, m) / mx, power), power)
+                    wnorm[r, j] = norm
+                    scb[j] = _pw(a / norm, power)  # the new coefficient's share of the mean
             for c in range(nc):
                 for j in range(w):
                     if quant:
@@ -405,16 +424,22 @@ def _fuse_band(
     if write_reduced:
         hn = reduced_out.shape[0]
         wr = reduced_out.shape[1]
+        two = np.float32(2.0)
+        k16 = np.float32(1.0 / 16.0)
         for i in range((r0 + 1) // 2, min((r1 + 1) // 2, hn)):
             t = 2 * i - r0  # abuf row of image row 2i - 1
-            for jj in range(wr):
-                ca = _refl(2 * jj - 1, w)
+            # the rows' [1, 2, 1] sum first, then the columns' (mirrored at both ends)
+            for j in range(w):
+                ybuf[j] = abuf[t, j] + two * abuf[t + 1, j] + abuf[t + 2, j]
+            for jj in range(1, (w - 1) // 2):
                 cb = 2 * jj
-                cc = _refl(2 * jj + 1, w)
-                s0 = abuf[t, ca] + np.float32(2.0) * abuf[t, cb] + abuf[t, cc]
-                s1 = abuf[t + 1, ca] + np.float32(2.0) * abuf[t + 1, cb] + abuf[t + 1, cc]
-                s2 = abuf[t + 2, ca] + np.float32(2.0) * abuf[t + 2, cb] + abuf[t + 2, cc]
-                reduced_out[i, jj] = (s0 + np.float32(2.0) * s1 + s2) * np.float32(1.0 / 16.0)
+                reduced_out[i, jj] = (ybuf[cb - 1] + two * ybuf[cb] + ybuf[cb + 1]) * k16
+            for jj in (0, (w - 1) // 2, wr - 1):
+                if 0 <= jj < wr:
+                    ca = _refl(2 * jj - 1, w)
+                    cb = 2 * jj
+                    cc = _refl(2 * jj + 1, w)
+                    reduced_out[i, jj] = (ybuf[ca] + two * ybuf[cb] + ybuf[cc]) * k16
 
 
 @njit(parallel=True)
