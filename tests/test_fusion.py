@@ -453,14 +453,14 @@ def test_depth_tracker_widens_its_frame_index_before_it_overflows():
     from nanoro_optics.fusion.depth import DepthTracker
 
     tracker = DepthTracker((2, 3), 0, (2, 3))
-    act = np.ones((2, 3), np.float32)
-    tracker.update(act)
-    assert tracker.idx.dtype == np.uint16
-    tracker.count = 65535  # as after 65535 frames
-    tracker.update(np.full((2, 3), 2.0, np.float32))
-    assert tracker.idx.dtype == np.int32
-    assert (tracker.idx == 65535).all()
-    tracker.update(np.full((2, 3), 3.0, np.float32))
+    tracker.update(np.ones((2, 3), np.float32))
+    assert tracker.idx.dtype == np.uint8
+    for count, dtype in ((255, np.uint16), (65535, np.int32)):
+        tracker.count = count  # as after that many frames
+        tracker.update(np.full((2, 3), float(count), np.float32))
+        assert tracker.idx.dtype == dtype
+        assert (tracker.idx == count).all()
+    tracker.update(np.full((2, 3), 1e6, np.float32))
     assert (tracker.idx == 65536).all()
 
 

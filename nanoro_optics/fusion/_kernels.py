@@ -276,7 +276,13 @@ def _fuse_band(
     acc,
     wnorm,
     reduced_out,
-    act_out,
+    prev,
+    best,
+    idx,
+    before,
+    after,
+    amin,
+    k,
     lum,
     radius,
     inherit_gain,
@@ -418,9 +424,8 @@ def _fuse_band(
                     else:
                         old = acc[c, r, j]
                         acc[c, r, j] = old + (lbuf[c, lq, j] - old) * scb[j]
-        if write_act:
-            for j in range(w):
-                act_out[r, j] = abuf[t, j]
+        if write_act:  # the depth tracker, as in depth_update
+            _track_row(abuf[t], r, k, prev, best, idx, before, after, amin)
     if write_reduced:
         hn = reduced_out.shape[0]
         wr = reduced_out.shape[1]
@@ -450,7 +455,13 @@ def fuse_level(
     acc,
     wnorm,
     reduced_out,
-    act_out,
+    prev,
+    best,
+    idx,
+    before,
+    after,
+    amin,
+    k,
     lum,
     radius,
     inherit_gain,
@@ -484,8 +495,9 @@ def fuse_level(
     reduced_out : (ceil(H/2), ceil(W/2)) float32
         Receives this level's activity filtered by ``[1, 2, 1] / 4`` along each axis and
         decimated (the next level's ``inherited``) when ``write_reduced``.
-    act_out : (H, W) float32
-        Receives this level's activity when ``write_act`` (the depth tracker reads it).
+    prev, best, idx, before, after, amin, k : arrays (H, W) and int
+        The maps of the :class:`~nanoro_optics.fusion.depth.DepthTracker`, updated in place
+        with this level's activity as frame ``k`` when ``write_act`` (else placeholders).
     lum : (C,) float32
         Luminance weights: activity is measured on the luminance of the coefficients and
         all channels are selected together.
@@ -521,7 +533,13 @@ def fuse_level(
             acc,
             wnorm,
             reduced_out,
-            act_out,
+            prev,
+            best,
+            idx,
+            before,
+            after,
+            amin,
+            k,
             lum,
             radius,
             inherit_gain,
@@ -552,36 +570,41 @@ def to_planar(src, dst):
                 dst[c, r, j] = src[r, j, c]
 
 
+@njit()
+def _track_row(act_row, r, k, prev, best, idx, before, after, amin):
+    """Fold row ``r`` of frame ``k``'s activity into the depth tracker's maps."""
+    nan = np.float32(np.nan)
+    for j in range(act_row.shape[0]):
+        a = act_row[j]
+        if k == 0:
+            best[r, j] = a
+            idx[r, j] = 0
+            before[r, j] = nan
+            after[r, j] = nan
+            amin[r, j] = a
+        else:
+            if a > best[r, j]:
+                best[r, j] = a
+                idx[r, j] = k
+                before[r, j] = prev[r, j]
+                after[r, j] = nan
+            elif idx[r, j] == k - 1:
+                after[r, j] = a
+            if a < amin[r, j]:
+                amin[r, j] = a
+        prev[r, j] = a
+
+
 @njit(parallel=True)
 def depth_update(act, k, prev, best, idx, before, after, amin):
     """Track, per pixel, the frame of largest activity and its neighbours' activities.
 
     Frames are assumed to arrive in focus order. ``before``/``after`` hold the activity of
     frames ``idx - 1``/``idx + 1`` (NaN while unknown), ``prev`` the previous frame's
-    activity (read only: the caller keeps ``act`` as the next ``prev``) and ``amin`` the
-    smallest activity seen.
+    activity (``act`` once this returns) and ``amin`` the smallest activity seen.
     """
-    h, w = act.shape
-    nan = np.float32(np.nan)
-    for r in prange(h):
-        for j in range(w):
-            a = act[r, j]
-            if k == 0:
-                best[r, j] = a
-                idx[r, j] = 0
-                before[r, j] = nan
-                after[r, j] = nan
-                amin[r, j] = a
-            else:
-                if a > best[r, j]:
-                    best[r, j] = a
-                    idx[r, j] = k
-                    before[r, j] = prev[r, j]
-                    after[r, j] = nan
-                elif idx[r, j] == k - 1:
-                    after[r, j] = a
-                if a < amin[r, j]:
-                    amin[r, j] = a
+    for r in prange(act.shape[0]):
+        _track_row(act[r], r, k, prev, best, idx, before, after, amin)
 
 
 @njit(parallel=True)

@@ -98,8 +98,8 @@ class DepthTracker:
         self.full_shape = full_shape
         self.prev = np.zeros(shape, np.float32)
         self.best = np.zeros(shape, np.float32)
-        # frame indices as uint16 (half the memory of int32) until a stack outgrows it
-        self.idx: np.ndarray = np.zeros(shape, np.uint16)
+        # frame indices in the smallest type that holds them: uint8, widened as a stack grows
+        self.idx: np.ndarray = np.zeros(shape, np.uint8)
         self.before = np.full(shape, np.nan, np.float32)
         self.after = np.full(shape, np.nan, np.float32)
         self.amin = np.zeros(shape, np.float32)
@@ -109,20 +109,26 @@ class DepthTracker:
         """Return the maps the tracker keeps (for callers that map their memory in early)."""
         return self.prev, self.best, self.idx, self.before, self.after, self.amin
 
-    def update(self, activity: np.ndarray) -> np.ndarray:
-        """Fold the activity map of the next frame in.
+    def next_frame(self) -> int:
+        """Prepare for one more frame and return its index (for kernels that track in place).
 
-        The tracker keeps ``activity`` itself as the previous frame's map (no copy) and
-        returns the map it held before, which the caller may overwrite with the next frame's
-        activity.
+        The caller must then fold the frame's activity into :meth:`arrays` (as
+        ``_kernels.depth_update`` does); the index map is widened first if it would overflow.
         """
+        if self.count >= np.iinfo(self.idx.dtype).max:
+            wider = {1: np.uint16, 2: np.int32}.get(self.idx.dtype.itemsize, np.int64)
+            self.idx = self.idx.astype(wider)
+        self.count += 1
+        return self.count - 1
+
+    def update(self, activity: np.ndarray) -> None:
+        """Fold the activity map of the next frame in."""
         from . import _kernels
 
-        if self.count >= np.iinfo(self.idx.dtype).max:
-            self.idx = self.idx.astype(np.int32 if self.idx.dtype == np.uint16 else np.int64)
+        k = self.next_frame()
         _kernels.depth_update(
-            activity,
-            self.count,
+            np.ascontiguousarray(activity, dtype=np.float32),
+            k,
             self.prev,
             self.best,
             self.idx,
@@ -130,9 +136,6 @@ class DepthTracker:
             self.after,
             self.amin,
         )
-        self.count += 1
-        spare, self.prev = self.prev, activity
-        return spare
 
     def finish(
         self,

@@ -314,7 +314,7 @@ class StackFuser:
         self._allocate(dims[0], dims[1], c, self._work_dtype(kind))
         assert self._plane is not None
         maps: list[np.ndarray] = [*self._acc, *self._wnorm, *self._gbuf, *self._rbuf]
-        for arr in (*maps, self._act, self._plane, *self._tracker.arrays()):
+        for arr in (*maps, self._plane, *self._tracker.arrays()):
             arr[...] = 0  # map the pages in now (numpy releases the GIL for this)
 
     def _allocate(self, h: int, w: int, c: int, work_dtype: np.dtype) -> None:
@@ -338,7 +338,6 @@ class StackFuser:
             self._acc.append(np.zeros((c, hh, ww), acc_dtype))
             self._wnorm.append(np.zeros((hh, ww), np.float32))
         self._depth_level = min(1, n_levels - 1)
-        self._act = np.empty(shapes[self._depth_level], np.float32)
         self._tracker = DepthTracker(shapes[self._depth_level], self._depth_level, (h, w))
         self._lum = luminance_weights(c)
         assert self._dtype is not None
@@ -352,6 +351,8 @@ class StackFuser:
         self._plane: np.ndarray | None = np.empty((c, h, w), work_dtype)
         self._dummy2 = np.zeros((1, 1), np.float32)
         self._dummy3 = np.zeros((c, 1, 1), acc_dtype)
+        # placeholders of the tracker's maps on the levels it does not follow
+        self._no_track = tuple(np.zeros((1, 1), a.dtype) for a in self._tracker.arrays())
 
     def add(
         self,
@@ -442,7 +443,8 @@ class StackFuser:
                 self._acc[lev],
                 self._wnorm[lev],
                 reduced,
-                self._act if want_act else self._dummy2,
+                *(self._tracker.arrays() if want_act else self._no_track),
+                self._tracker.next_frame() if want_act else 0,
                 self._lum,
                 radius,
                 np.float32(rule.inherit if lev > 0 else 0.0),
@@ -457,8 +459,6 @@ class StackFuser:
                 np.float32(g_scale),
                 np.float32(1.0 / self._qscale),
             )
-            if want_act:
-                self._act = self._tracker.update(self._act)
             g = gn
             inherited = reduced
 
@@ -510,7 +510,6 @@ class StackFuser:
             self._released = True
             self._wnorm, self._gbuf, self._rbuf = [], [], []
             self._plane = None
-            self._act = self._dummy2
         if self._n == 1 and self._first is not None:
             image = self._first.copy()
         else:
