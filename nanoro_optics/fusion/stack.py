@@ -2,10 +2,12 @@
 
 Each frame is decomposed into a Burt-Adelson Laplacian pyramid [1]_ level by level and folded
 into a running fused pyramid with the rule of :mod:`.rule`; the frame's pyramid is never
-stored whole. The state is, per level, the weighted sum of coefficients (planar float32),
-the sum of weights and the largest activity (about ``4/3 * (4 C + 8)`` bytes per pixel for
-``C`` channels) plus the depth tracker on the half-resolution level, so memory does not
-grow with the number of frames and frames can be fused as a camera delivers them.
+stored whole. The state is, per level, the weighted mean of the coefficients (planar; int16
+fixed point for uint8 frames, else float32) and one map of the frames' activities (their
+maximum, or their p-norm for the soft rule), plus the depth tracker on the half-resolution
+level: for a uint8 RGB frame about ``4/3 * (6 + 4) + 21 / 4`` bytes per pixel, and the
+per-frame work buffers (the frame in planar form, its next Gaussian level). Memory does not
+grow with the number of frames, and frames can be fused as a camera delivers them.
 
 References
 ----------
