@@ -415,6 +415,24 @@ def test_memory_does_not_grow_with_the_number_of_frames():
     assert large < 1.1 * small, (small, large)
 
 
+def test_image_alone_is_the_result_image(small_stack):
+    frames = small_stack.frames
+    fuser = StackFuser()
+    with pytest.raises(ValueError, match="the stack is empty"):
+        fuser.image()
+    for f in frames:
+        fuser.add(f)
+    expected = fuser.result().image
+    np.testing.assert_array_equal(fuser.image(), expected)
+    with pytest.raises(TypeError, match="release must be a bool"):
+        fuser.image(release="yes")  # type: ignore[arg-type]
+    np.testing.assert_array_equal(fuser.image(release=True), expected)
+    with pytest.raises(RuntimeError, match="released"):
+        fuser.result()
+    with pytest.raises(RuntimeError, match="released"):
+        fuser.add(frames[0])
+
+
 def test_reserve_gives_the_same_result_and_fixes_shape_and_dtype(small_stack):
     frames = small_stack.frames
     fuser = StackFuser(sharpness=None)
@@ -431,6 +449,15 @@ def test_reserve_gives_the_same_result_and_fixes_shape_and_dtype(small_stack):
         reserved.add(frames[0].astype(np.uint16))
     with pytest.raises(ValueError, match="must come before the first frame"):
         fuser.reserve(frames.shape[1:], np.uint8)
+    # float64 frames are fused in float32 and a single one comes back as is
+    grey = frames[..., 1].astype(np.float64) / 255.0
+    floats = StackFuser()
+    floats.reserve(grey.shape[1:], grey.dtype)
+    floats.add(grey[0])
+    np.testing.assert_array_equal(floats.result().image, grey[0])
+    for f in grey[1:]:
+        floats.add(f)
+    np.testing.assert_array_equal(floats.result().image, fuse_stack(grey).image)
 
 
 @pytest.mark.parametrize(

@@ -210,8 +210,10 @@ def _check_outputs(args: argparse.Namespace, files: list[Path]) -> tuple[Path, P
 
 def run(args: argparse.Namespace) -> int:
     """Fuse the stack and write the outputs; return the exit status."""
+    import numpy as np
+
     from .. import io as nio
-    from ..fusion import FusionResult, StackFuser
+    from ..fusion import StackFuser
 
     if args.crop and not args.align:
         raise ValueError("--crop needs --align (without alignment every frame covers the image)")
@@ -249,31 +251,32 @@ def run(args: argparse.Namespace) -> int:
     finally:
         handoff.close()
         progress.close()
-    result = fuser.result(release=True)
+    depth: np.ndarray | None = None
+    unit = ""
+    if depth_path is None:  # no depth map asked for: do not build one
+        image = fuser.image(release=True)
+    else:
+        result = fuser.result(release=True)
+        image, depth, unit = result.image, result.depth, result.depth_unit
     bbox = fuser.valid_bbox
     if args.crop and bbox is not None:
         y0, y1, x0, x1 = bbox
-        result = FusionResult(
-            image=result.image[y0:y1, x0:x1],
-            depth=result.depth[y0:y1, x0:x1],
-            confidence=result.confidence[y0:y1, x0:x1],
-            n_frames=result.n_frames,
-            depth_unit=result.depth_unit,
-        )
+        image = image[y0:y1, x0:x1]
+        depth = None if depth is None else depth[y0:y1, x0:x1]
     # every check before the first byte is written: both outputs or neither
-    nio.check_image_format(out, result.image)
+    nio.check_image_format(out, image)
     try:
-        nio.write_image(out, result.image)
+        nio.write_image(out, image)
         if depth_path is not None:
-            nio.write_depth_map(depth_path, result.depth)
+            nio.write_depth_map(depth_path, depth)
     except OSError as exc:
         print(f"nanoro-optics fuse: error: cannot write output: {exc}", file=sys.stderr)
         return 1
     if not args.quiet:
-        shape = "x".join(str(s) for s in result.image.shape)
-        extra = f", depth map {depth_path} ({result.depth_unit})" if depth_path else ""
+        shape = "x".join(str(s) for s in image.shape)
+        extra = f", depth map {depth_path} ({unit})" if depth_path else ""
         print(
-            f"fused {result.n_frames} frames ({shape} {result.image.dtype}) into {out}{extra} "
+            f"fused {fuser.n_frames} frames ({shape} {image.dtype}) into {out}{extra} "
             f"in {time.perf_counter() - t0:.1f} s"
         )
     return 0

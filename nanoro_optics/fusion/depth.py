@@ -109,6 +109,10 @@ class DepthTracker:
         """Return the maps the tracker keeps (for callers that map their memory in early)."""
         return self.prev, self.best, self.idx, self.before, self.after, self.amin
 
+    def release(self) -> None:
+        """Free the tracker's maps (it takes no frame and gives no depth afterwards)."""
+        self.prev = self.best = self.idx = self.before = self.after = self.amin = None  # type: ignore[assignment]
+
     def next_frame(self) -> int:
         """Prepare for one more frame and return its index (for kernels that track in place).
 
@@ -168,7 +172,7 @@ class DepthTracker:
             conf,
         )
         if release:
-            self.prev = self.best = self.idx = self.before = self.after = self.amin = None  # type: ignore[assignment]
+            self.release()
         from scipy import ndimage
 
         # the two smoothings run side by side (scipy.ndimage releases the GIL)

@@ -501,12 +501,32 @@ class StackFuser:
             raise TypeError(f"release must be a bool, got {type(release).__name__} {release!r}")
         return self._result(release=bool(release))
 
-    def _result(self, *, release: bool) -> FusionResult:
+    def image(self, *, release: bool = False) -> np.ndarray:
+        """Return the fused image alone, without the depth map :meth:`result` also builds.
+
+        Parameters
+        ----------
+        release : bool, optional
+            As in :meth:`result`: free the working memory; the fuser takes no frame after.
+
+        Raises
+        ------
+        ValueError
+            If no frame was added.
+        RuntimeError
+            If the fuser was released by an earlier ``result`` or ``image(release=True)``.
+        """
+        if not isinstance(release, (bool, np.bool_)):
+            raise TypeError(f"release must be a bool, got {type(release).__name__} {release!r}")
+        if release and not self._released and self._n > 0:
+            self._tracker.release()  # no depth map: its maps can go before the collapse
+        return self._image(release=bool(release))
+
+    def _image(self, *, release: bool) -> np.ndarray:
         if self._released:
             raise RuntimeError("this StackFuser was released by result(release=True)")
         if self._n == 0:
             raise ValueError("the stack is empty: add at least one frame before result()")
-        z = self._z_positions()
         assert self._dtype is not None and self._shape is not None
         if release:  # the collapse needs only the fused means; free the rest before it
             self._released = True
@@ -520,6 +540,13 @@ class StackFuser:
             image = image3 if len(self._shape) == 3 else image3[:, :, 0]
         if release:
             self._acc = []
+        return image
+
+    def _result(self, *, release: bool) -> FusionResult:
+        if self._released:
+            raise RuntimeError("this StackFuser was released by result(release=True)")
+        z = self._z_positions()
+        image = self._image(release=release)
         depth, conf = self._tracker.finish(
             z_um=z, min_confidence=self.rule.min_confidence, release=release
         )
