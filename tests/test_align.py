@@ -262,6 +262,24 @@ def test_bilinear_warp_matches_reference() -> None:
     np.testing.assert_allclose(warp_frame(img, m, order=1), _bilinear_reference(img, m), atol=1e-9)
 
 
+@pytest.mark.parametrize(
+    ("scale", "tx", "ty"), [(1.012, -3.4, 2.7), (0.95, 30.4, -25.7), (1.0, 0.0, 0.0)]
+)
+def test_cubic_warp_matches_scipy_affine_transform(scale, tx, ty) -> None:
+    # the numba kernel of order 3 against scipy's own cubic B-spline, also far outside
+    from scipy import ndimage
+
+    img = (SCENE[:70, :90] * 255).astype(np.float32)
+    m = _similarity(scale, 0.01, tx, ty, 0)
+    inv = np.linalg.inv(m)
+    rc = np.array([[inv[1, 1], inv[1, 0]], [inv[0, 1], inv[0, 0]]])
+    ref = ndimage.affine_transform(
+        img.astype(np.float64), rc, offset=(inv[1, 2], inv[0, 2]), order=3, mode="nearest"
+    )
+    # float32 coefficients: a few 1e-5 DN on a 255 DN scale
+    np.testing.assert_allclose(warp_frame(img, m[:2]), ref, rtol=0, atol=1e-3)
+
+
 def test_warp_keeps_dtype_and_channels() -> None:
     rgb = (np.stack([SCENE, SCENE**2, 1 - SCENE], axis=-1)[:40, :50] * 65535).astype(np.uint16)
     m = _similarity(1.01, 0.0, 0.5, 0.25, 20)[:2]

@@ -704,3 +704,47 @@ def upsample_depth(frac, conf, factor, min_conf, depth_out, conf_out):
             top = frac[y0, x0] * (one - tx) + frac[y0, x1] * tx
             bot = frac[y1, x0] * (one - tx) + frac[y1, x1] * tx
             depth_out[r, j] = top * (one - ty) + bot * ty if c >= lim else nan
+
+
+# ---------------------------------------------------------------------------------------
+# the aligner's warp
+# ---------------------------------------------------------------------------------------
+@njit()
+def _cubic_bspline_weights(f):
+    """Weights of the cubic B-spline at taps ``-1, 0, 1, 2`` for an offset ``f`` in [0, 1)."""
+    g = 1.0 - f
+    w0 = g * g * g / 6.0
+    w3 = f * f * f / 6.0
+    w1 = 2.0 / 3.0 - f * f + 0.5 * f * f * f
+    return w0, w1, 1.0 - w0 - w1 - w3, w3
+
+
+@njit(parallel=True)
+def warp_cubic(coeffs, pad, a00, a01, a10, a11, o0, o1, out):
+    """Cubic B-spline resampling of one plane under an affine map (output -> input).
+
+    ``coeffs`` are the B-spline coefficients of the plane extended by its edge values by
+    ``pad >= 3`` samples on every side; output pixel ``(r, j)`` takes the spline's value at
+    input ``(y, x) = (a00 r + a01 j + o0, a10 r + a11 j + o1)``. Points outside the plane
+    take the spline of the extended plane (scipy's ``mode="nearest"``), and those more than
+    ``pad - 3`` samples outside, where it is the edge value, are moved to that distance.
+    """
+    hp, wp = coeffs.shape
+    ho, wo = out.shape
+    for r in prange(ho):
+        for j in range(wo):
+            # padded coordinates, kept where all four taps exist
+            y = min(max(a00 * r + a01 * j + o0 + pad, 1.0), hp - 3.0)
+            x = min(max(a10 * r + a11 * j + o1 + pad, 1.0), wp - 3.0)
+            iy = int(y)  # y >= 1: truncation is the floor
+            ix = int(x)
+            wy0, wy1, wy2, wy3 = _cubic_bspline_weights(y - iy)
+            wx0, wx1, wx2, wx3 = _cubic_bspline_weights(x - ix)
+            row = iy - 1
+            col = ix - 1
+            acc = 0.0
+            for u in range(4):
+                wy = wy0 if u == 0 else (wy1 if u == 1 else (wy2 if u == 2 else wy3))
+                c = coeffs[row + u]
+                acc += wy * (wx0 * c[col] + wx1 * c[col + 1] + wx2 * c[col + 2] + wx3 * c[col + 3])
+            out[r, j] = acc
