@@ -274,6 +274,26 @@ def speed_case(
                 rss_mb_per_mp=r / mp,
             )
         )
+    # memory against the frame size: the same CLI on tiny frames measures what the process
+    # holds whatever the frames (interpreter, numpy, numba and LLVM, loaded kernels); the
+    # rest of the peak grows with the frame size
+    tiny = write_frames(synthetic_stack((64, 64), 3, seed=1).frames, tmp / "tiny")
+    _, base, _ = timed_run(ours_cli(tiny, tmp / "tiny.png", False))
+    rows.append(
+        dict(
+            case=f"{mp:.0f}MP rss vs size",
+            tool="nanoro_optics (CLI) 64x64 frames: fixed part",
+            peak_rss_mb=base,
+        )
+    )
+    rows.append(
+        dict(
+            case=f"{mp:.0f}MP rss vs size",
+            tool="nanoro_optics (CLI): part that grows with the frame",
+            peak_rss_mb=best[1] - base,
+            rss_mb_per_mp=(best[1] - base) / mp,
+        )
+    )
     return rows
 
 
