@@ -20,44 +20,13 @@ def _paeth(a, b, c):
 
 
 @njit()
-def _paeth_row_rgb8(out, y):
-    """Paeth-decode row ``y > 0`` of 8-bit RGB: the left pixel's three bytes stay in registers.
-
-    A Paeth row is a serial chain through the left pixel; holding it in registers instead of
-    reading back the bytes just stored makes the most common PNG filter about 25 % faster.
-    """
-    n = out.shape[1]
-    a0 = (np.int32(out[y, 0]) + np.int32(out[y - 1, 0])) & 0xFF  # no left pixel: up
-    a1 = (np.int32(out[y, 1]) + np.int32(out[y - 1, 1])) & 0xFF
-    a2 = (np.int32(out[y, 2]) + np.int32(out[y - 1, 2])) & 0xFF
-    out[y, 0] = a0
-    out[y, 1] = a1
-    out[y, 2] = a2
-    c0 = np.int32(out[y - 1, 0])
-    c1 = np.int32(out[y - 1, 1])
-    c2 = np.int32(out[y - 1, 2])
-    for x in range(3, n - 2, 3):
-        b0 = np.int32(out[y - 1, x])
-        b1 = np.int32(out[y - 1, x + 1])
-        b2 = np.int32(out[y - 1, x + 2])
-        a0 = (np.int32(out[y, x]) + _paeth(a0, b0, c0)) & 0xFF
-        a1 = (np.int32(out[y, x + 1]) + _paeth(a1, b1, c1)) & 0xFF
-        a2 = (np.int32(out[y, x + 2]) + _paeth(a2, b2, c2)) & 0xFF
-        out[y, x] = a0
-        out[y, x + 1] = a1
-        out[y, x + 2] = a2
-        c0 = b0
-        c1 = b1
-        c2 = b2
-
-
-@njit()
 def _paeth_two_rows_rgb8(out, y):
     """Paeth-decode rows ``y > 0`` and ``y + 1`` of 8-bit RGB together.
 
-    Pixel ``x`` of row ``y + 1`` needs only pixels ``x - 1`` and ``x`` of row ``y``, so the
-    two rows' serial chains advance side by side in one loop: the processor overlaps them,
-    and two rows take about two thirds of the time of one after the other.
+    A Paeth row is a serial chain through the left pixel, held here in registers. Pixel
+    ``x`` of row ``y + 1`` needs only pixels ``x - 1`` and ``x`` of row ``y``, so the two
+    rows' chains advance side by side in one loop: the processor overlaps them, and two
+    rows take about two thirds of the time of one after the other.
     """
     n = out.shape[1]
     a0 = (np.int32(out[y, 0]) + np.int32(out[y - 1, 0])) & 0xFF  # no left pixel: up
@@ -141,9 +110,7 @@ def unfilter(data, bpp):
             if y == 0:  # no row above: Paeth predicts the left byte
                 for x in range(bpp, n):
                     out[y, x] = (out[y, x] + out[y, x - bpp]) & 0xFF
-            elif bpp == 3 and n >= 3:
-                _paeth_row_rgb8(out, y)
-            else:
+            else:  # (pairs of 8-bit RGB Paeth rows are decoded together, above)
                 for x in range(min(bpp, n)):  # no pixel to the left: predicts the byte above
                     out[y, x] = (out[y, x] + out[y - 1, x]) & 0xFF
                 for x in range(bpp, n):
