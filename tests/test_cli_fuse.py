@@ -189,7 +189,7 @@ def test_empty_folder(tmp_path: Path, capsys) -> None:
     assert "empty stack" in capsys.readouterr().err
 
 
-# --------------------------------------------------------------------------- prefetch / bar
+# --------------------------------------------------------------------------- hand-off / bar
 
 
 def test_handoff_keeps_order_and_reraises_at_the_failing_item() -> None:

@@ -677,9 +677,10 @@ def normalize_depth(frac, wsum, fsum, hi):
 
 @njit(parallel=True)
 def upsample_depth(frac, conf, factor, min_conf, depth_out, conf_out):
-    """Bilinear upsampling (as :func:`upsample_bilinear`) of the depth and its confidence.
+    """Upsample the depth and its confidence bilinearly by ``factor``.
 
-    ``depth_out`` is NaN where the upsampled confidence is below ``min_conf``.
+    Input sample ``i`` sits at output ``factor * i``; ``depth_out`` is NaN where the
+    upsampled confidence is below ``min_conf``.
     """
     h, w = frac.shape
     ho, wo = depth_out.shape
