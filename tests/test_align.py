@@ -280,6 +280,19 @@ def test_cubic_warp_matches_scipy_affine_transform(scale, tx, ty) -> None:
     np.testing.assert_allclose(warp_frame(img, m[:2]), ref, rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize(("shape", "d"), [((37, 53, 3), 4), ((40, 41), 3), ((20, 22, 2), 2)])
+def test_one_pass_luminance_block_mean_matches_numpy(shape, d) -> None:
+    from nanoro_optics.fusion import _kernels
+    from nanoro_optics.fusion.align import _block_mean, _luminance
+
+    frame = (np.random.default_rng(d).random(shape) * 65535).astype(np.uint16)
+    f3 = frame[..., None] if frame.ndim == 2 else frame
+    weights = np.array([0.2125, 0.7154, 0.0721]) if f3.shape[2] >= 3 else np.ones(1)
+    out = np.empty((shape[0] // d, shape[1] // d), np.float32)
+    _kernels.luminance_block_mean(f3[..., : len(weights)], weights, d, out)
+    np.testing.assert_allclose(out, _block_mean(_luminance(frame), d), rtol=1e-6)
+
+
 def test_warp_keeps_dtype_and_channels() -> None:
     rgb = (np.stack([SCENE, SCENE**2, 1 - SCENE], axis=-1)[:40, :50] * 65535).astype(np.uint16)
     m = _similarity(1.01, 0.0, 0.5, 0.25, 20)[:2]

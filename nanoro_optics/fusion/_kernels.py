@@ -720,32 +720,187 @@ def _cubic_bspline_weights(f):
     return w0, w1, 1.0 - w0 - w1 - w3, w3
 
 
-@njit(parallel=True)
-def warp_cubic(coeffs, pad, a00, a01, a10, a11, o0, o1, out):
-    """Cubic B-spline resampling of one plane under an affine map (output -> input).
+#: pole of the cubic B-spline prefilter, sqrt(3) - 2, and its gain (1 - z)(1 - 1/z) = 6
+_Z3 = np.sqrt(3.0) - 2.0
+#: samples of the causal initial sum: |z| ** 24 < 2e-14
+_Z3_TERMS = 24
 
-    ``coeffs`` are the B-spline coefficients of the plane extended by its edge values by
-    ``pad >= 3`` samples on every side; output pixel ``(r, j)`` takes the spline's value at
-    input ``(y, x) = (a00 r + a01 j + o0, a10 r + a11 j + o1)``. Points outside the plane
-    take the spline of the extended plane (scipy's ``mode="nearest"``), and those more than
-    ``pad - 3`` samples outside, where it is the edge value, are moved to that distance.
+
+@njit()
+def _prefilter_line(c, n, step, start):
+    """Cubic B-spline prefilter, in place, of ``n`` samples ``c[start + k * step]``.
+
+    The recursive filter of Unser et al. (1993) [1]_ with mirrored ("reflect-101")
+    boundaries, as ``scipy.ndimage.spline_filter1d(..., mode="mirror")``: gain 6, a causal
+    pass from ``c+[0] = sum_k z**k c[k]`` and an anti-causal pass from the exact mirrored
+    end value.
     """
-    hp, wp = coeffs.shape
-    ho, wo = out.shape
+    z = _Z3
+    if n == 1:
+        return
+    for k in range(n):
+        c[start + k * step] *= 6.0
+    # causal initial value (mirror): exact sum over the mirrored line, truncated
+    if n > _Z3_TERMS:
+        acc = c[start]
+        zk = z
+        for k in range(1, _Z3_TERMS):
+            acc += zk * c[start + k * step]
+            zk *= z
+        c[start] = acc
+    else:
+        zn1 = z ** (n - 1)
+        acc = c[start] + zn1 * c[start + (n - 1) * step]
+        zk = z
+        for k in range(1, n - 1):
+            acc += zk * (c[start + k * step] + zn1 * c[start + (n - 1 - k) * step])
+            zk *= z
+        c[start] = acc / (1.0 - zn1 * zn1)
+    for k in range(1, n):
+        c[start + k * step] += z * c[start + (k - 1) * step]
+    last = start + (n - 1) * step
+    c[last] = (z * c[last - step] + c[last]) * z / (z * z - 1.0)
+    for k in range(n - 2, -1, -1):
+        c[start + k * step] = z * (c[start + (k + 1) * step] - c[start + k * step])
+
+
+@njit()
+def _prefilter_columns(plane, j0, j1):
+    """:func:`_prefilter_line` down columns ``j0:j1`` of ``plane``, the columns side by side."""
+    n = plane.shape[0]
+    bw = j1 - j0
+    z = _Z3
+    cols = np.empty((n, bw), dtype=np.float64)
+    for r in range(n):
+        for j in range(bw):
+            cols[r, j] = 6.0 * plane[r, j0 + j]
+    if n > 1:
+        first = np.empty(bw, dtype=np.float64)
+        if n > _Z3_TERMS:
+            for j in range(bw):
+                first[j] = cols[0, j]
+            zk = z
+            for k in range(1, _Z3_TERMS):
+                for j in range(bw):
+                    first[j] += zk * cols[k, j]
+                zk *= z
+        else:
+            zn1 = z ** (n - 1)
+            for j in range(bw):
+                first[j] = cols[0, j] + zn1 * cols[n - 1, j]
+            zk = z
+            for k in range(1, n - 1):
+                for j in range(bw):
+                    first[j] += zk * (cols[k, j] + zn1 * cols[n - 1 - k, j])
+                zk *= z
+            for j in range(bw):
+                first[j] /= 1.0 - zn1 * zn1
+        for j in range(bw):
+            cols[0, j] = first[j]
+        for r in range(1, n):
+            for j in range(bw):
+                cols[r, j] += z * cols[r - 1, j]
+        for j in range(bw):
+            cols[n - 1, j] = (z * cols[n - 2, j] + cols[n - 1, j]) * z / (z * z - 1.0)
+        for r in range(n - 2, -1, -1):
+            for j in range(bw):
+                cols[r, j] = z * (cols[r + 1, j] - cols[r, j])
+    for r in range(n):
+        for j in range(bw):
+            plane[r, j0 + j] = cols[r, j]
+
+
+@njit(parallel=True)
+def spline_coefficients(frame, pad, out):
+    """Cubic B-spline coefficients of every channel of ``frame``, edge-extended by ``pad``.
+
+    ``frame`` is ``(H, W, C)`` of any real dtype (any strides); ``out`` is float32
+    ``(C, H + 2 pad, W + 2 pad)``. The frame is extended by its edge values and prefiltered
+    along both axes with mirrored boundaries: what scipy's ``affine_transform(...,
+    order=3, mode="nearest")`` does before it samples (there with float64 and one thread).
+    """
+    h, w, nc = frame.shape
+    hp, wp = out.shape[1], out.shape[2]
+    # rows: extend, then filter each row (float64 accumulation in a row buffer)
+    for q in prange(nc * hp):
+        c = q // hp
+        r = q % hp
+        rr = min(max(r - pad, 0), h - 1)
+        line = np.empty(wp, dtype=np.float64)
+        for j in range(wp):
+            line[j] = frame[rr, min(max(j - pad, 0), w - 1), c]
+        _prefilter_line(line, wp, 1, 0)
+        for j in range(wp):
+            out[c, r, j] = line[j]
+    # columns: a block of adjacent columns at a time, the recursion running down the rows
+    # with the columns as the inner (vectorised) loop
+    block = 64
+    nb = (wp + block - 1) // block
+    for q in prange(nc * nb):
+        c = q // nb
+        j0 = (q % nb) * block
+        j1 = min(j0 + block, wp)
+        _prefilter_columns(out[c], j0, j1)
+
+
+@njit(parallel=True)
+def warp_cubic_frame(coeffs, pad, a00, a01, a10, a11, o0, o1, rounding, lo, hi, out):
+    """Evaluate the cubic B-splines ``coeffs`` (C, H + 2 pad, W + 2 pad) under an affine map.
+
+    Output pixel ``(r, j)`` of every channel takes the spline's value at input
+    ``(y, x) = (a00 r + a01 j + o0, a10 r + a11 j + o1)``. Points outside the frame take the
+    spline of the edge-extended frame (scipy's ``mode="nearest"``), moved in to ``pad - 3``
+    samples outside, where it is the edge value. ``out`` is ``(H', W', C)``, rounded half to
+    even and clipped to ``[lo, hi]`` when ``rounding`` (integer output).
+    """
+    nc, hp, wp = coeffs.shape
+    ho, wo = out.shape[0], out.shape[1]
     for r in prange(ho):
         for j in range(wo):
-            # padded coordinates, kept where all four taps exist
             y = min(max(a00 * r + a01 * j + o0 + pad, 1.0), hp - 3.0)
             x = min(max(a10 * r + a11 * j + o1 + pad, 1.0), wp - 3.0)
-            iy = int(y)  # y >= 1: truncation is the floor
+            iy = int(y)
             ix = int(x)
             wy0, wy1, wy2, wy3 = _cubic_bspline_weights(y - iy)
             wx0, wx1, wx2, wx3 = _cubic_bspline_weights(x - ix)
-            row = iy - 1
-            col = ix - 1
-            acc = 0.0
-            for u in range(4):
-                wy = wy0 if u == 0 else (wy1 if u == 1 else (wy2 if u == 2 else wy3))
-                c = coeffs[row + u]
-                acc += wy * (wx0 * c[col] + wx1 * c[col + 1] + wx2 * c[col + 2] + wx3 * c[col + 3])
-            out[r, j] = acc
+            for c in range(nc):
+                cc = coeffs[c]
+                r0 = cc[iy - 1]
+                r1 = cc[iy]
+                r2 = cc[iy + 1]
+                r3 = cc[iy + 2]
+                k = ix - 1
+                v = (
+                    wy0 * (wx0 * r0[k] + wx1 * r0[k + 1] + wx2 * r0[k + 2] + wx3 * r0[k + 3])
+                    + wy1 * (wx0 * r1[k] + wx1 * r1[k + 1] + wx2 * r1[k + 2] + wx3 * r1[k + 3])
+                    + wy2 * (wx0 * r2[k] + wx1 * r2[k + 1] + wx2 * r2[k + 2] + wx3 * r2[k + 3])
+                    + wy3 * (wx0 * r3[k] + wx1 * r3[k + 1] + wx2 * r3[k + 2] + wx3 * r3[k + 3])
+                )
+                v32 = np.float32(v)  # integer output: the float32 value, rounded
+                if rounding:
+                    v32 = min(max(np.rint(v32), np.float32(lo)), np.float32(hi))
+                out[r, j, c] = v32
+
+
+@njit(parallel=True)
+def luminance_block_mean(frame, weights, d, out):
+    """Block means over ``d x d`` pixels of the luminance ``sum_c weights[c] frame[..., c]``.
+
+    ``frame`` is ``(H, W, C)`` of any real dtype; ``out`` is float32 ``(H // d, W // d)``
+    (the incomplete blocks at the bottom and right are left out). One pass over the frame,
+    instead of a float32 copy of it and a luminance image.
+    """
+    ho, wo = out.shape
+    nc = weights.shape[0]
+    inv = 1.0 / (d * d)
+    for i in prange(ho):
+        row = np.zeros(wo, dtype=np.float64)
+        for y in range(i * d, i * d + d):
+            for jo in range(wo):
+                s = 0.0
+                for x in range(jo * d, jo * d + d):
+                    for c in range(nc):
+                        s += weights[c] * frame[y, x, c]
+                row[jo] += s
+        for jo in range(wo):
+            out[i, jo] = row[jo] * inv

@@ -42,7 +42,6 @@ References
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -107,7 +106,21 @@ def _prepare(frame: np.ndarray, d: int) -> np.ndarray:
     """Downsampled, band-passed, unit-variance luminance of ``frame``."""
     from scipy import ndimage
 
-    small = _block_mean(_luminance(frame), d)
+    if d > 1 and frame.dtype.kind in "uif" and frame.dtype.itemsize <= 4:
+        from . import _kernels
+
+        # in one pass: the luminance is linear, so its block means are those of the frame
+        frame3 = frame[..., None] if frame.ndim == 2 else frame
+        if frame3.shape[2] >= 3:
+            weights = np.array([0.2125, 0.7154, 0.0721], dtype=np.float64)
+            frame3 = frame3[..., :3]
+        else:
+            weights = np.ones(1, dtype=np.float64)
+            frame3 = frame3[..., :1]
+        small = np.empty((frame.shape[0] // d, frame.shape[1] // d), np.float32)
+        _kernels.luminance_block_mean(frame3, weights, d, small)
+    else:
+        small = _block_mean(_luminance(frame), d)
     low = ndimage.gaussian_filter(small, _LOWPASS_SIGMA_PX, mode="nearest")
     background = ndimage.uniform_filter(small, _HIGHPASS_BOX_PX, mode="nearest")
     band = low - ndimage.uniform_filter(background, _HIGHPASS_BOX_PX, mode="nearest")
@@ -297,6 +310,7 @@ def warp_frame(
     *,
     order: int = 3,
     output_shape: tuple[int, int] | None = None,
+    _scratch: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Resample ``frame`` into the reference grid given its frame -> reference ``matrix``.
 
@@ -331,26 +345,21 @@ def warp_frame(
     offset = np.array([inv[1, 2], inv[0, 2]])
     shape = tuple(frame.shape[:2]) if output_shape is None else tuple(output_shape)
     planes = frame[..., None] if frame.ndim == 2 else frame
+    if order == 3 and frame.dtype in _FAST_CUBIC_DTYPES:
+        out = _warp_cubic(planes, rc, offset, shape, _scratch)
+        return out[..., 0] if frame.ndim == 2 else out
     work = np.float32 if frame.dtype.itemsize <= 4 else np.float64
     out = np.empty((*shape, planes.shape[2]), dtype=frame.dtype)
-    coeffs: list[np.ndarray] = []
-    if order == 3 and work is np.float32:  # the numba path; the prefilters side by side
-        coeffs = _spline_coefficients([planes[..., c] for c in range(planes.shape[2])])
     for c in range(planes.shape[2]):
-        plane = planes[..., c].astype(work, copy=False)
-        if coeffs:
-            res = _warp_cubic(coeffs[c], rc, offset, shape)
-            coeffs[c] = coeffs[c][:0]  # free it
-        else:
-            res = ndimage.affine_transform(
-                plane,
-                rc,
-                offset=offset,
-                output_shape=shape,
-                output=work,
-                order=order,
-                mode="nearest",
-            )
+        res = ndimage.affine_transform(
+            planes[..., c].astype(work, copy=False),
+            rc,
+            offset=offset,
+            output_shape=shape,
+            output=work,
+            order=order,
+            mode="nearest",
+        )
         if frame.dtype.kind in "iu":
             info = np.iinfo(frame.dtype)
             np.rint(res, out=res)
@@ -364,52 +373,63 @@ def warp_frame(
 
 #: samples added on every side before the spline prefilter (as scipy does for "nearest")
 _SPLINE_PAD = 12
-
-
-def _spline_coefficients(planes: list[np.ndarray]) -> list[np.ndarray]:
-    """Cubic B-spline coefficients of each plane, extended by ``_SPLINE_PAD`` edge values.
-
-    As scipy prepares ``affine_transform(..., order=3, mode="nearest")``: the plane is
-    extended by its edge values and prefiltered with mirrored boundaries. Several planes
-    are prefiltered on parallel threads (``scipy.ndimage`` releases the GIL).
-    """
-    from scipy import ndimage
-
-    def one(plane: np.ndarray) -> np.ndarray:
-        padded = np.pad(plane.astype(np.float32, copy=False), _SPLINE_PAD, mode="edge")
-        return ndimage.spline_filter(padded, order=3, output=np.float32, mode="mirror")
-
-    workers = min(len(planes), os.cpu_count() or 1)
-    if workers <= 1:
-        return [one(p) for p in planes]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, planes))
+#: dtypes the numba cubic warp handles (float32 arithmetic is exact enough for them)
+_FAST_CUBIC_DTYPES = tuple(
+    np.dtype(t) for t in (np.uint8, np.uint16, np.int8, np.int16, np.float32)
+)
 
 
 def _warp_cubic(
-    coeffs: np.ndarray, rc: np.ndarray, offset: np.ndarray, shape: tuple[int, ...]
+    planes: np.ndarray,
+    rc: np.ndarray,
+    offset: np.ndarray,
+    shape: tuple[int, ...],
+    scratch: list[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Evaluate the spline ``coeffs`` of :func:`_spline_coefficients` under an affine map.
+    """Cubic B-spline affine resampling of ``planes`` (H, W, C) by numba kernels, in parallel.
 
-    In parallel (numba); the same as scipy's ``affine_transform(..., order=3,
-    mode="nearest")`` to about 1e-5 of the range.
+    The same as scipy's ``affine_transform(..., order=3, mode="nearest")`` on each channel
+    (to about 1e-4 of the range, float32 coefficients): the frame is extended by its edge
+    values, prefiltered into B-spline coefficients with mirrored boundaries, and the spline
+    is evaluated at the mapped points; integer output is rounded and clipped to its range.
+
+    One channel at a time, through one float32 coefficient plane: ``scratch`` (a list, empty
+    or holding that plane from an earlier call) lets a caller warping frame after frame
+    reuse it rather than map fresh memory each time.
     """
     from . import _kernels
 
-    out = np.empty(shape, np.float32)
-    _kernels.warp_cubic(
-        coeffs,
-        _SPLINE_PAD,
-        float(rc[0, 0]),
-        float(rc[0, 1]),
-        float(rc[1, 0]),
-        float(rc[1, 1]),
-        float(offset[0]),
-        float(offset[1]),
-        out,
+    h, w, nc = planes.shape
+    size = (1, h + 2 * _SPLINE_PAD, w + 2 * _SPLINE_PAD)
+    if scratch and scratch[0].shape == size:
+        coeffs = scratch[0]
+    else:
+        coeffs = np.empty(size, np.float32)
+        if scratch is not None:
+            scratch[:] = [coeffs]
+    out = np.empty((*shape, nc), planes.dtype)
+    is_int = planes.dtype.kind in "iu"
+    lo, hi = (
+        (float(np.iinfo(planes.dtype).min), float(np.iinfo(planes.dtype).max))
+        if is_int
+        else (0.0, 0.0)
     )
+    for c in range(nc):
+        _kernels.spline_coefficients(planes[..., c : c + 1], _SPLINE_PAD, coeffs)
+        _kernels.warp_cubic_frame(
+            coeffs,
+            _SPLINE_PAD,
+            float(rc[0, 0]),
+            float(rc[0, 1]),
+            float(rc[1, 0]),
+            float(rc[1, 1]),
+            float(offset[0]),
+            float(offset[1]),
+            is_int,
+            lo,
+            hi,
+            out[..., c : c + 1],
+        )
     return out
 
 
@@ -487,6 +507,7 @@ class FrameAligner:
         self._prev_step: np.ndarray | None = None  # last neighbour map, downsampled coords
         self._d = 1
         self._box = (-math.inf, math.inf, -math.inf, math.inf)
+        self._scratch: list[np.ndarray] = []  # the warp's coefficient plane, kept
 
     @property
     def valid_bbox(self) -> tuple[int, int, int, int]:
@@ -586,7 +607,7 @@ class FrameAligner:
         arr = np.asarray(frame)
         if len(self.transforms) == 1:
             return arr
-        return warp_frame(arr, matrix, order=self.order)
+        return warp_frame(arr, matrix, order=self.order, _scratch=self._scratch)
 
 
 @dataclass(frozen=True)
