@@ -263,14 +263,21 @@ def test_bilinear_warp_matches_reference() -> None:
 
 
 @pytest.mark.parametrize(
-    ("scale", "tx", "ty"), [(1.012, -3.4, 2.7), (0.95, 30.4, -25.7), (1.0, 0.0, 0.0)]
+    ("scale", "theta", "tx", "ty"),
+    [
+        (1.012, 0.01, -3.4, 2.7),
+        (0.95, 0.01, 30.4, -25.7),
+        (1.0, 0.0, 0.0, 0.0),
+        (1.014, 0.0, -2.2, 1.6),  # scale and shift only: the separable evaluation
+        (0.93, 0.0, 25.0, -30.5),
+    ],
 )
-def test_cubic_warp_matches_scipy_affine_transform(scale, tx, ty) -> None:
-    # the numba kernel of order 3 against scipy's own cubic B-spline, also far outside
+def test_cubic_warp_matches_scipy_affine_transform(scale, theta, tx, ty) -> None:
+    # the numba kernels of order 3 against scipy's own cubic B-spline, also far outside
     from scipy import ndimage
 
     img = (SCENE[:70, :90] * 255).astype(np.float32)
-    m = _similarity(scale, 0.01, tx, ty, 0)
+    m = _similarity(scale, theta, tx, ty, 0)
     inv = np.linalg.inv(m)
     rc = np.array([[inv[1, 1], inv[1, 0]], [inv[0, 1], inv[0, 0]]])
     ref = ndimage.affine_transform(

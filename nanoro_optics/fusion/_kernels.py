@@ -713,11 +713,13 @@ def upsample_depth(frac, conf, factor, min_conf, depth_out, conf_out):
 @njit()
 def _cubic_bspline_weights(f):
     """Weights of the cubic B-spline at taps ``-1, 0, 1, 2`` for an offset ``f`` in [0, 1)."""
-    g = 1.0 - f
-    w0 = g * g * g / 6.0
-    w3 = f * f * f / 6.0
-    w1 = 2.0 / 3.0 - f * f + 0.5 * f * f * f
-    return w0, w1, 1.0 - w0 - w1 - w3, w3
+    one = np.float32(1.0)
+    sixth = np.float32(1.0 / 6.0)
+    g = one - f
+    w0 = g * g * g * sixth
+    w3 = f * f * f * sixth
+    w1 = np.float32(2.0 / 3.0) - f * f + np.float32(0.5) * f * f * f
+    return w0, w1, one - w0 - w1 - w3, w3
 
 
 #: pole of the cubic B-spline prefilter, sqrt(3) - 2, and its gain (1 - z)(1 - 1/z) = 6
@@ -844,6 +846,51 @@ def spline_coefficients(frame, pad, out):
 
 
 @njit(parallel=True)
+def _warp_cubic_separable(coeffs, pad, ay, ax, oy, ox, rounding, lo, hi, out):
+    """Evaluate :func:`warp_cubic_frame` for ``y = ay r + oy``, ``x = ax j + ox``.
+
+    Separable: per output row, a column pass (four rows of coefficients combined), then a
+    row pass along it; about seven times faster than the general affine evaluation.
+    """
+    nc, hp, wp = coeffs.shape
+    ho, wo = out.shape[0], out.shape[1]
+    ix = np.empty(wo, dtype=np.int64)
+    wx = np.empty((wo, 4), dtype=np.float32)
+    for j in range(wo):
+        x = min(max(ax * j + ox + pad, 1.0), wp - 3.0)
+        ix[j] = int(x) - 1
+        w0, w1, w2, w3 = _cubic_bspline_weights(np.float32(x - int(x)))
+        wx[j, 0] = w0
+        wx[j, 1] = w1
+        wx[j, 2] = w2
+        wx[j, 3] = w3
+    for r in prange(ho):
+        y = min(max(ay * r + oy + pad, 1.0), hp - 3.0)
+        q = int(y) - 1
+        wy0, wy1, wy2, wy3 = _cubic_bspline_weights(np.float32(y - int(y)))
+        tmp = np.empty(wp, dtype=np.float32)
+        for c in range(nc):
+            for k in range(wp):
+                tmp[k] = (
+                    wy0 * coeffs[c, q, k]
+                    + wy1 * coeffs[c, q + 1, k]
+                    + wy2 * coeffs[c, q + 2, k]
+                    + wy3 * coeffs[c, q + 3, k]
+                )
+            for j in range(wo):
+                k = ix[j]
+                v = (
+                    wx[j, 0] * tmp[k]
+                    + wx[j, 1] * tmp[k + 1]
+                    + wx[j, 2] * tmp[k + 2]
+                    + wx[j, 3] * tmp[k + 3]
+                )
+                if rounding:
+                    v = min(max(np.rint(v), np.float32(lo)), np.float32(hi))
+                out[r, j, c] = v
+
+
+@njit(parallel=True)
 def warp_cubic_frame(coeffs, pad, a00, a01, a10, a11, o0, o1, rounding, lo, hi, out):
     """Evaluate the cubic B-splines ``coeffs`` (C, H + 2 pad, W + 2 pad) under an affine map.
 
@@ -855,26 +902,49 @@ def warp_cubic_frame(coeffs, pad, a00, a01, a10, a11, o0, o1, rounding, lo, hi, 
     """
     nc, hp, wp = coeffs.shape
     ho, wo = out.shape[0], out.shape[1]
+    if a01 == 0.0 and a10 == 0.0:  # scale and shift (focus breathing): separable
+        _warp_cubic_separable(coeffs, pad, a00, a11, o0, o1, rounding, lo, hi, out)
+        return
     for r in prange(ho):
         for j in range(wo):
             y = min(max(a00 * r + a01 * j + o0 + pad, 1.0), hp - 3.0)
             x = min(max(a10 * r + a11 * j + o1 + pad, 1.0), wp - 3.0)
             iy = int(y)
             ix = int(x)
-            wy0, wy1, wy2, wy3 = _cubic_bspline_weights(y - iy)
-            wx0, wx1, wx2, wx3 = _cubic_bspline_weights(x - ix)
+            wy0, wy1, wy2, wy3 = _cubic_bspline_weights(np.float32(y - iy))
+            wx0, wx1, wx2, wx3 = _cubic_bspline_weights(np.float32(x - ix))
+            k = ix - 1
+            q = iy - 1
             for c in range(nc):
-                cc = coeffs[c]
-                r0 = cc[iy - 1]
-                r1 = cc[iy]
-                r2 = cc[iy + 1]
-                r3 = cc[iy + 2]
-                k = ix - 1
                 v = (
-                    wy0 * (wx0 * r0[k] + wx1 * r0[k + 1] + wx2 * r0[k + 2] + wx3 * r0[k + 3])
-                    + wy1 * (wx0 * r1[k] + wx1 * r1[k + 1] + wx2 * r1[k + 2] + wx3 * r1[k + 3])
-                    + wy2 * (wx0 * r2[k] + wx1 * r2[k + 1] + wx2 * r2[k + 2] + wx3 * r2[k + 3])
-                    + wy3 * (wx0 * r3[k] + wx1 * r3[k + 1] + wx2 * r3[k + 2] + wx3 * r3[k + 3])
+                    wy0
+                    * (
+                        wx0 * coeffs[c, q, k]
+                        + wx1 * coeffs[c, q, k + 1]
+                        + wx2 * coeffs[c, q, k + 2]
+                        + wx3 * coeffs[c, q, k + 3]
+                    )
+                    + wy1
+                    * (
+                        wx0 * coeffs[c, q + 1, k]
+                        + wx1 * coeffs[c, q + 1, k + 1]
+                        + wx2 * coeffs[c, q + 1, k + 2]
+                        + wx3 * coeffs[c, q + 1, k + 3]
+                    )
+                    + wy2
+                    * (
+                        wx0 * coeffs[c, q + 2, k]
+                        + wx1 * coeffs[c, q + 2, k + 1]
+                        + wx2 * coeffs[c, q + 2, k + 2]
+                        + wx3 * coeffs[c, q + 2, k + 3]
+                    )
+                    + wy3
+                    * (
+                        wx0 * coeffs[c, q + 3, k]
+                        + wx1 * coeffs[c, q + 3, k + 1]
+                        + wx2 * coeffs[c, q + 3, k + 2]
+                        + wx3 * coeffs[c, q + 3, k + 3]
+                    )
                 )
                 v32 = np.float32(v)  # integer output: the float32 value, rounded
                 if rounding:
