@@ -28,7 +28,7 @@ import numpy as np
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: colour type -> samples per pixel (palette, 3, is left to Pillow)
-_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
+CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
 
 
 class PngBuffers:
@@ -111,9 +111,9 @@ def read_png(path: Path, *, buffers: PngBuffers | None = None) -> np.ndarray | N
     if len(blob) < 33 or blob[:8] != PNG_SIGNATURE or blob[12:16] != b"IHDR":
         return None
     width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", blob[16:29])
-    if colour not in _CHANNELS or depth not in (8, 16) or interlace or width < 1 or height < 1:
+    if colour not in CHANNELS or depth not in (8, 16) or interlace or width < 1 or height < 1:
         return None
-    channels = _CHANNELS[colour]
+    channels = CHANNELS[colour]
     idat: list[tuple[int, int]] = []
     pos = 8
     while True:

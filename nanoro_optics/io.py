@@ -313,8 +313,10 @@ def png_frame_format(path: PathLike) -> tuple[tuple[int, ...], np.dtype] | None:
     header = _png_header(Path(path))
     if header is None:
         return None
+    from ._png import CHANNELS
+
     width, height, depth, colour, interlace = header
-    channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(colour)
+    channels = CHANNELS.get(colour)
     if channels is None or depth not in (8, 16) or interlace:
         return None
     shape = (height, width) if channels == 1 else (height, width, channels)

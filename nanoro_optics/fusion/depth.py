@@ -33,8 +33,8 @@ References
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -176,14 +176,10 @@ class DepthTracker:
         from scipy import ndimage
 
         # the two smoothings run side by side (scipy.ndimage releases the GIL)
-        smoothed: list[np.ndarray] = []
-        worker = threading.Thread(
-            target=lambda: smoothed.append(ndimage.gaussian_filter(conf, SMOOTH_PX, mode="mirror"))
-        )
-        worker.start()
-        fsum = ndimage.gaussian_filter(frac * conf, SMOOTH_PX, mode="mirror")
-        worker.join()
-        wsum = smoothed[0] if smoothed else ndimage.gaussian_filter(conf, SMOOTH_PX, mode="mirror")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(ndimage.gaussian_filter, conf, SMOOTH_PX, mode="mirror")
+            fsum = ndimage.gaussian_filter(frac * conf, SMOOTH_PX, mode="mirror")
+            wsum = pending.result()
         _kernels.normalize_depth(frac, wsum, fsum, float(self.count - 1))
         del wsum, fsum
         depth = np.empty(self.full_shape, np.float32)

@@ -231,9 +231,9 @@ class StackFuser:
                     f"frame {k} has a non-finite pixel ({frame.flat[int(bad)]}) at "
                     f"{tuple(int(p) for p in pos)}"
                 )
-        if frame.dtype not in (np.uint8, np.uint16, np.float32):
-            # other integer types go through float32 (exact below 2**24)
-            frame = frame.astype(np.float32)
+        work = self._work_dtype(frame.dtype)
+        if frame.dtype != work:  # other integer types go through float32 (exact below 2**24)
+            frame = frame.astype(work)
         return frame  # copied into the planar buffer, whatever its strides
 
     def _kern(self) -> Any:
