@@ -229,7 +229,9 @@ def run(args: argparse.Namespace) -> int:
     tiffs = any(f.suffix.lower() in (".tif", ".tiff") for f in files)
     progress = _Progress(None if tiffs else len(files), sys.stderr, not args.quiet)
     t0 = time.perf_counter()
-    fuser = StackFuser(align=args.align)
+    # without --depth-map no depth is tracked (its maps are about a sixth of the memory)
+    track = depth_path is not None
+    fuser = StackFuser(align=args.align, depth=track)
     handoff = HandOff(nio.iter_frames(files, reuse_buffer=True))
     expected = nio.png_frame_format(files[0])
     try:
@@ -240,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
             z = None if args.z_step_um is None else frame.index * args.z_step_um
             if frame.index == 0 and expected is not None:
                 if (frame.image.shape, frame.image.dtype) != expected:  # e.g. EXIF-rotated
-                    fuser = StackFuser(align=args.align)
+                    fuser = StackFuser(align=args.align, depth=track)
             try:
                 fuser.add(frame.image, z_um=z, on_copied=handoff.release)
             except (ValueError, TypeError) as exc:

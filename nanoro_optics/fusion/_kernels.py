@@ -76,6 +76,46 @@ def _pw(x, p):
 
 
 # ---------------------------------------------------------------------------------------
+# 16-bit activity codes
+# ---------------------------------------------------------------------------------------
+#: An activity ``a`` at or above a floor ``f`` is stored in 16 bits as the float32 bit
+#: pattern of ``x = a / f`` (in ``[1, 2**32)``) less that of 1, rounded to 11 mantissa
+#: bits: 5 bits of exponent and 11 of mantissa, relative step ``2**-11``, rounding error at
+#: most ``2**-12`` (2.4e-4). Codes are monotonic in ``a``, so comparisons need no decoding.
+CODE_ONE = 0x3F800000
+#: the largest code of a value; :data:`CODE_UNKNOWN` marks a value not (yet) known
+CODE_MAX = 65534
+CODE_UNKNOWN = 65535
+
+
+@njit()
+def _encode_row(a, inv_floor, fbuf, keys):
+    """Codes of the activities ``a`` (floor ``1 / inv_floor``), as float32 into ``keys``.
+
+    ``fbuf`` is float32 scratch of the row's length. Values below the floor take the
+    floor's code (0); the fuser's activities never are (they include the floor).
+    """
+    ubuf = fbuf.view(np.uint32)
+    one = np.float32(1.0)
+    for j in range(a.shape[0]):
+        fbuf[j] = max(a[j] * inv_floor, one)
+    for j in range(a.shape[0]):
+        code = (ubuf[j] - np.uint32(CODE_ONE) + np.uint32(0x800)) >> np.uint32(12)
+        keys[j] = np.float32(min(code, np.uint32(CODE_MAX)))
+
+
+@njit()
+def _log_code(code):
+    """Natural log of ``a / floor`` for a code of :func:`_encode_row` (NaN if unknown)."""
+    c = np.uint32(code)
+    if c >= CODE_UNKNOWN:
+        return np.float32(np.nan)
+    e = np.float32(c >> np.uint32(11))
+    m = np.float32(c & np.uint32(0x7FF)) * np.float32(1.0 / 2048.0)
+    return e * np.float32(np.log(2.0)) + np.log1p(m)
+
+
+# ---------------------------------------------------------------------------------------
 # REDUCE and EXPAND
 # ---------------------------------------------------------------------------------------
 @njit()
@@ -283,6 +323,8 @@ def _fuse_band(
     after,
     amin,
     k,
+    coded,
+    first,
     lum,
     radius,
     inherit_gain,
@@ -316,6 +358,13 @@ def _fuse_band(
     erow = np.empty(w, dtype=np.float32)
     ybuf = np.empty(w, dtype=np.float32)
     ypad = np.empty(w + 2 * rad, dtype=np.float32)
+    # activity keys (their codes when ``coded``), the norms of a row decoded, code scratch
+    kbuf = np.empty(w if coded else 0, dtype=np.float32)
+    mrow = np.empty(w, dtype=np.float32)
+    fbuf = np.empty(w if coded else 0, dtype=np.float32)
+    ubuf = fbuf.view(np.uint32)
+    inv_eps = np.float32(1.0) / eps
+    unknown = np.float32(CODE_UNKNOWN) if coded else np.float32(np.nan)
     # pass 1: Laplacian coefficients and box-summed squared luminance
     for q in range(ext):
         rr = _refl(r0 - 1 - rad + q, h)
@@ -368,17 +417,26 @@ def _fuse_band(
             for c in range(nc):
                 for j in range(w):
                     lbuf[c, lq, j] = np.rint(lbuf[c, lq, j] * qscale) * inv_q
+        keys = abuf[t]
+        if coded and (hard or write_act):  # integer-valued float32 keys: exact compares
+            _encode_row(abuf[t], inv_eps, fbuf, kbuf)
+            keys = kbuf
         if hard:
             ties = 0
-            for j in range(w):  # branch-free, so that it vectorises; ties resolved below
-                a = abuf[t, j]
-                m = wnorm[r, j]
-                scb[j] = np.float32(1.0) if a > m else np.float32(0.0)
-                ties += 1 if a == m else 0
-                wnorm[r, j] = max(a, m)
+            if first:  # nothing to compare with yet
+                for j in range(w):
+                    scb[j] = np.float32(1.0)
+                    wnorm[r, j] = keys[j]
+            else:
+                for j in range(w):  # branch-free, so that it vectorises; ties resolved below
+                    a = keys[j]
+                    m = np.float32(wnorm[r, j])
+                    scb[j] = np.float32(1.0) if a > m else np.float32(0.0)
+                    ties += 1 if a == m else 0
+                    wnorm[r, j] = max(a, m)
             if ties > 0:  # equal activity: the larger coefficient vector, whatever the order
                 for j in range(w):
-                    if abuf[t, j] == wnorm[r, j] and scb[j] == 0.0:
+                    if keys[j] == np.float32(wnorm[r, j]) and scb[j] == 0.0:
                         for c in range(nc):
                             old = np.float32(acc[c, r, j]) * inv_q if quant else acc[c, r, j]
                             if lbuf[c, lq, j] != old:
@@ -393,15 +451,27 @@ def _fuse_band(
                     else:
                         acc[c, r, j] = lbuf[c, lq, j] if scb[j] > 0.0 else acc[c, r, j]
         else:
+            # the norms so far (0 before the first frame), decoded when stored as codes
+            if first:
+                for j in range(w):
+                    mrow[j] = np.float32(0.0)
+            elif coded:
+                for j in range(w):
+                    ubuf[j] = (np.uint32(wnorm[r, j]) << np.uint32(12)) + np.uint32(CODE_ONE)
+                for j in range(w):
+                    mrow[j] = fbuf[j] * eps
+            else:
+                for j in range(w):
+                    mrow[j] = wnorm[r, j]
             if power == 4:  # the default, written out so that the loop vectorises
                 for j in range(w):
                     a = abuf[t, j]
-                    m = wnorm[r, j]
+                    m = mrow[j]
                     mx = max(a, m)
                     q = min(a, m) / mx
                     q2 = q * q
                     norm = mx * np.sqrt(np.sqrt(np.float32(1.0) + q2 * q2))
-                    wnorm[r, j] = norm
+                    mrow[j] = norm
                     q = a / norm
                     q2 = q * q
                     scb[j] = q2 * q2
@@ -411,11 +481,15 @@ def _fuse_band(
                     # it has the range of one activity (no overflow for any p), and the new
                     # frame's weight in the mean is a ** p / sum(a_k ** p) = (a / norm) ** p
                     a = abuf[t, j]
-                    m = wnorm[r, j]
+                    m = mrow[j]
                     mx = max(a, m)
                     norm = mx * _root(np.float32(1.0) + _pw(min(a, m) / mx, power), power)
-                    wnorm[r, j] = norm
+                    mrow[j] = norm
                     scb[j] = _pw(a / norm, power)  # the new coefficient's share of the mean
+            if coded:  # the new norms back as codes (the weights above used them exact)
+                _encode_row(mrow, inv_eps, fbuf, mrow)
+            for j in range(w):
+                wnorm[r, j] = mrow[j]
             for c in range(nc):
                 for j in range(w):
                     if quant:
@@ -425,7 +499,7 @@ def _fuse_band(
                         old = acc[c, r, j]
                         acc[c, r, j] = old + (lbuf[c, lq, j] - old) * scb[j]
         if write_act:  # the depth tracker, as in depth_update
-            _track_row(abuf[t], r, k, prev, best, idx, before, after, amin)
+            _track_row(keys, r, k, prev, best, idx, before, after, amin, unknown)
     if write_reduced:
         hn = reduced_out.shape[0]
         wr = reduced_out.shape[1]
@@ -462,6 +536,8 @@ def fuse_level(
     after,
     amin,
     k,
+    coded,
+    first,
     lum,
     radius,
     inherit_gain,
@@ -486,7 +562,8 @@ def fuse_level(
         Activity handed down from the finer level; a (1, 1) placeholder at level 0.
     acc, wnorm : (C, H, W), (H, W)
         Running weighted mean of the coefficients (float32, or int16 fixed point when
-        ``quant``) and, float32, the norm of the activities seen: their maximum with the hard
+        ``quant``) and the norm of the activities seen (float32, or uint16 codes of
+        ``norm / eps`` when ``coded``, see :func:`_encode_row`): their maximum with the hard
         rule, their ``power``-norm ``(sum a_k ** power) ** (1 / power)`` with the soft one,
         whose weights ``a_k ** power`` it normalises (frame ``k``'s share of the mean when it
         arrives is ``(a_k / norm_k) ** power``). One map holds what a sum of weights and a
@@ -498,6 +575,13 @@ def fuse_level(
     prev, best, idx, before, after, amin, k : arrays (H, W) and int
         The maps of the :class:`~nanoro_optics.fusion.depth.DepthTracker`, updated in place
         with this level's activity as frame ``k`` when ``write_act`` (else placeholders).
+    coded : bool
+        ``wnorm`` and the tracker's activity maps hold uint16 codes (:func:`_encode_row`,
+        floor ``eps``) instead of float32 activities. The hard rule and the tracker then
+        compare codes (activities within a code step are ties); the soft rule computes this
+        frame's weight with the exact new norm and stores the norm rounded to its code.
+    first : bool
+        This is the first frame (``wnorm`` holds nothing yet).
     lum : (C,) float32
         Luminance weights: activity is measured on the luminance of the coefficients and
         all channels are selected together.
@@ -540,6 +624,8 @@ def fuse_level(
             after,
             amin,
             k,
+            coded,
+            first,
             lum,
             radius,
             inherit_gain,
@@ -571,9 +657,13 @@ def to_planar(src, dst):
 
 
 @njit()
-def _track_row(act_row, r, k, prev, best, idx, before, after, amin):
-    """Fold row ``r`` of frame ``k``'s activity into the depth tracker's maps."""
-    nan = np.float32(np.nan)
+def _track_row(act_row, r, k, prev, best, idx, before, after, amin, unknown):
+    """Fold row ``r`` of frame ``k``'s activity into the depth tracker's maps.
+
+    ``act_row`` holds activities, or their codes when the maps are uint16 codes;
+    ``unknown`` marks a neighbour not yet seen (NaN, or :data:`CODE_UNKNOWN`).
+    """
+    nan = unknown
     for j in range(act_row.shape[0]):
         a = act_row[j]
         if k == 0:
@@ -596,15 +686,23 @@ def _track_row(act_row, r, k, prev, best, idx, before, after, amin):
 
 
 @njit(parallel=True)
-def depth_update(act, k, prev, best, idx, before, after, amin):
+def depth_update(act, k, prev, best, idx, before, after, amin, coded, inv_floor):
     """Track, per pixel, the frame of largest activity and its neighbours' activities.
 
     Frames are assumed to arrive in focus order. ``before``/``after`` hold the activity of
-    frames ``idx - 1``/``idx + 1`` (NaN while unknown), ``prev`` the previous frame's
-    activity (``act`` once this returns) and ``amin`` the smallest activity seen.
+    frames ``idx - 1``/``idx + 1`` (NaN, or :data:`CODE_UNKNOWN`, while unknown), ``prev``
+    the previous frame's activity (``act`` once this returns) and ``amin`` the smallest
+    activity seen. With ``coded`` the maps hold 16-bit codes of ``act * inv_floor``.
     """
+    w = act.shape[1]
     for r in prange(act.shape[0]):
-        _track_row(act[r], r, k, prev, best, idx, before, after, amin)
+        if coded:
+            fbuf = np.empty(w, np.float32)
+            kbuf = np.empty(w, np.float32)
+            _encode_row(act[r], inv_floor, fbuf, kbuf)
+            _track_row(kbuf, r, k, prev, best, idx, before, after, amin, CODE_UNKNOWN)
+        else:
+            _track_row(act[r], r, k, prev, best, idx, before, after, amin, np.nan)
 
 
 @njit(parallel=True)
@@ -632,12 +730,13 @@ def has_nan(img):
 # depth map
 # ---------------------------------------------------------------------------------------
 @njit(parallel=True)
-def depth_estimate(idx, before, best, after, amin, log_noise, log_full, frac, conf):
+def depth_estimate(idx, before, best, after, amin, coded, log_noise, log_full, frac, conf):
     """Sub-frame depth (parabola vertex through log activities) and confidence per pixel.
 
     ``frac = idx + delta`` with ``delta = (y- - y+) / (2 (y- - 2 y0 + y+))`` limited to
     ``[-0.5, 0.5]`` (0 when a neighbour is missing or the parabola is not concave);
-    ``conf = clip((log(best / amin) - log_noise) / log_full, 0, 1)``.
+    ``conf = clip((log(best / amin) - log_noise) / log_full, 0, 1)``. With ``coded`` the
+    maps hold 16-bit codes (only log differences are used, so the floor cancels).
     """
     h, w = idx.shape
     half = np.float32(0.5)
@@ -647,16 +746,23 @@ def depth_estimate(idx, before, best, after, amin, log_noise, log_full, frac, co
     for r in prange(h):
         for j in range(w):
             # float32 logs: activities are float32, their log differences need no more
-            y0 = np.log(best[r, j])
-            ym = np.log(before[r, j])
-            yp = np.log(after[r, j])
+            if coded:
+                y0 = _log_code(best[r, j])
+                ym = _log_code(before[r, j])
+                yp = _log_code(after[r, j])
+                ymin = _log_code(amin[r, j])
+            else:
+                y0 = np.log(best[r, j])
+                ym = np.log(before[r, j])
+                yp = np.log(after[r, j])
+                ymin = np.log(amin[r, j])
             den = ym - np.float32(2.0) * y0 + yp
             d = zero
             if np.isfinite(den) and den < zero:
                 d = half * (ym - yp) / den
                 d = min(max(d, -half), half)
             frac[r, j] = np.float32(idx[r, j]) + d
-            c = (y0 - np.log(amin[r, j]) - ln) * inv_full
+            c = (y0 - ymin - ln) * inv_full
             conf[r, j] = min(max(c, zero), np.float32(1.0))
 
 

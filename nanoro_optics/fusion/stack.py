@@ -4,10 +4,12 @@ Each frame is decomposed into a Burt-Adelson Laplacian pyramid [1]_ level by lev
 into a running fused pyramid with the rule of :mod:`.rule`; the frame's pyramid is never
 stored whole. The state is, per level, the weighted mean of the coefficients (planar; int16
 fixed point for uint8 frames, else float32) and one map of the frames' activities (their
-maximum, or their p-norm for the soft rule), plus the depth tracker on the half-resolution
-level: for a uint8 RGB frame about ``4/3 * (6 + 4) + 21 / 4`` bytes per pixel, and the
-per-frame work buffers (the frame in planar form, its next Gaussian level). Memory does not
-grow with the number of frames, and frames can be fused as a camera delivers them.
+maximum, or their p-norm for the soft rule; for integer frames as 16-bit codes, else
+float32), plus the depth tracker on the half-resolution level: for a uint8 RGB frame about
+``4/3 * (6 + 2) + 11 / 4`` bytes per pixel (without the tracker, ``depth=False``, the last
+term goes), and the per-frame work buffers (the frame in planar form, its next Gaussian
+level). Memory does not grow with the number of frames, and frames can be fused as a
+camera delivers them.
 
 References
 ----------
@@ -98,6 +100,22 @@ def _collapse(accs: list[np.ndarray], scale: float, dtype: np.dtype, kernels: An
     return out if is_int else out.astype(dtype, copy=False)
 
 
+#: activity / eps that 16-bit activity codes hold (``_kernels._encode_row``), with a margin
+_CODE_RANGE = 2.0**31
+
+
+def _activity_bound(levels: int, inherit: float) -> float:
+    """Largest activity / eps on any level, for frames of an integer type.
+
+    A Laplacian coefficient, hence its luminance, is at most the full scale in magnitude
+    (REDUCE and EXPAND average with positive weights), so the local energy is at most
+    ``full**2 = eps / _EPS_FRACTION**2``; level ``k`` adds ``inherit`` times the (averaged)
+    activity of level ``k - 1``, and the floor eps itself.
+    """
+    one_level = 1.0 + 1.0 / _EPS_FRACTION**2
+    return one_level * sum(float(inherit) ** k for k in range(levels))
+
+
 #: int16 steps per DN of the fused coefficients of uint8 frames: coefficients of a uint8
 #: image lie in [-255, 255], so 128 steps per DN fit int16 and keep 1/256 DN rounding
 _QSCALE_UINT8 = 128.0
@@ -119,6 +137,10 @@ class StackFuser:
         :class:`~nanoro_optics.fusion.align.FrameAligner` before fusing it (focus breathing,
         drift). The depth map is then NaN (confidence 0) outside :attr:`valid_bbox`, where
         some frames hold no data.
+    depth : bool, optional
+        Track the frame of best focus for the depth map (default). With ``False`` the fuser
+        keeps no depth tracker (at 12 MP about 63 MB less and a little less work per frame)
+        and only :meth:`image` gives a result; :meth:`result` then raises.
     **rule_options
         Options of :class:`~nanoro_optics.fusion.rule.FusionRule`: ``sharpness``,
         ``window_px``, ``inherit``, ``min_confidence``.
@@ -155,9 +177,13 @@ class StackFuser:
         z_um: Sequence[float] | None = None,
         levels: int | None = None,
         align: bool = False,
+        depth: bool = True,
         **rule_options: Any,
     ) -> None:
         self.rule = FusionRule(**rule_options)
+        if not isinstance(depth, (bool, np.bool_)):
+            raise TypeError(f"depth must be a bool, got {type(depth).__name__} {depth!r}")
+        self.depth = bool(depth)
         self._z_init: np.ndarray | None = None
         if z_um is not None:
             z = as_float_array(z_um, "z_um")
@@ -316,7 +342,7 @@ class StackFuser:
         self._allocate(dims[0], dims[1], c, self._work_dtype(kind))
         assert self._plane is not None
         maps: list[np.ndarray] = [*self._acc, *self._wnorm, *self._gbuf, *self._rbuf]
-        for arr in (*maps, self._plane, *self._tracker.arrays()):
+        for arr in (*maps, self._plane, *self._tracker_arrays()):
             arr[...] = 0  # map the pages in now (numpy releases the GIL for this)
 
     def _allocate(self, h: int, w: int, c: int, work_dtype: np.dtype) -> None:
@@ -336,14 +362,24 @@ class StackFuser:
         self._quant = self._dtype == np.uint8
         self._qscale = _QSCALE_UINT8 if self._quant else 1.0
         acc_dtype = np.int16 if self._quant else np.float32
-        for hh, ww in shapes:
-            self._acc.append(np.zeros((c, hh, ww), acc_dtype))
-            self._wnorm.append(np.zeros((hh, ww), np.float32))
-        self._depth_level = min(1, n_levels - 1)
-        self._tracker = DepthTracker(shapes[self._depth_level], self._depth_level, (h, w))
-        self._lum = luminance_weights(c)
         assert self._dtype is not None
         self._eps = float((_EPS_FRACTION * _full_scale(self._dtype)) ** 2)
+        # integer frames bound the activity: its maps (the norms below, the depth tracker's)
+        # can then hold 16-bit codes of activity / eps, half the memory of float32
+        self._coded = (
+            self._dtype.kind in "ui" and _activity_bound(n_levels, self.rule.inherit) < _CODE_RANGE
+        )
+        norm_dtype = np.uint16 if self._coded else np.float32
+        for hh, ww in shapes:
+            self._acc.append(np.zeros((c, hh, ww), acc_dtype))
+            self._wnorm.append(np.zeros((hh, ww), norm_dtype))
+        self._depth_level = min(1, n_levels - 1) if self.depth else -1
+        self._tracker: DepthTracker | None = None
+        if self.depth:
+            lev = self._depth_level
+            floor = self._eps if self._coded else None
+            self._tracker = DepthTracker(shapes[lev], lev, (h, w), floor=floor)
+        self._lum = luminance_weights(c)
         # per-frame work buffers, reused so that no frame pays for fresh pages
         # (uint8 frames: the Gaussian levels in the fixed point of ``acc``, half the memory)
         self._gbuf = [np.empty((c, hh, ww), acc_dtype) for hh, ww in shapes[1:]]
@@ -354,7 +390,14 @@ class StackFuser:
         self._dummy2 = np.zeros((1, 1), np.float32)
         self._dummy3 = np.zeros((c, 1, 1), acc_dtype)
         # placeholders of the tracker's maps on the levels it does not follow
-        self._no_track = tuple(np.zeros((1, 1), a.dtype) for a in self._tracker.arrays())
+        # (in the tracker's dtypes, so that the kernel compiles once for both)
+        kind = np.uint16 if self._coded else np.float32
+        self._no_track = tuple(
+            np.zeros((1, 1), dt) for dt in (kind, kind, np.uint8, kind, kind, kind)
+        )
+
+    def _tracker_arrays(self) -> tuple[np.ndarray, ...]:
+        return () if self._tracker is None else self._tracker.arrays()
 
     def add(
         self,
@@ -438,6 +481,7 @@ class StackFuser:
                 reduced = self._rbuf[lev]
             g_scale = 1.0 if lev == 0 else 1.0 / self._qscale
             want_act = lev == self._depth_level
+            tracker = self._tracker
             kern.fuse_level(
                 g,
                 gn,
@@ -445,8 +489,10 @@ class StackFuser:
                 self._acc[lev],
                 self._wnorm[lev],
                 reduced,
-                *(self._tracker.arrays() if want_act else self._no_track),
-                self._tracker.next_frame() if want_act else 0,
+                *(tracker.arrays() if want_act and tracker else self._no_track),
+                tracker.next_frame() if want_act and tracker else 0,
+                self._coded,
+                self._n == 0,
                 self._lum,
                 radius,
                 np.float32(rule.inherit if lev > 0 else 0.0),
@@ -495,10 +541,16 @@ class StackFuser:
         ValueError
             If no frame was added, or ``z_um`` does not match the number of frames.
         RuntimeError
-            If the fuser was released by an earlier ``result(release=True)``.
+            If the fuser was released by an earlier ``result(release=True)``, or was made
+            with ``depth=False`` (then only :meth:`image` gives a result).
         """
         if not isinstance(release, (bool, np.bool_)):
             raise TypeError(f"release must be a bool, got {type(release).__name__} {release!r}")
+        if not self.depth:
+            raise RuntimeError(
+                "this StackFuser was made with depth=False and keeps no depth map; "
+                "call image() for the fused image"
+            )
         return self._result(release=bool(release))
 
     def image(self, *, release: bool = False) -> np.ndarray:
@@ -518,7 +570,7 @@ class StackFuser:
         """
         if not isinstance(release, (bool, np.bool_)):
             raise TypeError(f"release must be a bool, got {type(release).__name__} {release!r}")
-        if release and not self._released and self._n > 0:
+        if release and not self._released and self._n > 0 and self._tracker is not None:
             self._tracker.release()  # no depth map: its maps can go before the collapse
         return self._image(release=bool(release))
 
@@ -547,6 +599,7 @@ class StackFuser:
             raise RuntimeError("this StackFuser was released by result(release=True)")
         z = self._z_positions()
         image = self._image(release=release)
+        assert self._tracker is not None
         depth, conf = self._tracker.finish(
             z_um=z, min_confidence=self.rule.min_confidence, release=release
         )
