@@ -287,6 +287,26 @@ def test_cubic_warp_matches_scipy_affine_transform(scale, theta, tx, ty) -> None
     np.testing.assert_allclose(warp_frame(img, m[:2]), ref, rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize(
+    ("shape", "pad"),
+    [((1, 1, 1), 0), ((2, 9, 1), 0), ((5, 24, 3), 0), ((17, 3, 2), 4), ((30, 41, 3), 4)],
+)
+def test_spline_coefficients_match_scipy_spline_filter(shape, pad) -> None:
+    # short lines (exact mirrored start) and long ones (truncated sum), rows in groups
+    # of eight and columns in blocks, against scipy's one-line-at-a-time float64 filter
+    from scipy import ndimage
+
+    from nanoro_optics.fusion import _kernels
+
+    frame = np.random.default_rng(shape[0]).random(shape) * 255
+    out = np.empty((shape[2], shape[0] + 2 * pad, shape[1] + 2 * pad), np.float32)
+    _kernels.spline_coefficients(frame, pad, out)
+    for c in range(shape[2]):
+        ext = np.pad(frame[..., c], pad, mode="edge")
+        ref = ndimage.spline_filter(ext, order=3, mode="mirror", output=np.float64)
+        np.testing.assert_allclose(out[c], ref, rtol=1e-6, atol=1e-4)  # float32 storage
+
+
 @pytest.mark.parametrize(("shape", "d"), [((37, 53, 3), 4), ((40, 41), 3), ((20, 22, 2), 2)])
 def test_one_pass_luminance_block_mean_matches_numpy(shape, d) -> None:
     from nanoro_optics.fusion import _kernels

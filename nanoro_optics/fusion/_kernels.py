@@ -835,87 +835,63 @@ _Z3_TERMS = 24
 
 
 @njit()
-def _prefilter_line(c, n, step, start):
-    """Cubic B-spline prefilter, in place, of ``n`` samples ``c[start + k * step]``.
+def _prefilter_block(cols):
+    """Cubic B-spline prefilter, in place, down axis 0 of float64 ``cols`` (n, m).
 
     The recursive filter of Unser et al. (1993) [1]_ with mirrored ("reflect-101")
-    boundaries, as ``scipy.ndimage.spline_filter1d(..., mode="mirror")``: gain 6, a causal
-    pass from ``c+[0] = sum_k z**k c[k]`` and an anti-causal pass from the exact mirrored
-    end value.
+    boundaries, as ``scipy.ndimage.spline_filter1d(..., mode="mirror")``, on ``m`` lines
+    side by side (the inner, vectorised loop runs across them; a single line's recursion
+    would wait on its own latency): a causal pass from ``c+[0] = sum_k z**k c[k]`` over
+    the mirrored line and an anti-causal pass from the exact mirrored end value, with the
+    filter's gain of 6 (a line of one sample is its own coefficient).
+
+    References
+    ----------
+    .. [1] M. Unser, A. Aldroubi and M. Eden, "B-spline signal processing: Part II --
+       efficient design and applications", IEEE Trans. Signal Process. 41(2), 834-848
+       (1993). https://doi.org/10.1109/78.193221
     """
+    n, m = cols.shape
     z = _Z3
-    if n == 1:
+    if n < 2:
         return
-    for k in range(n):
-        c[start + k * step] *= 6.0
-    # causal initial value (mirror): exact sum over the mirrored line, truncated
+    first = np.empty(m, dtype=np.float64)
     if n > _Z3_TERMS:
-        acc = c[start]
+        for j in range(m):
+            first[j] = cols[0, j]
         zk = z
         for k in range(1, _Z3_TERMS):
-            acc += zk * c[start + k * step]
+            for j in range(m):
+                first[j] += zk * cols[k, j]
             zk *= z
-        c[start] = acc
     else:
         zn1 = z ** (n - 1)
-        acc = c[start] + zn1 * c[start + (n - 1) * step]
+        for j in range(m):
+            first[j] = cols[0, j] + zn1 * cols[n - 1, j]
         zk = z
         for k in range(1, n - 1):
-            acc += zk * (c[start + k * step] + zn1 * c[start + (n - 1 - k) * step])
+            for j in range(m):
+                first[j] += zk * (cols[k, j] + zn1 * cols[n - 1 - k, j])
             zk *= z
-        c[start] = acc / (1.0 - zn1 * zn1)
-    for k in range(1, n):
-        c[start + k * step] += z * c[start + (k - 1) * step]
-    last = start + (n - 1) * step
-    c[last] = (z * c[last - step] + c[last]) * z / (z * z - 1.0)
-    for k in range(n - 2, -1, -1):
-        c[start + k * step] = z * (c[start + (k + 1) * step] - c[start + k * step])
+        for j in range(m):
+            first[j] /= 1.0 - zn1 * zn1
+    # the causal pass, applying the gain as it goes
+    for j in range(m):
+        cols[0, j] = 6.0 * first[j]
+    for r in range(1, n):
+        for j in range(m):
+            cols[r, j] = 6.0 * cols[r, j] + z * cols[r - 1, j]
+    for j in range(m):
+        cols[n - 1, j] = (z * cols[n - 2, j] + cols[n - 1, j]) * z / (z * z - 1.0)
+    for r in range(n - 2, -1, -1):
+        for j in range(m):
+            cols[r, j] = z * (cols[r + 1, j] - cols[r, j])
 
 
-@njit()
-def _prefilter_columns(plane, j0, j1):
-    """:func:`_prefilter_line` down columns ``j0:j1`` of ``plane``, the columns side by side."""
-    n = plane.shape[0]
-    bw = j1 - j0
-    z = _Z3
-    cols = np.empty((n, bw), dtype=np.float64)
-    for r in range(n):
-        for j in range(bw):
-            cols[r, j] = 6.0 * plane[r, j0 + j]
-    if n > 1:
-        first = np.empty(bw, dtype=np.float64)
-        if n > _Z3_TERMS:
-            for j in range(bw):
-                first[j] = cols[0, j]
-            zk = z
-            for k in range(1, _Z3_TERMS):
-                for j in range(bw):
-                    first[j] += zk * cols[k, j]
-                zk *= z
-        else:
-            zn1 = z ** (n - 1)
-            for j in range(bw):
-                first[j] = cols[0, j] + zn1 * cols[n - 1, j]
-            zk = z
-            for k in range(1, n - 1):
-                for j in range(bw):
-                    first[j] += zk * (cols[k, j] + zn1 * cols[n - 1 - k, j])
-                zk *= z
-            for j in range(bw):
-                first[j] /= 1.0 - zn1 * zn1
-        for j in range(bw):
-            cols[0, j] = first[j]
-        for r in range(1, n):
-            for j in range(bw):
-                cols[r, j] += z * cols[r - 1, j]
-        for j in range(bw):
-            cols[n - 1, j] = (z * cols[n - 2, j] + cols[n - 1, j]) * z / (z * z - 1.0)
-        for r in range(n - 2, -1, -1):
-            for j in range(bw):
-                cols[r, j] = z * (cols[r + 1, j] - cols[r, j])
-    for r in range(n):
-        for j in range(bw):
-            plane[r, j0 + j] = cols[r, j]
+#: lines filtered side by side by :func:`_prefilter_block`: rows per group in the row pass
+#: (eight float64 lines fill two AVX2 registers), columns per block in the column pass
+_ROW_GROUP = 8
+_COLUMN_BLOCK = 64
 
 
 @njit(parallel=True)
@@ -926,29 +902,39 @@ def spline_coefficients(frame, pad, out):
     ``(C, H + 2 pad, W + 2 pad)``. The frame is extended by its edge values and prefiltered
     along both axes with mirrored boundaries: what scipy's ``affine_transform(...,
     order=3, mode="nearest")`` does before it samples (there with float64 and one thread).
+    The filter runs in float64 on groups of lines side by side (:func:`_prefilter_block`).
     """
     h, w, nc = frame.shape
     hp, wp = out.shape[1], out.shape[2]
-    # rows: extend, then filter each row (float64 accumulation in a row buffer)
-    for q in prange(nc * hp):
-        c = q // hp
-        r = q % hp
-        rr = min(max(r - pad, 0), h - 1)
-        line = np.empty(wp, dtype=np.float64)
-        for j in range(wp):
-            line[j] = frame[rr, min(max(j - pad, 0), w - 1), c]
-        _prefilter_line(line, wp, 1, 0)
-        for j in range(wp):
-            out[c, r, j] = line[j]
+    # rows: a group of extended rows, transposed into a buffer whose lines are columns
+    ng = (hp + _ROW_GROUP - 1) // _ROW_GROUP
+    for q in prange(nc * ng):
+        c = q // ng
+        r0 = (q % ng) * _ROW_GROUP
+        g = min(_ROW_GROUP, hp - r0)
+        buf = np.empty((wp, g), dtype=np.float64)
+        for i in range(g):
+            rr = min(max(r0 + i - pad, 0), h - 1)
+            for j in range(wp):
+                buf[j, i] = frame[rr, min(max(j - pad, 0), w - 1), c]
+        _prefilter_block(buf)
+        for i in range(g):
+            for j in range(wp):
+                out[c, r0 + i, j] = buf[j, i]
     # columns: a block of adjacent columns at a time, the recursion running down the rows
-    # with the columns as the inner (vectorised) loop
-    block = 64
-    nb = (wp + block - 1) // block
+    nb = (wp + _COLUMN_BLOCK - 1) // _COLUMN_BLOCK
     for q in prange(nc * nb):
         c = q // nb
-        j0 = (q % nb) * block
-        j1 = min(j0 + block, wp)
-        _prefilter_columns(out[c], j0, j1)
+        j0 = (q % nb) * _COLUMN_BLOCK
+        j1 = min(j0 + _COLUMN_BLOCK, wp)
+        cols = np.empty((hp, j1 - j0), dtype=np.float64)
+        for r in range(hp):
+            for j in range(j1 - j0):
+                cols[r, j] = out[c, r, j0 + j]
+        _prefilter_block(cols)
+        for r in range(hp):
+            for j in range(j1 - j0):
+                out[c, r, j0 + j] = cols[r, j]
 
 
 @njit(parallel=True)
