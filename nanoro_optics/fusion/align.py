@@ -210,7 +210,16 @@ class _Pair:
         Returns the refined warp, whether it converged, and the number of iterations.
         """
         h, w = image.shape
-        coeffs = self._ndimage.spline_filter(image, order=order) if order > 1 else image
+        cubic = order == 3
+        if cubic:  # the numba warp's coefficients (edge-extended as scipy's "nearest")
+            from . import _kernels
+
+            coeffs = np.empty((1, h + 2 * _SPLINE_PAD, w + 2 * _SPLINE_PAD), np.float32)
+            _kernels.spline_coefficients(image[:, :, None], _SPLINE_PAD, coeffs)
+            y0, y1, x0, x1 = self.box
+            sampled32 = np.empty((y1 - y0, x1 - x0, 1), np.float32)
+        else:
+            coeffs = self._ndimage.spline_filter(image, order=order) if order > 1 else image
         corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1.0]]).T
         for it in range(1, _MAX_ITERATIONS + 1):
             xs = warp[0, 0] * self.xx + warp[0, 1] * self.yy + warp[0, 2]
@@ -219,9 +228,29 @@ class _Pair:
             frac = float(inside.mean())
             if frac < 0.25:
                 return warp, False, it
-            sampled = self._ndimage.map_coordinates(
-                coeffs, [ys, xs], order=order, prefilter=False, mode="nearest"
-            )
+            if cubic:
+                # the template box is a grid, so the points are an affine map of it:
+                # image (row, col) = (w10 x + w11 y + w12, w00 x + w01 y + w02) at
+                # (y, x) = (y0 + r, x0 + j)
+                _kernels.warp_cubic_frame(
+                    coeffs,
+                    _SPLINE_PAD,
+                    float(warp[1, 1]),
+                    float(warp[1, 0]),
+                    float(warp[0, 1]),
+                    float(warp[0, 0]),
+                    float(warp[1, 2] + warp[1, 0] * x0 + warp[1, 1] * y0),
+                    float(warp[0, 2] + warp[0, 0] * x0 + warp[0, 1] * y0),
+                    False,
+                    0.0,
+                    0.0,
+                    sampled32,
+                )
+                sampled = sampled32.ravel().astype(np.float64)
+            else:
+                sampled = self._ndimage.map_coordinates(
+                    coeffs, [ys, xs], order=order, prefilter=False, mode="nearest"
+                )
             err = sampled - self.tpl
             if frac < 1.0:
                 jac = self.jac[inside]
