@@ -133,6 +133,15 @@ def peer_commands(files: list[Path], folder: Path, out: Path, align: bool) -> di
     return cmds
 
 
+def best_run(cmd: list[str], repeats: int) -> tuple[float, float]:
+    """(wall s, peak RSS MB) of the fastest of ``repeats`` runs of ``cmd``."""
+    best = (np.inf, np.nan)
+    for _ in range(repeats):
+        w, r, _ = timed_run(cmd)
+        best = min(best, (w, r))
+    return best
+
+
 def ours_cli(files: list[Path], out: Path, align: bool, depth_map: Path | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "nanoro_optics", "fuse", *map(str, files), "-o", str(out), "-q"]
     if depth_map is not None:
@@ -233,10 +242,7 @@ def speed_case(
     truth = stack.truth
     del stack, res
     out = tmp / "large_ours.png"
-    best = (np.inf, np.nan)
-    for _ in range(repeats):
-        w, r, _ = timed_run(ours_cli(files, out, False))
-        best = min(best, (w, r))
+    best = best_run(ours_cli(files, out, False), repeats)
     rows.append(
         dict(
             case=f"{mp:.0f}MP x{n} files",
@@ -248,10 +254,7 @@ def speed_case(
         )
     )
     # the same with a depth map (the tracker's maps and the depth finish on top)
-    best_d = (np.inf, np.nan)
-    for _ in range(repeats):
-        w, r, _ = timed_run(ours_cli(files, out, False, tmp / "large_depth.tif"))
-        best_d = min(best_d, (w, r))
+    best_d = best_run(ours_cli(files, out, False, tmp / "large_depth.tif"), repeats)
     rows.append(
         dict(
             case=f"{mp:.0f}MP x{n} files",
