@@ -173,6 +173,13 @@ def check_int(value: Any, name: str, lo: int | None = None, hi: int | None = Non
     return out
 
 
+def check_bool(value: Any, name: str) -> bool:
+    """Return ``value`` as a bool; anything but a Python or numpy bool is refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``choices``, else raise naming the options."""
     options = tuple(choices)

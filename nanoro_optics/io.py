@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import check_bool
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "WRITE_SUFFIXES",
@@ -420,9 +422,8 @@ def iter_frames(
     FileNotFoundError
         A path that does not exist.
     """
-    for name, flag in (("as_gray", as_gray), ("reuse_buffer", reuse_buffer)):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(f"{name} must be a bool, got {type(flag).__name__} {flag!r}")
+    check_bool(as_gray, "as_gray")
+    check_bool(reuse_buffer, "reuse_buffer")
     files = list_stack_files(source)
     buffers = None
     if reuse_buffer:
@@ -826,8 +827,7 @@ def write_image(
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
-    if not isinstance(overwrite, (bool, np.bool_)):
-        raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__} {overwrite!r}")
+    check_bool(overwrite, "overwrite")
     if photometric is not None and photometric not in ("minisblack", "rgb"):
         raise ValueError(f"photometric must be None, 'minisblack' or 'rgb', got {photometric!r}")
     p = Path(path)

@@ -663,21 +663,20 @@ def _track_row(act_row, r, k, prev, best, idx, before, after, amin, unknown):
     ``act_row`` holds activities, or their codes when the maps are uint16 codes;
     ``unknown`` marks a neighbour not yet seen (NaN, or :data:`CODE_UNKNOWN`).
     """
-    nan = unknown
     for j in range(act_row.shape[0]):
         a = act_row[j]
         if k == 0:
             best[r, j] = a
             idx[r, j] = 0
-            before[r, j] = nan
-            after[r, j] = nan
+            before[r, j] = unknown
+            after[r, j] = unknown
             amin[r, j] = a
         else:
             if a > best[r, j]:
                 best[r, j] = a
                 idx[r, j] = k
                 before[r, j] = prev[r, j]
-                after[r, j] = nan
+                after[r, j] = unknown
             elif idx[r, j] == k - 1:
                 after[r, j] = a
             if a < amin[r, j]:
@@ -695,14 +694,13 @@ def depth_update(act, k, prev, best, idx, before, after, amin, coded, inv_floor)
     activity seen. With ``coded`` the maps hold 16-bit codes of ``act * inv_floor``.
     """
     w = act.shape[1]
+    unknown = np.float32(CODE_UNKNOWN) if coded else np.float32(np.nan)
     for r in prange(act.shape[0]):
+        row = act[r]
         if coded:
-            fbuf = np.empty(w, np.float32)
-            kbuf = np.empty(w, np.float32)
-            _encode_row(act[r], inv_floor, fbuf, kbuf)
-            _track_row(kbuf, r, k, prev, best, idx, before, after, amin, CODE_UNKNOWN)
-        else:
-            _track_row(act[r], r, k, prev, best, idx, before, after, amin, np.nan)
+            row = np.empty(w, np.float32)
+            _encode_row(act[r], inv_floor, np.empty(w, np.float32), row)
+        _track_row(row, r, k, prev, best, idx, before, after, amin, unknown)
 
 
 @njit(parallel=True)

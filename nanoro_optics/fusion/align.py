@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_choice, check_int
+from .._validation import check_bool, check_choice, check_int
 
 __all__ = ["MODELS", "AlignResult", "FrameAligner", "align_stack"]
 
@@ -515,14 +515,13 @@ class FrameAligner:
         order: int = 3,
     ) -> None:
         self.model = check_choice(model, "model", MODELS)
-        if not isinstance(rotation, (bool, np.bool_)):
-            raise TypeError(f"rotation must be a bool, got {type(rotation).__name__} {rotation!r}")
+        rotation = check_bool(rotation, "rotation")
         if rotation and self.model != "similarity":
             raise ValueError(
                 f"rotation=True applies to model='similarity' only, got model={model!r} "
                 "(translation has no rotation; affine always includes it)"
             )
-        self.rotation = bool(rotation)
+        self.rotation = rotation
         self._fit = "similarity" if rotation else ("scale" if model == "similarity" else model)
         self.downsample = None if downsample is None else check_int(downsample, "downsample", 1)
         if check_int(order, "order", 1, 3) not in (1, 3):
@@ -720,8 +719,7 @@ def align_stack(
     (1, 3, dtype('float64'))
     """
     model = check_choice(model, "model", MODELS)
-    if not isinstance(crop, (bool, np.bool_)):
-        raise TypeError(f"crop must be a bool, got {type(crop).__name__} {crop!r}")
+    check_bool(crop, "crop")
     if isinstance(frames, np.ndarray):
         if frames.ndim not in (3, 4):
             raise ValueError(f"frames must be (N, H, W) or (N, H, W, C), got shape {frames.shape}")

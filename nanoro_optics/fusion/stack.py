@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from nanoro_optics._validation import as_float_array, check_int
+from nanoro_optics._validation import as_float_array, check_bool, check_int
 
 from .depth import DepthTracker
 from .pyramid import auto_levels
@@ -181,9 +181,7 @@ class StackFuser:
         **rule_options: Any,
     ) -> None:
         self.rule = FusionRule(**rule_options)
-        if not isinstance(depth, (bool, np.bool_)):
-            raise TypeError(f"depth must be a bool, got {type(depth).__name__} {depth!r}")
-        self.depth = bool(depth)
+        self.depth = check_bool(depth, "depth")
         self._z_init: np.ndarray | None = None
         if z_um is not None:
             z = as_float_array(z_um, "z_um")
@@ -192,9 +190,7 @@ class StackFuser:
             _check_monotonic(z, "z_um")
             self._z_init = z
         self._levels_opt = None if levels is None else check_int(levels, "levels", 1, 32)
-        if not isinstance(align, (bool, np.bool_)):
-            raise TypeError(f"align must be a bool, got {type(align).__name__} {align!r}")
-        self.align = bool(align)
+        self.align = check_bool(align, "align")
         self._aligner: Any = None
         self._z_frames: list[float] = []
         self._n = 0
@@ -375,9 +371,9 @@ class StackFuser:
             self._wnorm.append(np.zeros((hh, ww), norm_dtype))
         self._depth_level = min(1, n_levels - 1) if self.depth else -1
         self._tracker: DepthTracker | None = None
+        floor = self._eps if self._coded else None
         if self.depth:
             lev = self._depth_level
-            floor = self._eps if self._coded else None
             self._tracker = DepthTracker(shapes[lev], lev, (h, w), floor=floor)
         self._lum = luminance_weights(c)
         # per-frame work buffers, reused so that no frame pays for fresh pages
@@ -389,12 +385,9 @@ class StackFuser:
         self._plane: np.ndarray | None = np.empty((c, h, w), work_dtype)
         self._dummy2 = np.zeros((1, 1), np.float32)
         self._dummy3 = np.zeros((c, 1, 1), acc_dtype)
-        # placeholders of the tracker's maps on the levels it does not follow
-        # (in the tracker's dtypes, so that the kernel compiles once for both)
-        kind = np.uint16 if self._coded else np.float32
-        self._no_track = tuple(
-            np.zeros((1, 1), dt) for dt in (kind, kind, np.uint8, kind, kind, kind)
-        )
+        # placeholders of the tracker's maps on the levels it does not follow (a tracker of
+        # one pixel: the same dtypes, so that the kernel compiles once for both)
+        self._no_track = DepthTracker((1, 1), 0, (1, 1), floor=floor).arrays()
 
     def _tracker_arrays(self) -> tuple[np.ndarray, ...]:
         return () if self._tracker is None else self._tracker.arrays()
@@ -544,14 +537,13 @@ class StackFuser:
             If the fuser was released by an earlier ``result(release=True)``, or was made
             with ``depth=False`` (then only :meth:`image` gives a result).
         """
-        if not isinstance(release, (bool, np.bool_)):
-            raise TypeError(f"release must be a bool, got {type(release).__name__} {release!r}")
+        release = check_bool(release, "release")
         if not self.depth:
             raise RuntimeError(
                 "this StackFuser was made with depth=False and keeps no depth map; "
                 "call image() for the fused image"
             )
-        return self._result(release=bool(release))
+        return self._result(release=release)
 
     def image(self, *, release: bool = False) -> np.ndarray:
         """Return the fused image alone, without the depth map :meth:`result` also builds.
@@ -568,11 +560,10 @@ class StackFuser:
         RuntimeError
             If the fuser was released by an earlier ``result`` or ``image(release=True)``.
         """
-        if not isinstance(release, (bool, np.bool_)):
-            raise TypeError(f"release must be a bool, got {type(release).__name__} {release!r}")
+        release = check_bool(release, "release")
         if release and not self._released and self._n > 0 and self._tracker is not None:
             self._tracker.release()  # no depth map: its maps can go before the collapse
-        return self._image(release=bool(release))
+        return self._image(release=release)
 
     def _image(self, *, release: bool) -> np.ndarray:
         if self._released:
@@ -686,8 +677,7 @@ def fuse_stack(
     >>> res.image.shape, res.image.dtype, res.n_frames
     ((96, 96, 3), dtype('uint8'), 5)
     """
-    if not isinstance(crop, (bool, np.bool_)):
-        raise TypeError(f"crop must be a bool, got {type(crop).__name__} {crop!r}")
+    check_bool(crop, "crop")
     total: int | None = None
     iterator: Iterable[Any]
     if isinstance(frames, np.ndarray):
