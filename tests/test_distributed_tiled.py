@@ -41,7 +41,7 @@ def _assert_same(tiled: Any, ref: Any, *, exact: bool = True) -> None:
 def test_tiled_equals_untiled(dtype: Any, channels: int, levels: int, tile_px: int) -> None:
     noise = 0.01 if dtype == np.float32 else 2.0
     s = synthetic_stack((150, 130), 5, seed=3, dtype=dtype, channels=channels, noise_dn=noise)
-    ref = fuse_stack(s.frames, levels=levels)
+    ref = fuse_stack(s.frames, levels=levels, fill_depth=False)
     res = fuse_tiled(s.frames, levels=levels, tile_px=tile_px)
     assert res.n_tiles == -(-150 // tile_px) * -(-130 // tile_px) > 4
     assert res.levels == levels and res.margin_px == tile_margin_px(levels)
@@ -54,7 +54,7 @@ def test_hard_rule_wide_window_and_z() -> None:
     s = synthetic_stack((120, 100), 4, seed=5, dtype=np.uint16, noise_dn=30.0)
     z = [10.0, 12.5, 15.0, 17.5]
     opts = {"sharpness": None, "window_px": 7, "inherit": 2.0}
-    ref = fuse_stack(s.frames, levels=3, z_um=z, **opts)
+    ref = fuse_stack(s.frames, levels=3, z_um=z, fill_depth=False, **opts)
     res = fuse_tiled(s.frames, levels=3, tile_px=24, z_um=z, **opts)
     assert res.depth_unit == ref.depth_unit == "um"
     assert res.margin_px == tile_margin_px(3, window_px=7) > tile_margin_px(3)
@@ -66,7 +66,7 @@ def test_margin_is_needed(monkeypatch: pytest.MonkeyPatch) -> None:
     from nanoro_optics.fusion.depth import SMOOTH_PX
 
     s = synthetic_stack((128, 128), 4, seed=6, noise_dn=0.01, dtype=np.float32)
-    ref = fuse_stack(s.frames, levels=3)
+    ref = fuse_stack(s.frames, levels=3, fill_depth=False)
     image_reach = 22  # worked by hand in test_margin_formula
     depth_reach = 14 + 2 * (int(4 * SMOOTH_PX + 0.5) + 1)
     assert depth_reach >= image_reach + 8
@@ -86,7 +86,7 @@ def test_default_levels_match_fuse_stack_below_2048_px() -> None:
     s = synthetic_stack((70, 90), 3, seed=7)
     res = fuse_tiled(s.frames, tile_px=32)
     assert res.levels == auto_levels((70, 90))
-    _assert_same(res, fuse_stack(s.frames))
+    _assert_same(res, fuse_stack(s.frames, fill_depth=False))
     assert tiled_mod.MAX_DEFAULT_LEVELS == auto_levels((2047, 2047))
 
 
@@ -125,7 +125,7 @@ def test_from_tiff_into_memory_mapped_tiff(tmp_path: Path, compression: str | No
     )
     assert seen == [(k, 9) for k in range(1, 10)]
     assert isinstance(res.image, np.memmap)
-    ref = fuse_stack(s.frames, levels=3)
+    ref = fuse_stack(s.frames, levels=3, fill_depth=False)
     _assert_same(res, ref)
     np.testing.assert_array_equal(tifffile.imread(paths["image"]), ref.image)
     np.testing.assert_array_equal(tifffile.imread(paths["depth"]), ref.depth)
@@ -142,7 +142,7 @@ def test_from_single_frame_files_and_zarr(tmp_path: Path) -> None:
     s = synthetic_stack((80, 72), 3, seed=9, channels=1)
     for k, f in enumerate(s.frames):
         tifffile.imwrite(tmp_path / f"f{k}.tif", f)
-    ref = fuse_stack(s.frames, levels=2)
+    ref = fuse_stack(s.frames, levels=2, fill_depth=False)
     _assert_same(fuse_tiled(tmp_path, levels=2, tile_px=24), ref)
     z = zarr.create_array(
         store=str(tmp_path / "s.zarr"), shape=s.frames.shape, chunks=(1, 32, 32), dtype="u1"
@@ -180,3 +180,13 @@ def test_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="sharpness"):
         fuse_tiled(s.frames, image_path=tmp_path / "out.tif", sharpness=0)
     assert not list(tmp_path.glob("*out*"))
+
+
+def test_tiled_depth_can_be_filled_as_a_whole():
+    s = synthetic_stack((70, 90), 5, seed=9, channels=1)
+    holes = fuse_tiled(s.frames, levels=3, tile_px=32)
+    filled = fuse_tiled(s.frames, levels=3, tile_px=32, fill_depth=True)
+    assert np.isnan(holes.depth).any() and np.isfinite(filled.depth).all()
+    sure = np.isfinite(holes.depth)
+    np.testing.assert_array_equal(filled.depth[sure], holes.depth[sure])
+    np.testing.assert_array_equal(filled.image, holes.image)

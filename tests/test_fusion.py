@@ -115,6 +115,7 @@ def ref_fuse_pyramid(
     levels: int,
     rule: FusionRule,
     eps: float,
+    noise_dn: np.ndarray,
     choices: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[np.ndarray]:
     """The fused pyramid, computed with the whole stack at hand (not streaming).
@@ -126,7 +127,8 @@ def ref_fuse_pyramid(
     boundary: ``choices`` receives, per level, the frames the kernel may pick (code within
     that tolerance of the largest) and every frame's coefficients.
     """
-    lum = np.array([0.2126, 0.7152, 0.0722]) if frames.ndim == 4 else np.ones(1)
+    # every channel's energy weighed by its noise (the fuser's estimate, tested on its own)
+    lum = 1.0 / (len(noise_dn) * np.asarray(noise_dn, np.float64) ** 2)
     pyrs = []
     acts = []
     for f in frames:
@@ -138,8 +140,8 @@ def ref_fuse_pyramid(
             a = np.full(lev.shape[:2], eps)
             if inherited is not None:
                 a += rule.inherit * inherited
-            if k < levels - 1:
-                a += ref_box_mean((lev @ lum) ** 2, rule.window_px // 2)
+            if k < min(levels - 1, rule.focus_levels):
+                a += ref_box_mean(lev**2 @ lum, rule.window_px // 2)
             act.append(a)
             inherited = ref_tent_decimate(a)
         pyrs.append(pyr)
@@ -242,7 +244,7 @@ def test_streaming_fusion_matches_reference(small_stack, sharpness, grey, dtype)
         fuser.add(f)
     assert fuser._acc[0].dtype == (np.int16 if dtype == np.uint8 else np.float32)
     choices: list[tuple[np.ndarray, np.ndarray]] = []
-    ref = ref_fuse_pyramid(frames, levels, fuser.rule, fuser._eps, choices)
+    ref = ref_fuse_pyramid(frames, levels, fuser.rule, fuser._eps, fuser.noise_dn, choices)
     atol = len(frames) * QUANT_HALF_STEP if dtype == np.uint8 else 2e-3
     for k in range(levels):
         got = np.moveaxis(fuser._fused_levels()[k], 0, -1)
@@ -306,11 +308,12 @@ def test_single_integer_frame_comes_back_from_its_pyramid_exactly(dtype, shape):
 def test_frame_order_does_not_change_the_image(small_stack):
     frames = small_stack.frames
     perm = np.random.default_rng(0).permutation(len(frames))
-    hard_a = fuse_stack(frames, sharpness=None).image
-    hard_b = fuse_stack(frames[perm], sharpness=None).image
+    # the noise is estimated from the first frame unless given: give it, as the docs say
+    hard_a = fuse_stack(frames, sharpness=None, noise_dn=1.5).image
+    hard_b = fuse_stack(frames[perm], sharpness=None, noise_dn=1.5).image
     np.testing.assert_array_equal(hard_a, hard_b)
-    soft_a = fuse_stack(frames).image.astype(int)
-    soft_b = fuse_stack(frames[perm]).image.astype(int)
+    soft_a = fuse_stack(frames, noise_dn=1.5).image.astype(int)
+    soft_b = fuse_stack(frames[perm], noise_dn=1.5).image.astype(int)
     diff = np.abs(soft_a - soft_b)
     assert diff.max() <= 1  # the rounding of the stored means (int16 steps of 1/128 DN)
     assert (diff > 0).mean() < 5e-3
@@ -556,7 +559,7 @@ def test_activity_codes_round_to_the_nearest_step_and_keep_the_order(x, floor):
 
 def test_activity_codes_cover_the_largest_activity_of_integer_frames():
     from nanoro_optics.fusion import _kernels
-    from nanoro_optics.fusion.stack import _CODE_RANGE, _activity_bound
+    from nanoro_optics.fusion.stack import _CODE_RANGE, _SIGMA_MIN_DN, _activity_bound
 
     # the worst case: full-scale checkerboards (every coefficient near the full scale)
     yy, xx = np.mgrid[:64, :64]
@@ -569,7 +572,8 @@ def test_activity_codes_cover_the_largest_activity_of_integer_frames():
         assert fuser._coded
         top = max(int(w.max()) for w in fuser._wnorm)
         assert top < _kernels.CODE_MAX
-        assert 2.0 ** (top / 2048.0) < _activity_bound(fuser.levels, inherit) < _CODE_RANGE
+        bound = _activity_bound(fuser.levels, inherit, 255.0**2 / _SIGMA_MIN_DN**2 / fuser._eps)
+        assert 2.0 ** (top / 2048.0) < bound < _CODE_RANGE
     # where the bound does not fit (large inherit, many levels) the maps stay float32
     fuser = StackFuser(inherit=100.0)
     fuser.add(board)

@@ -356,6 +356,14 @@ class _Output:
         mm.flush()
         del mm
 
+    def read(self) -> np.ndarray:
+        """Return what has been written so far (a copy in memory)."""
+        if self.array is not None:
+            return self.array.copy()
+        import tifffile
+
+        return np.array(tifffile.memmap(self._tmp, mode="r"))
+
     def finish(self) -> np.ndarray:
         if self.array is not None:
             return self.array
@@ -415,7 +423,10 @@ def fuse_tiled(
     progress : callable, optional
         Called as ``progress(tiles_done, n_tiles)``.
     **rule_options
-        :class:`~nanoro_optics.fusion.FusionRule` options (``sharpness``, ``window_px``, ...).
+        :class:`~nanoro_optics.fusion.FusionRule` options (``sharpness``, ``window_px``, ...)
+        and ``noise_dn`` / ``bit_depth``. ``fill_depth`` defaults to False here: the fill is
+        a pass over the whole depth map, so the tiles leave low-confidence depth NaN, and
+        ``fill_depth=True`` fills the assembled map at the end (in memory, at full size).
 
     Returns
     -------
@@ -433,7 +444,10 @@ def fuse_tiled(
     Alignment (``align=True`` of :func:`~nanoro_optics.fusion.fuse_stack`) estimates one
     transform per frame from the whole frame, so it is not available tile by tile: align the
     frames first. Equality with :func:`~nanoro_optics.fusion.fuse_stack` holds for the same
-    ``levels`` and rule options; the tests check it bit for bit for integer and float frames.
+    ``levels`` and rule options (and ``fill_depth=False``, the default here); the tests
+    check it bit for bit for integer and float frames. The noise of every channel is
+    measured once, on the rows of the first frame the untiled fuser reads, and given to
+    every tile.
 
     Examples
     --------
@@ -470,7 +484,18 @@ def fuse_tiled(
     z = None if z_um is None else [float(v) for v in np.asarray(z_um, dtype=np.float64).ravel()]
     if z is not None and len(z) != frames.n_frames:
         raise ValueError(f"z_um has {len(z)} positions but the stack has {frames.n_frames} frames")
-    StackFuser(z_um=z, levels=n_levels, **rule_options)  # validates the options here
+    fill = rule_options.pop("fill_depth", False)
+    StackFuser(z_um=z, levels=n_levels, fill_depth=fill, **rule_options)  # validates them
+    rule_options = {**rule_options, "fill_depth": False}
+    if rule_options.get("noise_dn") is None:
+        # the untiled fuser measures the noise on rows of the whole first frame: so must
+        # every tile (the same rows, read here once)
+        from nanoro_optics.fusion.stack import noise_rows, noise_sigma
+
+        rows = np.stack([frames.region(0, r, r + 1, 0, w)[0] for r in noise_rows(h)])
+        if rows.dtype.kind == "f":  # as the fuser sees them
+            rows = rows.astype(np.float32)
+        rule_options = {**rule_options, "noise_dn": noise_sigma(rows.reshape(len(rows), w, -1))}
     window = int(rule_options.get("window_px", 5))
     margin = tile_margin_px(n_levels, window_px=window)
     boxes = list(_tiles(h, w, tile, margin, 2 ** (n_levels - 1)))
@@ -501,6 +526,14 @@ def fuse_tiled(
                 store(_fuse_tile(frames, box, n_levels, z, rule_options, numba_threads))
         else:
             _run_on_cluster(client, frames, boxes, n_levels, z, rule_options, numba_threads, store)
+        if fill:  # the assembled map, filled as one (the tiles left their holes NaN)
+            from nanoro_optics.fusion.depth import fill_depth
+
+            dep, conf = outputs["depth"], outputs["confidence"]
+            full_dep = dep.read()
+            known = np.isfinite(full_dep)
+            if known.any():
+                dep.write(0, h, 0, w, fill_depth(full_dep, np.where(known, conf.read(), 0.0)))
         arrays = {k: o.finish() for k, o in outputs.items()}
     except BaseException:
         for o in outputs.values():

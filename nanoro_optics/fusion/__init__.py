@@ -11,6 +11,7 @@ fuse_stack, StackFuser, FusionResult   fusion (:mod:`.stack`)
 FusionRule                             the selection rule's options (:mod:`.rule`)
 laplacian_pyramid, gaussian_pyramid, collapse_pyramid   pyramids (:mod:`.pyramid`)
 synthetic_stack, SyntheticStack        stacks with ground truth (:mod:`.synthetic`)
+scene_stack, SceneStack                hard scenes: fluorescence, occlusion, thick (:mod:`.scenes`)
 align_stack, FrameAligner, AlignResult alignment (:mod:`.align`)
 """
 
@@ -23,6 +24,7 @@ __all__ = [
     "FrameAligner",
     "FusionResult",
     "FusionRule",
+    "SceneStack",
     "StackFuser",
     "SyntheticStack",
     "align_stack",
@@ -30,6 +32,7 @@ __all__ = [
     "fuse_stack",
     "gaussian_pyramid",
     "laplacian_pyramid",
+    "scene_stack",
     "synthetic_stack",
 ]
 
@@ -43,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "collapse_pyramid": "pyramid",
     "synthetic_stack": "synthetic",
     "SyntheticStack": "synthetic",
+    "scene_stack": "scenes",
+    "SceneStack": "scenes",
     "align_stack": "align",
     "FrameAligner": "align",
     "AlignResult": "align",

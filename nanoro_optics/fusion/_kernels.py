@@ -295,6 +295,36 @@ def expand_add(acc, scale, gn, out, interleaved_out, rounding, lo, hi):
 
 
 @njit(parallel=True)
+def update_range(plane, lo, hi, first):
+    """Per-pixel running minimum ``lo`` and maximum ``hi`` of planar frames (in place)."""
+    nc, h, w = plane.shape
+    for r in prange(h):
+        for c in range(nc):
+            if first:
+                for j in range(w):
+                    lo[c, r, j] = plane[c, r, j]
+                    hi[c, r, j] = plane[c, r, j]
+            else:
+                for j in range(w):
+                    v = plane[c, r, j]
+                    lo[c, r, j] = min(lo[c, r, j], v)
+                    hi[c, r, j] = max(hi[c, r, j], v)
+
+
+@njit(parallel=True)
+def clamp_to_range(img, lo, hi):
+    """Clamp an interleaved image ``(H, W, C)`` to planar per-pixel bounds ``(C, H, W)``."""
+    h, w, nc = img.shape
+    for r in prange(h):
+        for j in range(w):
+            for c in range(nc):
+                v = img[r, j, c]
+                a = lo[c, r, j]
+                b = hi[c, r, j]
+                img[r, j, c] = a if v < a else (b if v > b else v)
+
+
+@njit(parallel=True)
 def scale_into(acc, scale, out):
     """Planar float32 ``out = acc * scale`` (the coarsest level of the fused pyramid)."""
     nc, h, w = acc.shape
@@ -332,6 +362,7 @@ def _fuse_band(
     power,
     hard,
     top,
+    measure,
     write_act,
     write_reduced,
     has_inh,
@@ -342,7 +373,8 @@ def _fuse_band(
 ):
     """One band of rows of :func:`fuse_level` (the parallel loop's body)."""
     nc, h, w = acc.shape
-    rad = 0 if top else radius
+    measure = measure and not top
+    rad = radius if measure else 0
     win = np.float32(1.0 / ((2 * rad + 1) * (2 * rad + 1)))
     r0 = b * BAND_ROWS
     r1 = min(r0 + BAND_ROWS, h)
@@ -365,7 +397,7 @@ def _fuse_band(
     ubuf = fbuf.view(np.uint32)
     inv_eps = np.float32(1.0) / eps
     unknown = np.float32(CODE_UNKNOWN) if coded else np.float32(np.nan)
-    # pass 1: Laplacian coefficients and box-summed squared luminance
+    # pass 1: Laplacian coefficients and the box sum of their channels' weighted energy
     for q in range(ext):
         rr = _refl(r0 - 1 - rad + q, h)
         if top:
@@ -381,10 +413,12 @@ def _fuse_band(
             for j in range(w):
                 v = np.float32(g[c, rr, j]) * g_scale - erow[j] * gn_scale
                 lbuf[c, q, j] = v
-                ybuf[j] += lc * v
-        # squared luminance, mirrored by rad samples at both ends, then a box sum
+                ybuf[j] += lc * (v * v)
+        if not measure:
+            continue
+        # the channels' weighted energy, mirrored by rad samples at both ends, then a box sum
         for j in range(w):
-            ypad[j + rad] = ybuf[j] * ybuf[j]
+            ypad[j + rad] = ybuf[j]
         for d in range(1, rad + 1):
             ypad[rad - d] = ypad[rad + _refl(-d, w)]
             ypad[rad + w - 1 + d] = ypad[rad + _refl(w - 1 + d, w)]
@@ -402,7 +436,7 @@ def _fuse_band(
         if has_inh:
             for j in range(w):
                 abuf[t, j] += inherit_gain * inherited[rr, j]
-        if not top:
+        if measure:
             for d in range(2 * rad + 1):
                 for j in range(w):
                     abuf[t, j] += win * hbuf[t + d, j]
@@ -545,6 +579,7 @@ def fuse_level(
     power,
     hard,
     top,
+    measure,
     write_act,
     write_reduced,
     quant,
@@ -583,8 +618,9 @@ def fuse_level(
     first : bool
         This is the first frame (``wnorm`` holds nothing yet).
     lum : (C,) float32
-        Luminance weights: activity is measured on the luminance of the coefficients and
-        all channels are selected together.
+        Channel weights of the energy: activity is ``sum_c lum[c] * coefficient_c ** 2``
+        (``lum[c] = 1 / (C sigma_c**2)``: units of the noise energy), window-averaged; all
+        channels are selected together.
     radius : int
         Half-width of the square window of the local energy.
     inherit_gain, eps : float32
@@ -596,6 +632,9 @@ def fuse_level(
     top : bool
         Coarsest level: the coefficients are ``G_k`` itself (planar), the activity only the
         inherited one.
+    measure : bool
+        Add this level's own (window-averaged) energy to its activity; without it the
+        activity is the floor and the inherited activity only (the coarse levels).
     quant, qscale : bool, float32
         Store ``acc`` as int16 ``rint(mean * qscale)``; every coefficient is rounded to that
         step before it is compared or averaged, so the result does not depend on the frame
@@ -633,6 +672,7 @@ def fuse_level(
             power,
             hard,
             top,
+            measure,
             write_act,
             write_reduced,
             has_inh,

@@ -42,12 +42,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["DepthTracker", "subframe_offset"]
+__all__ = ["DepthTracker", "fill_depth", "subframe_offset"]
 
 #: activity contrast (max / min over the stack) that noise alone produces on a flat pixel
-CONTRAST_NOISE = 3.0
+#: (activities in units of the noise energy, floor included, vary by a few per cent there)
+CONTRAST_NOISE = 1.15
 #: activity contrast above the noise one at which the confidence reaches 1
-CONTRAST_FULL = 8.0
+CONTRAST_FULL = 3.0
 #: sigma (px of the tracked level) of the confidence-weighted smoothing of the sub-frame map
 SMOOTH_PX = 3.0
 
@@ -81,6 +82,68 @@ def subframe_offset(before: np.ndarray, best: np.ndarray, after: np.ndarray) -> 
         delta = 0.5 * (ym - yp) / den
     delta = np.where(np.isfinite(delta) & (den < 0), delta, 0.0)
     return np.clip(delta, -0.5, 0.5)
+
+
+def fill_depth(depth: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Fill the pixels of zero ``weight`` from the weighted pixels around them (push-pull).
+
+    The weights and weighted depths are averaged over 2 x 2 blocks level by level until one
+    block is left ("push"); then, from the coarsest level down, every pixel whose own
+    weight is zero takes the bilinearly upsampled estimate of the level above ("pull"),
+    where that estimate is the weighted mean over the smallest block that holds any
+    weight [1]_. Pixels of non-zero weight keep their depth. Where no pixel has weight, the
+    result is NaN.
+
+    Parameters
+    ----------
+    depth : numpy.ndarray
+        ``(H, W)`` depth (any finite values where ``weight > 0``).
+    weight : numpy.ndarray
+        ``(H, W)`` non-negative weights (e.g. confidences; 0 marks a hole).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(H, W)``.
+
+    References
+    ----------
+    .. [1] S. J. Gortler, R. Grzeszczuk, R. Szeliski and M. F. Cohen, "The Lumigraph",
+       Proc. SIGGRAPH 1996, 43-54 (the push-pull interpolation of scattered samples).
+       https://doi.org/10.1145/237170.237200
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = np.array([[1.0, 0.0], [0.0, 3.0]])
+    >>> w = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> fill_depth(d, w).tolist()
+    [[1.0, 2.0], [2.0, 3.0]]
+    """
+    from scipy import ndimage
+
+    w0 = np.where(weight > 0, weight, 0.0).astype(np.float64)
+    d0 = np.where(w0 > 0, depth, 0.0).astype(np.float64)
+    ws, fs = [w0], [w0 * d0]
+    while ws[-1].shape[0] > 1 or ws[-1].shape[1] > 1:
+        w, f = ws[-1], fs[-1]
+        h2, w2 = -(-w.shape[0] // 2), -(-w.shape[1] // 2)
+        pad = ((0, 2 * h2 - w.shape[0]), (0, 2 * w2 - w.shape[1]))
+        w = np.pad(w, pad, mode="edge")
+        f = np.pad(f, pad, mode="edge")
+        ws.append(w.reshape(h2, 2, w2, 2).mean(axis=(1, 3)))
+        fs.append(f.reshape(h2, 2, w2, 2).mean(axis=(1, 3)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        est = np.where(ws[-1] > 0, fs[-1] / ws[-1], np.nan)
+        for k in range(len(ws) - 2, -1, -1):
+            shape = ws[k].shape
+            zoom = (shape[0] / est.shape[0], shape[1] / est.shape[1])
+            up = ndimage.zoom(est, zoom, order=1, mode="nearest", grid_mode=True)[
+                : shape[0], : shape[1]
+            ]
+            own = fs[k] / ws[k]
+            est = np.where(ws[k] > 0, own, up) if k > 0 else np.where(w0 > 0, d0, up)
+    return est.astype(np.float32)
 
 
 class DepthTracker:
@@ -174,11 +237,15 @@ class DepthTracker:
         z_um: Sequence[float] | np.ndarray | None,
         min_confidence: float,
         release: bool = False,
+        fill: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Depth (frames, or um when ``z_um`` is given; NaN where unsure) and confidence.
+        """Depth (frames, or um when ``z_um`` is given) and confidence.
 
-        With ``release`` the tracker's maps are freed as soon as they have been read (the
-        tracker takes no more frames afterwards).
+        Pixels whose confidence is below ``min_confidence`` are NaN, or with ``fill`` take
+        the depth of the confident pixels around them (:func:`fill_depth`, weighted by
+        confidence; NaN only when no pixel is confident). With ``release`` the tracker's
+        maps are freed as soon as they have been read (the tracker takes no more frames
+        afterwards).
         """
         if self.count < 2:
             depth = np.full(self.full_shape, np.nan, np.float32)
@@ -210,10 +277,21 @@ class DepthTracker:
             wsum = pending.result()
         _kernels.normalize_depth(frac, wsum, fsum, float(self.count - 1))
         del wsum, fsum
+        if fill:
+            sure = conf >= min_confidence
+            if sure.any():
+                frac = fill_depth(frac, np.where(sure, conf, 0.0))
+            else:  # nothing in focus anywhere: no depth to fill from
+                frac[...] = np.nan
         depth = np.empty(self.full_shape, np.float32)
         conf_full = np.empty(self.full_shape, np.float32)
         _kernels.upsample_depth(
-            frac, conf, float(2**self.level), float(min_confidence), depth, conf_full
+            frac,
+            conf,
+            float(2**self.level),
+            -1.0 if fill else float(min_confidence),
+            depth,
+            conf_full,
         )
         if z_um is not None:  # NaN (unsure) stays NaN
             z = np.asarray(z_um, dtype=np.float64)

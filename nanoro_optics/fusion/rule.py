@@ -1,9 +1,13 @@
-"""The selection rule of the focus fuser: activity, soft selection, inter-scale guard.
+"""The selection rule of the focus fuser: activity, soft selection, consistency across scales.
 
-For every coefficient of every band-pass level the rule measures an *activity*: the mean
-energy of the luminance of the Laplacian coefficients in a ``window_px`` square (the
-"window-based activity" of Li et al. [2]_), plus ``inherit`` times the activity of the finer
-level filtered by ``[1, 2, 1] / 4`` and decimated (so a coarse coefficient also answers to the
+For every coefficient of the finest ``focus_levels`` band-pass levels the rule measures an
+*activity*: the mean, over a ``window_px`` square, of the energy of the Laplacian
+coefficients summed over the channels, each channel weighted by ``1 / (C sigma_c**2)``
+where ``sigma_c`` is that channel's noise (estimated from the first frame, see
+:func:`~nanoro_optics.fusion.stack.estimate_noise`, or given as ``noise_dn``) -- the
+"window-based activity" of Li et al. [2]_ in units of the noise energy -- plus a floor of
+``noise_floor`` noise energies, plus ``inherit`` times the activity of the finer level
+filtered by ``[1, 2, 1] / 4`` and decimated (so a coarse coefficient also answers to the
 detail beneath it). The fused coefficient is the weighted mean of the frames' coefficients
 with weights ``(a_k / max_j a_j) ** sharpness``:
 
@@ -13,14 +17,21 @@ with weights ``(a_k / max_j a_j) ** sharpness``:
   near-focus frames are averaged and their noise falls (a hard pick keeps the noise of one
   frame), and a flat region, where every frame measures the same noise energy, is averaged
   over the whole stack rather than turned into the noisiest frame's noise;
+* activity in units of each channel's noise follows the data, not the container: 12-bit
+  data in uint16 frames, a dim channel beside a bright one (fluorescence: nuclei in blue,
+  puncta in red) and float frames of any scale are all measured against their own noise,
+  and the floor sits at the noise, so dim detail above the noise is selected and the dark
+  background below it is averaged. All channels share the weights (colour stays consistent);
+* levels coarser than ``focus_levels`` measure no energy of their own and are blended with
+  the activity inherited from the finer levels, as is the low-pass residual: the coarse
+  content follows the frames that are sharp beneath it instead of the largest coarse
+  coefficients, which, where frames differ in brightness or position at coarse scales,
+  would pick contradictory frames level by level and overshoot (dark or bright bands);
 * the window and the inherited activity act as the consistency filter: a coefficient's choice
-  follows its neighbours and the finer scales, not the noise of a single coefficient;
-* the inherited activity is the halo guard: next to a sharp bright edge the finer levels are
-  overwhelmingly active in the frame where the edge is sharp, so the coarse levels follow that
-  frame too and do not copy in the defocused glow of another frame.
+  follows its neighbours and the finer scales, not the noise of a single coefficient.
 
-The coarsest level (the low-pass residual) is blended with the same weights, computed from
-the inherited activity alone.
+The collapsed image is finally kept inside the range the frames recorded at each pixel (see
+:class:`~nanoro_optics.fusion.stack.StackFuser`).
 
 References
 ----------
@@ -39,14 +50,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from nanoro_optics._validation import check_bool, check_int, check_range
 
-from nanoro_optics._validation import check_int, check_range
-
-__all__ = ["FusionRule", "luminance_weights"]
-
-#: Rec. ITU-R BT.709 luma weights of linear R, G, B
-REC709 = (0.2126, 0.7152, 0.0722)
+__all__ = ["FusionRule"]
 
 
 @dataclass(frozen=True)
@@ -63,13 +69,26 @@ class FusionRule:
     inherit : float, optional
         Weight of the finer level's activity in a level's activity, 0 to 100.
     min_confidence : float, optional
-        Depth is NaN where the depth confidence is below this, 0 to 1.
+        Depth confidence (0 to 1) below which a pixel's own depth estimate is not used:
+        it is filled from the confident pixels around it, or NaN with ``fill_depth=False``.
+    focus_levels : int, optional
+        Number of the finest band-pass levels whose own energy measures focus, 1 to 32;
+        coarser levels follow them (default 3: scales up to about 8 px).
+    noise_floor : float, optional
+        Activity floor in units of the noise energy (> 0); larger values average more of
+        the flat, noise-only regions and select less of the detail near the noise.
+    fill_depth : bool, optional
+        Fill the pixels of low depth confidence from their confident neighbours
+        (:func:`~nanoro_optics.fusion.depth.fill_depth`; default), or leave them NaN.
     """
 
     sharpness: int | None = 4
     window_px: int = 5
     inherit: float = 1.0
     min_confidence: float = 0.5
+    focus_levels: int = 3
+    noise_floor: float = 1.0
+    fill_depth: bool = True
 
     def __post_init__(self) -> None:
         if self.sharpness is not None:
@@ -82,25 +101,15 @@ class FusionRule:
         object.__setattr__(
             self, "min_confidence", check_range(self.min_confidence, "min_confidence", 0.0, 1.0)
         )
+        object.__setattr__(
+            self, "focus_levels", check_int(self.focus_levels, "focus_levels", 1, 32)
+        )
+        object.__setattr__(self, "fill_depth", check_bool(self.fill_depth, "fill_depth"))
+        floor = check_range(self.noise_floor, "noise_floor", 0.0, 1e6)
+        if floor <= 0:
+            raise ValueError(f"noise_floor must be > 0, got {floor}")
+        object.__setattr__(self, "noise_floor", floor)
 
     def replace(self, **changes: Any) -> FusionRule:
         """Return a copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
-
-
-def luminance_weights(n_channels: int) -> np.ndarray:
-    """Weights of the luminance projection of an image with ``n_channels`` channels.
-
-    Rec. 709 luma weights for 3 (RGB) or 4 (RGBA, alpha ignored) channels; equal weights
-    otherwise.
-
-    References
-    ----------
-    .. [1] ITU-R Recommendation BT.709-6, "Parameter values for the HDTV standards for
-       production and international programme exchange" (2015).
-    """
-    if n_channels == 3:
-        return np.array(REC709, dtype=np.float32)
-    if n_channels == 4:
-        return np.array((*REC709, 0.0), dtype=np.float32)
-    return np.full(n_channels, 1.0 / n_channels, dtype=np.float32)

@@ -32,12 +32,60 @@ from nanoro_optics._validation import as_float_array, check_bool, check_int
 
 from .depth import DepthTracker
 from .pyramid import auto_levels
-from .rule import FusionRule, luminance_weights
+from .rule import FusionRule
 
 __all__ = ["FusionResult", "StackFuser", "fuse_stack"]
 
-#: activity floor, as a fraction of the input's full scale (DN), squared
-_EPS_FRACTION = 1e-3
+#: smallest noise standard deviation (DN) assumed for integer frames: the rounding to
+#: integers alone gives 1 / sqrt(12) DN
+_SIGMA_MIN_DN = 1.0 / np.sqrt(12.0)
+#: rows of the first frame the noise estimate reads (evenly spaced)
+_NOISE_ROWS = 256
+
+
+def noise_rows(h: int) -> np.ndarray:
+    """Return the rows of an ``h``-row frame that the noise estimate reads."""
+    return np.unique(np.linspace(0, h - 1, min(h, _NOISE_ROWS)).astype(np.intp))
+
+
+def noise_sigma(frame: np.ndarray) -> np.ndarray:
+    """Noise standard deviation per channel of ``frame`` (H, W, C) as the fuser uses it.
+
+    :func:`estimate_noise`, but at least the rounding's noise of integer frames
+    (``1 / sqrt(12)`` DN) or ``1e-6`` of the span of float ones (over the rows the estimate
+    reads, :func:`noise_rows`, so that the rows alone give the same value).
+    """
+    rows = frame[noise_rows(frame.shape[0])]
+    sigma = estimate_noise(rows)
+    if frame.dtype.kind == "f":
+        span = float(np.max(rows) - np.min(rows))
+        lo = 1e-6 * span if span > 0 else 1.0
+    else:  # the rounding's noise at least (this also bounds the activity codes)
+        lo = _SIGMA_MIN_DN
+    return np.maximum(sigma, lo)
+
+
+def estimate_noise(frame: np.ndarray) -> np.ndarray:
+    """Robust noise standard deviation of every channel of a frame ``(H, W, C)``, in DN.
+
+    The median absolute second difference along rows, ``x[j] - (x[j-1] + x[j+1]) / 2``
+    (variance ``1.5 sigma**2`` for white noise), scaled to a standard deviation (MAD / 0.6745,
+    Donoho & Johnstone [1]_): detail and edges occupy a minority of pixels and barely move the
+    median, so this measures the noise of the flat majority (in a fluorescence image, the dark
+    background's). Reads at most :data:`_NOISE_ROWS` evenly spaced rows.
+
+    References
+    ----------
+    .. [1] D. L. Donoho and I. M. Johnstone, "Ideal spatial adaptation by wavelet shrinkage",
+       Biometrika 81(3), 425-455 (1994). https://doi.org/10.1093/biomet/81.3.425
+    """
+    w = frame.shape[1]
+    if w < 3:
+        return np.zeros(frame.shape[2])
+    x = frame[noise_rows(frame.shape[0])].astype(np.float64)
+    r = x[:, 1:-1] - 0.5 * (x[:, :-2] + x[:, 2:])
+    mad = np.median(np.abs(r).reshape(-1, frame.shape[2]), axis=0)
+    return mad / (0.6745 * np.sqrt(1.5))
 
 
 @dataclass(frozen=True)
@@ -50,10 +98,14 @@ class FusionResult:
         Fused image, same dtype and shape as one input frame (integers rounded half to even).
     depth : numpy.ndarray
         float32 ``(H, W)``: frame of best focus with a sub-frame estimate (0 = first frame),
-        or its z position in um when z positions were given; NaN where no frame is
-        confidently in focus.
+        or its z position in um when z positions were given. Where no frame is confidently
+        in focus (confidence below the rule's ``min_confidence``) the depth is filled from
+        the confident pixels around it (``fill_depth=True``, the default), else NaN; NaN
+        everywhere when no pixel is confident, and outside ``valid_bbox`` with alignment.
     confidence : numpy.ndarray
-        float32 ``(H, W)`` in ``[0, 1]``: how clearly one frame stands out as the sharpest.
+        float32 ``(H, W)`` in ``[0, 1]``: how clearly one frame stands out as the sharpest
+        (0: the focus profile is flat to within the noise, 1: one frame stands far above
+        the rest); it marks the filled, less certain pixels.
     n_frames : int
         Number of frames fused.
     depth_unit : str
@@ -65,13 +117,6 @@ class FusionResult:
     confidence: np.ndarray
     n_frames: int
     depth_unit: str = "frame"
-
-
-def _full_scale(dtype: np.dtype) -> float:
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        return float(info.max) - float(min(info.min, 0))
-    return 1.0
 
 
 def _collapse(accs: list[np.ndarray], scale: float, dtype: np.dtype, kernels: Any) -> np.ndarray:
@@ -104,15 +149,16 @@ def _collapse(accs: list[np.ndarray], scale: float, dtype: np.dtype, kernels: An
 _CODE_RANGE = 2.0**31
 
 
-def _activity_bound(levels: int, inherit: float) -> float:
-    """Largest activity / eps on any level, for frames of an integer type.
+def _activity_bound(levels: int, inherit: float, energy: float) -> float:
+    """Largest activity on any level, for frames whose weighted energy is at most ``energy``.
 
-    A Laplacian coefficient, hence its luminance, is at most the full scale in magnitude
-    (REDUCE and EXPAND average with positive weights), so the local energy is at most
-    ``full**2 = eps / _EPS_FRACTION**2``; level ``k`` adds ``inherit`` times the (averaged)
-    activity of level ``k - 1``, and the floor eps itself.
+    Activities here are in units of the floor. A Laplacian coefficient is at most the white
+    level in magnitude (REDUCE and EXPAND average with positive weights), so the local
+    weighted energy of a level is at most ``sum_c w_c white**2 / floor`` (``energy``; the
+    channel weights ``w_c = 1 / (C sigma_c**2)`` sum to at most ``1 / sigma_min**2``); level
+    ``k`` adds ``inherit`` times the (averaged) activity of level ``k - 1``, and the floor.
     """
-    one_level = 1.0 + 1.0 / _EPS_FRACTION**2
+    one_level = 1.0 + energy
     return one_level * sum(float(inherit) ** k for k in range(levels))
 
 
@@ -141,16 +187,34 @@ class StackFuser:
         Track the frame of best focus for the depth map (default). With ``False`` the fuser
         keeps no depth tracker (at 12 MP about 63 MB less and a little less work per frame)
         and only :meth:`image` gives a result; :meth:`result` then raises.
+    bit_depth : int, optional
+        Bits the camera records (e.g. 12 for a 12-bit camera writing uint16 frames):
+        integer frames holding a value above ``2**bit_depth - 1`` are refused (naming the
+        frame, value and pixel), and the activity maps may then use their compact 16-bit
+        codes. The fusion itself measures every channel against its noise, so it does not
+        need this to fuse dim data well.
+    noise_dn : float or sequence of float, optional
+        Noise standard deviation in DN, one value or one per channel, instead of the
+        estimate from the first frame (:func:`estimate_noise`).
     **rule_options
         Options of :class:`~nanoro_optics.fusion.rule.FusionRule`: ``sharpness``,
-        ``window_px``, ``inherit``, ``min_confidence``.
+        ``window_px``, ``inherit``, ``min_confidence``, ``focus_levels``, ``noise_floor``,
+        ``fill_depth``.
 
     Notes
     -----
     Frames must all have the same shape and dtype: uint8, uint16 (any integer type) or float,
     grey ``(H, W)`` or colour ``(H, W, C)``. The depth map assumes frames arrive in focus
-    order (as a Z scan delivers them); the fused image does not depend on the order, up to
-    rounding (exactly with the hard rule, ``sharpness=None``).
+    order (as a Z scan delivers them). The channels' noise is estimated from the first frame
+    (the median of its rows' second differences, which the detail of a minority of pixels
+    does not move); with ``noise_dn`` given, the fused image does not depend on the frames'
+    order, up to rounding (exactly with the hard rule, ``sharpness=None``).
+
+    Every pixel of the fused image lies within the range ``[min_k, max_k]`` the frames
+    recorded at that pixel (the fuser keeps that range, two maps of the frame's size): a
+    Laplacian pyramid whose levels come from different frames can overshoot where the frames
+    differ at coarse scales (brightness changes, misalignment, specular highlights), and the
+    data bound it. Single frames come back exactly.
 
     The fused pyramid holds, per coefficient, the weighted mean of the frames' coefficients
     so far. For uint8 frames it is stored as int16 fixed point, 128 steps per DN
@@ -178,10 +242,23 @@ class StackFuser:
         levels: int | None = None,
         align: bool = False,
         depth: bool = True,
+        bit_depth: int | None = None,
+        noise_dn: float | Sequence[float] | None = None,
         **rule_options: Any,
     ) -> None:
         self.rule = FusionRule(**rule_options)
         self.depth = check_bool(depth, "depth")
+        self.bit_depth = None if bit_depth is None else check_int(bit_depth, "bit_depth", 1, 32)
+        self._noise_opt: np.ndarray | None = None
+        if noise_dn is not None:
+            sig = np.atleast_1d(as_float_array(noise_dn, "noise_dn"))
+            if sig.ndim != 1 or np.any(sig <= 0):
+                raise ValueError(
+                    f"noise_dn must be a noise standard deviation > 0 (one, or one per "
+                    f"channel), got {noise_dn!r}"
+                )
+            self._noise_opt = sig
+        self.noise_dn: np.ndarray | None = None
         self._z_init: np.ndarray | None = None
         if z_um is not None:
             z = as_float_array(z_um, "z_um")
@@ -243,6 +320,15 @@ class StackFuser:
                     f"(the dtype of {self._shape_source})"
                 )
         self._in_dtype = frame.dtype
+        if self.bit_depth is not None and frame.dtype.kind in "ui":
+            white = self._white_level(frame.dtype)
+            top = int(frame.max())
+            if top > white:
+                pos = np.unravel_index(int(np.argmax(frame)), frame.shape)
+                raise ValueError(
+                    f"frame {k} has the value {top} at {tuple(int(p) for p in pos)}, above "
+                    f"{int(white)}, the largest of bit_depth={self.bit_depth}"
+                )
         if frame.dtype.kind == "f":
             # the pyramid works in float32 whatever the input precision
             frame = np.ascontiguousarray(frame, dtype=np.float32)
@@ -281,6 +367,43 @@ class StackFuser:
         zs = [*self._z_frames, z]
         _check_monotonic(np.asarray(zs), "z_um")
         self._z_frames.append(z)
+
+    def _white_level(self, dtype: np.dtype) -> float:
+        """Largest value a frame may hold: ``2**bit_depth - 1``, else the dtype's maximum."""
+        if dtype.kind in "ui":
+            top = float(np.iinfo(dtype).max)
+            if self.bit_depth is not None:
+                if 2.0**self.bit_depth - 1 > top:
+                    raise ValueError(
+                        f"bit_depth={self.bit_depth} does not fit frames of dtype {dtype} "
+                        f"(at most {np.iinfo(dtype).bits} bits)"
+                    )
+                return 2.0**self.bit_depth - 1
+            return top
+        return 1.0
+
+    def _set_noise(self, frame3: np.ndarray) -> None:
+        """Weigh every channel's energy by its noise (from the first frame, or ``noise_dn``).
+
+        Activity is then in units of the noise energy, whatever the dtype, range or gain of
+        the data: a dim 12-bit channel in a uint16 container counts as much as a bright one,
+        and the floor ``rule.noise_floor`` sits at the noise, not at a fraction of the
+        container's range.
+        """
+        c = frame3.shape[2]
+        if self._noise_opt is not None:
+            if self._noise_opt.size not in (1, c):
+                raise ValueError(
+                    f"noise_dn has {self._noise_opt.size} values but the frames have {c} "
+                    f"channels (give one, or one per channel)"
+                )
+            sigma = np.broadcast_to(self._noise_opt, (c,)).astype(np.float64)
+            if frame3.dtype.kind in "ui":  # the rounding's noise at least (bounds the codes)
+                sigma = np.maximum(sigma, _SIGMA_MIN_DN)
+        else:
+            sigma = noise_sigma(frame3)
+        self.noise_dn = sigma
+        self._lum = (1.0 / (c * sigma**2)).astype(np.float32)
 
     @staticmethod
     def _work_dtype(dtype: np.dtype) -> np.dtype:
@@ -336,9 +459,9 @@ class StackFuser:
         self._shape, self._dtype, self._shape_source = dims, kind, "reserve()"
         c = dims[2] if len(dims) == 3 else 1
         self._allocate(dims[0], dims[1], c, self._work_dtype(kind))
-        assert self._plane is not None
+        assert self._plane is not None and self._lo is not None and self._hi is not None
         maps: list[np.ndarray] = [*self._acc, *self._wnorm, *self._gbuf, *self._rbuf]
-        for arr in (*maps, self._plane, *self._tracker_arrays()):
+        for arr in (*maps, self._plane, self._lo, self._hi, *self._tracker_arrays()):
             arr[...] = 0  # map the pages in now (numpy releases the GIL for this)
 
     def _allocate(self, h: int, w: int, c: int, work_dtype: np.dtype) -> None:
@@ -359,11 +482,17 @@ class StackFuser:
         self._qscale = _QSCALE_UINT8 if self._quant else 1.0
         acc_dtype = np.int16 if self._quant else np.float32
         assert self._dtype is not None
-        self._eps = float((_EPS_FRACTION * _full_scale(self._dtype)) ** 2)
+        # activity is in units of the noise energy (the channel weights are set from the
+        # first frame, :meth:`_set_noise`); the floor is ``rule.noise_floor`` of it
+        self._eps = float(self.rule.noise_floor)
+        self._white = self._white_level(self._dtype)
         # integer frames bound the activity: its maps (the norms below, the depth tracker's)
         # can then hold 16-bit codes of activity / eps, half the memory of float32
-        self._coded = (
-            self._dtype.kind in "ui" and _activity_bound(n_levels, self.rule.inherit) < _CODE_RANGE
+        self._coded = self._dtype.kind in "ui" and (
+            _activity_bound(
+                n_levels, self.rule.inherit, self._white**2 / _SIGMA_MIN_DN**2 / self._eps
+            )
+            < _CODE_RANGE
         )
         norm_dtype = np.uint16 if self._coded else np.float32
         for hh, ww in shapes:
@@ -375,7 +504,7 @@ class StackFuser:
         if self.depth:
             lev = self._depth_level
             self._tracker = DepthTracker(shapes[lev], lev, (h, w), floor=floor)
-        self._lum = luminance_weights(c)
+        self._lum = np.full(c, 1.0 / c, np.float32)  # set from the first frame
         # per-frame work buffers, reused so that no frame pays for fresh pages
         # (uint8 frames: the Gaussian levels in the fixed point of ``acc``, half the memory)
         self._gbuf = [np.empty((c, hh, ww), acc_dtype) for hh, ww in shapes[1:]]
@@ -383,6 +512,9 @@ class StackFuser:
         # level 0 is read planar: every frame is first copied into this buffer, after which
         # the caller may reuse its own (``add(..., on_copied=...)``)
         self._plane: np.ndarray | None = np.empty((c, h, w), work_dtype)
+        # the frames' per-pixel range: the fused image is kept inside it (see result())
+        self._lo: np.ndarray | None = np.empty((c, h, w), work_dtype)
+        self._hi: np.ndarray | None = np.empty((c, h, w), work_dtype)
         self._dummy2 = np.zeros((1, 1), np.float32)
         self._dummy3 = np.zeros((c, 1, 1), acc_dtype)
         # placeholders of the tracker's maps on the levels it does not follow (a tracker of
@@ -448,9 +580,12 @@ class StackFuser:
         elif self._first is not None:
             self._first = None  # only a single-frame stack comes back as is
         assert self._plane is not None
+        if self._n == 0:
+            self._set_noise(frame3)
         self._kern().to_planar(frame3, self._plane)
         if on_copied is not None:
             on_copied()
+        self._kern().update_range(self._plane, self._lo, self._hi, self._n == 0)
         self._fold()
         self._n += 1
 
@@ -493,6 +628,7 @@ class StackFuser:
                 power,
                 hard,
                 top,
+                lev < rule.focus_levels,
                 want_act,
                 not top,
                 self._quant,
@@ -580,9 +716,18 @@ class StackFuser:
         else:
             accs = self._acc if release else list(self._acc)
             image3 = _collapse(accs, 1.0 / self._qscale, self._dtype, self._kern())
+            # no fused pixel outside the range the frames recorded there: where levels come
+            # from different frames (frames that differ in brightness or position at coarse
+            # scales), their sum can overshoot; this bounds it by the data
+            lo, hi = self._lo, self._hi
+            assert lo is not None and hi is not None
+            if lo.dtype != image3.dtype:  # frames fused in float32 for another dtype
+                lo, hi = lo.astype(image3.dtype), hi.astype(image3.dtype)
+            self._kern().clamp_to_range(image3, lo, hi)
             image = image3 if len(self._shape) == 3 else image3[:, :, 0]
         if release:
             self._acc = []
+            self._lo = self._hi = None
         return image
 
     def _result(self, *, release: bool) -> FusionResult:
@@ -592,7 +737,10 @@ class StackFuser:
         image = self._image(release=release)
         assert self._tracker is not None
         depth, conf = self._tracker.finish(
-            z_um=z, min_confidence=self.rule.min_confidence, release=release
+            z_um=z,
+            min_confidence=self.rule.min_confidence,
+            release=release,
+            fill=self.rule.fill_depth,
         )
         bbox = self.valid_bbox
         if bbox is not None:

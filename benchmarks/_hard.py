@@ -1,0 +1,156 @@
+"""Hard-scene cases of ``bench_fusion.py``: metrics, the max-abs pyramid yardstick, peers.
+
+Scenes come from :func:`nanoro_optics.fusion.scenes.scene_stack` (pillbox defocus, photon
+and read noise, occlusion). Metrics, all against the noise-free all-in-focus truth:
+
+* PSNR (full scale = the camera's white level) and SSIM;
+* halo-band ratio: RMS error within ``HALO_BAND_PX`` of object edges over the RMS error of
+  pixels farther than ``FAR_PX`` from any edge (1 = no worse next to edges);
+* flat-region PSNR (fluorescence): over the background, farther than ``FAR_PX`` from objects;
+* depth RMSE (frames) over every pixel with a defined true depth, after no fit, and the
+  coverage (finite fraction of those pixels); pixels of a depth map left NaN count as
+  uncovered, not as errors.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HALO_BAND_PX = 10
+FAR_PX = 30
+
+
+def psnr(a: np.ndarray, b: np.ndarray, full: float, mask: np.ndarray | None = None) -> float:
+    d = (np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2
+    if mask is not None:
+        d = d[mask]
+    return float(10 * np.log10(full**2 / max(float(np.mean(d)), 1e-30)))
+
+
+def ssim(a: np.ndarray, b: np.ndarray, full: float) -> float:
+    from skimage.metrics import structural_similarity
+
+    return float(
+        structural_similarity(
+            np.asarray(a, np.float64),
+            np.asarray(b, np.float64),
+            data_range=full,
+            channel_axis=-1 if np.ndim(a) == 3 else None,
+        )
+    )
+
+
+def maxabs_pyramid(frames: np.ndarray) -> np.ndarray:
+    """The yardstick: Burt-Adelson pyramid, per channel max-|coefficient|, mean residual."""
+    from nanoro_optics.fusion import collapse_pyramid, laplacian_pyramid
+
+    fused: list[np.ndarray] | None = None
+    best: list[np.ndarray] = []
+    n = frames.shape[0]
+    for f in frames:
+        pyr = laplacian_pyramid(f)
+        if fused is None:
+            fused = [p.copy() for p in pyr]
+            fused[-1] = pyr[-1] / n
+            best = [np.abs(p) for p in pyr[:-1]]
+            continue
+        for k in range(len(pyr) - 1):
+            a = np.abs(pyr[k])
+            take = a > best[k]
+            fused[k][take] = pyr[k][take]
+            best[k] = np.maximum(best[k], a)
+        fused[-1] += pyr[-1] / n
+    assert fused is not None
+    return collapse_pyramid(fused)
+
+
+def scores(img: np.ndarray, scene: Any) -> dict[str, float]:
+    from scipy import ndimage
+
+    full = float(scene.white_level)
+    img = np.asarray(img, np.float64)
+    out = dict(psnr_db=psnr(img, scene.truth, full), ssim=ssim(img, scene.truth, full))
+    if scene.edges.any():
+        dist = ndimage.distance_transform_edt(~scene.edges)
+        band, far = dist <= HALO_BAND_PX, dist > FAR_PX
+        if far.any():
+            err = (img - scene.truth) ** 2
+            if err.ndim == 3:
+                err = err.mean(-1)
+            out["halo_ratio"] = float(np.sqrt(err[band].mean() / err[far].mean()))
+        if scene.kind == "fluorescence":
+            flat = far & np.isnan(scene.depth)
+            out["flat_psnr_db"] = psnr(img, scene.truth, full, flat)
+    return out
+
+
+def depth_scores(depth: np.ndarray, scene: Any) -> dict[str, float]:
+    known = np.isfinite(scene.depth)
+    got = np.isfinite(depth) & known
+    cov = float(got.sum() / max(known.sum(), 1))
+    rmse = float(np.sqrt(np.mean((depth[got] - scene.depth[got]) ** 2))) if got.any() else np.nan
+    return dict(depth_rmse_frames=rmse, depth_coverage=cov)
+
+
+def write_tiffs(frames: np.ndarray, folder: Path) -> list[Path]:
+    import tifffile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, f in enumerate(frames):
+        p = folder / f"frame_{k:03d}.tif"
+        tifffile.imwrite(p, f, photometric="rgb" if f.ndim == 3 else "minisblack")
+        paths.append(p)
+    return paths
+
+
+def peer_images(scene: Any, tmp: Path) -> dict[str, tuple[np.ndarray | None, float, str]]:
+    """Run every installed peer on the scene's frames: {tool: (image, wall s, error)}."""
+    import tifffile
+
+    folder = tmp / f"{scene.kind}_{scene.n_frames}"
+    files = write_tiffs(scene.frames, folder)
+    out: dict[str, tuple[np.ndarray | None, float, str]] = {}
+    cmds: dict[str, tuple[list[str], Path]] = {}
+    if shutil.which("enfuse"):
+        o = tmp / "enfuse.tif"
+        cmds["enfuse"] = (
+            [
+                "enfuse",
+                "--exposure-weight=0",
+                "--saturation-weight=0",
+                "--contrast-weight=1",
+                "--hard-mask",
+                "--depth=16" if scene.frames.dtype == np.uint16 else "--depth=8",
+                f"--output={o}",
+                *map(str, files),
+            ],
+            o,
+        )
+    if shutil.which("focusweave"):
+        o = tmp / "fw.tif"
+        cmds["focusweave"] = (
+            ["focusweave", str(folder), "--output", str(o), "--keep-size", "--no-align"],
+            o,
+        )
+    for tool, (cmd, path) in cmds.items():
+        path.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0 or not path.exists():
+            out[tool] = (None, wall, proc.stderr[-200:] or "no output")
+            continue
+        img = tifffile.imread(path)
+        if img.ndim == 3 and scene.frames.ndim == 3:  # grey scene, RGB(A) output
+            img = img[..., 0]
+        if img.ndim == 3 and img.shape[-1] == 4:
+            img = img[..., :3]
+        out[tool] = (img, wall, "")
+    return out

@@ -1,0 +1,188 @@
+"""Fusion on hard stacks: the frames' range kept at every pixel, noise-weighted activity,
+dim 12-bit colour, depth maps filled and scored over every pixel with a known depth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from nanoro_optics.fusion import StackFuser, fuse_stack
+from nanoro_optics.fusion.depth import fill_depth
+from nanoro_optics.fusion.scenes import scene_stack
+from nanoro_optics.fusion.stack import estimate_noise
+
+DATA = Path(__file__).parent / "data"
+
+#: float frames are fused in float32: the frames' range is kept to its rounding
+FLOAT32_RTOL = 1e-6
+
+
+def _outside_range(img: np.ndarray, frames: np.ndarray) -> float:
+    lo = frames.min(axis=0).astype(np.float64)
+    hi = frames.max(axis=0).astype(np.float64)
+    x = img.astype(np.float64)
+    return float(np.max(np.maximum(lo - x, 0) + np.maximum(x - hi, 0)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(1, 37),
+    w=st.integers(1, 37),
+    n=st.integers(1, 5),
+    channels=st.sampled_from([0, 1, 3]),
+    dtype=st.sampled_from([np.uint8, np.uint16, np.int16, np.float32, np.float64]),
+    levels=st.one_of(st.none(), st.integers(1, 6)),
+    sharpness=st.sampled_from([4, 1, None]),
+    seed=st.integers(0, 2**16),
+)
+@example(h=1, w=29, n=3, channels=0, dtype=np.uint8, levels=None, sharpness=4, seed=0)
+@example(h=31, w=2, n=4, channels=3, dtype=np.float32, levels=5, sharpness=None, seed=1)
+def test_no_fused_pixel_leaves_the_range_of_the_frames(
+    h, w, n, channels, dtype, levels, sharpness, seed
+):
+    rng = np.random.default_rng(seed)
+    shape = (n, h, w) if channels == 0 else (n, h, w, channels)
+    if np.dtype(dtype).kind == "f":
+        frames = (rng.standard_normal(shape) * 1e3).astype(dtype)
+    else:
+        info = np.iinfo(dtype)
+        frames = rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+    # random frames are the worst case: every level of every frame disagrees
+    res = fuse_stack(frames, levels=levels, sharpness=sharpness)
+    assert res.image.shape == frames.shape[1:] and res.image.dtype == frames.dtype
+    tol = FLOAT32_RTOL * float(np.abs(frames).max()) if frames.dtype.kind == "f" else 0.0
+    assert _outside_range(res.image, frames) <= tol
+
+
+def _pcb_crop() -> np.ndarray:
+    import imageio.v3 as iio
+
+    return np.stack([iio.imread(DATA / f"pcb_crop_{k}.jpg") for k in range(7)])
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_real_stack_has_no_dark_band_along_its_edge(dtype):
+    # a crop of a real (handheld, JPEG) stack whose frames differ in brightness at coarse
+    # scales: the fused right edge went near-black (mean 2/255, every frame >= 28/255)
+    frames = (_pcb_crop().astype(np.float64) * 257).astype(dtype)
+    img = fuse_stack(frames).image.astype(np.float64)
+    band = (slice(0, 121), slice(-12, None))
+    lowest = frames[(slice(None), *band)].min(axis=0).astype(np.float64)
+    assert np.all(img[band] >= lowest - FLOAT32_RTOL * 65535)
+    assert img[band].mean() >= frames[(slice(None), *band)].min(axis=0).mean()
+    assert _outside_range(img, frames) <= FLOAT32_RTOL * 65535
+
+
+def test_noise_estimate_recovers_the_noise_of_each_channel():
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:200, :300]
+    smooth = 1000 + 300 * np.sin(xx / 40.0) * np.cos(yy / 55.0)
+    sigma = np.array([2.0, 7.0, 30.0])
+    img = smooth[..., None] + rng.normal(0, 1, (200, 300, 3)) * sigma
+    img[50:60, :, 1] += 2000  # a few sharp edges do not move the median
+    est = estimate_noise(img)
+    np.testing.assert_allclose(est, sigma, rtol=0.06)
+
+
+def test_dim_channel_in_a_wide_container_counts_as_much_as_a_bright_one():
+    # 12-bit-like data in uint16 with independent, noisy channels: on the left a dim blue
+    # detail (5 % of the red one) in focus in frame 1, on the right a bright red detail in
+    # focus in frame 0; each must come from its own frame. Weighing the channels' energy
+    # as luma does (blue 0.07) lets the other channels' noise decide (error ratio 0.52).
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1)
+    sharp = 800 + 600 * ndimage.gaussian_filter(rng.standard_normal((64, 128)), 1.0)
+    soft = ndimage.gaussian_filter(sharp, 4.0)
+    clean = np.full((2, 64, 128, 3), 100.0)
+    clean[0, :, 64:, 0], clean[1, :, 64:, 0] = sharp[:, 64:], soft[:, 64:]
+    clean[0, :, :64, 2] = 100 + 0.05 * soft[:, :64]
+    clean[1, :, :64, 2] = 100 + 0.05 * sharp[:, :64]
+    frames = np.rint(clean + rng.normal(0, 2.0, clean.shape)).astype(np.uint16)
+    res = fuse_stack(frames, levels=3).image.astype(np.float64)
+
+    def ratio(c, cols, k):  # error against frame k's clean channel c, over the frames' gap
+        ref, other = clean[k][8:-8, cols, c], clean[1 - k][8:-8, cols, c]
+        return np.abs(res[8:-8, cols, c] - ref).mean() / np.abs(other - ref).mean()
+
+    assert ratio(0, slice(64, None), 0) < 0.1
+    assert ratio(2, slice(None, 64), 1) < 0.4
+
+
+def test_twelve_bit_colour_fluorescence_beats_every_frame_and_keeps_sixteen_bits():
+    s = scene_stack("fluorescence", (96, 96), 6, seed=2)
+    res = fuse_stack(s.frames)
+    assert res.image.dtype == np.uint16
+    err = np.sqrt(np.mean((res.image.astype(float) - s.truth) ** 2))
+    best_frame = min(np.sqrt(np.mean((f.astype(float) - s.truth) ** 2)) for f in s.frames)
+    assert err < 0.8 * best_frame
+    # dark background is not amplified: no noisier than the frames' own background
+    bg = np.isnan(s.depth)
+    frame_bg = np.std(s.frames[0].astype(float)[bg] - s.truth[bg])
+    assert np.std(res.image.astype(float)[bg] - s.truth[bg]) <= frame_bg
+
+
+def test_bit_depth_and_noise_options_are_validated():
+    with pytest.raises(ValueError, match="bit_depth"):
+        StackFuser(bit_depth=0)
+    with pytest.raises(ValueError, match="noise_dn"):
+        StackFuser(noise_dn=-1.0)
+    with pytest.raises(ValueError, match="noise_dn"):
+        StackFuser(noise_dn=[1.0, 0.0])
+    with pytest.raises(ValueError, match="does not fit"):
+        fuse_stack(np.zeros((2, 8, 8), np.uint8), bit_depth=12)
+    with pytest.raises(ValueError, match="channels"):
+        fuse_stack(np.zeros((2, 8, 8, 3), np.uint8), noise_dn=[1.0, 2.0])
+    with pytest.raises(ValueError, match="noise_floor"):
+        StackFuser(noise_floor=0.0)
+    with pytest.raises(ValueError, match="focus_levels"):
+        StackFuser(focus_levels=0)
+    with pytest.raises(TypeError, match="fill_depth"):
+        StackFuser(fill_depth="yes")
+
+
+def test_frames_above_the_bit_depth_are_refused_not_clipped():
+    frames = np.zeros((2, 8, 8), np.uint16)
+    frames[1, 3, 4] = 4096
+    with pytest.raises(ValueError, match=r"4096.*bit_depth=12"):
+        fuse_stack(frames, bit_depth=12)
+
+
+def test_depth_fill_keeps_confident_pixels_and_fills_the_rest():
+    rng = np.random.default_rng(0)
+    d = rng.uniform(0, 10, (40, 50))
+    w = (rng.uniform(size=(40, 50)) < 0.1).astype(float)
+    filled = fill_depth(d, w)
+    np.testing.assert_allclose(filled[w > 0], d[w > 0], rtol=1e-6)
+    assert np.isfinite(filled).all()
+    assert filled.min() >= d[w > 0].min() - 1e-5 and filled.max() <= d[w > 0].max() + 1e-5
+    # a plane is filled back exactly enough from a few of its samples
+    yy, xx = np.mgrid[:40, :50]
+    plane = 0.1 * yy + 0.05 * xx
+    assert np.abs(fill_depth(plane, w) - plane).mean() < 0.3
+    assert np.isnan(fill_depth(d, np.zeros_like(w))).all()
+
+
+@pytest.mark.parametrize("n", [9, 24])
+def test_depth_of_a_thick_sample_is_covered_and_sub_frame(n):
+    s = scene_stack("thick", (128, 128), n, seed=4)
+    res = fuse_stack(s.frames)
+    assert np.isfinite(res.depth).all()  # filled: coverage 100 %
+    err = res.depth - s.depth
+    assert np.sqrt(np.mean(err**2)) < 0.6
+    kept = fuse_stack(s.frames, fill_depth=False)
+    assert np.isnan(kept.depth).any()
+    sure = np.isfinite(kept.depth)
+    # the same depth where it is confident (but next to a hole, which the interpolation
+    # from the half-resolution map reaches into)
+    same = np.isclose(kept.depth[sure], res.depth[sure], atol=1e-5)
+    assert same.mean() > 0.9
+    assert np.abs(kept.depth[sure] - res.depth[sure]).max() < 0.5
+    # the confidence map tells the weak pixels: they are the less accurate ones
+    weak = res.confidence < 0.5
+    if weak.any() and (~weak).any():
+        assert np.abs(err[weak]).mean() > np.abs(err[~weak]).mean()
