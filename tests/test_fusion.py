@@ -603,7 +603,7 @@ def test_coded_depth_tracker_agrees_with_the_float_one():
     frac = []
     for tr in (exact, coded):
         f, c = np.empty(shape, np.float32), np.empty(shape, np.float32)
-        _kernels.depth_estimate(tr.idx, tr.before, tr.best, tr.after, tr.amin, tr.coded,
+        _kernels.depth_estimate(tr.idx, tr.before, tr.best, tr.after, tr.amin, tr.coded, 0.0,
                                 float(np.log(3.0)), float(np.log(8.0)), f, c)  # fmt: skip
         frac.append(f)
     # each log activity within CODE_RTOL: the vertex moves by at most about

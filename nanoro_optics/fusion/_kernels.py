@@ -768,32 +768,34 @@ def has_nan(img):
 # depth map
 # ---------------------------------------------------------------------------------------
 @njit(parallel=True)
-def depth_estimate(idx, before, best, after, amin, coded, log_noise, log_full, frac, conf):
+def depth_estimate(idx, before, best, after, amin, coded, extra, log_noise, log_full, frac, conf):
     """Sub-frame depth (parabola vertex through log activities) and confidence per pixel.
 
-    ``frac = idx + delta`` with ``delta = (y- - y+) / (2 (y- - 2 y0 + y+))`` limited to
-    ``[-0.5, 0.5]`` (0 when a neighbour is missing or the parabola is not concave);
-    ``conf = clip((log(best / amin) - log_noise) / log_full, 0, 1)``. With ``coded`` the
-    maps hold 16-bit codes (only log differences are used, so the floor cancels).
+    With ``y = log(activity + extra)``: ``frac = idx + delta`` with
+    ``delta = (y- - y+) / (2 (y- - 2 y0 + y+))`` limited to ``[-0.5, 0.5]`` (0 when a
+    neighbour is missing or the parabola is not concave);
+    ``conf = clip((y0 - y_min - log_noise) / log_full, 0, 1)``. With ``coded`` the maps hold
+    16-bit codes of ``activity / floor`` and ``extra`` is in units of the floor too.
     """
     h, w = idx.shape
     half = np.float32(0.5)
     zero = np.float32(0.0)
     ln = np.float32(log_noise)
     inv_full = np.float32(1.0 / log_full)
+    ex = np.float32(extra)
     for r in prange(h):
         for j in range(w):
             # float32 logs: activities are float32, their log differences need no more
             if coded:
-                y0 = _log_code(best[r, j])
-                ym = _log_code(before[r, j])
-                yp = _log_code(after[r, j])
-                ymin = _log_code(amin[r, j])
+                y0 = np.log(np.exp(_log_code(best[r, j])) + ex)
+                ym = np.log(np.exp(_log_code(before[r, j])) + ex)
+                yp = np.log(np.exp(_log_code(after[r, j])) + ex)
+                ymin = np.log(np.exp(_log_code(amin[r, j])) + ex)
             else:
-                y0 = np.log(best[r, j])
-                ym = np.log(before[r, j])
-                yp = np.log(after[r, j])
-                ymin = np.log(amin[r, j])
+                y0 = np.log(best[r, j] + ex)
+                ym = np.log(before[r, j] + ex)
+                yp = np.log(after[r, j] + ex)
+                ymin = np.log(amin[r, j] + ex)
             den = ym - np.float32(2.0) * y0 + yp
             d = zero
             if np.isfinite(den) and den < zero:

@@ -45,7 +45,8 @@ import numpy as np
 __all__ = ["DepthTracker", "fill_depth", "subframe_offset"]
 
 #: activity contrast (max / min over the stack) that noise alone produces on a flat pixel
-#: (activities in units of the noise energy, floor included, vary by a few per cent there)
+#: (activities in units of the noise energy, with a floor of one noise energy, vary by a
+#: few per cent there)
 CONTRAST_NOISE = 1.15
 #: activity contrast above the noise one at which the confidence reaches 1
 CONTRAST_FULL = 3.0
@@ -238,12 +239,15 @@ class DepthTracker:
         min_confidence: float,
         release: bool = False,
         fill: bool = False,
+        extra_floor: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Depth (frames, or um when ``z_um`` is given) and confidence.
 
         Pixels whose confidence is below ``min_confidence`` are NaN, or with ``fill`` take
         the depth of the confident pixels around them (:func:`fill_depth`, weighted by
-        confidence; NaN only when no pixel is confident). With ``release`` the tracker's
+        confidence; NaN only when no pixel is confident). ``extra_floor`` is added to the
+        activities (in their units, not the codes') before their logs are taken: the
+        estimate's own floor, which may differ from the fusion's. With ``release`` the tracker's
         maps are freed as soon as they have been read (the tracker takes no more frames
         afterwards).
         """
@@ -261,6 +265,7 @@ class DepthTracker:
             self.after,
             self.amin,
             self.coded,
+            float(extra_floor / self.floor if self.floor is not None else extra_floor),
             float(np.log(CONTRAST_NOISE)),
             float(np.log(CONTRAST_FULL)),
             frac,

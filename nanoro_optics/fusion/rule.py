@@ -87,7 +87,7 @@ class FusionRule:
     inherit: float = 1.0
     min_confidence: float = 0.5
     focus_levels: int = 3
-    noise_floor: float = 1.0
+    noise_floor: float = 0.25
     fill_depth: bool = True
 
     def __post_init__(self) -> None:
