@@ -122,6 +122,16 @@ class BufferReusingCamera:
         self.delivered: list[np.ndarray] = []
 
     @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of every frame."""
+        return tuple(self._buffer.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Dtype of every frame."""
+        return self._buffer.dtype
+
+    @property
     def exposure_ms(self) -> float:
         """Current exposure in ms."""
         return self._exposure_ms
@@ -178,7 +188,7 @@ class NaNReadingStage(MockZStage):
         self.read_count = 0
 
     def get_position_um(self) -> float:
-        """The mock's position, except NaN on the ``nan_on_read``-th call."""
+        """Return the mock's position, except NaN on the ``nan_on_read``-th call."""
         self.read_count += 1
         if self.read_count == self.nan_on_read:
             return math.nan

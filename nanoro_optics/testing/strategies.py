@@ -682,8 +682,7 @@ class DeviceFault:
         return self.kind in _STAGE_FAULT_KINDS
 
     def make_stage(self, **options: Any) -> Any:
-        """Make the (misbehaving) mock stage, with :class:`~nanoro_optics.hardware.MockZStage`
-        ``options``."""
+        """Make the (misbehaving) mock stage with these ``MockZStage`` options."""
         from ..hardware import MockZStage
         from . import doubles
 
@@ -719,8 +718,11 @@ def device_faults(
     max_at: int = 20,
     size: Any = _DEFAULT,
 ) -> SearchStrategy[DeviceFault]:
-    """Draw device misbehaviours for a scan: failed, hung, NaN-reading, overshooting, slow or
-    settling stages, a failing camera, or none.
+    """Draw device misbehaviours for a scan (see :data:`DEVICE_FAULT_KINDS`).
+
+    Failed, hung, NaN-reading, overshooting, slow or settling stages, a failing camera, or
+    none; build the devices with :meth:`DeviceFault.make_stage` and
+    :meth:`DeviceFault.make_camera`.
 
     Parameters
     ----------
