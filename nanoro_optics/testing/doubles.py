@@ -42,6 +42,7 @@ Examples
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any
 
@@ -248,7 +249,24 @@ class SettlingStage(MockZStage):
             self._t2 = end_s  # the carriage keeps its own pace
 
 
-class OvershootingStage(MockZStage):
+class _ChosenMoveStage(MockZStage, abc.ABC):
+    """A mock stage that alters the accepted move ``chosen_move`` (every move when None)."""
+
+    chosen_move: int | None = None
+
+    def move_to_um(self, z_um: float, *, timeout_s: float | None = None) -> None:
+        """Start the move as the mock does; alter it if it is the chosen one."""
+        before = self.move_count
+        super().move_to_um(z_um, timeout_s=timeout_s)
+        if self.move_count > before and self.chosen_move in (None, self.move_count):
+            self._alter_move()
+
+    @abc.abstractmethod
+    def _alter_move(self) -> None:
+        """Change the move just started (the carriage's target or its timing)."""
+
+
+class OvershootingStage(_ChosenMoveStage):
     """A mock stage whose moves end ``overshoot_um`` below their targets.
 
     The position reported is the true one (below the target). Only the move chosen by
@@ -276,17 +294,18 @@ class OvershootingStage(MockZStage):
     ) -> None:
         super().__init__(**options)
         self.overshoot_um = check_positive(overshoot_um, "overshoot_um")
-        self.overshoot_on_move = _optional_move(overshoot_on_move, "overshoot_on_move")
+        self.chosen_move = _optional_move(overshoot_on_move, "overshoot_on_move")
 
-    def move_to_um(self, z_um: float, *, timeout_s: float | None = None) -> None:
-        """Start the move; the chosen one will end ``overshoot_um`` below ``z_um``."""
-        before = self.move_count
-        super().move_to_um(z_um, timeout_s=timeout_s)
-        if self.move_count > before and self.overshoot_on_move in (None, self.move_count):
-            self._to_um -= self.overshoot_um
+    @property
+    def overshoot_on_move(self) -> int | None:
+        """The move that overshoots (None: every move)."""
+        return self.chosen_move
+
+    def _alter_move(self) -> None:
+        self._to_um -= self.overshoot_um  # the carriage ends below the target
 
 
-class SlowStage(MockZStage):
+class SlowStage(_ChosenMoveStage):
     """A mock stage whose moves take ``delay_s`` longer and whose waits ignore ``timeout_s``.
 
     :meth:`wait_until_idle` always waits (in simulated time) until the move is over,
@@ -312,15 +331,16 @@ class SlowStage(MockZStage):
     def __init__(self, *, delay_s: float, slow_on_move: int | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.delay_s = check_positive(delay_s, "delay_s")
-        self.slow_on_move = _optional_move(slow_on_move, "slow_on_move")
+        self.chosen_move = _optional_move(slow_on_move, "slow_on_move")
 
-    def move_to_um(self, z_um: float, *, timeout_s: float | None = None) -> None:
-        """Start the move; the chosen one takes ``delay_s`` longer to arrive."""
-        before = self.move_count
-        super().move_to_um(z_um, timeout_s=timeout_s)
-        if self.move_count > before and self.slow_on_move in (None, self.move_count):
-            self._t1 += self.delay_s
-            self._t2 += self.delay_s
+    @property
+    def slow_on_move(self) -> int | None:
+        """The slow move (None: every move)."""
+        return self.chosen_move
+
+    def _alter_move(self) -> None:
+        self._t1 += self.delay_s  # the carriage arrives later
+        self._t2 += self.delay_s
 
     def wait_until_idle(self, timeout_s: float | None = None) -> None:
         """Wait until the move is over, ignoring ``timeout_s``."""

@@ -592,6 +592,20 @@ class StageFaultSchedule:
 _FAULT_KINDS = ("none", "fail", "hang", "both")
 
 
+def _check_count(value: Any, name: str) -> None:
+    """Refuse anything but an int >= 1 (a 1-based move, reading or snap number)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+def _check_kinds(kinds: Sequence[str], known: tuple[str, ...]) -> tuple[str, ...]:
+    """Return ``kinds`` as a tuple if it is a non-empty subset of ``known``."""
+    chosen = tuple(kinds)
+    if not chosen or any(k not in known for k in chosen):
+        raise ValueError(f"kinds must be a non-empty subset of {known}, got {chosen!r}")
+    return chosen
+
+
 def stage_faults(
     *, max_move: int = 20, kinds: Sequence[str] = _FAULT_KINDS
 ) -> SearchStrategy[StageFaultSchedule]:
@@ -617,12 +631,8 @@ def stage_faults(
     >>> find(stage_faults(kinds=("fail",), max_move=1), lambda f: True)
     StageFaultSchedule(fail_on_move=1, hang_on_move=None, hang_timeout_s=30.0)
     """
-    if isinstance(max_move, bool) or not isinstance(max_move, int) or max_move < 1:
-        raise ValueError(f"max_move must be an int >= 1, got {max_move!r}")
-    kinds = tuple(kinds)
-    bad = [k for k in kinds if k not in _FAULT_KINDS]
-    if bad or not kinds:
-        raise ValueError(f"kinds must be a non-empty subset of {_FAULT_KINDS}, got {kinds!r}")
+    _check_count(max_move, "max_move")
+    kinds = _check_kinds(kinds, _FAULT_KINDS)
     moves = st.integers(1, max_move)
     options = {
         "none": st.just(StageFaultSchedule()),
@@ -672,8 +682,7 @@ class DeviceFault:
     def __post_init__(self) -> None:
         if self.kind not in DEVICE_FAULT_KINDS:
             raise ValueError(f"kind must be one of {DEVICE_FAULT_KINDS}, got {self.kind!r}")
-        if isinstance(self.at, bool) or not isinstance(self.at, int) or self.at < 1:
-            raise ValueError(f"at must be an int >= 1, got {self.at!r}")
+        _check_count(self.at, "at")
         check_positive(self.size, "size")
 
     @property
@@ -744,12 +753,8 @@ def device_faults(
     >>> find(device_faults(kinds=("overshoot",), max_at=3), lambda f: True)
     DeviceFault(kind='overshoot', at=1, size=1.0)
     """
-    if isinstance(max_at, bool) or not isinstance(max_at, int) or max_at < 1:
-        raise ValueError(f"max_at must be an int >= 1, got {max_at!r}")
-    kinds = tuple(kinds)
-    bad = [k for k in kinds if k not in DEVICE_FAULT_KINDS]
-    if bad or not kinds:
-        raise ValueError(f"kinds must be a non-empty subset of {DEVICE_FAULT_KINDS}, got {kinds!r}")
+    _check_count(max_at, "max_at")
+    kinds = _check_kinds(kinds, DEVICE_FAULT_KINDS)
     return st.builds(
         DeviceFault,
         kind=st.sampled_from(kinds),
