@@ -384,9 +384,10 @@ def run_zscan(
     ):
         raise TypeError(f"fuser must have add(frame, *, z_um) and result(), got {fuser!r}")
     clock = getattr(stage, "clock", None)
+    clock_sleep, clock_time = getattr(clock, "sleep", None), getattr(clock, "time", None)
     if sleep is None:
-        sleep = getattr(clock, "sleep", None) or time.sleep
-    now: Callable[[], float] = getattr(clock, "time", None) or time.monotonic
+        sleep = clock_sleep if callable(clock_sleep) else time.sleep
+    now: Callable[[], float] = clock_time if callable(clock_time) else time.monotonic
 
     problems = plan.problems(limits)
     if problems:

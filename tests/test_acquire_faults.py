@@ -8,6 +8,7 @@ and checks what :func:`~nanoro_optics.acquire.run_zscan` guarantees instead.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -260,13 +261,20 @@ def test_a_stage_ignoring_its_timeout_is_timed_out_by_the_executor() -> None:
     assert stage.clock.time() < 60.0  # simulated: the test did not wait
 
 
+@pytest.mark.parametrize(
+    "clock",
+    [None, SimpleNamespace(time=12.0, sleep="fast")],
+    ids=["no clock", "clock not a clock"],
+)
 def test_the_deadline_uses_the_wall_clock_for_a_stage_without_clock(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, clock: object
 ) -> None:
     slow = SlowStage(delay_s=30.0, slow_on_move=3)
 
-    class Driver:  # a driver without a clock attribute, wrapping the slow mock
+    class Driver:  # a driver without a usable clock attribute, wrapping the slow mock
         def __init__(self) -> None:
+            if clock is not None:
+                self.clock = clock  # an unrelated attribute of that name
             self.limits_um = slow.limits_um
             self.get_position_um = slow.get_position_um
             self.move_to_um = slow.move_to_um
