@@ -1,23 +1,59 @@
 """Run a Z-scan plan on a stage and a camera, safely, optionally fusing while acquiring.
 
-:func:`run_zscan` follows the capture sequence of seed 000: the stage moves up to the top
-of the plan (``distance_um`` above the start), snaps, then moves down one spacing at a
-time and snaps at each position, the last image at the start; it never goes below the
-start, where the user placed the lens. Setup is separate from execution (as in
-pymmcore-plus' ``PMDAEngine.setup_event`` / ``exec_event``): the plan's problems and every
-position, including a backlash overshoot, are checked against the stage limits before
-anything moves.
+:func:`run_zscan` follows the capture sequence of the Nanoro focus-stacking procedure [1]_:
+the stage moves up to the top of the plan (``distance_um`` above the start), snaps, then
+moves down one spacing at a time and snaps at each position, the last image at the start;
+it never commands a position below the start, where the user placed the lens. Setup is
+separate from execution (as in pymmcore-plus' ``PMDAEngine.setup_event`` /
+``exec_event`` [2]_): the plan's problems and every position, including a backlash
+overshoot, are checked against the stage limits before anything moves.
+
+Guarantees
+----------
+The executor trusts neither the stage nor the camera beyond the protocols, and behaves the
+same with drivers that misbehave the way real SDKs do (see
+:mod:`nanoro_optics.testing.doubles`):
+
+- **Frames are owned by the stack.** Each frame is copied (C order, made read-only) as
+  soon as ``snap`` returns, so a camera reusing one buffer cannot change captured data;
+  ``err.partial`` holds the same copies. The fuser and ``on_frame`` get that copy.
+- **Frames are checked against the first**: a numpy array, 2-D or 3-D, not empty, of an
+  integer or float dtype (bool, complex, object, string and time frames are refused), of
+  the first frame's shape and dtype; otherwise a
+  :class:`~nanoro_optics.hardware.errors.CameraError` naming the frame index.
+- **The start is read at rest**: when the plan has no start, the executor waits for
+  ``wait_until_idle`` and reads the position twice; the readings must be finite and agree
+  within ``readout_tolerance_um`` (else a
+  :class:`~nanoro_optics.hardware.StagePositionError`, nothing moved). The higher reading
+  is the start.
+- **Every measured position is checked**, after each move to an image position (and the
+  move back to the start), before the snap: it must be finite, within the stage limits
+  and not below the start (both to ``readout_tolerance_um``, default 0.1 um), and within
+  ``position_tolerance_um`` of the commanded position (default a quarter of the spacing,
+  which keeps the measured positions in the plan's order). The backlash overshoot move is
+  not checked against its target (the stage's play makes it land short by design).
+- **Each move has a deadline** of ``timeout_s`` (the command and the wait together), kept
+  by the executor on the stage's clock (``stage.clock.time()``) or :func:`time.monotonic`,
+  whether or not the stage honours the ``timeout_s`` it is given. A call that never
+  returns cannot be interrupted from the same thread; it is caught once it returns.
 
 Faults
 ------
 =============================== ============================================================
 what failed                     what the executor does
 =============================== ============================================================
-the stage (any exception from   calls ``stage.stop()``, moves no more, raises
+the stage: an exception from    calls ``stage.stop()`` first, moves no more, raises
 ``move_to_um``, ``wait_until_   :class:`~nanoro_optics.hardware.errors.AcquisitionError`
-idle``, ``get_position_um``)    carrying the frames captured so far
-the camera, the fuser or a      moves back to the start (if ``return_to_start``), then
-callback (stage healthy)        raises ``AcquisitionError`` carrying the frames so far
+idle`` or ``get_position_um``,  (``stage_stopped=True``) carrying the frames captured so far
+a reading the checks refuse,    and their positions. Its cause is the stage's error:
+a move past its deadline        ``StagePositionError`` (with ``measured_um``,
+                                ``commanded_um``, ``index``) for a refused reading,
+                                ``StageTimeoutError`` for a move past its deadline
+the stage, before the start is  calls ``stage.stop()`` and re-raises the stage's error; the
+read (the wait for idle)        executor commanded nothing
+the camera (or a refused        moves back to the start (if ``return_to_start``; that move
+frame), the fuser or a          and its reading are checked too), then raises
+callback, the stage healthy     ``AcquisitionError`` carrying the frames so far
 KeyboardInterrupt               calls ``stage.stop()``, moves no more, raises
                                 :class:`~nanoro_optics.hardware.errors.AcquisitionInterrupted`
                                 (a ``KeyboardInterrupt``) carrying the frames so far
@@ -33,6 +69,7 @@ References
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,19 +77,29 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ._validation import check_choice, check_finite_real, check_interval, check_positive
+from ._validation import check_choice, check_interval, check_positive
 from .hardware.errors import (
     AcquisitionError,
     AcquisitionInterrupted,
     CameraError,
     StageLimitError,
+    StagePositionError,
+    StageTimeoutError,
 )
 from .hardware.protocols import Camera, ZStage
 
 if TYPE_CHECKING:
     from .zscan import ZScanLimits, ZScanPlan
 
-__all__ = ["FrameInfo", "StackFuserLike", "ZStack", "run_zscan", "scan_targets_um"]
+__all__ = [
+    "DEFAULT_READOUT_TOLERANCE_UM",
+    "POSITION_TOLERANCE_SPACINGS",
+    "FrameInfo",
+    "StackFuserLike",
+    "ZStack",
+    "run_zscan",
+    "scan_targets_um",
+]
 
 
 class StackFuserLike(Protocol):
@@ -94,7 +141,8 @@ class ZStack:
     Attributes
     ----------
     frames : tuple of numpy.ndarray
-        The frames in capture order (top first), as the camera returned them.
+        The frames in capture order (top first): read-only copies that
+        :func:`run_zscan` made of what the camera returned.
     commanded_um : numpy.ndarray
         Commanded position of each frame (um, read-only).
     measured_um : numpy.ndarray
@@ -184,6 +232,15 @@ def scan_targets_um(positions_um: np.ndarray, *, backlash_um: float = 0.0) -> li
     return targets
 
 
+#: Readout tolerance (um) of :func:`run_zscan` by default: how far two readings of the
+#: start at rest may differ, and how far a reading may lie below the start or past a limit.
+DEFAULT_READOUT_TOLERANCE_UM = 0.1
+#: Default positioning tolerance of :func:`run_zscan`, as a fraction of the plan's spacing.
+#: Below half a spacing the measured positions keep the plan's order (strictly descending)
+#: whatever the errors; a quarter leaves half a spacing between neighbours.
+POSITION_TOLERANCE_SPACINGS = 0.25
+
+
 def run_zscan(
     plan: ZScanPlan,
     stage: ZStage,
@@ -199,17 +256,24 @@ def run_zscan(
     limits: ZScanLimits | None = None,
     timeout_s: float | None = None,
     sleep: Callable[[float], Any] | None = None,
+    position_tolerance_um: float | None = None,
+    readout_tolerance_um: float = DEFAULT_READOUT_TOLERANCE_UM,
 ) -> ZStack:
     """Acquire a Z stack following ``plan``, top to bottom, never below the start.
+
+    See the module documentation for what the executor copies, checks and does on each
+    fault.
 
     Parameters
     ----------
     plan : ZScanPlan
-        The scan. When its ``start_um`` is None the start is the stage's position now.
+        The scan. When its ``start_um`` is None the start is the stage's position now,
+        read (twice) once the stage is idle.
     stage : ZStage
         The focus drive (any object following :class:`~nanoro_optics.hardware.ZStage`).
     camera : Camera
-        The camera (any object following :class:`~nanoro_optics.hardware.Camera`).
+        The camera (any object following :class:`~nanoro_optics.hardware.Camera`). It may
+        reuse one buffer for every frame: each frame is copied as soon as ``snap`` returns.
     return_to_start : bool, keyword-only
         Command the stage back to the start after the scan and after a camera fault while
         the stage is healthy (default True). A complete scan ends at the start anyway.
@@ -219,23 +283,39 @@ def run_zscan(
         Overshoot above the top on the first move, so every position is approached from
         above (>= 0). Should be at least the stage's mechanical play.
     fuser : object with ``add(frame, *, z_um)`` and ``result()``, keyword-only
-        Fuses frames as they arrive; its result is :attr:`ZStack.fused`.
+        Fuses frames as they arrive; its result is :attr:`ZStack.fused`. It gets the
+        stack's own read-only copy of each frame.
     fuse_z : {"measured", "commanded"}, keyword-only
         Which position the fuser gets as ``z_um`` (default the measured one, so the depth
         map reflects where the stage really was; "commanded" keeps the positions exactly
         evenly spaced, e.g. for a stage whose readout is noisier than the spacing).
     on_frame : callable, keyword-only
-        Called as ``on_frame(frame, info)`` with a :class:`FrameInfo` after each frame.
+        Called as ``on_frame(frame, info)`` with a :class:`FrameInfo` after each frame
+        (the stack's read-only copy).
     progress : callable, keyword-only
         Called as ``progress(done, total)`` after each frame.
     limits : ZScanLimits, keyword-only
         Objective-dependent plan limits passed to ``plan.problems``.
     timeout_s : float, keyword-only
-        Time allowed for each move, each wait for idle and each snap (None: no limit).
+        Time allowed for each move (the command and the wait for idle together) and for
+        the wait before the start is read; also passed to each snap (None: no limit). The
+        executor keeps the moves' deadline itself, on the stage's clock (``stage.clock.time()``, as
+        :class:`~nanoro_optics.hardware.MockZStage`'s simulated one) or else
+        :func:`time.monotonic`, so a stage ignoring its ``timeout_s`` is timed out too,
+        once its call returns.
     sleep : callable, keyword-only
         Used for the ``settle_ms`` waits. Default: ``stage.clock.sleep`` when the stage
         exposes a simulated clock (as :class:`~nanoro_optics.hardware.MockZStage` does),
         else :func:`time.sleep`.
+    position_tolerance_um : float, keyword-only
+        How far the measured position before a frame may be from the commanded one (um,
+        >= 0;
+        default :data:`POSITION_TOLERANCE_SPACINGS` x the plan's spacing). Use at least the
+        stage's repeatability, plus its play when ``backlash_um`` is smaller than it.
+    readout_tolerance_um : float, keyword-only
+        How far two readings of the start at rest may differ, and how far a reading may be
+        below the start or past a limit (um, >= 0; default
+        :data:`DEFAULT_READOUT_TOLERANCE_UM`, 0.1 um). Use at least the readout noise.
 
     Returns
     -------
@@ -250,11 +330,19 @@ def run_zscan(
     StageLimitError
         If a position (or the backlash overshoot) is outside ``stage.limits_um``; nothing
         has moved.
+    StagePositionError
+        If the start, read at rest, is not a finite number or two readings of it differ by
+        more than ``readout_tolerance_um``; nothing has moved.
+    StageFault, StageTimeoutError
+        If waiting for the stage to be idle before reading the start fails; the stage was
+        stopped, the executor commanded nothing.
     TypeError
         If ``stage`` or ``camera`` does not follow its protocol.
     AcquisitionError
         After a fault during the scan; ``err.partial`` is a :class:`ZStack` with every
-        frame captured before the fault, and the original error is ``err.__cause__``.
+        frame captured before the fault (owned copies) and their positions, and the
+        original error is ``err.__cause__`` (a :class:`StagePositionError` for a reading
+        the scan cannot accept, a :class:`StageTimeoutError` for a move past the deadline).
     AcquisitionInterrupted
         After a ``KeyboardInterrupt`` (the stage was stopped and not moved again).
 
@@ -282,6 +370,12 @@ def run_zscan(
     use_measured = check_choice(fuse_z, "fuse_z", ("measured", "commanded")) == "measured"
     backlash = check_positive(backlash_um, "backlash_um", allow_zero=True)
     timeout = None if timeout_s is None else check_positive(timeout_s, "timeout_s")
+    readout_tol = check_positive(readout_tolerance_um, "readout_tolerance_um", allow_zero=True)
+    position_tol = (
+        None
+        if position_tolerance_um is None
+        else check_positive(position_tolerance_um, "position_tolerance_um", allow_zero=True)
+    )
     for name, fn in (("on_frame", on_frame), ("progress", progress), ("sleep", sleep)):
         if fn is not None and not callable(fn):
             raise TypeError(f"{name} must be callable, got {fn!r}")
@@ -289,21 +383,38 @@ def run_zscan(
         callable(getattr(fuser, "add", None)) and callable(getattr(fuser, "result", None))
     ):
         raise TypeError(f"fuser must have add(frame, *, z_um) and result(), got {fuser!r}")
+    clock = getattr(stage, "clock", None)
+    clock_sleep, clock_time = getattr(clock, "sleep", None), getattr(clock, "time", None)
     if sleep is None:
-        clock = getattr(stage, "clock", None)
-        sleep = getattr(clock, "sleep", None) or time.sleep
+        sleep = clock_sleep if callable(clock_sleep) else time.sleep
+    now: Callable[[], float] = clock_time if callable(clock_time) else time.monotonic
 
     problems = plan.problems(limits)
     if problems:
         from .zscan import PlanProblemsError
 
         raise PlanProblemsError(problems)
+    if position_tol is None:
+        position_tol = POSITION_TOLERANCE_SPACINGS * float(plan.spacing_um)
     lo, hi = _check_limits(stage)
+
+    def deadline(what: str, t0: float) -> float | None:
+        """Time left of what began at ``t0``; StageTimeoutError once it has run out."""
+        if timeout is None:
+            return None
+        spent = now() - t0
+        if spent > timeout:
+            raise StageTimeoutError(
+                f"{what} took {spent:.6g} s, beyond timeout_s={timeout!r} s (the stage did "
+                "not keep to its timeout)"
+            )
+        return timeout - spent
+
     if plan.start_um is not None:
         start = float(plan.start_um)
         positions = plan.positions_um()
     else:
-        start = check_finite_real(stage.get_position_um(), "stage.get_position_um()")
+        start = _read_start(stage, timeout, deadline, now, readout_tol)
         positions = plan.positions_um(start_um=start)
     targets = scan_targets_um(positions, backlash_um=backlash)
     bad = [z for z in targets if not lo <= z <= hi]
@@ -316,6 +427,7 @@ def run_zscan(
     below = [z for z in targets if z < start]
     if below:  # cannot happen with a valid plan; a last guard for the lens
         raise StageLimitError(f"target {below[0]!r} um is below the start {start!r} um")
+    reading = _ReadingCheck(start, lo, hi, readout_tol, position_tol)
 
     # ---------------------------------------------------------------- execution
     n_images = len(positions)
@@ -324,7 +436,7 @@ def run_zscan(
     measured: list[float] = []
     t_begin = time.perf_counter()
     last_commanded = math.nan
-    first_shape: tuple[int, ...] | None = None
+    first: np.ndarray | None = None
 
     def snapshot(*, returned: bool = False, complete: bool = False, fused: Any = None) -> ZStack:
         return ZStack(
@@ -343,14 +455,19 @@ def run_zscan(
     def move(z: float) -> None:
         nonlocal last_commanded
         last_commanded = z
+        t0 = now()
         stage.move_to_um(z, timeout_s=timeout)
-        stage.wait_until_idle(timeout_s=timeout)
+        stage.wait_until_idle(timeout_s=deadline(f"the move to {z!r} um", t0))
+        deadline(f"the move to {z!r} um", t0)
 
     def fail_stage(exc: BaseException, index: int) -> AcquisitionError:
         _safe_stop(stage)
+        kept = f"{len(frames)} frame(s) kept"
+        if frames:
+            kept += f" (at {commanded[0]!r} .. {commanded[-1]!r} um)"
         return AcquisitionError(
             f"stage fault before frame {index} of {n_images} ({type(exc).__name__}: {exc}); "
-            f"the stage was stopped; {len(frames)} frame(s) kept",
+            f"the stage was stopped; {kept}",
             partial=snapshot(),
             stage_stopped=True,
         )
@@ -362,6 +479,10 @@ def run_zscan(
             f"{len(frames)} frame(s) kept",
             partial=snapshot(),
         )
+
+    def return_to(z: float) -> None:
+        move(z)
+        reading(stage.get_position_um(), z, None)
 
     n_pre = len(targets) - n_images  # overshoot moves before the first image
     try:
@@ -379,16 +500,16 @@ def run_zscan(
             move(z)
             if settle_s > 0:
                 sleep(settle_s)
-            z_meas = float(stage.get_position_um())
+            z_meas = reading(stage.get_position_um(), z, i)
         except KeyboardInterrupt:
             raise interrupted(i) from None
         except Exception as exc:
             raise fail_stage(exc, i) from exc
         # the camera / processing part: the stage is healthy
         try:
-            frame = camera.snap(timeout_s=timeout)
-            frame = _check_frame(frame, i, first_shape)
-            first_shape = frame.shape
+            frame = _own_frame(camera.snap(timeout_s=timeout), i, first)
+            if first is None:
+                first = frame
             frames.append(frame)
             commanded.append(z)
             measured.append(z_meas)
@@ -404,7 +525,7 @@ def run_zscan(
             returned = False
             if return_to_start:
                 try:
-                    move(start)
+                    return_to(start)
                     returned = True
                 except KeyboardInterrupt:
                     raise interrupted(i) from None
@@ -422,7 +543,7 @@ def run_zscan(
     if return_to_start:
         try:
             if last_commanded != start:
-                move(start)
+                return_to(start)
             returned = True
         except KeyboardInterrupt:
             raise interrupted(n_images) from None
@@ -449,13 +570,115 @@ def _safe_stop(stage: Any) -> None:
         pass
 
 
-def _check_frame(frame: Any, index: int, first_shape: tuple[int, ...] | None) -> np.ndarray:
+def _as_reading(
+    raw: Any, where: str, *, commanded_um: float = math.nan, index: int | None = None
+) -> float:
+    """Return a position reading as a float; StagePositionError if it is not finite."""
+    ctx: dict[str, Any] = {"commanded_um": commanded_um, "index": index}
+    if isinstance(raw, (bool, np.bool_)) or not isinstance(raw, numbers.Real):
+        raise StagePositionError(
+            f"get_position_um() returned {type(raw).__name__} {raw!r} {where}, not a number",
+            **ctx,
+        )
+    z = float(raw)
+    if not math.isfinite(z):
+        raise StagePositionError(
+            f"the stage reported {z!r} um {where}, which is not finite", measured_um=z, **ctx
+        )
+    return z
+
+
+def _read_start(
+    stage: Any,
+    timeout: float | None,
+    deadline: Callable[[str, float], float | None],
+    now: Callable[[], float],
+    tolerance_um: float,
+) -> float:
+    """Wait until the stage is idle, then read the start twice; they must agree."""
+    t0 = now()
+    try:
+        stage.wait_until_idle(timeout_s=timeout)
+        deadline("waiting for the stage to be idle before reading the start", t0)
+    except BaseException:  # the stage may still be moving: stop it, commanding nothing
+        _safe_stop(stage)
+        raise
+    where = "as the start (nothing was moved)"
+    first = _as_reading(stage.get_position_um(), where)
+    second = _as_reading(stage.get_position_um(), where)
+    if abs(first - second) > tolerance_um:
+        raise StagePositionError(
+            f"two readings of the start at rest differ: {first!r} and {second!r} um, "
+            f"{abs(first - second):.6g} um apart (readout tolerance {tolerance_um!r} um); the "
+            "stage is still moving, or its readout is noisier than readout_tolerance_um; "
+            "nothing was moved",
+            measured_um=second,
+        )
+    return max(first, second)  # the higher one: no position of the plan below either
+
+
+@dataclass(frozen=True)
+class _ReadingCheck:
+    """The rules a measured position must follow (see the module's Faults table)."""
+
+    start_um: float
+    lo_um: float
+    hi_um: float
+    readout_tolerance_um: float
+    position_tolerance_um: float
+
+    def __call__(self, raw: Any, commanded_um: float, index: int | None) -> float:
+        """Return the reading as a float, or raise StagePositionError saying what is wrong."""
+        where = "after the move back to the start" if index is None else f"before frame {index}"
+        z = _as_reading(raw, where, commanded_um=commanded_um, index=index)
+        problem = self.problem(z, commanded_um)
+        if problem is not None:
+            raise StagePositionError(
+                f"the stage reported {z!r} um {where}, {problem}",
+                measured_um=z,
+                commanded_um=commanded_um,
+                index=index,
+            )
+        return z
+
+    def problem(self, z_um: float, commanded_um: float) -> str | None:
+        """Return what is wrong with the finite reading ``z_um``, or None."""
+        r, lo, hi, start = self.readout_tolerance_um, self.lo_um, self.hi_um, self.start_um
+        if not lo - r <= z_um <= hi + r:
+            return f"outside the stage limits [{lo!r}, {hi!r}] um (readout tolerance {r!r} um)"
+        if z_um < start - r:
+            return (
+                f"{start - z_um:.6g} um below the start {start!r} um (readout tolerance {r!r} um)"
+            )
+        p = self.position_tolerance_um
+        if abs(z_um - commanded_um) > p:
+            return (
+                f"{abs(z_um - commanded_um):.6g} um from the commanded {commanded_um!r} um "
+                f"(position tolerance {p!r} um)"
+            )
+        return None
+
+
+def _own_frame(frame: Any, index: int, first: np.ndarray | None) -> np.ndarray:
+    """Check a snapped frame against the rules and the first frame; return a read-only copy."""
     if not isinstance(frame, np.ndarray):
         raise CameraError(f"frame {index} is a {type(frame).__name__}, not a numpy array")
+    if frame.dtype.kind not in "iuf":
+        raise CameraError(
+            f"frame {index} has dtype {frame.dtype}; a frame must be an integer or float "
+            "array (bool, complex, object, string and time frames are refused)"
+        )
     if frame.ndim not in (2, 3) or frame.size == 0:
         raise CameraError(f"frame {index} has shape {frame.shape}; expected 2-D or colour 3-D")
-    if first_shape is not None and frame.shape != first_shape:
-        raise CameraError(
-            f"frame {index} has shape {frame.shape}, unlike the first frame's {first_shape}"
-        )
-    return frame
+    if first is not None:
+        if frame.shape != first.shape:
+            raise CameraError(
+                f"frame {index} has shape {frame.shape}, unlike the first frame's {first.shape}"
+            )
+        if frame.dtype != first.dtype:
+            raise CameraError(
+                f"frame {index} has dtype {frame.dtype}, unlike the first frame's {first.dtype}"
+            )
+    own = np.array(frame, copy=True, order="C")  # the camera may reuse its buffer
+    own.setflags(write=False)
+    return own

@@ -17,7 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nanoro_optics.acquire import FrameInfo, ZStack, run_zscan, scan_targets_um
+from nanoro_optics.acquire import (
+    DEFAULT_READOUT_TOLERANCE_UM,
+    POSITION_TOLERANCE_SPACINGS,
+    FrameInfo,
+    ZStack,
+    run_zscan,
+    scan_targets_um,
+)
 from nanoro_optics.hardware import (
     AcquisitionError,
     AcquisitionInterrupted,
@@ -25,7 +32,14 @@ from nanoro_optics.hardware import (
     MockZStage,
     StageFault,
     StageLimitError,
+    StagePositionError,
     StageTimeoutError,
+)
+from nanoro_optics.testing import (
+    DEVICE_FAULT_KINDS,
+    BufferReusingCamera,
+    DeviceFault,
+    assert_stack_consistent,
 )
 from nanoro_optics.zscan import PlanProblemsError, ZScanLimits, ZScanPlan
 
@@ -68,15 +82,15 @@ class Rig:
     stage: Any  # given to run_zscan
     camera: Any  # given to run_zscan
     mock: MockZStage  # the simulated drive (its log is the ground truth of what moved)
-    cam: CountingCamera  # the camera double underneath
+    cam: Any  # the camera double underneath (a kit BufferReusingCamera in the property)
 
 
-def _mock_rig(mock: MockZStage, cam: CountingCamera) -> Rig:
+def _mock_rig(mock: MockZStage, cam: Any) -> Rig:
     return Rig(mock, cam, mock, cam)
 
 
 #: name -> factory(mock, camera) -> Rig; test_mmcore.py runs the same checks on its rig
-BACKENDS: dict[str, Callable[[MockZStage, CountingCamera], Rig]] = {"mock": _mock_rig}
+BACKENDS: dict[str, Callable[[MockZStage, Any], Rig]] = {"mock": _mock_rig}
 
 
 def frames_match(got: tuple[np.ndarray, ...], delivered: list[np.ndarray]) -> bool:
@@ -97,46 +111,72 @@ def moves_after_first_stop(mock: MockZStage) -> list[float]:
 # --------------------------------------------------------------------------- the property
 
 
+class InterruptingCamera(BufferReusingCamera):
+    """The kit's buffer-reusing camera, with a Ctrl-C on one snap."""
+
+    def __init__(self, *, interrupt_on_snap: int | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.interrupt_on_snap = interrupt_on_snap
+
+    def snap(self, timeout_s: float | None = None) -> np.ndarray:
+        if self.interrupt_on_snap == self.snap_count + 1:
+            self.snap_count += 1
+            raise KeyboardInterrupt
+        return super().snap(timeout_s)
+
+
+PROPERTY_TIMEOUT_S = 10.0  # the slowest healthy move of a scenario takes 1.5 s
+
+
 @st.composite
 def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     lo = draw(st.floats(-1000.0, 500.0))
     width = draw(st.floats(1.0, 1500.0))
-    hi = lo + width
-    start = draw(st.floats(lo, hi))
     spacing = draw(st.floats(0.05, 40.0))
     count = draw(st.integers(0, 25))
+    backlash = draw(st.sampled_from([0.0, 0.5, 3.0]))
+    height = spacing * count + backlash
+    if draw(st.integers(0, 4)):  # four in five scans fit the travel, the rest may not
+        width = max(width, height + 1.0)
+        hi = lo + width
+        start = draw(st.floats(lo, hi - height))
+    else:
+        hi = lo + width
+        start = draw(st.floats(lo, hi))
     plan_has_start = draw(st.booleans())
-    fault = draw(st.sampled_from(["none", "stage", "hang", "camera", "interrupt"]))
-    fault_at = draw(st.integers(1, count + 3))
+    kind = draw(st.sampled_from((*DEVICE_FAULT_KINDS, "interrupt")))
+    at = draw(st.integers(1, count + 4))
+    # overshoot_um / delay_s / idle_early_ms: below and above what the executor tolerates
+    size = draw(st.sampled_from([0.05, 0.3, 2.0, 30.0]))
     return {
         "limits": (lo, hi),
         "start": start,
         "plan": ZScanPlan(
             spacing * count, spacing, count, start_um=start if plan_has_start else None
         ),
-        "backlash": draw(st.sampled_from([0.0, 0.5, 3.0])),
+        "backlash": backlash,
         "stage_backlash": draw(st.sampled_from([0.0, 0.5])),
         "noise": draw(st.sampled_from([0.0, 0.01])),
-        "fault": fault,
-        "fault_at": fault_at,
+        "fault": DeviceFault("none" if kind == "interrupt" else kind, at, size),
+        "interrupt_at": at if kind == "interrupt" else None,
         "return_to_start": draw(st.booleans()),
     }
 
 
 def check_scenario(sc: dict[str, Any], make_rig: Callable[..., Rig]) -> None:
-    fault, k = sc["fault"], sc["fault_at"]
-    mock = MockZStage(
+    """Run one scenario; check the executor's guarantees whatever the devices did."""
+    fault: DeviceFault = sc["fault"]
+    mock = fault.make_stage(
         limits_um=sc["limits"],
         position_um=sc["start"],
         backlash_um=sc["stage_backlash"],
         position_noise_um=sc["noise"],
-        fail_on_move=k if fault == "stage" else None,
-        hang_on_move=k if fault == "hang" else None,
         settle_ms=1.0,
     )
-    cam = CountingCamera(
-        fail_on_snap=k if fault == "camera" else None,
-        interrupt_on_snap=k if fault == "interrupt" else None,
+    cam = InterruptingCamera(
+        shape=(2, 2),
+        interrupt_on_snap=sc["interrupt_at"],
+        fail_on_snap=fault.at if fault.kind == "camera" else None,
     )
     rig = make_rig(mock, cam)
     plan: ZScanPlan = sc["plan"]
@@ -144,7 +184,12 @@ def check_scenario(sc: dict[str, Any], make_rig: Callable[..., Rig]) -> None:
     lo, hi = sc["limits"]
     positions = plan.positions_um(start_um=None if plan.start_um is not None else start)
     targets = scan_targets_um(positions, backlash_um=sc["backlash"])
+    n_pre = len(targets) - len(positions)
     fits = all(lo <= z <= hi for z in targets)
+    # the stage's play is left in the positions unless the overshoot takes it up
+    play = sc["stage_backlash"] if sc["backlash"] < sc["stage_backlash"] else 0.0
+    tol = max(POSITION_TOLERANCE_SPACINGS * plan.spacing_um, play + 6 * sc["noise"])
+    readout = DEFAULT_READOUT_TOLERANCE_UM
 
     result: ZStack | None = None
     error: BaseException | None = None
@@ -155,58 +200,80 @@ def check_scenario(sc: dict[str, Any], make_rig: Callable[..., Rig]) -> None:
             rig.camera,
             backlash_um=sc["backlash"],
             return_to_start=sc["return_to_start"],
-            timeout_s=60.0,
+            timeout_s=PROPERTY_TIMEOUT_S,
+            position_tolerance_um=tol,
         )
-    except (AcquisitionError, AcquisitionInterrupted, StageLimitError) as exc:
+    except (AcquisitionError, AcquisitionInterrupted, StageLimitError, StagePositionError) as exc:
         error = exc
 
     commanded = mock.commanded_um
     # 1. nothing outside the limits, nothing below the start, ever
     assert all(lo <= z <= hi for z in commanded), (commanded, sc["limits"])
     assert all(z >= start for z in commanded), (commanded, start)
+    if isinstance(error, StagePositionError):
+        # 2a. a NaN among the two readings of the start: refused before any motion
+        assert fault.kind == "nan" and fault.at <= 2 and plan.start_um is None
+        assert commanded == [] and cam.snap_count == 0
+        return
     if not fits:
-        # 2. refused before any motion
+        # 2b. refused before any motion
         assert isinstance(error, StageLimitError) and not isinstance(error, AcquisitionError)
-        assert commanded == [] and cam.snaps == 0
+        assert commanded == [] and cam.snap_count == 0
         return
     # the commands are the planned targets in order, then (after a camera fault) the start
     returned = getattr(error, "returned_to_start", False)
     scan_moves = commanded[:-1] if returned else commanded
     assert scan_moves == targets[: len(scan_moves)]
+    stack = result if error is None else error.partial  # type: ignore[attr-defined]
+    assert isinstance(stack, ZStack)
+    # 3. every frame delivered is kept, in order, unaltered by the camera's buffer reuse,
+    #    owned (no memory shared, read-only), with its commanded and validated measured z
+    assert len(stack) == len(cam.delivered)
+    assert frames_match(stack.frames, cam.delivered)
+    if len(stack):
+        assert_stack_consistent(stack)
+        assert not any(f.flags.writeable for f in stack.frames)
+    np.testing.assert_array_equal(stack.commanded_um, positions[: len(stack)])
+    assert np.all(np.abs(stack.measured_um - stack.commanded_um) <= tol)
+    assert np.all(stack.measured_um >= start - readout)
     if error is None:
-        assert result is not None and result.complete
-        assert len(result) == plan.image_count
-        np.testing.assert_array_equal(result.commanded_um, positions)
-        assert frames_match(result.frames, cam.delivered)
-        # 3. back at the start after success (the last image is taken there)
+        assert stack.complete and len(stack) == plan.image_count
         assert commanded == targets and commanded[-1] == start
-        assert mock.get_position_um() == pytest.approx(start, abs=5 * sc["noise"] + 1e-9)
         assert mock.stop_count == 0
+        # a fault that must be seen was seen
+        assert not (fault.kind in ("fail", "hang") and fault.at <= len(targets)), fault
+        n_reads = (2 if plan.start_um is None else 0) + plan.image_count
+        assert not (fault.kind == "nan" and fault.at <= n_reads), fault
+        image_move = n_pre < fault.at <= len(targets)
+        assert not (fault.kind == "overshoot" and image_move and fault.size > tol + readout)
+        if hasattr(rig.stage, "clock"):  # the executor's deadline runs on the stage's clock
+            assert not (
+                fault.kind == "slow" and fault.size > PROPERTY_TIMEOUT_S and fault.at <= n_reads
+            )
+        assert sc["interrupt_at"] is None or sc["interrupt_at"] > plan.image_count
         return
-    partial = error.partial  # type: ignore[attr-defined]
-    assert isinstance(partial, ZStack) and not partial.complete
-    # 4. every frame captured before the fault is returned, in order, with its position
-    assert len(partial) == len(cam.delivered)
-    assert frames_match(partial.frames, cam.delivered)
-    np.testing.assert_array_equal(partial.commanded_um, positions[: len(partial)])
-    if fault in ("stage", "hang", "interrupt"):
-        # 5. stopped, and not moved again
+    assert not stack.complete
+    if isinstance(error, AcquisitionInterrupted) or error.stage_stopped:  # type: ignore[attr-defined]
+        # 4. stopped, and not moved again
         assert error.stage_stopped  # type: ignore[attr-defined]
         assert mock.stop_count >= 1
         assert moves_after_first_stop(mock) == []
-        if fault == "interrupt":
-            assert isinstance(error, AcquisitionInterrupted)
-        else:
-            assert isinstance(error.__cause__, (StageFault, StageTimeoutError))
-    else:  # camera fault, healthy stage
-        assert fault == "camera"
-        assert isinstance(error.__cause__, CameraError)
-        assert mock.stop_count == 0
-        if sc["return_to_start"]:
-            assert error.returned_to_start  # type: ignore[attr-defined]
-            assert commanded[-1] == start
-        else:
-            assert not error.returned_to_start  # type: ignore[attr-defined]
+    if isinstance(error, AcquisitionInterrupted):
+        assert sc["interrupt_at"] is not None
+        return
+    cause = error.__cause__
+    if isinstance(cause, CameraError):
+        assert fault.kind == "camera" or not error.stage_stopped  # type: ignore[attr-defined]
+        if not error.stage_stopped:  # type: ignore[attr-defined]
+            assert mock.stop_count == 0
+            assert error.returned_to_start == sc["return_to_start"]  # type: ignore[attr-defined]
+            if sc["return_to_start"]:
+                assert commanded[-1] == start
+    else:
+        # 5. only a misbehaving stage is a stage fault, and the stage was stopped first
+        assert fault.stage_fault, (fault, cause)
+        assert isinstance(cause, (StageFault, StageTimeoutError)), cause
+        assert error.stage_stopped  # type: ignore[attr-defined]
 
 
 @settings(
@@ -254,8 +321,13 @@ def test_single_image_plan() -> None:
 def test_backlash_overshoot_makes_positions_exact() -> None:
     plan = ZScanPlan(4.0, 1.0, 4)
     play = MockZStage(position_um=0.0, backlash_um=0.8)
-    stack = run_zscan(plan, play, CountingCamera())
-    assert stack.measured_um[0] == pytest.approx(4.0 - 0.8)  # approached from below
+    # approached from below, the first frame is 0.8 spacing short: refused by default...
+    with pytest.raises(AcquisitionError, match=r"0\.8 um from the commanded 4\.0 um"):
+        run_zscan(plan, play, CountingCamera())
+    # ...accepted with a tolerance that admits the play
+    play = MockZStage(position_um=0.0, backlash_um=0.8)
+    stack = run_zscan(plan, play, CountingCamera(), position_tolerance_um=1.0)
+    assert stack.measured_um[0] == pytest.approx(4.0 - 0.8)
     play = MockZStage(position_um=0.0, backlash_um=0.8)
     stack = run_zscan(plan, play, CountingCamera(), backlash_um=1.0)
     assert play.commanded_um == [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]
@@ -266,7 +338,8 @@ def test_overshoot_is_checked_against_limits() -> None:
     stage = MockZStage(limits_um=(0.0, 10.0), position_um=5.0)
     with pytest.raises(StageLimitError, match=r"overshoot 10\.5"):
         run_zscan(ZScanPlan(5.0, 1.0, 5), stage, CountingCamera(), backlash_um=0.5)
-    assert stage.log == []
+    # the start was read at rest (the wait for idle is in the log), nothing was commanded
+    assert [e.kind for e in stage.log] == ["idle"] and stage.commanded_um == []
     run_zscan(ZScanPlan(5.0, 1.0, 5), stage, CountingCamera())  # fits without overshoot
 
 

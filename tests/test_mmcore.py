@@ -202,9 +202,14 @@ def test_executor_on_fake_core_stops_after_stage_fault() -> None:
     stage = MMCoreZStage(core, limits_um=(-5.0, 5.0), poll_s=0.001)
     core.busy_forever = True
     with pytest.raises(AcquisitionError) as info:
-        run_zscan(ZScanPlan(2.0, 1.0, 2), stage, MMCoreCamera(core), timeout_s=0.01)
+        run_zscan(ZScanPlan(2.0, 1.0, 2, start_um=0.0), stage, MMCoreCamera(core), timeout_s=0.01)
     assert isinstance(info.value.__cause__, StageTimeoutError)
     assert core.stopped == 1 and len(info.value.partial) == 0
+    # without a start in the plan, the start is read only once the stage is idle: it never
+    # is, so the executor stops it and commands nothing
+    with pytest.raises(StageTimeoutError):
+        run_zscan(ZScanPlan(2.0, 1.0, 2), stage, MMCoreCamera(core), timeout_s=0.01)
+    assert core.stopped == 2
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@ name                            what it is
 =============================== ==============================================================
 :class:`ZStage`, :class:`Camera` runtime-checkable protocols any driver can satisfy
 errors                          :class:`StageLimitError` (a ValueError), :class:`StageTimeoutError`
-                                (a TimeoutError), :class:`StageFault`, :class:`CameraError`,
+                                (a TimeoutError), :class:`StageFault` (and its
+                                :class:`StagePositionError`), :class:`CameraError`,
                                 :class:`AcquisitionError` / :class:`AcquisitionInterrupted`
 :class:`MockZStage`             simulated stage: limits, speed, settling, backlash, noise,
                                 drift, injected faults, a log; on a :class:`SimulatedClock`
@@ -27,6 +28,7 @@ from .errors import (
     HardwareError,
     StageFault,
     StageLimitError,
+    StagePositionError,
     StageTimeoutError,
 )
 from .mock_stage import MockZStage, SimulatedClock, StageEvent
@@ -51,6 +53,7 @@ __all__ = [
     "StageEvent",
     "StageFault",
     "StageLimitError",
+    "StagePositionError",
     "StageTimeoutError",
     "ZStage",
     *sorted(_LAZY),

@@ -17,6 +17,7 @@ __all__ = [
     "HardwareError",
     "StageFault",
     "StageLimitError",
+    "StagePositionError",
     "StageTimeoutError",
 ]
 
@@ -38,6 +39,39 @@ class StageTimeoutError(HardwareError, TimeoutError):
 
 class StageFault(HardwareError):
     """The stage reported a fault (driver error, lost steps, emergency stop, ...)."""
+
+
+class StagePositionError(StageFault):
+    """The stage reported a position the scan cannot accept.
+
+    Not a finite number, outside the travel limits, below the scan's start, or off the
+    commanded position by more than the executor's tolerance; also two readings of the
+    start at rest that disagree.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong, with the values and the tolerance.
+    measured_um : float, keyword-only
+        The reading (NaN if it was not a number).
+    commanded_um : float, keyword-only
+        Where the stage was sent (NaN when reading the start).
+    index : int or None, keyword-only
+        The frame about to be taken (None for the start or the move back to it).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        measured_um: float = float("nan"),
+        commanded_um: float = float("nan"),
+        index: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.measured_um = measured_um
+        self.commanded_um = commanded_um
+        self.index = index
 
 
 class CameraError(HardwareError):

@@ -271,25 +271,19 @@ class MockZStage:
         if self._hung:
             wait = self.hang_timeout_s if timeout is None else timeout
             self.clock.advance(wait)
-            self.log.append(
-                StageEvent(self.clock.time(), "timeout", self._motor_um, self.get_position_um())
-            )
+            self.log.append(StageEvent(self.clock.time(), "timeout", self._motor_um, self._here()))
             raise StageTimeoutError(
                 f"stage did not reach {self._motor_um!r} um within {wait!r} s (move hung)"
             )
         remaining = max(self._t2 - now, 0.0)
         if timeout is not None and remaining > timeout:
             self.clock.advance(timeout)
-            self.log.append(
-                StageEvent(self.clock.time(), "timeout", self._motor_um, self.get_position_um())
-            )
+            self.log.append(StageEvent(self.clock.time(), "timeout", self._motor_um, self._here()))
             raise StageTimeoutError(
                 f"stage did not become idle within timeout_s={timeout!r} s ({remaining!r} s needed)"
             )
         self.clock.advance(remaining)
-        self.log.append(
-            StageEvent(self.clock.time(), "idle", self._motor_um, self.get_position_um())
-        )
+        self.log.append(StageEvent(self.clock.time(), "idle", self._motor_um, self._here()))
 
     def stop(self) -> None:
         """Halt now: the carriage stays where it is; a fault state is kept."""
@@ -334,6 +328,10 @@ class MockZStage:
         drift = self.drift_um_per_s * (t - self._t_created)
         return self._carriage_at(t) + self._jitter_um + drift
 
+    def _here(self) -> float:
+        """Return the position now, for the log (without calling :meth:`get_position_um`)."""
+        return self._position_at(self.clock.time())
+
     def _freeze(self, t: float) -> None:
         here = self._carriage_at(t)
         self._from_um = self._to_um = here
@@ -343,6 +341,6 @@ class MockZStage:
 
     def __repr__(self) -> str:
         return (
-            f"MockZStage(limits_um={self._limits}, position_um={self.get_position_um()!r}, "
+            f"MockZStage(limits_um={self._limits}, position_um={self._here()!r}, "
             f"moves={self.move_count}, faulted={self._faulted})"
         )

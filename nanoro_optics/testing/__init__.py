@@ -3,17 +3,23 @@
 ==================================== ==========================================================
 strategies (:mod:`.strategies`)      :func:`zscan_plans`, :func:`zscan_limits`,
                                      :func:`objectives`, :func:`focus_stacks`,
-                                     :func:`stage_faults`, :func:`beam_tilt_pairs`
+                                     :func:`stage_faults`, :func:`device_faults`,
+                                     :func:`beam_tilt_pairs`
 assertions (:mod:`.assertions`)      :func:`assert_plan_invariants`,
                                      :func:`assert_positions_safe`,
                                      :func:`assert_stack_consistent`
 contracts (:mod:`.contracts`)        :func:`check_zstage_contract`,
                                      :func:`check_camera_contract`
+doubles (:mod:`.doubles`)            misbehaving devices: :class:`BufferReusingCamera`,
+                                     :class:`NaNReadingStage`, :class:`SettlingStage`,
+                                     :class:`OvershootingStage`, :class:`SlowStage`
 ==================================== ==========================================================
 
 Every strategy generates only valid values by default and takes keyword options (a value or
 a strategy) to pin a parameter or ask for edge cases (a zero step count, a spacing at a
-limit, a single-frame stack). The contract suites run a driver through the behaviour that
+limit, a single-frame stack). The doubles misbehave the way real drivers do (a reused
+frame buffer, a NaN reading, an early "idle", an overshoot, an ignored timeout), on the mock
+stage's simulated clock. The contract suites run a driver through the behaviour that
 :func:`nanoro_optics.acquire.run_zscan` relies on, and raise one :class:`AssertionError`
 listing every broken rule, so they drop into a user's own pytest.
 
@@ -47,10 +53,20 @@ from .contracts import (
     check_camera_contract,
     check_zstage_contract,
 )
+from .doubles import (
+    BufferReusingCamera,
+    NaNReadingStage,
+    OvershootingStage,
+    SettlingStage,
+    SlowStage,
+)
 from .strategies import (
+    DEVICE_FAULT_KINDS,
+    DeviceFault,
     FocusStackExample,
     StageFaultSchedule,
     beam_tilt_pairs,
+    device_faults,
     focus_stacks,
     objectives,
     stage_faults,
@@ -60,9 +76,16 @@ from .strategies import (
 
 __all__ = [
     "CAMERA_CHECKS",
+    "DEVICE_FAULT_KINDS",
     "ZSTAGE_CHECKS",
+    "BufferReusingCamera",
     "ContractReport",
+    "DeviceFault",
     "FocusStackExample",
+    "NaNReadingStage",
+    "OvershootingStage",
+    "SettlingStage",
+    "SlowStage",
     "StageFaultSchedule",
     "assert_plan_invariants",
     "assert_positions_safe",
@@ -70,6 +93,7 @@ __all__ = [
     "beam_tilt_pairs",
     "check_camera_contract",
     "check_zstage_contract",
+    "device_faults",
     "focus_stacks",
     "objectives",
     "stage_faults",
