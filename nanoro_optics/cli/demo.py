@@ -41,8 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print its summary."""
-    from ..demo import run_demo
+    import sys
 
+    from ..demo import run_demo
+    from ._first_run import announce_compile
+
+    announce_compile(depth=True, align=False, stream=sys.stderr)
     s = run_demo(
         args.out,
         seed=args.seed,

@@ -9,20 +9,22 @@ name, the fused image, the depth map and last a JSON record; the record's presen
 by a killed worker, a cancelled job or a power cut is resumed by running it again: finished
 stacks are skipped and only the missing ones are fused.
 
-A stack that cannot be fused (a missing or damaged file, frames of different shapes) gets a
-record with ``status = "failed"`` and the reason; the rest of the batch goes on, and the
+A source path that does not exist is refused before any cluster starts (nothing is written).
+A stack that cannot be fused (a damaged file, an empty folder, frames of different shapes) gets
+a record with ``status = "failed"`` and the reason; the rest of the batch goes on, and the
 report lists every failure with its reason (never a silent skip). A worker that dies while
 fusing (out of memory, killed) is replaced by dask and the stack is retried on another worker.
 
 Layout of ``out_dir`` for a stack named ``NAME``::
 
     NAME.tif         fused image, the frames' dtype and shape (or NAME.png)
-    NAME.depth.tif   float32 depth map (frame units, NaN where unsure)
+    NAME.depth.tif   float32 depth map (frame units, or um with z_step_um; NaN where unsure)
     NAME.json        the record (written last)
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -35,7 +37,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from nanoro_optics._validation import check_choice, check_int, check_positive
+from nanoro_optics._validation import (
+    check_choice,
+    check_finite_real,
+    check_int,
+    check_positive,
+)
 
 from . import require_distributed
 
@@ -177,9 +184,11 @@ class BatchReport:
 
     def summary(self) -> str:
         """Return a few lines for a terminal: counts, then every failure with its reason."""
+        n, workers = len(self.records), self.n_workers
         lines = [
-            f"{len(self.records)} stacks: {len(self.done)} fused, {len(self.skipped)} already "
-            f"done, {len(self.failed)} failed ({self.seconds:.1f} s, {self.n_workers} workers)"
+            f"{n} stack{'' if n == 1 else 's'}: {len(self.done)} fused, {len(self.skipped)} "
+            f"already done, {len(self.failed)} failed ({self.seconds:.1f} s, {workers} "
+            f"worker{'' if workers == 1 else 's'})"
         ]
         for rec in self.failed:
             lines.append(f"  FAILED {rec.name}: {rec.error}")
@@ -200,6 +209,7 @@ class _Job:
     crop: bool
     options: dict[str, Any]
     numba_threads: int | None
+    z_step_um: float | None = None
 
 
 def _paths(out_dir: str, name: str, image_suffix: str) -> tuple[Path, Path, Path]:
@@ -245,6 +255,8 @@ def _frames_of(source: StackSpec) -> tuple[Iterable[Any], tuple[str, ...]]:
 
 def _fuse_one(job: _Job) -> StackRecord:
     """Fuse one stack and write its outputs (runs on a worker)."""
+    import numpy as np
+
     from nanoro_optics.fusion import fuse_stack
     from nanoro_optics.io import write_depth_map, write_image
 
@@ -264,8 +276,11 @@ def _fuse_one(job: _Job) -> StackRecord:
     try:
         frames, sources = _frames_of(job.source)
         res = fuse_stack(frames, align=job.align, crop=job.crop, **job.options)
+        depth, unit = res.depth, res.depth_unit
+        if job.z_step_um is not None:  # frame k at k * step: the depth scales with it
+            depth, unit = depth * np.float32(job.z_step_um), "um"
         write_image(image_path, res.image)
-        write_depth_map(depth_path, res.depth)
+        write_depth_map(depth_path, depth)
     except (ValueError, TypeError, OSError) as exc:
         # bad input: the record says why, the batch goes on
         rec = StackRecord(
@@ -283,7 +298,7 @@ def _fuse_one(job: _Job) -> StackRecord:
         n_frames=res.n_frames,
         shape=tuple(int(n) for n in res.image.shape),
         dtype=str(res.image.dtype),
-        depth_unit=res.depth_unit,
+        depth_unit=unit,
         seconds=time.perf_counter() - t0,
         cpu_seconds=time.process_time() - c0,
         sources=sources,
@@ -294,9 +309,10 @@ def _fuse_one(job: _Job) -> StackRecord:
 
 
 def _options_json(job: _Job) -> dict[str, Any]:
+    step = {} if job.z_step_um is None else {"z_step_um": job.z_step_um}
     return json.loads(
         json.dumps(
-            {"align": job.align, "crop": job.crop, **job.options},
+            {"align": job.align, "crop": job.crop, **step, **job.options},
             sort_keys=True,
             default=str,
         )
@@ -334,6 +350,56 @@ def _check_name(name: Any) -> str:
     return name
 
 
+def _expand_stack_globs(stacks: Iterable[Any]) -> list[str | os.PathLike[str]]:
+    """Replace each glob pattern of a list of stacks by the folders and files it matches.
+
+    A path that exists is kept as it is (even if it holds ``*``); a pattern's matches are taken
+    in natural order, each one stack, as a shell would expand an unquoted pattern.
+    """
+    from nanoro_optics.io import IMAGE_SUFFIXES as FRAME_SUFFIXES
+    from nanoro_optics.io import _natural_key
+
+    out: list[str | os.PathLike[str]] = []
+    for src in stacks:
+        if not isinstance(src, (str, os.PathLike)):
+            raise TypeError(
+                "a list of stacks must hold paths (give a mapping {name: source} for other "
+                f"sources), got {type(src).__name__} {src!r}"
+            )
+        text = os.fspath(src)
+        if os.path.exists(os.path.expanduser(text)) or not any(c in text for c in "*?["):
+            out.append(src)
+            continue
+        matches = [
+            Path(m)
+            for m in glob.glob(os.path.expanduser(text))
+            if os.path.isdir(m) or Path(m).suffix.lower() in FRAME_SUFFIXES
+        ]
+        if not matches:
+            raise FileNotFoundError(f"the pattern {text!r} matches no stack (folder or image file)")
+        out.extend(sorted(matches, key=lambda p: _natural_key(str(p))))
+    return out
+
+
+def _check_sources_exist(named: Mapping[str, StackSpec]) -> None:
+    """Refuse a path source that does not exist, before any cluster starts or record is written.
+
+    Only existence is checked here (it is a typo, not a stack that failed); an empty folder or
+    a damaged file fails its stack on the worker, with a record saying why.
+    """
+    from nanoro_optics.io import list_stack_files
+
+    for name, src in named.items():
+        if callable(src):
+            continue
+        try:
+            list_stack_files(src)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"stack {name!r}: {exc}; nothing was fused") from None
+        except ValueError:
+            pass  # an empty folder or a pattern matching no file: its record says so
+
+
 def _named_stacks(stacks: Any) -> dict[str, StackSpec]:
     if isinstance(stacks, Mapping):
         items = [(_check_name(k), v) for k, v in stacks.items()]
@@ -344,12 +410,7 @@ def _named_stacks(stacks: Any) -> dict[str, StackSpec]:
         )
     else:
         items = []
-        for src in stacks:
-            if not isinstance(src, (str, os.PathLike)):
-                raise TypeError(
-                    "a list of stacks must hold paths (give a mapping {name: source} for other "
-                    f"sources), got {type(src).__name__} {src!r}"
-                )
+        for src in _expand_stack_globs(stacks):
             p = Path(src)
             items.append((_check_name(p.stem if p.is_file() else p.name), src))
     out: dict[str, StackSpec] = {}
@@ -470,6 +531,7 @@ def fuse_many(
     timeout_s: float = 10.0,
     progress: Callable[[StackRecord, int, int], None] | None = None,
     on_start: Callable[[str, int, int], None] | None = None,
+    z_step_um: float | None = None,
     **fusion_options: Any,
 ) -> BatchReport:
     """Fuse many focus stacks on a dask cluster, one task per stack, resumably.
@@ -480,7 +542,9 @@ def fuse_many(
         ``{name: source}``, where a source is anything :func:`~nanoro_optics.io.iter_stack`
         reads (a folder, a multi-page TIFF, a glob, a list of files), or a picklable callable
         returning an iterable of frames (called on the worker). A plain list of folders or
-        files names each stack after its folder (or file stem).
+        files names each stack after its folder (or file stem); a glob pattern in such a
+        list stands for every folder and image file it matches, each one stack. A path
+        that does not exist is refused before anything runs.
     out_dir : path
         Output folder (created if missing); see the module docstring for its layout.
     client : None, str or distributed.Client, optional
@@ -510,6 +574,9 @@ def fuse_many(
     on_start : callable, optional
         Called as ``on_start(dashboard_link, n_workers, n_to_fuse)`` once the cluster is
         reached, before any task is submitted (not called when every stack is finished).
+    z_step_um : float, optional
+        Focus step between frames in um (finite, not 0): the depth maps are then in um from
+        each stack's first frame (frame ``k`` at ``k * z_step_um``) instead of frame units.
     **fusion_options
         ``levels`` and :class:`~nanoro_optics.fusion.FusionRule` options, the same for every
         stack.
@@ -564,11 +631,18 @@ def fuse_many(
     if n_workers is not None:
         n_workers = check_int(n_workers, "n_workers", 1)
     _check_fusion_options(fusion_options)
+    if z_step_um is not None:
+        z_step_um = check_finite_real(z_step_um, "z_step_um")
+        if z_step_um == 0:
+            raise ValueError("z_step_um must not be 0 (frames must be at distinct z positions)")
+    _check_sources_exist(named)
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
 
     jobs = [
-        _Job(name, src, str(out), suffix, align, crop, dict(fusion_options), numba_threads)
+        _Job(
+            name, src, str(out), suffix, align, crop, dict(fusion_options), numba_threads, z_step_um
+        )
         for name, src in named.items()
     ]
     records: dict[str, StackRecord] = {}
