@@ -88,7 +88,14 @@ def _first_runs(repeats: int, work: Path) -> dict[str, object]:
         write_image(frames / f"f{k}.png", frame)
     cases = {
         "demo": ["demo", "--out", str(work / "demo")],
-        "fuse 3 x 64x64 png": ["fuse", str(frames), "-o", str(work / "fused.png"), "-q"],
+        "fuse 3 x 64x64 png": [
+            "fuse",
+            str(frames),
+            "-o",
+            str(work / "fused.png"),
+            "-q",
+            "--overwrite",
+        ],
     }
     rows: dict[str, dict[str, object]] = {}
     for name, argv in cases.items():

@@ -381,6 +381,17 @@ def _expand_stack_globs(stacks: Iterable[Any]) -> list[str | os.PathLike[str]]:
     return out
 
 
+def _absolute(source: StackSpec) -> StackSpec:
+    """Make a path source (or each path of a list) absolute: workers may run elsewhere."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.path.abspath(os.path.expanduser(os.fspath(source)))
+    if isinstance(source, (list, tuple)) and all(
+        isinstance(item, (str, os.PathLike)) for item in source
+    ):
+        return [_absolute(item) for item in source]
+    return source
+
+
 def _check_sources_exist(named: Mapping[str, StackSpec]) -> None:
     """Refuse a path source that does not exist, before any cluster starts or record is written.
 
@@ -473,10 +484,17 @@ def connect(client: Any, *, n_workers: int | None = None, timeout_s: float = 10.
                 f"cannot reach the dask scheduler at {address!r} within {timeout_s:g} s "
                 f"({type(exc).__name__}: {exc}); nothing was submitted"
             ) from exc
-    if isinstance(client, distributed.Client):
-        if n_workers is not None:
-            raise ValueError("n_workers applies only to a LocalCluster started by client=None")
-        return client, False
+    _check_client(client)
+    if n_workers is not None:
+        raise ValueError("n_workers applies only to a LocalCluster started by client=None")
+    return client, False
+
+
+def _check_client(client: Any) -> None:
+    """Refuse a ``client`` that is not None, an address or a :class:`distributed.Client`."""
+    distributed = require_distributed()
+    if client is None or isinstance(client, (str, os.PathLike, distributed.Client)):
+        return
     raise TypeError(
         "client must be None (start a LocalCluster), a scheduler address or a "
         f"distributed.Client, got {type(client).__name__} {client!r}"
@@ -635,6 +653,8 @@ def fuse_many(
         z_step_um = check_finite_real(z_step_um, "z_step_um")
         if z_step_um == 0:
             raise ValueError("z_step_um must not be 0 (frames must be at distinct z positions)")
+    _check_client(client)
+    named = {name: _absolute(src) for name, src in named.items()}
     _check_sources_exist(named)
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
