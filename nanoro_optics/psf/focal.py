@@ -148,7 +148,7 @@ def axial_intensity(
     opts = _setups(na, n_immersion, n_sample, wavelength_um, emission_wavelength_um)
     nfp = check_positive(nfp_um, "nfp_um", allow_zero=True)
     z = as_float_array(z_um, "z_um")
-    check_depth(z, nfp)
+    check_depth(z, nfp, opts[0])
     model = _AxialModel(opts, nfp, float(z.min()), float(z.max()))
     return _return(model(z), z_um)
 
