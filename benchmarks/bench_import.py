@@ -93,7 +93,6 @@ def _first_runs(repeats: int, work: Path) -> dict[str, object]:
             str(frames),
             "-o",
             str(work / "fused.png"),
-            "-q",
             "--overwrite",
         ],
     }

@@ -1,6 +1,6 @@
 """Run a Z-scan plan on a stage and a camera, safely, optionally fusing while acquiring.
 
-:func:`run_zscan` follows the capture sequence of seed 000: the stage moves up to the top
+:func:`run_zscan` follows the capture sequence of Urwin (2021) [1]_: the stage moves up to the top
 of the plan (``distance_um`` above the start), snaps, then moves down one spacing at a
 time and snaps at each position, the last image at the start; it never goes below the
 start, where the user placed the lens. Setup is separate from execution (as in

@@ -102,7 +102,7 @@ def from_useq(
 
     The useq plan's positions are listed as useq visits them (``iter(zplan)``: its own
     rounding, ``go_up``), sorted, and checked for even spacing. The plan returned visits
-    them top to bottom, the only capture order of seed 000, whatever order useq would use.
+    them top to bottom, the capture order of Urwin (2021), whatever order useq would use.
 
     Parameters
     ----------
