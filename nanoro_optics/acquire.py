@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from ._text import plural
 from ._validation import check_choice, check_finite_real, check_interval, check_positive
 from .hardware.errors import (
     AcquisitionError,
@@ -434,7 +435,7 @@ def run_zscan(
             fused = fuser.result()
         except Exception as exc:
             raise AcquisitionError(
-                f"fusing the {len(frames)} frames failed ({type(exc).__name__}: {exc})",
+                f"fusing the {plural(len(frames), 'frame')} failed ({type(exc).__name__}: {exc})",
                 partial=snapshot(returned=returned),
                 returned_to_start=returned,
             ) from exc

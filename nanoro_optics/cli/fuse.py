@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from .._text import plural
 from ._first_run import announce_compile
 from ._fusion_options import (
     add_fusion_arguments,
@@ -252,10 +253,6 @@ def _refuse_existing(targets: list[tuple[str, Path]], overwrite: bool) -> None:
             )
 
 
-def _frames(n: int) -> str:
-    return f"{n} frame" if n == 1 else f"{n} frames"
-
-
 def run(args: argparse.Namespace) -> int:
     """Fuse the stack and write the outputs; return the exit status."""
     import numpy as np
@@ -341,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
         shape = "x".join(str(s) for s in image.shape)
         extra = f", depth map {depth_path} ({unit})" if depth_path else ""
         print(
-            f"fused {_frames(fuser.n_frames)} ({shape} {image.dtype}) into {out}{extra} "
+            f"fused {plural(fuser.n_frames, 'frame')} ({shape} {image.dtype}) into {out}{extra} "
             f"in {time.perf_counter() - t0:.1f} s"
         )
     return 0

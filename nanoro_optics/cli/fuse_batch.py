@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from .._text import plural
 from ._first_run import announce_compile
 from ._fusion_options import (
     add_fusion_arguments,
@@ -54,10 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_fusion_arguments(parser)
 
 
-def _stacks(n: int) -> str:
-    return f"{n} stack" if n == 1 else f"{n} stacks"
-
-
 def run(args: argparse.Namespace) -> int:
     """Fuse the stacks; exit 0 if all are fused, 1 if any failed, 2 on bad input."""
     from ..distributed import fuse_many
@@ -74,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     def on_start(link: str, n_workers: int, n_todo: int) -> None:
         if not quiet:
             where = f"; dashboard {link}" if link else ""
-            workers = "1 dask worker" if n_workers == 1 else f"{n_workers} dask workers"
-            print(f"{_stacks(n_todo)} to fuse on {workers}{where}", flush=True)
+            workers = plural(n_workers, "dask worker")
+            print(f"{plural(n_todo, 'stack')} to fuse on {workers}{where}", flush=True)
 
     def progress(rec: Any, done: int, total: int) -> None:
         if quiet:
@@ -85,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
         elif rec.status == "skipped":
             what = "already done"
         else:
-            frames = "1 frame" if rec.n_frames == 1 else f"{rec.n_frames} frames"
-            what = f"fused {frames} in {rec.seconds:.1f} s on {rec.worker}"
+            what = f"fused {plural(rec.n_frames, 'frame')} in {rec.seconds:.1f} s on {rec.worker}"
         print(f"[{done}/{total}] {rec.name}: {what}", flush=True)
 
     if not quiet:

@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from nanoro_optics._text import plural
 from nanoro_optics._validation import (
     check_choice,
     check_finite_real,
@@ -184,11 +185,10 @@ class BatchReport:
 
     def summary(self) -> str:
         """Return a few lines for a terminal: counts, then every failure with its reason."""
-        n, workers = len(self.records), self.n_workers
         lines = [
-            f"{n} stack{'' if n == 1 else 's'}: {len(self.done)} fused, {len(self.skipped)} "
-            f"already done, {len(self.failed)} failed ({self.seconds:.1f} s, {workers} "
-            f"worker{'' if workers == 1 else 's'})"
+            f"{plural(len(self.records), 'stack')}: {len(self.done)} fused, "
+            f"{len(self.skipped)} already done, {len(self.failed)} failed "
+            f"({self.seconds:.1f} s, {plural(self.n_workers, 'worker')})"
         ]
         for rec in self.failed:
             lines.append(f"  FAILED {rec.name}: {rec.error}")
