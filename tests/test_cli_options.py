@@ -298,3 +298,11 @@ def test_depth_map_of_a_tiff_stack_in_um(tmp_path: Path) -> None:
     assert "(um)" in res.stdout
     ref = fuse_stack(frames, z_um=2.5 * np.arange(4))
     np.testing.assert_allclose(tifffile.imread(tmp_path / "d.tif"), ref.depth, equal_nan=True)
+
+
+def test_plan_of_one_image_says_image_not_images(tmp_path: Path) -> None:
+    res = _cli(
+        "plan", "--top", "5", "--bottom", "5", "--spacing", "2", "--margin-steps", "0", cwd=tmp_path
+    )
+    assert res.returncode == 0, res.stderr
+    assert "0 steps x 2 um, 1 image" in res.stdout
