@@ -424,3 +424,20 @@ def test_quoted_glob_names_one_stack_per_match(client: Any, tmp_path: Path) -> N
         atol=1e-5,
         equal_nan=True,
     )
+
+
+def test_only_the_dtypes_of_the_stacks_are_compiled_before_the_cluster(tmp_path: Path) -> None:
+    stacks = _write_stacks(tmp_path / "in")  # uint8 TIFF, uint16 PNGs, float32 TIFFs
+    jobs = [
+        batch_mod._Job(n, s, str(tmp_path), ".tif", False, False, {}, 1) for n, s in stacks.items()
+    ]
+    assert batch_mod._frame_dtypes(jobs) == ("uint8", "uint16", "float32")
+    assert batch_mod._frame_dtypes(jobs[1:2]) == ("uint16",)
+    assert batch_mod._frame_dtypes(jobs[:1] * 2) == ("uint8",)
+    # more stacks than are looked at, a callable source or an unreadable one: warm them all
+    assert batch_mod._frame_dtypes(jobs[1:2] * 5) == batch_mod._WORK_DTYPES
+    odd = batch_mod._Job("c", lambda: iter([]), str(tmp_path), ".tif", False, False, {}, 1)
+    assert batch_mod._frame_dtypes([odd]) == batch_mod._WORK_DTYPES
+    (tmp_path / "empty").mkdir()
+    empty = batch_mod._Job("e", str(tmp_path / "empty"), str(tmp_path), ".tif", False, False, {}, 1)
+    assert batch_mod._frame_dtypes([empty]) == batch_mod._WORK_DTYPES
