@@ -253,9 +253,11 @@ def unused_option_notes(args: argparse.Namespace, *, depth_written: bool) -> lis
     >>> p = argparse.ArgumentParser()
     >>> add_fusion_arguments(p)
     >>> unused_option_notes(p.parse_args(["--z-step-um", "2"]), depth_written=False)
-    ['--z-step-um does nothing without --depth-map (it sets the depth map's unit)']
+    ['--z-step-um does nothing without --depth-map (it sets the unit of the depth map)']
     """
     notes = []
     if args.z_step_um is not None and not depth_written:
-        notes.append("--z-step-um does nothing without --depth-map (it sets the depth map's unit)")
+        notes.append(
+            "--z-step-um does nothing without --depth-map (it sets the unit of the depth map)"
+        )
     return notes
