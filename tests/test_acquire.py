@@ -209,6 +209,7 @@ def check_scenario(sc: dict[str, Any], make_rig: Callable[..., Rig]) -> None:
             assert not error.returned_to_start  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 @settings(
     max_examples=1000,
     deadline=None,

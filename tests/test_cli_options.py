@@ -144,6 +144,7 @@ def test_fuse_and_fuse_batch_offer_the_same_fusion_options(tmp_path: Path) -> No
 # ---------------------------------------------------------------------- fuse: safe outputs
 
 
+@pytest.mark.slow
 def test_outputs_inside_the_input_folder_are_not_read_back(tmp_path: Path) -> None:
     frames = _frames_folder(tmp_path / "in")
     args = ["fuse", "in", "-o", "in/fused.png", "--depth-map", "in/depth.tif"]
@@ -192,6 +193,7 @@ def test_z_step_without_depth_map_says_it_does_nothing(tmp_path: Path) -> None:
     assert res.stdout == ""
 
 
+@pytest.mark.slow
 def test_crop_prints_the_box_and_says_when_nothing_is_cropped(tmp_path: Path) -> None:
     _frames_folder(tmp_path / "drift", 4, shift_px=2)
     res = _cli("fuse", "drift", "-o", "a.tif", "--align", "--crop", cwd=tmp_path)
@@ -217,6 +219,7 @@ def test_single_frame_summary_says_frame_not_frames(tmp_path: Path) -> None:
     assert "fused 1 frame (" in res.stdout
 
 
+@pytest.mark.slow
 def test_fusion_options_reach_the_fuser(tmp_path: Path) -> None:
     frames = _frames_folder(tmp_path / "in", 4)
     res = _cli("fuse", "in", "-o", "o.tif", "--hard", "--levels", "3", "-q", cwd=tmp_path)
@@ -288,6 +291,7 @@ def test_compile_notice_on_an_empty_numba_cache(tmp_path: Path) -> None:
     assert res.stderr.count("compiling fast kernels (first run only, about ") == 2
 
 
+@pytest.mark.slow
 def test_depth_map_of_a_tiff_stack_in_um(tmp_path: Path) -> None:
     frames = synthetic_stack((48, 48), 4, dtype="uint16", channels=1, seed=2).frames
     tifffile.imwrite(tmp_path / "s.tif", frames, photometric="minisblack")

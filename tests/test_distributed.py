@@ -17,6 +17,9 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
+#: a dask cluster per module and worker processes: left out of the quick subset
+pytestmark = pytest.mark.slow
+
 import cloudpickle  # noqa: E402  (installed with distributed)
 import dask  # noqa: E402
 import tifffile  # noqa: E402
