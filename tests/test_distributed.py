@@ -343,19 +343,7 @@ def test_missing_dask_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 # ------------------------------------------------------------- the CLI as a new user meets it
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "nanoro_optics", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from test_cli_options import _cli  # noqa: E402  (the command in a subprocess, this checkout)
 
 
 def test_missing_stack_is_refused_before_a_cluster_starts(tmp_path: Path) -> None:
