@@ -357,7 +357,7 @@ def _expand_stack_globs(stacks: Iterable[Any]) -> list[str | os.PathLike[str]]:
     in natural order, each one stack, as a shell would expand an unquoted pattern.
     """
     from nanoro_optics.io import IMAGE_SUFFIXES as FRAME_SUFFIXES
-    from nanoro_optics.io import _natural_key
+    from nanoro_optics.io import _is_glob, _natural_key
 
     out: list[str | os.PathLike[str]] = []
     for src in stacks:
@@ -367,7 +367,7 @@ def _expand_stack_globs(stacks: Iterable[Any]) -> list[str | os.PathLike[str]]:
                 f"sources), got {type(src).__name__} {src!r}"
             )
         text = os.fspath(src)
-        if os.path.exists(os.path.expanduser(text)) or not any(c in text for c in "*?["):
+        if os.path.exists(os.path.expanduser(text)) or not _is_glob(text):
             out.append(src)
             continue
         matches = [
