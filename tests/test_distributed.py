@@ -269,6 +269,9 @@ def test_unreachable_scheduler_is_a_clear_error_before_any_work(tmp_path: Path) 
         ({"a": "x"}, {"client": 3}, TypeError, "client must be None"),
         ({"a": "x"}, {"timeout_s": 0}, ValueError, "timeout_s must be > 0"),
         ({"a": "x"}, {"progress": 3}, TypeError, "progress must be callable"),
+        ({"a": "x"}, {"z_step_um": 0.0}, ValueError, "z_step_um must not be 0"),
+        ({"a": "x"}, {"z_step_um": float("nan")}, ValueError, "z_step_um must be finite"),
+        ({"a": "x"}, {"z_step_um": "2"}, TypeError, "z_step_um must be a real number"),
     ],
 )
 def test_bad_arguments(
