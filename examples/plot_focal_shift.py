@@ -1,13 +1,13 @@
-"""Focal shift in index-mismatched samples: seed 003's figures, with the correct indices.
+"""Focal shift in index-mismatched samples: D. P. Hoffman's figures, with the correct indices.
 
 Saves PNGs into the output folder (default ``out/focal_shift``):
 
 1. ``glycerol_axial.png`` -- confocal on-axis intensity of an oil objective (n 1.518,
    NA 1.3, 0.514 / 0.59 um) focusing into glycerol (n 1.473), for NFP 0 ... 50 um;
-2. ``water_axial.png`` -- the same into water (n 1.33; seed 003's notebook passed
+2. ``water_axial.png`` -- the same into water (n 1.33; Hoffman's notebook passed
    (1.33, 1.473) here by mistake);
 3. ``ice_axial.png`` -- widefield on-axis intensity of an air objective (NA 0.85, 0.52 um)
-   into vitreous ice (n 1.3), NFP 0 ... 8 um (the seed's negative NFPs would put the focus
+   into vitreous ice (n 1.3), NFP 0 ... 8 um (the notebook's negative NFPs would put the focus
    above the interface, which the model excludes);
 4. ``ice_geometric_vs_vectorial.png`` -- AFP against NFP, vectorial vs the geometric
    (critical) ratio, and their difference;
@@ -112,7 +112,7 @@ def main(argv: list[str]) -> int:
     fig.savefig(out / "ice_geometric_vs_vectorial.png")
     plt.close(fig)
     ratio = np.mean(afp[1:] / nfp[1:]) / geom
-    print(f"\nice: mean slope ratio vectorial / geometric = {ratio:.1%} (seed 003: 99%)")
+    print(f"\nice: mean slope ratio vectorial / geometric = {ratio:.1%} (Hoffman: 99%)")
 
     # 5: scaling models against depth, oil -> water
     sk = dict(n_immersion=OIL, n_sample=WATER)

@@ -9,7 +9,9 @@ only lazily, from inside the public functions that need them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
+from types import ModuleType
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,3 +35,58 @@ def njit(*, parallel: bool = False, **overrides: Any) -> Callable[[F], F]:
 
     options = {**NJIT_OPTIONS, "parallel": parallel, **overrides}
     return numba.njit(**options)  # type: ignore[no-any-return,unused-ignore]
+
+
+def uncached_kernels(module: ModuleType, names: Iterable[str] | None = None) -> list[str]:
+    """Return the names of ``module``'s kernels that numba's on-disk cache does not hold.
+
+    A kernel counts as cached when its cache index (the ``.nbi`` file numba keeps next to the
+    compiled code, in the folder numba's own cache locator chose: ``NUMBA_CACHE_DIR`` when
+    set, else the module's ``__pycache__``, else the user-wide cache) exists and is not older
+    than the module's source. This is cheap (one ``stat`` per kernel, nothing compiled or
+    unpickled), and it answers "is this the first run?": a cached kernel may still compile a
+    specialisation for new argument types, which takes seconds, not the first run's minute.
+
+    Parameters
+    ----------
+    module : module
+        A kernel module (already imported: importing one compiles nothing).
+    names : iterable of str, optional
+        Check only these kernels (those a command calls); names the module does not define
+        are ignored. Default: every cached kernel of the module.
+
+    Returns
+    -------
+    list of str
+        Names of the kernels without a usable cache index, in definition order; empty when
+        every kernel is cached or the module has no cached kernels.
+
+    Examples
+    --------
+    >>> import types
+    >>> uncached_kernels(types.ModuleType("no_kernels"))
+    []
+    """
+    if not isinstance(module, ModuleType):
+        raise TypeError(f"module must be a module, got {type(module).__name__} {module!r}")
+    source = getattr(module, "__file__", None)
+    try:
+        source_mtime = os.stat(source).st_mtime if source else 0.0
+    except OSError:
+        source_mtime = 0.0
+    wanted = None if names is None else set(names)
+    missing = []
+    for name, obj in vars(module).items():
+        if wanted is not None and name not in wanted:
+            continue
+        cache_file = getattr(getattr(obj, "_cache", None), "_cache_file", None)
+        index = getattr(cache_file, "_index_path", None)
+        if not isinstance(index, str):  # not a cached numba dispatcher
+            continue
+        try:
+            fresh = os.stat(index).st_mtime >= source_mtime
+        except OSError:
+            fresh = False
+        if not fresh:
+            missing.append(name)
+    return missing

@@ -1,6 +1,6 @@
 """Run a Z-scan plan on a stage and a camera, safely, optionally fusing while acquiring.
 
-:func:`run_zscan` follows the capture sequence of the Nanoro focus-stacking procedure [1]_:
+:func:`run_zscan` follows the capture sequence of Urwin (2021) [1]_:
 the stage moves up to the top of the plan (``distance_um`` above the start), snaps, then
 moves down one spacing at a time and snaps at each position, the last image at the start;
 it never commands a position below the start, where the user placed the lens. Setup is
@@ -77,7 +77,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ._validation import check_choice, check_interval, check_positive
+from ._text import plural
+from ._validation import check_choice, check_finite_real, check_interval, check_positive
 from .hardware.errors import (
     AcquisitionError,
     AcquisitionInterrupted,
@@ -555,7 +556,7 @@ def run_zscan(
             fused = fuser.result()
         except Exception as exc:
             raise AcquisitionError(
-                f"fusing the {len(frames)} frames failed ({type(exc).__name__}: {exc})",
+                f"fusing the {plural(len(frames), 'frame')} failed ({type(exc).__name__}: {exc})",
                 partial=snapshot(returned=returned),
                 returned_to_start=returned,
             ) from exc

@@ -3,7 +3,8 @@
 :func:`run_demo` is the library's main job on its embedded default, and what
 ``nanoro-optics demo`` runs:
 
-1. take an objective (default the 40x/0.65 "Nikon MRP70401" of seed 000's table);
+1. take an objective (default the 40x/0.65 "Nikon MRP70401" of the objective table,
+   :data:`~nanoro_optics.optics.OBJECTIVES`);
 2. make a synthetic specimen (a textured surface ``relief_um`` tall, its finest detail the
    objective's Rayleigh resolution on 6.5 um camera pixels) and plan the scan from
    its top and bottom with :func:`nanoro_optics.zscan.plan_for_sample` (spacing at most the
@@ -44,7 +45,7 @@ from ._validation import check_int, check_positive
 
 __all__ = ["DemoSummary", "run_demo"]
 
-#: Default objective of the demo (seed 000's 40x/0.65 air lens).
+#: Default objective of the demo (the 40x/0.65 air lens of the objective table).
 DEMO_OBJECTIVE = "Nikon MRP70401"
 
 
@@ -169,7 +170,8 @@ def run_demo(
     colour : bool, keyword-only
         Simulate an RGB camera.
     spacing_um : float, keyword-only
-        Largest spacing; default the objective's depth of field (seed 000's default).
+        Largest spacing; default the objective's depth of field (the default of
+        :class:`~nanoro_optics.zscan.ZScanLimits`).
     stage_backlash_um, position_noise_um : float, keyword-only
         Mechanical play and positioning noise of the mock stage; the executor overshoots
         by ``stage_backlash_um + 0.2`` um to approach every position from above.

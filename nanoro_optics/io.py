@@ -50,7 +50,9 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "WRITE_SUFFIXES",
     "StackFrame",
+    "as_frames",
     "check_image_format",
+    "is_stack_source",
     "iter_frames",
     "iter_stack",
     "list_stack_files",
@@ -497,6 +499,61 @@ def iter_stack(source: StackSource, *, as_gray: bool = False) -> Iterator[np.nda
     """
     for frame in iter_frames(source, as_gray=as_gray):
         yield frame.image
+
+
+def is_stack_source(obj: Any) -> bool:
+    """Say whether ``obj`` names files: a path, a glob pattern, or a non-empty list of them.
+
+    Examples
+    --------
+    >>> is_stack_source("stack/*.png"), is_stack_source(["a.tif", Path("b.tif")])
+    (True, True)
+    >>> is_stack_source(np.zeros((2, 4, 4))), is_stack_source([np.zeros((4, 4))])
+    (False, False)
+    """
+    if isinstance(obj, (str, os.PathLike)):
+        return True
+    if isinstance(obj, (list, tuple)) and obj:
+        return all(isinstance(item, (str, os.PathLike)) for item in obj)
+    return False
+
+
+def as_frames(frames: Any) -> Any:
+    """Return ``frames`` ready for a fuser: files named by a path are read lazily.
+
+    A path, glob pattern or list of paths (see :func:`is_stack_source`) becomes
+    :func:`iter_stack` over it, after checking now that every file exists (so a typo fails
+    before any frame is fused); anything else (an array, a list or iterator of frames) is
+    returned as it is. This is what lets :func:`~nanoro_optics.fusion.fuse_stack` and the
+    other fusion helpers take a folder, a glob or a multi-page TIFF.
+
+    Parameters
+    ----------
+    frames : path, glob, sequence of paths, array_like or iterable of frames
+        The stack, or where to read it.
+
+    Returns
+    -------
+    iterator of numpy.ndarray, or ``frames`` unchanged
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        If a path does not exist, or a folder or pattern holds no image file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for k in range(3):
+    ...         _ = write_image(f"{tmp}/f{k}.png", np.full((4, 5), k, np.uint8))
+    ...     [int(f[0, 0]) for f in as_frames(tmp)]
+    [0, 1, 2]
+    """
+    if not is_stack_source(frames):
+        return frames
+    files = list_stack_files(frames)
+    return iter_stack(files)
 
 
 def read_stack(source: StackSource, *, as_gray: bool = False) -> np.ndarray:

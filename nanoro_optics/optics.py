@@ -82,11 +82,11 @@ __all__ = [
     "wave_optical_depth",
 ]
 
-#: Vacuum wavelength (um) that reproduces seed 000's depth-of-field table.
+#: Vacuum wavelength (um) that reproduces the depth of field of :data:`OBJECTIVES`.
 DEFAULT_WAVELENGTH_UM = 0.70
-#: Smallest distance the detector resolves in the image plane (um), seed 000's table.
+#: Smallest distance the detector resolves in the image plane (um), as in :data:`OBJECTIVES`.
 DEFAULT_DETECTOR_UM = 1.5
-#: Refractive index of immersion oil used by seed 000's table.
+#: Refractive index of immersion oil used for :data:`OBJECTIVES`.
 OIL_INDEX = 1.51
 
 # Axial FWHM factors: the on-axis intensity of a uniform pupil is sinc^2 (widefield) or
@@ -161,9 +161,10 @@ def depth_of_field(
 
     The sum of the wave-optical term and the geometric term set by the detector's smallest
     resolvable distance ``e`` in the image plane at lateral magnification ``M`` [1]_. This is
-    the definition behind seed 000's objective table (reproduced with ``wavelength_um=0.70``,
-    ``detector_um=1.5`` and ``n=1.51`` for oil). It is a *total* depth: the distance a
-    specimen point can travel from one limit to the other and remain in focus. Without
+    the definition behind the objective table of Urwin (2021), :data:`OBJECTIVES`
+    (reproduced with ``wavelength_um=0.70``, ``detector_um=1.5`` and ``n=1.51`` for oil).
+    It is a *total* depth: the distance a specimen point can travel from one limit to the
+    other and remain in focus. Without
     ``magnification`` and ``detector_um`` only the wave-optical term is returned.
 
     Parameters
@@ -296,7 +297,7 @@ def axial_resolution(
     """Non-paraxial axial resolution, ``lambda0 / (n - sqrt(n^2 - NA^2))`` (um).
 
     The distance from focus to the first zero of the on-axis intensity of a uniformly
-    filled pupil in a medium of index ``n`` [1]_ (seed 003). For small NA it tends to
+    filled pupil in a medium of index ``n`` [1]_. For small NA it tends to
     ``2 n lambda0 / NA^2`` (:func:`inoue_axial_depth`). Unlike :func:`lateral_resolution`
     it depends on ``n``: a 0.95 NA water objective resolves laterally as well as a 0.95 NA
     air objective but axially much worse.
@@ -410,7 +411,7 @@ def effective_na(na: npt.ArrayLike, *, n_immersion: npt.ArrayLike, n_sample: npt
     """NA that reaches a sample of index ``n_sample``: ``min(NA, n_sample)`` if ``n_i > n_s``.
 
     Rays steeper than the critical angle are totally reflected at the interface into a
-    lower-index sample, so the sample sees at most ``NA = n_sample`` (seed 003). When the
+    lower-index sample, so the sample sees at most ``NA = n_sample``. When the
     sample's index is equal or higher the NA is unchanged.
 
     Parameters
@@ -445,9 +446,9 @@ def focal_shift_ratio(
 
     ``(n1 - sqrt(n1^2 - NA^2)) / (n2 - sqrt(n2^2 - NA^2))`` with ``n1 = n_immersion`` and
     ``n2 = n_sample``: the ratio of the axial-resolution denominators in the two media
-    (seed 003), also the "critical" scaling factor of Loginov et al. that holds near the
-    interface. Below 1 the focus lands shallower than nominal (an oil objective in water),
-    above 1 deeper (an air objective in water or ice).
+    (D. P. Hoffman, "Oh no, I squished my OTF!"), also the "critical" scaling factor of
+    Loginov et al. that holds near the interface. Below 1 the focus lands shallower than
+    nominal (an oil objective in water), above 1 deeper (an air objective in water or ice).
 
     Parameters
     ----------
@@ -485,7 +486,7 @@ def beam_waist(na: npt.ArrayLike, *, wavelength_um: npt.ArrayLike) -> Any:
     """Gaussian-beam waist radius ``w0 = lambda0 / (pi NA)`` (um, 1/e^2 intensity radius).
 
     Independent of the medium's index: ``NA = n sin(theta)`` and the wavelength in the
-    medium is ``lambda0 / n``, so ``n`` cancels [1]_ (seed 004). ``NA`` here is the beam's
+    medium is ``lambda0 / n``, so ``n`` cancels [1]_. ``NA`` here is the beam's
     far-field half-angle divergence times ``n`` (paraxial).
 
     Parameters
@@ -520,7 +521,7 @@ def rayleigh_range(
     """Rayleigh range ``zR = n lambda0 / (pi NA^2)`` (um, one-sided).
 
     The distance from the waist at which the 1/e^2 radius has grown by ``sqrt(2)`` [1]_. It is
-    proportional to the medium's index ``n`` (seed 004): the common form without ``n`` is the
+    proportional to the medium's index ``n``: the common form without ``n`` is the
     in-air special case and is 25% short in water (n = 1.33).
 
     Parameters
@@ -688,7 +689,7 @@ def light_sheet_field_of_view(
     """Usable field of view of a Gaussian light sheet along its propagation (um).
 
     Taken as the confocal parameter ``2 zR = 2 n lambda0 / (pi NA^2)``: the length over which
-    the sheet stays within ``sqrt(2)`` of its waist thickness [1]_ (seed 004). It grows with
+    the sheet stays within ``sqrt(2)`` of its waist thickness [1]_. It grows with
     the medium's index ``n``.
 
     Parameters
@@ -780,7 +781,7 @@ class Objective:
     def with_immersion(self, immersion: str, n_immersion: float | None = None) -> Objective:
         """Return the same lens (NA, magnification) used with another immersion medium.
 
-        This is how seed 000 derives a spacing limit: "the equivalent oil lens" is this
+        This is how Urwin (2021) derives a spacing limit: "the equivalent oil lens" is this
         objective with the oil index. ``n_immersion`` defaults to the medium's usual index
         (air 1.0, water 1.333, glycerol 1.473, silicone 1.406, oil :data:`OIL_INDEX`).
         The NA is kept, so it must not exceed the new index.
@@ -821,7 +822,9 @@ class Objective:
         return float(lateral_resolution(self.na, wavelength_um=wavelength_um))
 
 
-#: Seed 000's objective table (working distances from the table; DoF at the defaults).
+#: The objective table of I. Urwin, "Nanoro Microscope Focus Stacking", rev. 1 (2021)
+#: (working distances from the table; depth of field by the Nikon MicroscopyU formula at
+#: the defaults, :func:`depth_of_field`).
 OBJECTIVES: Mapping[str, Objective] = MappingProxyType(
     {
         o.name: o

@@ -276,6 +276,7 @@ def check_scenario(sc: dict[str, Any], make_rig: Callable[..., Rig]) -> None:
         assert error.stage_stopped  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 @settings(
     max_examples=1000,
     deadline=None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +16,9 @@ import numpy as np
 import pytest
 
 distributed = pytest.importorskip("distributed")
+
+#: a dask cluster per module and worker processes: left out of the quick subset
+pytestmark = pytest.mark.slow
 
 import cloudpickle  # noqa: E402  (installed with distributed)
 import dask  # noqa: E402
@@ -206,9 +210,15 @@ def test_erring_task_is_retried_by_dask(client: Any, tmp_path: Path) -> None:
 def test_bad_stack_fails_alone_with_its_reason(client: Any, tmp_path: Path) -> None:
     stacks = _write_stacks(tmp_path / "in")
     missing = str(tmp_path / "in" / "nope.tif")
+    # a missing file is a typo: refused before anything runs, with no record written
+    typo = {**stacks, "missing_file": [stacks["s2"][0], missing, stacks["s2"][2]]}
+    with pytest.raises(FileNotFoundError, match=f"stack 'missing_file': .*{missing}"):
+        fuse_many(typo, tmp_path / "out", client=client)
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "in" / "empty").mkdir()
     bad = {
         **stacks,
-        "missing_file": [stacks["s2"][0], missing, stacks["s2"][2]],
+        "empty": str(tmp_path / "in" / "empty"),
         "mixed": [stacks["s0"], stacks["s2"][0]],  # uint8 RGB then float32 frames
     }
     report = fuse_many(bad, tmp_path / "out", client=client)
@@ -217,16 +227,14 @@ def test_bad_stack_fails_alone_with_its_reason(client: Any, tmp_path: Path) -> N
         "s0": "done",
         "s1": "done",
         "s2": "done",
-        "missing_file": "failed",
+        "empty": "failed",
         "mixed": "failed",
     }
     errors = {r.name: r.error for r in report.failed}
-    assert (
-        errors["missing_file"].startswith("FileNotFoundError") and missing in errors["missing_file"]
-    )
+    assert errors["empty"].startswith("ValueError: empty stack")
     assert "dtype" in errors["mixed"] and "frame 4" in errors["mixed"]
     text = report.summary()
-    assert "3 fused, 0 already done, 2 failed" in text and missing in text
+    assert "3 fused, 0 already done, 2 failed" in text and "FAILED empty" in text
     assert not Path(report.failed[0].image_path).exists()
     # a rerun retries the failed stacks only (and they fail again, for the same reason)
     again = fuse_many(bad, tmp_path / "out", client=client)
@@ -261,6 +269,9 @@ def test_unreachable_scheduler_is_a_clear_error_before_any_work(tmp_path: Path) 
         ({"a": "x"}, {"client": 3}, TypeError, "client must be None"),
         ({"a": "x"}, {"timeout_s": 0}, ValueError, "timeout_s must be > 0"),
         ({"a": "x"}, {"progress": 3}, TypeError, "progress must be callable"),
+        ({"a": "x"}, {"z_step_um": 0.0}, ValueError, "z_step_um must not be 0"),
+        ({"a": "x"}, {"z_step_um": float("nan")}, ValueError, "z_step_um must be finite"),
+        ({"a": "x"}, {"z_step_um": "2"}, TypeError, "z_step_um must be a real number"),
     ],
 )
 def test_bad_arguments(
@@ -331,3 +342,96 @@ def test_missing_dask_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path:
     with pytest.raises(ImportError, match=r'pip install "nanoro_optics\[dask\]"'):
         fuse_many({"a": "x"}, tmp_path)
     assert batch_mod.RECORD_FORMAT.startswith("nanoro_optics.fuse_many")
+
+
+# ------------------------------------------------------------- the CLI as a new user meets it
+
+from test_cli_options import _cli  # noqa: E402  (the command in a subprocess, this checkout)
+
+
+def test_missing_stack_is_refused_before_a_cluster_starts(tmp_path: Path) -> None:
+    stacks = _write_stacks(tmp_path / "in")
+    t0 = time.perf_counter()
+    res = _cli("fuse-batch", stacks["s1"], "in/nope", "--out", "out", cwd=tmp_path)
+    assert res.returncode == 2
+    assert re.search(
+        r"stack 'nope': no such file or folder: \S*in/nope; nothing was fused", res.stderr
+    )
+    assert not (tmp_path / "out").exists()  # no folder, no record, no cluster
+    assert "to fuse on" not in res.stdout
+    assert time.perf_counter() - t0 < 60
+    with pytest.raises(FileNotFoundError, match="'nope'"):
+        fuse_many({"s1": stacks["s1"], "nope": tmp_path / "nope"}, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
+    with pytest.raises(FileNotFoundError, match="matches no stack"):
+        fuse_many([str(tmp_path / "in" / "zz*")], tmp_path / "out3")
+
+
+def test_quoted_glob_names_one_stack_per_match(client: Any, tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for k in (10, 2):
+        s = synthetic_stack(SHAPE, N_FRAMES, seed=k, dtype=np.uint8, channels=1)
+        (root / f"run{k}").mkdir(parents=True)
+        for j, f in enumerate(s.frames):
+            write_image(root / f"run{k}" / f"f{j}.png", f)
+    address = client.scheduler.address
+    argv = ["fuse-batch", "runs/*/", "--out", "out", "--scheduler", address]
+    res = _cli(*argv, "--z-step-um", "2", "--hard", "--levels", "3", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "2 stacks to fuse on 2 dask workers" in res.stdout
+    assert "[1/2]" in res.stdout and "fused 4 frames" in res.stdout
+    for name in ("run2", "run10"):
+        ref = fuse_stack(iter_stack(root / name), sharpness=None, levels=3)
+        np.testing.assert_array_equal(read_image(tmp_path / "out" / f"{name}.tif"), ref.image)
+        depth = tifffile.imread(tmp_path / "out" / f"{name}.depth.tif")
+        np.testing.assert_allclose(depth, 2.0 * ref.depth, rtol=1e-6, equal_nan=True)
+        rec = json.loads((tmp_path / "out" / f"{name}.json").read_text())
+        assert rec["depth_unit"] == "um"
+        assert rec["options"] == {
+            "align": False,
+            "crop": False,
+            "levels": 3,
+            "sharpness": None,
+            "z_step_um": 2.0,
+        }
+    # fuse's --z-step-um gives the same depth map
+    one = _cli(
+        "fuse",
+        "runs/run2",
+        "-o",
+        "o.tif",
+        "--depth-map",
+        "d.tif",
+        "--z-step-um",
+        "2",
+        "--hard",
+        "--levels",
+        "3",
+        "-q",
+        cwd=tmp_path,
+    )
+    assert one.returncode == 0, one.stderr
+    np.testing.assert_allclose(
+        tifffile.imread(tmp_path / "d.tif"),
+        tifffile.imread(tmp_path / "out" / "run2.depth.tif"),
+        rtol=1e-5,
+        atol=1e-5,
+        equal_nan=True,
+    )
+
+
+def test_only_the_dtypes_of_the_stacks_are_compiled_before_the_cluster(tmp_path: Path) -> None:
+    stacks = _write_stacks(tmp_path / "in")  # uint8 TIFF, uint16 PNGs, float32 TIFFs
+    jobs = [
+        batch_mod._Job(n, s, str(tmp_path), ".tif", False, False, {}, 1) for n, s in stacks.items()
+    ]
+    assert batch_mod._frame_dtypes(jobs) == ("uint8", "uint16", "float32")
+    assert batch_mod._frame_dtypes(jobs[1:2]) == ("uint16",)
+    assert batch_mod._frame_dtypes(jobs[:1] * 2) == ("uint8",)
+    # more stacks than are looked at, a callable source or an unreadable one: warm them all
+    assert batch_mod._frame_dtypes(jobs[1:2] * 5) == batch_mod._WORK_DTYPES
+    odd = batch_mod._Job("c", lambda: iter([]), str(tmp_path), ".tif", False, False, {}, 1)
+    assert batch_mod._frame_dtypes([odd]) == batch_mod._WORK_DTYPES
+    (tmp_path / "empty").mkdir()
+    empty = batch_mod._Job("e", str(tmp_path / "empty"), str(tmp_path), ".tif", False, False, {}, 1)
+    assert batch_mod._frame_dtypes([empty]) == batch_mod._WORK_DTYPES

@@ -14,6 +14,9 @@ from nanoro_optics.distributed import tiled as tiled_mod
 from nanoro_optics.fusion import fuse_stack, synthetic_stack
 from nanoro_optics.fusion.pyramid import auto_levels
 
+#: tile-by-tile fusion of whole stacks, often on a dask cluster: left out of the quick subset
+pytestmark = pytest.mark.slow
+
 #: float frames: the issue asks for 1e-5 relative; the tiles compute every value in the same
 #: order as the whole image, so equality is in fact exact and is checked as such too
 FLOAT_RTOL = 1e-5

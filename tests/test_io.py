@@ -513,3 +513,46 @@ def test_large_png_reads_back_with_pillow(tmp_path: Path, monkeypatch, libdeflat
     write_image(tmp_path / "big.png", img)
     with Image.open(tmp_path / "big.png") as im:
         np.testing.assert_array_equal(np.asarray(im), img)
+
+
+# ------------------------------------------------------------------ paths as frame sources
+
+
+def test_as_frames_reads_paths_lazily_and_passes_frames_through(tmp_path: Path) -> None:
+    from nanoro_optics.fusion import fuse_stack
+    from nanoro_optics.io import as_frames, is_stack_source
+
+    frames = np.stack([np.full((6, 7), 10 * k, np.uint8) for k in range(4)])
+    for k, f in enumerate(frames):
+        write_image(tmp_path / f"f{k}.png", f)
+    (tmp_path / "t").mkdir()
+    tifffile.imwrite(tmp_path / "t" / "stack.tif", frames, photometric="minisblack")
+    sources = [
+        tmp_path,
+        str(tmp_path / "f*.png"),
+        [tmp_path / "f0.png", str(tmp_path / "f1.png"), tmp_path / "f2.png", tmp_path / "f3.png"],
+        tmp_path / "t" / "stack.tif",
+    ]
+    for source in sources:
+        assert is_stack_source(source)
+        got = as_frames(source)
+        assert not isinstance(got, np.ndarray)  # an iterator: one frame in memory at a time
+        np.testing.assert_array_equal(np.stack(list(got)), frames)
+    np.testing.assert_array_equal(
+        fuse_stack(as_frames(tmp_path / "t" / "stack.tif")).image, fuse_stack(frames).image
+    )
+    # frames themselves come back as they are
+    assert as_frames(frames) is frames
+    listed = list(frames)
+    assert as_frames(listed) is listed and not is_stack_source(listed)
+    assert not is_stack_source([]) and not is_stack_source(3)
+
+
+def test_as_frames_refuses_a_missing_path_before_reading_anything(tmp_path: Path) -> None:
+    from nanoro_optics.io import as_frames
+
+    write_image(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        as_frames([tmp_path / "a.png", tmp_path / "typo.png"])  # fails now, not mid-stack
+    with pytest.raises(ValueError, match="matches no file"):
+        as_frames(str(tmp_path / "*.tif"))

@@ -68,6 +68,7 @@ def mmcore_rig(mock: MockZStage, cam: CountingCamera) -> Rig:
     return Rig(MMCoreZStage(core, limits_um=mock.limits_um), MMCoreCamera(core), mock, cam)
 
 
+@pytest.mark.slow
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=scenarios())
 def test_executor_safety_property_mmcore(sc: dict[str, Any]) -> None:

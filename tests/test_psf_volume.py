@@ -167,3 +167,26 @@ def test_focal_scan_matched_is_mirrored_field() -> None:
         psf.focal_scan_psf((7, 9, 9), spacing_um=(0.1, 0.05), depth_um=5.0, nfp_center_um=0.1, **kw)
     with pytest.raises(ValueError, match="depth_um"):
         psf.focal_scan_psf((7, 9, 9), spacing_um=0.1, depth_um=-1.0, nfp_center_um=1.0, **kw)
+
+
+MATCHED = dict(na=1.2, n_immersion=1.33, n_sample=1.33, wavelength_um=0.5)
+
+
+def test_matched_indices_allow_planes_on_both_sides_of_the_coverslip() -> None:
+    # no interface: a bead on the coverslip (nfp 0) seen through focus, planes above it too
+    kw = dict(shape=(9, 17, 17), spacing_um=(0.2, 0.05), **MATCHED)
+    h0 = psf.vectorial_psf(**kw, nfp_um=0.0)
+    # the aberration-free focus is symmetric about the focal plane (Richards & Wolf 1959)
+    np.testing.assert_allclose(h0, h0[::-1], rtol=1e-9, atol=1e-12)
+    assert int(np.argmax(h0[:, 8, 8])) == 4 and h0[4, 8, 8] == pytest.approx(1.0)
+    # and the nominal depth does not matter without an interface
+    np.testing.assert_allclose(h0, psf.vectorial_psf(**kw, nfp_um=5.0), rtol=1e-9, atol=1e-12)
+    # the same holds for the axial profile
+    z = np.linspace(-1.0, 1.0, 5)
+    a = psf.axial_intensity(z, nfp_um=0.0, **MATCHED)
+    np.testing.assert_allclose(a, a[::-1], rtol=1e-9)
+
+
+def test_mismatch_above_the_interface_names_the_function_to_use() -> None:
+    with pytest.raises(ValueError, match=r"focal_scan_psf\(depth_um=d"):
+        psf.vectorial_psf((4, 8, 8), spacing_um=0.1, **{**MISMATCH, "nfp_um": 0.0})

@@ -67,6 +67,7 @@ def test_package_import_does_not_pull_the_testing_kit() -> None:
 # ------------------------------------------------------------------------------ objectives
 
 
+@pytest.mark.slow
 @VALIDITY
 @given(objectives())
 def test_objectives_are_valid(obj: optics.Objective) -> None:
@@ -104,6 +105,7 @@ def test_default_plans_are_valid_and_synchronised(plan: ZScanPlan) -> None:
 SHARED_LIMITS = st.shared(zscan_limits(), key="limits")
 
 
+@pytest.mark.slow
 @VALIDITY
 @given(SHARED_LIMITS, zscan_plans(limits=SHARED_LIMITS, synchronised=False))
 def test_plans_obey_drawn_limits_in_or_out_of_sync(lim: ZScanLimits, plan: ZScanPlan) -> None:
@@ -176,6 +178,7 @@ def test_plan_option_errors() -> None:
 # ------------------------------------------------------------------------------ focus stacks
 
 
+@pytest.mark.slow
 @VALIDITY
 @given(focus_stacks())
 def test_focus_stacks_are_valid_with_exact_truth(ex: FocusStackExample) -> None:
@@ -259,6 +262,7 @@ def test_stage_fault_edge_cases() -> None:
 # ------------------------------------------------------------------------------ beam tilt
 
 
+@pytest.mark.slow
 @VALIDITY
 @given(beam_tilt_pairs())
 def test_beam_tilt_pairs_are_valid_with_model_truth(pair: object) -> None:

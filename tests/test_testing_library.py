@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -181,6 +182,7 @@ def _mean_abs_error(img: np.ndarray, truth: np.ndarray) -> float:
 SMALL_SHAPES = st.tuples(st.integers(16, 32), st.integers(16, 32))
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(focus_stacks(shape=SMALL_SHAPES, n_frames=st.integers(2, 6)))
 def test_fusion_recovers_the_all_in_focus_truth(ex: FocusStackExample) -> None:
@@ -193,6 +195,7 @@ def test_fusion_recovers_the_all_in_focus_truth(ex: FocusStackExample) -> None:
     assert _mean_abs_error(res.image, ex.truth) <= FUSED_VS_FRAMES_MAX * frames_error
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     focus_stacks(

@@ -163,8 +163,7 @@ def test_missing_useq_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_round_trip_through_useq(spacing: float, count: int, start: float | None) -> None:
     plan = ZScanPlan.from_spacing_count(spacing, count, start_um=start)
-    # a single position carries no spacing: give it back for count 0
-    back = from_useq(plan.to_useq(), spacing_um=plan.spacing_um)
+    back = from_useq(plan.to_useq())  # count 0 too: the export keeps the spacing
     assert back.start_um == plan.start_um  # None stays None (relative, starting at 0)
     assert back.count == plan.count and back.synchronised
     scale = ULPS * (abs(start or 0.0) + plan.distance_um)
@@ -172,3 +171,15 @@ def test_round_trip_through_useq(spacing: float, count: int, start: float | None
         back.positions_um(), plan.positions_um(), rtol=0, atol=(count + 2) * scale
     )
     assert back.spacing_um == pytest.approx(plan.spacing_um, rel=EVEN_RTOL)
+
+
+@pytest.mark.parametrize("start", [None, -3.25, 0.0, 17.5])
+def test_single_position_plan_round_trips_with_its_spacing(start: float | None) -> None:
+    plan = ZScanPlan(0.0, 2.5, 0, start_um=start)
+    z = plan.to_useq()
+    assert [float(p) for p in z] == [0.0 if start is None else start]  # one position only
+    assert bool(z.is_relative) == (start is None)
+    back = from_useq(z)
+    assert (back.start_um, back.count, back.spacing_um, back.distance_um) == (start, 0, 2.5, 0.0)
+    # through a dict, as a saved MDA sequence holds it
+    assert from_useq(z.model_dump()) == back

@@ -324,7 +324,8 @@ def solve_defocus_stig(
         removed from the fit; otherwise the defocus includes it (``cs_corrected`` False).
     fit_limit_um : float, optional
         Largest acceptable RMS residual expressed as defocus (um). Default 0.1 um, the
-        seed's final-focus accuracy; raise it for coarse (large-pixel) steps.
+        final-focus accuracy of Leginon's autofocus (A. Cheng, "Optimizing Autofocus");
+        raise it for coarse (large-pixel) steps.
 
     Returns
     -------

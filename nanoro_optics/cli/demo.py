@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .._text import plural
+
 COMMAND = "demo"
 HELP = (
     "Run the whole pipeline on a simulated specimen: plan, acquire, fuse while acquiring, "
@@ -41,8 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print its summary."""
-    from ..demo import run_demo
+    import sys
 
+    from ..demo import run_demo
+    from ._first_run import announce_compile
+
+    announce_compile(depth=True, align=False, stream=sys.stderr)
     s = run_demo(
         args.out,
         seed=args.seed,
@@ -61,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
         f"{s.shape[1]} x {s.shape[0]} px"
     )
     print(
-        f"plan             {plan['image_count']} images, spacing {plan['spacing_um']:.4g} um, "
-        f"distance {plan['distance_um']:.4g} um, from {s.commanded_um[0]:.4g} down to "
-        f"{plan['start_um']:.4g} um"
+        f"plan             {plural(plan['image_count'], 'image')}, "
+        f"spacing {plan['spacing_um']:.4g} um, distance {plan['distance_um']:.4g} um, "
+        f"from {s.commanded_um[0]:.4g} down to {plan['start_um']:.4g} um"
     )
     print(
         f"fused PSNR       {s.psnr_db:.2f} dB vs the all-in-focus truth (peak = white); "

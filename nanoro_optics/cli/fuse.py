@@ -20,6 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from .._text import plural
+from ._first_run import announce_compile
+from ._fusion_options import (
+    add_fusion_arguments,
+    check_output_options,
+    fuser_options,
+    unused_option_notes,
+)
+
 COMMAND = "fuse"
 HELP = "Fuse a focus stack (image files, a folder, a multi-page TIFF) into one sharp image."
 
@@ -31,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="INPUT",
         help="image files in focus order, folders (natural order: f2 before f10), glob "
-        "patterns, or multi-page TIFF / OME-TIFF stacks",
+        "patterns (quoted or not), or multi-page TIFF / OME-TIFF stacks; the outputs "
+        "are never read as frames",
     )
     parser.add_argument(
         "-o",
@@ -46,24 +56,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write the depth map as a float32 TIFF (frame index, or um with --z-step-um)",
     )
     parser.add_argument(
-        "--align",
+        "--overwrite",
         action="store_true",
-        help="align every frame onto the first (focus breathing: scale; drift: translation)",
+        help="replace outputs that exist already (default: refuse, and write nothing)",
     )
     parser.add_argument(
-        "--crop",
+        "-q",
+        "--quiet",
         action="store_true",
-        help="with --align, crop to the area every frame covers",
+        help="no progress bar, first-run notice, crop box or summary line",
     )
-    parser.add_argument(
-        "--z-step-um",
-        type=float,
-        metavar="UM",
-        help="focus step between frames in um; the depth map is then in um from the first frame",
-    )
-    parser.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bar and no summary line"
-    )
+    add_fusion_arguments(parser)
 
 
 class _End:
@@ -179,7 +182,12 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
-def _check_outputs(args: argparse.Namespace, files: list[Path]) -> tuple[Path, Path | None]:
+def _note(text: str) -> None:
+    print(f"nanoro-optics {COMMAND}: note: {text}", file=sys.stderr, flush=True)
+
+
+def _check_outputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """Check the output paths (format, folder, not both the same); return ``(flag, path)``."""
     from .. import io as nio
 
     out = Path(args.output)
@@ -198,14 +206,51 @@ def _check_outputs(args: argparse.Namespace, files: list[Path]) -> tuple[Path, P
         folder = path.parent if str(path.parent) else Path(".")
         if not folder.is_dir():
             raise ValueError(f"{flag} {path}: folder {folder} does not exist")
-        for f in files:
-            if _same_file(path, f) or path.resolve() == f.resolve():
-                raise ValueError(
-                    f"{flag} {path} is one of the input files; refusing to overwrite it"
-                )
     if depth is not None and (depth.resolve() == out.resolve()):
         raise ValueError(f"-o and --depth-map are the same file: {out}")
-    return out, depth
+    return targets
+
+
+def _is_output(path: Path, targets: list[tuple[str, Path]]) -> str | None:
+    """Return the flag of the output ``path`` is, if it is one."""
+    for flag, target in targets:
+        if _same_file(target, path) or target.resolve() == path.resolve():
+            return flag
+    return None
+
+
+def _stack_files(inputs: list[str], targets: list[tuple[str, Path]]) -> list[Path]:
+    """List the frames' files; outputs found in a folder or by a pattern are left out.
+
+    An output named as an input file itself is refused: the user asked to read it.
+    """
+    from .. import io as nio
+
+    files: list[Path] = []
+    for item in inputs:
+        explicit = Path(item).expanduser().is_file()
+        for f in nio.list_stack_files(item):
+            flag = _is_output(f, targets)
+            if flag is None:
+                files.append(f)
+            elif explicit:
+                raise ValueError(f"{flag} {f} is one of the input files; refusing to overwrite it")
+            else:
+                _note(f"{f} is the output of {flag}: left out of the stack")
+    if not files:
+        raise ValueError(f"empty stack: {' '.join(inputs)} holds no frame besides the outputs")
+    return files
+
+
+def _refuse_existing(targets: list[tuple[str, Path]], overwrite: bool) -> None:
+    if overwrite:
+        return
+    for flag, path in targets:
+        if path.exists():
+            raise ValueError(
+                f"{flag} {path} exists already; give --overwrite to replace it "
+                "(nothing was written)"
+            )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -215,23 +260,27 @@ def run(args: argparse.Namespace) -> int:
     from .. import io as nio
     from ..fusion import StackFuser
 
-    if args.crop and not args.align:
-        raise ValueError("--crop needs --align (without alignment every frame covers the image)")
-    if args.z_step_um is not None and not (
-        args.z_step_um == args.z_step_um and abs(args.z_step_um) != float("inf")
-    ):
-        raise ValueError(f"--z-step-um must be a finite number, got {args.z_step_um}")
-    if args.z_step_um == 0:
-        raise ValueError("--z-step-um must not be 0 (frames must be at distinct z positions)")
-    files = nio.list_stack_files(args.inputs)
-    out, depth_path = _check_outputs(args, files)
+    check_output_options(args)
+    options = fuser_options(args)
+    targets = _check_outputs(args)
+    files = _stack_files(args.inputs, targets)
+    _refuse_existing(targets, args.overwrite)
+    out = targets[0][1]
+    depth_path = targets[1][1] if len(targets) > 1 else None
+    for text in unused_option_notes(args, depth_written=depth_path is not None):
+        _note(text)
+    # without --depth-map no depth is tracked (its maps are about a sixth of the memory)
+    track = depth_path is not None
 
+    def new_fuser() -> Any:
+        return StackFuser(depth=track, **options)
+
+    fuser = new_fuser()  # checks the options before any frame is read
+    if not args.quiet:
+        announce_compile(depth=track, align=options["align"], stream=sys.stderr)
     tiffs = any(f.suffix.lower() in (".tif", ".tiff") for f in files)
     progress = _Progress(None if tiffs else len(files), sys.stderr, not args.quiet)
     t0 = time.perf_counter()
-    # without --depth-map no depth is tracked (its maps are about a sixth of the memory)
-    track = depth_path is not None
-    fuser = StackFuser(align=args.align, depth=track)
     handoff = HandOff(nio.iter_frames(files, reuse_buffer=True))
     expected = nio.png_frame_format(files[0])
     try:
@@ -242,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
             z = None if args.z_step_um is None else frame.index * args.z_step_um
             if frame.index == 0 and expected is not None:
                 if (frame.image.shape, frame.image.dtype) != expected:  # e.g. EXIF-rotated
-                    fuser = StackFuser(align=args.align, depth=track)
+                    fuser = new_fuser()
             try:
                 fuser.add(frame.image, z_um=z, on_copied=handoff.release)
             except (ValueError, TypeError) as exc:
@@ -263,14 +312,25 @@ def run(args: argparse.Namespace) -> int:
     bbox = fuser.valid_bbox
     if args.crop and bbox is not None:
         y0, y1, x0, x1 = bbox
+        h, w = image.shape[:2]
+        if (y0, y1, x0, x1) == (0, h, 0, w):
+            _note("--crop: nothing to crop, every frame covers the whole image")
+        elif not args.quiet:
+            _note(
+                f"cropped to rows {y0}:{y1}, columns {x0}:{x1} ({y1 - y0} x {x1 - x0} px of "
+                f"{h} x {w}), the area every frame covers"
+            )
         image = image[y0:y1, x0:x1]
         depth = None if depth is None else depth[y0:y1, x0:x1]
     # every check before the first byte is written: both outputs or neither
     nio.check_image_format(out, image)
     try:
-        nio.write_image(out, image)
+        nio.write_image(out, image, overwrite=args.overwrite)
         if depth_path is not None:
-            nio.write_depth_map(depth_path, depth)
+            nio.write_depth_map(depth_path, depth, overwrite=args.overwrite)
+    except FileExistsError as exc:  # appeared while fusing
+        print(f"nanoro-optics fuse: error: {exc}; give --overwrite to replace it", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"nanoro-optics fuse: error: cannot write output: {exc}", file=sys.stderr)
         return 1
@@ -278,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
         shape = "x".join(str(s) for s in image.shape)
         extra = f", depth map {depth_path} ({unit})" if depth_path else ""
         print(
-            f"fused {fuser.n_frames} frames ({shape} {image.dtype}) into {out}{extra} "
+            f"fused {plural(fuser.n_frames, 'frame')} ({shape} {image.dtype}) into {out}{extra} "
             f"in {time.perf_counter() - t0:.1f} s"
         )
     return 0

@@ -7,6 +7,15 @@ import json
 import sys
 from typing import Any
 
+from .._text import plural
+from ._first_run import announce_compile
+from ._fusion_options import (
+    add_fusion_arguments,
+    check_output_options,
+    fuser_options,
+    unused_option_notes,
+)
+
 COMMAND = "fuse-batch"
 HELP = "Fuse many focus stacks (folders or multi-page TIFFs) on a dask cluster; reruns resume."
 
@@ -17,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "stacks",
         nargs="+",
         metavar="STACK",
-        help="a folder of frames or a multi-page TIFF per stack; outputs are named after it",
+        help="a folder of frames or a multi-page TIFF per stack, or glob patterns of them "
+        "(quoted or not: 'runs/*/'); outputs are named after each folder or file",
     )
     parser.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder")
     parser.add_argument(
@@ -35,15 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=10.0, metavar="S", help="scheduler connect timeout (s)"
     )
-    parser.add_argument("--align", action="store_true", help="align frames (focus breathing)")
-    parser.add_argument(
-        "--levels", type=int, metavar="N", help="pyramid levels (default: from the image size)"
-    )
-    parser.add_argument(
-        "--hard",
-        action="store_true",
-        help="hard maximum-activity selection instead of the soft, noise-averaging rule",
-    )
     parser.add_argument(
         "--format", choices=(".tif", ".png"), default=".tif", help="fused image format"
     )
@@ -51,25 +52,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--overwrite", action="store_true", help="fuse again stacks finished by an earlier run"
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_fusion_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Fuse the stacks; exit 0 if all are fused, 1 if any failed, 2 on bad input."""
     from ..distributed import fuse_many
 
-    options: dict[str, Any] = {}
-    if args.levels is not None:
-        options["levels"] = args.levels
-    if args.hard:
-        options["sharpness"] = None
+    check_output_options(args)
+    options = fuser_options(args)
+    align = options.pop("align")
     if args.workers is not None and args.scheduler is not None:
         raise ValueError("--workers sizes the local cluster; it cannot be used with --scheduler")
+    for text in unused_option_notes(args, depth_written=True):
+        print(f"nanoro-optics {COMMAND}: note: {text}", file=sys.stderr)
     quiet = bool(args.json)
 
     def on_start(link: str, n_workers: int, n_todo: int) -> None:
         if not quiet:
             where = f"; dashboard {link}" if link else ""
-            print(f"{n_todo} stacks to fuse on {n_workers} dask workers{where}", flush=True)
+            workers = plural(n_workers, "dask worker")
+            print(f"{plural(n_todo, 'stack')} to fuse on {workers}{where}", flush=True)
 
     def progress(rec: Any, done: int, total: int) -> None:
         if quiet:
@@ -79,23 +82,27 @@ def run(args: argparse.Namespace) -> int:
         elif rec.status == "skipped":
             what = "already done"
         else:
-            what = f"fused {rec.n_frames} frames in {rec.seconds:.1f} s on {rec.worker}"
+            what = f"fused {plural(rec.n_frames, 'frame')} in {rec.seconds:.1f} s on {rec.worker}"
         print(f"[{done}/{total}] {rec.name}: {what}", flush=True)
 
     if not quiet:
-        print(f"fusing {len(args.stacks)} stacks into {args.out} ...", flush=True)
+        print(f"fusing into {args.out} ...", flush=True)
+    if args.scheduler is None:  # the local cluster's kernels compile here, before it starts
+        announce_compile(depth=True, align=align, stream=sys.stderr)
     try:
         report = fuse_many(
             args.stacks,
             args.out,
             client=args.scheduler,
             n_workers=args.workers,
-            align=args.align,
+            align=align,
+            crop=args.crop,
             image_suffix=args.format,
             overwrite=args.overwrite,
             timeout_s=args.timeout,
             progress=progress,
             on_start=on_start,
+            z_step_um=args.z_step_um,
             **options,
         )
     except ConnectionError as exc:

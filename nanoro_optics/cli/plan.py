@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from .._text import plural
+
 COMMAND = "plan"
 HELP = "Plan a focus-stacking Z scan over a sample: spacing, count, positions and problems."
 
@@ -103,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"plan: start {plan['start_um']:.6g} um, distance {plan['distance_um']:.6g} um = "
-        f"{plan['count']} steps x {plan['spacing_um']:.6g} um, {plan['image_count']} images"
+        f"{plural(plan['count'], 'step')} x {plan['spacing_um']:.6g} um, "
+        f"{plural(plan['image_count'], 'image')}"
     )
     print("positions (capture order, top to bottom), um:")
     print("  " + ", ".join(f"{z:.6g}" for z in out["positions_um"]))

@@ -9,20 +9,22 @@ name, the fused image, the depth map and last a JSON record; the record's presen
 by a killed worker, a cancelled job or a power cut is resumed by running it again: finished
 stacks are skipped and only the missing ones are fused.
 
-A stack that cannot be fused (a missing or damaged file, frames of different shapes) gets a
-record with ``status = "failed"`` and the reason; the rest of the batch goes on, and the
+A source path that does not exist is refused before any cluster starts (nothing is written).
+A stack that cannot be fused (a damaged file, an empty folder, frames of different shapes) gets
+a record with ``status = "failed"`` and the reason; the rest of the batch goes on, and the
 report lists every failure with its reason (never a silent skip). A worker that dies while
 fusing (out of memory, killed) is replaced by dask and the stack is retried on another worker.
 
 Layout of ``out_dir`` for a stack named ``NAME``::
 
     NAME.tif         fused image, the frames' dtype and shape (or NAME.png)
-    NAME.depth.tif   float32 depth map (frame units, NaN where unsure)
+    NAME.depth.tif   float32 depth map (frame units, or um with z_step_um; NaN where unsure)
     NAME.json        the record (written last)
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -35,7 +37,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from nanoro_optics._validation import check_choice, check_int, check_positive
+from nanoro_optics._text import plural
+from nanoro_optics._validation import (
+    check_choice,
+    check_finite_real,
+    check_int,
+    check_positive,
+)
 
 from . import require_distributed
 
@@ -178,8 +186,9 @@ class BatchReport:
     def summary(self) -> str:
         """Return a few lines for a terminal: counts, then every failure with its reason."""
         lines = [
-            f"{len(self.records)} stacks: {len(self.done)} fused, {len(self.skipped)} already "
-            f"done, {len(self.failed)} failed ({self.seconds:.1f} s, {self.n_workers} workers)"
+            f"{plural(len(self.records), 'stack')}: {len(self.done)} fused, "
+            f"{len(self.skipped)} already done, {len(self.failed)} failed "
+            f"({self.seconds:.1f} s, {plural(self.n_workers, 'worker')})"
         ]
         for rec in self.failed:
             lines.append(f"  FAILED {rec.name}: {rec.error}")
@@ -200,6 +209,7 @@ class _Job:
     crop: bool
     options: dict[str, Any]
     numba_threads: int | None
+    z_step_um: float | None = None
 
 
 def _paths(out_dir: str, name: str, image_suffix: str) -> tuple[Path, Path, Path]:
@@ -245,6 +255,8 @@ def _frames_of(source: StackSpec) -> tuple[Iterable[Any], tuple[str, ...]]:
 
 def _fuse_one(job: _Job) -> StackRecord:
     """Fuse one stack and write its outputs (runs on a worker)."""
+    import numpy as np
+
     from nanoro_optics.fusion import fuse_stack
     from nanoro_optics.io import write_depth_map, write_image
 
@@ -264,8 +276,11 @@ def _fuse_one(job: _Job) -> StackRecord:
     try:
         frames, sources = _frames_of(job.source)
         res = fuse_stack(frames, align=job.align, crop=job.crop, **job.options)
+        depth, unit = res.depth, res.depth_unit
+        if job.z_step_um is not None:  # frame k at k * step: the depth scales with it
+            depth, unit = depth * np.float32(job.z_step_um), "um"
         write_image(image_path, res.image)
-        write_depth_map(depth_path, res.depth)
+        write_depth_map(depth_path, depth)
     except (ValueError, TypeError, OSError) as exc:
         # bad input: the record says why, the batch goes on
         rec = StackRecord(
@@ -283,7 +298,7 @@ def _fuse_one(job: _Job) -> StackRecord:
         n_frames=res.n_frames,
         shape=tuple(int(n) for n in res.image.shape),
         dtype=str(res.image.dtype),
-        depth_unit=res.depth_unit,
+        depth_unit=unit,
         seconds=time.perf_counter() - t0,
         cpu_seconds=time.process_time() - c0,
         sources=sources,
@@ -294,9 +309,10 @@ def _fuse_one(job: _Job) -> StackRecord:
 
 
 def _options_json(job: _Job) -> dict[str, Any]:
+    step = {} if job.z_step_um is None else {"z_step_um": job.z_step_um}
     return json.loads(
         json.dumps(
-            {"align": job.align, "crop": job.crop, **job.options},
+            {"align": job.align, "crop": job.crop, **step, **job.options},
             sort_keys=True,
             default=str,
         )
@@ -334,6 +350,67 @@ def _check_name(name: Any) -> str:
     return name
 
 
+def _expand_stack_globs(stacks: Iterable[Any]) -> list[str | os.PathLike[str]]:
+    """Replace each glob pattern of a list of stacks by the folders and files it matches.
+
+    A path that exists is kept as it is (even if it holds ``*``); a pattern's matches are taken
+    in natural order, each one stack, as a shell would expand an unquoted pattern.
+    """
+    from nanoro_optics.io import IMAGE_SUFFIXES as FRAME_SUFFIXES
+    from nanoro_optics.io import _is_glob, _natural_key
+
+    out: list[str | os.PathLike[str]] = []
+    for src in stacks:
+        if not isinstance(src, (str, os.PathLike)):
+            raise TypeError(
+                "a list of stacks must hold paths (give a mapping {name: source} for other "
+                f"sources), got {type(src).__name__} {src!r}"
+            )
+        text = os.fspath(src)
+        if os.path.exists(os.path.expanduser(text)) or not _is_glob(text):
+            out.append(src)
+            continue
+        matches = [
+            Path(m)
+            for m in glob.glob(os.path.expanduser(text))
+            if os.path.isdir(m) or Path(m).suffix.lower() in FRAME_SUFFIXES
+        ]
+        if not matches:
+            raise FileNotFoundError(f"the pattern {text!r} matches no stack (folder or image file)")
+        out.extend(sorted(matches, key=lambda p: _natural_key(str(p))))
+    return out
+
+
+def _absolute(source: StackSpec) -> StackSpec:
+    """Make a path source (or each path of a list) absolute: workers may run elsewhere."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.path.abspath(os.path.expanduser(os.fspath(source)))
+    if isinstance(source, (list, tuple)) and all(
+        isinstance(item, (str, os.PathLike)) for item in source
+    ):
+        return [_absolute(item) for item in source]
+    return source
+
+
+def _check_sources_exist(named: Mapping[str, StackSpec]) -> None:
+    """Refuse a path source that does not exist, before any cluster starts or record is written.
+
+    Only existence is checked here (it is a typo, not a stack that failed); an empty folder or
+    a damaged file fails its stack on the worker, with a record saying why.
+    """
+    from nanoro_optics.io import list_stack_files
+
+    for name, src in named.items():
+        if callable(src):
+            continue
+        try:
+            list_stack_files(src)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"stack {name!r}: {exc}; nothing was fused") from None
+        except ValueError:
+            pass  # an empty folder or a pattern matching no file: its record says so
+
+
 def _named_stacks(stacks: Any) -> dict[str, StackSpec]:
     if isinstance(stacks, Mapping):
         items = [(_check_name(k), v) for k, v in stacks.items()]
@@ -344,12 +421,7 @@ def _named_stacks(stacks: Any) -> dict[str, StackSpec]:
         )
     else:
         items = []
-        for src in stacks:
-            if not isinstance(src, (str, os.PathLike)):
-                raise TypeError(
-                    "a list of stacks must hold paths (give a mapping {name: source} for other "
-                    f"sources), got {type(src).__name__} {src!r}"
-                )
+        for src in _expand_stack_globs(stacks):
             p = Path(src)
             items.append((_check_name(p.stem if p.is_file() else p.name), src))
     out: dict[str, StackSpec] = {}
@@ -367,34 +439,75 @@ def _named_stacks(stacks: Any) -> dict[str, StackSpec]:
     return out
 
 
-def _warm_kernels() -> None:
+#: dtypes the fuser has kernels for (any other is fused as float32)
+_WORK_DTYPES = ("uint8", "uint16", "float32")
+
+
+def _warm_kernels(dtypes: Iterable[str] = _WORK_DTYPES, *, align: bool = False) -> None:
     """Compile (or load from numba's cache) the fuser's kernels once, before workers start.
 
     Kernels are cached on disk (``cache=True``), so worker processes load them instead of
-    each compiling its own copy at the same time.
+    each compiling its own copy at the same time. Only the kernels for ``dtypes`` (names of
+    :data:`_WORK_DTYPES`) are compiled, with the alignment kernels when ``align``: a cold
+    cache compiles for about half a minute per dtype.
     """
     import numpy as np
 
     from nanoro_optics.fusion import fuse_stack
 
-    for dtype in (np.uint8, np.uint16, np.float32):
-        frames = np.zeros((2, 16, 16, 3), dtype=dtype)
-        frames[1, 8, 8] = 1
-        fuse_stack(frames, levels=2)
+    for name in dtypes:
+        frames = np.zeros((2, 64, 64, 3), dtype=np.dtype(name))
+        frames[:, 20:40:3, 16:48:5] = 1  # texture for the aligner to register
+        fuse_stack(frames, levels=2, align=align)
 
 
-def connect(client: Any, *, n_workers: int | None = None, timeout_s: float = 10.0) -> Any:
+def _frame_dtypes(jobs: Sequence[_Job], *, most: int = 4) -> tuple[str, ...]:
+    """Return the work dtypes of the first frame of the first ``most`` stacks, from files.
+
+    All of :data:`_WORK_DTYPES` when a stack's frames come from a callable or cannot be read
+    here (its task will report why), so that workers never compile at the same time.
+    """
+    from nanoro_optics.io import iter_stack
+
+    found: set[str] = set()
+    for job in jobs[:most]:
+        if callable(job.source):
+            return _WORK_DTYPES
+        frames = iter_stack(job.source)
+        try:
+            first = next(frames)
+        except (ValueError, TypeError, OSError, StopIteration):
+            return _WORK_DTYPES
+        finally:
+            getattr(frames, "close", lambda: None)()  # close the file now, not when collected
+        name = first.dtype.name
+        found.add(name if name in _WORK_DTYPES else "float32")
+    if len(jobs) > most:  # the rest are not looked at: they may hold any dtype
+        return _WORK_DTYPES
+    return tuple(d for d in _WORK_DTYPES if d in found)
+
+
+def connect(
+    client: Any,
+    *,
+    n_workers: int | None = None,
+    timeout_s: float = 10.0,
+    warm_dtypes: Iterable[str] = _WORK_DTYPES,
+    warm_align: bool = False,
+) -> Any:
     """Return ``(client, owned)`` for ``client`` (None, an address or a Client).
 
     ``None`` starts a :class:`distributed.LocalCluster` of ``n_workers`` single-threaded worker
-    processes (default: one per core); an address (``"tcp://host:8786"``) connects to a running
-    scheduler and raises :class:`ConnectionError` if it cannot be reached within ``timeout_s``.
-    ``owned`` says whether the caller must close the client (and its cluster).
+    processes (default: one per core), after compiling the fuser's kernels for
+    ``warm_dtypes`` (and alignment's with ``warm_align``) once here; an address
+    (``"tcp://host:8786"``) connects to a running scheduler and raises
+    :class:`ConnectionError` if it cannot be reached within ``timeout_s``. ``owned`` says
+    whether the caller must close the client (and its cluster).
     """
     distributed = require_distributed()
     if client is None:
         n = (os.cpu_count() or 1) if n_workers is None else check_int(n_workers, "n_workers", 1)
-        _warm_kernels()
+        _warm_kernels(warm_dtypes, align=warm_align)
         cluster = distributed.LocalCluster(
             n_workers=n,
             threads_per_worker=1,
@@ -412,10 +525,17 @@ def connect(client: Any, *, n_workers: int | None = None, timeout_s: float = 10.
                 f"cannot reach the dask scheduler at {address!r} within {timeout_s:g} s "
                 f"({type(exc).__name__}: {exc}); nothing was submitted"
             ) from exc
-    if isinstance(client, distributed.Client):
-        if n_workers is not None:
-            raise ValueError("n_workers applies only to a LocalCluster started by client=None")
-        return client, False
+    _check_client(client)
+    if n_workers is not None:
+        raise ValueError("n_workers applies only to a LocalCluster started by client=None")
+    return client, False
+
+
+def _check_client(client: Any) -> None:
+    """Refuse a ``client`` that is not None, an address or a :class:`distributed.Client`."""
+    distributed = require_distributed()
+    if client is None or isinstance(client, (str, os.PathLike, distributed.Client)):
+        return
     raise TypeError(
         "client must be None (start a LocalCluster), a scheduler address or a "
         f"distributed.Client, got {type(client).__name__} {client!r}"
@@ -470,6 +590,7 @@ def fuse_many(
     timeout_s: float = 10.0,
     progress: Callable[[StackRecord, int, int], None] | None = None,
     on_start: Callable[[str, int, int], None] | None = None,
+    z_step_um: float | None = None,
     **fusion_options: Any,
 ) -> BatchReport:
     """Fuse many focus stacks on a dask cluster, one task per stack, resumably.
@@ -480,7 +601,9 @@ def fuse_many(
         ``{name: source}``, where a source is anything :func:`~nanoro_optics.io.iter_stack`
         reads (a folder, a multi-page TIFF, a glob, a list of files), or a picklable callable
         returning an iterable of frames (called on the worker). A plain list of folders or
-        files names each stack after its folder (or file stem).
+        files names each stack after its folder (or file stem); a glob pattern in such a
+        list stands for every folder and image file it matches, each one stack. A path
+        that does not exist is refused before anything runs.
     out_dir : path
         Output folder (created if missing); see the module docstring for its layout.
     client : None, str or distributed.Client, optional
@@ -510,6 +633,9 @@ def fuse_many(
     on_start : callable, optional
         Called as ``on_start(dashboard_link, n_workers, n_to_fuse)`` once the cluster is
         reached, before any task is submitted (not called when every stack is finished).
+    z_step_um : float, optional
+        Focus step between frames in um (finite, not 0): the depth maps are then in um from
+        each stack's first frame (frame ``k`` at ``k * z_step_um``) instead of frame units.
     **fusion_options
         ``levels`` and :class:`~nanoro_optics.fusion.FusionRule` options, the same for every
         stack.
@@ -564,11 +690,20 @@ def fuse_many(
     if n_workers is not None:
         n_workers = check_int(n_workers, "n_workers", 1)
     _check_fusion_options(fusion_options)
+    if z_step_um is not None:
+        z_step_um = check_finite_real(z_step_um, "z_step_um")
+        if z_step_um == 0:
+            raise ValueError("z_step_um must not be 0 (frames must be at distinct z positions)")
+    _check_client(client)
+    named = {name: _absolute(src) for name, src in named.items()}
+    _check_sources_exist(named)
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
 
     jobs = [
-        _Job(name, src, str(out), suffix, align, crop, dict(fusion_options), numba_threads)
+        _Job(
+            name, src, str(out), suffix, align, crop, dict(fusion_options), numba_threads, z_step_um
+        )
         for name, src in named.items()
     ]
     records: dict[str, StackRecord] = {}
@@ -587,7 +722,10 @@ def fuse_many(
     n_workers_seen = 0
     link = ""
     if todo:
-        dask_client, owned = connect(client, n_workers=n_workers, timeout_s=timeout_s)
+        warm = _frame_dtypes(todo) if client is None else _WORK_DTYPES
+        dask_client, owned = connect(
+            client, n_workers=n_workers, timeout_s=timeout_s, warm_dtypes=warm, warm_align=align
+        )
         try:
             n_workers_seen = len(dask_client.scheduler_info().get("workers", {}))
             link = str(getattr(dask_client, "dashboard_link", "") or "")

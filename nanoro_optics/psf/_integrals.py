@@ -314,7 +314,7 @@ def vectorial_integrals(
     nfp = check_positive(nfp_um, "nfp_um", allow_zero=True)
     r = as_float_array(r_um, "r_um", nonnegative=True)
     z = as_float_array(z_um, "z_um")
-    check_depth(z, nfp)
+    check_depth(z, nfp, opt)
     if n_nodes is None:
         n_nodes = auto_nodes(opt, nfp, float(z.min()), float(z.max()), float(r.max()))
     else:
@@ -323,15 +323,24 @@ def vectorial_integrals(
     return _evaluate(opt, pupil(opt, n_nodes), nfp, r_b.ravel(), z_b.ravel(), r_b.shape)
 
 
-def check_depth(z: np.ndarray, nfp: float) -> None:
-    """Refuse points above the interface (depth ``nfp + z < 0``), outside the model."""
+def check_depth(z: np.ndarray, nfp: float, opt: Optics | None = None) -> None:
+    """Refuse points above the interface (depth ``nfp + z < 0``), outside the model.
+
+    With matched indices (``opt.n_immersion == opt.n_sample``) there is no interface: the
+    field is the aberration-free focus of one medium, defined on both sides, and every ``z``
+    is accepted.
+    """
+    if opt is not None and opt.n_immersion == opt.n_sample:
+        return
     # a tolerance of a femtometre absorbs the rounding of z = -nfp
     bad = nfp + z < -1e-9
     if np.any(bad):
         zb = float(np.asarray(z)[bad].min()) if np.ndim(z) else float(z)
         raise ValueError(
-            f"z_um must be >= -nfp_um = {-nfp!r} (points above the interface, depth "
-            f"nfp_um + z_um < 0, are outside the model); got z_um={zb!r}"
+            f"z_um must be >= -nfp_um = {-nfp!r}: with n_immersion != n_sample, points above "
+            f"the interface (depth nfp_um + z_um < 0, in the immersion medium) are outside the "
+            f"model; got z_um={zb!r}. For a bead at depth d imaged through focus use "
+            "focal_scan_psf(depth_um=d, ...); with matched indices any z_um is allowed"
         )
 
 

@@ -148,7 +148,7 @@ def axial_intensity(
     opts = _setups(na, n_immersion, n_sample, wavelength_um, emission_wavelength_um)
     nfp = check_positive(nfp_um, "nfp_um", allow_zero=True)
     z = as_float_array(z_um, "z_um")
-    check_depth(z, nfp)
+    check_depth(z, nfp, opts[0])
     model = _AxialModel(opts, nfp, float(z.min()), float(z.max()))
     return _return(model(z), z_um)
 
@@ -163,8 +163,8 @@ def _geometric_bracket(opt: Optics, nfp: float) -> tuple[float, float, float]:
     """Search interval for z (from the nominal focus) and the coarse step (um).
 
     The apparent focus lies between the paraxial estimate ``NFP n2/n1`` (deep, Carlsson)
-    and the near-interface marginal estimate ``NFP (n1 - s1)/(n2 - s2)`` (seed 003, Loginov's
-    critical ratio); a margin of a few axial resolutions is added on both sides.
+    and the near-interface marginal estimate ``NFP (n1 - s1)/(n2 - s2)`` (Hoffman's and
+    Loginov's critical ratio); a margin of a few axial resolutions is added on both sides.
     """
     n1, n2 = opt.n_immersion, opt.n_sample
     na_eff = min(opt.na, n2)
@@ -219,7 +219,7 @@ def apparent_focal_position(
     the two geometric estimates, ``NFP n2/n1`` (paraxial) and ``NFP (n1 - sqrt(n1^2 -
     NA^2)) / (n2 - sqrt(n2^2 - NA^2))`` (marginal, near the interface), widened by three
     axial resolutions and cut at the interface; the best grid point is then refined by a
-    bounded scalar search (Brent) to 0.01 nm. This follows seed 003's procedure, with a
+    bounded scalar search (Brent) to 0.01 nm. This follows the procedure of Hoffman [2]_, with a
     bracket that holds at any depth.
 
     Parameters
@@ -252,7 +252,7 @@ def apparent_focal_position(
     ----------
     .. [1] A. Egner and S. W. Hell, in *Handbook of Biological Confocal Microscopy*, 3rd ed.
        (2006), ch. 20, doi:10.1007/978-0-387-45524-2_20
-    .. [2] D. P. Hoffman, "Oh no, I squished my OTF!" (seed 003),
+    .. [2] D. P. Hoffman, "Oh no, I squished my OTF!",
        https://david-hoffman.github.io/post/otf-squishing/
 
     Examples

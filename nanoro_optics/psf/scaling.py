@@ -19,7 +19,7 @@ stallinga    ``(<f1^2> - <f1>^2) / (<f1 f2> - <f1><f2>)``, ``f = sqrt(n^2 - NA^2
              rho^2)`` averaged over a uniform pupil
 lyakin       ``sqrt(4 (n2^2 - n1^2) + (n1 + s1)^2) / (n1 + s1)``, ``s1 = sqrt(n1^2 -  --
              NA^2)``
-critical     ``(n1 - sqrt(n1^2 - NA^2)) / (n2 - sqrt(n2^2 - NA^2))`` (seed 003)    --
+critical     ``(n1 - sqrt(n1^2 - NA^2)) / (n2 - sqrt(n2^2 - NA^2))``               --
 loginov      depth-dependent, bounded by ``critical`` near the interface            NFP, λ
 wave         ``AFP / NFP`` of the vectorial focus (:func:`apparent_focal_position`) NFP, λ
 ============ ====================================================================== =========

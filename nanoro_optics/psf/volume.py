@@ -151,7 +151,9 @@ def vectorial_psf(
     ------
     ValueError
         On an empty or non-3-D shape, non-positive spacing, non-finite values,
-        ``na >= n_immersion``, negative ``nfp_um`` or planes above the interface.
+        ``na >= n_immersion``, negative ``nfp_um`` or, when ``n_immersion != n_sample``,
+        planes above the interface (``nfp_um + z < 0``; with matched indices there is no
+        interface and every plane is allowed, e.g. a bead on the coverslip at ``nfp_um=0``).
     TypeError
         If ``shape`` is not a sequence of integers.
 
@@ -175,7 +177,7 @@ def vectorial_psf(
     nfp = check_positive(nfp_um, "nfp_um", allow_zero=True)
     zc = _scalar(z_center_um, "z_center_um")
     z = zc + (np.arange(nz) - nz // 2) * dz
-    check_depth(z, nfp)
+    check_depth(z, nfp, opts[0])
     return _volume(opts, polarization, np.full(nz, nfp), z, (ny, nx), (dy, dx), n_nodes, normalize)
 
 

@@ -40,7 +40,7 @@ def assert_plan_invariants(plan: Any, *, limits: ZScanLimits | None = None) -> N
     - a synchronised plan (``distance = spacing x count`` within ``SYNC_RTOL``) has no
       problems and ``image_count`` positions that run strictly downward one spacing at a
       time, from ``start + distance`` (its :attr:`top_um`) to exactly the start, none
-      below it (seed 000: the lens stays above its initial position);
+      below it (Urwin 2021: the lens stays above its initial position);
     - an out-of-sync plan reports the fact in :meth:`problems` and refuses to give
       positions (it must not run);
     - :meth:`to_dict` and :meth:`replace` round-trip to an equal plan;
@@ -165,7 +165,7 @@ def assert_positions_safe(
     limits_um: tuple[float, float],
     descending: bool = True,
 ) -> None:
-    """Check that stage targets keep the lens safe: the rules of seed 000 and the stage.
+    """Check that stage targets keep the lens safe: the rules of Urwin (2021) and the stage.
 
     - every position is finite and inside ``limits_um`` (nothing for the stage to clip);
     - none is below ``start_um``, where the user placed the lens ("the lens stays above

@@ -130,7 +130,7 @@ def _custom_objective(draw: st.DrawFn, immersion: SearchStrategy[str]) -> optics
 
 
 def objectives(*, immersion: Any = _DEFAULT, presets: bool = True) -> SearchStrategy[Any]:
-    """Draw objectives: the seed's presets first, then lenses with any valid NA and medium.
+    """Draw objectives: the table's presets first, then lenses with any valid NA and medium.
 
     Parameters
     ----------
@@ -189,7 +189,7 @@ def _custom_limits(draw: st.DrawFn) -> ZScanLimits:
 
 
 def zscan_limits(*, objective: Any = _DEFAULT) -> SearchStrategy[ZScanLimits]:
-    """Draw Z-tab limits: those of an objective (seed 000's rules), or arbitrary valid limits.
+    """Draw Z-scan limits: those of an objective (Urwin 2021), or arbitrary valid limits.
 
     Parameters
     ----------
@@ -265,7 +265,7 @@ def zscan_plans(
         :data:`DEFAULT_SPACING_RANGE_UM` (0.01 to 100 um).
     synchronised : bool, keyword-only
         True (default): every plan has ``distance = spacing x count``. False: plans may also
-        be out of sync as the seed's Count button leaves them (count = distance / spacing
+        be out of sync as a Count button that rounds leaves them (count = distance / spacing
         rounded to the nearest integer, so the distance is within half a spacing of
         ``spacing x count``); such plans are legal values that must not run.
     start_um : float, None or strategy, keyword-only

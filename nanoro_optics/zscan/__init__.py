@@ -1,11 +1,11 @@
 """Z-scan plans for focus stacking: distance = spacing x count, limits, positions, useq.
 
-Seed 000 (the Nanoro focus-stacking procedure) describes a dialog with three numbers, of
+The focus-stacking procedure of Urwin (2021) [1]_ sets a scan up with three numbers, of
 which only two are independent: the distance the stage travels, the spacing between images
 and the count of steps (images = count + 1). :class:`ZScanPlan` holds the three as a frozen
-value with the dialog's Compute buttons; :class:`ZScanLimits` holds the objective-dependent
-defaults and limits; :func:`plan_for_sample` follows the seed's procedure from the top and
-bottom of a sample. Scans run top to bottom and never go below the start.
+value with methods that compute one from the other two; :class:`ZScanLimits` holds the
+objective-dependent defaults and limits; :func:`plan_for_sample` follows that procedure from
+the top and bottom of a sample. Scans run top to bottom and never go below the start.
 
 Also here: SerialEM-style focus-range sampling (:func:`focus_levels`,
 :func:`extended_focus_levels`) and interchange with useq-schema Z plans

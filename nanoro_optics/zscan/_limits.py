@@ -1,4 +1,4 @@
-"""Seed 000's limits of the Z tab, and the plan that covers a sample."""
+"""The Z-scan limits of Urwin (2021) for an objective, and the plan that covers a sample."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _resolve_objective(objective: optics.Objective | str) -> optics.Objective:
 
 @dataclass(frozen=True)
 class ZScanLimits:
-    """Limits and defaults of the Z tab for one objective (seed 000, "Defaults and Limits").
+    """Limits and defaults of a Z scan for one objective (Urwin 2021, "Defaults and Limits").
 
     Parameters
     ----------
@@ -121,7 +121,7 @@ class ZScanLimits:
         wavelength_um: float = optics.DEFAULT_WAVELENGTH_UM,
         detector_um: float = optics.DEFAULT_DETECTOR_UM,
     ) -> ZScanLimits:
-        """Seed 000's limits for an objective.
+        """Return the limits of Urwin (2021) for an objective.
 
         - default spacing: the total depth of field (:func:`nanoro_optics.optics.
           depth_of_field`, ``lambda0 n / NA^2 + n e / (M NA)``) of the objective used as a
@@ -143,7 +143,8 @@ class ZScanLimits:
             :data:`~nanoro_optics.optics.OBJECTIVES`.
         wavelength_um, detector_um : float, keyword-only
             Vacuum wavelength and detector resolution of the depth-of-field formula
-            (defaults 0.70 and 1.5 um, which reproduce the seed's objective table).
+            (defaults 0.70 and 1.5 um, which reproduce the objective table,
+            :data:`~nanoro_optics.optics.OBJECTIVES`).
 
         Returns
         -------
@@ -170,9 +171,9 @@ class ZScanLimits:
         )
 
     def default_plan(self, *, start_um: float | None = None) -> ZScanPlan:
-        """Return the dialog's initial plan: default distance, spacing and count.
+        """Return the initial plan: default distance, spacing and count.
 
-        It is synchronised for seed 000's defaults (distance = spacing, count 1), and may
+        It is synchronised for the defaults of Urwin (2021) (distance = spacing, count 1), and may
         not be for customised defaults.
         """
         assert self.default_distance_um is not None  # filled in __post_init__
@@ -215,7 +216,7 @@ def plan_for_sample(
 ) -> ZScanPlan:
     """Plan a scan that covers a sample from below its bottom to above its top.
 
-    Seed 000's procedure: focus on the top and the bottom of the item, cover the depth
+    The procedure of Urwin (2021) [1]_: focus on the top and the bottom of the item, cover the depth
     between them with images no further apart than the depth of field, and add
     ``margin_steps`` steps beyond each end so the stack goes into focus and out again.
     The plan starts ``margin_steps`` spacings below the bottom (its lowest position, where

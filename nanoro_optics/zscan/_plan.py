@@ -23,7 +23,7 @@ __all__ = [
     "ZScanPlan",
 ]
 
-#: Largest step count the seed's Count box accepts (100 images).
+#: Largest step count a plan may have (100 images, the limit of Urwin 2021).
 MAX_COUNT = 99
 
 #: Relative tolerance of ``distance == spacing x count`` (see :attr:`ZScanPlan.synchronised`).
@@ -49,7 +49,7 @@ def _fmt(value: float) -> str:
 def _count_for(quotient: float, rounding: str, what: str) -> int:
     """Whole step count for ``distance / spacing == quotient`` under ``rounding``.
 
-    "nearest" rounds half up (4.5 -> 5, the seed's example). "cover" and "extend" round up,
+    "nearest" rounds half up (4.5 -> 5, the example of Urwin 2021). "cover" and "extend" round up,
     except that a quotient within float noise (``SYNC_RTOL``) of a whole number is that
     number, so ``0.3 / 0.1`` gives 3 steps, not 4.
     """
@@ -75,16 +75,16 @@ def _count_for(quotient: float, rounding: str, what: str) -> int:
 class ZScanPlan:
     """A focus-stacking Z scan: ``count`` steps of ``spacing_um`` over ``distance_um``.
 
-    The three numbers of seed 000's Z tab. Only two are independent
+    The three numbers of a Z-scan set-up (Urwin 2021 [1]_). Only two are independent
     (``distance = spacing x count``), but the value holds all three so that a plan can be
-    *out of sync* exactly as the dialog can be after the Count button rounds: such a plan
+    *out of sync* exactly as a set-up can be after its count is rounded: such a plan
     is a legal value, :attr:`synchronised` is False and :meth:`problems` says so; it is
-    refused by anything that runs it (:meth:`require_runnable`), as the seed's Run tab is
-    disabled.
+    refused by anything that runs it (:meth:`require_runnable`), as a set-up that is out
+    of sync must not run.
 
     The scan runs top to bottom: the first image is ``distance_um`` above the start, then
     the stage moves down one spacing at a time and the last image is taken at the start.
-    It never goes below the start, where the user placed the lens (seed 000, "Physical
+    It never goes below the start, where the user placed the lens (Urwin 2021, "Physical
     movement of the Z stage").
 
     Parameters
@@ -108,18 +108,18 @@ class ZScanPlan:
 
     Notes
     -----
-    Limits that depend on the objective (seed 000's minimum and maximum spacing and
-    distance) are not part of the value; :meth:`problems` checks them against a
+    Limits that depend on the objective (the minimum and maximum spacing and distance of
+    Urwin 2021) are not part of the value; :meth:`problems` checks them against a
     :class:`ZScanLimits`.
 
     References
     ----------
     .. [1] I. Urwin, "Nanoro Microscope Focus Stacking", method of procedure, rev. 1 (2021):
-       the Distance / Spacing / Count dialog, its Compute buttons, limits and capture order.
+       the Distance / Spacing / Count set-up, how each is computed, limits and capture order.
 
     Examples
     --------
-    The seed's 40 um sample with a 10 um depth of field, one step of margin at each end:
+    The 40 um sample of Urwin (2021) with a 10 um depth of field, one step of margin at each end:
 
     >>> plan = ZScanPlan(60.0, 10.0, 6, start_um=-10.0)
     >>> plan.image_count, plan.synchronised
@@ -127,7 +127,7 @@ class ZScanPlan:
     >>> plan.positions_um().tolist()
     [50.0, 40.0, 30.0, 20.0, 10.0, 0.0, -10.0]
 
-    The Count button rounds 54 / 12 = 4.5 to 5 and leaves the plan out of sync:
+    Rounding the count, 54 / 12 = 4.5 to 5, leaves the plan out of sync:
 
     >>> odd = ZScanPlan(54.0, 12.0, 1).compute_count()
     >>> odd.count, odd.synchronised
@@ -170,15 +170,15 @@ class ZScanPlan:
         spacing_um : float
             Requested spacing in um (> 0).
         rounding : {"cover", "extend", "nearest"}, keyword-only
-            How to make a whole step count from ``distance / spacing`` (seed 000: "move 5
+            How to make a whole step count from ``distance / spacing`` (Urwin 2021: "move 5
             times instead of 4.5, then either increase the distance or lower the spacing"):
 
             - "cover" (default): round up and shrink the spacing to ``distance / count``, so
               the whole distance is covered and the spacing is never above the request.
             - "extend": round up and keep the spacing; the distance grows to
               ``spacing x count``.
-            - "nearest": the seed's Count button: round half up and keep both numbers. The
-              plan may be out of sync (:attr:`synchronised` False), which
+            - "nearest": as the Count button of Urwin (2021): round half up and keep both
+              numbers. The plan may be out of sync (:attr:`synchronised` False), which
               :meth:`problems` reports; follow with :meth:`compute_spacing` or
               :meth:`compute_distance`.
 
@@ -290,10 +290,10 @@ class ZScanPlan:
         return self.replace(spacing_um=spacing)
 
     def compute_count(self) -> ZScanPlan:
-        """Press the Count button: count = distance / spacing rounded to the nearest integer.
+        """Compute the count: distance / spacing rounded to the nearest integer.
 
         Halves round up (54 / 12 = 4.5 -> 5). The result may be out of sync; that is legal
-        and reported by :attr:`synchronised` and :meth:`problems`, as in the seed.
+        and reported by :attr:`synchronised` and :meth:`problems`, as in Urwin (2021).
 
         Raises
         ------
@@ -337,7 +337,7 @@ class ZScanPlan:
         Parameters
         ----------
         limits : ZScanLimits, optional
-            Objective-dependent limits (seed 000's spacing, distance and count limits).
+            Objective-dependent limits (the spacing, distance and count limits of Urwin 2021).
             Without them only synchronisation is checked.
 
         Returns

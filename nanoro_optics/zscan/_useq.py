@@ -45,10 +45,13 @@ def to_useq(plan: ZScanPlan, *, start_um: float | None = None) -> Any:
 
     Returns
     -------
-    useq.ZAbsolutePositions or useq.ZRelativePositions
+    useq.ZAbsolutePositions, useq.ZRelativePositions, useq.ZTopBottom or useq.ZRangeAround
         Absolute positions when the start is known, else positions relative to the stage
         position when the sequence starts; in capture order (top to bottom, ``go_up=True``
-        which for position lists means "in the order given").
+        which for position lists means "in the order given"). A plan of a single position
+        (``count`` 0) is a ``ZTopBottom`` with ``top == bottom`` (absolute) or a
+        ``ZRangeAround`` of range 0 (relative) whose ``step`` is the plan's spacing, so
+        :func:`from_useq` gives the plan back with its spacing.
 
     Raises
     ------
@@ -59,12 +62,21 @@ def to_useq(plan: ZScanPlan, *, start_um: float | None = None) -> Any:
     --------
     >>> ZScanPlan(60.0, 10.0, 6, start_um=-10.0).to_useq().absolute[:3]
     [50.0, 40.0, 30.0]
+    >>> ZScanPlan(0.0, 2.5, 0, start_um=4.0).to_useq()
+    ZTopBottom(top=4.0, bottom=4.0, step=2.5)
     """
     useq = _import_useq()
     if not isinstance(plan, ZScanPlan):
         raise TypeError(f"plan must be a ZScanPlan, got {type(plan).__name__} {plan!r}")
     positions = [float(z) for z in plan.positions_um(start_um)]
-    if plan.start_um is None and start_um is None:
+    relative = plan.start_um is None and start_um is None
+    if plan.count == 0:  # a position list would lose the spacing: a range plan keeps it
+        if relative:
+            return useq.ZRangeAround(range=0.0, step=plan.spacing_um, go_up=True)
+        return useq.ZTopBottom(
+            top=positions[0], bottom=positions[0], step=plan.spacing_um, go_up=True
+        )
+    if relative:
         return useq.ZRelativePositions(relative=positions, go_up=True)
     return useq.ZAbsolutePositions(absolute=positions, go_up=True)
 
@@ -90,7 +102,7 @@ def from_useq(
 
     The useq plan's positions are listed as useq visits them (``iter(zplan)``: its own
     rounding, ``go_up``), sorted, and checked for even spacing. The plan returned visits
-    them top to bottom, the only capture order of seed 000, whatever order useq would use.
+    them top to bottom, the capture order of Urwin (2021), whatever order useq would use.
 
     Parameters
     ----------

@@ -1,0 +1,312 @@
+"""The CLI as a new user meets it: shared fusion options, safe outputs, notes, first run.
+
+Commands run through ``python -m nanoro_optics`` in a subprocess on a temporary folder, with
+this checkout first on ``PYTHONPATH`` (so the copy under test is the one that runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nanoro_optics._numba import uncached_kernels
+from nanoro_optics.cli._fusion_options import (
+    FUSER_OPTIONS,
+    add_fusion_arguments,
+    check_output_options,
+    fuser_options,
+    unused_option_notes,
+)
+from nanoro_optics.fusion import StackFuser, fuse_stack, synthetic_stack
+from nanoro_optics.io import read_image, write_image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "nanoro_optics", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _frames_folder(folder: Path, n: int = 3, *, shift_px: int = 0) -> np.ndarray:
+    frames = synthetic_stack((64, 64), n, dtype="uint8", seed=4).frames
+    if shift_px:
+        frames = np.stack([np.roll(f, k * shift_px, axis=1) for k, f in enumerate(frames)])
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, f in enumerate(frames):
+        write_image(folder / f"f{k}.png", f)
+    return frames
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser()
+    add_fusion_arguments(p)
+    return p
+
+
+# ------------------------------------------------------------------------ the shared helper
+
+
+def test_options_not_given_pass_nothing_so_the_library_defaults_apply() -> None:
+    assert fuser_options(_parser().parse_args([])) == {"align": False}
+
+
+def test_every_option_maps_to_its_fuser_keyword() -> None:
+    args = _parser().parse_args(
+        ["--align", "--levels", "4", "--sharpness", "9", "--window", "7", "--inherit", "0.5"]
+    )
+    opts = fuser_options(args)
+    assert opts == {"align": True, "levels": 4, "sharpness": 9, "window_px": 7, "inherit": 0.5}
+    fuser = StackFuser(**opts)  # every keyword is one the fuser takes
+    assert (fuser.rule.sharpness, fuser.rule.window_px, fuser.rule.inherit) == (9, 7, 0.5)
+
+
+@pytest.mark.parametrize("argv", [["--hard"], ["--sharpness", "hard"], ["--sharpness", "HARD"]])
+def test_hard_rule_spellings(argv: list[str]) -> None:
+    assert fuser_options(_parser().parse_args(argv))["sharpness"] is None
+
+
+@given(st.integers(1, 64))
+def test_any_integer_sharpness_reaches_the_rule(n: int) -> None:
+    opts = fuser_options(_parser().parse_args(["--sharpness", str(n)]))
+    assert StackFuser(**opts).rule.sharpness == n
+
+
+def test_contradicting_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="--sharpness and --hard both set sharpness"):
+        fuser_options(_parser().parse_args(["--sharpness", "8", "--hard"]))
+    # the same choice twice is no contradiction
+    assert (
+        fuser_options(_parser().parse_args(["--sharpness", "hard", "--hard"]))["sharpness"] is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--z-step-um", "nan"], "must be a finite number, got nan"),
+        (["--z-step-um", "inf"], "must be a finite number, got inf"),
+        (["--z-step-um", "0"], "must not be 0"),
+        (["--crop"], "--crop needs --align"),
+    ],
+)
+def test_output_options_checked(argv: list[str], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        check_output_options(_parser().parse_args(argv))
+
+
+def test_notes_for_options_that_do_nothing() -> None:
+    args = _parser().parse_args(["--z-step-um", "2"])
+    assert unused_option_notes(args, depth_written=True) == []
+    (note,) = unused_option_notes(args, depth_written=False)
+    assert "--z-step-um does nothing without --depth-map" in note
+
+
+def _fusion_group_flags(help_text: str) -> list[str]:
+    section = help_text.split("\nfusion:\n", 1)[1]
+    return re.findall(r"^  (--[a-z-]+)", section, flags=re.MULTILINE)
+
+
+def test_fuse_and_fuse_batch_offer_the_same_fusion_options(tmp_path: Path) -> None:
+    fuse = _cli("fuse", "--help", cwd=tmp_path)
+    batch = _cli("fuse-batch", "--help", cwd=tmp_path)
+    assert fuse.returncode == batch.returncode == 0
+    flags = _fusion_group_flags(fuse.stdout)
+    assert flags == _fusion_group_flags(batch.stdout)
+    expected = [opt.flags[0] for opt in FUSER_OPTIONS] + ["--crop", "--z-step-um"]
+    assert flags == expected
+    # the alignment reference is documented
+    assert "FIRST frame" in fuse.stdout and "FIRST frame" in batch.stdout
+
+
+# ---------------------------------------------------------------------- fuse: safe outputs
+
+
+@pytest.mark.slow
+def test_outputs_inside_the_input_folder_are_not_read_back(tmp_path: Path) -> None:
+    frames = _frames_folder(tmp_path / "in")
+    args = ["fuse", "in", "-o", "in/fused.png", "--depth-map", "in/depth.tif"]
+    first = _cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    fused = read_image(tmp_path / "in" / "fused.png")
+    np.testing.assert_array_equal(fused, fuse_stack(frames).image)
+    # a rerun finds its outputs in the folder: refused without --overwrite, nothing touched
+    before = (tmp_path / "in" / "fused.png").read_bytes()
+    again = _cli(*args, cwd=tmp_path)
+    assert again.returncode == 2
+    assert "-o in/fused.png exists already; give --overwrite" in again.stderr
+    assert (tmp_path / "in" / "fused.png").read_bytes() == before
+    # with --overwrite the outputs are left out of the stack (with a note) and replaced
+    over = _cli(*args, "--overwrite", cwd=tmp_path)
+    assert over.returncode == 0, over.stderr
+    assert "in/fused.png is the output of -o: left out of the stack" in over.stderr
+    assert "in/depth.tif is the output of --depth-map: left out of the stack" in over.stderr
+    assert "fused 3 frames" in over.stdout
+    np.testing.assert_array_equal(read_image(tmp_path / "in" / "fused.png"), fused)
+
+
+def test_an_output_named_as_an_input_file_is_refused(tmp_path: Path) -> None:
+    _frames_folder(tmp_path / "in")
+    before = (tmp_path / "in" / "f1.png").read_bytes()
+    res = _cli("fuse", "in/f0.png", "in/f1.png", "-o", "in/f1.png", "--overwrite", cwd=tmp_path)
+    assert res.returncode == 2
+    assert "is one of the input files; refusing to overwrite it" in res.stderr
+    assert (tmp_path / "in" / "f1.png").read_bytes() == before
+
+
+def test_existing_depth_map_is_refused_too(tmp_path: Path) -> None:
+    _frames_folder(tmp_path / "in")
+    (tmp_path / "d.tif").write_bytes(b"keep me")
+    res = _cli("fuse", "in", "-o", "o.png", "--depth-map", "d.tif", cwd=tmp_path)
+    assert res.returncode == 2 and "--depth-map d.tif exists already" in res.stderr
+    assert (tmp_path / "d.tif").read_bytes() == b"keep me"
+    assert not (tmp_path / "o.png").exists()  # neither output is written
+
+
+def test_z_step_without_depth_map_says_it_does_nothing(tmp_path: Path) -> None:
+    _frames_folder(tmp_path / "in")
+    res = _cli("fuse", "in", "-o", "o.png", "--z-step-um", "2", "-q", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "note: --z-step-um does nothing without --depth-map" in res.stderr
+    assert res.stdout == ""
+
+
+@pytest.mark.slow
+def test_crop_prints_the_box_and_says_when_nothing_is_cropped(tmp_path: Path) -> None:
+    _frames_folder(tmp_path / "drift", 4, shift_px=2)
+    res = _cli("fuse", "drift", "-o", "a.tif", "--align", "--crop", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    box = re.search(r"cropped to rows (\d+):(\d+), columns (\d+):(\d+)", res.stderr)
+    assert box, res.stderr
+    y0, y1, x0, x1 = map(int, box.groups())
+    assert read_image(tmp_path / "a.tif").shape[:2] == (y1 - y0, x1 - x0)
+    assert x1 - x0 < 64  # the drift along x is cut off
+    # a single frame covers the whole image (any real motion crops at least a pixel)
+    frame = synthetic_stack((64, 64), 1, dtype="uint8", seed=5).frames[0]
+    write_image(tmp_path / "one.png", frame)
+    res = _cli("fuse", "one.png", "-o", "b.tif", "--align", "--crop", "-q", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "--crop: nothing to crop, every frame covers the whole image" in res.stderr
+    assert read_image(tmp_path / "b.tif").shape == frame.shape
+
+
+def test_single_frame_summary_says_frame_not_frames(tmp_path: Path) -> None:
+    _frames_folder(tmp_path / "in", 1)
+    res = _cli("fuse", "in", "-o", "o.tif", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "fused 1 frame (" in res.stdout
+
+
+@pytest.mark.slow
+def test_fusion_options_reach_the_fuser(tmp_path: Path) -> None:
+    frames = _frames_folder(tmp_path / "in", 4)
+    res = _cli("fuse", "in", "-o", "o.tif", "--hard", "--levels", "3", "-q", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    ref = fuse_stack(frames, sharpness=None, levels=3).image
+    np.testing.assert_array_equal(read_image(tmp_path / "o.tif"), ref)
+    assert not np.array_equal(ref, fuse_stack(frames).image)  # the options changed the result
+
+
+def test_bad_fusion_option_is_refused_before_reading(tmp_path: Path) -> None:
+    _frames_folder(tmp_path / "in")
+    res = _cli("fuse", "in", "-o", "o.tif", "--window", "4", cwd=tmp_path)
+    assert res.returncode == 2 and "window_px must be odd, got 4" in res.stderr
+    assert not (tmp_path / "o.tif").exists()
+
+
+# ------------------------------------------------------------------------------- first run
+
+
+def test_uncached_kernels_sees_numba_cache_fill(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "tinykern.py").write_text(
+        textwrap.dedent(
+            """
+            from nanoro_optics._numba import njit
+
+            @njit()
+            def twice(x):
+                return 2 * x
+
+            @njit()
+            def thrice(x):
+                return 3 * x
+
+            def plain(x):
+                return x
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tinykern", raising=False)
+    mod = importlib.import_module("tinykern")
+    monkeypatch.setitem(sys.modules, "tinykern", mod)  # removed again after the test
+    assert uncached_kernels(mod) == ["twice", "thrice"]
+    assert mod.twice(2) == 4  # compiles and writes the cache
+    assert uncached_kernels(mod) == ["thrice"]
+    assert uncached_kernels(mod, ["twice", "not_a_kernel"]) == []
+    with pytest.raises(TypeError, match="module must be a module"):
+        uncached_kernels("tinykern")  # type: ignore[arg-type]
+
+
+def test_compile_notice_on_an_empty_numba_cache(tmp_path: Path) -> None:
+    # NUMBA_CACHE_DIR is honoured: an empty one means every kernel would compile now
+    code = (
+        "import sys; from nanoro_optics.cli._first_run import announce_compile; "
+        "print(announce_compile(depth=True, align=True), announce_compile(depth=False, "
+        "align=False))"
+    )
+    env = {
+        **os.environ,
+        "NUMBA_CACHE_DIR": str(tmp_path / "cache"),
+        "PYTHONPATH": str(ROOT),
+    }
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    with_all, core = map(float, res.stdout.split())
+    assert with_all > core > 0
+    assert res.stderr.count("compiling fast kernels (first run only, about ") == 2
+
+
+@pytest.mark.slow
+def test_depth_map_of_a_tiff_stack_in_um(tmp_path: Path) -> None:
+    frames = synthetic_stack((48, 48), 4, dtype="uint16", channels=1, seed=2).frames
+    tifffile.imwrite(tmp_path / "s.tif", frames, photometric="minisblack")
+    res = _cli(
+        "fuse", "s.tif", "-o", "o.tif", "--depth-map", "d.tif", "--z-step-um", "2.5", cwd=tmp_path
+    )
+    assert res.returncode == 0, res.stderr
+    assert "(um)" in res.stdout
+    ref = fuse_stack(frames, z_um=2.5 * np.arange(4))
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "d.tif"), ref.depth, equal_nan=True)
+
+
+def test_plan_of_one_image_says_image_not_images(tmp_path: Path) -> None:
+    res = _cli(
+        "plan", "--top", "5", "--bottom", "5", "--spacing", "2", "--margin-steps", "0", cwd=tmp_path
+    )
+    assert res.returncode == 0, res.stderr
+    assert "0 steps x 2 um, 1 image" in res.stdout
