@@ -78,7 +78,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ._text import plural
-from ._validation import check_choice, check_finite_real, check_interval, check_positive
+from ._validation import check_choice, check_interval, check_positive
 from .hardware.errors import (
     AcquisitionError,
     AcquisitionInterrupted,
