@@ -310,3 +310,58 @@ def test_plan_of_one_image_says_image_not_images(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "0 steps x 2 um, 1 image" in res.stdout
+
+
+# ---------------------------------------------------------------- depth, confidence, bits
+
+
+def test_fuse_writes_the_confidence_map_and_fills_depth_unless_told(tmp_path: Path) -> None:
+    _frames_folder(tmp_path / "stack", 5)
+    proc = _cli(
+        "fuse", "stack", "-o", "out.tif", "--depth-map", "d.tif", "--confidence", "c.tif",
+        "-q", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    depth, conf = tifffile.imread(tmp_path / "d.tif"), tifffile.imread(tmp_path / "c.tif")
+    assert depth.dtype == conf.dtype == np.float32 and depth.shape == conf.shape == (64, 64)
+    assert np.isfinite(depth).all() and conf.min() >= 0 and conf.max() <= 1
+    ref = fuse_stack(synthetic_stack((64, 64), 5, dtype="uint8", seed=4).frames)
+    np.testing.assert_array_equal(conf, ref.confidence)
+    np.testing.assert_array_equal(depth, ref.depth)
+    proc = _cli(
+        "fuse", "stack", "-o", "o2.tif", "--depth-map", "d2.tif", "--keep-depth-holes", "-q",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    holes = tifffile.imread(tmp_path / "d2.tif")
+    assert np.isnan(holes).any() and np.isnan(holes).mean() < 1
+    proc = _cli("fuse", "stack", "-o", "o3.tif", "--keep-depth-holes", cwd=tmp_path)
+    assert "--keep-depth-holes does nothing without a depth map" in proc.stderr
+
+
+def test_fuse_refuses_frames_above_the_bit_depth_and_writes_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    frames = np.full((3, 32, 32), 1000, np.uint16)
+    frames[2, 5, 7] = 5000  # not a 12-bit value
+    for k, f in enumerate(frames):
+        tifffile.imwrite(folder / f"f{k}.tif", f)
+    proc = _cli("fuse", "stack", "-o", "out.tif", "--bit-depth", "12", "-q", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "5000" in proc.stderr and "bit_depth=12" in proc.stderr and "f2.tif" in proc.stderr
+    assert not (tmp_path / "out.tif").exists()
+    ok = _cli("fuse", "stack", "-o", "out.tif", "--bit-depth", "13", "--noise-dn", "2", "-q",
+              cwd=tmp_path)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    ref = fuse_stack(frames, bit_depth=13, noise_dn=2.0).image
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out.tif"), ref)
+
+
+def test_confidence_and_depth_map_must_be_distinct_tiffs(tmp_path: Path) -> None:
+    _frames_folder(tmp_path / "stack")
+    same = _cli("fuse", "stack", "-o", "o.tif", "--depth-map", "m.tif", "--confidence", "m.tif",
+                cwd=tmp_path)  # fmt: skip
+    assert same.returncode != 0 and "same file" in same.stderr
+    png = _cli("fuse", "stack", "-o", "o.tif", "--confidence", "c.png", cwd=tmp_path)
+    assert png.returncode != 0 and "--confidence" in png.stderr and ".tif" in png.stderr
+    assert not (tmp_path / "o.tif").exists()

@@ -186,3 +186,17 @@ def test_depth_of_a_thick_sample_is_covered_and_sub_frame(n):
     weak = res.confidence < 0.5
     if weak.any() and (~weak).any():
         assert np.abs(err[weak]).mean() > np.abs(err[~weak]).mean()
+
+
+def test_fuse_stack_reads_a_folder_and_checks_z_before_fusing(tmp_path):
+    from nanoro_optics.io import write_image
+
+    frames = scene_stack("thick", (32, 40), 3, seed=0).frames
+    for k, f in enumerate(frames):
+        write_image(tmp_path / f"z{k}.tif", f)
+    from_folder = fuse_stack(tmp_path)
+    np.testing.assert_array_equal(from_folder.image, fuse_stack(frames).image)
+    with pytest.raises(ValueError, match="z_um has 2 positions but frames holds 3"):
+        fuse_stack(frames, z_um=[0.0, 1.0])
+    with pytest.raises(FileNotFoundError):
+        fuse_stack(tmp_path / "missing")

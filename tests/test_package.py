@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "psf": {"_validation", "_numba", "optics", "psf"},
     "beamtilt": {"_validation", "_numba", "optics", "beamtilt"},
     "zscan": {"_validation", "optics", "zscan"},
-    "fusion": {"_validation", "_numba", "_lazy", "fusion"},
+    "fusion": {"_validation", "_numba", "_lazy", "fusion", "io"},
     "io": {"_validation", "_png"},
     "hardware": {"_validation", "_numba", "_lazy", "optics", "psf", "fusion", "hardware"},
     "acquire": {"_validation", "_text", "optics", "zscan", "hardware", "fusion", "io"},

@@ -138,6 +138,39 @@ FUSER_OPTIONS: tuple[FuserOption, ...] = (
             "(default 1; the guard against halos next to sharp edges)",
         },
     ),
+    FuserOption(
+        ("--bit-depth",),
+        "bit_depth",
+        "bit_depth",
+        {
+            "type": int,
+            "metavar": "BITS",
+            "help": "bits the camera records (e.g. 12 for 12-bit data in 16-bit files); a frame "
+            "with a larger value is refused",
+        },
+    ),
+    FuserOption(
+        ("--noise-dn",),
+        "noise_dn",
+        "noise_dn",
+        {
+            "type": float,
+            "metavar": "SIGMA",
+            "help": "noise standard deviation in DN (default: estimated from the first frame); "
+            "activity is measured in units of the noise",
+        },
+    ),
+    FuserOption(
+        ("--keep-depth-holes",),
+        "keep_depth_holes",
+        "fill_depth",
+        {
+            "action": "store_true",
+            "help": "leave the depth map NaN where no frame is confidently in focus (default: "
+            "fill those pixels from their confident neighbours; the confidence map marks them)",
+        },
+        lambda v: False,
+    ),
 )
 
 
@@ -256,6 +289,8 @@ def unused_option_notes(args: argparse.Namespace, *, depth_written: bool) -> lis
     ['--z-step-um does nothing without --depth-map (it sets the unit of the depth map)']
     """
     notes = []
+    if getattr(args, "keep_depth_holes", False) and not depth_written:
+        notes.append("--keep-depth-holes does nothing without a depth map")
     if args.z_step_um is not None and not depth_written:
         notes.append(
             "--z-step-um does nothing without --depth-map (it sets the unit of the depth map)"

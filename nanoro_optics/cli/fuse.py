@@ -56,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write the depth map as a float32 TIFF (frame index, or um with --z-step-um)",
     )
     parser.add_argument(
+        "--confidence",
+        metavar="PATH",
+        help="also write the depth confidence (0 to 1) as a float32 TIFF: low where the depth "
+        "was filled from neighbouring pixels",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace outputs that exist already (default: refuse, and write nothing)",
@@ -197,17 +203,23 @@ def _check_outputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
             f"cannot write {out}: unknown image format {out.suffix!r}; use one of "
             f"{', '.join(nio.WRITE_SUFFIXES)}"
         )
-    if depth is not None and depth.suffix.lower() not in (".tif", ".tiff"):
-        raise ValueError(f"--depth-map {depth}: the depth map is a float32 TIFF, use .tif")
-    targets = [("-o", out)] + ([("--depth-map", depth)] if depth is not None else [])
+    conf = None if args.confidence is None else Path(args.confidence)
+    for flag, path in (("--depth-map", depth), ("--confidence", conf)):
+        if path is not None and path.suffix.lower() not in (".tif", ".tiff"):
+            raise ValueError(f"{flag} {path}: the map is a float32 TIFF, use .tif")
+    targets = [("-o", out)] + [
+        (flag, path) for flag, path in (("--depth-map", depth), ("--confidence", conf)) if path
+    ]
     for flag, path in targets:
         if path.is_dir():
             raise ValueError(f"{flag} {path} is a folder; give a file name")
         folder = path.parent if str(path.parent) else Path(".")
         if not folder.is_dir():
             raise ValueError(f"{flag} {path}: folder {folder} does not exist")
-    if depth is not None and (depth.resolve() == out.resolve()):
-        raise ValueError(f"-o and --depth-map are the same file: {out}")
+    for i, (flag_a, a) in enumerate(targets):
+        for flag_b, b in targets[i + 1 :]:
+            if a.resolve() == b.resolve():
+                raise ValueError(f"{flag_a} and {flag_b} are the same file: {a}")
     return targets
 
 
@@ -266,11 +278,13 @@ def run(args: argparse.Namespace) -> int:
     files = _stack_files(args.inputs, targets)
     _refuse_existing(targets, args.overwrite)
     out = targets[0][1]
-    depth_path = targets[1][1] if len(targets) > 1 else None
+    named = dict(targets)
+    depth_path, conf_path = named.get("--depth-map"), named.get("--confidence")
     for text in unused_option_notes(args, depth_written=depth_path is not None):
         _note(text)
-    # without --depth-map no depth is tracked (its maps are about a sixth of the memory)
-    track = depth_path is not None
+    # without --depth-map or --confidence no depth is tracked (its maps are about a sixth of
+    # the memory)
+    track = depth_path is not None or conf_path is not None
 
     def new_fuser() -> Any:
         return StackFuser(depth=track, **options)
@@ -303,12 +317,13 @@ def run(args: argparse.Namespace) -> int:
         handoff.close()
         progress.close()
     depth: np.ndarray | None = None
+    conf: np.ndarray | None = None
     unit = ""
-    if depth_path is None:  # no depth map asked for: do not build one
+    if not track:  # no depth map asked for: do not build one
         image = fuser.image(release=True)
     else:
         result = fuser.result(release=True)
-        image, depth, unit = result.image, result.depth, result.depth_unit
+        image, depth, conf, unit = result.image, result.depth, result.confidence, result.depth_unit
     bbox = fuser.valid_bbox
     if args.crop and bbox is not None:
         y0, y1, x0, x1 = bbox
@@ -322,12 +337,15 @@ def run(args: argparse.Namespace) -> int:
             )
         image = image[y0:y1, x0:x1]
         depth = None if depth is None else depth[y0:y1, x0:x1]
+        conf = None if conf is None else conf[y0:y1, x0:x1]
     # every check before the first byte is written: both outputs or neither
     nio.check_image_format(out, image)
     try:
         nio.write_image(out, image, overwrite=args.overwrite)
         if depth_path is not None:
             nio.write_depth_map(depth_path, depth, overwrite=args.overwrite)
+        if conf_path is not None:
+            nio.write_depth_map(conf_path, conf, overwrite=args.overwrite)
     except FileExistsError as exc:  # appeared while fusing
         print(f"nanoro-optics fuse: error: {exc}; give --overwrite to replace it", file=sys.stderr)
         return 1
@@ -337,6 +355,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         shape = "x".join(str(s) for s in image.shape)
         extra = f", depth map {depth_path} ({unit})" if depth_path else ""
+        extra += f", confidence {conf_path}" if conf_path else ""
         print(
             f"fused {plural(fuser.n_frames, 'frame')} ({shape} {image.dtype}) into {out}{extra} "
             f"in {time.perf_counter() - t0:.1f} s"

@@ -793,10 +793,11 @@ def fuse_stack(
 
     Parameters
     ----------
-    frames : array_like or iterable of array_like
-        An array ``(N, H, W)`` or ``(N, H, W, C)``, or any iterable of frames (a generator
+    frames : array_like, iterable of array_like, or path
+        An array ``(N, H, W)`` or ``(N, H, W, C)``, any iterable of frames (a generator
         reading files or a camera is consumed one frame at a time; the stack is never held in
-        memory).
+        memory), or a folder, glob pattern, list of image files or multi-page TIFF, read
+        frame by frame (:func:`nanoro_optics.io.as_frames`).
     z_um : sequence of float, optional
         z position of every frame in um (strictly monotonic); the depth map is then in um.
     align : bool, optional
@@ -834,6 +835,9 @@ def fuse_stack(
     ((96, 96, 3), dtype('uint8'), 5)
     """
     check_bool(crop, "crop")
+    from nanoro_optics.io import as_frames
+
+    frames = as_frames(frames)  # a folder, glob, file list or multi-page TIFF: read lazily
     total: int | None = None
     iterator: Iterable[Any]
     if isinstance(frames, np.ndarray):
@@ -852,6 +856,11 @@ def fuse_stack(
             total = len(frames)  # type: ignore[arg-type]
         iterator = frames
     fuser = StackFuser(z_um=z_um, align=align, **options)
+    if z_um is not None and total is not None and len(z_um) != total:
+        raise ValueError(
+            f"z_um has {len(z_um)} positions but frames holds {total} frames; give one "
+            f"position per frame"
+        )
     for frame in iterator:
         fuser.add(frame)
         if progress is not None:
