@@ -6,7 +6,11 @@ Cases (``--quick`` shrinks every one):
   PSNR and SSIM against the all-in-focus truth, depth RMSE (frames) where depth is defined;
 * speed, 4000 x 3000 x 20 RGB: this fuser from uint8 arrays in memory, and every tool from
   PNG files (this one through ``python -m nanoro_optics fuse``), wall time and peak RSS;
-* memory against the number of frames: the CLI on 10 and on 40 frames (files cycled).
+* memory against the number of frames: the CLI on 10 and on 40 frames (files cycled);
+* hard scenes (:mod:`nanoro_optics.fusion.scenes`, pillbox defocus, photon and read noise):
+  12-bit RGB fluorescence, 8-bit occlusion with glow, 12-bit grey thick sample at 15 and 40
+  frames; PSNR, SSIM, halo-band ratio, flat-region PSNR, depth RMSE and coverage beside the
+  peers and a plain max-abs Laplacian pyramid (the yardstick, written in ``_hard.py``).
 
 Peers found on the machine are run in the same run: ``enfuse`` (Debian package,
 ``--contrast-weight=1 --hard-mask``), ``focusweave`` and ``openfocus`` (PyPI). Wall times are
@@ -213,6 +217,49 @@ def quality_case(
     return rows
 
 
+HARD_CASES = (("fluorescence", 15), ("occlusion", 15), ("thick", 15), ("thick", 40))
+
+
+def hard_case(kind: str, n: int, size: int, tmp: Path, peers: bool) -> list[dict[str, Any]]:
+    import _hard
+
+    from nanoro_optics.fusion import scene_stack
+
+    t0 = time.perf_counter()
+    scene = scene_stack(kind, (size, size), n, seed=3)
+    name = f"hard {kind} x{n}"
+    print(f"  made {kind} {size}^2 x {n} in {time.perf_counter() - t0:.0f} s", flush=True)
+    t0 = time.perf_counter()
+    res = fuse_stack(scene.frames)
+    wall = time.perf_counter() - t0
+    rows = [
+        dict(
+            case=name,
+            tool="nanoro_optics",
+            wall_s=wall,
+            **_hard.scores(res.image, scene),
+            **_hard.depth_scores(res.depth, scene),
+            weak_fraction=float(np.mean(res.confidence < 0.5)),
+        )
+    ]
+    t0 = time.perf_counter()
+    rows.append(
+        dict(
+            case=name,
+            tool="max-abs pyramid (yardstick)",
+            wall_s=time.perf_counter() - t0,
+            **_hard.scores(_hard.maxabs_pyramid(scene.frames), scene),
+        )
+    )
+    if peers:
+        for tool, (img, wall_s, err) in _hard.peer_images(scene, tmp).items():
+            if img is None:
+                rows.append(dict(case=name, tool=tool, error=err))
+            else:
+                rows.append(dict(case=name, tool=tool, wall_s=wall_s, **_hard.scores(img, scene)))
+    return rows
+
+
 def speed_case(
     shape: tuple[int, int], n: int, tmp: Path, repeats: int, peers: bool
 ) -> list[dict[str, Any]]:
@@ -324,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-peers", action="store_true", help="run only this fuser")
     ap.add_argument("--no-large", action="store_true", help="skip the 12 MP speed case")
     ap.add_argument("--no-quality", action="store_true", help="skip the 1024^2 quality cases")
+    ap.add_argument("--no-hard", action="store_true", help="skip the hard scenes")
+    ap.add_argument("--only-hard", action="store_true", help="only the hard scenes")
     args = ap.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 2)
     size, n = (384, 9) if args.quick else (1024, 15)
@@ -343,6 +392,14 @@ def main(argv: list[str] | None = None) -> int:
             ("breathing1.4%", dict(breathing=0.014), 255.0, True),
             ("16bit", dict(dtype=np.uint16), 65535.0, False),
         ]
+        if args.only_hard:
+            args.no_quality = args.no_large = True
+        for kind, n_hard in [] if args.no_hard else HARD_CASES:
+            print(f"case hard {kind} x {n_hard}", flush=True)
+            new = hard_case(kind, n_hard, size, tmp, peers)
+            for r in new:
+                print("  ", json.dumps(r, default=float), flush=True)
+            rows += new
         for name, kw, full, align in [] if args.no_quality else cases:
             print(f"case {name} {size}^2 x {n}", flush=True)
             stack = synthetic_stack((size, size), n, seed=11, **kw)
@@ -376,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         "rss_mb_per_mp",
         "depth_rmse_frames",
         "depth_coverage",
+        "halo_ratio",
+        "flat_psnr_db",
         "error",
     ]
     print()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from nanoro_optics.fusion import StackFuser, fuse_stack
 from nanoro_optics.fusion.depth import fill_depth
 from nanoro_optics.fusion.scenes import scene_stack
-from nanoro_optics.fusion.stack import estimate_noise
+from nanoro_optics.fusion.stack import estimate_noise, frame_range
 
 DATA = Path(__file__).parent / "data"
 
@@ -200,3 +200,35 @@ def test_fuse_stack_reads_a_folder_and_checks_z_before_fusing(tmp_path):
         fuse_stack(frames, z_um=[0.0, 1.0])
     with pytest.raises(FileNotFoundError):
         fuse_stack(tmp_path / "missing")
+
+
+def test_range_given_afterwards_gives_the_same_image_with_less_memory():
+    s = scene_stack("occlusion", (48, 64), 4, seed=2)
+    kept = fuse_stack(s.frames)
+    fuser = StackFuser(keep_range=False)
+    for f in s.frames:
+        fuser.add(f)
+    fuser.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        fuser.add(s.frames[0])
+    with pytest.raises(ValueError, match="keep_range=False"):
+        fuser.image()
+    lo, hi = frame_range(iter(s.frames))
+    with pytest.raises(ValueError, match="lo exceeds hi"):
+        fuser.image(frame_range=(hi, lo))
+    with pytest.raises(ValueError, match="shape"):
+        fuser.image(frame_range=(lo[1:], hi[1:]))
+    res = fuser.result(frame_range=(lo, hi))
+    np.testing.assert_array_equal(res.image, kept.image)
+    np.testing.assert_array_equal(res.depth, kept.depth)
+    keeper = StackFuser()
+    keeper.add(s.frames[0])
+    with pytest.raises(ValueError, match="keeps the frames' range itself"):
+        keeper.image(frame_range=(lo, hi))
+    with pytest.raises(ValueError, match="empty"):
+        frame_range([])
+    with pytest.raises(ValueError, match="frame 1"):
+        frame_range([lo, lo[1:]])
+    lean = StackFuser(keep_range=False)
+    lean.reserve((8, 8), np.uint8)
+    assert lean._lo is None and lean._hi is None

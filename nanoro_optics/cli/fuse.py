@@ -204,9 +204,9 @@ def _check_outputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
             f"{', '.join(nio.WRITE_SUFFIXES)}"
         )
     conf = None if args.confidence is None else Path(args.confidence)
-    for flag, path in (("--depth-map", depth), ("--confidence", conf)):
+    for flag, path, what in (("--depth-map", depth, "depth"), ("--confidence", conf, "confidence")):
         if path is not None and path.suffix.lower() not in (".tif", ".tiff"):
-            raise ValueError(f"{flag} {path}: the map is a float32 TIFF, use .tif")
+            raise ValueError(f"{flag} {path}: the {what} map is a float32 TIFF, use .tif")
     targets = [("-o", out)] + [
         (flag, path) for flag, path in (("--depth-map", depth), ("--confidence", conf)) if path
     ]
@@ -271,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import io as nio
     from ..fusion import StackFuser
+    from ..fusion.stack import frame_range
 
     check_output_options(args)
     options = fuser_options(args)
@@ -286,8 +287,13 @@ def run(args: argparse.Namespace) -> int:
     # the memory)
     track = depth_path is not None or conf_path is not None
 
+    # the frames' per-pixel range (which keeps the fused image inside the data) is taken
+    # from a second read of the files instead of being held while fusing: two maps of the
+    # frame's size less at the peak; aligned frames are warped, so their range is kept
+    keep_range = bool(options["align"])
+
     def new_fuser() -> Any:
-        return StackFuser(depth=track, **options)
+        return StackFuser(depth=track, keep_range=keep_range, **options)
 
     fuser = new_fuser()  # checks the options before any frame is read
     if not args.quiet:
@@ -319,10 +325,14 @@ def run(args: argparse.Namespace) -> int:
     depth: np.ndarray | None = None
     conf: np.ndarray | None = None
     unit = ""
+    span = None
+    if not keep_range:
+        fuser.close()  # its work buffers go before the frames are read again
+        span = frame_range(f.image for f in nio.iter_frames(files, reuse_buffer=True))
     if not track:  # no depth map asked for: do not build one
-        image = fuser.image(release=True)
+        image = fuser.image(release=True, frame_range=span)
     else:
-        result = fuser.result(release=True)
+        result = fuser.result(release=True, frame_range=span)
         image, depth, conf, unit = result.image, result.depth, result.confidence, result.depth_unit
     bbox = fuser.valid_bbox
     if args.crop and bbox is not None:

@@ -34,7 +34,7 @@ from .depth import DepthTracker
 from .pyramid import auto_levels
 from .rule import FusionRule
 
-__all__ = ["FusionResult", "StackFuser", "fuse_stack"]
+__all__ = ["FusionResult", "StackFuser", "frame_range", "fuse_stack"]
 
 #: smallest noise standard deviation (DN) assumed for integer frames: the rounding to
 #: integers alone gives 1 / sqrt(12) DN
@@ -200,6 +200,11 @@ class StackFuser:
     noise_dn : float or sequence of float, optional
         Noise standard deviation in DN, one value or one per channel, instead of the
         estimate from the first frame (:func:`estimate_noise`).
+    keep_range : bool, optional
+        Keep the frames' per-pixel range as frames arrive (default), to keep the fused
+        image inside it. With ``False`` the fuser holds two frame-size maps less and
+        :meth:`image` / :meth:`result` need the range given (``frame_range=``, e.g. from
+        :func:`frame_range` over a second read of the files, as the CLI does).
     **rule_options
         Options of :class:`~nanoro_optics.fusion.rule.FusionRule`: ``sharpness``,
         ``window_px``, ``inherit``, ``min_confidence``, ``focus_levels``, ``noise_floor``,
@@ -248,10 +253,12 @@ class StackFuser:
         depth: bool = True,
         bit_depth: int | None = None,
         noise_dn: float | Sequence[float] | None = None,
+        keep_range: bool = True,
         **rule_options: Any,
     ) -> None:
         self.rule = FusionRule(**rule_options)
         self.depth = check_bool(depth, "depth")
+        self.keep_range = check_bool(keep_range, "keep_range")
         self.bit_depth = None if bit_depth is None else check_int(bit_depth, "bit_depth", 1, 32)
         self._noise_opt: np.ndarray | None = None
         if noise_dn is not None:
@@ -282,6 +289,7 @@ class StackFuser:
         self._allocated = False
         self._kernels: Any = None
         self._released = False
+        self._closed = False
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -463,9 +471,10 @@ class StackFuser:
         self._shape, self._dtype, self._shape_source = dims, kind, "reserve()"
         c = dims[2] if len(dims) == 3 else 1
         self._allocate(dims[0], dims[1], c, self._work_dtype(kind))
-        assert self._plane is not None and self._lo is not None and self._hi is not None
+        assert self._plane is not None
         maps: list[np.ndarray] = [*self._acc, *self._wnorm, *self._gbuf, *self._rbuf]
-        for arr in (*maps, self._plane, self._lo, self._hi, *self._tracker_arrays()):
+        ranges = () if self._lo is None or self._hi is None else (self._lo, self._hi)
+        for arr in (*maps, self._plane, *ranges, *self._tracker_arrays()):
             arr[...] = 0  # map the pages in now (numpy releases the GIL for this)
 
     def _allocate(self, h: int, w: int, c: int, work_dtype: np.dtype) -> None:
@@ -517,8 +526,9 @@ class StackFuser:
         # the caller may reuse its own (``add(..., on_copied=...)``)
         self._plane: np.ndarray | None = np.empty((c, h, w), work_dtype)
         # the frames' per-pixel range: the fused image is kept inside it (see result())
-        self._lo: np.ndarray | None = np.empty((c, h, w), work_dtype)
-        self._hi: np.ndarray | None = np.empty((c, h, w), work_dtype)
+        keep = self.keep_range
+        self._lo: np.ndarray | None = np.empty((c, h, w), work_dtype) if keep else None
+        self._hi: np.ndarray | None = np.empty((c, h, w), work_dtype) if keep else None
         self._dummy2 = np.zeros((1, 1), np.float32)
         self._dummy3 = np.zeros((c, 1, 1), acc_dtype)
         # placeholders of the tracker's maps on the levels it does not follow (a tracker of
@@ -558,6 +568,8 @@ class StackFuser:
         """
         if self._released:
             raise RuntimeError("this StackFuser was released by result(release=True)")
+        if self._closed:
+            raise RuntimeError("this StackFuser was closed (close()): it takes no more frames")
         if on_copied is not None and not callable(on_copied):
             raise TypeError(f"on_copied must be callable, got {type(on_copied).__name__}")
         raw = frame
@@ -589,7 +601,8 @@ class StackFuser:
         self._kern().to_planar(frame3, self._plane)
         if on_copied is not None:
             on_copied()
-        self._kern().update_range(self._plane, self._lo, self._hi, self._n == 0)
+        if self._lo is not None:
+            self._kern().update_range(self._plane, self._lo, self._hi, self._n == 0)
         self._fold()
         self._n += 1
 
@@ -643,6 +656,18 @@ class StackFuser:
             g = gn
             inherited = reduced
 
+    def close(self) -> None:
+        """Take no more frames: free the per-frame work buffers now.
+
+        The fused pyramid (and the depth tracker and kept range) stay for :meth:`image` and
+        :meth:`result`. A caller with more work to do before asking for the result (such as
+        reading the frames again for :func:`frame_range`) calls this first, so the two do
+        not add up in memory. Adding a frame afterwards raises ``RuntimeError``.
+        """
+        self._closed = True
+        self._wnorm, self._gbuf, self._rbuf = [], [], []
+        self._plane = None
+
     def _fused_levels(self) -> list[np.ndarray]:
         """Return the fused Laplacian levels as float32 ``(C, H, W)`` (tests, inspection)."""
         return [a.astype(np.float32) / np.float32(self._qscale) for a in self._acc]
@@ -659,7 +684,9 @@ class StackFuser:
             return np.asarray(self._z_frames)
         return None
 
-    def result(self, *, release: bool = False) -> FusionResult:
+    def result(
+        self, *, release: bool = False, frame_range: tuple[Any, Any] | None = None
+    ) -> FusionResult:
         """Return the fused image and depth map of the frames added so far.
 
         Parameters
@@ -668,6 +695,9 @@ class StackFuser:
             Free the fuser's working memory while the result is built (the peak memory is
             then that of the frames' loop, not more); the fuser takes no frame afterwards.
             By default more frames may be added and ``result`` called again.
+        frame_range : (array_like, array_like), optional
+            The frames' per-pixel minimum and maximum (each of a frame's shape and dtype,
+            :func:`frame_range`): required with ``keep_range=False``, refused otherwise.
 
         Raises
         ------
@@ -683,15 +713,19 @@ class StackFuser:
                 "this StackFuser was made with depth=False and keeps no depth map; "
                 "call image() for the fused image"
             )
-        return self._result(release=release)
+        return self._result(release=release, frame_range=frame_range)
 
-    def image(self, *, release: bool = False) -> np.ndarray:
+    def image(
+        self, *, release: bool = False, frame_range: tuple[Any, Any] | None = None
+    ) -> np.ndarray:
         """Return the fused image alone, without the depth map :meth:`result` also builds.
 
         Parameters
         ----------
         release : bool, optional
             As in :meth:`result`: free the working memory; the fuser takes no frame after.
+        frame_range : (array_like, array_like), optional
+            As in :meth:`result`.
 
         Raises
         ------
@@ -703,14 +737,47 @@ class StackFuser:
         release = check_bool(release, "release")
         if release and not self._released and self._n > 0 and self._tracker is not None:
             self._tracker.release()  # no depth map: its maps can go before the collapse
-        return self._image(release=release)
+        return self._image(release=release, frame_range=frame_range)
 
-    def _image(self, *, release: bool) -> np.ndarray:
+    def _given_range(self, frame_range: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """Check ``frame_range`` against the fuser's settings; return it planar (C, H, W)."""
+        if frame_range is None:
+            if not self.keep_range:
+                raise ValueError(
+                    "this StackFuser keeps no range of the frames (keep_range=False): pass "
+                    "frame_range=(lo, hi), e.g. frame_range(frames) over the same frames"
+                )
+            return None
+        if self.keep_range:
+            raise ValueError(
+                "frame_range is for a StackFuser made with keep_range=False; this one keeps "
+                "the frames' range itself"
+            )
+        try:
+            lo, hi = frame_range
+        except (TypeError, ValueError) as exc:
+            raise TypeError("frame_range must be a pair (lo, hi) of arrays") from exc
+        out = []
+        for name, arr in (("lo", lo), ("hi", hi)):
+            a = np.asarray(arr)
+            if a.shape != self._shape or a.dtype != self._dtype:
+                raise ValueError(
+                    f"frame_range {name} has shape {a.shape} and dtype {a.dtype}, expected "
+                    f"{self._shape} and {self._dtype} (the frames')"
+                )
+            a3 = a if a.ndim == 3 else a[:, :, None]
+            out.append(np.moveaxis(a3, -1, 0))
+        if np.any(out[0] > out[1]):
+            raise ValueError("frame_range lo exceeds hi somewhere: give (minimum, maximum)")
+        return out[0], out[1]
+
+    def _image(self, *, release: bool, frame_range: Any = None) -> np.ndarray:
         if self._released:
             raise RuntimeError("this StackFuser was released by result(release=True)")
         if self._n == 0:
             raise ValueError("the stack is empty: add at least one frame before result()")
         assert self._dtype is not None and self._shape is not None
+        given = self._given_range(frame_range)
         if release:  # the collapse needs only the fused means; free the rest before it
             self._released = True
             self._wnorm, self._gbuf, self._rbuf = [], [], []
@@ -723,7 +790,7 @@ class StackFuser:
             # no fused pixel outside the range the frames recorded there: where levels come
             # from different frames (frames that differ in brightness or position at coarse
             # scales), their sum can overshoot; this bounds it by the data
-            lo, hi = self._lo, self._hi
+            lo, hi = given if given is not None else (self._lo, self._hi)
             assert lo is not None and hi is not None
             if lo.dtype != image3.dtype:  # frames fused in float32 for another dtype
                 lo, hi = lo.astype(image3.dtype), hi.astype(image3.dtype)
@@ -734,11 +801,11 @@ class StackFuser:
             self._lo = self._hi = None
         return image
 
-    def _result(self, *, release: bool) -> FusionResult:
+    def _result(self, *, release: bool, frame_range: Any = None) -> FusionResult:
         if self._released:
             raise RuntimeError("this StackFuser was released by result(release=True)")
         z = self._z_positions()
-        image = self._image(release=release)
+        image = self._image(release=release, frame_range=frame_range)
         assert self._tracker is not None
         depth, conf = self._tracker.finish(
             z_um=z,
@@ -766,6 +833,59 @@ class StackFuser:
             n_frames=self._n,
             depth_unit="frame" if z is None else "um",
         )
+
+
+def frame_range(frames: Iterable[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel minimum and maximum of a stack's frames (for ``frame_range=``).
+
+    Parameters
+    ----------
+    frames : iterable of array_like
+        The frames, all of one shape and dtype (an iterator reading files is consumed one
+        frame at a time; each frame's buffer may be reused for the next).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``lo`` and ``hi``, of a frame's shape and dtype.
+
+    Raises
+    ------
+    ValueError, TypeError
+        No frame, or frames of different shapes or dtypes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lo, hi = frame_range([np.array([[1, 5]]), np.array([[3, 2]])])
+    >>> lo.tolist(), hi.tolist()
+    ([[1, 2]], [[3, 5]])
+    """
+    from . import _kernels
+
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
+    for k, frame in enumerate(frames):
+        f = np.asarray(frame)
+        if f.dtype.kind not in "uif" or f.ndim not in (2, 3):
+            raise TypeError(f"frame {k} must be a 2-D or 3-D integer or float array")
+        if lo is None or hi is None:
+            lo, hi = np.empty(f.shape, f.dtype), np.empty(f.shape, f.dtype)
+        elif f.shape != lo.shape or f.dtype != lo.dtype:
+            kind = TypeError if f.shape == lo.shape else ValueError
+            raise kind(
+                f"frame {k} has shape {f.shape} and dtype {f.dtype}, expected {lo.shape} and "
+                f"{lo.dtype} (frame 0's)"
+            )
+
+        def planar(a: np.ndarray) -> np.ndarray:
+            return np.moveaxis(a if a.ndim == 3 else a[:, :, None], -1, 0)
+
+        # one parallel pass over the frame for both maps, whatever its strides
+        _kernels.update_range(planar(f), planar(lo), planar(hi), k == 0)
+    if lo is None or hi is None:
+        raise ValueError("frames is empty: a range needs at least one frame")
+    return lo, hi
 
 
 def _check_monotonic(z: np.ndarray, name: str) -> None:
