@@ -11,7 +11,9 @@ binomial ``[1, 4, 6, 4, 1] / 16``; borders are mirrored without repeating the ed
 whatever the image size.
 
 Parallel kernels are thin ``prange`` loops over a plain ``@njit`` row or band function: numba
-compiles that much faster than one large parallel body.
+compiles that much faster than one large parallel body. The loop index is passed on as
+``np.int64``: numba's parallel loops hand out signed or unsigned indices, and each kind would
+compile the row function once more.
 
 The slow, obvious numpy versions these kernels are checked against live in the tests.
 """
@@ -183,7 +185,7 @@ def reduce_level(src, interleaved, dst, gain, to_int):
     g = np.float32(gain)
     for i in prange(ho):
         tmp = np.empty(w, dtype=np.float32)
-        _reduce_row(src, interleaved, dst, i, tmp, g, to_int)
+        _reduce_row(src, interleaved, dst, np.int64(i), tmp, g, to_int)
 
 
 @njit()
@@ -253,7 +255,7 @@ def laplacian_level(g, interleaved, gn, out):
     for r in prange(h):
         vtmp = np.empty(gn.shape[2], dtype=np.float32)
         erow = np.empty(out.shape[2], dtype=np.float32)
-        _laplacian_row(g, interleaved, gn, out, r, vtmp, erow)
+        _laplacian_row(g, interleaved, gn, out, np.int64(r), vtmp, erow)
 
 
 @njit()
@@ -291,7 +293,9 @@ def expand_add(acc, scale, gn, out, interleaved_out, rounding, lo, hi):
     for r in prange(h):
         vtmp = np.empty(gn.shape[2], dtype=np.float32)
         erow = np.empty(acc.shape[2], dtype=np.float32)
-        _expand_add_row(acc, scale, gn, out, r, interleaved_out, rounding, lo, hi, vtmp, erow)
+        _expand_add_row(
+            acc, scale, gn, out, np.int64(r), interleaved_out, rounding, lo, hi, vtmp, erow
+        )
 
 
 @njit(parallel=True)
@@ -649,7 +653,7 @@ def fuse_level(
     has_inh = inherited.shape[0] == h and inherited.shape[1] == w and inherit_gain != 0.0
     for b in prange(nb):
         _fuse_band(
-            b,
+            np.int64(b),  # one compiled signature (prange indices may be signed or not)
             g,
             gn,
             inherited,
@@ -740,7 +744,7 @@ def depth_update(act, k, prev, best, idx, before, after, amin, coded, inv_floor)
         if coded:
             row = np.empty(w, np.float32)
             _encode_row(act[r], inv_floor, np.empty(w, np.float32), row)
-        _track_row(row, r, k, prev, best, idx, before, after, amin, unknown)
+        _track_row(row, np.int64(r), k, prev, best, idx, before, after, amin, unknown)
 
 
 @njit(parallel=True)
