@@ -196,7 +196,7 @@ def test_fuse_stack_reads_a_folder_and_checks_z_before_fusing(tmp_path):
         write_image(tmp_path / f"z{k}.tif", f)
     from_folder = fuse_stack(tmp_path)
     np.testing.assert_array_equal(from_folder.image, fuse_stack(frames).image)
-    with pytest.raises(ValueError, match="z_um has 2 positions but frames holds 3"):
+    with pytest.raises(ValueError, match="z_um has 2 positions but 3 frames"):
         fuse_stack(frames, z_um=[0.0, 1.0])
     with pytest.raises(FileNotFoundError):
         fuse_stack(tmp_path / "missing")

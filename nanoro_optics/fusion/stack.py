@@ -978,8 +978,8 @@ def fuse_stack(
     fuser = StackFuser(z_um=z_um, align=align, **options)
     if z_um is not None and total is not None and len(z_um) != total:
         raise ValueError(
-            f"z_um has {len(z_um)} positions but frames holds {total} frames; give one "
-            f"position per frame"
+            f"z_um has {len(z_um)} positions but {total} frames were given (one position "
+            f"per frame)"
         )
     for frame in iterator:
         fuser.add(frame)
