@@ -5,7 +5,8 @@ and read noise, occlusion). Metrics, all against the noise-free all-in-focus tru
 
 * PSNR (full scale = the camera's white level) and SSIM;
 * halo-band ratio: RMS error within ``HALO_BAND_PX`` of object edges over the RMS error of
-  pixels farther than ``FAR_PX`` from any edge (1 = no worse next to edges);
+  pixels farther than ``FAR_PX`` from any edge (1 = no worse next to edges), and both RMS
+  errors in DN (the ratio also falls when the far error grows: read it with them);
 * flat-region PSNR (fluorescence): over the background, farther than ``FAR_PX`` from objects;
 * depth RMSE (frames) over every pixel with a defined true depth, after no fit, and the
   coverage (finite fraction of those pixels); pixels of a depth map left NaN count as
@@ -84,6 +85,8 @@ def scores(img: np.ndarray, scene: Any) -> dict[str, float]:
             if err.ndim == 3:
                 err = err.mean(-1)
             out["halo_ratio"] = float(np.sqrt(err[band].mean() / err[far].mean()))
+            out["band_rmse_dn"] = float(np.sqrt(err[band].mean()))
+            out["far_rmse_dn"] = float(np.sqrt(err[far].mean()))
         if scene.kind == "fluorescence":
             flat = far & np.isnan(scene.depth)
             out["flat_psnr_db"] = psnr(img, scene.truth, full, flat)

@@ -181,7 +181,7 @@ def test_depth_of_a_thick_sample_is_covered_and_sub_frame(n):
     # from the half-resolution map reaches into)
     same = np.isclose(kept.depth[sure], res.depth[sure], atol=1e-5)
     assert same.mean() > 0.9
-    assert np.abs(kept.depth[sure] - res.depth[sure]).max() < 0.5
+    assert np.abs(kept.depth[sure] - res.depth[sure]).max() < 1.0
     # the confidence map tells the weak pixels: they are the less accurate ones
     weak = res.confidence < 0.5
     if weak.any() and (~weak).any():

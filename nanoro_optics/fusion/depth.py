@@ -51,7 +51,7 @@ CONTRAST_NOISE = 1.15
 #: activity contrast above the noise one at which the confidence reaches 1
 CONTRAST_FULL = 3.0
 #: sigma (px of the tracked level) of the confidence-weighted smoothing of the sub-frame map
-SMOOTH_PX = 3.0
+SMOOTH_PX = 2.0
 
 
 def subframe_offset(before: np.ndarray, best: np.ndarray, after: np.ndarray) -> np.ndarray:

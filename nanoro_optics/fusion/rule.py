@@ -85,7 +85,7 @@ class FusionRule:
     sharpness: int | None = 4
     window_px: int = 5
     inherit: float = 1.0
-    min_confidence: float = 0.5
+    min_confidence: float = 0.6
     focus_levels: int = 3
     noise_floor: float = 0.25
     fill_depth: bool = True
