@@ -148,6 +148,7 @@ def best_run(cmd: list[str], repeats: int) -> tuple[float, float]:
 
 def ours_cli(files: list[Path], out: Path, align: bool, depth_map: Path | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "nanoro_optics", "fuse", *map(str, files), "-o", str(out), "-q"]
+    cmd += ["--overwrite"]  # repeated runs write the same outputs
     if depth_map is not None:
         cmd += ["--depth-map", str(depth_map)]
     return cmd + (["--align"] if align else [])

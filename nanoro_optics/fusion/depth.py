@@ -121,30 +121,50 @@ def fill_depth(depth: np.ndarray, weight: np.ndarray) -> np.ndarray:
     >>> fill_depth(d, w).tolist()
     [[1.0, 2.0], [2.0, 3.0]]
     """
-    from scipy import ndimage
-
-    w0 = np.where(weight > 0, weight, 0.0).astype(np.float64)
-    d0 = np.where(w0 > 0, depth, 0.0).astype(np.float64)
+    w0 = np.where(weight > 0, weight, 0).astype(np.float32)
+    d0 = np.where(w0 > 0, depth, 0).astype(np.float32)
     ws, fs = [w0], [w0 * d0]
     while ws[-1].shape[0] > 1 or ws[-1].shape[1] > 1:
-        w, f = ws[-1], fs[-1]
-        h2, w2 = -(-w.shape[0] // 2), -(-w.shape[1] // 2)
-        pad = ((0, 2 * h2 - w.shape[0]), (0, 2 * w2 - w.shape[1]))
-        w = np.pad(w, pad, mode="edge")
-        f = np.pad(f, pad, mode="edge")
-        ws.append(w.reshape(h2, 2, w2, 2).mean(axis=(1, 3)))
-        fs.append(f.reshape(h2, 2, w2, 2).mean(axis=(1, 3)))
+        ws.append(_block_mean(ws[-1]))
+        fs.append(_block_mean(fs[-1]))
     with np.errstate(invalid="ignore", divide="ignore"):
-        est = np.where(ws[-1] > 0, fs[-1] / ws[-1], np.nan)
+        est = np.where(ws[-1] > 0, fs[-1] / ws[-1], np.float32(np.nan))
         for k in range(len(ws) - 2, -1, -1):
-            shape = ws[k].shape
-            zoom = (shape[0] / est.shape[0], shape[1] / est.shape[1])
-            up = ndimage.zoom(est, zoom, order=1, mode="nearest", grid_mode=True)[
-                : shape[0], : shape[1]
-            ]
-            own = fs[k] / ws[k]
-            est = np.where(ws[k] > 0, own, up) if k > 0 else np.where(w0 > 0, d0, up)
-    return est.astype(np.float32)
+            up = _upsample2(est, ws[k].shape)
+            if k == 0:
+                est = np.where(w0 > 0, d0, up)
+            else:
+                est = np.where(ws[k] > 0, fs[k] / ws[k], up)
+            ws[k + 1] = fs[k + 1] = ws[k]  # drop the coarser level
+    return est.astype(np.float32, copy=False)
+
+
+def _block_mean(a: np.ndarray) -> np.ndarray:
+    """Means over 2 x 2 blocks (an odd last row or column stands alone)."""
+    h, w = a.shape
+    h2, w2 = -(-h // 2), -(-w // 2)
+    out = np.zeros((h2, w2), np.float32)
+    cnt = np.zeros((h2, w2), np.float32)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            part = a[dy::2, dx::2]
+            out[: part.shape[0], : part.shape[1]] += part
+            cnt[: part.shape[0], : part.shape[1]] += 1
+    return out / cnt
+
+
+def _upsample2(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Bilinear upsampling by 2 onto ``shape``: block ``i`` covers fine samples 2i, 2i + 1."""
+
+    def along0(x: np.ndarray, n: int) -> np.ndarray:
+        prev = np.concatenate([x[:1], x[:-1]])  # edge values repeated
+        nxt = np.concatenate([x[1:], x[-1:]])
+        out = np.empty((2 * x.shape[0], *x.shape[1:]), np.float32)
+        out[0::2] = 0.75 * x + 0.25 * prev
+        out[1::2] = 0.75 * x + 0.25 * nxt
+        return out[:n]
+
+    return along0(along0(a, shape[0]).T, shape[1]).T
 
 
 class DepthTracker:

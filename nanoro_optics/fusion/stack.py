@@ -37,26 +37,42 @@ from .rule import FusionRule
 __all__ = ["FusionResult", "StackFuser", "frame_range", "fuse_stack"]
 
 #: smallest noise standard deviation (DN) assumed for integer frames: the rounding to
-#: integers alone gives 1 / sqrt(12) DN
-_SIGMA_MIN_DN = 1.0 / np.sqrt(12.0)
+#: integers alone gives 1 / sqrt(12) DN and cameras add read noise; below 1 DN the
+#: quantisation steps of blurred frames pass for detail (the depth of a clean synthetic
+#: 8-bit stack: 0.68 frame RMS at 0.29 DN, 0.15 at 1 DN; the fused image the same)
+_SIGMA_MIN_DN = 1.0
 #: activity floor (noise energies) of the depth estimate and its confidence: below one
 #: noise energy the focus profile is noise, whatever floor the fusion weights use
 DEPTH_FLOOR = 1.0
 #: rows of the first frame the noise estimate reads (evenly spaced; at 4000 px wide and
 #: 3 channels, 7.7e5 samples: the median's relative error is about 1e-3)
 _NOISE_ROWS = 64
+#: tiles of the noise estimate (rows x columns of the second differences) and the quantile
+#: of the tiles' medians it takes
+_NOISE_TILE_ROWS = 4
+_NOISE_TILE_COLS = 128
+_NOISE_QUANTILE = 0.25
 
 
 def noise_rows(h: int) -> np.ndarray:
-    """Return the rows of an ``h``-row frame that the noise estimate reads."""
-    return np.unique(np.linspace(0, h - 1, min(h, _NOISE_ROWS)).astype(np.intp))
+    """Return the rows of an ``h``-row frame that the noise estimate reads.
+
+    All rows of a frame of at most :data:`_NOISE_ROWS` rows; else :data:`_NOISE_ROWS` rows
+    in blocks of :data:`_NOISE_TILE_ROWS` adjacent rows, evenly spaced (so that the rows
+    taken out of a frame and stacked give back the same rows and blocks).
+    """
+    if h <= _NOISE_ROWS:
+        return np.arange(h, dtype=np.intp)
+    n_blocks = _NOISE_ROWS // _NOISE_TILE_ROWS
+    starts = np.linspace(0, h - _NOISE_TILE_ROWS, n_blocks).astype(np.intp)
+    return (starts[:, None] + np.arange(_NOISE_TILE_ROWS)).ravel()
 
 
 def noise_sigma(frame: np.ndarray) -> np.ndarray:
     """Noise standard deviation per channel of ``frame`` (H, W, C) as the fuser uses it.
 
-    :func:`estimate_noise`, but at least the rounding's noise of integer frames
-    (``1 / sqrt(12)`` DN) or ``1e-6`` of the span of float ones (over the rows the estimate
+    :func:`estimate_noise`, but at least 1 DN for integer frames (:data:`_SIGMA_MIN_DN`)
+    or ``1e-6`` of the span of float ones (over the rows the estimate
     reads, :func:`noise_rows`, so that the rows alone give the same value).
     """
     rows = frame[noise_rows(frame.shape[0])]
@@ -64,7 +80,7 @@ def noise_sigma(frame: np.ndarray) -> np.ndarray:
     if frame.dtype.kind == "f":
         span = float(np.max(rows) - np.min(rows))
         lo = 1e-6 * span if span > 0 else 1.0
-    else:  # the rounding's noise at least (this also bounds the activity codes)
+    else:  # 1 DN at least (this also bounds the activity codes)
         lo = _SIGMA_MIN_DN
     return np.maximum(sigma, lo)
 
@@ -74,9 +90,13 @@ def estimate_noise(frame: np.ndarray) -> np.ndarray:
 
     The median absolute second difference along rows, ``x[j] - (x[j-1] + x[j+1]) / 2``
     (variance ``1.5 sigma**2`` for white noise), scaled to a standard deviation (MAD / 0.6745,
-    Donoho & Johnstone [1]_): detail and edges occupy a minority of pixels and barely move the
-    median, so this measures the noise of the flat majority (in a fluorescence image, the dark
-    background's). Reads at most :data:`_NOISE_ROWS` evenly spaced rows.
+    Donoho & Johnstone [1]_), in tiles of :data:`_NOISE_TILE_ROWS` x :data:`_NOISE_TILE_COLS`
+    px; the estimate is the lower quartile of the tiles' values. Detail and edges barely move
+    a median, and texture that looks like noise in focus (in some tiles) is blurred away in
+    the defocused parts of a frame (in others), so this measures the noise of the flattest
+    quarter of the frame (in a fluorescence image, the dark background's). For white noise
+    the lower quartile of 512-sample tiles lies about 3 % below the noise. Reads at most
+    :data:`_NOISE_ROWS` rows (:func:`noise_rows`).
 
     References
     ----------
@@ -87,9 +107,15 @@ def estimate_noise(frame: np.ndarray) -> np.ndarray:
     if w < 3:
         return np.zeros(frame.shape[2])
     x = frame[noise_rows(frame.shape[0])].astype(np.float32)
-    r = np.abs(x[:, 1:-1] - 0.5 * (x[:, :-2] + x[:, 2:]))
-    mad = np.array([np.median(r[..., c]) for c in range(frame.shape[2])], np.float64)
-    return mad / (0.6745 * np.sqrt(1.5))
+    r = np.abs(x[:, 1:-1] - 0.5 * (x[:, :-2] + x[:, 2:]))  # (rows, w - 2, C)
+    # tiles of adjacent rows and columns; the median in each, then a low quantile of those
+    th = _NOISE_TILE_ROWS if r.shape[0] >= 2 * _NOISE_TILE_ROWS else r.shape[0]
+    tw = min(_NOISE_TILE_COLS, r.shape[1])
+    ny, nx = r.shape[0] // th, r.shape[1] // tw
+    tiles = r[: ny * th, : nx * tw].reshape(ny, th, nx, tw, -1).transpose(0, 2, 1, 3, 4)
+    mads = np.median(tiles.reshape(ny * nx, th * tw, -1), axis=1)  # (tiles, C)
+    mad = np.quantile(mads, _NOISE_QUANTILE, axis=0) if len(mads) > 1 else mads[0]
+    return np.asarray(mad, np.float64) / (0.6745 * np.sqrt(1.5))
 
 
 @dataclass(frozen=True)
@@ -410,7 +436,7 @@ class StackFuser:
                     f"channels (give one, or one per channel)"
                 )
             sigma = np.broadcast_to(self._noise_opt, (c,)).astype(np.float64)
-            if frame3.dtype.kind in "ui":  # the rounding's noise at least (bounds the codes)
+            if frame3.dtype.kind in "ui":  # 1 DN at least (this also bounds the codes)
                 sigma = np.maximum(sigma, _SIGMA_MIN_DN)
         else:
             sigma = noise_sigma(frame3)
@@ -978,8 +1004,7 @@ def fuse_stack(
     fuser = StackFuser(z_um=z_um, align=align, **options)
     if z_um is not None and total is not None and len(z_um) != total:
         raise ValueError(
-            f"z_um has {len(z_um)} positions but {total} frames were given (one position "
-            f"per frame)"
+            f"z_um has {len(z_um)} positions but {total} frames were given (one position per frame)"
         )
     for frame in iterator:
         fuser.add(frame)
