@@ -113,6 +113,13 @@ def write_tiffs(frames: np.ndarray, folder: Path) -> list[Path]:
     return paths
 
 
+def enfuse_command(files: list[Path], out: Path, *, bits: int | None = None) -> list[str]:
+    """enfuse as a focus stacker: contrast weight only, hard masks (its documented recipe)."""
+    cmd = ["enfuse", "--exposure-weight=0", "--saturation-weight=0", "--contrast-weight=1"]
+    cmd += ["--hard-mask"] + ([f"--depth={bits}"] if bits else [])
+    return [*cmd, f"--output={out}", *map(str, files)]
+
+
 def peer_images(scene: Any, tmp: Path) -> dict[str, tuple[np.ndarray | None, float, str]]:
     """Run every installed peer on the scene's frames: {tool: (image, wall s, error)}."""
     import tifffile
@@ -123,19 +130,7 @@ def peer_images(scene: Any, tmp: Path) -> dict[str, tuple[np.ndarray | None, flo
     cmds: dict[str, tuple[list[str], Path]] = {}
     if shutil.which("enfuse"):
         o = tmp / "enfuse.tif"
-        cmds["enfuse"] = (
-            [
-                "enfuse",
-                "--exposure-weight=0",
-                "--saturation-weight=0",
-                "--contrast-weight=1",
-                "--hard-mask",
-                "--depth=16" if scene.frames.dtype == np.uint16 else "--depth=8",
-                f"--output={o}",
-                *map(str, files),
-            ],
-            o,
-        )
+        cmds["enfuse"] = (enfuse_command(files, o, bits=scene.frames.dtype.itemsize * 8), o)
     if shutil.which("focusweave"):
         o = tmp / "fw.tif"
         cmds["focusweave"] = (

@@ -108,16 +108,10 @@ def read_image(path: Path) -> np.ndarray:
 def peer_commands(files: list[Path], folder: Path, out: Path, align: bool) -> dict[str, Any]:
     cmds: dict[str, Any] = {}
     if shutil.which("enfuse"):
+        from _hard import enfuse_command
+
         cmds["enfuse"] = (
-            [
-                "enfuse",
-                "--exposure-weight=0",
-                "--saturation-weight=0",
-                "--contrast-weight=1",
-                "--hard-mask",
-                f"--output={out.with_suffix('.enfuse.png')}",
-                *map(str, files),
-            ],
+            enfuse_command(files, out.with_suffix(".enfuse.png")),
             out.with_suffix(".enfuse.png"),
         )
     if shutil.which("focusweave"):

@@ -211,24 +211,30 @@ def test_range_given_afterwards_gives_the_same_image_with_less_memory():
     fuser.close()
     with pytest.raises(RuntimeError, match="closed"):
         fuser.add(s.frames[0])
-    with pytest.raises(ValueError, match="keep_range=False"):
+    with pytest.raises(ValueError, match="set_range"):
         fuser.image()
     lo, hi = frame_range(iter(s.frames))
     with pytest.raises(ValueError, match="lo exceeds hi"):
-        fuser.image(frame_range=(hi, lo))
+        fuser.set_range(hi, lo)
     with pytest.raises(ValueError, match="shape"):
-        fuser.image(frame_range=(lo[1:], hi[1:]))
-    res = fuser.result(frame_range=(lo, hi))
+        fuser.set_range(lo[1:], hi[1:])
+    fuser.set_range(lo, hi)
+    res = fuser.result()
     np.testing.assert_array_equal(res.image, kept.image)
     np.testing.assert_array_equal(res.depth, kept.depth)
     keeper = StackFuser()
     keeper.add(s.frames[0])
     with pytest.raises(ValueError, match="keeps the frames' range itself"):
-        keeper.image(frame_range=(lo, hi))
+        keeper.set_range(lo, hi)
+    with pytest.raises(ValueError, match="comes after the frames"):
+        StackFuser(keep_range=False).set_range(lo, hi)
     with pytest.raises(ValueError, match="empty"):
         frame_range([])
     with pytest.raises(ValueError, match="frame 1"):
         frame_range([lo, lo[1:]])
+    single = StackFuser(keep_range=False)
+    single.add(s.frames[0])
+    np.testing.assert_array_equal(single.image(), s.frames[0])  # one frame needs no range
     lean = StackFuser(keep_range=False)
     lean.reserve((8, 8), np.uint8)
     assert lean._lo is None and lean._hi is None

@@ -325,14 +325,14 @@ def run(args: argparse.Namespace) -> int:
     depth: np.ndarray | None = None
     conf: np.ndarray | None = None
     unit = ""
-    span = None
     if not keep_range:
         fuser.close()  # its work buffers go before the frames are read again
-        span = frame_range(f.image for f in nio.iter_frames(files, reuse_buffer=True))
+        # handed over: the fuser frees the two maps once the image is built
+        fuser.set_range(*frame_range(f.image for f in nio.iter_frames(files, reuse_buffer=True)))
     if not track:  # no depth map asked for: do not build one
-        image = fuser.image(release=True, frame_range=span)
+        image = fuser.image(release=True)
     else:
-        result = fuser.result(release=True, frame_range=span)
+        result = fuser.result(release=True)
         image, depth, conf, unit = result.image, result.depth, result.confidence, result.depth_unit
     bbox = fuser.valid_bbox
     if args.crop and bbox is not None:

@@ -229,8 +229,8 @@ class StackFuser:
     keep_range : bool, optional
         Keep the frames' per-pixel range as frames arrive (default), to keep the fused
         image inside it. With ``False`` the fuser holds two frame-size maps less and
-        :meth:`image` / :meth:`result` need the range given (``frame_range=``, e.g. from
-        :func:`frame_range` over a second read of the files, as the CLI does).
+        the range must be handed over after the last frame with :meth:`set_range` (e.g.
+        from :func:`frame_range` over a second read of the files, as the CLI does).
     **rule_options
         Options of :class:`~nanoro_optics.fusion.rule.FusionRule`: ``sharpness``,
         ``window_px``, ``inherit``, ``min_confidence``, ``focus_levels``, ``noise_floor``,
@@ -710,9 +710,7 @@ class StackFuser:
             return np.asarray(self._z_frames)
         return None
 
-    def result(
-        self, *, release: bool = False, frame_range: tuple[Any, Any] | None = None
-    ) -> FusionResult:
+    def result(self, *, release: bool = False) -> FusionResult:
         """Return the fused image and depth map of the frames added so far.
 
         Parameters
@@ -721,9 +719,6 @@ class StackFuser:
             Free the fuser's working memory while the result is built (the peak memory is
             then that of the frames' loop, not more); the fuser takes no frame afterwards.
             By default more frames may be added and ``result`` called again.
-        frame_range : (array_like, array_like), optional
-            The frames' per-pixel minimum and maximum (each of a frame's shape and dtype,
-            :func:`frame_range`): required with ``keep_range=False``, refused otherwise.
 
         Raises
         ------
@@ -739,19 +734,15 @@ class StackFuser:
                 "this StackFuser was made with depth=False and keeps no depth map; "
                 "call image() for the fused image"
             )
-        return self._result(release=release, frame_range=frame_range)
+        return self._result(release=release)
 
-    def image(
-        self, *, release: bool = False, frame_range: tuple[Any, Any] | None = None
-    ) -> np.ndarray:
+    def image(self, *, release: bool = False) -> np.ndarray:
         """Return the fused image alone, without the depth map :meth:`result` also builds.
 
         Parameters
         ----------
         release : bool, optional
             As in :meth:`result`: free the working memory; the fuser takes no frame after.
-        frame_range : (array_like, array_like), optional
-            As in :meth:`result`.
 
         Raises
         ------
@@ -763,47 +754,59 @@ class StackFuser:
         release = check_bool(release, "release")
         if release and not self._released and self._n > 0 and self._tracker is not None:
             self._tracker.release()  # no depth map: its maps can go before the collapse
-        return self._image(release=release, frame_range=frame_range)
+        return self._image(release=release)
 
-    def _given_range(self, frame_range: Any) -> tuple[np.ndarray, np.ndarray] | None:
-        """Check ``frame_range`` against the fuser's settings; return it planar (C, H, W)."""
-        if frame_range is None:
-            if not self.keep_range:
-                raise ValueError(
-                    "this StackFuser keeps no range of the frames (keep_range=False): pass "
-                    "frame_range=(lo, hi), e.g. frame_range(frames) over the same frames"
-                )
-            return None
+    def set_range(self, lo: Any, hi: Any) -> None:
+        """Hand over the frames' per-pixel range, for a fuser made with ``keep_range=False``.
+
+        The fuser takes the arrays (the caller should drop its own references: the fuser
+        frees them once the image is built with ``release=True``) and closes itself
+        (:meth:`close`): no frame may follow.
+
+        Parameters
+        ----------
+        lo, hi : array_like
+            Per-pixel minimum and maximum of every frame added, each of a frame's shape and
+            dtype (:func:`frame_range`).
+
+        Raises
+        ------
+        ValueError
+            A fuser that keeps its own range, no frame yet, or arrays of the wrong shape or
+            dtype, or ``lo > hi`` somewhere.
+        """
         if self.keep_range:
             raise ValueError(
-                "frame_range is for a StackFuser made with keep_range=False; this one keeps "
+                "set_range() is for a StackFuser made with keep_range=False; this one keeps "
                 "the frames' range itself"
             )
-        try:
-            lo, hi = frame_range
-        except (TypeError, ValueError) as exc:
-            raise TypeError("frame_range must be a pair (lo, hi) of arrays") from exc
-        out = []
+        if self._n == 0 or self._shape is None:
+            raise ValueError("set_range() comes after the frames: none was added yet")
+        planar = []
         for name, arr in (("lo", lo), ("hi", hi)):
             a = np.asarray(arr)
             if a.shape != self._shape or a.dtype != self._dtype:
                 raise ValueError(
-                    f"frame_range {name} has shape {a.shape} and dtype {a.dtype}, expected "
+                    f"set_range {name} has shape {a.shape} and dtype {a.dtype}, expected "
                     f"{self._shape} and {self._dtype} (the frames')"
                 )
-            a3 = a if a.ndim == 3 else a[:, :, None]
-            out.append(np.moveaxis(a3, -1, 0))
-        if np.any(out[0] > out[1]):
-            raise ValueError("frame_range lo exceeds hi somewhere: give (minimum, maximum)")
-        return out[0], out[1]
+            planar.append(np.moveaxis(a if a.ndim == 3 else a[:, :, None], -1, 0))
+        if np.any(planar[0] > planar[1]):
+            raise ValueError("set_range lo exceeds hi somewhere: give (minimum, maximum)")
+        self.close()
+        self._lo, self._hi = planar
 
-    def _image(self, *, release: bool, frame_range: Any = None) -> np.ndarray:
+    def _image(self, *, release: bool) -> np.ndarray:
         if self._released:
             raise RuntimeError("this StackFuser was released by result(release=True)")
         if self._n == 0:
             raise ValueError("the stack is empty: add at least one frame before result()")
         assert self._dtype is not None and self._shape is not None
-        given = self._given_range(frame_range)
+        if self._lo is None and self._n > 1:
+            raise ValueError(
+                "this StackFuser keeps no range of the frames (keep_range=False): hand it "
+                "over with set_range(lo, hi) first, e.g. set_range(*frame_range(frames))"
+            )
         if release:  # the collapse needs only the fused means; free the rest before it
             self._released = True
             self._wnorm, self._gbuf, self._rbuf = [], [], []
@@ -816,22 +819,22 @@ class StackFuser:
             # no fused pixel outside the range the frames recorded there: where levels come
             # from different frames (frames that differ in brightness or position at coarse
             # scales), their sum can overshoot; this bounds it by the data
-            lo, hi = given if given is not None else (self._lo, self._hi)
-            assert lo is not None and hi is not None
-            if lo.dtype != image3.dtype:  # frames fused in float32 for another dtype
-                lo, hi = lo.astype(image3.dtype), hi.astype(image3.dtype)
-            self._kern().clamp_to_range(image3, lo, hi)
+            lo, hi = self._lo, self._hi
+            if lo is not None and hi is not None:  # (a single frame needs no range)
+                if lo.dtype != image3.dtype:  # frames fused in float32 for another dtype
+                    lo, hi = lo.astype(image3.dtype), hi.astype(image3.dtype)
+                self._kern().clamp_to_range(image3, lo, hi)
             image = image3 if len(self._shape) == 3 else image3[:, :, 0]
         if release:
             self._acc = []
             self._lo = self._hi = None
         return image
 
-    def _result(self, *, release: bool, frame_range: Any = None) -> FusionResult:
+    def _result(self, *, release: bool) -> FusionResult:
         if self._released:
             raise RuntimeError("this StackFuser was released by result(release=True)")
         z = self._z_positions()
-        image = self._image(release=release, frame_range=frame_range)
+        image = self._image(release=release)
         assert self._tracker is not None
         depth, conf = self._tracker.finish(
             z_um=z,
@@ -862,7 +865,7 @@ class StackFuser:
 
 
 def frame_range(frames: Iterable[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel minimum and maximum of a stack's frames (for ``frame_range=``).
+    """Per-pixel minimum and maximum of a stack's frames (for :meth:`StackFuser.set_range`).
 
     Parameters
     ----------
