@@ -137,8 +137,9 @@ def test_fuse_and_fuse_batch_offer_the_same_fusion_options(tmp_path: Path) -> No
     assert flags == _fusion_group_flags(batch.stdout)
     expected = [opt.flags[0] for opt in FUSER_OPTIONS] + ["--crop", "--z-step-um"]
     assert flags == expected
-    # the alignment reference is documented
-    assert "FIRST frame" in fuse.stdout and "FIRST frame" in batch.stdout
+    # the alignment reference is documented, and can be chosen
+    for out in (fuse.stdout, batch.stdout):
+        assert "first frame of the stack" in out and "{first,middle}" in out
 
 
 # ---------------------------------------------------------------------- fuse: safe outputs
@@ -365,3 +366,14 @@ def test_confidence_and_depth_map_must_be_distinct_tiffs(tmp_path: Path) -> None
     png = _cli("fuse", "stack", "-o", "o.tif", "--confidence", "c.png", cwd=tmp_path)
     assert png.returncode != 0 and "--confidence" in png.stderr and ".tif" in png.stderr
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_reference_middle_keeps_the_middle_frames_grid(tmp_path: Path) -> None:
+    frames = _frames_folder(tmp_path / "stack", 5, shift_px=2)
+    proc = _cli("fuse", "stack", "-o", "m.tif", "--align", "--reference", "middle", "-q",
+                cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    ref = fuse_stack(frames, align=True, reference="middle").image
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "m.tif"), ref)
+    note = _cli("fuse", "stack", "-o", "n.tif", "--reference", "middle", cwd=tmp_path)
+    assert "--reference does nothing without --align" in note.stderr

@@ -238,3 +238,41 @@ def test_range_given_afterwards_gives_the_same_image_with_less_memory():
     lean = StackFuser(keep_range=False)
     lean.reserve((8, 8), np.uint8)
     assert lean._lo is None and lean._hi is None
+
+
+def test_alignment_to_the_middle_frame_keeps_its_grid(tmp_path):
+    from nanoro_optics.fusion import synthetic_stack
+    from nanoro_optics.fusion.align import FrameAligner, reference_transform
+    from nanoro_optics.io import write_image
+
+    scene = synthetic_stack((140, 160), 1, seed=2).frames[0]
+    # a drifting stack (3 px per frame in x), every frame equally sharp
+    frames = np.stack([scene[10:130, 10 + 3 * k : 130 + 3 * k] for k in range(5)])
+    first = fuse_stack(frames, align=True)
+    middle = fuse_stack(frames, align=True, reference="middle")
+    inner = (slice(10, -10), slice(20, -20))
+    assert np.abs(first.image[inner].astype(float) - frames[0][inner]).mean() < 2.0
+    assert np.abs(middle.image[inner].astype(float) - frames[2][inner]).mean() < 2.0
+    assert np.abs(middle.image[inner].astype(float) - frames[0][inner]).mean() > 10.0
+    # the same from files, and through a first pass given by hand
+    for k, f in enumerate(frames):
+        write_image(tmp_path / f"d{k}.png", f)
+    np.testing.assert_array_equal(
+        fuse_stack(tmp_path, align=True, reference="middle").image, middle.image
+    )
+    ref = reference_transform(iter(frames))
+    np.testing.assert_allclose(ref[:, 2], [6.0, 0.0], atol=0.2)  # frame 2 sits 6 px right
+    by_hand = StackFuser(align=True, align_reference=ref)
+    for f in frames:
+        by_hand.add(f)
+    np.testing.assert_array_equal(by_hand.result().image, middle.image)
+    with pytest.raises(TypeError, match="one-shot"):
+        fuse_stack(iter(frames), align=True, reference="middle")
+    with pytest.raises(ValueError, match="align=True"):
+        fuse_stack(frames, reference="middle")
+    with pytest.raises(ValueError, match="reference"):
+        fuse_stack(frames, align=True, reference="last")
+    with pytest.raises(ValueError, match="invertible"):
+        FrameAligner(reference=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="align_reference is for align=True"):
+        StackFuser(align_reference=ref)

@@ -11,8 +11,8 @@ options that do nothing in the combination given, for the commands to print on s
 command whose depth map is optional passes whether it writes one).
 
 Frame alignment (``--align``) registers every frame onto the *first* frame of the stack (the
-first file in stack order): the fused image has the first frame's pixel grid and
-magnification.
+first file in stack order), or with ``--reference middle`` onto the middle one: the fused
+image has that frame's pixel grid and magnification.
 """
 
 from __future__ import annotations
@@ -87,9 +87,19 @@ FUSER_OPTIONS: tuple[FuserOption, ...] = (
         "align",
         {
             "action": "store_true",
-            "help": "align every frame onto the FIRST frame of the stack before fusing "
-            "(focus breathing: scale; drift: translation); the result has the first "
-            "frame's pixel grid",
+            "help": "align every frame onto the first frame of the stack (or the one "
+            "--reference names) before fusing (focus breathing: scale; drift: translation); "
+            "the result has that frame's pixel grid",
+        },
+    ),
+    FuserOption(
+        ("--reference",),
+        "reference",
+        "reference",
+        {
+            "choices": ("first", "middle"),
+            "help": "with --align, the frame whose pixel grid the result keeps: the first "
+            "(default) or the middle one (half the largest warp; the files are read twice)",
         },
     ),
     FuserOption(
@@ -289,6 +299,8 @@ def unused_option_notes(args: argparse.Namespace, *, depth_written: bool) -> lis
     ['--z-step-um does nothing without --depth-map (it sets the unit of the depth map)']
     """
     notes = []
+    if getattr(args, "reference", None) is not None and not args.align:
+        notes.append("--reference does nothing without --align (it names the frame to align to)")
     if getattr(args, "keep_depth_holes", False) and not depth_written:
         notes.append("--keep-depth-holes does nothing without a depth map")
     if args.z_step_um is not None and not depth_written:

@@ -291,11 +291,18 @@ def run(args: argparse.Namespace) -> int:
     # from a second read of the files instead of being held while fusing: two maps of the
     # frame's size less at the peak; aligned frames are warped, so their range is kept
     keep_range = bool(options["align"])
+    middle = options.pop("reference", "first") == "middle" and options["align"]
 
     def new_fuser() -> Any:
         return StackFuser(depth=track, keep_range=keep_range, **options)
 
     fuser = new_fuser()  # checks the options before any frame is read
+    if middle:  # a first pass estimates the middle frame's transform: the output's grid
+        from ..fusion.align import reference_transform
+
+        frames_again = (f.image for f in nio.iter_frames(files, reuse_buffer=True))
+        options["align_reference"] = reference_transform(frames_again, "middle")
+        fuser = new_fuser()
     if not args.quiet:
         announce_compile(depth=track, align=options["align"], stream=sys.stderr)
     tiffs = any(f.suffix.lower() in (".tif", ".tiff") for f in files)

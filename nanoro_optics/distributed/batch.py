@@ -275,6 +275,8 @@ def _fuse_one(job: _Job) -> StackRecord:
     sources: tuple[str, ...] = ()
     try:
         frames, sources = _frames_of(job.source)
+        if job.options.get("reference") == "middle" and sources:
+            frames = list(sources)  # the files themselves: reference="middle" reads them twice
         res = fuse_stack(frames, align=job.align, crop=job.crop, **job.options)
         depth, unit = res.depth, res.depth_unit
         if job.z_step_um is not None:  # frame k at k * step: the depth scales with it

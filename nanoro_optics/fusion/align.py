@@ -51,7 +51,13 @@ import numpy as np
 
 from .._validation import check_bool, check_choice, check_int
 
-__all__ = ["MODELS", "AlignResult", "FrameAligner", "align_stack"]
+__all__ = [
+    "MODELS",
+    "AlignResult",
+    "FrameAligner",
+    "align_stack",
+    "reference_transform",
+]
 
 #: The motion models and their number of parameters.
 MODELS: dict[str, int] = {"translation": 2, "similarity": 4, "affine": 6}
@@ -481,14 +487,18 @@ class FrameAligner:
     order : {1, 3}, optional
         Interpolation of the warped output: cubic B-spline (default) or bilinear (about twice
         as fast, but its smoothing costs ~6 dB PSNR in the fused image of a breathing stack).
+    reference : array_like, optional
+        2x3 matrix of the frame whose pixel grid the output takes, as this class estimates
+        it (``transforms[m]`` of a first pass over the same frames, see
+        :func:`reference_transform`). By default the first frame's grid.
 
     Attributes
     ----------
     transforms : list of numpy.ndarray
         One 2x3 float64 matrix per frame added, mapping the frame's pixel coordinates
-        ``(x, y)`` into the first frame's.
+        ``(x, y)`` into the output grid's (the first frame's, or the reference's).
     valid_bbox : tuple of int
-        ``(y0, y1, x0, x1)``: the slice ``[y0:y1, x0:x1]`` of the first frame's grid that every
+        ``(y0, y1, x0, x1)``: the slice ``[y0:y1, x0:x1]`` of the output grid that every
         frame added so far covers.
     registered : list of bool
         Whether each frame's neighbour registration converged; where it did not (a frame with
@@ -513,8 +523,17 @@ class FrameAligner:
         rotation: bool = False,
         downsample: int | None = None,
         order: int = 3,
+        reference: Any = None,
     ) -> None:
         self.model = check_choice(model, "model", MODELS)
+        self._rebase = np.eye(3)
+        if reference is not None:
+            ref = np.asarray(reference, dtype=np.float64)
+            if ref.shape != (2, 3) or not np.isfinite(ref).all():
+                raise ValueError(f"reference must be a finite 2x3 matrix, got {reference!r}")
+            if abs(np.linalg.det(ref[:, :2])) < 1e-6:
+                raise ValueError(f"reference must be invertible, got {ref.tolist()}")
+            self._rebase = np.linalg.inv(_as_matrix3(ref))
         rotation = check_bool(rotation, "rotation")
         if rotation and self.model != "similarity":
             raise ValueError(
@@ -534,6 +553,7 @@ class FrameAligner:
         self._prev: np.ndarray | None = None
         self._prev_step: np.ndarray | None = None  # last neighbour map, downsampled coords
         self._d = 1
+        self._chain = np.eye(3)  # the last frame -> first frame map
         self._box = (-math.inf, math.inf, -math.inf, math.inf)
         self._scratch: list[np.ndarray] = []  # the warp's coefficient plane, kept
 
@@ -599,8 +619,10 @@ class FrameAligner:
             self._prev = small
             s = _scale_matrix(self._d)
             full = s @ step @ np.linalg.inv(s)
-            total = _as_matrix3(self.transforms[-1]) @ full
+            total = self._chain @ full
             total = _project(total, self._fit)
+        self._chain = total
+        total = self._rebase @ total  # into the output grid
         self.transforms.append(total[:2].copy())
         self.registered.append(ok)
         box = _valid_bbox_of(total, arr.shape[:2])
@@ -633,9 +655,45 @@ class FrameAligner:
         """
         matrix = self.estimate(frame)
         arr = np.asarray(frame)
-        if len(self.transforms) == 1:
+        if np.array_equal(matrix, np.eye(3)[:2]):  # the first frame, on its own grid
             return arr
         return warp_frame(arr, matrix, order=self.order, _scratch=self._scratch)
+
+
+def reference_transform(frames: Any, which: str | int = "middle", **options: Any) -> np.ndarray:
+    """Estimate, in a first pass, the 2x3 matrix of a reference frame for ``reference=``.
+
+    Parameters
+    ----------
+    frames : iterable of array_like
+        The stack (read once, frame by frame; only the estimation runs, nothing is warped).
+    which : "middle", "first" or int, optional
+        The reference: ``N // 2``, 0, or a frame index.
+    **options
+        :class:`FrameAligner` options (``model``, ``rotation``, ``downsample``).
+
+    Returns
+    -------
+    numpy.ndarray
+        The reference's frame -> first-frame matrix, as :class:`FrameAligner` estimates it.
+    """
+    aligner = FrameAligner(**options)
+    for frame in frames:
+        aligner.estimate(frame)
+    n = len(aligner.transforms)
+    if n == 0:
+        raise ValueError("frames is empty: a reference needs at least one frame")
+    if which == "middle":
+        k = n // 2
+    elif which == "first":
+        k = 0
+    elif isinstance(which, (int, np.integer)) and not isinstance(which, bool) and 0 <= which < n:
+        k = int(which)
+    else:
+        raise ValueError(
+            f"which must be 'middle', 'first' or a frame index 0..{n - 1}, got {which!r}"
+        )
+    return aligner.transforms[k].copy()
 
 
 @dataclass(frozen=True)

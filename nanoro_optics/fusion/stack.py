@@ -226,6 +226,10 @@ class StackFuser:
     noise_dn : float or sequence of float, optional
         Noise standard deviation in DN, one value or one per channel, instead of the
         estimate from the first frame (:func:`estimate_noise`).
+    align_reference : array_like, optional
+        With ``align``, the 2x3 matrix of the frame whose pixel grid the result takes
+        (:func:`~nanoro_optics.fusion.align.reference_transform` over the same frames, a
+        first pass); by default the first frame's grid.
     keep_range : bool, optional
         Keep the frames' per-pixel range as frames arrive (default), to keep the fused
         image inside it. With ``False`` the fuser holds two frame-size maps less and
@@ -280,6 +284,7 @@ class StackFuser:
         bit_depth: int | None = None,
         noise_dn: float | Sequence[float] | None = None,
         keep_range: bool = True,
+        align_reference: Any = None,
         **rule_options: Any,
     ) -> None:
         self.rule = FusionRule(**rule_options)
@@ -306,6 +311,12 @@ class StackFuser:
         self._levels_opt = None if levels is None else check_int(levels, "levels", 1, 32)
         self.align = check_bool(align, "align")
         self._aligner: Any = None
+        if align_reference is not None:
+            if not self.align:
+                raise ValueError("align_reference is for align=True (it sets the output grid)")
+            from .align import FrameAligner
+
+            self._aligner = FrameAligner(reference=align_reference)  # checks the matrix
         self._z_frames: list[float] = []
         self._n = 0
         self._shape: tuple[int, ...] | None = None
@@ -935,6 +946,7 @@ def fuse_stack(
     z_um: Sequence[float] | None = None,
     align: bool = False,
     crop: bool = False,
+    reference: str = "first",
     progress: Callable[[int, int | None], None] | None = None,
     **options: Any,
 ) -> FusionResult:
@@ -953,6 +965,10 @@ def fuse_stack(
         Align every frame onto the first one (focus breathing, drift) before fusing.
     crop : bool, optional
         With ``align``, crop the result to the area covered by every frame.
+    reference : {"first", "middle"}, optional
+        With ``align``, the frame whose pixel grid (position, magnification) the result
+        takes. ``"middle"`` (frame ``N // 2``; half the largest warp of an end frame) reads
+        the frames twice, so ``frames`` must be an array or a path, not a one-shot iterator.
     progress : callable, optional
         Called as ``progress(frames_done, n_frames_or_None)`` after each frame.
     **options
@@ -984,8 +1000,22 @@ def fuse_stack(
     ((96, 96, 3), dtype('uint8'), 5)
     """
     check_bool(crop, "crop")
-    from nanoro_optics.io import as_frames
+    from nanoro_optics._validation import check_choice
+    from nanoro_optics.io import as_frames, is_stack_source
 
+    check_choice(reference, "reference", ("first", "middle"))
+    if reference == "middle":
+        if not align:
+            raise ValueError("reference='middle' is for align=True (it sets the output grid)")
+        if not (isinstance(frames, np.ndarray) or is_stack_source(frames)):
+            raise TypeError(
+                "reference='middle' reads the frames twice: give an array or a path, not a "
+                f"one-shot {type(frames).__name__}"
+            )
+        from .align import reference_transform
+
+        first_pass = frames if isinstance(frames, np.ndarray) else as_frames(frames)
+        options = {**options, "align_reference": reference_transform(first_pass, "middle")}
     frames = as_frames(frames)  # a folder, glob, file list or multi-page TIFF: read lazily
     total: int | None = None
     iterator: Iterable[Any]
