@@ -5,9 +5,10 @@ into a running fused pyramid with the rule of :mod:`.rule`; the frame's pyramid 
 stored whole. The state is, per level, the weighted mean of the coefficients (planar; int16
 fixed point for uint8 frames, else float32) and one map of the frames' activities (their
 maximum, or their p-norm for the soft rule; for integer frames as 16-bit codes, else
-float32), plus the depth tracker on the half-resolution level: for a uint8 RGB frame about
-``4/3 * (6 + 2) + 11 / 4`` bytes per pixel (without the tracker, ``depth=False``, the last
-term goes), and the per-frame work buffers (the frame in planar form, its next Gaussian
+float32), plus the depth tracker on the half-resolution level and the frames' per-pixel
+range: for a uint8 RGB frame about ``4/3 * (6 + 2) + 11 / 4 + 6`` bytes per pixel (without
+the tracker, ``depth=False``, the third term goes; without the range, ``keep_range=False``,
+the last), and the per-frame work buffers (the frame in planar form, its next Gaussian
 level). Memory does not grow with the number of frames, and frames can be fused as a
 camera delivers them.
 
