@@ -235,6 +235,11 @@ class LiveFusion:
         self._dropped: set[tuple[tuple[str, int], ...]] = set()
         self._px: float | None = self.pixel_size_um
 
+    @property
+    def n_open(self) -> int:
+        """Groups open now, each holding one fuser: the handler's memory is bounded by it."""
+        return len(self._open)
+
     # -- before the run -------------------------------------------------------------------
     def check(self, sequence: Any) -> None:
         """Refuse a sequence this handler cannot fuse, or whose files exist, before it runs.

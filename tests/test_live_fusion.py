@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 import tifffile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("pymmcore_plus", reason="the mmcore extra is not installed")
 pytest.importorskip("useq", reason="the mmcore extra is not installed")
@@ -140,6 +142,72 @@ def test_live_fusion_with_a_guide_channel_equals_offline(rig: Any, tmp_path: Pat
         with tifffile.TiffFile(g.path) as tif:
             _assert_same(np.moveaxis(tif.series[0].asarray(), 0, -1), ref.image)
             assert json.loads(_annotation(tif.ome_metadata)["settings"])["guide_channel"] == "B"
+
+
+class OpenCounter:
+    """Wraps a LiveFusion's frameReady to record how many groups are open after each frame."""
+
+    def __init__(self, live: LiveFusion) -> None:
+        self.live = live
+        self.counts: list[int] = []
+
+    def sequenceStarted(self, sequence: Any, meta: Any) -> None:
+        self.live.sequenceStarted(sequence, meta)
+
+    def frameReady(self, image: Any, event: Any, meta: Any) -> None:
+        self.live.frameReady(image, event, meta)
+        self.counts.append(self.live.n_open)
+
+    def sequenceFinished(self, sequence: Any) -> None:
+        self.live.sequenceFinished(sequence)
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n_z=st.integers(1, 4),
+    n_pos=st.integers(1, 2),
+    n_t=st.integers(1, 2),
+    order=st.sampled_from(["tpcz", "tpzc"]),
+    guided=st.booleans(),
+)
+def test_live_fusion_property(
+    rig: Any, n_z: int, n_pos: int, n_t: int, order: str, guided: bool
+) -> None:
+    """Whatever the plan: one output per group, equal to offline fusion, memory bounded."""
+    core, _ = rig
+    guided = guided and order == "tpzc"
+    got: list[FusedGroup] = []
+    live = LiveFusion(got.append, guide_channel=0 if guided else None, levels=2)
+    counter = OpenCounter(live)
+    seq = _sequence(
+        stage_positions=[(None, None, 10.0 + 3 * i) for i in range(n_pos)],
+        z_plan=useq.ZRelativePositions(relative=Z_REL[:n_z]),
+        time_plan={"interval": 0, "loops": n_t} if n_t > 1 else None,
+        axis_order=order,
+    )
+    rec = Recorder()
+    core.mda.run(seq, output=[counter, rec])
+    assert live.errors == [] and live.incomplete == []
+    assert len(got) == n_pos * n_t * (1 if guided else 2)
+    # open groups: one at a time, or one per channel when channels vary faster than z
+    assert max(counter.counts) <= (1 if guided or order == "tpcz" else 2)
+    assert counter.counts[-1] == 0
+    for g in got:
+        d = dict(g.index)
+        sel = {k: v for k, v in d.items() if k in ("p", "t")}
+        if guided:
+            a, zs = rec.group(**sel, c=0)
+            b, _ = rec.group(**sel, c=1)
+            ref = fuse_stack(np.stack([a, b], axis=-1), z_um=zs, guide_channel=0, levels=2)
+        else:
+            frames, zs = rec.group(**sel, c=d["c"])
+            ref = fuse_stack(frames, z_um=zs, levels=2)
+        assert list(g.z_um) == zs
+        _assert_same(g.image, ref.image)
+        _assert_same(g.depth_um, ref.depth)
+        _assert_same(g.confidence, ref.confidence)
 
 
 def test_cancelled_mda_leaves_finished_groups_only(rig: Any, tmp_path: Path) -> None:
