@@ -33,13 +33,9 @@ OBJECTIVE = "Nikon MRP70101"  # depth of field 11.8 um
 def rig() -> tuple[Any, MockZStage]:
     mock = MockZStage(position_um=10.0, limits_um=(0.0, 100.0))
     cam = SimulatedCamera(mock, Specimen.synthetic(SHAPE, relief_um=3.0, base_um=10.0))
-    core = simulated_core(mock, cam)
-    for name in ("A", "B"):  # channel presets that set nothing the simulation sees
-        core.defineConfig("Channel", name, "Core", "AutoShutter", "0")
-    core.definePixelSizeConfig("res")
-    core.setPixelSizeUm("res", PIXEL_UM)
-    core.setPixelSizeConfig("res")
-    core.setAutoShutter(False)  # no shutter device
+    core = simulated_core(mock, cam, channels=["A", "B"], pixel_size_um=PIXEL_UM)
+    assert core.getPixelSizeUm() == PIXEL_UM and not core.getAutoShutter()
+    assert list(core.getAvailableConfigs("Channel")) == ["A", "B"]
     return core, mock
 
 
@@ -323,6 +319,17 @@ def test_sequence_without_pixel_size_is_refused_for_files(tmp_path: Path) -> Non
     live.sequenceStarted(seq, {"image_infos": [{"pixel_size_um": 0.0}]})
     live.frameReady(np.ones(SHAPE, np.uint16), _event(p=0, c=0, z=0), {})
     assert "no pixel size" in str(live.errors[0][1]) and list(tmp_path.iterdir()) == []
+
+
+def test_simulated_core_checks_its_channels_and_pixel_size() -> None:
+    mock = MockZStage()
+    cam = SimulatedCamera(mock, Specimen.synthetic((8, 8), relief_um=1.0))
+    with pytest.raises(ValueError, match=r"distinct non-empty names, got \['A', 'A'\]"):
+        simulated_core(mock, cam, channels=["A", "A"])
+    with pytest.raises(ValueError, match="channels must be distinct non-empty names"):
+        simulated_core(mock, cam, channels=[""])
+    with pytest.raises(ValueError, match="pixel_size_um must be > 0"):
+        simulated_core(mock, cam, pixel_size_um=-0.5)
 
 
 # ------------------------------------------------------------------ check_mda_sequence
