@@ -168,6 +168,11 @@ class LiveFusion:
     Each frame is copied into the fuser (or, with a guide, into a one-slice buffer) before
     the handler returns, so the engine may reuse its buffers.
 
+    pymmcore-plus calls output handlers from a relay thread fed by a queue: acquisition
+    does not wait for fusion. The handler itself holds only its open groups, but if frames
+    come faster than they fuse (short exposures of large frames), the queue holds the
+    frames waiting; ``benchmarks/bench_live_mda.py`` measures the rate.
+
     Examples
     --------
     >>> import useq
