@@ -246,6 +246,33 @@ def test_run_refuses_before_anything_moves(rig: Any, tmp_path: Path) -> None:
         assert tif.is_ome
 
 
+def test_run_raises_what_failed_during_the_mda(rig: Any, tmp_path: Path) -> None:
+    core, _ = rig
+
+    def broken(group: FusedGroup) -> None:
+        raise KeyError(f"no room for {group.index}")
+
+    live = LiveFusion(broken, levels=2)
+    with pytest.raises(
+        RuntimeError, match=r"failed for 2 group\(s\); the first, .*no room"
+    ) as info:
+        live.run(core, _sequence(channels=["A"]))
+    assert isinstance(info.value.__cause__, KeyError) and live.n_done == 2
+
+
+def test_run_needs_a_pixel_size_for_files(tmp_path: Path) -> None:
+    class Uncalibrated:
+        def getPixelSizeUm(self) -> float:
+            return 0.0
+
+        @property
+        def mda(self) -> Any:
+            raise AssertionError("the MDA must not start")
+
+    with pytest.raises(ValueError, match=r"no pixel size calibration \(getPixelSizeUm\(\) is 0\)"):
+        LiveFusion(out_dir=tmp_path).run(Uncalibrated(), _sequence(channels=["A"]))
+
+
 def _event(**index: int) -> Any:
     z = index.get("z", 0)
     return useq.MDAEvent(index=index, z_pos=10.0 + z)
