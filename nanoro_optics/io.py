@@ -29,6 +29,7 @@ References
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import re
@@ -60,6 +61,7 @@ __all__ = [
     "read_stack",
     "write_depth_map",
     "write_fusion_ome_tiff",
+    "write_fusion_ome_zarr",
     "write_image",
 ]
 
@@ -1012,18 +1014,71 @@ def write_fusion_ome_tiff(
     ...         [s.shape for s in tif.series]
     [(4, 6), (2, 4, 6)]
     """
-    import json
-
     import tifffile
 
-    from ._validation import as_float_array, check_positive
+    p = _fusion_path(path, (".ome.tif", ".ome.tiff"), "an OME-TIFF")
+    check_bool(overwrite, "overwrite")
+    planes, depth, px, names, record = _fusion_data(
+        image, depth_um, confidence, pixel_size_um, z_um, channel_names, settings
+    )
+    common = {
+        "axes": "CYX",
+        "PhysicalSizeX": px,
+        "PhysicalSizeXUnit": "\u00b5m",
+        "PhysicalSizeY": px,
+        "PhysicalSizeYUnit": "\u00b5m",
+    }
 
+    def write(fh: Any) -> None:
+        with tifffile.TiffWriter(fh, ome=True) as tif:
+            tif.write(
+                np.ascontiguousarray(planes),
+                photometric="minisblack",
+                metadata={
+                    **common,
+                    "Name": "fused",
+                    "Channel": {"Name": names},
+                    "MapAnnotation": {
+                        "Namespace": FUSION_OME_NAMESPACE,
+                        **{k: json.dumps(v) for k, v in record.items()},
+                    },
+                },
+            )
+            tif.write(
+                depth,
+                photometric="minisblack",
+                metadata={
+                    **common,
+                    "Name": "depth",
+                    "Channel": {"Name": ["depth_um", "confidence"]},
+                },
+            )
+
+    _atomic_write(p, bool(overwrite), write)
+    return p
+
+
+def _fusion_path(path: Any, suffixes: tuple[str, ...], what: str) -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
     p = Path(path)
-    if not p.name.lower().endswith((".ome.tif", ".ome.tiff")):
-        raise ValueError(f"cannot write {p}: an OME-TIFF must end in .ome.tif or .ome.tiff")
-    check_bool(overwrite, "overwrite")
+    if not p.name.lower().endswith(suffixes):
+        raise ValueError(f"cannot write {p}: {what} must end in {' or '.join(suffixes)}")
+    return p
+
+
+def _fusion_data(
+    image: Any,
+    depth_um: Any,
+    confidence: Any,
+    pixel_size_um: Any,
+    z_um: Any,
+    channel_names: Any,
+    settings: Any,
+) -> tuple[np.ndarray, np.ndarray, float, list[str], dict[str, Any]]:
+    """Check a fusion result for the OME writers; return it planar ``(C, Y, X)``."""
+    from ._validation import as_float_array, check_positive
+
     arr = np.asarray(image)
     if arr.dtype.kind not in "uif" or arr.ndim not in (2, 3) or arr.size == 0:
         raise TypeError(
@@ -1032,7 +1087,7 @@ def write_fusion_ome_tiff(
         )
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         raise ValueError("image has non-finite pixels")
-    planes = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+    planes = np.ascontiguousarray(arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0))
     names = [str(n) for n in channel_names]
     if isinstance(channel_names, str) or len(names) != planes.shape[0]:
         raise ValueError(
@@ -1052,41 +1107,130 @@ def write_fusion_ome_tiff(
     z = as_float_array(z_um, "z_um")
     if z.ndim != 1 or z.size == 0:
         raise ValueError(f"z_um must be a non-empty 1-D sequence of positions, got {z_um!r}")
-    record = {
-        "Namespace": FUSION_OME_NAMESPACE,
-        "z_um": json.dumps([float(v) for v in z]),
-        "settings": json.dumps(settings or {}, sort_keys=True, default=str),
-    }
-    common = {
-        "axes": "CYX",
-        "PhysicalSizeX": px,
-        "PhysicalSizeXUnit": "\u00b5m",
-        "PhysicalSizeY": px,
-        "PhysicalSizeYUnit": "\u00b5m",
-    }
-    depth = np.stack(maps)
+    if settings is not None and not isinstance(settings, dict):
+        raise TypeError(f"settings must be a dict, got {type(settings).__name__}")
+    # JSON types only (anything else as its str), so that every reader gets the same record
+    plain = json.loads(json.dumps(settings or {}, sort_keys=True, default=str))
+    record = {"z_um": [float(v) for v in z], "settings": plain}
+    return planes, np.stack(maps), px, names, record
 
-    def write(fh: Any) -> None:
-        with tifffile.TiffWriter(fh, ome=True) as tif:
-            tif.write(
-                np.ascontiguousarray(planes),
-                photometric="minisblack",
-                metadata={
-                    **common,
-                    "Name": "fused",
-                    "Channel": {"Name": names},
-                    "MapAnnotation": record,
-                },
-            )
-            tif.write(
-                depth,
-                photometric="minisblack",
-                metadata={
-                    **common,
-                    "Name": "depth",
-                    "Channel": {"Name": ["depth_um", "confidence"]},
-                },
-            )
 
-    _atomic_write(p, bool(overwrite), write)
+def write_fusion_ome_zarr(
+    path: PathLike,
+    image: Any,
+    depth_um: Any,
+    confidence: Any,
+    *,
+    pixel_size_um: float,
+    z_um: Sequence[float],
+    channel_names: Sequence[str],
+    settings: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a fused image with its depth map and confidence as one OME-Zarr, atomically.
+
+    The same content as :func:`write_fusion_ome_tiff`, as an OME-Zarr v0.5 store in the
+    bioformats2raw layout: series ``0`` the fused image ``(c, y, x)`` in its dtype, series
+    ``1`` float32 ``(c, y, x)`` with the channels ``depth_um`` and ``confidence``, both
+    with the pixel size in micrometres as the y/x scale; the root's ``nanoro_optics``
+    attribute holds the z positions fused and the fusion settings.
+
+    Written with yaozarrs (OME-Zarr models and writer) on zarr-python: ome-writers, which
+    pymmcore-plus uses, refuses float arrays in its zarr backends (0.3.2), so it cannot hold
+    the depth map. The store is built in a hidden folder beside ``path`` and renamed into
+    place once complete, so a crash leaves no partial store under ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination folder; must end in ``.ome.zarr``.
+    image, depth_um, confidence, pixel_size_um, z_um, channel_names, settings
+        As for :func:`write_fusion_ome_tiff`.
+    overwrite : bool, optional
+        Replace an existing store (it is moved aside, the new one moved in, then the old
+        one deleted). By default an existing ``path`` is refused and left untouched.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    ValueError, TypeError
+        As for :func:`write_fusion_ome_tiff`; nothing is written.
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    ImportError
+        Without zarr and yaozarrs (``pip install "nanoro_optics[omezarr]"``; zarr 3
+        needs Python 3.11).
+
+    References
+    ----------
+    .. [1] OME-NGFF (OME-Zarr) specification 0.5, https://ngff.openmicroscopy.org/0.5/
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, zarr
+    >>> img = np.zeros((4, 6), np.uint16)
+    >>> depth, conf = np.ones((4, 6), np.float32), np.zeros((4, 6), np.float32)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     out = write_fusion_ome_zarr(f"{tmp}/a.ome.zarr", img, depth, conf,
+    ...         pixel_size_um=0.5, z_um=[1.0, 2.0], channel_names=["DAPI"])
+    ...     root = zarr.open_group(out, mode="r")
+    ...     root["0/0"].shape, str(root["1/0"].dtype), root.attrs["nanoro_optics"]["z_um"]
+    ((1, 4, 6), 'float32', [1.0, 2.0])
+    """
+    import shutil
+
+    try:
+        from yaozarrs import DimSpec, v05
+        from yaozarrs.write.v05 import write_bioformats2raw
+    except ImportError as exc:
+        raise ImportError(
+            'OME-Zarr output needs zarr and yaozarrs: pip install "nanoro_optics[omezarr]"'
+        ) from exc
+
+    p = _fusion_path(path, (".ome.zarr",), "an OME-Zarr store")
+    check_bool(overwrite, "overwrite")
+    planes, depth, px, names, record = _fusion_data(
+        image, depth_um, confidence, pixel_size_um, z_um, channel_names, settings
+    )
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {p}: folder {folder} does not exist")
+    if not overwrite and p.exists():
+        raise FileExistsError(f"{p} exists and overwrite=False")
+
+    def model(n_c: int, name: str) -> Any:
+        dims = [
+            DimSpec(name="c", size=n_c),
+            DimSpec(name="y", size=planes.shape[1], scale=px, unit="micrometer"),
+            DimSpec(name="x", size=planes.shape[2], scale=px, unit="micrometer"),
+        ]
+        return v05.Image(multiscales=[v05.Multiscale.from_dims(dims, name=name)])
+
+    tmp = folder / f".{p.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        write_bioformats2raw(
+            tmp,
+            {"0": (model(len(names), "fused"), [planes]), "1": (model(2, "depth"), [depth])},
+            extra_attributes={"nanoro_optics": {**record, "channels": names}},
+            writer="zarr",
+        )
+        if overwrite and p.exists():
+            old = folder / f".{p.name}.{secrets.token_hex(4)}.old"
+            os.rename(p, old)
+            os.rename(tmp, p)
+            if old.is_dir():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
+        else:
+            try:
+                os.rename(tmp, p)  # fails on an existing store: no clobbering race
+            except OSError:
+                raise FileExistsError(f"{p} exists and overwrite=False") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
     return p

@@ -35,7 +35,13 @@ from typing import Any
 import numpy as np
 
 from . import optics
-from ._validation import check_bool, check_finite_real, check_interval, check_positive
+from ._validation import (
+    check_bool,
+    check_choice,
+    check_finite_real,
+    check_interval,
+    check_positive,
+)
 
 __all__ = ["FusedGroup", "LiveFusion", "check_mda_sequence"]
 
@@ -43,6 +49,8 @@ _log = logging.getLogger(__name__)
 
 #: StackFuser options LiveFusion sets itself, refused among ``fusion_options``
 _OWN_OPTIONS = ("z_um", "guide_channel")
+#: file suffix of each output format
+_SUFFIXES = {"ome-tiff": ".ome.tif", "ome-zarr": ".ome.zarr"}
 #: index axes of an MDA event other than z and channel (position, grid, time)
 _OUTER_AXES = ("p", "g", "t")
 
@@ -120,9 +128,9 @@ class LiveFusion:
         complete (in the thread that runs the handler: pymmcore-plus' relay thread).
     out_dir : str or os.PathLike, keyword-only, optional
         Folder (it must exist) to write each group to, as
-        ``{name}_p{p}[_g{g}]_t{t}[_c{c}].ome.tif`` (:func:`~nanoro_optics.io.write_fusion_ome_tiff`:
-        the fused image, the depth map in um and the confidence, with the pixel size, the
-        z positions and the fusion settings).
+        ``{name}_p{p}[_g{g}]_t{t}[_c{c}].ome.tif`` (or ``.ome.zarr``, ``file_format``): the
+        fused image, the depth map in um and the confidence, with the pixel size, the z
+        positions and the fusion settings.
     name : str, keyword-only
         File name prefix (default ``"fused"``; letters, digits, ``-`` and ``_``).
     guide_channel : str or int, keyword-only, optional
@@ -139,6 +147,10 @@ class LiveFusion:
     overwrite : bool, keyword-only
         Replace existing files. By default a sequence whose files exist is refused when
         it starts (:meth:`check`), and no file is ever replaced.
+    file_format : {"ome-tiff", "ome-zarr"}, keyword-only
+        ``.ome.tif`` files (:func:`~nanoro_optics.io.write_fusion_ome_tiff`, the default)
+        or ``.ome.zarr`` stores (:func:`~nanoro_optics.io.write_fusion_ome_zarr`, extra
+        ``nanoro_optics[omezarr]``), with the same content.
     **fusion_options
         Options of :class:`~nanoro_optics.fusion.StackFuser` (``levels``, ``align``,
         ``bit_depth``, ``noise_dn``, the rule's options), checked here.
@@ -193,6 +205,7 @@ class LiveFusion:
         guide_channel: str | int | None = None,
         pixel_size_um: float | None = None,
         overwrite: bool = False,
+        file_format: str = "ome-tiff",
         **fusion_options: Any,
     ) -> None:
         from nanoro_optics.fusion import StackFuser
@@ -218,6 +231,7 @@ class LiveFusion:
             None if pixel_size_um is None else check_positive(pixel_size_um, "pixel_size_um")
         )
         self.overwrite = check_bool(overwrite, "overwrite")
+        self.file_format = check_choice(file_format, "file_format", _SUFFIXES)
         own = [k for k in _OWN_OPTIONS if k in fusion_options]
         if own:
             raise TypeError(
@@ -340,7 +354,7 @@ class LiveFusion:
         parts.append(f"t{d.get('t', 0):04d}")
         if "c" in d:
             parts.append(f"c{d['c']:02d}")
-        return self.out_dir / ("_".join(parts) + ".ome.tif")
+        return self.out_dir / ("_".join(parts) + _SUFFIXES[self.file_format])
 
     def run(self, core: Any, sequence: Any) -> None:
         """Check ``sequence``, run it on ``core`` with this handler, raise what failed.
@@ -479,7 +493,7 @@ class LiveFusion:
             self._emit(key, group)
 
     def _emit(self, key: tuple[tuple[str, int], ...], group: dict[str, Any]) -> None:
-        from nanoro_optics.io import write_fusion_ome_tiff
+        from nanoro_optics.io import write_fusion_ome_tiff, write_fusion_ome_zarr
 
         res = group["fuser"].result(release=True)
         d = dict(key)
@@ -487,7 +501,10 @@ class LiveFusion:
         path = None
         if self.out_dir is not None:
             assert self._px is not None
-            path = write_fusion_ome_tiff(
+            write = (
+                write_fusion_ome_zarr if self.file_format == "ome-zarr" else write_fusion_ome_tiff
+            )
+            path = write(
                 self._path(key),
                 res.image,
                 res.depth,

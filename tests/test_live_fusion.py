@@ -120,6 +120,36 @@ def test_live_fusion_equals_offline_per_channel(rig: Any, tmp_path: Path) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(g.path.name for g in got)
 
 
+def test_live_fusion_to_ome_zarr(rig: Any, tmp_path: Path) -> None:
+    zarr = pytest.importorskip("zarr", reason="the omezarr extra is not installed")
+    core, _ = rig
+    got: list[FusedGroup] = []
+    live = LiveFusion(got.append, out_dir=tmp_path, file_format="ome-zarr", levels=3)
+    rec = _run(core, live, _sequence(channels=["B"]))
+    assert live.errors == [] and len(got) == 2
+    for g in got:
+        p = dict(g.index)["p"]
+        assert g.path == tmp_path / f"fused_p{p:03d}_t0000_c00.ome.zarr"
+        frames, zs = rec.group(p=p)
+        ref = fuse_stack(frames, z_um=zs, levels=3)
+        root = zarr.open_group(g.path, mode="r")
+        _assert_same(root["0/0"][:], ref.image[None])
+        _assert_same(root["1/0"][0], ref.depth)
+        _assert_same(root["1/0"][1], ref.confidence)
+        assert root.attrs["nanoro_optics"]["z_um"] == zs
+        assert root.attrs["nanoro_optics"]["channels"] == ["B"]
+        for series in ("0", "1"):
+            ms = zarr.open_group(g.path / series, mode="r").attrs["ome"]["multiscales"][0]
+            assert [a["name"] for a in ms["axes"]] == ["c", "y", "x"]
+            assert [a.get("unit") for a in ms["axes"]] == [None, "micrometer", "micrometer"]
+            [scale] = ms["datasets"][0]["coordinateTransformations"]
+            assert scale["scale"] == [1.0, PIXEL_UM, PIXEL_UM]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "fused_p000_t0000_c00.ome.zarr",
+        "fused_p001_t0000_c00.ome.zarr",
+    ]
+
+
 def test_live_fusion_with_a_guide_channel_equals_offline(rig: Any, tmp_path: Path) -> None:
     core, _ = rig
     got: list[FusedGroup] = []
@@ -336,6 +366,8 @@ def test_handler_refusals_name_the_problem(tmp_path: Path) -> None:
         LiveFusion(z_um=[1.0])
     with pytest.raises(ValueError, match="pixel_size_um must be > 0"):
         LiveFusion(pixel_size_um=0.0)
+    with pytest.raises(ValueError, match=r"file_format must be one of \('ome-tiff', 'ome-zarr'\)"):
+        LiveFusion(file_format="tiff")
     with pytest.raises(TypeError, match="levels must be an integer"):
         LiveFusion(levels=2.5)  # a StackFuser option, checked at once
 
@@ -443,3 +475,38 @@ def test_ome_tiff_writer_is_atomic_and_never_clobbers(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="non-finite pixels"):
         write_fusion_ome_tiff(bad, np.full((3, 4), np.nan), maps, maps, **kw)
     assert not bad.exists()
+
+
+def test_ome_zarr_writer_is_atomic_and_never_clobbers(tmp_path: Path) -> None:
+    zarr = pytest.importorskip("zarr", reason="the omezarr extra is not installed")
+    from nanoro_optics.io import write_fusion_ome_zarr
+
+    img = np.arange(24, dtype=np.uint16).reshape(4, 3, 2)  # two channels
+    maps = np.full((4, 3), np.nan, np.float32)
+    kw: dict[str, Any] = {
+        "pixel_size_um": 0.5,
+        "z_um": [1.0, 2.0],
+        "channel_names": ["A", "B"],
+        "settings": {"levels": 3, "noise_dn": np.float64(2.0)},
+    }
+    out = tmp_path / "x.ome.zarr"
+    write_fusion_ome_zarr(out, img, maps, maps, **kw)
+    root = zarr.open_group(out, mode="r")
+    _assert_same(root["0/0"][:], np.moveaxis(img, -1, 0))
+    assert root.attrs["nanoro_optics"]["settings"] == {"levels": 3, "noise_dn": 2.0}
+    one = {**kw, "channel_names": ["A"]}
+    with pytest.raises(FileExistsError, match="exists and overwrite=False"):
+        write_fusion_ome_zarr(out, img[..., :1], maps, maps, **one)
+    _assert_same(zarr.open_group(out, mode="r")["0/0"][:], np.moveaxis(img, -1, 0))
+    write_fusion_ome_zarr(out, img[..., :1], maps, maps, overwrite=True, **one)
+    assert zarr.open_group(out, mode="r")["0/0"].shape == (1, 4, 3)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.ome.zarr"]  # nothing hidden left
+    with pytest.raises(ValueError, match=r"must end in \.ome\.zarr"):
+        write_fusion_ome_zarr(tmp_path / "y.zarr", img, maps, maps, **kw)
+    with pytest.raises(ValueError, match="one name per channel: 2 channel"):
+        write_fusion_ome_zarr(tmp_path / "y.ome.zarr", img, maps, maps, **one)
+    with pytest.raises(TypeError, match="settings must be a dict, got list"):
+        write_fusion_ome_zarr(tmp_path / "y.ome.zarr", img, maps, maps, **{**kw, "settings": [1]})
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        write_fusion_ome_zarr(tmp_path / "no" / "y.ome.zarr", img, maps, maps, **kw)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.ome.zarr"]
