@@ -8,8 +8,9 @@ their non-z indices (position, grid, time and, unless a guide channel is given, 
 feeds each group's z-loop to a :class:`~nanoro_optics.fusion.StackFuser` as the frames
 arrive, and when the loop is complete emits the fused image, the depth map in um (from the
 events' z positions) and the confidence, through a callback and optionally to an OME-TIFF
-(:func:`nanoro_optics.io.write_fusion_ome_tiff`). Only the open groups hold a fuser, so
-memory is bounded by the groups open at once (one, or one per channel), not by frames.
+or OME-Zarr (:func:`nanoro_optics.io.write_fusion_ome_tiff`, ``write_fusion_ome_zarr``).
+Only the open groups hold a fuser, so memory is bounded by the groups open at once (one,
+or one per channel), not by frames.
 
 :func:`check_mda_sequence` checks a sequence's Z plan against this library's rules (never
 below the start, inside the stage limits, steps no larger than the objective's depth of
