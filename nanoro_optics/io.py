@@ -1220,7 +1220,11 @@ def write_fusion_ome_zarr(
         if overwrite and p.exists():
             old = folder / f".{p.name}.{secrets.token_hex(4)}.old"
             os.rename(p, old)
-            os.rename(tmp, p)
+            try:
+                os.rename(tmp, p)
+            except BaseException:
+                os.rename(old, p)  # the old store back in place
+                raise
             if old.is_dir():
                 shutil.rmtree(old)
             else:
@@ -1229,7 +1233,9 @@ def write_fusion_ome_zarr(
             try:
                 os.rename(tmp, p)  # fails on an existing store: no clobbering race
             except OSError:
-                raise FileExistsError(f"{p} exists and overwrite=False") from None
+                if p.exists():
+                    raise FileExistsError(f"{p} exists and overwrite=False") from None
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
