@@ -48,6 +48,7 @@ import numpy as np
 from ._validation import check_bool
 
 __all__ = [
+    "FUSION_OME_SUFFIXES",
     "IMAGE_SUFFIXES",
     "WRITE_SUFFIXES",
     "StackFrame",
@@ -60,8 +61,7 @@ __all__ = [
     "read_image",
     "read_stack",
     "write_depth_map",
-    "write_fusion_ome_tiff",
-    "write_fusion_ome_zarr",
+    "write_fusion_ome",
     "write_image",
 ]
 
@@ -936,11 +936,13 @@ def write_depth_map(path: PathLike, depth: Any, *, overwrite: bool = True) -> Pa
     return p
 
 
-#: Namespace of the OME MapAnnotation that :func:`write_fusion_ome_tiff` writes
+#: Namespace of the OME-TIFF MapAnnotation (and OME-Zarr attribute) of :func:`write_fusion_ome`
 FUSION_OME_NAMESPACE = "nanoro_optics/fusion"
+#: suffixes :func:`write_fusion_ome` takes, and the format each one writes
+FUSION_OME_SUFFIXES = {".ome.tif": "tiff", ".ome.tiff": "tiff", ".ome.zarr": "zarr"}
 
 
-def write_fusion_ome_tiff(
+def write_fusion_ome(
     path: PathLike,
     image: Any,
     depth_um: Any,
@@ -952,24 +954,34 @@ def write_fusion_ome_tiff(
     settings: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write a fused image with its depth map and confidence as one OME-TIFF, atomically.
+    """Write a fused image with its depth map and confidence as OME-TIFF or OME-Zarr, atomically.
 
-    The file holds two OME images (series): ``fused``, the image ``(C, Y, X)`` in its own
-    dtype with one OME channel per name, and ``depth``, float32 ``(2, Y, X)`` with the
-    channels ``depth_um`` (NaN where no depth) and ``confidence``. Both carry the physical
-    pixel size in um (``PhysicalSizeX``/``Y``), so the depth map lies on the image's grid;
-    a MapAnnotation (namespace :data:`FUSION_OME_NAMESPACE`) holds the z positions fused
-    (JSON, um) and the fusion settings (JSON).
+    Two images: ``fused``, the image ``(C, Y, X)`` in its own dtype with one channel per
+    name, and ``depth``, float32 ``(2, Y, X)`` with the channels ``depth_um`` (NaN where
+    there is no depth) and ``confidence``. Both carry the pixel size in um, so the depth
+    map lies on the image's grid. The z positions fused (um) and the fusion settings are
+    recorded with them. The format follows the suffix:
 
-    Written with tifffile's OME-XML support (tifffile is a core dependency and writes the
-    OME-TIFF flavour Bio-Formats, Fiji and napari read; no extra writer is needed), into a
-    hidden temporary file in the destination folder that is moved into place only once
-    complete (see :func:`write_image`): a crash leaves no partial file.
+    - ``.ome.tif`` / ``.ome.tiff``: one OME-TIFF of two OME images (series), with
+      ``PhysicalSizeX``/``Y`` in um and a MapAnnotation (namespace
+      :data:`FUSION_OME_NAMESPACE`) holding ``z_um`` and ``settings`` as JSON. Written with
+      tifffile's OME-XML support: tifffile is a core dependency and writes the OME-TIFF
+      that Bio-Formats, Fiji and napari read, so no extra writer is needed. The file is
+      encoded into a hidden temporary file beside ``path`` and moved into place once
+      complete (as :func:`write_image` does).
+    - ``.ome.zarr``: an OME-Zarr 0.5 store in the bioformats2raw layout (series ``0`` and
+      ``1``), the pixel size in micrometres as the y/x scale, the record in the root's
+      ``nanoro_optics`` attribute. Written with yaozarrs (OME-Zarr models and writer) on
+      zarr-python, extra ``nanoro_optics[omezarr]``: ome-writers, which pymmcore-plus
+      uses, refuses float arrays in its zarr backends (0.3.2), so it cannot hold the depth
+      map. The store is built in a hidden folder beside ``path`` and renamed into place.
+
+    Either way a crash leaves no partial output under ``path``.
 
     Parameters
     ----------
     path : str or os.PathLike
-        Destination; must end in ``.ome.tif`` or ``.ome.tiff``.
+        Destination, ending in one of :data:`FUSION_OME_SUFFIXES`.
     image : array_like
         ``(H, W)`` or ``(H, W, C)``, integer or float, finite.
     depth_um, confidence : array_like
@@ -981,9 +993,10 @@ def write_fusion_ome_tiff(
     channel_names : sequence of str, keyword-only
         One name per channel of ``image``.
     settings : dict, optional
-        The fusion settings (JSON-serialisable), recorded in the annotation.
+        The fusion settings, recorded as JSON (values JSON cannot hold as their ``str``).
     overwrite : bool, optional
-        Replace an existing file. By default (False) an existing file is refused
+        Replace an existing output (an OME-Zarr store is moved aside, the new one moved
+        in, then the old one deleted). By default (False) an existing ``path`` is refused
         (:class:`FileExistsError`) and left untouched.
 
     Returns
@@ -993,81 +1006,72 @@ def write_fusion_ome_tiff(
     Raises
     ------
     ValueError, TypeError
-        A bad suffix, shape, dtype, non-finite image, pixel size or z position, or a
-        channel count that does not match the names; nothing is written.
+        A bad suffix, shape, dtype, non-finite image, pixel size, z position or settings,
+        or a channel count that does not match the names; nothing is written.
     FileExistsError
-        If the file exists and ``overwrite`` is False.
+        If ``path`` exists and ``overwrite`` is False.
+    FileNotFoundError
+        If the destination folder does not exist.
+    ImportError
+        For ``.ome.zarr`` without zarr and yaozarrs (``pip install
+        "nanoro_optics[omezarr]"``; zarr 3 needs Python 3.11).
 
     References
     ----------
     .. [1] OME-TIFF specification, https://ome-model.readthedocs.io/en/stable/ome-tiff/
+    .. [2] OME-NGFF (OME-Zarr) specification 0.5, https://ngff.openmicroscopy.org/0.5/
 
     Examples
     --------
-    >>> import tempfile, numpy as np, tifffile
+    >>> import tempfile, numpy as np, tifffile, zarr
     >>> img = np.zeros((4, 6), np.uint16)
     >>> depth, conf = np.ones((4, 6), np.float32), np.zeros((4, 6), np.float32)
     >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     out = write_fusion_ome_tiff(f"{tmp}/a.ome.tif", img, depth, conf,
+    ...     tif = write_fusion_ome(f"{tmp}/a.ome.tif", img, depth, conf,
     ...         pixel_size_um=0.5, z_um=[1.0, 2.0], channel_names=["DAPI"])
-    ...     with tifffile.TiffFile(out) as tif:
-    ...         [s.shape for s in tif.series]
+    ...     with tifffile.TiffFile(tif) as f:
+    ...         print([s.shape for s in f.series])
+    ...     store = write_fusion_ome(f"{tmp}/a.ome.zarr", img, depth, conf,
+    ...         pixel_size_um=0.5, z_um=[1.0, 2.0], channel_names=["DAPI"])
+    ...     root = zarr.open_group(store, mode="r")
+    ...     print(root["0/0"].shape, root["1/0"].dtype, root.attrs["nanoro_optics"]["z_um"])
     [(4, 6), (2, 4, 6)]
+    (1, 4, 6) float32 [1.0, 2.0]
     """
-    import tifffile
-
-    p = _fusion_path(path, (".ome.tif", ".ome.tiff"), "an OME-TIFF")
-    check_bool(overwrite, "overwrite")
-    planes, depth, px, names, record = _fusion_data(
-        image, depth_um, confidence, pixel_size_um, z_um, channel_names, settings
-    )
-    common = {
-        "axes": "CYX",
-        "PhysicalSizeX": px,
-        "PhysicalSizeXUnit": "\u00b5m",
-        "PhysicalSizeY": px,
-        "PhysicalSizeYUnit": "\u00b5m",
-    }
-
-    def write(fh: Any) -> None:
-        with tifffile.TiffWriter(fh, ome=True) as tif:
-            tif.write(
-                np.ascontiguousarray(planes),
-                photometric="minisblack",
-                metadata={
-                    **common,
-                    "Name": "fused",
-                    "Channel": {"Name": names},
-                    "MapAnnotation": {
-                        "Namespace": FUSION_OME_NAMESPACE,
-                        **{k: json.dumps(v) for k, v in record.items()},
-                    },
-                },
-            )
-            tif.write(
-                depth,
-                photometric="minisblack",
-                metadata={
-                    **common,
-                    "Name": "depth",
-                    "Channel": {"Name": ["depth_um", "confidence"]},
-                },
-            )
-
-    _atomic_write(p, bool(overwrite), write)
-    return p
-
-
-def _fusion_path(path: Any, suffixes: tuple[str, ...], what: str) -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
     p = Path(path)
-    if not p.name.lower().endswith(suffixes):
-        raise ValueError(f"cannot write {p}: {what} must end in {' or '.join(suffixes)}")
+    fmt = next((f for s, f in FUSION_OME_SUFFIXES.items() if p.name.lower().endswith(s)), None)
+    if fmt is None:
+        raise ValueError(
+            f"cannot write {p}: the name must end in one of {', '.join(FUSION_OME_SUFFIXES)}"
+        )
+    check_bool(overwrite, "overwrite")
+    data = _fusion_content(
+        image, depth_um, confidence, pixel_size_um, z_um, channel_names, settings
+    )
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {p}: folder {folder} does not exist")
+    if fmt == "zarr":
+        _write_ome_zarr(p, folder, bool(overwrite), data)
+    else:
+        _write_ome_tiff(p, bool(overwrite), data)
     return p
 
 
-def _fusion_data(
+@dataclass(frozen=True)
+class _OmeContent:
+    """A checked fusion result for :func:`write_fusion_ome`, planar ``(C, Y, X)``."""
+
+    planes: np.ndarray
+    depth: np.ndarray  # float32 (2, Y, X): depth_um, confidence
+    pixel_size_um: float
+    names: list[str]
+    record: dict[str, Any]
+
+
+def _fusion_content(
     image: Any,
     depth_um: Any,
     confidence: Any,
@@ -1075,8 +1079,8 @@ def _fusion_data(
     z_um: Any,
     channel_names: Any,
     settings: Any,
-) -> tuple[np.ndarray, np.ndarray, float, list[str], dict[str, Any]]:
-    """Check a fusion result for the OME writers; return it planar ``(C, Y, X)``."""
+) -> _OmeContent:
+    """Check a fusion result for :func:`write_fusion_ome`."""
     from ._validation import as_float_array, check_positive
 
     arr = np.asarray(image)
@@ -1112,74 +1116,51 @@ def _fusion_data(
     # JSON types only (anything else as its str), so that every reader gets the same record
     plain = json.loads(json.dumps(settings or {}, sort_keys=True, default=str))
     record = {"z_um": [float(v) for v in z], "settings": plain}
-    return planes, np.stack(maps), px, names, record
+    return _OmeContent(planes, np.stack(maps), px, names, record)
 
 
-def write_fusion_ome_zarr(
-    path: PathLike,
-    image: Any,
-    depth_um: Any,
-    confidence: Any,
-    *,
-    pixel_size_um: float,
-    z_um: Sequence[float],
-    channel_names: Sequence[str],
-    settings: dict[str, Any] | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write a fused image with its depth map and confidence as one OME-Zarr, atomically.
+def _write_ome_tiff(p: Path, overwrite: bool, data: _OmeContent) -> None:
+    import tifffile
 
-    The same content as :func:`write_fusion_ome_tiff`, as an OME-Zarr v0.5 store in the
-    bioformats2raw layout: series ``0`` the fused image ``(c, y, x)`` in its dtype, series
-    ``1`` float32 ``(c, y, x)`` with the channels ``depth_um`` and ``confidence``, both
-    with the pixel size in micrometres as the y/x scale; the root's ``nanoro_optics``
-    attribute holds the z positions fused and the fusion settings.
+    px, names = data.pixel_size_um, data.names
+    common = {
+        "axes": "CYX",
+        "PhysicalSizeX": px,
+        "PhysicalSizeXUnit": "\u00b5m",
+        "PhysicalSizeY": px,
+        "PhysicalSizeYUnit": "\u00b5m",
+    }
+    annotation = {
+        "Namespace": FUSION_OME_NAMESPACE,
+        **{k: json.dumps(v) for k, v in data.record.items()},
+    }
 
-    Written with yaozarrs (OME-Zarr models and writer) on zarr-python: ome-writers, which
-    pymmcore-plus uses, refuses float arrays in its zarr backends (0.3.2), so it cannot hold
-    the depth map. The store is built in a hidden folder beside ``path`` and renamed into
-    place once complete, so a crash leaves no partial store under ``path``.
+    def write(fh: Any) -> None:
+        with tifffile.TiffWriter(fh, ome=True) as tif:
+            tif.write(
+                data.planes,
+                photometric="minisblack",
+                metadata={
+                    **common,
+                    "Name": "fused",
+                    "Channel": {"Name": names},
+                    "MapAnnotation": annotation,
+                },
+            )
+            tif.write(
+                data.depth,
+                photometric="minisblack",
+                metadata={
+                    **common,
+                    "Name": "depth",
+                    "Channel": {"Name": ["depth_um", "confidence"]},
+                },
+            )
 
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Destination folder; must end in ``.ome.zarr``.
-    image, depth_um, confidence, pixel_size_um, z_um, channel_names, settings
-        As for :func:`write_fusion_ome_tiff`.
-    overwrite : bool, optional
-        Replace an existing store (it is moved aside, the new one moved in, then the old
-        one deleted). By default an existing ``path`` is refused and left untouched.
+    _atomic_write(p, overwrite, write)
 
-    Returns
-    -------
-    pathlib.Path
 
-    Raises
-    ------
-    ValueError, TypeError
-        As for :func:`write_fusion_ome_tiff`; nothing is written.
-    FileExistsError
-        If ``path`` exists and ``overwrite`` is False.
-    ImportError
-        Without zarr and yaozarrs (``pip install "nanoro_optics[omezarr]"``; zarr 3
-        needs Python 3.11).
-
-    References
-    ----------
-    .. [1] OME-NGFF (OME-Zarr) specification 0.5, https://ngff.openmicroscopy.org/0.5/
-
-    Examples
-    --------
-    >>> import tempfile, numpy as np, zarr
-    >>> img = np.zeros((4, 6), np.uint16)
-    >>> depth, conf = np.ones((4, 6), np.float32), np.zeros((4, 6), np.float32)
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     out = write_fusion_ome_zarr(f"{tmp}/a.ome.zarr", img, depth, conf,
-    ...         pixel_size_um=0.5, z_um=[1.0, 2.0], channel_names=["DAPI"])
-    ...     root = zarr.open_group(out, mode="r")
-    ...     root["0/0"].shape, str(root["1/0"].dtype), root.attrs["nanoro_optics"]["z_um"]
-    ((1, 4, 6), 'float32', [1.0, 2.0])
-    """
+def _write_ome_zarr(p: Path, folder: Path, overwrite: bool, data: _OmeContent) -> None:
     import shutil
 
     try:
@@ -1189,23 +1170,16 @@ def write_fusion_ome_zarr(
         raise ImportError(
             'OME-Zarr output needs zarr and yaozarrs: pip install "nanoro_optics[omezarr]"'
         ) from exc
-
-    p = _fusion_path(path, (".ome.zarr",), "an OME-Zarr store")
-    check_bool(overwrite, "overwrite")
-    planes, depth, px, names, record = _fusion_data(
-        image, depth_um, confidence, pixel_size_um, z_um, channel_names, settings
-    )
-    folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        raise FileNotFoundError(f"cannot write {p}: folder {folder} does not exist")
     if not overwrite and p.exists():
         raise FileExistsError(f"{p} exists and overwrite=False")
+
+    px, (_, h, w) = data.pixel_size_um, data.planes.shape
 
     def model(n_c: int, name: str) -> Any:
         dims = [
             DimSpec(name="c", size=n_c),
-            DimSpec(name="y", size=planes.shape[1], scale=px, unit="micrometer"),
-            DimSpec(name="x", size=planes.shape[2], scale=px, unit="micrometer"),
+            DimSpec(name="y", size=h, scale=px, unit="micrometer"),
+            DimSpec(name="x", size=w, scale=px, unit="micrometer"),
         ]
         return v05.Image(multiscales=[v05.Multiscale.from_dims(dims, name=name)])
 
@@ -1213,8 +1187,11 @@ def write_fusion_ome_zarr(
     try:
         write_bioformats2raw(
             tmp,
-            {"0": (model(len(names), "fused"), [planes]), "1": (model(2, "depth"), [depth])},
-            extra_attributes={"nanoro_optics": {**record, "channels": names}},
+            {
+                "0": (model(len(data.names), "fused"), [data.planes]),
+                "1": (model(2, "depth"), [data.depth]),
+            },
+            extra_attributes={"nanoro_optics": {**data.record, "channels": data.names}},
             writer="zarr",
         )
         if overwrite and p.exists():
@@ -1239,4 +1216,3 @@ def write_fusion_ome_zarr(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    return p

@@ -8,7 +8,7 @@ their non-z indices (position, grid, time and, unless a guide channel is given, 
 feeds each group's z-loop to a :class:`~nanoro_optics.fusion.StackFuser` as the frames
 arrive, and when the loop is complete emits the fused image, the depth map in um (from the
 events' z positions) and the confidence, through a callback and optionally to an OME-TIFF
-or OME-Zarr (:func:`nanoro_optics.io.write_fusion_ome_tiff`, ``write_fusion_ome_zarr``).
+or OME-Zarr (:func:`nanoro_optics.io.write_fusion_ome`).
 Only the open groups hold a fuser, so memory is bounded by the groups open at once (one,
 or one per channel), not by frames.
 
@@ -149,9 +149,9 @@ class LiveFusion:
         Replace existing files. By default a sequence whose files exist is refused when
         it starts (:meth:`check`), and no file is ever replaced.
     file_format : {"ome-tiff", "ome-zarr"}, keyword-only
-        ``.ome.tif`` files (:func:`~nanoro_optics.io.write_fusion_ome_tiff`, the default)
-        or ``.ome.zarr`` stores (:func:`~nanoro_optics.io.write_fusion_ome_zarr`, extra
-        ``nanoro_optics[omezarr]``), with the same content.
+        ``.ome.tif`` files (the default) or ``.ome.zarr`` stores (extra
+        ``nanoro_optics[omezarr]``) with the same content, written by
+        :func:`~nanoro_optics.io.write_fusion_ome`.
     **fusion_options
         Options of :class:`~nanoro_optics.fusion.StackFuser` (``levels``, ``align``,
         ``bit_depth``, ``noise_dn``, the rule's options), checked here.
@@ -494,7 +494,7 @@ class LiveFusion:
             self._emit(key, group)
 
     def _emit(self, key: tuple[tuple[str, int], ...], group: dict[str, Any]) -> None:
-        from nanoro_optics.io import write_fusion_ome_tiff, write_fusion_ome_zarr
+        from nanoro_optics.io import write_fusion_ome
 
         res = group["fuser"].result(release=True)
         d = dict(key)
@@ -502,10 +502,7 @@ class LiveFusion:
         path = None
         if self.out_dir is not None:
             assert self._px is not None
-            write = (
-                write_fusion_ome_zarr if self.file_format == "ome-zarr" else write_fusion_ome_tiff
-            )
-            path = write(
+            path = write_fusion_ome(
                 self._path(key),
                 res.image,
                 res.depth,

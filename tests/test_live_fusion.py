@@ -19,7 +19,7 @@ import useq
 from nanoro_optics.fusion import fuse_stack
 from nanoro_optics.hardware import MockZStage, SimulatedCamera, Specimen
 from nanoro_optics.hardware.mmcore import simulated_core
-from nanoro_optics.io import write_fusion_ome_tiff
+from nanoro_optics.io import write_fusion_ome
 from nanoro_optics.mda import FusedGroup, LiveFusion, check_mda_sequence
 from nanoro_optics.zscan import PlanProblemsError
 
@@ -445,7 +445,7 @@ def test_check_mda_sequence_validates_its_arguments() -> None:
         check_mda_sequence(seq, limits_um=(0.0, 100.0), objective=OBJECTIVE, wavelength_um=-1)
 
 
-# ------------------------------------------------------------------ write_fusion_ome_tiff
+# ------------------------------------------------------------------ write_fusion_ome
 
 
 def test_ome_tiff_writer_is_atomic_and_never_clobbers(tmp_path: Path) -> None:
@@ -455,32 +455,32 @@ def test_ome_tiff_writer_is_atomic_and_never_clobbers(tmp_path: Path) -> None:
     out = tmp_path / "x.ome.tif"
     out.write_bytes(b"old")
     with pytest.raises(FileExistsError, match="exists and overwrite=False"):
-        write_fusion_ome_tiff(out, img, maps, maps, **kw)
+        write_fusion_ome(out, img, maps, maps, **kw)
     assert out.read_bytes() == b"old"
-    write_fusion_ome_tiff(out, img, maps, maps, overwrite=True, **kw)
+    write_fusion_ome(out, img, maps, maps, overwrite=True, **kw)
     with tifffile.TiffFile(out) as tif:
         _assert_same(tif.series[0].asarray(), img)
     assert [p.name for p in tmp_path.iterdir()] == ["x.ome.tif"]  # no temporary left
     bad = tmp_path / "bad.ome.tif"
-    with pytest.raises(ValueError, match=r"must end in \.ome\.tif"):
-        write_fusion_ome_tiff(tmp_path / "x.tif", img, maps, maps, **kw)
+    with pytest.raises(
+        ValueError, match=r"must end in one of \.ome\.tif, \.ome\.tiff, \.ome\.zarr"
+    ):
+        write_fusion_ome(tmp_path / "x.tif", img, maps, maps, **kw)
     with pytest.raises(ValueError, match="one name per channel: 1 channel"):
-        write_fusion_ome_tiff(bad, img, maps, maps, **{**kw, "channel_names": ["A", "B"]})
+        write_fusion_ome(bad, img, maps, maps, **{**kw, "channel_names": ["A", "B"]})
     with pytest.raises(ValueError, match="depth_um must be a real array of the image's shape"):
-        write_fusion_ome_tiff(bad, img, maps[:2], maps, **kw)
+        write_fusion_ome(bad, img, maps[:2], maps, **kw)
     with pytest.raises(ValueError, match="pixel_size_um must be > 0"):
-        write_fusion_ome_tiff(bad, img, maps, maps, **{**kw, "pixel_size_um": -1.0})
+        write_fusion_ome(bad, img, maps, maps, **{**kw, "pixel_size_um": -1.0})
     with pytest.raises(ValueError, match="z_um"):
-        write_fusion_ome_tiff(bad, img, maps, maps, **{**kw, "z_um": [np.inf]})
+        write_fusion_ome(bad, img, maps, maps, **{**kw, "z_um": [np.inf]})
     with pytest.raises(ValueError, match="non-finite pixels"):
-        write_fusion_ome_tiff(bad, np.full((3, 4), np.nan), maps, maps, **kw)
+        write_fusion_ome(bad, np.full((3, 4), np.nan), maps, maps, **kw)
     assert not bad.exists()
 
 
 def test_ome_zarr_writer_is_atomic_and_never_clobbers(tmp_path: Path) -> None:
     zarr = pytest.importorskip("zarr", reason="the omezarr extra is not installed")
-    from nanoro_optics.io import write_fusion_ome_zarr
-
     img = np.arange(24, dtype=np.uint16).reshape(4, 3, 2)  # two channels
     maps = np.full((4, 3), np.nan, np.float32)
     kw: dict[str, Any] = {
@@ -490,23 +490,23 @@ def test_ome_zarr_writer_is_atomic_and_never_clobbers(tmp_path: Path) -> None:
         "settings": {"levels": 3, "noise_dn": np.float64(2.0)},
     }
     out = tmp_path / "x.ome.zarr"
-    write_fusion_ome_zarr(out, img, maps, maps, **kw)
+    write_fusion_ome(out, img, maps, maps, **kw)
     root = zarr.open_group(out, mode="r")
     _assert_same(root["0/0"][:], np.moveaxis(img, -1, 0))
     assert root.attrs["nanoro_optics"]["settings"] == {"levels": 3, "noise_dn": 2.0}
     one = {**kw, "channel_names": ["A"]}
     with pytest.raises(FileExistsError, match="exists and overwrite=False"):
-        write_fusion_ome_zarr(out, img[..., :1], maps, maps, **one)
+        write_fusion_ome(out, img[..., :1], maps, maps, **one)
     _assert_same(zarr.open_group(out, mode="r")["0/0"][:], np.moveaxis(img, -1, 0))
-    write_fusion_ome_zarr(out, img[..., :1], maps, maps, overwrite=True, **one)
+    write_fusion_ome(out, img[..., :1], maps, maps, overwrite=True, **one)
     assert zarr.open_group(out, mode="r")["0/0"].shape == (1, 4, 3)
     assert [p.name for p in tmp_path.iterdir()] == ["x.ome.zarr"]  # nothing hidden left
-    with pytest.raises(ValueError, match=r"must end in \.ome\.zarr"):
-        write_fusion_ome_zarr(tmp_path / "y.zarr", img, maps, maps, **kw)
+    with pytest.raises(ValueError, match=r"must end in one of"):
+        write_fusion_ome(tmp_path / "y.zarr", img, maps, maps, **kw)
     with pytest.raises(ValueError, match="one name per channel: 2 channel"):
-        write_fusion_ome_zarr(tmp_path / "y.ome.zarr", img, maps, maps, **one)
+        write_fusion_ome(tmp_path / "y.ome.zarr", img, maps, maps, **one)
     with pytest.raises(TypeError, match="settings must be a dict, got list"):
-        write_fusion_ome_zarr(tmp_path / "y.ome.zarr", img, maps, maps, **{**kw, "settings": [1]})
+        write_fusion_ome(tmp_path / "y.ome.zarr", img, maps, maps, **{**kw, "settings": [1]})
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        write_fusion_ome_zarr(tmp_path / "no" / "y.ome.zarr", img, maps, maps, **kw)
+        write_fusion_ome(tmp_path / "no" / "y.ome.zarr", img, maps, maps, **kw)
     assert [p.name for p in tmp_path.iterdir()] == ["x.ome.zarr"]
