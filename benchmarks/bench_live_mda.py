@@ -1,6 +1,7 @@
 """Benchmark: the wall-time cost of live fusion (``LiveFusion``) in a pymmcore-plus MDA.
 
-The same useq ``MDASequence`` (default 1 position x 1 channel x 20 z of 2048 x 2048 uint16)
+The same useq ``MDASequence`` (default 1 position x 1 channel x 20 z of 2048 x 2048 uint16;
+``--positions``)
 runs on ``UniMMCore`` with and without :class:`nanoro_optics.mda.LiveFusion` as its output,
 alternating, ``--repeats`` times each; the overhead is the ratio of the median wall times
 of ``core.mda.run`` (which returns only once the handler has handled every frame, the
@@ -10,10 +11,11 @@ The camera returns pre-rendered frames (tiles of a ``synthetic_stack``) after sl
 exposure, as a real camera leaves the CPU free while it exposes; the stage is the mock on a
 simulated clock (moves take no wall time). The overhead therefore depends on the exposure:
 fusion runs in pymmcore-plus' relay thread while the next frames are exposed, and what
-shows is the fusion the exposures cannot hide, plus the last group's result and file.
+shows is the fusion the exposures cannot hide, plus the last group's result and file (a
+group's result and file overlap the next group's acquisition; only the last one's add).
 
-Usage: python benchmarks/bench_live_mda.py [--side 2048] [--frames 20] [--exposure-ms 0 20 50]
-[--repeats 3] [--json PATH]
+Usage: python benchmarks/bench_live_mda.py [--side 2048] [--frames 20] [--positions 1]
+[--exposure-ms 0 20 50] [--repeats 3] [--json PATH]
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--side", type=int, default=2048)
     ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--positions", type=int, default=1, help="stage positions (z-loops)")
     ap.add_argument("--exposure-ms", type=float, nargs="+", default=[0.0, 20.0, 50.0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default="bench_results/live_mda.json")
@@ -87,7 +90,7 @@ def main() -> None:
         stage, cam, frame_shape=frames.shape[1:], channels=["A"], pixel_size_um=0.65
     )
     seq = useq.MDASequence(
-        stage_positions=[(None, None, z0)],
+        stage_positions=[(None, None, z0)] * args.positions,
         channels=["A"],
         z_plan=useq.ZRelativePositions(relative=[step * k for k in range(args.frames)]),
     )
@@ -106,7 +109,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 live.run(core, seq)
                 live_s.append(time.perf_counter() - t0)
-                assert live.n_done == 1 and not live.errors
+                assert live.n_done == args.positions and not live.errors
             row = {
                 "exposure_ms": exposure,
                 "plain_s": statistics.median(plain),
@@ -124,6 +127,7 @@ def main() -> None:
     meta = {
         "side": args.side,
         "frames": args.frames,
+        "positions": args.positions,
         "repeats": args.repeats,
         "cpus": __import__("os").cpu_count(),
         "python": platform.python_version(),
