@@ -236,6 +236,13 @@ class StackFuser:
         image inside it. With ``False`` the fuser holds two frame-size maps less and
         the range must be handed over after the last frame with :meth:`set_range` (e.g.
         from :func:`frame_range` over a second read of the files, as the CLI does).
+    guide_channel : int, optional
+        Measure sharpness on this channel alone (e.g. the DAPI plane of a multi-channel
+        frame) and blend every channel with its weights: the other channels follow the
+        guide's selection, with the same pyramid blending (no per-pixel pick, no seams),
+        and the depth map and confidence are the guide's. The guide's energy keeps the
+        weight ``1 / sigma_g**2`` of a single-channel fusion, so the guide channel fuses
+        exactly as it would alone. Checked against the first frame's channels.
     **rule_options
         Options of :class:`~nanoro_optics.fusion.rule.FusionRule`: ``sharpness``,
         ``window_px``, ``inherit``, ``min_confidence``, ``focus_levels``, ``noise_floor``,
@@ -286,9 +293,13 @@ class StackFuser:
         noise_dn: float | Sequence[float] | None = None,
         keep_range: bool = True,
         align_reference: Any = None,
+        guide_channel: int | None = None,
         **rule_options: Any,
     ) -> None:
         self.rule = FusionRule(**rule_options)
+        self.guide_channel = (
+            None if guide_channel is None else check_int(guide_channel, "guide_channel", 0, 15)
+        )
         self.depth = check_bool(depth, "depth")
         self.keep_range = check_bool(keep_range, "keep_range")
         self.bit_depth = None if bit_depth is None else check_int(bit_depth, "bit_depth", 1, 32)
@@ -358,6 +369,7 @@ class StackFuser:
             )
         if frame.ndim == 3 and not 1 <= frame.shape[2] <= 16:
             raise ValueError(f"frame {k} has {frame.shape[2]} channels, expected 1 to 16")
+        self._check_guide(frame.shape[2] if frame.ndim == 3 else 1, f"frame {k}")
         if self._shape is not None:
             if frame.shape != self._shape:
                 raise ValueError(
@@ -393,6 +405,14 @@ class StackFuser:
         if frame.dtype != work:  # other integer types go through float32 (exact below 2**24)
             frame = frame.astype(work)
         return frame  # copied into the planar buffer, whatever its strides
+
+    def _check_guide(self, c: int, source: str) -> None:
+        g = self.guide_channel
+        if g is not None and g >= c:
+            raise ValueError(
+                f"guide_channel={g} is out of range: {source} has {c} channel"
+                f"{'s' if c > 1 else ''} (guide_channel 0 to {c - 1})"
+            )
 
     def _kern(self) -> Any:
         if self._kernels is None:
@@ -441,6 +461,7 @@ class StackFuser:
         container's range.
         """
         c = frame3.shape[2]
+        g = self.guide_channel
         if self._noise_opt is not None:
             if self._noise_opt.size not in (1, c):
                 raise ValueError(
@@ -453,7 +474,11 @@ class StackFuser:
         else:
             sigma = noise_sigma(frame3)
         self.noise_dn = sigma
-        self._lum = (1.0 / (c * sigma**2)).astype(np.float32)
+        if g is None:
+            self._lum = (1.0 / (c * sigma**2)).astype(np.float32)
+        else:  # the guide alone, weighed as in a single-channel fusion of it
+            self._lum = np.zeros(c, np.float32)
+            self._lum[g] = np.float32(1.0 / sigma[g] ** 2)
 
     @staticmethod
     def _work_dtype(dtype: np.dtype) -> np.dtype:
@@ -506,8 +531,9 @@ class StackFuser:
             raise TypeError(f"dtype must be a numpy dtype, got {dtype!r}") from exc
         if kind.kind not in "uif":
             raise TypeError(f"dtype must be an integer or float type, got {kind}")
-        self._shape, self._dtype, self._shape_source = dims, kind, "reserve()"
         c = dims[2] if len(dims) == 3 else 1
+        self._check_guide(c, f"the reserved shape {dims}")
+        self._shape, self._dtype, self._shape_source = dims, kind, "reserve()"
         self._allocate(dims[0], dims[1], c, self._work_dtype(kind))
         assert self._plane is not None
         maps: list[np.ndarray] = [*self._acc, *self._wnorm, *self._gbuf, *self._rbuf]
@@ -973,7 +999,8 @@ def fuse_stack(
     progress : callable, optional
         Called as ``progress(frames_done, n_frames_or_None)`` after each frame.
     **options
-        ``levels`` and the :class:`~nanoro_optics.fusion.rule.FusionRule` options.
+        ``levels``, ``guide_channel`` (blend every channel with the weights of one,
+        :class:`StackFuser`) and the :class:`~nanoro_optics.fusion.rule.FusionRule` options.
 
     Returns
     -------

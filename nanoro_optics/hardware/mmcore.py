@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -330,6 +331,8 @@ def simulated_core(
     dtype: Any = np.uint16,
     stage_label: str = "Z",
     camera_label: str = "Camera",
+    channels: Sequence[str] = (),
+    pixel_size_um: float | None = None,
 ) -> Any:
     """Build a ``UniMMCore`` whose focus device and camera delegate to ``stage`` and ``camera``.
 
@@ -345,11 +348,19 @@ def simulated_core(
         Pixel type of the frames (uint8 or uint16; default uint16).
     stage_label, camera_label : str, keyword-only
         Device labels in the core.
+    channels : sequence of str, keyword-only
+        Presets of a ``"Channel"`` config group, for useq ``MDASequence`` channels. They
+        change nothing the simulation sees (each sets the core's ``AutoShutter`` to 0):
+        every channel renders the same specimen, with its own noise.
+    pixel_size_um : float, keyword-only, optional
+        Pixel size calibration (a pixel size config ``"sim"``), which the MDA records in
+        each frame's metadata.
 
     Returns
     -------
     pymmcore_plus.experimental.unicore.UniMMCore
-        With ``stage_label`` as the focus device and ``camera_label`` as the camera.
+        With ``stage_label`` as the focus device and ``camera_label`` as the camera, and
+        auto-shutter off (there is no shutter device, which the MDA engine would open).
 
     Examples
     --------
@@ -377,6 +388,10 @@ def simulated_core(
     pixel = np.dtype(dtype)
     if pixel not in (np.dtype(np.uint8), np.dtype(np.uint16)):
         raise ValueError(f"dtype must be uint8 or uint16, got {pixel}")
+    names = [channels] if isinstance(channels, str) else list(channels)
+    if any(not isinstance(n, str) or not n for n in names) or len(set(names)) < len(names):
+        raise ValueError(f"channels must be distinct non-empty names, got {channels!r}")
+    px = None if pixel_size_um is None else check_positive(pixel_size_um, "pixel_size_um")
     stage_cls, camera_cls = _device_classes()
     # without a Micro-Manager installation the core logs an error about the (unneeded)
     # C++ device adapters; only pure-Python devices are used here
@@ -393,4 +408,11 @@ def simulated_core(
     core.loadPyDevice(camera_label, camera_cls(camera, shape, pixel))
     core.initializeDevice(camera_label)
     core.setCameraDevice(camera_label)
+    core.setAutoShutter(False)
+    for name in names:
+        core.defineConfig("Channel", name, "Core", "AutoShutter", "0")
+    if px is not None:
+        core.definePixelSizeConfig("sim")
+        core.setPixelSizeUm("sim", px)
+        core.setPixelSizeConfig("sim")
     return core

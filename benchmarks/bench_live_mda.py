@@ -1,0 +1,140 @@
+"""Benchmark: the wall-time cost of live fusion (``LiveFusion``) in a pymmcore-plus MDA.
+
+The same useq ``MDASequence`` (default 1 position x 1 channel x 20 z of 2048 x 2048 uint16;
+``--positions``)
+runs on ``UniMMCore`` with and without :class:`nanoro_optics.mda.LiveFusion` as its output,
+alternating, ``--repeats`` times each; the overhead is the ratio of the median wall times
+of ``core.mda.run`` (which returns only once the handler has handled every frame, the
+last group's result and its OME-TIFF included).
+
+The camera returns pre-rendered frames (tiles of a ``synthetic_stack``) after sleeping its
+exposure, as a real camera leaves the CPU free while it exposes; the stage is the mock on a
+simulated clock (moves take no wall time). The overhead therefore depends on the exposure:
+fusion runs in pymmcore-plus' relay thread while the next frames are exposed, and what
+shows is the fusion the exposures cannot hide, plus the last group's result and file (a
+group's result and file overlap the next group's acquisition; only the last one's add).
+
+Usage: python benchmarks/bench_live_mda.py [--side 2048] [--frames 20] [--positions 1]
+[--exposure-ms 0 20 50] [--repeats 3] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+class ReplayCamera:
+    """A Camera that returns the pre-rendered frame of the stage's z after its exposure."""
+
+    def __init__(self, stage: Any, frames: np.ndarray, z0_um: float, step_um: float) -> None:
+        self.stage, self.frames = stage, frames
+        self.z0_um, self.step_um = z0_um, step_um
+        self._exposure_ms = 10.0
+
+    @property
+    def exposure_ms(self) -> float:
+        return self._exposure_ms
+
+    def set_exposure_ms(self, ms: float) -> None:
+        self._exposure_ms = float(ms)
+
+    def snap(self, timeout_s: float | None = None) -> np.ndarray:
+        k = round((self.stage.get_position_um() - self.z0_um) / self.step_um)
+        time.sleep(self._exposure_ms / 1000.0)  # the exposure: the CPU is free meanwhile
+        return self.frames[int(np.clip(k, 0, len(self.frames) - 1))]
+
+
+def _frames(side: int, n: int) -> np.ndarray:
+    from nanoro_optics.fusion import synthetic_stack
+
+    base = 512
+    s = synthetic_stack((base, base), n, dtype=np.uint16, channels=1, noise_dn=20.0, seed=0)
+    f = s.frames if s.frames.ndim == 3 else s.frames[..., 0]
+    reps = -(-side // base)
+    return np.ascontiguousarray(np.tile(f, (1, reps, reps))[:, :side, :side])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--side", type=int, default=2048)
+    ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--positions", type=int, default=1, help="stage positions (z-loops)")
+    ap.add_argument("--exposure-ms", type=float, nargs="+", default=[0.0, 20.0, 50.0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", default="bench_results/live_mda.json")
+    args = ap.parse_args()
+
+    import useq
+
+    from nanoro_optics.hardware import MockZStage
+    from nanoro_optics.hardware.mmcore import simulated_core
+    from nanoro_optics.mda import LiveFusion
+
+    frames = _frames(args.side, args.frames)
+    z0, step = 100.0, 2.0
+    stage = MockZStage(position_um=z0, limits_um=(0.0, 1000.0))
+    cam = ReplayCamera(stage, frames, z0, step)
+    core = simulated_core(
+        stage, cam, frame_shape=frames.shape[1:], channels=["A"], pixel_size_um=0.65
+    )
+    seq = useq.MDASequence(
+        stage_positions=[(None, None, z0)] * args.positions,
+        channels=["A"],
+        z_plan=useq.ZRelativePositions(relative=[step * k for k in range(args.frames)]),
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        # warm up: numba compiles (or loads its cache), pages of the first fuser
+        LiveFusion(out_dir=tmp, overwrite=True).run(core, seq)
+        for exposure in args.exposure_ms:
+            cam.set_exposure_ms(exposure)
+            plain, live_s = [], []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                core.mda.run(seq)
+                plain.append(time.perf_counter() - t0)
+                live = LiveFusion(out_dir=tmp, overwrite=True)
+                t0 = time.perf_counter()
+                live.run(core, seq)
+                live_s.append(time.perf_counter() - t0)
+                assert live.n_done == args.positions and not live.errors
+            row = {
+                "exposure_ms": exposure,
+                "plain_s": statistics.median(plain),
+                "live_s": statistics.median(live_s),
+            }
+            row["overhead"] = row["live_s"] / row["plain_s"] - 1.0
+            rows.append(row)
+            print(
+                f"exposure {exposure:5.1f} ms: MDA {row['plain_s']:.2f} s, with live fusion "
+                f"{row['live_s']:.2f} s, overhead {100 * row['overhead']:+.1f} %",
+                flush=True,
+            )
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "side": args.side,
+        "frames": args.frames,
+        "positions": args.positions,
+        "repeats": args.repeats,
+        "cpus": __import__("os").cpu_count(),
+        "python": platform.python_version(),
+    }
+    out.write_text(json.dumps({**meta, "rows": rows}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

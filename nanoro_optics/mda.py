@@ -1,0 +1,668 @@
+"""Live extended depth of field inside a pymmcore-plus MDA (:class:`LiveFusion`), MDA checks.
+
+pymmcore-plus runs a useq-schema ``MDASequence`` and hands every frame to its *output
+handlers*, objects with ``sequenceStarted(sequence, meta)``, ``frameReady(image, event,
+meta)`` and ``sequenceFinished(sequence)`` methods (``core.mda.run(sequence,
+output=handler)``) [1]_. :class:`LiveFusion` is such a handler: it groups the frames by
+their non-z indices (position, grid, time and, unless a guide channel is given, channel),
+feeds each group's z-loop to a :class:`~nanoro_optics.fusion.StackFuser` as the frames
+arrive, and when the loop is complete emits the fused image, the depth map in um (from the
+events' z positions) and the confidence, through a callback and optionally to an OME-TIFF
+or OME-Zarr (:func:`nanoro_optics.io.write_fusion_ome`).
+Only the open groups hold a fuser, so memory is bounded by the groups open at once (one,
+or one per channel), not by frames.
+
+:func:`check_mda_sequence` checks a sequence's Z plan against this library's rules (never
+below the start, inside the stage limits, steps no larger than the objective's depth of
+field) before anything moves.
+
+References
+----------
+.. [1] pymmcore-plus documentation, "Acquisition engine" and "Output handlers",
+   https://pymmcore-plus.github.io/pymmcore-plus/
+.. [2] useq-schema, ``MDASequence`` and ``MDAEvent``, https://pymmcore-plus.github.io/useq-schema/
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import optics
+from ._validation import (
+    check_bool,
+    check_choice,
+    check_finite_real,
+    check_interval,
+    check_positive,
+)
+
+__all__ = ["FusedGroup", "LiveFusion", "check_mda_sequence"]
+
+_log = logging.getLogger(__name__)
+
+#: StackFuser options LiveFusion sets itself, refused among ``fusion_options``
+_OWN_OPTIONS = ("z_um", "guide_channel")
+#: file suffix of each output format
+_SUFFIXES = {"ome-tiff": ".ome.tif", "ome-zarr": ".ome.zarr"}
+#: index axes of an MDA event other than z and channel (position, grid, time)
+_OUTER_AXES = ("p", "g", "t")
+
+
+@dataclass(frozen=True)
+class FusedGroup:
+    """The fused z-loop of one group of an MDA (one position, grid cell, time, channel).
+
+    Attributes
+    ----------
+    index : tuple of (str, int)
+        The group's event indices other than ``z`` (and ``c`` with a guide channel), as
+        sorted ``(axis, index)`` pairs, e.g. ``(("c", 1), ("p", 0))``.
+    channels : tuple of str
+        Channel names of ``image``'s channels (one, or all of the sequence's with a guide).
+    image : numpy.ndarray
+        Fused image in the frames' dtype: ``(H, W)``, or ``(H, W, C)`` with a guide channel.
+    depth_um : numpy.ndarray
+        float32 ``(H, W)``: z position of best focus in um (from the events' ``z_pos``).
+    confidence : numpy.ndarray
+        float32 ``(H, W)`` in ``[0, 1]`` (see :class:`~nanoro_optics.fusion.FusionResult`).
+    z_um : tuple of float
+        The z positions fused, in capture order.
+    pixel_size_um : float or None
+        Pixel size at the sample (from the frames' metadata or as given).
+    path : pathlib.Path or None
+        The OME-TIFF written, when the handler writes files.
+    """
+
+    index: tuple[tuple[str, int], ...]
+    channels: tuple[str, ...]
+    image: np.ndarray
+    depth_um: np.ndarray
+    confidence: np.ndarray
+    z_um: tuple[float, ...]
+    pixel_size_um: float | None
+    path: Path | None
+
+
+def _import_useq() -> Any:
+    try:
+        import useq
+    except ImportError as exc:
+        raise ImportError(
+            'live fusion in an MDA needs useq-schema: pip install "nanoro_optics[mmcore]"'
+        ) from exc
+    return useq
+
+
+def _check_sequence_type(sequence: Any) -> Any:
+    useq = _import_useq()
+    if not isinstance(sequence, useq.MDASequence):
+        raise TypeError(
+            f"sequence must be a useq.MDASequence, got {type(sequence).__name__}; "
+            "live fusion needs the sequence's z plan to know when a z-loop ends"
+        )
+    return sequence
+
+
+def _index(event: Any) -> dict[str, int]:
+    return {str(k): int(v) for k, v in dict(event.index).items()}
+
+
+def _channel_name(channel: Any) -> str:
+    return str(channel.config)
+
+
+class LiveFusion:
+    """A pymmcore-plus MDA output handler that fuses every z-loop as it is acquired.
+
+    Parameters
+    ----------
+    on_result : callable, optional
+        Called as ``on_result(group)`` with a :class:`FusedGroup` when a group's z-loop is
+        complete (in the thread that runs the handler: pymmcore-plus' relay thread).
+    out_dir : str or os.PathLike, keyword-only, optional
+        Folder (it must exist) to write each group to, as
+        ``{name}_p{p}[_g{g}]_t{t}[_c{c}].ome.tif`` (or ``.ome.zarr``, ``file_format``): the
+        fused image, the depth map in um and the confidence, with the pixel size, the z
+        positions and the fusion settings.
+    name : str, keyword-only
+        File name prefix (default ``"fused"``; letters, digits, ``-`` and ``_``).
+    guide_channel : str or int, keyword-only, optional
+        Fuse all channels of a (position, grid, time) together, with the weights of this
+        channel (its config name, or its index in ``sequence.channels``): the depth map is
+        measured on it and applied to the others with the same pyramid blending
+        (:class:`~nanoro_optics.fusion.StackFuser` ``guide_channel``). Needs the channels
+        to vary faster than z (``axis_order`` with ``c`` after ``z``, e.g. ``"tpgzc"``),
+        so that only one z-slice of channels is buffered. By default every channel is
+        fused on its own.
+    pixel_size_um : float, keyword-only, optional
+        Pixel size at the sample in um; default the frames' ``pixel_size_um`` metadata
+        (Micro-Manager's pixel size calibration). Files need one.
+    overwrite : bool, keyword-only
+        Replace existing files. By default a sequence whose files exist is refused when
+        it starts (:meth:`check`), and no file is ever replaced.
+    file_format : {"ome-tiff", "ome-zarr"}, keyword-only
+        ``.ome.tif`` files (the default) or ``.ome.zarr`` stores (extra
+        ``nanoro_optics[omezarr]``) with the same content, written by
+        :func:`~nanoro_optics.io.write_fusion_ome`.
+    **fusion_options
+        Options of :class:`~nanoro_optics.fusion.StackFuser` (``levels``, ``align``,
+        ``bit_depth``, ``noise_dn``, the rule's options), checked here.
+
+    Attributes
+    ----------
+    errors : list of (tuple, Exception)
+        Failures while the MDA ran, with the group's index (``()`` for the sequence).
+        pymmcore-plus logs and discards what a handler raises, so the handler keeps them
+        here; :meth:`run` raises the first one after the MDA. A failed group is dropped
+        (no callback, no file).
+    incomplete : list of tuple
+        Groups whose z-loop had not ended when the sequence finished (a cancelled MDA);
+        they get no output.
+    n_done : int
+        Groups fused and emitted in the last sequence.
+
+    Notes
+    -----
+    Frames must arrive in z order within a group (as a useq ``MDASequence`` delivers them
+    when ``z`` comes after ``p``, ``g`` and ``t`` in ``axis_order``: every group's z-loop
+    then ends before the next group begins). Sequences with per-position sub-sequences,
+    channels that skip z (``do_stack=False``) or, with a guide, channels that skip time
+    points (``acquire_every``) are refused by :meth:`check`: their groups do not have one
+    z-loop of the sequence's length.
+
+    Each frame is copied into the fuser (or, with a guide, into a one-slice buffer) before
+    the handler returns, so the engine may reuse its buffers.
+
+    pymmcore-plus calls output handlers from a relay thread fed by a queue: acquisition
+    does not wait for fusion. The handler itself holds only its open groups, but if frames
+    come faster than they fuse (short exposures of large frames), the queue holds the
+    frames waiting; ``benchmarks/bench_live_mda.py`` measures the rate.
+
+    Examples
+    --------
+    >>> import useq
+    >>> live = LiveFusion(levels=3)
+    >>> live.check(useq.MDASequence(channels=["DAPI"], z_plan={"range": 4, "step": 1}))
+    >>> live.check(useq.MDASequence(channels=["DAPI"]))
+    Traceback (most recent call last):
+    ...
+    ValueError: the sequence has no z plan: live fusion needs a z-loop of at least 1 position
+    """
+
+    def __init__(
+        self,
+        on_result: Callable[[FusedGroup], None] | None = None,
+        *,
+        out_dir: str | os.PathLike[str] | None = None,
+        name: str = "fused",
+        guide_channel: str | int | None = None,
+        pixel_size_um: float | None = None,
+        overwrite: bool = False,
+        file_format: str = "ome-tiff",
+        **fusion_options: Any,
+    ) -> None:
+        from nanoro_optics.fusion import StackFuser
+
+        if on_result is not None and not callable(on_result):
+            raise TypeError(f"on_result must be callable, got {type(on_result).__name__}")
+        self.on_result = on_result
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        if self.out_dir is not None and not self.out_dir.is_dir():
+            raise FileNotFoundError(f"out_dir {self.out_dir} is not an existing folder")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise ValueError(f"name must be letters, digits, '-' and '_' only, got {name!r}")
+        self.name = name
+        if guide_channel is not None and (
+            isinstance(guide_channel, bool) or not isinstance(guide_channel, (str, int))
+        ):
+            raise TypeError(
+                f"guide_channel must be a channel name or index, got "
+                f"{type(guide_channel).__name__} {guide_channel!r}"
+            )
+        self.guide_channel = guide_channel
+        self.pixel_size_um = (
+            None if pixel_size_um is None else check_positive(pixel_size_um, "pixel_size_um")
+        )
+        self.overwrite = check_bool(overwrite, "overwrite")
+        self.file_format = check_choice(file_format, "file_format", _SUFFIXES)
+        own = [k for k in _OWN_OPTIONS if k in fusion_options]
+        if own:
+            raise TypeError(
+                f"{', '.join(own)} cannot be given to LiveFusion: it takes z positions from "
+                "the events and the guide as guide_channel="
+            )
+        StackFuser(**fusion_options)  # checks the options now, not at the first frame
+        self.fusion_options = dict(fusion_options)
+        self.errors: list[tuple[tuple[tuple[str, int], ...], Exception]] = []
+        self.incomplete: list[tuple[tuple[str, int], ...]] = []
+        self.n_done = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._sequence: Any = None
+        self._nz = 0
+        self._channels: tuple[str, ...] = ()
+        self._guide: int | None = None
+        self._open: dict[tuple[tuple[str, int], ...], dict[str, Any]] = {}
+        self._dropped: set[tuple[tuple[str, int], ...]] = set()
+        self._px: float | None = self.pixel_size_um
+
+    @property
+    def n_open(self) -> int:
+        """Groups open now, each holding one fuser: the handler's memory is bounded by it."""
+        return len(self._open)
+
+    # -- before the run -------------------------------------------------------------------
+    def check(self, sequence: Any) -> None:
+        """Refuse a sequence this handler cannot fuse, or whose files exist, before it runs.
+
+        Raises
+        ------
+        TypeError
+            Not a ``useq.MDASequence``.
+        ValueError
+            No z plan; per-position sub-sequences; a channel with ``do_stack=False``; ``z``
+            before ``p``, ``g`` or ``t`` in ``axis_order``; with a guide, an unknown guide
+            channel, ``c`` before ``z`` or a channel with ``acquire_every > 1``.
+        FileExistsError
+            An output file of the sequence exists and ``overwrite`` is False (names it).
+        """
+        self._plan(sequence)
+
+    def _plan(self, sequence: Any) -> tuple[int, tuple[str, ...], int | None]:
+        seq = _check_sequence_type(sequence)
+        nz = len(list(seq.z_plan)) if seq.z_plan is not None else 0
+        if nz == 0:
+            raise ValueError(
+                "the sequence has no z plan: live fusion needs a z-loop of at least 1 position"
+            )
+        subs = [i for i, pos in enumerate(seq.stage_positions) if pos.sequence is not None]
+        if subs:
+            raise ValueError(
+                f"stage positions {subs} have sub-sequences: their z-loops may differ from "
+                "the sequence's, which live fusion does not follow"
+            )
+        flat = [_channel_name(c) for c in seq.channels if not c.do_stack]
+        if flat:
+            raise ValueError(f"channels {flat} have do_stack=False: they take no z-loop to fuse")
+        order = str(seq.axis_order if isinstance(seq.axis_order, str) else "".join(seq.axis_order))
+        zpos = order.index("z") if "z" in order else len(order)
+        late = [a for a in _OUTER_AXES if a in order and order.index(a) > zpos]
+        if late:
+            raise ValueError(
+                f"axis_order {order!r} varies {', '.join(late)} faster than z: every group "
+                "would stay open until the end; put z after p, g and t (e.g. 'tpgcz')"
+            )
+        channels = tuple(_channel_name(c) for c in seq.channels) or ("",)
+        guide = None
+        if self.guide_channel is not None:
+            guide = self._resolve_guide(seq, channels)
+            if "c" in order and order.index("c") < zpos:
+                raise ValueError(
+                    f"axis_order {order!r} takes every z of a channel before the next "
+                    "channel: with a guide channel the channels must vary faster than z "
+                    "(e.g. 'tpgzc')"
+                )
+            skip = [_channel_name(c) for c in seq.channels if c.acquire_every != 1]
+            if skip:
+                raise ValueError(
+                    f"channels {skip} have acquire_every > 1: with a guide channel every "
+                    "channel must be taken at every time point"
+                )
+        if self.out_dir is not None and not self.overwrite:
+            for ev in seq.iter_events():
+                path = self._path(self._key(_index(ev), guide is not None))
+                if path.exists():
+                    raise FileExistsError(
+                        f"{path} exists and overwrite=False: the sequence would write it"
+                    )
+        return nz, channels, guide
+
+    def _resolve_guide(self, seq: Any, channels: tuple[str, ...]) -> int:
+        g = self.guide_channel
+        if not seq.channels:
+            raise ValueError(f"guide_channel={g!r} but the sequence has no channels")
+        if isinstance(g, str):
+            if g not in channels:
+                raise ValueError(f"guide_channel={g!r} is not a channel of the sequence {channels}")
+            return channels.index(g)
+        assert isinstance(g, int)
+        if not 0 <= g < len(channels):
+            raise ValueError(
+                f"guide_channel={g} is out of range: the sequence has {len(channels)} "
+                f"channels (0 to {len(channels) - 1})"
+            )
+        return g
+
+    def _key(self, index: dict[str, int], guided: bool) -> tuple[tuple[str, int], ...]:
+        drop = ("z", "c") if guided else ("z",)
+        return tuple(sorted((k, v) for k, v in index.items() if k not in drop))
+
+    def _path(self, key: tuple[tuple[str, int], ...]) -> Path:
+        assert self.out_dir is not None
+        d = dict(key)
+        parts = [self.name, f"p{d.get('p', 0):03d}"]
+        if "g" in d:
+            parts.append(f"g{d['g']:03d}")
+        parts.append(f"t{d.get('t', 0):04d}")
+        if "c" in d:
+            parts.append(f"c{d['c']:02d}")
+        return self.out_dir / ("_".join(parts) + _SUFFIXES[self.file_format])
+
+    def run(self, core: Any, sequence: Any) -> None:
+        """Check ``sequence``, run it on ``core`` with this handler, raise what failed.
+
+        :meth:`check` runs first, and files need a pixel size (given, or the core's
+        ``getPixelSizeUm()``): a refused sequence never starts, so nothing moves.
+        Afterwards the first entry of :attr:`errors` is raised (as ``RuntimeError`` with
+        it as the cause).
+        """
+        self.check(sequence)
+        if self.out_dir is not None and self.pixel_size_um is None:
+            px = float(core.getPixelSizeUm())
+            if not px > 0:
+                raise ValueError(
+                    "the core has no pixel size calibration (getPixelSizeUm() is 0): give "
+                    "pixel_size_um= or calibrate the pixel size before writing files"
+                )
+        core.mda.run(sequence, output=self)
+        if self.errors:
+            key, exc = self.errors[0]
+            raise RuntimeError(
+                f"live fusion failed for {len(self.errors)} group(s); the first, {key}: {exc}"
+            ) from exc
+
+    # -- the output handler protocol ------------------------------------------------------
+    def sequenceStarted(self, sequence: Any, meta: Any = None) -> None:
+        """Start a sequence (pymmcore-plus calls this): check it, forget the last one."""
+        self._reset()
+        self.errors, self.incomplete, self.n_done = [], [], 0
+        try:
+            self._nz, self._channels, self._guide = self._plan(sequence)
+            if self._px is None and isinstance(meta, dict):
+                infos = meta.get("image_infos") or ()
+                px = infos[0].get("pixel_size_um") if infos else None
+                if px is not None and float(px) > 0:
+                    self._px = float(px)
+            if self.out_dir is not None and self._px is None:
+                raise ValueError(
+                    "no pixel size: give pixel_size_um= or calibrate the pixel size in "
+                    "Micro-Manager before writing files"
+                )
+        except Exception as exc:  # recorded: pymmcore-plus would only log it
+            _log.error("live fusion refused the sequence: %s", exc)
+            self.errors.append(((), exc))
+            return
+        self._sequence = sequence
+
+    def frameReady(self, image: Any, event: Any, meta: Any = None) -> None:
+        """Take one frame (pymmcore-plus calls this for every frame)."""
+        if self._sequence is None:
+            return  # refused or not started
+        index = _index(event)
+        key = self._key(index, self._guide is not None)
+        if key in self._dropped:
+            return
+        try:
+            self._take(key, index, image, event, meta)
+        except Exception as exc:
+            _log.error("live fusion dropped group %s: %s", key, exc)
+            self.errors.append((key, exc))
+            self._dropped.add(key)
+            group = self._open.pop(key, None)
+            if group is not None:
+                group["fuser"].close()
+
+    def sequenceFinished(self, sequence: Any) -> None:
+        """End a sequence: groups whose z-loop did not end get no output."""
+        self.incomplete = list(self._open)
+        for group in self._open.values():
+            group["fuser"].close()
+        self._open.clear()
+        self._sequence = None
+
+    # -- the work -------------------------------------------------------------------------
+    def _take(
+        self,
+        key: tuple[tuple[str, int], ...],
+        index: dict[str, int],
+        image: Any,
+        event: Any,
+        meta: Any,
+    ) -> None:
+        from nanoro_optics.fusion import StackFuser
+
+        frame = np.asarray(image)
+        z_i = index.get("z", 0)
+        c_i = index.get("c", 0)
+        group = self._open.get(key)
+        if group is None:
+            if z_i != 0:
+                raise ValueError(f"the group's first frame has z index {z_i}, expected 0")
+            if self._guide is not None and frame.ndim != 2:
+                raise ValueError(
+                    f"with a guide channel the frames must be grey (H, W), got shape {frame.shape}"
+                )
+            fuser = StackFuser(guide_channel=self._guide, **self.fusion_options)
+            group = {"fuser": fuser, "z": [], "next": 0, "slice": None, "seen": set()}
+            self._open[key] = group
+        if self._px is None and isinstance(meta, dict):
+            px = meta.get("pixel_size_um")
+            if px is not None and float(px) > 0:
+                self._px = float(px)
+        if z_i != group["next"]:
+            raise ValueError(
+                f"frame with z index {z_i} arrived where z index {group['next']} was due: "
+                "frames must arrive in z order"
+            )
+        z_um = event.z_pos
+        if z_um is None:
+            raise ValueError(f"the event {index} has no z position (z_pos is None)")
+        fuser = group["fuser"]
+        if self._guide is None:
+            fuser.add(frame, z_um=float(z_um))  # copies the frame into the fuser's buffer
+            group["z"].append(float(z_um))
+            group["next"] += 1
+        else:
+            nc = len(self._channels)
+            buf = group["slice"]
+            if buf is None:
+                buf = group["slice"] = np.empty((*frame.shape, nc), frame.dtype)
+            if c_i in group["seen"] or not 0 <= c_i < nc:
+                raise ValueError(f"channel index {c_i} arrived twice or is not one of {nc}")
+            buf[..., c_i] = frame  # the copy: the engine may reuse its buffer
+            group["seen"].add(c_i)
+            if c_i == self._guide:
+                group["z_guide"] = float(z_um)
+            if len(group["seen"]) < nc:
+                return
+            z_guide = group.pop("z_guide")
+            fuser.add(buf, z_um=z_guide)
+            group["z"].append(z_guide)
+            group["seen"] = set()
+            group["next"] += 1
+        if group["next"] == self._nz:
+            del self._open[key]
+            self._emit(key, group)
+
+    def _emit(self, key: tuple[tuple[str, int], ...], group: dict[str, Any]) -> None:
+        from nanoro_optics.io import write_fusion_ome
+
+        res = group["fuser"].result(release=True)
+        d = dict(key)
+        names = self._channels if self._guide is not None else (self._channels[d.get("c", 0)],)
+        path = None
+        if self.out_dir is not None:
+            assert self._px is not None
+            path = write_fusion_ome(
+                self._path(key),
+                res.image,
+                res.depth,
+                res.confidence,
+                pixel_size_um=self._px,
+                z_um=group["z"],
+                channel_names=names,
+                settings=self.settings(),
+                overwrite=self.overwrite,
+            )
+        out = FusedGroup(
+            index=key,
+            channels=tuple(names),
+            image=res.image,
+            depth_um=res.depth,
+            confidence=res.confidence,
+            z_um=tuple(group["z"]),
+            pixel_size_um=self._px,
+            path=path,
+        )
+        self.n_done += 1
+        if self.on_result is not None:
+            self.on_result(out)
+
+    def settings(self) -> dict[str, Any]:
+        """Return the fusion settings recorded with every output (JSON-serialisable)."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            release = version("nanoro_optics")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            release = "not installed"
+        guide = None if self._guide is None else self._channels[self._guide]
+        return {
+            "fuser": "nanoro_optics.fusion.StackFuser",
+            "version": release,
+            "guide_channel": guide,
+            **{k: v for k, v in sorted(self.fusion_options.items())},
+        }
+
+
+def check_mda_sequence(
+    sequence: Any,
+    *,
+    limits_um: tuple[float, float],
+    objective: optics.Objective | str,
+    current_um: float | None = None,
+    wavelength_um: float = optics.DEFAULT_WAVELENGTH_UM,
+) -> None:
+    """Refuse an MDA whose Z plan breaks this library's rules, naming the positions.
+
+    Every z position the sequence will visit (``sequence.iter_events()``, as the engine
+    moves the stage) is checked: never below its start, the z where the user placed the
+    lens (the stage position's ``z``, else ``current_um``; Urwin 2021, the scan never goes
+    below the start), inside the stage limits, and the gaps between a z-loop's sorted
+    positions no larger than the objective's depth of field
+    (:meth:`~nanoro_optics.optics.Objective.depth_of_field`), so that every depth is in
+    focus in some frame.
+
+    Parameters
+    ----------
+    sequence : useq.MDASequence
+        The sequence to run.
+    limits_um : (float, float), keyword-only
+        The stage's travel limits ``(lo, hi)`` in um.
+    objective : Objective or str, keyword-only
+        The objective (or a preset name of :data:`nanoro_optics.optics.OBJECTIVES`).
+    current_um : float, keyword-only, optional
+        The stage's z now: the start of positions without a ``z`` of their own (and of a
+        sequence without stage positions). Required when there are such positions.
+    wavelength_um : float, keyword-only
+        Wavelength of the depth of field (default
+        :data:`~nanoro_optics.optics.DEFAULT_WAVELENGTH_UM`).
+
+    Raises
+    ------
+    nanoro_optics.zscan.PlanProblemsError
+        A ``ValueError`` listing every problem (``.problems``), each naming the stage
+        position, its z positions and the limit broken.
+    ValueError, TypeError
+        Bad arguments, or a position without a start and no ``current_um``.
+
+    Notes
+    -----
+    useq computes a relative Z plan (``ZRangeAround``, ``ZAboveBelow``, relative lists)
+    around the stage position's ``z``; a sequence without stage positions gets the
+    offsets themselves as absolute positions (around 0 um, whatever the stage's z), which
+    this check then refuses as below the start or outside the limits.
+
+    References
+    ----------
+    .. [1] I. Urwin, "Nanoro Microscope Focus Stacking", method of procedure, rev. 1 (2021).
+
+    Examples
+    --------
+    >>> import useq
+    >>> seq = useq.MDASequence(stage_positions=[(0, 0, 100.0)],
+    ...     z_plan=useq.ZRelativePositions(relative=[4.0, 2.0, 0.0]))
+    >>> check_mda_sequence(seq, limits_um=(0, 200), objective="Nikon MRP70101")
+    >>> seq = useq.MDASequence(stage_positions=[(0, 0, 100.0)],
+    ...     z_plan=useq.ZRangeAround(range=4.0, step=1.0))
+    >>> check_mda_sequence(seq, limits_um=(0, 200), objective="Nikon MRP70101")
+    Traceback (most recent call last):
+    ...
+    nanoro_optics.zscan._plan.PlanProblemsError: Z-scan plan cannot run: position 0: z 98, 99 um below its start 100 um
+    """  # noqa: E501
+    from nanoro_optics.zscan import PlanProblemsError
+    from nanoro_optics.zscan._limits import _resolve_objective
+
+    seq = _check_sequence_type(sequence)
+    lo, hi = check_interval(limits_um, "limits_um")
+    obj = _resolve_objective(objective)
+    dof = obj.depth_of_field(wavelength_um=check_positive(wavelength_um, "wavelength_um"))
+    start_now = None if current_um is None else check_finite_real(current_um, "current_um")
+    starts: dict[int, float] = {}
+    loops: dict[tuple[tuple[str, int], ...], list[float]] = {}
+    for ev in seq.iter_events():
+        if ev.z_pos is None:
+            continue
+        index = _index(ev)
+        p = index.get("p", 0)
+        if p not in starts:
+            pos = seq.stage_positions[p] if seq.stage_positions else None
+            start = pos.z if pos is not None and pos.z is not None else start_now
+            if start is None:
+                raise ValueError(
+                    f"position {p} has no z of its own: give current_um (the stage's z, "
+                    "where the lens was placed) to check it"
+                )
+            starts[p] = float(start)
+        key = tuple(sorted((k, v) for k, v in index.items() if k != "z"))
+        loops.setdefault(key, []).append(float(ev.z_pos))
+    problems: list[str] = []
+    seen: set[tuple[int, str]] = set()
+
+    def fmt(values: Any) -> str:
+        return ", ".join(f"{v:g}" for v in sorted(set(values)))
+
+    def report(p: int, kind: str, text: str) -> None:
+        if (p, kind) not in seen:  # one line per position and rule, not per time point
+            seen.add((p, kind))
+            problems.append(f"position {p}: {text}")
+
+    tol = 1e-9
+    for key, zs in loops.items():
+        p = dict(key).get("p", 0)
+        z = np.asarray(zs)
+        below = z[z < starts[p] - tol]
+        if below.size:
+            report(p, "start", f"z {fmt(below)} um below its start {starts[p]:g} um")
+        out = z[(z < lo) | (z > hi)]
+        if out.size:
+            report(p, "limits", f"z {fmt(out)} um outside the stage limits [{lo:g}, {hi:g}] um")
+        gaps = np.diff(np.sort(z))
+        if gaps.size and float(gaps.max()) > dof + tol:
+            report(
+                p,
+                "dof",
+                f"z step {float(gaps.max()):g} um exceeds the depth of field {dof:.3g} um of "
+                f"{obj.name}",
+            )
+    if problems:
+        raise PlanProblemsError(problems)

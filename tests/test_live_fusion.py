@@ -1,0 +1,512 @@
+"""Live fusion in a pymmcore-plus MDA (UniMMCore with the mock stage and simulated camera)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("pymmcore_plus", reason="the mmcore extra is not installed")
+pytest.importorskip("useq", reason="the mmcore extra is not installed")
+import useq
+
+from nanoro_optics.fusion import fuse_stack
+from nanoro_optics.hardware import MockZStage, SimulatedCamera, Specimen
+from nanoro_optics.hardware.mmcore import simulated_core
+from nanoro_optics.io import write_fusion_ome
+from nanoro_optics.mda import FusedGroup, LiveFusion, check_mda_sequence
+from nanoro_optics.zscan import PlanProblemsError
+
+PIXEL_UM = 0.65
+SHAPE = (24, 32)
+Z_REL = [0.0, 1.0, 2.0, 3.0]
+OBJECTIVE = "Nikon MRP70101"  # depth of field 11.8 um
+
+
+@pytest.fixture(scope="module")
+def rig() -> tuple[Any, MockZStage]:
+    mock = MockZStage(position_um=10.0, limits_um=(0.0, 100.0))
+    cam = SimulatedCamera(mock, Specimen.synthetic(SHAPE, relief_um=3.0, base_um=10.0))
+    core = simulated_core(mock, cam, channels=["A", "B"], pixel_size_um=PIXEL_UM)
+    assert core.getPixelSizeUm() == PIXEL_UM and not core.getAutoShutter()
+    assert list(core.getAvailableConfigs("Channel")) == ["A", "B"]
+    return core, mock
+
+
+class Recorder:
+    """A second MDA output: copies of every frame with its indices and z."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[dict[str, int], float, np.ndarray]] = []
+
+    def frameReady(self, image: np.ndarray, event: Any, meta: Any) -> None:
+        index = {str(k): int(v) for k, v in dict(event.index).items()}
+        self.frames.append((index, float(event.z_pos), np.array(image, copy=True)))
+
+    def group(self, **index: int) -> tuple[np.ndarray, list[float]]:
+        got = [(z, f) for i, z, f in self.frames if all(i.get(k) == v for k, v in index.items())]
+        return np.stack([f for _, f in got]), [z for z, _ in got]
+
+
+def _sequence(**kw: Any) -> Any:
+    base: dict[str, Any] = {
+        "stage_positions": [(None, None, 10.0), (None, None, 12.0)],
+        "channels": ["A", "B"],
+        "z_plan": useq.ZRelativePositions(relative=Z_REL),
+        "axis_order": "tpcz",
+    }
+    base.update(kw)
+    return useq.MDASequence(**base)
+
+
+def _run(core: Any, live: LiveFusion, seq: Any) -> Recorder:
+    rec = Recorder()
+    core.mda.run(seq, output=[live, rec])
+    return rec
+
+
+def _annotation(xml: str) -> dict[str, str]:
+    ann = tifffile.xml2dict(xml)["OME"]["StructuredAnnotations"]["MapAnnotation"]
+    assert ann["Namespace"] == "nanoro_optics/fusion"
+    return {m["K"]: m["value"] for m in ann["Value"]["M"]}
+
+
+def _assert_same(a: Any, b: Any) -> None:
+    np.testing.assert_array_equal(a, b)  # NaN-aware, exact
+
+
+def test_live_fusion_equals_offline_per_channel(rig: Any, tmp_path: Path) -> None:
+    core, _ = rig
+    got: list[FusedGroup] = []
+    live = LiveFusion(got.append, out_dir=tmp_path, levels=3)
+    rec = _run(core, live, _sequence())
+    assert live.errors == [] and live.incomplete == [] and live.n_done == 4
+    assert sorted(g.index for g in got) == [(("c", c), ("p", p)) for c in (0, 1) for p in (0, 1)]
+    for g in got:
+        d = dict(g.index)
+        frames, zs = rec.group(p=d["p"], c=d["c"])
+        assert frames.shape == (len(Z_REL), *SHAPE)
+        assert zs == [10.0 + 2 * d["p"] + z for z in Z_REL] and list(g.z_um) == zs
+        ref = fuse_stack(frames, z_um=zs, levels=3)
+        _assert_same(g.image, ref.image)
+        _assert_same(g.depth_um, ref.depth)
+        _assert_same(g.confidence, ref.confidence)
+        assert g.channels == (("A", "B")[d["c"]],) and g.pixel_size_um == PIXEL_UM
+        # the file: fused image + depth/confidence, physical sizes, z positions, settings
+        assert g.path == tmp_path / f"fused_p{d['p']:03d}_t0000_c{d['c']:02d}.ome.tif"
+        with tifffile.TiffFile(g.path) as tif:
+            assert tif.is_ome and len(tif.series) == 2
+            _assert_same(tif.series[0].asarray(), ref.image)
+            maps = tif.series[1].asarray()
+            _assert_same(maps[0], ref.depth)
+            _assert_same(maps[1], ref.confidence)
+            assert maps.dtype == np.float32
+            xml = tif.ome_metadata
+        pixels = tifffile.xml2dict(xml)["OME"]["Image"]
+        for image in pixels:
+            px = image["Pixels"]
+            assert px["PhysicalSizeX"] == PIXEL_UM and px["PhysicalSizeY"] == PIXEL_UM
+            assert px["PhysicalSizeXUnit"] == "\u00b5m"
+        values = _annotation(xml)
+        assert json.loads(values["z_um"]) == zs
+        settings = json.loads(values["settings"])
+        assert settings["levels"] == 3 and settings["guide_channel"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(g.path.name for g in got)
+
+
+def test_live_fusion_to_ome_zarr(rig: Any, tmp_path: Path) -> None:
+    zarr = pytest.importorskip("zarr", reason="the omezarr extra is not installed")
+    core, _ = rig
+    got: list[FusedGroup] = []
+    live = LiveFusion(got.append, out_dir=tmp_path, file_format="ome-zarr", levels=3)
+    rec = _run(core, live, _sequence(channels=["B"]))
+    assert live.errors == [] and len(got) == 2
+    for g in got:
+        p = dict(g.index)["p"]
+        assert g.path == tmp_path / f"fused_p{p:03d}_t0000_c00.ome.zarr"
+        frames, zs = rec.group(p=p)
+        ref = fuse_stack(frames, z_um=zs, levels=3)
+        root = zarr.open_group(g.path, mode="r")
+        _assert_same(root["0/0"][:], ref.image[None])
+        _assert_same(root["1/0"][0], ref.depth)
+        _assert_same(root["1/0"][1], ref.confidence)
+        assert root.attrs["nanoro_optics"]["z_um"] == zs
+        assert root.attrs["nanoro_optics"]["channels"] == ["B"]
+        for series in ("0", "1"):
+            ms = zarr.open_group(g.path / series, mode="r").attrs["ome"]["multiscales"][0]
+            assert [a["name"] for a in ms["axes"]] == ["c", "y", "x"]
+            assert [a.get("unit") for a in ms["axes"]] == [None, "micrometer", "micrometer"]
+            [scale] = ms["datasets"][0]["coordinateTransformations"]
+            assert scale["scale"] == [1.0, PIXEL_UM, PIXEL_UM]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "fused_p000_t0000_c00.ome.zarr",
+        "fused_p001_t0000_c00.ome.zarr",
+    ]
+
+
+def test_live_fusion_with_a_guide_channel_equals_offline(rig: Any, tmp_path: Path) -> None:
+    core, _ = rig
+    got: list[FusedGroup] = []
+    live = LiveFusion(got.append, out_dir=tmp_path, guide_channel="B", levels=3)
+    rec = _run(core, live, _sequence(axis_order="tpzc"))
+    assert live.errors == [] and live.n_done == 2
+    for g in got:
+        p = dict(g.index)["p"]
+        a, zs = rec.group(p=p, c=0)
+        b, _ = rec.group(p=p, c=1)
+        ref = fuse_stack(np.stack([a, b], axis=-1), z_um=zs, guide_channel=1, levels=3)
+        _assert_same(g.image, ref.image)
+        _assert_same(g.depth_um, ref.depth)
+        assert g.image.shape == (*SHAPE, 2) and g.channels == ("A", "B")
+        assert g.path is not None and g.path.name == f"fused_p{p:03d}_t0000.ome.tif"
+        with tifffile.TiffFile(g.path) as tif:
+            _assert_same(np.moveaxis(tif.series[0].asarray(), 0, -1), ref.image)
+            assert json.loads(_annotation(tif.ome_metadata)["settings"])["guide_channel"] == "B"
+
+
+class OpenCounter:
+    """Wraps a LiveFusion's frameReady to record how many groups are open after each frame."""
+
+    def __init__(self, live: LiveFusion) -> None:
+        self.live = live
+        self.counts: list[int] = []
+
+    def sequenceStarted(self, sequence: Any, meta: Any) -> None:
+        self.live.sequenceStarted(sequence, meta)
+
+    def frameReady(self, image: Any, event: Any, meta: Any) -> None:
+        self.live.frameReady(image, event, meta)
+        self.counts.append(self.live.n_open)
+
+    def sequenceFinished(self, sequence: Any) -> None:
+        self.live.sequenceFinished(sequence)
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n_z=st.integers(1, 4),
+    n_pos=st.integers(1, 2),
+    n_t=st.integers(1, 2),
+    order=st.sampled_from(["tpcz", "tpzc"]),
+    guided=st.booleans(),
+)
+def test_live_fusion_property(
+    rig: Any, n_z: int, n_pos: int, n_t: int, order: str, guided: bool
+) -> None:
+    """Whatever the plan: one output per group, equal to offline fusion, memory bounded."""
+    core, _ = rig
+    guided = guided and order == "tpzc"
+    got: list[FusedGroup] = []
+    live = LiveFusion(got.append, guide_channel=0 if guided else None, levels=2)
+    counter = OpenCounter(live)
+    seq = _sequence(
+        stage_positions=[(None, None, 10.0 + 3 * i) for i in range(n_pos)],
+        z_plan=useq.ZRelativePositions(relative=Z_REL[:n_z]),
+        time_plan={"interval": 0, "loops": n_t} if n_t > 1 else None,
+        axis_order=order,
+    )
+    rec = Recorder()
+    core.mda.run(seq, output=[counter, rec])
+    assert live.errors == [] and live.incomplete == []
+    assert len(got) == n_pos * n_t * (1 if guided else 2)
+    # open groups: one at a time, or one per channel when channels vary faster than z
+    assert max(counter.counts) <= (1 if guided or order == "tpcz" else 2)
+    assert counter.counts[-1] == 0
+    for g in got:
+        d = dict(g.index)
+        sel = {k: v for k, v in d.items() if k in ("p", "t")}
+        if guided:
+            a, zs = rec.group(**sel, c=0)
+            b, _ = rec.group(**sel, c=1)
+            ref = fuse_stack(np.stack([a, b], axis=-1), z_um=zs, guide_channel=0, levels=2)
+        else:
+            frames, zs = rec.group(**sel, c=d["c"])
+            ref = fuse_stack(frames, z_um=zs, levels=2)
+        assert list(g.z_um) == zs
+        _assert_same(g.image, ref.image)
+        _assert_same(g.depth_um, ref.depth)
+        _assert_same(g.confidence, ref.confidence)
+
+
+def test_cancelled_mda_leaves_finished_groups_only(rig: Any, tmp_path: Path) -> None:
+    core, _ = rig
+    n = {"frames": 0}
+
+    def cancel_midway(*_: Any) -> None:  # synchronous: runs in the MDA's own thread
+        n["frames"] += 1
+        if n["frames"] == len(Z_REL) + 2:  # group p1 has two of its four frames
+            core.mda.cancel()
+
+    got: list[FusedGroup] = []
+    live = LiveFusion(got.append, out_dir=tmp_path, levels=3)
+    core.mda.events.frameReady.connect(cancel_midway)
+    try:
+        rec = _run(core, live, _sequence(channels=["A"]))
+    finally:
+        core.mda.events.frameReady.disconnect(cancel_midway)
+    assert len(rec.frames) == len(Z_REL) + 2  # the MDA did stop midway
+    assert [g.index for g in got] == [(("c", 0), ("p", 0))]
+    assert live.incomplete == [(("c", 0), ("p", 1))] and live.errors == []
+    assert [p.name for p in tmp_path.iterdir()] == ["fused_p000_t0000_c00.ome.tif"]
+    with tifffile.TiffFile(tmp_path / "fused_p000_t0000_c00.ome.tif") as tif:
+        frames, zs = rec.group(p=0)
+        _assert_same(tif.series[0].asarray(), fuse_stack(frames, z_um=zs, levels=3).image)
+
+
+def test_run_refuses_before_anything_moves(rig: Any, tmp_path: Path) -> None:
+    core, mock = rig
+    (tmp_path / "fused_p001_t0000_c00.ome.tif").write_bytes(b"keep me")
+    n_moves = len(mock.commanded_um)
+    live = LiveFusion(out_dir=tmp_path)
+    with pytest.raises(FileExistsError, match=r"fused_p001_t0000_c00\.ome\.tif exists"):
+        live.run(core, _sequence(channels=["A"]))
+    assert len(mock.commanded_um) == n_moves
+    assert (tmp_path / "fused_p001_t0000_c00.ome.tif").read_bytes() == b"keep me"
+    # with overwrite=True the run goes ahead and replaces it
+    LiveFusion(out_dir=tmp_path, overwrite=True, levels=3).run(core, _sequence(channels=["A"]))
+    with tifffile.TiffFile(tmp_path / "fused_p001_t0000_c00.ome.tif") as tif:
+        assert tif.is_ome
+
+
+def test_run_raises_what_failed_during_the_mda(rig: Any, tmp_path: Path) -> None:
+    core, _ = rig
+
+    def broken(group: FusedGroup) -> None:
+        raise KeyError(f"no room for {group.index}")
+
+    live = LiveFusion(broken, levels=2)
+    with pytest.raises(
+        RuntimeError, match=r"failed for 2 group\(s\); the first, .*no room"
+    ) as info:
+        live.run(core, _sequence(channels=["A"]))
+    assert isinstance(info.value.__cause__, KeyError) and live.n_done == 2
+
+
+def test_run_needs_a_pixel_size_for_files(tmp_path: Path) -> None:
+    class Uncalibrated:
+        def getPixelSizeUm(self) -> float:
+            return 0.0
+
+        @property
+        def mda(self) -> Any:
+            raise AssertionError("the MDA must not start")
+
+    with pytest.raises(ValueError, match=r"no pixel size calibration \(getPixelSizeUm\(\) is 0\)"):
+        LiveFusion(out_dir=tmp_path).run(Uncalibrated(), _sequence(channels=["A"]))
+
+
+def _event(**index: int) -> Any:
+    z = index.get("z", 0)
+    return useq.MDAEvent(index=index, z_pos=10.0 + z)
+
+
+def test_frames_out_of_z_order_drop_the_group_and_are_recorded() -> None:
+    got: list[FusedGroup] = []
+    live = LiveFusion(got.append, levels=2)
+    seq = _sequence(channels=["A"], stage_positions=[(None, None, 10.0)])
+    live.sequenceStarted(seq, {})
+    frame = np.ones(SHAPE, np.uint16)
+    live.frameReady(frame, _event(p=0, c=0, z=0), {})
+    live.frameReady(frame, _event(p=0, c=0, z=2), {})
+    live.frameReady(frame, _event(p=0, c=0, z=3), {})  # ignored: the group is dropped
+    live.sequenceFinished(seq)
+    assert got == [] and live.incomplete == []
+    [(key, exc)] = live.errors
+    assert key == (("c", 0), ("p", 0))
+    assert "z index 2 arrived where z index 1 was due" in str(exc)
+    # a group whose first frame is not z 0 is refused too
+    live.sequenceStarted(seq, {})
+    live.frameReady(frame, _event(p=0, c=0, z=1), {})
+    assert "first frame has z index 1, expected 0" in str(live.errors[0][1])
+
+
+def test_handler_refusals_name_the_problem(tmp_path: Path) -> None:
+    live = LiveFusion()
+    with pytest.raises(TypeError, match=r"must be a useq\.MDASequence, got list"):
+        live.check([])
+    with pytest.raises(ValueError, match="no z plan"):
+        live.check(useq.MDASequence(channels=["A"]))
+    with pytest.raises(ValueError, match="varies p faster than z"):
+        live.check(_sequence(axis_order="tzcp"))
+    with pytest.raises(ValueError, match=r"channels \['B'\] have do_stack=False"):
+        live.check(_sequence(channels=["A", {"config": "B", "do_stack": False}]))
+    sub = useq.Position(z=1.0, sequence=useq.MDASequence(z_plan={"range": 2, "step": 1}))
+    with pytest.raises(ValueError, match=r"stage positions \[0\] have sub-sequences"):
+        live.check(_sequence(stage_positions=[sub]))
+    guided = LiveFusion(guide_channel="A")
+    with pytest.raises(ValueError, match="channels must vary faster than z"):
+        guided.check(_sequence(axis_order="tpcz"))
+    with pytest.raises(ValueError, match=r"guide_channel='C' is not a channel"):
+        LiveFusion(guide_channel="C").check(_sequence(axis_order="tpzc"))
+    with pytest.raises(ValueError, match=r"guide_channel=2 is out of range: .* 2 channels"):
+        LiveFusion(guide_channel=2).check(_sequence(axis_order="tpzc"))
+    with pytest.raises(ValueError, match=r"channels \['B'\] have acquire_every > 1"):
+        guided.check(
+            _sequence(axis_order="tpzc", channels=["A", {"config": "B", "acquire_every": 2}])
+        )
+    guided.check(_sequence(axis_order="tpzc"))  # fine
+    # constructor arguments
+    with pytest.raises(TypeError, match="on_result must be callable"):
+        LiveFusion(3)  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="is not an existing folder"):
+        LiveFusion(out_dir=tmp_path / "missing")
+    with pytest.raises(ValueError, match="name must be letters"):
+        LiveFusion(name="../x")
+    with pytest.raises(TypeError, match="guide_channel must be a channel name or index"):
+        LiveFusion(guide_channel=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="z_um cannot be given to LiveFusion"):
+        LiveFusion(z_um=[1.0])
+    with pytest.raises(ValueError, match="pixel_size_um must be > 0"):
+        LiveFusion(pixel_size_um=0.0)
+    with pytest.raises(ValueError, match=r"file_format must be one of \('ome-tiff', 'ome-zarr'\)"):
+        LiveFusion(file_format="tiff")
+    with pytest.raises(TypeError, match="levels must be an integer"):
+        LiveFusion(levels=2.5)  # a StackFuser option, checked at once
+
+
+def test_sequence_without_pixel_size_is_refused_for_files(tmp_path: Path) -> None:
+    live = LiveFusion(out_dir=tmp_path)
+    seq = _sequence(channels=["A"])
+    live.sequenceStarted(seq, {"image_infos": [{"pixel_size_um": 0.0}]})
+    live.frameReady(np.ones(SHAPE, np.uint16), _event(p=0, c=0, z=0), {})
+    assert "no pixel size" in str(live.errors[0][1]) and list(tmp_path.iterdir()) == []
+
+
+def test_simulated_core_checks_its_channels_and_pixel_size() -> None:
+    mock = MockZStage()
+    cam = SimulatedCamera(mock, Specimen.synthetic((8, 8), relief_um=1.0))
+    with pytest.raises(ValueError, match=r"distinct non-empty names, got \['A', 'A'\]"):
+        simulated_core(mock, cam, channels=["A", "A"])
+    with pytest.raises(ValueError, match="channels must be distinct non-empty names"):
+        simulated_core(mock, cam, channels=[""])
+    with pytest.raises(ValueError, match="pixel_size_um must be > 0"):
+        simulated_core(mock, cam, pixel_size_um=-0.5)
+
+
+# ------------------------------------------------------------------ check_mda_sequence
+
+
+def test_check_mda_sequence_accepts_a_plan_from_the_start_up() -> None:
+    seq = _sequence()  # relative 0..3 um above each position's z
+    check_mda_sequence(seq, limits_um=(0.0, 100.0), objective=OBJECTIVE)
+    no_pos = useq.MDASequence(z_plan=useq.ZAbsolutePositions(absolute=[20.0, 21.0]))
+    check_mda_sequence(no_pos, limits_um=(0.0, 100.0), objective=OBJECTIVE, current_um=20.0)
+
+
+def test_check_mda_sequence_names_the_offending_positions() -> None:
+    seq = _sequence(
+        stage_positions=[(None, None, 10.0), (None, None, 99.0), (None, None, 50.0)],
+        z_plan=useq.ZRangeAround(range=4.0, step=1.0),
+    )
+    with pytest.raises(PlanProblemsError) as info:
+        check_mda_sequence(seq, limits_um=(0.0, 100.0), objective=OBJECTIVE)
+    problems = info.value.problems
+    assert "position 0: z 8, 9 um below its start 10 um" in problems
+    assert "position 1: z 97, 98 um below its start 99 um" in problems
+    assert "position 1: z 101 um outside the stage limits [0, 100] um" in problems
+    assert "position 2: z 48, 49 um below its start 50 um" in problems
+    assert len(problems) == 4  # one line per position and rule, whatever the channels
+    wide = _sequence(z_plan=useq.ZRelativePositions(relative=[0.0, 12.0]))
+    with pytest.raises(PlanProblemsError, match=r"z step 12 um exceeds the depth of field 11\.8"):
+        check_mda_sequence(wide, limits_um=(0.0, 100.0), objective=OBJECTIVE)
+    check_mda_sequence(  # 12 um is fine with a deeper field (a weaker objective)
+        wide, limits_um=(0.0, 100.0), objective=OBJECTIVE, wavelength_um=0.75
+    )
+
+
+def test_check_mda_sequence_catches_a_relative_plan_without_positions() -> None:
+    # useq gives the offsets themselves as positions (around 0 um), not around the stage's z
+    seq = useq.MDASequence(z_plan=useq.ZRangeAround(range=2.0, step=1.0))
+    with pytest.raises(ValueError, match="give current_um"):
+        check_mda_sequence(seq, limits_um=(0.0, 100.0), objective=OBJECTIVE)
+    with pytest.raises(PlanProblemsError, match=r"z -1, 0, 1 um below its start 50 um"):
+        check_mda_sequence(seq, limits_um=(0.0, 100.0), objective=OBJECTIVE, current_um=50.0)
+
+
+def test_check_mda_sequence_validates_its_arguments() -> None:
+    seq = _sequence()
+    with pytest.raises(TypeError, match=r"useq\.MDASequence"):
+        check_mda_sequence({}, limits_um=(0.0, 1.0), objective=OBJECTIVE)
+    with pytest.raises(ValueError, match="limits_um must satisfy lo < hi"):
+        check_mda_sequence(seq, limits_um=(5.0, 1.0), objective=OBJECTIVE)
+    with pytest.raises(ValueError, match="unknown objective 'X'"):
+        check_mda_sequence(seq, limits_um=(0.0, 100.0), objective="X")
+    with pytest.raises(ValueError, match="current_um"):
+        check_mda_sequence(seq, limits_um=(0.0, 100.0), objective=OBJECTIVE, current_um=np.nan)
+    with pytest.raises(ValueError, match="wavelength_um"):
+        check_mda_sequence(seq, limits_um=(0.0, 100.0), objective=OBJECTIVE, wavelength_um=-1)
+
+
+# ------------------------------------------------------------------ write_fusion_ome
+
+
+def test_ome_tiff_writer_is_atomic_and_never_clobbers(tmp_path: Path) -> None:
+    img = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    maps = np.zeros((3, 4), np.float32)
+    kw: dict[str, Any] = {"pixel_size_um": 0.5, "z_um": [1.0], "channel_names": ["A"]}
+    out = tmp_path / "x.ome.tif"
+    out.write_bytes(b"old")
+    with pytest.raises(FileExistsError, match="exists and overwrite=False"):
+        write_fusion_ome(out, img, maps, maps, **kw)
+    assert out.read_bytes() == b"old"
+    write_fusion_ome(out, img, maps, maps, overwrite=True, **kw)
+    with tifffile.TiffFile(out) as tif:
+        _assert_same(tif.series[0].asarray(), img)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.ome.tif"]  # no temporary left
+    bad = tmp_path / "bad.ome.tif"
+    with pytest.raises(
+        ValueError, match=r"must end in one of \.ome\.tif, \.ome\.tiff, \.ome\.zarr"
+    ):
+        write_fusion_ome(tmp_path / "x.tif", img, maps, maps, **kw)
+    with pytest.raises(ValueError, match="one name per channel: 1 channel"):
+        write_fusion_ome(bad, img, maps, maps, **{**kw, "channel_names": ["A", "B"]})
+    with pytest.raises(ValueError, match="depth_um must be a real array of the image's shape"):
+        write_fusion_ome(bad, img, maps[:2], maps, **kw)
+    with pytest.raises(ValueError, match="pixel_size_um must be > 0"):
+        write_fusion_ome(bad, img, maps, maps, **{**kw, "pixel_size_um": -1.0})
+    with pytest.raises(ValueError, match="z_um"):
+        write_fusion_ome(bad, img, maps, maps, **{**kw, "z_um": [np.inf]})
+    with pytest.raises(ValueError, match="non-finite pixels"):
+        write_fusion_ome(bad, np.full((3, 4), np.nan), maps, maps, **kw)
+    assert not bad.exists()
+
+
+def test_ome_zarr_writer_is_atomic_and_never_clobbers(tmp_path: Path) -> None:
+    zarr = pytest.importorskip("zarr", reason="the omezarr extra is not installed")
+    img = np.arange(24, dtype=np.uint16).reshape(4, 3, 2)  # two channels
+    maps = np.full((4, 3), np.nan, np.float32)
+    kw: dict[str, Any] = {
+        "pixel_size_um": 0.5,
+        "z_um": [1.0, 2.0],
+        "channel_names": ["A", "B"],
+        "settings": {"levels": 3, "noise_dn": np.float64(2.0)},
+    }
+    out = tmp_path / "x.ome.zarr"
+    write_fusion_ome(out, img, maps, maps, **kw)
+    root = zarr.open_group(out, mode="r")
+    _assert_same(root["0/0"][:], np.moveaxis(img, -1, 0))
+    assert root.attrs["nanoro_optics"]["settings"] == {"levels": 3, "noise_dn": 2.0}
+    one = {**kw, "channel_names": ["A"]}
+    with pytest.raises(FileExistsError, match="exists and overwrite=False"):
+        write_fusion_ome(out, img[..., :1], maps, maps, **one)
+    _assert_same(zarr.open_group(out, mode="r")["0/0"][:], np.moveaxis(img, -1, 0))
+    write_fusion_ome(out, img[..., :1], maps, maps, overwrite=True, **one)
+    assert zarr.open_group(out, mode="r")["0/0"].shape == (1, 4, 3)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.ome.zarr"]  # nothing hidden left
+    with pytest.raises(ValueError, match=r"must end in one of"):
+        write_fusion_ome(tmp_path / "y.zarr", img, maps, maps, **kw)
+    with pytest.raises(ValueError, match="one name per channel: 2 channel"):
+        write_fusion_ome(tmp_path / "y.ome.zarr", img, maps, maps, **one)
+    with pytest.raises(TypeError, match="settings must be a dict, got list"):
+        write_fusion_ome(tmp_path / "y.ome.zarr", img, maps, maps, **{**kw, "settings": [1]})
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        write_fusion_ome(tmp_path / "no" / "y.ome.zarr", img, maps, maps, **kw)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.ome.zarr"]
