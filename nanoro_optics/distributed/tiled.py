@@ -488,14 +488,18 @@ def fuse_tiled(
     StackFuser(z_um=z, levels=n_levels, fill_depth=fill, **rule_options)  # validates them
     rule_options = {**rule_options, "fill_depth": False}
     if rule_options.get("noise_dn") is None:
-        # the untiled fuser measures the noise on rows of the whole first frame: so must
-        # every tile (the same rows, read here once)
+        # the untiled fuser measures the noise on rows of the whole first two frames: so
+        # must every tile (the same rows, read here once)
         from nanoro_optics.fusion.stack import noise_rows, noise_sigma
 
-        rows = np.stack([frames.region(0, r, r + 1, 0, w)[0] for r in noise_rows(h)])
-        if rows.dtype.kind == "f":  # as the fuser sees them
-            rows = rows.astype(np.float32)
-        rule_options = {**rule_options, "noise_dn": noise_sigma(rows.reshape(len(rows), w, -1))}
+        def rows_of(k: int) -> np.ndarray:
+            rows = np.stack([frames.region(k, r, r + 1, 0, w)[0] for r in noise_rows(h)])
+            if rows.dtype.kind == "f":  # as the fuser sees them
+                rows = rows.astype(np.float32)
+            return rows.reshape(len(rows), w, -1)
+
+        second = rows_of(1) if frames.n_frames > 1 else None
+        rule_options = {**rule_options, "noise_dn": noise_sigma(rows_of(0), second)}
     window = int(rule_options.get("window_px", 5))
     margin = tile_margin_px(n_levels, window_px=window)
     boxes = list(_tiles(h, w, tile, margin, 2 ** (n_levels - 1)))

@@ -69,15 +69,22 @@ def noise_rows(h: int) -> np.ndarray:
     return (starts[:, None] + np.arange(_NOISE_TILE_ROWS)).ravel()
 
 
-def noise_sigma(frame: np.ndarray) -> np.ndarray:
+def noise_sigma(frame: np.ndarray, next_frame: np.ndarray | None = None) -> np.ndarray:
     """Noise standard deviation per channel of ``frame`` (H, W, C) as the fuser uses it.
 
-    :func:`estimate_noise`, but at least 1 DN for integer frames (:data:`_SIGMA_MIN_DN`)
-    or ``1e-6`` of the span of float ones (over the rows the estimate
-    reads, :func:`noise_rows`, so that the rows alone give the same value).
+    :func:`estimate_noise` of the frame and, given the next frame of the stack, the smaller
+    of that and the estimate of their difference over ``sqrt(2)``: texture that looks like
+    noise within one frame (sharp, fine, everywhere) is common to both frames and cancels in
+    the difference, noise does not. At least 1 DN for integer frames (:data:`_SIGMA_MIN_DN`)
+    or ``1e-6`` of the span of float ones. Only the rows :func:`noise_rows` names are read,
+    so those rows alone, stacked, give the same value.
     """
-    rows = frame[noise_rows(frame.shape[0])]
+    rows = np.asarray(frame[noise_rows(frame.shape[0])])
     sigma = estimate_noise(rows)
+    if next_frame is not None:
+        rows1 = np.asarray(next_frame[noise_rows(next_frame.shape[0])], dtype=np.float32)
+        diff = rows1.astype(np.float32) - rows.astype(np.float32)
+        sigma = np.minimum(sigma, estimate_noise(diff) / np.sqrt(2.0))
     if frame.dtype.kind == "f":
         span = float(np.max(rows) - np.min(rows))
         lo = 1e-6 * span if span > 0 else 1.0
@@ -226,7 +233,8 @@ class StackFuser:
         need this to fuse dim data well.
     noise_dn : float or sequence of float, optional
         Noise standard deviation in DN, one value or one per channel, instead of the
-        estimate from the first frame (:func:`estimate_noise`).
+        estimate from the first two frames (:func:`noise_sigma`; the first frame is then
+        fused when the second arrives).
     align_reference : array_like, optional
         With ``align``, the 2x3 matrix of the frame whose pixel grid the result takes
         (:func:`~nanoro_optics.fusion.align.reference_transform` over the same frames, a
@@ -252,10 +260,9 @@ class StackFuser:
     -----
     Frames must all have the same shape and dtype: uint8, uint16 (any integer type) or float,
     grey ``(H, W)`` or colour ``(H, W, C)``. The depth map assumes frames arrive in focus
-    order (as a Z scan delivers them). The channels' noise is estimated from the first frame
-    (the median of its rows' second differences, which the detail of a minority of pixels
-    does not move); with ``noise_dn`` given, the fused image does not depend on the frames'
-    order, up to rounding (exactly with the hard rule, ``sharpness=None``).
+    order (as a Z scan delivers them). The channels' noise is estimated from the first two
+    frames (:func:`noise_sigma`); with ``noise_dn`` given, the fused image does not depend on
+    the frames' order, up to rounding (exactly with the hard rule, ``sharpness=None``).
 
     Every pixel of the fused image lies within the range ``[min_k, max_k]`` the frames
     recorded at that pixel (the fuser keeps that range, two maps of the frame's size): a
@@ -339,6 +346,7 @@ class StackFuser:
         self._kernels: Any = None
         self._released = False
         self._closed = False
+        self._rows0: np.ndarray | None = None  # frame 0's noise rows while it waits
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -452,8 +460,8 @@ class StackFuser:
             return top
         return 1.0
 
-    def _set_noise(self, frame3: np.ndarray) -> None:
-        """Weigh every channel's energy by its noise (from the first frame, or ``noise_dn``).
+    def _set_noise(self, frame3: np.ndarray, next_frame: np.ndarray | None = None) -> None:
+        """Weigh every channel's energy by its noise (first two frames, or ``noise_dn``).
 
         Activity is then in units of the noise energy, whatever the dtype, range or gain of
         the data: a dim 12-bit channel in a uint16 container counts as much as a bright one,
@@ -472,7 +480,7 @@ class StackFuser:
             if frame3.dtype.kind in "ui":  # 1 DN at least (this also bounds the codes)
                 sigma = np.maximum(sigma, _SIGMA_MIN_DN)
         else:
-            sigma = noise_sigma(frame3)
+            sigma = noise_sigma(frame3, next_frame)
         self.noise_dn = sigma
         if g is None:
             self._lum = (1.0 / (c * sigma**2)).astype(np.float32)
@@ -660,17 +668,33 @@ class StackFuser:
         elif self._first is not None:
             self._first = None  # only a single-frame stack comes back as is
         assert self._plane is not None
-        if self._n == 0:
+        first = self._n == 0
+        if first and self._noise_opt is None:
+            # the noise is measured on the first two frames: frame 0 waits in the plane
+            # (folded when frame 1 arrives, or when a result is asked for first)
+            self._rows0 = np.array(frame3[noise_rows(frame3.shape[0])])  # its own dtype
+        elif first:
             self._set_noise(frame3)
+        elif self._rows0 is not None:
+            self._fold_pending(np.asarray(frame3[noise_rows(frame3.shape[0])]))
         self._kern().to_planar(frame3, self._plane)
         if on_copied is not None:
             on_copied()
         if self._lo is not None:
-            self._kern().update_range(self._plane, self._lo, self._hi, self._n == 0)
-        self._fold()
+            self._kern().update_range(self._plane, self._lo, self._hi, first)
+        if self._rows0 is None:
+            self._fold(first)
         self._n += 1
 
-    def _fold(self) -> None:
+    def _fold_pending(self, rows1: np.ndarray | None = None) -> None:
+        """Set the noise from frame 0's rows (and frame 1's) and fold frame 0 in."""
+        if self._rows0 is None:
+            return
+        self._set_noise(self._rows0, rows1)
+        self._rows0 = None
+        self._fold(True)
+
+    def _fold(self, first: bool) -> None:
         kern = self._kern()
         rule = self.rule
         hard = rule.sharpness is None
@@ -701,7 +725,7 @@ class StackFuser:
                 *(tracker.arrays() if want_act and tracker else self._no_track),
                 tracker.next_frame() if want_act and tracker else 0,
                 self._coded,
-                self._n == 0,
+                first,
                 self._lum,
                 radius,
                 np.float32(rule.inherit if lev > 0 else 0.0),
@@ -728,12 +752,14 @@ class StackFuser:
         reading the frames again for :func:`frame_range`) calls this first, so the two do
         not add up in memory. Adding a frame afterwards raises ``RuntimeError``.
         """
+        self._fold_pending()
         self._closed = True
         self._wnorm, self._gbuf, self._rbuf = [], [], []
         self._plane = None
 
     def _fused_levels(self) -> list[np.ndarray]:
         """Return the fused Laplacian levels as float32 ``(C, H, W)`` (tests, inspection)."""
+        self._fold_pending()
         return [a.astype(np.float32) / np.float32(self._qscale) for a in self._acc]
 
     # -- output -------------------------------------------------------------------------
@@ -840,6 +866,7 @@ class StackFuser:
         if self._n == 0:
             raise ValueError("the stack is empty: add at least one frame before result()")
         assert self._dtype is not None and self._shape is not None
+        self._fold_pending()  # a single frame so far: its noise from itself
         if self._lo is None and self._n > 1:
             raise ValueError(
                 "this StackFuser keeps no range of the frames (keep_range=False): hand it "
