@@ -1,7 +1,7 @@
 """Streaming depth-from-focus: the frame of best focus per pixel, with a sub-frame estimate.
 
-The tracker reads the fuser's activity (local energy of the Laplacian luminance, see
-:mod:`.rule`) on one pyramid level and keeps, per pixel, the largest activity, the index of
+The tracker reads the fuser's activity (local, noise-weighted energy of the Laplacian
+coefficients, see :mod:`.rule`) on one pyramid level and keeps, per pixel, the largest activity, the index of
 the frame that had it, the activities of its two neighbouring frames and the smallest
 activity seen: five small maps and the index map, whatever the number of frames. Given an
 activity floor, the five maps hold 16-bit codes of ``activity / floor`` (5 exponent and 11
@@ -22,7 +22,8 @@ contrast ``CONTRAST_NOISE`` that noise alone gives, i.e. how far the best focus 
 the worst; a textured pixel swept through focus scores 1, a flat pixel whose activity is only
 noise scores 0. The sub-frame map is then smoothed by a confidence-weighted Gaussian of
 ``SMOOTH_PX`` (normalised convolution [3]_), which regularises the per-pixel estimate as
-depth-from-focus methods do, and depth is NaN below the rule's ``min_confidence``.
+depth-from-focus methods do; below the rule's ``min_confidence`` the depth is filled from
+the confident pixels (:func:`fill_depth`) or NaN.
 
 References
 ----------
