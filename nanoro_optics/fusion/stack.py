@@ -596,7 +596,11 @@ class StackFuser:
         self._rbuf = [np.empty((hh, ww), np.float32) for hh, ww in shapes[1:]]
         # level 0 is read planar: every frame is first copied into this buffer, after which
         # the caller may reuse its own (``add(..., on_copied=...)``)
-        self._plane: np.ndarray | None = np.empty((c, h, w), work_dtype)
+        # (uint16 frames are copied into float32: level 0 then runs the same compiled
+        # kernels as the coarser levels, one specialisation less of each to compile on a
+        # first run, for 2 bytes a sample more; uint8 frames keep their compact plane)
+        plane_dtype = np.float32 if work_dtype == np.uint16 else work_dtype
+        self._plane: np.ndarray | None = np.empty((c, h, w), plane_dtype)
         # the frames' per-pixel range: the fused image is kept inside it (see result())
         keep = self.keep_range
         self._lo: np.ndarray | None = np.empty((c, h, w), work_dtype) if keep else None
