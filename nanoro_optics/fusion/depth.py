@@ -4,10 +4,10 @@ The tracker reads the fuser's activity (local, noise-weighted energy of the Lapl
 coefficients, see :mod:`.rule`) on one pyramid level and keeps, per pixel, the largest
 activity, the index of the frame that had it, the activities of its two neighbouring frames
 and the smallest activity seen: five small maps and the index map, whatever the number of
-frames. Given an activity floor, the five maps hold 16-bit codes of ``activity / floor`` (5 exponent and 11
-mantissa bits, relative rounding at most 2.4e-4, i.e. 2.4e-4 in the log activities the
-estimate uses) instead of float32: half the memory, for a change in the sub-frame offset far
-below its own error (see the tests).
+frames. Given an activity floor, the five maps hold 16-bit codes of ``activity / floor`` (5
+exponent and 11 mantissa bits, relative rounding at most 2.4e-4, i.e. 2.4e-4 in the log
+activities the estimate uses) instead of float32: half the memory, for a change in the sub-
+frame offset far below its own error (see the tests).
 
 Sub-frame estimate: with ``y = log(activity)`` at frames ``k - 1, k, k + 1`` around the best
 frame ``k``, the offset is the vertex of the parabola through the three points,
