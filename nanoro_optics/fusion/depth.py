@@ -130,13 +130,12 @@ def fill_depth(depth: np.ndarray, weight: np.ndarray) -> np.ndarray:
         fs.append(_block_mean(fs[-1]))
     with np.errstate(invalid="ignore", divide="ignore"):
         est = np.where(ws[-1] > 0, fs[-1] / ws[-1], np.float32(np.nan))
-        for k in range(len(ws) - 2, -1, -1):
-            up = _upsample2(est, ws[k].shape)
-            if k == 0:
-                est = np.where(w0 > 0, d0, up)
-            else:
-                est = np.where(ws[k] > 0, fs[k] / ws[k], up)
-            ws[k + 1] = fs[k + 1] = ws[k]  # drop the coarser level
+        ws.pop()
+        fs.pop()
+        while ws:  # from the coarsest level down, each freed once used
+            w, f = ws.pop(), fs.pop()
+            up = _upsample2(est, w.shape)
+            est = np.where(w0 > 0, d0, up) if not ws else np.where(w > 0, f / w, up)
     return est.astype(np.float32, copy=False)
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from nanoro_optics._validation import as_float_array, check_bool, check_int
+from nanoro_optics._validation import as_float_array, check_bool, check_choice, check_int
 
 from .depth import DepthTracker
 from .pyramid import auto_levels
@@ -858,7 +858,7 @@ class StackFuser:
                     f"set_range {name} has shape {a.shape} and dtype {a.dtype}, expected "
                     f"{self._shape} and {self._dtype} (the frames')"
                 )
-            planar.append(np.moveaxis(a if a.ndim == 3 else a[:, :, None], -1, 0))
+            planar.append(_planar_view(a))
         if np.any(planar[0] > planar[1]):
             raise ValueError("set_range lo exceeds hi somewhere: give (minimum, maximum)")
         self.close()
@@ -933,6 +933,11 @@ class StackFuser:
         )
 
 
+def _planar_view(a: np.ndarray) -> np.ndarray:
+    """Return a frame ``(H, W)`` or ``(H, W, C)`` as a planar ``(C, H, W)`` view (no copy)."""
+    return np.moveaxis(a if a.ndim == 3 else a[:, :, None], -1, 0)
+
+
 def frame_range(frames: Iterable[Any]) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel minimum and maximum of a stack's frames (for :meth:`StackFuser.set_range`).
 
@@ -975,12 +980,8 @@ def frame_range(frames: Iterable[Any]) -> tuple[np.ndarray, np.ndarray]:
                 f"frame {k} has shape {f.shape} and dtype {f.dtype}, expected {lo.shape} and "
                 f"{lo.dtype} (frame 0's)"
             )
-
-        def planar(a: np.ndarray) -> np.ndarray:
-            return np.moveaxis(a if a.ndim == 3 else a[:, :, None], -1, 0)
-
         # one parallel pass over the frame for both maps, whatever its strides
-        _kernels.update_range(planar(f), planar(lo), planar(hi), k == 0)
+        _kernels.update_range(_planar_view(f), _planar_view(lo), _planar_view(hi), k == 0)
     if lo is None or hi is None:
         raise ValueError("frames is empty: a range needs at least one frame")
     return lo, hi
@@ -1059,7 +1060,6 @@ def fuse_stack(
     ((96, 96, 3), dtype('uint8'), 5)
     """
     check_bool(crop, "crop")
-    from nanoro_optics._validation import check_choice
     from nanoro_optics.io import as_frames, is_stack_source
 
     check_choice(reference, "reference", ("first", "middle"))
