@@ -10,7 +10,10 @@ Cases (``--quick`` shrinks every one):
 * hard scenes (:mod:`nanoro_optics.fusion.scenes`, pillbox defocus, photon and read noise):
   12-bit RGB fluorescence, 8-bit occlusion with glow, 12-bit grey thick sample at 15 and 40
   frames; PSNR, SSIM, halo-band ratio, flat-region PSNR, depth RMSE and coverage beside the
-  peers and a plain max-abs Laplacian pyramid (the yardstick, written in ``_hard.py``).
+  peers and a plain max-abs Laplacian pyramid (the yardstick, written in ``_hard.py``);
+  on the scenes with object edges also the oracle selection of ``_hard.py``, which picks
+  per coefficient the frame nearest the truth: not a fuser, the bound of any rule that
+  picks among the frames' coefficients.
 
 Peers found on the machine are run in the same run: ``enfuse`` (Debian package,
 ``--contrast-weight=1 --hard-mask``), ``focusweave`` and ``openfocus`` (PyPI). Wall times are
@@ -247,6 +250,17 @@ def hard_case(kind: str, n: int, size: int, tmp: Path, peers: bool) -> list[dict
             **_hard.scores(yard, scene),
         )
     )
+    if scene.edges.any():  # what picking coefficients can reach next to the edges at best
+        t0 = time.perf_counter()
+        bound = _hard.oracle_selection(scene.frames, scene.truth)
+        rows.append(
+            dict(
+                case=name,
+                tool="oracle selection (knows the truth)",
+                wall_s=time.perf_counter() - t0,
+                **_hard.scores(bound, scene),
+            )
+        )
     if peers:
         for tool, (img, wall_s, err) in _hard.peer_images(scene, tmp).items():
             if img is None:
