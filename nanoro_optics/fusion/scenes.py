@@ -18,7 +18,8 @@ focus stacking fails on in practice, with geometric-optics defocus:
 * ``"thick"``: a textured surface whose height spans the whole stack (a dome on a ramp),
   grey, photon and read noise, ``bit_depth`` bits; each pixel blurred by its own defocus.
 
-Each returns a :class:`SceneStack` with the all-in-focus truth (noise-free), the true depth
+Each returns a :class:`SceneStack` with the all-in-focus truth (noise-free: every part of the
+sample at its own focus, seen through the diffraction Gaussian as the frames are), the true depth
 (frames; NaN where it is undefined, e.g. the fluorescence background), and the mask of object
 edges used to score halos.
 
@@ -240,15 +241,23 @@ def _occlusion(h: int, w: int, n: int, rng: np.random.Generator, blur: float):
     tint = np.array([1.0, 0.93, 0.8])
     fg = (0.72 + 0.25 * _texture((h, w), rng, 0.9))[..., None] * tint
     white = 255
-    truth = (alpha[..., None] * fg + (1 - alpha[..., None]) * bg) * white
+
+    def composite(rb: float, rf: float) -> np.ndarray:
+        """Both layers through their defocus (diffraction included), front over back."""
+        a_b = _blur(alpha, rf)
+        out = np.empty((h, w, 3))
+        for c in range(3):
+            out[..., c] = _blur(alpha * fg[..., c], rf) + (1 - a_b) * _blur(bg[..., c], rb)
+        return out * white
+
+    # the truth: every layer at its own focus, through the same diffraction as the frames
+    # (as in the other scenes), so that an in-focus frame matches it away from the edges
+    truth = composite(0.0, 0.0)
     frames = np.empty((n, h, w, 3))
     z_bg, z_fg = 0.0, float(n - 1)
     for k in range(n):
-        rb, rf = blur * abs(z_bg - k), blur * abs(z_fg - k)
-        a_b = _blur(alpha, rf)
-        for c in range(3):
-            frames[k, ..., c] = _blur(alpha * fg[..., c], rf) + (1 - a_b) * _blur(bg[..., c], rb)
-    frames = frames * white + rng.normal(0.0, 1.0, frames.shape)
+        frames[k] = composite(blur * abs(z_bg - k), blur * abs(z_fg - k))
+    frames = frames + rng.normal(0.0, 1.0, frames.shape)
     depth = np.where(alpha > 0.5, z_fg, z_bg).astype(np.float32)
     return _quantise(frames, white, np.uint8), truth, depth, _edges(alpha > 0.5)
 
