@@ -42,3 +42,21 @@ def test_index_to_z_two_frames() -> None:
     index_to_z(x, z, out)
     np.testing.assert_array_equal(out, _reference(x, z))
     assert out[0, 0] == np.float32(5.0) and out[-1, -1] == np.float32(3.5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_relabel_equals_numpy_interp(seed: int) -> None:
+    from nanoro_optics.fusion._zmap_kernels import relabel
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 30))
+    xk = np.cumsum(rng.uniform(0.05, 3.0, n)) + rng.normal(0.0, 50.0)
+    yk = rng.normal(0.0, 20.0, n)  # any values, not monotonic
+    x = rng.uniform(xk[0] - 2.0, xk[-1] + 2.0, (29, 31)).astype(np.float32)
+    x[0, :n] = xk.astype(np.float32)
+    x[1, 0] = np.nan
+    out = np.empty_like(x)
+    relabel(x, xk, yk, out)
+    ref = np.interp(x.astype(np.float64), xk, yk)
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-5)
+    assert np.isnan(out[1, 0]) and np.isfinite(np.delete(out.ravel(), 31)).all()

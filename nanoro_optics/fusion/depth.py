@@ -327,6 +327,6 @@ class DepthTracker:
             if z.ndim == 1 and z.size >= 2:
                 index_to_z(depth, z, depth)  # in place: each pixel is read, then written
             else:
-                depth = np.interp(depth, np.arange(z.size, dtype=np.float64), z)
-                depth = depth.astype(np.float32)
+                grid = np.arange(z.size, dtype=np.float64)
+                depth = np.interp(depth, grid, z).astype(np.float32)
         return depth, conf_full
