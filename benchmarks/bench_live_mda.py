@@ -22,7 +22,7 @@ environment (``OMP_WAIT_POLICY``, ``NUMBA_NUM_THREADS``) and the load average ar
 the machine may be shared, so compare runs made side by side.
 
 Usage: python benchmarks/bench_live_mda.py [--side 2048] [--frames 20] [--positions 1]
-[--exposure-ms 0 20 50 100] [--settle-ms 0] [--threads 1] [--repeats 3] [--json PATH]
+[--exposure-ms 0 20 50 100] [--settle-ms 0] [--threads N] [--repeats 3] [--json PATH]
 """
 
 from __future__ import annotations
@@ -97,7 +97,9 @@ def main() -> None:
     ap.add_argument("--positions", type=int, default=1, help="stage positions (z-loops)")
     ap.add_argument("--exposure-ms", type=float, nargs="+", default=[0.0, 20.0, 50.0, 100.0])
     ap.add_argument("--settle-ms", type=float, default=0.0, help="stage move + settle time")
-    ap.add_argument("--threads", type=int, default=1, help="LiveFusion(threads=)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="LiveFusion(threads=); default its own"
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default="bench_results/live_mda.json")
     args = ap.parse_args()
@@ -124,7 +126,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         # warm up: numba compiles (or loads its cache), pages of the first fuser
-        LiveFusion(out_dir=tmp, overwrite=True, threads=args.threads).run(core, seq)
+        opts = {} if args.threads is None else {"threads": args.threads}
+        LiveFusion(out_dir=tmp, overwrite=True, **opts).run(core, seq)
         for exposure in args.exposure_ms:
             cam.set_exposure_ms(exposure)
             plain, live_s = [], []
@@ -132,7 +135,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 core.mda.run(seq)
                 plain.append(time.perf_counter() - t0)
-                live = LiveFusion(out_dir=tmp, overwrite=True, threads=args.threads)
+                live = LiveFusion(out_dir=tmp, overwrite=True, **opts)
                 t0 = time.perf_counter()
                 live.run(core, seq)
                 live_s.append(time.perf_counter() - t0)

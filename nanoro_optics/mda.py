@@ -7,10 +7,12 @@ output=handler)``) [1]_. :class:`LiveFusion` is such a handler: it groups the fr
 their non-z indices (position, grid, time and, unless a guide channel is given, channel),
 feeds each group's z-loop to a :class:`~nanoro_optics.fusion.StackFuser` as the frames
 arrive, and when the loop is complete emits the fused image, the depth map in um (from the
-events' z positions) and the confidence, through a callback and optionally to an OME-TIFF
-or OME-Zarr (:func:`nanoro_optics.io.write_fusion_ome`).
-Only the open groups hold a fuser, so memory is bounded by the groups open at once (one,
-or one per channel), not by frames.
+events' z positions; with :class:`IndexMismatch` the actual heights in the sample) and the
+confidence, through a callback and optionally to an OME-TIFF or OME-Zarr
+(:func:`nanoro_optics.io.write_fusion_ome`), from a thread of its own while the next group
+is acquired.
+Only the open groups hold a fuser (and at most one more group is being finished), so
+memory is bounded by the groups open at once (one, or one per channel), not by frames.
 
 :func:`check_mda_sequence` checks a sequence's Z plan against this library's rules (never
 below the start, inside the stage limits, steps no larger than the objective's depth of
@@ -499,7 +501,7 @@ class LiveFusion:
 
     @property
     def n_open(self) -> int:
-        """Groups open now, each holding one fuser: the handler's memory is bounded by it."""
+        """Groups open now, each holding one fuser (at most one more is being finished)."""
         return len(self._open)
 
     # -- before the run -------------------------------------------------------------------
