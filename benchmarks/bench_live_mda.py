@@ -8,20 +8,28 @@ of ``core.mda.run`` (which returns only once the handler has handled every frame
 last group's result and its OME-TIFF included).
 
 The camera returns pre-rendered frames (tiles of a ``synthetic_stack``) after sleeping its
-exposure, as a real camera leaves the CPU free while it exposes; the stage is the mock on a
-simulated clock (moves take no wall time). The overhead therefore depends on the exposure:
-fusion runs in pymmcore-plus' relay thread while the next frames are exposed, and what
-shows is the fusion the exposures cannot hide, plus the last group's result and file (a
-group's result and file overlap the next group's acquisition; only the last one's add).
+exposure, as a real camera leaves the CPU free while it exposes. The stage is the mock on a
+simulated clock: by default its moves take no wall time, which no real stage does;
+``--settle-ms`` makes every move that changes z sleep that long (a real focus drive takes
+some 10 to 30 ms to move a few um and settle), the same in both runs. The overhead
+therefore depends on the exposure (and the settling): fusion runs in pymmcore-plus' relay
+thread while the next frames are exposed, and what shows is the fusion the exposures
+cannot hide, plus the last group's result and file (the handler finishes a group in its
+own thread, overlapping the next group's acquisition; only the last group's end adds).
+
+``--threads`` is LiveFusion's ``threads`` (numba threads while the MDA acquires). The
+environment (``OMP_WAIT_POLICY``, ``NUMBA_NUM_THREADS``) and the load average are recorded:
+the machine may be shared, so compare runs made side by side.
 
 Usage: python benchmarks/bench_live_mda.py [--side 2048] [--frames 20] [--positions 1]
-[--exposure-ms 0 20 50] [--repeats 3] [--json PATH]
+[--exposure-ms 0 20 50 100] [--settle-ms 0] [--threads N] [--repeats 3] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -56,6 +64,22 @@ class ReplayCamera:
         return self.frames[int(np.clip(k, 0, len(self.frames) - 1))]
 
 
+class SettlingStage:
+    """A ZStage wrapper whose moves sleep ``settle_ms`` of wall time (moves that change z)."""
+
+    def __init__(self, stage: Any, settle_ms: float) -> None:
+        self.stage, self.settle_s = stage, settle_ms / 1000.0
+
+    def move_to_um(self, z_um: float) -> None:
+        moved = z_um != self.stage.get_position_um()
+        self.stage.move_to_um(z_um)
+        if moved and self.settle_s > 0:
+            time.sleep(self.settle_s)  # moving and settling: the CPU is free meanwhile
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stage, name)
+
+
 def _frames(side: int, n: int) -> np.ndarray:
     from nanoro_optics.fusion import synthetic_stack
 
@@ -71,7 +95,11 @@ def main() -> None:
     ap.add_argument("--side", type=int, default=2048)
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--positions", type=int, default=1, help="stage positions (z-loops)")
-    ap.add_argument("--exposure-ms", type=float, nargs="+", default=[0.0, 20.0, 50.0])
+    ap.add_argument("--exposure-ms", type=float, nargs="+", default=[0.0, 20.0, 50.0, 100.0])
+    ap.add_argument("--settle-ms", type=float, default=0.0, help="stage move + settle time")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="LiveFusion(threads=); default its own"
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default="bench_results/live_mda.json")
     args = ap.parse_args()
@@ -84,8 +112,9 @@ def main() -> None:
 
     frames = _frames(args.side, args.frames)
     z0, step = 100.0, 2.0
-    stage = MockZStage(position_um=z0, limits_um=(0.0, 1000.0))
-    cam = ReplayCamera(stage, frames, z0, step)
+    mock = MockZStage(position_um=z0, limits_um=(0.0, 1000.0))
+    stage = SettlingStage(mock, args.settle_ms) if args.settle_ms > 0 else mock
+    cam = ReplayCamera(mock, frames, z0, step)
     core = simulated_core(
         stage, cam, frame_shape=frames.shape[1:], channels=["A"], pixel_size_um=0.65
     )
@@ -97,7 +126,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         # warm up: numba compiles (or loads its cache), pages of the first fuser
-        LiveFusion(out_dir=tmp, overwrite=True).run(core, seq)
+        opts = {} if args.threads is None else {"threads": args.threads}
+        LiveFusion(out_dir=tmp, overwrite=True, **opts).run(core, seq)
         for exposure in args.exposure_ms:
             cam.set_exposure_ms(exposure)
             plain, live_s = [], []
@@ -105,20 +135,22 @@ def main() -> None:
                 t0 = time.perf_counter()
                 core.mda.run(seq)
                 plain.append(time.perf_counter() - t0)
-                live = LiveFusion(out_dir=tmp, overwrite=True)
+                live = LiveFusion(out_dir=tmp, overwrite=True, **opts)
                 t0 = time.perf_counter()
                 live.run(core, seq)
                 live_s.append(time.perf_counter() - t0)
                 assert live.n_done == args.positions and not live.errors
             row = {
                 "exposure_ms": exposure,
+                "settle_ms": args.settle_ms,
                 "plain_s": statistics.median(plain),
                 "live_s": statistics.median(live_s),
             }
             row["overhead"] = row["live_s"] / row["plain_s"] - 1.0
             rows.append(row)
             print(
-                f"exposure {exposure:5.1f} ms: MDA {row['plain_s']:.2f} s, with live fusion "
+                f"exposure {exposure:5.1f} ms, settle {args.settle_ms:g} ms: MDA "
+                f"{row['plain_s']:.2f} s, with live fusion "
                 f"{row['live_s']:.2f} s, overhead {100 * row['overhead']:+.1f} %",
                 flush=True,
             )
@@ -128,8 +160,12 @@ def main() -> None:
         "side": args.side,
         "frames": args.frames,
         "positions": args.positions,
+        "settle_ms": args.settle_ms,
+        "threads": args.threads,
         "repeats": args.repeats,
-        "cpus": __import__("os").cpu_count(),
+        "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "NUMBA_NUM_THREADS")},
+        "load_avg_after": os.getloadavg(),
+        "cpus": os.cpu_count(),
         "python": platform.python_version(),
     }
     out.write_text(json.dumps({**meta, "rows": rows}, indent=1))

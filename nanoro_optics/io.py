@@ -1098,15 +1098,15 @@ def _fusion_content(
             f"channel_names must give one name per channel: {planes.shape[0]} channel(s), "
             f"got {channel_names!r}"
         )
-    maps = []
-    for what, m in (("depth_um", depth_um), ("confidence", confidence)):
+    maps = np.empty((2, *planes.shape[1:]), np.float32)  # one copy of each, not two
+    for k, (what, m) in enumerate((("depth_um", depth_um), ("confidence", confidence))):
         a = np.asarray(m)
         if a.dtype.kind not in "uif" or a.shape != planes.shape[1:]:
             raise ValueError(
                 f"{what} must be a real array of the image's shape {planes.shape[1:]}, got "
                 f"shape {a.shape} and dtype {a.dtype}"
             )
-        maps.append(a.astype(np.float32))
+        maps[k] = a
     px = check_positive(pixel_size_um, "pixel_size_um")
     z = as_float_array(z_um, "z_um")
     if z.ndim != 1 or z.size == 0:
@@ -1116,7 +1116,7 @@ def _fusion_content(
     # JSON types only (anything else as its str), so that every reader gets the same record
     plain = json.loads(json.dumps(settings or {}, sort_keys=True, default=str))
     record = {"z_um": [float(v) for v in z], "settings": plain}
-    return _OmeContent(planes, np.stack(maps), px, names, record)
+    return _OmeContent(planes, maps, px, names, record)
 
 
 def _write_ome_tiff(p: Path, overwrite: bool, data: _OmeContent) -> None:

@@ -7,10 +7,12 @@ output=handler)``) [1]_. :class:`LiveFusion` is such a handler: it groups the fr
 their non-z indices (position, grid, time and, unless a guide channel is given, channel),
 feeds each group's z-loop to a :class:`~nanoro_optics.fusion.StackFuser` as the frames
 arrive, and when the loop is complete emits the fused image, the depth map in um (from the
-events' z positions) and the confidence, through a callback and optionally to an OME-TIFF
-or OME-Zarr (:func:`nanoro_optics.io.write_fusion_ome`).
-Only the open groups hold a fuser, so memory is bounded by the groups open at once (one,
-or one per channel), not by frames.
+events' z positions; with :class:`IndexMismatch` the actual heights in the sample) and the
+confidence, through a callback and optionally to an OME-TIFF or OME-Zarr
+(:func:`nanoro_optics.io.write_fusion_ome`), from a thread of its own while the next group
+is acquired.
+Only the open groups hold a fuser (and at most one more group is being finished), so
+memory is bounded by the groups open at once (one, or one per channel), not by frames.
 
 :func:`check_mda_sequence` checks a sequence's Z plan against this library's rules (never
 below the start, inside the stage limits, steps no larger than the objective's depth of
@@ -25,10 +27,14 @@ References
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import queue
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +46,12 @@ from ._validation import (
     check_bool,
     check_choice,
     check_finite_real,
+    check_int,
     check_interval,
     check_positive,
 )
 
-__all__ = ["FusedGroup", "LiveFusion", "check_mda_sequence"]
+__all__ = ["FusedGroup", "IndexMismatch", "LiveFusion", "check_mda_sequence"]
 
 _log = logging.getLogger(__name__)
 
@@ -70,7 +77,10 @@ class FusedGroup:
     image : numpy.ndarray
         Fused image in the frames' dtype: ``(H, W)``, or ``(H, W, C)`` with a guide channel.
     depth_um : numpy.ndarray
-        float32 ``(H, W)``: z position of best focus in um (from the events' ``z_pos``).
+        float32 ``(H, W)`` in um, NaN where no depth was found: by default the nominal
+        stage z of best focus (from the events' ``z_pos``); with ``index_mismatch`` the
+        actual height in the sample (:meth:`IndexMismatch.actual_z_um`). ``depth_kind``
+        says which.
     confidence : numpy.ndarray
         float32 ``(H, W)`` in ``[0, 1]`` (see :class:`~nanoro_optics.fusion.FusionResult`).
     z_um : tuple of float
@@ -79,6 +89,9 @@ class FusedGroup:
         Pixel size at the sample (from the frames' metadata or as given).
     path : pathlib.Path or None
         The OME-TIFF written, when the handler writes files.
+    depth_kind : {"nominal", "actual"}
+        What ``depth_um`` holds: ``"nominal"`` stage z, or ``"actual"`` height in the
+        sample (index mismatch corrected).
     """
 
     index: tuple[tuple[str, int], ...]
@@ -89,6 +102,178 @@ class FusedGroup:
     z_um: tuple[float, ...]
     pixel_size_um: float | None
     path: Path | None
+    depth_kind: str = "nominal"
+
+
+@dataclass(frozen=True)
+class IndexMismatch:
+    """Correct the depth map for the focal shift at an interface of mismatched index.
+
+    Focusing through an interface from the immersion medium (index ``n_immersion``) into
+    a sample of another index (``n_sample``) moves the focus by more or less than the
+    stage: a focus at nominal depth ``d`` below the interface (stage travel) lies at the
+    actual depth :func:`nanoro_optics.psf.actual_depth_um` ``(d)``. Stage z is taken to grow
+    upwards, away from the sample, as in :class:`~nanoro_optics.hardware.SimulatedCamera`:
+    a stage z below ``interface_um`` focuses at nominal depth ``interface_um - z``, which
+    is moved to the actual height ``interface_um - actual_depth_um(interface_um - z)``;
+    a stage z at or above the interface is left as it is.
+
+    Parameters
+    ----------
+    interface_um : float
+        Stage z (um) at which the focus lies on the interface (e.g. the cover glass's
+        lower face for an immersion objective looking into an aqueous sample).
+    na, n_immersion, n_sample : float
+        Numerical aperture and the refractive indices of the immersion medium and the
+        sample (as for :func:`~nanoro_optics.psf.actual_depth_um`).
+    model : str, optional
+        One of :data:`nanoro_optics.psf.SCALING_MODELS` (default ``"wave"``).
+    wavelength_um : float, optional
+        Vacuum wavelength (um); required by ``"loginov"`` and ``"wave"``.
+
+    Notes
+    -----
+    :class:`LiveFusion` applies the correction to the z positions of a group's frames
+    (the knots, with the interface when it lies inside the loop) and maps the nominal
+    depth map through the piecewise-linear function they define, the way the depth map
+    itself interpolates between the frames' z positions. For the constant-factor models
+    this is the per-pixel ``actual_depth_um`` up to float32 rounding; for the
+    depth-dependent ones (``"loginov"``, ``"wave"``) the factor is exact at the frames'
+    planes and interpolated between them. (``"wave"`` costs a vectorial focus search,
+    a few ms, per z position: once per distinct z-loop of a sequence, not per pixel.)
+
+    Examples
+    --------
+    >>> im = IndexMismatch(interface_um=100.0, na=1.3, n_immersion=1.518, n_sample=1.33,
+    ...                    model="carlsson")
+    >>> im.actual_z_um([90.0, 100.0, 104.0]).round(3).tolist()
+    [91.238, 100.0, 104.0]
+    """
+
+    interface_um: float
+    na: float
+    n_immersion: float
+    n_sample: float
+    model: str = "wave"
+    wavelength_um: float | None = None
+
+    def __post_init__(self) -> None:
+        from nanoro_optics.psf import SCALING_MODELS, axial_scaling_factor
+
+        set_ = object.__setattr__
+        set_(self, "interface_um", check_finite_real(self.interface_um, "interface_um"))
+        set_(self, "na", check_positive(self.na, "na"))
+        set_(self, "n_immersion", check_positive(self.n_immersion, "n_immersion"))
+        set_(self, "n_sample", check_positive(self.n_sample, "n_sample"))
+        check_choice(self.model, "model", SCALING_MODELS)
+        depth_model = self.model in ("loginov", "wave")
+        if self.wavelength_um is not None:
+            set_(self, "wavelength_um", check_positive(self.wavelength_um, "wavelength_um"))
+        elif depth_model:
+            raise ValueError(f"model {self.model!r} needs wavelength_um, got None")
+        # the indices and NA as the model needs them (the wave model's own focus search is
+        # not run here: it checks NA < n_immersion, as the cheap Carlsson factor does)
+        axial_scaling_factor(
+            self.na,
+            n_immersion=self.n_immersion,
+            n_sample=self.n_sample,
+            model="carlsson" if self.model == "wave" else self.model,
+            nfp_um=1.0 if self.model == "loginov" else None,
+            wavelength_um=self.wavelength_um if self.model == "loginov" else None,
+        )
+
+    def actual_z_um(self, z_um: Any) -> np.ndarray:
+        """Return the actual heights (um, stage coordinates) focused at stage z ``z_um``.
+
+        Parameters
+        ----------
+        z_um : array_like
+            Finite nominal stage z positions (um).
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, of ``z_um``'s shape.
+        """
+        from nanoro_optics.psf import actual_depth_um
+
+        from ._validation import as_float_array
+
+        z = np.array(as_float_array(z_um, "z_um"), dtype=np.float64)
+        below = z < self.interface_um
+        if np.any(below):
+            nominal = self.interface_um - z[below]
+            z[below] = self.interface_um - actual_depth_um(
+                nominal,
+                na=self.na,
+                n_immersion=self.n_immersion,
+                n_sample=self.n_sample,
+                model=self.model,
+                wavelength_um=self.wavelength_um,
+            )
+        return z
+
+    def relabel(self, depth_um: Any, z_um: Any) -> np.ndarray:
+        """Map a nominal depth map (um) of frames at ``z_um`` to actual heights (um).
+
+        The correction is computed at the frames' z positions (and the interface, when
+        it lies between them) and interpolated linearly between them; NaN stays NaN.
+
+        Parameters
+        ----------
+        depth_um : array_like
+            ``(H, W)`` nominal stage z of best focus (um), NaN where unknown.
+        z_um : sequence of float
+            The frames' nominal z positions (um), at least one.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``(H, W)``.
+        """
+        from nanoro_optics.fusion._zmap_kernels import relabel
+
+        from ._validation import as_float_array
+
+        raw = np.asarray(depth_um)
+        if raw.dtype.kind not in "uif" or raw.ndim != 2:
+            raise TypeError(
+                f"depth_um must be a real (H, W) map, got shape {raw.shape} and dtype {raw.dtype}"
+            )
+        d = np.ascontiguousarray(raw, dtype=np.float32)
+        if np.isinf(d).any():
+            raise ValueError("depth_um has infinite values (NaN marks an unknown depth)")
+        z = as_float_array(z_um, "z_um")
+        if z.ndim != 1 or z.size == 0:
+            raise ValueError(f"z_um must be a non-empty 1-D sequence, got shape {z.shape}")
+        knots = np.unique(z)
+        if knots[0] < self.interface_um < knots[-1]:  # the correction's kink
+            knots = np.unique(np.append(knots, self.interface_um))
+        if knots.size == 1:
+            knots = np.array([knots[0], knots[0] + 1.0])  # one plane: a constant offset
+        out = np.empty(d.shape, np.float32)
+        relabel(d, knots, _actual_at(self, tuple(knots.tolist())), out)
+        return out
+
+    def settings(self) -> dict[str, Any]:
+        """Return the correction's parameters (JSON-serialisable), as recorded in files."""
+        return {
+            "interface_um": self.interface_um,
+            "na": self.na,
+            "n_immersion": self.n_immersion,
+            "n_sample": self.n_sample,
+            "model": self.model,
+            "wavelength_um": self.wavelength_um,
+            "function": "nanoro_optics.psf.actual_depth_um",
+        }
+
+
+@functools.lru_cache(maxsize=64)
+def _actual_at(mismatch: IndexMismatch, knots: tuple[float, ...]) -> np.ndarray:
+    """``mismatch.actual_z_um(knots)``, kept: time points repeat a position's z-loop."""
+    out = mismatch.actual_z_um(np.asarray(knots))
+    out.setflags(write=False)
+    return out
 
 
 def _import_useq() -> Any:
@@ -119,6 +304,26 @@ def _channel_name(channel: Any) -> str:
     return str(channel.config)
 
 
+def _max_threads() -> int:
+    """Return numba's thread count (``NUMBA_NUM_THREADS``, the most ``set_num_threads`` allows)."""
+    import numba
+
+    return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+
+
+@contextmanager
+def _numba_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` numba threads in this thread, then restore its setting."""
+    import numba
+
+    prev = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(prev)
+
+
 class LiveFusion:
     """A pymmcore-plus MDA output handler that fuses every z-loop as it is acquired.
 
@@ -126,7 +331,8 @@ class LiveFusion:
     ----------
     on_result : callable, optional
         Called as ``on_result(group)`` with a :class:`FusedGroup` when a group's z-loop is
-        complete (in the thread that runs the handler: pymmcore-plus' relay thread).
+        complete, in the handler's finishing thread (see Notes), one group at a time and
+        in the order the groups ended.
     out_dir : str or os.PathLike, keyword-only, optional
         Folder (it must exist) to write each group to, as
         ``{name}_p{p}[_g{g}]_t{t}[_c{c}].ome.tif`` (or ``.ome.zarr``, ``file_format``): the
@@ -152,6 +358,16 @@ class LiveFusion:
         ``.ome.tif`` files (the default) or ``.ome.zarr`` stores (extra
         ``nanoro_optics[omezarr]``) with the same content, written by
         :func:`~nanoro_optics.io.write_fusion_ome`.
+    index_mismatch : IndexMismatch, keyword-only, optional
+        Correct the depth map for the focal shift at an index-mismatched interface: it then
+        holds the actual height in the sample (:meth:`IndexMismatch.relabel`), not the
+        nominal stage z of best focus; ``FusedGroup.depth_kind`` and the files' settings
+        (``depth_um``, ``index_mismatch``) say which. The fused image does not change.
+    threads : int, keyword-only, optional
+        numba threads for the handler's work while the MDA still acquires (each frame's
+        fusion, and the results and files of groups before the last one), from 1 to
+        numba's thread count; default 1. The last group's result and file, once the
+        acquisition is over, use all of numba's threads. See Notes.
     **fusion_options
         Options of :class:`~nanoro_optics.fusion.StackFuser` (``levels``, ``align``,
         ``bit_depth``, ``noise_dn``, the rule's options), checked here.
@@ -182,9 +398,23 @@ class LiveFusion:
     the handler returns, so the engine may reuse its buffers.
 
     pymmcore-plus calls output handlers from a relay thread fed by a queue: acquisition
-    does not wait for fusion. The handler itself holds only its open groups, but if frames
-    come faster than they fuse (short exposures of large frames), the queue holds the
-    frames waiting; ``benchmarks/bench_live_mda.py`` measures the rate.
+    does not wait for fusion. When a group's z-loop ends, its result, file and callback
+    are handed to a finishing thread of the handler, so the relay thread goes on fusing
+    the next group's frames meanwhile; at most one group is being finished at a time (the
+    relay thread waits for the previous one first), so the handler holds its open groups
+    plus at most one. :meth:`sequenceFinished` waits for the finishing thread: when
+    ``core.mda.run`` returns, every result, file and callback is done. If frames come
+    faster than they fuse (short exposures of large frames), pymmcore-plus' queue holds
+    the frames waiting; ``benchmarks/bench_live_mda.py`` measures the rate.
+
+    Threads: numba's parallel kernels run as OpenMP teams whose threads spin while they
+    wait for each other; next to an MDA that needs the CPU too (the acquisition thread,
+    the camera, a viewer) a team that loses a core to another thread stalls, so the
+    handler fuses with ``threads`` numba threads (thread-local: other code keeps
+    numba's setting) while acquisition goes on, and with all of them for the last group.
+    On 2 cores one thread per frame cost less wall time than two in
+    ``benchmarks/bench_live_mda.py`` (see the README). Setting the environment variable
+    ``OMP_WAIT_POLICY=passive`` before numba starts makes waiting threads sleep instead.
 
     Examples
     --------
@@ -207,6 +437,8 @@ class LiveFusion:
         pixel_size_um: float | None = None,
         overwrite: bool = False,
         file_format: str = "ome-tiff",
+        index_mismatch: IndexMismatch | None = None,
+        threads: int = 1,
         **fusion_options: Any,
     ) -> None:
         from nanoro_optics.fusion import StackFuser
@@ -233,6 +465,12 @@ class LiveFusion:
         )
         self.overwrite = check_bool(overwrite, "overwrite")
         self.file_format = check_choice(file_format, "file_format", _SUFFIXES)
+        self.threads = check_int(threads, "threads", 1, _max_threads())
+        if index_mismatch is not None and not isinstance(index_mismatch, IndexMismatch):
+            raise TypeError(
+                f"index_mismatch must be an IndexMismatch, got {type(index_mismatch).__name__}"
+            )
+        self.index_mismatch = index_mismatch
         own = [k for k in _OWN_OPTIONS if k in fusion_options]
         if own:
             raise TypeError(
@@ -254,10 +492,16 @@ class LiveFusion:
         self._open: dict[tuple[tuple[str, int], ...], dict[str, Any]] = {}
         self._dropped: set[tuple[tuple[str, int], ...]] = set()
         self._px: float | None = self.pixel_size_um
+        self._n_groups = 0  # groups the sequence will end (known once it starts)
+        self._n_planned = 0
+        self._n_ended = 0
+        self._jobs: queue.SimpleQueue[Any] | None = None
+        self._finisher: threading.Thread | None = None
+        self._slot = threading.Semaphore(1)  # one group being finished at a time
 
     @property
     def n_open(self) -> int:
-        """Groups open now, each holding one fuser: the handler's memory is bounded by it."""
+        """Groups open now, each holding one fuser (at most one more is being finished)."""
         return len(self._open)
 
     # -- before the run -------------------------------------------------------------------
@@ -317,13 +561,15 @@ class LiveFusion:
                     f"channels {skip} have acquire_every > 1: with a guide channel every "
                     "channel must be taken at every time point"
                 )
+        keys = {self._key(_index(ev), guide is not None) for ev in seq.iter_events()}
         if self.out_dir is not None and not self.overwrite:
-            for ev in seq.iter_events():
-                path = self._path(self._key(_index(ev), guide is not None))
+            for key in sorted(keys):
+                path = self._path(key)
                 if path.exists():
                     raise FileExistsError(
                         f"{path} exists and overwrite=False: the sequence would write it"
                     )
+        self._n_planned = len(keys)
         return nz, channels, guide
 
     def _resolve_guide(self, seq: Any, channels: tuple[str, ...]) -> int:
@@ -383,10 +629,12 @@ class LiveFusion:
     # -- the output handler protocol ------------------------------------------------------
     def sequenceStarted(self, sequence: Any, meta: Any = None) -> None:
         """Start a sequence (pymmcore-plus calls this): check it, forget the last one."""
+        self._stop_finisher()
         self._reset()
         self.errors, self.incomplete, self.n_done = [], [], 0
         try:
             self._nz, self._channels, self._guide = self._plan(sequence)
+            self._n_groups = self._n_planned
             if self._px is None and isinstance(meta, dict):
                 infos = meta.get("image_infos") or ()
                 px = infos[0].get("pixel_size_um") if infos else None
@@ -402,6 +650,12 @@ class LiveFusion:
             self.errors.append(((), exc))
             return
         self._sequence = sequence
+        jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._jobs = jobs
+        self._finisher = threading.Thread(
+            target=self._finish_loop, args=(jobs,), name="LiveFusion-finish", daemon=True
+        )
+        self._finisher.start()
 
     def frameReady(self, image: Any, event: Any, meta: Any = None) -> None:
         """Take one frame (pymmcore-plus calls this for every frame)."""
@@ -412,7 +666,8 @@ class LiveFusion:
         if key in self._dropped:
             return
         try:
-            self._take(key, index, image, event, meta)
+            with _numba_threads(self.threads):
+                self._take(key, index, image, event, meta)
         except Exception as exc:
             _log.error("live fusion dropped group %s: %s", key, exc)
             self.errors.append((key, exc))
@@ -422,12 +677,39 @@ class LiveFusion:
                 group["fuser"].close()
 
     def sequenceFinished(self, sequence: Any) -> None:
-        """End a sequence: groups whose z-loop did not end get no output."""
+        """End a sequence: wait for the groups being finished; unfinished z-loops get nothing."""
         self.incomplete = list(self._open)
         for group in self._open.values():
             group["fuser"].close()
         self._open.clear()
+        self._stop_finisher()
         self._sequence = None
+
+    # -- the finishing thread -------------------------------------------------------------
+    def _stop_finisher(self) -> None:
+        """Let the finishing thread finish what it was given, and wait for it."""
+        if self._finisher is not None and self._jobs is not None:
+            self._jobs.put(None)
+            self._finisher.join()
+        self._finisher = self._jobs = None
+
+    def _finish_loop(self, jobs: queue.SimpleQueue[Any]) -> None:
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            key, group, last = job
+            job = None
+            try:
+                # the last group's end has the CPU to itself: the acquisition is over
+                with _numba_threads(_max_threads() if last else self.threads):
+                    self._emit(key, group)
+            except Exception as exc:  # recorded: the MDA goes on with the other groups
+                _log.error("live fusion dropped group %s: %s", key, exc)
+                self.errors.append((key, exc))
+            finally:
+                group = None  # the fuser's memory goes before the next group's end
+                self._slot.release()
 
     # -- the work -------------------------------------------------------------------------
     def _take(
@@ -491,12 +773,19 @@ class LiveFusion:
             group["next"] += 1
         if group["next"] == self._nz:
             del self._open[key]
-            self._emit(key, group)
+            self._n_ended += 1
+            self._slot.acquire()  # the previous group's end first: bounded memory
+            assert self._jobs is not None
+            last = self._n_ended + len(self._dropped) >= self._n_groups
+            self._jobs.put((key, group, last))
 
     def _emit(self, key: tuple[tuple[str, int], ...], group: dict[str, Any]) -> None:
         from nanoro_optics.io import write_fusion_ome
 
         res = group["fuser"].result(release=True)
+        depth, kind = res.depth, "nominal"
+        if self.index_mismatch is not None:
+            depth, kind = self.index_mismatch.relabel(res.depth, group["z"]), "actual"
         d = dict(key)
         names = self._channels if self._guide is not None else (self._channels[d.get("c", 0)],)
         path = None
@@ -505,7 +794,7 @@ class LiveFusion:
             path = write_fusion_ome(
                 self._path(key),
                 res.image,
-                res.depth,
+                depth,
                 res.confidence,
                 pixel_size_um=self._px,
                 z_um=group["z"],
@@ -517,11 +806,12 @@ class LiveFusion:
             index=key,
             channels=tuple(names),
             image=res.image,
-            depth_um=res.depth,
+            depth_um=depth,
             confidence=res.confidence,
             z_um=tuple(group["z"]),
             pixel_size_um=self._px,
             path=path,
+            depth_kind=kind,
         )
         self.n_done += 1
         if self.on_result is not None:
@@ -536,9 +826,17 @@ class LiveFusion:
         except PackageNotFoundError:  # run from a source tree that is not installed
             release = "not installed"
         guide = None if self._guide is None else self._channels[self._guide]
+        im = self.index_mismatch
         return {
             "fuser": "nanoro_optics.fusion.StackFuser",
             "version": release,
+            "depth_um": (
+                "nominal: stage z of best focus (the events' z_pos)"
+                if im is None
+                else "actual: height in the sample, index mismatch corrected "
+                "(LiveFusion index_mismatch)"
+            ),
+            "index_mismatch": None if im is None else im.settings(),
             "guide_channel": guide,
             **{k: v for k, v in sorted(self.fusion_options.items())},
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -510,3 +511,175 @@ def test_ome_zarr_writer_is_atomic_and_never_clobbers(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_fusion_ome(tmp_path / "no" / "y.ome.zarr", img, maps, maps, **kw)
     assert [p.name for p in tmp_path.iterdir()] == ["x.ome.zarr"]
+
+
+# ------------------------------------------------------------ finishing thread, threads
+
+
+def test_groups_finish_in_order_in_the_finishing_thread(rig: Any) -> None:
+    """Results come from the handler's own thread, in the order the groups ended, and the
+    last group's end runs with all of numba's threads; run() returns after all of it."""
+    import threading
+
+    import numba
+
+    from nanoro_optics.mda import _max_threads
+
+    core, _ = rig
+    seen: list[tuple[Any, str, int]] = []
+
+    def record(group: FusedGroup) -> None:
+        seen.append((group.index, threading.current_thread().name, numba.get_num_threads()))
+
+    live = LiveFusion(record, levels=2, threads=1)
+    live.run(core, _sequence())  # tpcz: p0 c0, p0 c1, p1 c0, p1 c1
+    assert [k for k, _, _ in seen] == [(("c", c), ("p", p)) for p in (0, 1) for c in (0, 1)]
+    assert {name for _, name, _ in seen} == {"LiveFusion-finish"}
+    assert [n for _, _, n in seen] == [1, 1, 1, _max_threads()]
+    assert live.n_done == 4 and live.errors == []
+
+
+def test_handler_restores_the_callers_numba_threads() -> None:
+    """Driven directly (not through pymmcore-plus' relay thread), the handler leaves the
+    calling thread's numba setting as it found it."""
+    import numba
+
+    from nanoro_optics.mda import _max_threads
+
+    got: list[FusedGroup] = []
+    live = LiveFusion(got.append, levels=2, threads=1)
+    seq = _sequence(channels=["A"], stage_positions=[(None, None, 10.0)])
+    numba.set_num_threads(_max_threads())
+    live.sequenceStarted(seq, {})
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 4000, (len(Z_REL), *SHAPE)).astype(np.uint16)
+    for z, frame in enumerate(frames):
+        live.frameReady(frame, _event(p=0, c=0, z=z), {})
+        assert numba.get_num_threads() == _max_threads()
+    live.sequenceFinished(seq)
+    assert live.errors == [] and len(got) == 1
+    ref = fuse_stack(frames, z_um=[10.0 + z for z in range(len(Z_REL))], levels=2)
+    _assert_same(got[0].image, ref.image)
+    _assert_same(got[0].depth_um, ref.depth)
+
+
+def test_threads_is_checked() -> None:
+    from nanoro_optics.mda import _max_threads
+
+    with pytest.raises(ValueError, match="threads"):
+        LiveFusion(threads=0)
+    with pytest.raises(ValueError, match="threads"):
+        LiveFusion(threads=_max_threads() + 1)
+    with pytest.raises(TypeError, match="threads must be an integer"):
+        LiveFusion(threads=1.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="threads must be an integer"):
+        LiveFusion(threads=True)
+    assert LiveFusion(threads=_max_threads()).threads == _max_threads()
+
+
+# ------------------------------------------------------------------ index mismatch
+
+MISMATCH = {"na": 1.3, "n_immersion": 1.518, "n_sample": 1.33}
+
+
+def _actual_by_pixel(depth: np.ndarray, interface_um: float, **kw: Any) -> np.ndarray:
+    """The correction by definition: psf.actual_depth_um on every pixel of the nominal map."""
+    from nanoro_optics import psf
+
+    out = np.array(depth, dtype=np.float64)
+    below = np.isfinite(out) & (out < interface_um)
+    if below.any():
+        out[below] = interface_um - psf.actual_depth_um(interface_um - out[below], **kw)
+    return out
+
+
+@pytest.mark.parametrize("interface_um", [20.0, 11.5])  # above every z; inside the loop
+def test_index_mismatch_relabels_the_depth_map(
+    rig: Any, tmp_path: Path, interface_um: float
+) -> None:
+    from nanoro_optics.mda import IndexMismatch
+
+    core, _ = rig
+    im = IndexMismatch(interface_um=interface_um, model="carlsson", **MISMATCH)
+    got: list[FusedGroup] = []
+    live = LiveFusion(got.append, out_dir=tmp_path, levels=3, index_mismatch=im)
+    rec = _run(core, live, _sequence(channels=["A"]))
+    assert live.errors == [] and len(got) == 2
+    for g in got:
+        p = dict(g.index)["p"]
+        frames, zs = rec.group(p=p, c=0)
+        ref = fuse_stack(frames, z_um=zs, levels=3)
+        assert g.depth_kind == "actual" and np.isfinite(ref.depth).any()
+        want = _actual_by_pixel(ref.depth, interface_um, model="carlsson", **MISMATCH)
+        np.testing.assert_allclose(g.depth_um, want, rtol=0, atol=2e-5)  # float32 rounding
+        assert np.array_equal(np.isnan(g.depth_um), np.isnan(ref.depth))
+        _assert_same(g.image, ref.image)  # only the depth map changes
+        _assert_same(g.confidence, ref.confidence)
+        with tifffile.TiffFile(g.path) as tif:
+            _assert_same(tif.series[1].asarray()[0], g.depth_um)
+            settings = json.loads(_annotation(tif.ome_metadata)["settings"])
+        assert settings["depth_um"].startswith("actual: height in the sample")
+        assert settings["index_mismatch"] == {
+            "interface_um": interface_um,
+            "model": "carlsson",
+            "wavelength_um": None,
+            "function": "nanoro_optics.psf.actual_depth_um",
+            **MISMATCH,
+        }
+    nominal = LiveFusion(levels=3).settings()
+    assert nominal["depth_um"].startswith("nominal") and nominal["index_mismatch"] is None
+
+
+def test_index_mismatch_depth_dependent_models() -> None:
+    """loginov: close to the per-pixel correction between the frames' planes, exact on
+    them; wave: the per-pixel definition on the planes (one focus search per plane)."""
+    from nanoro_optics import psf
+    from nanoro_optics.mda import IndexMismatch
+
+    z = np.array([80.0, 82.0, 84.0, 86.0, 88.0])
+    rng = np.random.default_rng(3)
+    depth = rng.uniform(80.0, 88.0, (16, 20)).astype(np.float32)
+    depth[0, :5] = z  # exactly on the planes
+    depth[1, 0] = np.nan
+    kw = {"wavelength_um": 0.55, **MISMATCH}
+    lg = IndexMismatch(interface_um=90.0, model="loginov", **kw)
+    got = lg.relabel(depth, z)
+    want = _actual_by_pixel(depth, 90.0, model="loginov", **kw)
+    np.testing.assert_allclose(got[0, :5], want[0, :5], rtol=0, atol=2e-5)
+    # between the planes the factor is interpolated: within 1 % of the 2 um step here
+    # (the chord of loginov's curve over 2 um departs from it by 0.015 um at most)
+    np.testing.assert_allclose(got, want, rtol=0, atol=0.02)
+    assert not np.allclose(got, want, rtol=0, atol=2e-5)  # depth-dependent: not exact
+    assert np.isnan(got[1, 0]) and np.isnan(want[1, 0])
+    wave = IndexMismatch(interface_um=90.0, model="wave", **kw)
+    on_planes = wave.relabel(z[None, :].astype(np.float32), z)
+    direct = 90.0 - psf.actual_depth_um(90.0 - z, model="wave", **kw)
+    np.testing.assert_allclose(on_planes[0], direct, rtol=0, atol=2e-5)
+
+
+def test_index_mismatch_arguments_are_checked() -> None:
+    from nanoro_optics.mda import IndexMismatch
+
+    with pytest.raises(ValueError, match="interface_um must be finite"):
+        IndexMismatch(interface_um=float("nan"), **MISMATCH)
+    with pytest.raises(ValueError, match="model 'wave' needs wavelength_um"):
+        IndexMismatch(interface_um=0.0, **MISMATCH)
+    with pytest.raises(ValueError, match="model must be one of"):
+        IndexMismatch(interface_um=0.0, model="snell", **MISMATCH)
+    with pytest.raises(ValueError, match="na must be smaller than n_immersion"):
+        IndexMismatch(interface_um=0.0, na=1.6, n_immersion=1.518, n_sample=1.33, model="carlsson")
+    with pytest.raises(ValueError, match="n_sample must be > 0"):
+        IndexMismatch(interface_um=0.0, na=0.5, n_immersion=1.0, n_sample=-1.0, model="carlsson")
+    with pytest.raises(ValueError, match="wavelength_um must be > 0"):
+        IndexMismatch(interface_um=0.0, model="loginov", wavelength_um=0.0, **MISMATCH)
+    with pytest.raises(TypeError, match="index_mismatch must be an IndexMismatch, got dict"):
+        LiveFusion(index_mismatch={"interface_um": 0.0})  # type: ignore[arg-type]
+    im = IndexMismatch(interface_um=0.0, model="carlsson", **MISMATCH)
+    with pytest.raises(TypeError, match=r"depth_um must be a real \(H, W\) map"):
+        im.relabel(np.zeros(4), [1.0])
+    with pytest.raises(ValueError, match="depth_um has infinite values"):
+        im.relabel(np.full((2, 2), np.inf), [1.0])
+    with pytest.raises(ValueError, match="z_um must not be empty"):
+        im.relabel(np.zeros((2, 2)), [])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        im.na = 1.0  # type: ignore[misc]

@@ -319,6 +319,14 @@ class DepthTracker:
             conf_full,
         )
         if z_um is not None:  # NaN (unsure) stays NaN
-            z = np.asarray(z_um, dtype=np.float64)
-            depth = np.interp(depth, np.arange(z.size, dtype=np.float64), z).astype(np.float32)
+            from ._zmap_kernels import index_to_z
+
+            # = np.interp(depth, arange(n), z) bit for bit, in parallel (numpy's binary
+            # search took most of the result's time on large frames)
+            z = np.ascontiguousarray(z_um, dtype=np.float64)
+            if z.ndim == 1 and z.size >= 2:
+                index_to_z(depth, z, depth)  # in place: each pixel is read, then written
+            else:
+                grid = np.arange(z.size, dtype=np.float64)
+                depth = np.interp(depth, grid, z).astype(np.float32)
         return depth, conf_full
