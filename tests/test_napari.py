@@ -23,6 +23,7 @@ from qtpy.QtCore import QTimer
 from nanoro_optics.fusion import fuse_stack, synthetic_stack
 from nanoro_optics.io import write_depth_map, write_fusion_ome
 from nanoro_optics.napari import _reader, _widget
+from nanoro_optics.napari._headless import answer_gl_queries, opengl_available
 from nanoro_optics.napari._widget import (
     DEPTH_FRAMES,
     DEPTH_FROM_SCALE,
@@ -33,41 +34,18 @@ from nanoro_optics.napari._widget import (
 MANIFEST = Path(_widget.__file__).with_name("napari.yaml")
 
 
-def _gl_context_works() -> bool:
-    from qtpy.QtGui import QOffscreenSurface, QOpenGLContext
-
-    ctx = QOpenGLContext()
-    if not ctx.create():
-        return False
-    surface = QOffscreenSurface()
-    surface.create()
-    ok = bool(ctx.makeCurrent(surface))
-    if ok:
-        ctx.doneCurrent()
-    return ok
-
-
 @pytest.fixture
-def viewer(make_napari_viewer: Any, qapp: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A napari viewer (not shown); without an OpenGL context, napari's GL queries answered.
+def viewer(make_napari_viewer: Any, qapp: Any) -> Any:
+    """A napari viewer (not shown); without OpenGL, napari's GL queries are answered.
 
-    Qt's offscreen platform has no OpenGL on a machine without a display (no GLX, and Qt's
-    EGL platforms want a window surface). napari asks OpenGL for its extensions and texture
-    sizes when a layer is added, even to a viewer that is never drawn; these tests never
-    draw, so the answers are supplied (a desktop's typical values) and everything else --
-    the Qt viewer, its layer list, the widget, the worker threads -- runs for real.
+    Qt's offscreen platform has no OpenGL on a machine without a display. napari asks
+    OpenGL for its extensions and texture sizes when a layer is added, even to a viewer that
+    is never drawn; these tests never draw, so :func:`answer_gl_queries` answers those
+    queries, and everything else -- the Qt viewer, its layer list, the widget, the worker
+    threads -- runs for real.
     """
-    if not _gl_context_works():
-        from vispy.gloo import gl
-
-        original = gl.glGetParameter
-        answers = {gl.GL_EXTENSIONS: "GL_ARB_texture_float", gl.GL_MAX_TEXTURE_SIZE: 16384}
-        answers[32883] = 2048  # GL_MAX_3D_TEXTURE_SIZE
-
-        def get_parameter(pname: int) -> Any:
-            return answers[pname] if pname in answers else original(pname)
-
-        monkeypatch.setattr(gl, "glGetParameter", get_parameter)
+    if not opengl_available():
+        answer_gl_queries()
     return make_napari_viewer()
 
 
