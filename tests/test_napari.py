@@ -79,10 +79,18 @@ def test_manifest_is_valid_and_its_commands_resolve() -> None:
         assert callable(getattr(importlib.import_module(module), attr)), cmd.python_name
 
 
-def test_manifest_is_packaged_and_registered() -> None:
+def test_manifest_is_registered_with_the_installed_distribution() -> None:
+    from npe2 import PluginManifest
+
+    # the entry point napari looks up (pip install -e ".[test]" or ".[napari]" makes it)
+    mf = PluginManifest.from_distribution("nanoro_optics")
+    assert mf.name == "nanoro_optics"
+    assert [c.id for c in mf.contributions.commands or []] == [
+        "nanoro_optics.fusion_widget",
+        "nanoro_optics.get_reader",
+    ]
     text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
-    assert 'nanoro_optics = "nanoro_optics.napari:napari.yaml"' in text
-    assert '"napari/napari.yaml"' in text
+    assert '"napari/napari.yaml"' in text  # shipped in the wheel as package data
 
 
 # -- the widget gives what fuse_stack gives --------------------------------------------------
@@ -403,3 +411,25 @@ def test_napari_is_imported_by_the_plugin_not_the_package() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_napari_finds_the_widget_and_the_reader_through_the_manifest(
+    viewer: Any, tmp_path: Path
+) -> None:
+    from npe2 import PluginManager, PluginManifest
+
+    pm = PluginManager.instance()  # make_napari_viewer's own: it discovers no plugin itself
+    try:
+        pm.get_manifest("nanoro_optics")
+    except KeyError:
+        pm.register(PluginManifest.from_distribution("nanoro_optics"))
+    _, widget = viewer.window.add_plugin_dock_widget("nanoro_optics", "Extended depth of field")
+    assert isinstance(widget, FusionWidget)
+    path = write_depth_map(tmp_path / "h.tif", np.arange(12.0).reshape(3, 4), unit="um")
+    (layer,) = viewer.open(str(path), plugin="nanoro_optics")
+    assert layer.name == "h depth (um)"
+    assert layer.colormap.name == _reader.DEPTH_COLORMAP
+    np.testing.assert_array_equal(layer.data, np.arange(12.0).reshape(3, 4))
+    # the widget follows the layer list, and picks the new (active) image layer
+    assert widget.layer_box.choices == (None, layer)
+    assert widget.layer_box.value is layer

@@ -447,6 +447,8 @@ class FusionWidget(Container):
         self.cancel_button.changed.connect(self.cancel)
         for event in ("inserted", "removed", "reordered"):
             getattr(self.viewer.layers.events, event).connect(self._refresh_layers)
+        # a new layer becomes the active one after its "inserted" event
+        self.viewer.layers.selection.events.active.connect(self._refresh_layers)
         self._refresh_layers()
 
     # -- choices ------------------------------------------------------------------------
