@@ -124,6 +124,8 @@ def test_widget_layers_equal_fuse_stack(viewer: Any, qtbot: Any, case: str) -> N
     src = viewer.add_image(
         frames, name="stack", rgb=rgb, scale=(2.5, 0.4, 0.5), translate=(10.0, 3.0, -2.0)
     )
+    if not rgb:
+        src.colormap = "magma"  # the fused layer takes the source's colormap
     w = _widget_on(viewer, src)
     for key, value in widget_values.items():
         getattr(w, key).value = value
@@ -161,6 +163,7 @@ def test_widget_layers_equal_fuse_stack(viewer: Any, qtbot: Any, case: str) -> N
         np.testing.assert_array_equal(layers["stack confidence"].data, expected.confidence)
     if not rgb:
         assert tuple(fused.contrast_limits) == pytest.approx(tuple(src.contrast_limits))
+        assert fused.colormap.name == "magma"
     assert w.progress.value == 6
     assert w.last_run is not None and w.last_run.result.n_frames == 6
     assert "fused 6 frames" in w.message.value

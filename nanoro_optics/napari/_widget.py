@@ -341,7 +341,7 @@ def result_layers(
         **yx,
     }
     if not stack.rgb:
-        fused_kw["colormap"] = source.colormap.name
+        fused_kw["colormap"] = source.colormap  # the object: custom colormaps too
         fused_kw["contrast_limits"] = tuple(source.contrast_limits)
     finite = res.depth[np.isfinite(res.depth)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
