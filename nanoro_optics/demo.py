@@ -253,7 +253,7 @@ def run_demo(
 
     files = {
         "fused": str(write_image(out / "fused.tif", fused.image)),
-        "depth": str(write_depth_map(out / "depth_um.tif", depth)),
+        "depth": str(write_depth_map(out / "depth_um.tif", depth, unit=fused.depth_unit)),
         "summary": str(out / "summary.json"),
     }
     summary = DemoSummary(

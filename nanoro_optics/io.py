@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_bool
+from ._validation import check_bool, check_choice
 
 __all__ = [
     "FUSION_OME_SUFFIXES",
@@ -772,14 +772,22 @@ def _png_bytes(image: np.ndarray, level: int) -> bytes:
     )
 
 
-def _encode(fh: Any, image: np.ndarray, fmt: str, photometric: str | None) -> None:
+def _encode(
+    fh: Any,
+    image: np.ndarray,
+    fmt: str,
+    photometric: str | None,
+    metadata: dict[str, Any] | None = None,
+) -> None:
     if fmt == "tiff":
         import tifffile
 
         if photometric is None:
             photometric = "rgb" if _channels(image) in (3, 4) else "minisblack"
         extrasamples = ("unassalpha",) if photometric == "rgb" and _channels(image) == 4 else None
-        tifffile.imwrite(fh, image, photometric=photometric, extrasamples=extrasamples)
+        tifffile.imwrite(
+            fh, image, photometric=photometric, extrasamples=extrasamples, metadata=metadata
+        )
         return
     from PIL import Image
 
@@ -899,7 +907,21 @@ def write_image(
     return p
 
 
-def write_depth_map(path: PathLike, depth: Any, *, overwrite: bool = True) -> Path:
+#: key of the record :func:`write_depth_map` keeps in the TIFF's JSON description
+DEPTH_MAP_KEY = "nanoro_optics"
+#: what a map written by :func:`write_depth_map` holds, and the units of a depth map
+DEPTH_MAP_KINDS = ("depth", "confidence")
+DEPTH_MAP_UNITS = ("um", "frame")
+
+
+def write_depth_map(
+    path: PathLike,
+    depth: Any,
+    *,
+    overwrite: bool = True,
+    kind: str = "depth",
+    unit: str | None = None,
+) -> Path:
     """Write a depth (height) map as a float32 TIFF, atomically.
 
     Parameters
@@ -911,6 +933,10 @@ def write_depth_map(path: PathLike, depth: Any, *, overwrite: bool = True) -> Pa
         allowed and marks pixels without a depth estimate.
     overwrite : bool, optional
         Replace an existing file (default); see :func:`write_image`.
+    kind : {"depth", "confidence"}, optional
+        What the map holds (a confidence map is written with this function too).
+    unit : {"um", "frame"}, optional
+        The depth's unit (``FusionResult.depth_unit``), for ``kind="depth"``.
 
     Returns
     -------
@@ -919,7 +945,15 @@ def write_depth_map(path: PathLike, depth: Any, *, overwrite: bool = True) -> Pa
     Raises
     ------
     ValueError
-        If the suffix is not TIFF or ``depth`` is not a non-empty 2-D real array.
+        If the suffix is not TIFF, ``depth`` is not a non-empty 2-D real array, or ``kind``
+        or ``unit`` is not one of the names above (or a unit is given for a confidence map).
+
+    Notes
+    -----
+    ``kind`` and ``unit`` are kept in the TIFF's JSON image description (tifffile's shaped
+    metadata) under :data:`DEPTH_MAP_KEY`, ``{"kind": ..., "unit": ...}``, so that a
+    reader (the napari plugin's) can tell a depth map in um from one in frames; any TIFF
+    reader still reads the plain float32 image.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
@@ -931,8 +965,14 @@ def write_depth_map(path: PathLike, depth: Any, *, overwrite: bool = True) -> Pa
         raise TypeError(f"depth must hold real numbers, got dtype {arr.dtype}")
     if arr.ndim != 2 or arr.size == 0:
         raise ValueError(f"depth must be a non-empty 2-D array, got shape {arr.shape}")
+    check_choice(kind, "kind", DEPTH_MAP_KINDS)
+    if unit is not None:
+        check_choice(unit, "unit", DEPTH_MAP_UNITS)
+        if kind != "depth":
+            raise ValueError(f"unit is for a depth map, not for kind={kind!r}; give unit=None")
+    record = {DEPTH_MAP_KEY: {"kind": kind, "unit": unit}}
     arr32 = arr.astype(np.float32)
-    _atomic_write(p, bool(overwrite), lambda fh: _encode(fh, arr32, "tiff", "minisblack"))
+    _atomic_write(p, bool(overwrite), lambda fh: _encode(fh, arr32, "tiff", "minisblack", record))
     return p
 
 

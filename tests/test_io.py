@@ -307,6 +307,28 @@ def test_depth_map_is_float32_tiff(tmp_path: Path) -> None:
         write_depth_map(tmp_path / "e.tif", depth[None])
 
 
+def test_depth_map_records_its_kind_and_unit(tmp_path: Path) -> None:
+    depth = np.ones((3, 4))
+    for kwargs, record in (
+        ({}, {"kind": "depth", "unit": None}),
+        ({"unit": "um"}, {"kind": "depth", "unit": "um"}),
+        ({"unit": "frame"}, {"kind": "depth", "unit": "frame"}),
+        ({"kind": "confidence"}, {"kind": "confidence", "unit": None}),
+    ):
+        path = write_depth_map(tmp_path / "d.tif", depth, **kwargs)
+        with tifffile.TiffFile(path) as tif:
+            assert tif.shaped_metadata[0]["nanoro_optics"] == record
+            np.testing.assert_array_equal(tif.asarray(), depth)
+    for kwargs, match in (
+        ({"unit": "mm"}, "unit must be one of"),
+        ({"kind": "height"}, "kind must be one of"),
+        ({"kind": "confidence", "unit": "um"}, "unit is for a depth map"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            write_depth_map(tmp_path / "bad.tif", depth, **kwargs)
+    assert not (tmp_path / "bad.tif").exists()
+
+
 # ------------------------------------------------------------------ PNG decoder vs reference
 
 

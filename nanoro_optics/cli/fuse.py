@@ -360,9 +360,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         nio.write_image(out, image, overwrite=args.overwrite)
         if depth_path is not None:
-            nio.write_depth_map(depth_path, depth, overwrite=args.overwrite)
+            nio.write_depth_map(depth_path, depth, overwrite=args.overwrite, unit=unit)
         if conf_path is not None:
-            nio.write_depth_map(conf_path, conf, overwrite=args.overwrite)
+            nio.write_depth_map(conf_path, conf, overwrite=args.overwrite, kind="confidence")
     except FileExistsError as exc:  # appeared while fusing
         print(f"nanoro-optics fuse: error: {exc}; give --overwrite to replace it", file=sys.stderr)
         return 1

@@ -282,7 +282,7 @@ def _fuse_one(job: _Job) -> StackRecord:
         if job.z_step_um is not None:  # frame k at k * step: the depth scales with it
             depth, unit = depth * np.float32(job.z_step_um), "um"
         write_image(image_path, res.image)
-        write_depth_map(depth_path, depth)
+        write_depth_map(depth_path, depth, unit=unit)
     except (ValueError, TypeError, OSError) as exc:
         # bad input: the record says why, the batch goes on
         rec = StackRecord(

@@ -1,0 +1,228 @@
+"""napari reader for fusion results: the OME-TIFF of a fusion and the depth / confidence TIFFs.
+
+Two kinds of file are claimed, both recognised by the record the library writes into them
+(any other TIFF is left to napari's other readers):
+
+- an OME-TIFF of :func:`~nanoro_optics.io.write_fusion_ome` (the OME MapAnnotation of
+  namespace :data:`~nanoro_optics.io.FUSION_OME_NAMESPACE`): three layers, the fused image
+  (grey, RGB, or one channel per name), the depth map in um (colormap, the z positions and
+  fusion settings in its metadata) and the confidence (hidden), all with the pixel size in um
+  as their y/x scale;
+- a depth or confidence map written by :func:`~nanoro_optics.io.write_depth_map` (what
+  ``nanoro-optics fuse --depth-map/--confidence`` writes; the kind and unit are in its JSON
+  description): one layer, the depth with a colormap and its unit in the name and metadata.
+  The fused TIFF or PNG the command writes is an ordinary image that napari opens itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nanoro_optics.io import DEPTH_MAP_KEY, FUSION_OME_NAMESPACE
+
+__all__ = ["file_kind", "napari_get_reader", "read_fusion"]
+
+#: colormap of depth layers (as the widget's)
+DEPTH_COLORMAP = "viridis"
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def _description(path: Path) -> str:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return str(tif.pages.first.description or "")
+
+
+def file_kind(path: str | os.PathLike[str]) -> str | None:
+    """Say which fusion result ``path`` is: ``"ome"``, ``"map"`` or None (not one of ours).
+
+    Reads the first page's image description only. A file that cannot be read as a TIFF is
+    not ours (None): napari then tries its other readers.
+    """
+    p = Path(path)
+    if p.suffix.lower() not in (".tif", ".tiff") or not p.is_file():
+        return None
+    try:
+        text = _description(p)
+    except Exception:  # not a TIFF, truncated: not a file this reader claims
+        return None
+    if text.lstrip().startswith("<?xml") or text.lstrip().startswith("<OME"):
+        return "ome" if FUSION_OME_NAMESPACE in text else None
+    if DEPTH_MAP_KEY in text:
+        try:
+            record = json.loads(text).get(DEPTH_MAP_KEY)
+        except (ValueError, AttributeError):
+            return None
+        return "map" if isinstance(record, dict) else None
+    return None
+
+
+def napari_get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]] | None:
+    """npe2 reader hook: the reader function if every path is a fusion result, else None.
+
+    Parameters
+    ----------
+    path : str or list of str
+        What was dropped or opened.
+
+    Returns
+    -------
+    callable or None
+        :func:`read_fusion`, or None so that napari tries its other readers.
+    """
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths or any(file_kind(p) is None for p in paths):
+        return None
+    return read_fusion
+
+
+def read_fusion(path: str | Sequence[str]) -> list[LayerData]:
+    """Read fusion results as napari layer-data tuples ``(data, kwargs, "image")``.
+
+    Parameters
+    ----------
+    path : str or list of str
+        Files :func:`file_kind` recognises.
+
+    Returns
+    -------
+    list of tuple
+
+    Raises
+    ------
+    ValueError
+        A file that is not a fusion result of this library.
+    """
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    layers: list[LayerData] = []
+    for p in paths:
+        kind = file_kind(p)
+        if kind == "ome":
+            layers.extend(_read_ome(Path(p)))
+        elif kind == "map":
+            layers.append(_read_map(Path(p)))
+        else:
+            raise ValueError(
+                f"{p} is not a fusion result of nanoro_optics (an OME-TIFF of "
+                f"write_fusion_ome, or a depth/confidence TIFF of write_depth_map)"
+            )
+    return layers
+
+
+def _limits(a: np.ndarray) -> tuple[float, float]:
+    finite = a[np.isfinite(a)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def _read_map(p: Path) -> LayerData:
+    import tifffile
+
+    with tifffile.TiffFile(p) as tif:
+        data = tif.asarray()
+        record = dict(json.loads(str(tif.pages.first.description))[DEPTH_MAP_KEY])
+    meta = {"nanoro_optics": {**record, "path": str(p)}}
+    if record.get("kind") == "confidence":
+        kw = {"name": f"{p.stem} confidence", "colormap": "gray", "contrast_limits": (0.0, 1.0)}
+    else:
+        unit = record.get("unit")
+        label = f" ({unit})" if unit else ""
+        kw = {
+            "name": f"{p.stem} depth{label}",
+            "colormap": DEPTH_COLORMAP,
+            "contrast_limits": _limits(data),
+        }
+    return data, {**kw, "metadata": meta}, "image"
+
+
+_OME = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
+
+
+def _ome_record(xml: str) -> tuple[list[float], dict[str, Any], list[list[str]]]:
+    """Pixel size (y, x) in um, the fusion record and every image's channel names."""
+    root = ET.fromstring(xml)
+    pixels = root.find(f"{_OME}Image/{_OME}Pixels")
+    if pixels is None:
+        raise ValueError("the OME-XML has no Image/Pixels element")
+    scale = [float(pixels.get("PhysicalSizeY", 1.0)), float(pixels.get("PhysicalSizeX", 1.0))]
+    record: dict[str, Any] = {}
+    for ann in root.iter(f"{_OME}MapAnnotation"):
+        if ann.get("Namespace") != FUSION_OME_NAMESPACE:
+            continue
+        for m in ann.iter(f"{_OME}M"):
+            key = m.get("K")
+            if key:
+                record[key] = json.loads(m.text or "null")
+    names = [
+        [str(c.get("Name", f"channel {k}")) for k, c in enumerate(img.iter(f"{_OME}Channel"))]
+        for img in root.iter(f"{_OME}Image")
+    ]
+    return scale, record, names
+
+
+def _read_ome(p: Path) -> list[LayerData]:
+    import tifffile
+
+    with tifffile.TiffFile(p) as tif:
+        xml = str(tif.ome_metadata)
+        fused = tif.series[0].asarray()
+        maps = tif.series[1].asarray()
+    scale, record, names = _ome_record(xml)
+    meta = {**record, "path": str(p)}
+    common = {"scale": tuple(scale)}
+    stem = p.name.split(".")[0]
+    fused_names = names[0] if names else []
+    fused_kw: dict[str, Any] = {
+        "name": f"{stem} fused",
+        "metadata": {"nanoro_optics": {**meta, "kind": "fused"}},
+        **common,
+    }
+    if fused.ndim == 3:  # (C, Y, X)
+        c = fused.shape[0]
+        if c in (3, 4) and fused.dtype == np.uint8:
+            fused = np.moveaxis(fused, 0, -1)
+            fused_kw["rgb"] = True
+        else:
+            fused_kw["channel_axis"] = 0
+            fused_kw["name"] = [
+                f"{stem} fused {fused_names[k] if k < len(fused_names) else k}" for k in range(c)
+            ]
+    depth, conf = maps[0], maps[1]
+    layers: list[LayerData] = [
+        (fused, fused_kw, "image"),
+        (
+            depth,
+            {
+                "name": f"{stem} depth (um)",
+                "colormap": DEPTH_COLORMAP,
+                "contrast_limits": _limits(depth),
+                "metadata": {"nanoro_optics": {**meta, "kind": "depth", "unit": "um"}},
+                **common,
+            },
+            "image",
+        ),
+        (
+            conf,
+            {
+                "name": f"{stem} confidence",
+                "colormap": "gray",
+                "contrast_limits": (0.0, 1.0),
+                "visible": False,
+                "metadata": {"nanoro_optics": {**meta, "kind": "confidence"}},
+                **common,
+            },
+            "image",
+        ),
+    ]
+    return layers

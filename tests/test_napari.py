@@ -1,0 +1,446 @@
+"""The napari plugin: the extended-depth-of-field widget, its reader and manifest (headless Qt)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from nanoro_optics.fusion import fuse_stack, synthetic_stack
+from nanoro_optics.io import write_depth_map, write_fusion_ome
+from nanoro_optics.napari import _reader, _widget
+from nanoro_optics.napari._headless import answer_gl_queries, opengl_available
+from nanoro_optics.napari._widget import (
+    DEPTH_FRAMES,
+    DEPTH_FROM_SCALE,
+    DEPTH_FROM_STEP,
+    FusionWidget,
+)
+
+
+def _qt_cannot_load() -> ImportError | None:
+    """The error of a Qt binding that is installed but cannot load; raise if there is none."""
+    import importlib
+
+    conftest = importlib.import_module("conftest")  # the root one: pytest imported it
+    error = conftest.qt_load_error()
+    if error is None:
+        from qtpy import QtWidgets  # noqa: F401  (no binding at all: a missing test dependency)
+    return error
+
+
+_QT_ERROR = _qt_cannot_load()
+if _QT_ERROR is not None:
+    pytest.skip(f"Qt cannot load on this machine: {_QT_ERROR}", allow_module_level=True)
+
+MANIFEST = Path(_widget.__file__).with_name("napari.yaml")
+
+
+@pytest.fixture
+def viewer(make_napari_viewer: Any, qapp: Any) -> Any:
+    """A napari viewer (not shown); without OpenGL, napari's GL queries are answered.
+
+    Qt's offscreen platform has no OpenGL on a machine without a display. napari asks
+    OpenGL for its extensions and texture sizes when a layer is added, even to a viewer that
+    is never drawn; these tests never draw, so :func:`answer_gl_queries` answers those
+    queries, and everything else -- the Qt viewer, its layer list, the widget, the worker
+    threads -- runs for real.
+    """
+    if not opengl_available():
+        answer_gl_queries()
+    return make_napari_viewer()
+
+
+def _widget_on(viewer: Any, layer: Any) -> FusionWidget:
+    w = FusionWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.layer_box.value = layer
+    return w
+
+
+def _wait(qtbot: Any, w: FusionWidget) -> None:
+    qtbot.waitUntil(lambda: not w.running, timeout=120_000)
+
+
+def _by_name(viewer: Any) -> dict[str, Any]:
+    return {layer.name: layer for layer in viewer.layers}
+
+
+# -- the manifest -------------------------------------------------------------------------
+def test_manifest_is_valid_and_its_commands_resolve() -> None:
+    import importlib
+
+    from npe2 import PluginManifest
+
+    mf = PluginManifest.from_file(MANIFEST)
+    assert mf.name == "nanoro_optics"
+    assert {w.display_name for w in mf.contributions.widgets or []} == {"Extended depth of field"}
+    assert [r.command for r in mf.contributions.readers or []] == ["nanoro_optics.get_reader"]
+    for cmd in mf.contributions.commands or []:
+        module, _, attr = str(cmd.python_name).partition(":")
+        assert callable(getattr(importlib.import_module(module), attr)), cmd.python_name
+
+
+def test_manifest_is_registered_with_the_installed_distribution() -> None:
+    from npe2 import PluginManifest
+
+    # the entry point napari looks up (pip install -e ".[test]" or ".[napari]" makes it)
+    mf = PluginManifest.from_distribution("nanoro_optics")
+    assert mf.name == "nanoro_optics"
+    assert [c.id for c in mf.contributions.commands or []] == [
+        "nanoro_optics.fusion_widget",
+        "nanoro_optics.get_reader",
+    ]
+    text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert '"napari/napari.yaml"' in text  # shipped in the wheel as package data
+
+
+# -- the widget gives what fuse_stack gives --------------------------------------------------
+CASES = {
+    "grey-uint16-scale": (
+        {"channels": 1, "dtype": np.uint16},
+        {},
+        DEPTH_FROM_SCALE,
+        {},
+    ),
+    "rgb-uint8-step-hard-align-confidence": (
+        {"channels": 3, "dtype": np.uint8, "breathing": 0.004},
+        {"hard": True, "align": True, "levels": 4, "window_px": 3, "confidence": True},
+        DEPTH_FROM_STEP,
+        {"sharpness": None, "align": True, "levels": 4, "window_px": 3},
+    ),
+    "grey-float32-frames-sharpness": (
+        {"channels": 1, "dtype": np.float32},
+        {"sharpness": 9},
+        DEPTH_FRAMES,
+        {"sharpness": 9},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_widget_layers_equal_fuse_stack(viewer: Any, qtbot: Any, case: str) -> None:
+    stack_kw, widget_values, unit, fuse_kw = CASES[case]
+    frames = synthetic_stack((72, 90), 6, seed=3, **stack_kw).frames
+    rgb = frames.ndim == 4
+    src = viewer.add_image(
+        frames, name="stack", rgb=rgb, scale=(2.5, 0.4, 0.5), translate=(10.0, 3.0, -2.0)
+    )
+    if not rgb:
+        src.colormap = "magma"  # the fused layer takes the source's colormap
+    w = _widget_on(viewer, src)
+    for key, value in widget_values.items():
+        getattr(w, key).value = value
+    w.depth_unit.value = unit
+    w.z_step_um.value = -1.5
+    worker = w.run()
+    assert worker is not None, w.message.value
+    _wait(qtbot, w)
+    z = {
+        DEPTH_FROM_SCALE: 10.0 + 2.5 * np.arange(6),
+        DEPTH_FROM_STEP: -1.5 * np.arange(6),
+        DEPTH_FRAMES: None,
+    }[unit]
+    expected = fuse_stack(frames, z_um=z, **fuse_kw)
+    layers = _by_name(viewer)
+    label = "frame" if unit == DEPTH_FRAMES else "um"
+    want = {"stack", "stack fused", f"stack depth ({label})"}
+    if widget_values.get("confidence"):
+        want.add("stack confidence")
+    assert set(layers) == want, w.message.value
+    fused, depth = layers["stack fused"], layers[f"stack depth ({label})"]
+    assert fused.data.dtype == frames.dtype
+    assert fused.rgb == rgb
+    np.testing.assert_array_equal(fused.data, expected.image)
+    np.testing.assert_array_equal(depth.data, expected.depth)
+    for layer in (fused, depth):
+        np.testing.assert_allclose(layer.scale, (0.4, 0.5))
+        np.testing.assert_allclose(layer.translate, (3.0, -2.0))
+    meta = depth.metadata["nanoro_optics"]
+    assert meta["unit"] == expected.depth_unit == ("frame" if z is None else "um")
+    assert meta["z_um"] == (None if z is None else pytest.approx(list(z)))
+    assert meta["n_frames"] == 6
+    assert depth.colormap.name == _widget.DEPTH_COLORMAP
+    if "stack confidence" in layers:
+        np.testing.assert_array_equal(layers["stack confidence"].data, expected.confidence)
+    if not rgb:
+        assert tuple(fused.contrast_limits) == pytest.approx(tuple(src.contrast_limits))
+        assert fused.colormap.name == "magma"
+    assert w.progress.value == 6
+    assert w.last_run is not None and w.last_run.result.n_frames == 6
+    assert "fused 6 frames" in w.message.value
+
+
+# -- cancel and errors ---------------------------------------------------------------------
+def test_cancel_leaves_no_layer(viewer: Any, qtbot: Any) -> None:
+    frames = synthetic_stack((64, 64), 12, seed=1, channels=1, dtype=np.uint16).frames
+    src = viewer.add_image(frames, name="stack")
+    w = _widget_on(viewer, src)
+    aborted: list[bool] = []
+    worker = w.run()
+    assert worker is not None
+    worker.aborted.connect(lambda: aborted.append(True))
+    w.cancel()  # before the worker's first yield: it stops after one frame
+    _wait(qtbot, w)
+    assert aborted == [True]
+    assert [layer.name for layer in viewer.layers] == ["stack"]
+    assert w.last_run is None
+    assert "cancelled" in w.message.value
+    assert w.run_button.enabled and not w.cancel_button.enabled
+    # and the widget runs again afterwards
+    assert w.run() is not None
+    _wait(qtbot, w)
+    assert len(viewer.layers) == 3
+
+
+def _multiscale(viewer: Any) -> Any:
+    base = np.zeros((4, 64, 64), np.uint16)
+    return viewer.add_image([base, base[:, ::2, ::2]], name="bad", multiscale=True)
+
+
+BAD_LAYERS = {
+    "2-D grey": (lambda v: v.add_image(np.zeros((32, 40), np.uint16), name="bad"), "2-D image"),
+    "2-D RGB": (
+        lambda v: v.add_image(np.zeros((32, 40, 3), np.uint8), name="bad", rgb=True),
+        "2-D RGB image",
+    ),
+    "one frame": (
+        lambda v: v.add_image(np.zeros((1, 32, 40), np.uint16), name="bad"),
+        "single frame",
+    ),
+    "ragged (multiscale levels)": (_multiscale, "multiscale"),
+    "extra axis": (
+        lambda v: v.add_image(np.zeros((2, 3, 16, 16), np.uint16), name="bad"),
+        "split the other axes",
+    ),
+    "no layer": (lambda v: None, "no image layer"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_LAYERS))
+def test_bad_layer_gets_a_message_not_a_traceback(viewer: Any, case: str) -> None:
+    make, needle = BAD_LAYERS[case]
+    layer = make(viewer)
+    before = [lay.name for lay in viewer.layers]
+    w = _widget_on(viewer, layer)
+    assert w.run() is None
+    assert w.message.value.startswith("cannot fuse: "), w.message.value
+    assert needle in w.message.value
+    assert not w.running and w.run_button.enabled
+    assert [lay.name for lay in viewer.layers] == before
+
+
+def test_non_image_layer_is_refused_by_name(viewer: Any) -> None:
+    labels = viewer.add_labels(np.zeros((3, 16, 16), np.uint8), name="seg")
+    with pytest.raises(ValueError, match="'seg' is a Labels layer"):
+        _widget.stack_from_layer(labels)
+    w = FusionWidget(viewer)
+    assert labels not in w.layer_box.choices  # only image layers are offered
+
+
+def test_zero_z_scale_is_refused(viewer: Any) -> None:
+    src = viewer.add_image(np.zeros((3, 16, 16), np.uint16), name="s")
+    w = _widget_on(viewer, src)
+    w.depth_unit.value = DEPTH_FROM_STEP
+    w.z_step_um.value = 0.0
+    assert w.run() is None
+    assert "z step is 0.0" in w.message.value
+
+
+def test_error_in_the_fusion_is_shown_and_adds_no_layer(viewer: Any, qtbot: Any) -> None:
+    frames = synthetic_stack((48, 48), 4, seed=2, channels=1, dtype=np.float32).frames
+    frames[2, 5, 7] = np.nan
+    src = viewer.add_image(frames, name="nan")
+    w = _widget_on(viewer, src)
+    assert w.run() is not None
+    _wait(qtbot, w)
+    assert w.message.value.startswith("fusion failed: frame 2 has a non-finite pixel")
+    assert [layer.name for layer in viewer.layers] == ["nan"]
+
+
+def test_bad_option_is_refused_before_the_run(viewer: Any) -> None:
+    src = viewer.add_image(np.zeros((3, 16, 16), np.uint16), name="s")
+    w = _widget_on(viewer, src)
+    w.window_px.value = 4  # even: FusionRule refuses it
+    assert w.run() is None
+    assert "window_px must be odd" in w.message.value
+
+
+# -- off the GUI thread ---------------------------------------------------------------------
+class _Recorded:
+    """An array whose frames note when (and in which thread) they were read."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self._data = data
+        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
+        self.reads: list[tuple[float, int]] = []
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int):
+            self.reads.append((time.perf_counter(), threading.get_ident()))
+        return self._data[key]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self._data, dtype=dtype)
+
+
+def test_fusion_runs_off_the_gui_thread_while_the_event_loop_ticks(viewer: Any, qtbot: Any) -> None:
+    from qtpy.QtCore import QTimer
+
+    frames = synthetic_stack((512, 512), 20, seed=4, channels=1, dtype=np.uint16).frames
+    recorded = _Recorded(frames)
+    src = viewer.add_image(recorded, name="big", contrast_limits=(0, 65535))
+    recorded.reads.clear()  # napari's own reads while adding the layer
+    w = _widget_on(viewer, src)
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    assert w.run() is not None
+    _wait(qtbot, w)
+    timer.stop()
+    gui = threading.get_ident()
+    assert w.last_run is not None
+    assert w.last_run.thread_id != gui
+    assert len(recorded.reads) == 20
+    assert {tid for _, tid in recorded.reads} == {w.last_run.thread_id}
+    first, last = recorded.reads[0][0], recorded.reads[-1][0]
+    # the GUI thread's timer fired while the worker was between its first and last frame
+    during = [t for t in ticks if first < t < last]
+    assert during, (len(ticks), last - first)
+    np.testing.assert_array_equal(_by_name(viewer)["big fused"].data, fuse_stack(frames).image)
+
+
+# -- the reader -----------------------------------------------------------------------------
+def test_reader_opens_what_the_cli_writes(tmp_path: Path) -> None:
+    from nanoro_optics.cli import main
+
+    frames = synthetic_stack((48, 56), 4, seed=5, channels=1, dtype=np.uint16).frames
+    stack_path = tmp_path / "stack.tif"
+    import tifffile
+
+    tifffile.imwrite(stack_path, frames, photometric="minisblack")
+    out, depth, conf = tmp_path / "fused.tif", tmp_path / "depth.tif", tmp_path / "conf.tif"
+    argv = ["fuse", str(stack_path), "-o", str(out), "--depth-map", str(depth)]
+    assert main([*argv, "--confidence", str(conf), "--z-step-um", "2", "-q"]) == 0
+    expected = fuse_stack(frames, z_um=2.0 * np.arange(4))
+    assert _reader.napari_get_reader(str(out)) is None  # a plain image: napari's own reader
+    reader = _reader.napari_get_reader([str(depth), str(conf)])
+    assert reader is not None
+    (d, d_kw, d_kind), (c, c_kw, _) = reader([str(depth), str(conf)])
+    assert d_kind == "image"
+    assert d_kw["name"] == "depth depth (um)"
+    assert d_kw["metadata"]["nanoro_optics"]["unit"] == "um"
+    assert d_kw["colormap"] == _reader.DEPTH_COLORMAP
+    np.testing.assert_array_equal(d, expected.depth)
+    assert c_kw["name"] == "conf confidence"
+    np.testing.assert_array_equal(c, expected.confidence)
+    # without --z-step-um the depth is in frames, and the name says so
+    assert main([*argv, "--overwrite", "-q"]) == 0
+    ((_, kw, _),) = _reader.read_fusion(str(depth))
+    assert kw["name"] == "depth depth (frame)"
+
+
+def test_reader_opens_the_fusion_ome_tiff(viewer: Any, tmp_path: Path) -> None:
+    frames = synthetic_stack((40, 48), 4, seed=6).frames  # RGB uint8
+    res = fuse_stack(frames, z_um=[0.0, 1.0, 2.0, 3.0])
+    path = write_fusion_ome(
+        tmp_path / "r.ome.tif",
+        res.image,
+        res.depth,
+        res.confidence,
+        pixel_size_um=0.65,
+        z_um=[0.0, 1.0, 2.0, 3.0],
+        channel_names=["R", "G", "B"],
+        settings={"levels": 5},
+    )
+    reader = _reader.napari_get_reader(str(path))
+    assert reader is not None
+    layers = reader(str(path))
+    for data, kwargs, kind in layers:
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    by = _by_name(viewer)
+    assert set(by) == {"r fused", "r depth (um)", "r confidence"}
+    assert by["r fused"].rgb
+    np.testing.assert_array_equal(by["r fused"].data, res.image)
+    np.testing.assert_array_equal(by["r depth (um)"].data, res.depth)
+    np.testing.assert_array_equal(by["r confidence"].data, res.confidence)
+    for layer in by.values():
+        np.testing.assert_allclose(layer.scale, (0.65, 0.65))
+    meta = by["r depth (um)"].metadata["nanoro_optics"]
+    assert meta["z_um"] == [0.0, 1.0, 2.0, 3.0] and meta["settings"] == {"levels": 5}
+
+
+def test_reader_multichannel_ome_tiff_one_layer_per_channel(tmp_path: Path) -> None:
+    img = np.arange(2 * 8 * 10, dtype=np.uint16).reshape(8, 10, 2)
+    maps = np.zeros((8, 10), np.float32)
+    path = write_fusion_ome(
+        tmp_path / "m.ome.tiff",
+        img,
+        maps,
+        maps,
+        pixel_size_um=1.0,
+        z_um=[0.0, 1.0],
+        channel_names=["DAPI", "GFP"],
+    )
+    (fused, kw, _), *_ = _reader.read_fusion(str(path))
+    assert kw["channel_axis"] == 0 and kw["name"] == ["m fused DAPI", "m fused GFP"]
+    np.testing.assert_array_equal(np.moveaxis(fused, 0, -1), img)
+
+
+def test_reader_leaves_other_files_alone(tmp_path: Path) -> None:
+    import tifffile
+
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, np.zeros((4, 4), np.float32))
+    other_ome = tmp_path / "x.ome.tif"
+    tifffile.imwrite(other_ome, np.zeros((2, 4, 4), np.uint8), ome=True)
+    junk = tmp_path / "junk.tif"
+    junk.write_bytes(b"not a tiff")
+    for p in (plain, other_ome, junk, tmp_path / "missing.tif", tmp_path / "a.png"):
+        assert _reader.napari_get_reader(str(p)) is None, p
+    ours = write_depth_map(tmp_path / "d.tif", np.zeros((4, 4)))
+    assert _reader.napari_get_reader([str(ours), str(plain)]) is None  # all or nothing
+    with pytest.raises(ValueError, match="not a fusion result"):
+        _reader.read_fusion(str(plain))
+
+
+def test_napari_is_imported_by_the_plugin_not_the_package() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nanoro_optics, nanoro_optics.napari, nanoro_optics.io, "
+        "nanoro_optics.fusion; "
+        "print(sorted(m for m in ('napari', 'qtpy', 'PyQt6', 'PyQt5', 'magicgui', 'vispy') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_napari_finds_the_widget_and_the_reader_through_the_manifest(
+    viewer: Any, tmp_path: Path
+) -> None:
+    from npe2 import PluginManager, PluginManifest
+
+    pm = PluginManager.instance()  # make_napari_viewer's own: it discovers no plugin itself
+    try:
+        pm.get_manifest("nanoro_optics")
+    except KeyError:
+        pm.register(PluginManifest.from_distribution("nanoro_optics"))
+    _, widget = viewer.window.add_plugin_dock_widget("nanoro_optics", "Extended depth of field")
+    assert isinstance(widget, FusionWidget)
+    path = write_depth_map(tmp_path / "h.tif", np.arange(12.0).reshape(3, 4), unit="um")
+    (layer,) = viewer.open(str(path), plugin="nanoro_optics")
+    assert layer.name == "h depth (um)"
+    assert layer.colormap.name == _reader.DEPTH_COLORMAP
+    np.testing.assert_array_equal(layer.data, np.arange(12.0).reshape(3, 4))
+    # the widget follows the layer list, and picks the new (active) image layer
+    assert widget.layer_box.choices == (None, layer)
+    assert widget.layer_box.value is layer
