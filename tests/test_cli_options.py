@@ -377,3 +377,22 @@ def test_reference_middle_keeps_the_middle_frames_grid(tmp_path: Path) -> None:
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "m.tif"), ref)
     note = _cli("fuse", "stack", "-o", "n.tif", "--reference", "middle", cwd=tmp_path)
     assert "--reference does nothing without --align" in note.stderr
+
+
+def test_maps_of_an_earlier_run_beside_the_frames_are_left_out(tmp_path: Path, capsys) -> None:
+    from nanoro_optics.cli.fuse import _stack_files
+    from nanoro_optics.io import write_depth_map
+
+    frames = _frames_folder(tmp_path / "in")
+    depth = np.zeros(frames.shape[1:3], np.float32)
+    write_depth_map(tmp_path / "in" / "old_depth.tif", depth, unit="frame")
+    write_depth_map(tmp_path / "in" / "old_conf.tif", depth, kind="confidence")
+    tifffile.imwrite(tmp_path / "in" / "f9.tif", frames[0])  # a TIFF frame stays a frame
+    got = _stack_files([str(tmp_path / "in")], [])
+    assert [p.name for p in got] == ["f0.png", "f1.png", "f2.png", "f9.tif"]
+    err = capsys.readouterr().err
+    assert "old_depth.tif is a depth map of an earlier run: left out of the stack" in err
+    assert "old_conf.tif is a confidence map of an earlier run: left out of the stack" in err
+    # named as an input itself, a map is refused rather than fused as a frame
+    with pytest.raises(ValueError, match=r"old_depth\.tif is a depth map written by nanoro-optics"):
+        _stack_files([str(tmp_path / "in" / "f0.png"), str(tmp_path / "in" / "old_depth.tif")], [])

@@ -578,3 +578,21 @@ def test_as_frames_refuses_a_missing_path_before_reading_anything(tmp_path: Path
         as_frames([tmp_path / "a.png", tmp_path / "typo.png"])  # fails now, not mid-stack
     with pytest.raises(ValueError, match="matches no file"):
         as_frames(str(tmp_path / "*.tif"))
+
+
+def test_map_record_tells_the_maps_written_by_write_depth_map(tmp_path):
+    from nanoro_optics.io import map_record, write_depth_map
+
+    d = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    write_depth_map(tmp_path / "z.tif", d, unit="um")
+    write_depth_map(tmp_path / "c.tiff", d, kind="confidence")
+    tifffile.imwrite(tmp_path / "frame.tif", d)  # plain TIFF: no record
+    tifffile.imwrite(tmp_path / "other.tif", d, description='{"nanoro_optics": "no dict"}')
+    (tmp_path / "broken.tif").write_bytes(b"II*\0 not really")
+    (tmp_path / "z.png").write_bytes(b"")
+    assert map_record(tmp_path / "z.tif") == {"kind": "depth", "unit": "um"}
+    assert map_record(str(tmp_path / "c.tiff")) == {"kind": "confidence", "unit": None}
+    for name in ("frame.tif", "other.tif", "broken.tif", "z.png", "missing.tif"):
+        assert map_record(tmp_path / name) is None, name
+    with pytest.raises(TypeError, match="path must be a str"):
+        map_record(3)  # type: ignore[arg-type]

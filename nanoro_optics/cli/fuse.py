@@ -234,7 +234,9 @@ def _is_output(path: Path, targets: list[tuple[str, Path]]) -> str | None:
 def _stack_files(inputs: list[str], targets: list[tuple[str, Path]]) -> list[Path]:
     """List the frames' files; outputs found in a folder or by a pattern are left out.
 
-    An output named as an input file itself is refused: the user asked to read it.
+    So are the depth and confidence maps an earlier run wrote there (recognised by the record
+    :func:`~nanoro_optics.io.write_depth_map` keeps in them). An output, or such a map, named
+    as an input file itself is refused: the user asked to read it.
     """
     from .. import io as nio
 
@@ -243,12 +245,20 @@ def _stack_files(inputs: list[str], targets: list[tuple[str, Path]]) -> list[Pat
         explicit = Path(item).expanduser().is_file()
         for f in nio.list_stack_files(item):
             flag = _is_output(f, targets)
-            if flag is None:
+            record = nio.map_record(f) if flag is None else None
+            if flag is None and record is None:
                 files.append(f)
-            elif explicit:
+            elif flag is not None and explicit:
                 raise ValueError(f"{flag} {f} is one of the input files; refusing to overwrite it")
-            else:
+            elif flag is not None:
                 _note(f"{f} is the output of {flag}: left out of the stack")
+            elif explicit:
+                raise ValueError(
+                    f"{f} is a {record['kind']} map written by nanoro-optics, not a frame; "
+                    "leave it out of the inputs"
+                )
+            else:  # an earlier run's map left beside the frames
+                _note(f"{f} is a {record['kind']} map of an earlier run: left out of the stack")
     if not files:
         raise ValueError(f"empty stack: {' '.join(inputs)} holds no frame besides the outputs")
     return files
