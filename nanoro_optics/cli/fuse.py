@@ -245,13 +245,16 @@ def _stack_files(inputs: list[str], targets: list[tuple[str, Path]]) -> list[Pat
         explicit = Path(item).expanduser().is_file()
         for f in nio.list_stack_files(item):
             flag = _is_output(f, targets)
-            record = nio.map_record(f) if flag is None else None
-            if flag is None and record is None:
-                files.append(f)
-            elif flag is not None and explicit:
-                raise ValueError(f"{flag} {f} is one of the input files; refusing to overwrite it")
-            elif flag is not None:
+            if flag is not None:
+                if explicit:
+                    raise ValueError(
+                        f"{flag} {f} is one of the input files; refusing to overwrite it"
+                    )
                 _note(f"{f} is the output of {flag}: left out of the stack")
+                continue
+            record = nio.map_record(f)
+            if record is None:
+                files.append(f)
             elif explicit:
                 raise ValueError(
                     f"{f} is a {record['kind']} map written by nanoro-optics, not a frame; "
