@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
     from ._first_run import announce_compile
 
-    announce_compile(depth=True, align=False, stream=sys.stderr)
+    announce_compile(depth=True, align=False, depth_um=True, stream=sys.stderr)
     s = run_demo(
         args.out,
         seed=args.seed,

@@ -317,7 +317,12 @@ def run(args: argparse.Namespace) -> int:
         options["align_reference"] = reference_transform(frames_again, "middle")
         fuser = new_fuser()
     if not args.quiet:
-        announce_compile(depth=track, align=options["align"], stream=sys.stderr)
+        announce_compile(
+            depth=track,
+            align=options["align"],
+            depth_um=args.z_step_um is not None,
+            stream=sys.stderr,
+        )
     tiffs = any(f.suffix.lower() in (".tif", ".tiff") for f in files)
     progress = _Progress(None if tiffs else len(files), sys.stderr, not args.quiet)
     t0 = time.perf_counter()

@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     if not quiet:
         print(f"fusing into {args.out} ...", flush=True)
     if args.scheduler is None:  # the local cluster's kernels compile here, before it starts
-        announce_compile(depth=True, align=align, stream=sys.stderr)
+        announce_compile(
+            depth=True, align=align, depth_um=args.z_step_um is not None, stream=sys.stderr
+        )
     try:
         report = fuse_many(
             args.stacks,
