@@ -134,7 +134,19 @@ FUSER_OPTIONS: tuple[FuserOption, ...] = (
         {
             "type": int,
             "metavar": "PX",
-            "help": "side of the activity window in px, odd, 1 to 15 (default 5)",
+            "help": "side of the activity window in px at the two finest levels, odd, 1 to 15 "
+            "(default 5)",
+        },
+    ),
+    FuserOption(
+        ("--coarse-window",),
+        "coarse_window_px",
+        "coarse_window_px",
+        {
+            "type": int,
+            "metavar": "PX",
+            "help": "the same from the third level on (default 1: each coefficient's own "
+            "energy, which keeps occluding edges from spreading onto the background)",
         },
     ),
     FuserOption(

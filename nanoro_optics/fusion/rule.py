@@ -1,7 +1,8 @@
 """The selection rule of the focus fuser: activity, soft selection, consistency across scales.
 
 For every coefficient of the finest ``focus_levels`` band-pass levels the rule measures an
-*activity*: the mean, over a ``window_px`` square, of the energy of the Laplacian
+*activity*: the mean, over a ``window_px`` square (``coarse_window_px`` from the third level
+on), of the energy of the Laplacian
 coefficients summed over the channels, each channel weighted by ``1 / (C sigma_c**2)``
 where ``sigma_c`` is that channel's noise (estimated from the first frame, see
 :func:`~nanoro_optics.fusion.stack.estimate_noise`, or given as ``noise_dn``) -- the
@@ -28,7 +29,13 @@ with weights ``(a_k / max_j a_j) ** sharpness``:
   coefficients, which, where frames differ in brightness or position at coarse scales,
   would pick contradictory frames level by level and overshoot (dark or bright bands);
 * the window and the inherited activity act as the consistency filter: a coefficient's choice
-  follows its neighbours and the finer scales, not the noise of a single coefficient.
+  follows its neighbours and the finer scales, not the noise of a single coefficient;
+* from the third level on (scales of 4 px and more) the window is ``coarse_window_px``, 1 by
+  default: there each coefficient answers to its own energy (plus what it inherits), as in
+  the max-abs rule. A wide window at these scales lets a sharp occluding edge's energy
+  spread several pixels onto the background beside it, which then takes the edge's frame
+  and with it the glow of the blurred foreground; the two finest levels, where the noise
+  is, keep the wide window (and the depth map, measured at level 1, is unchanged).
 
 The collapsed image is finally kept inside the range the frames recorded at each pixel (see
 :class:`~nanoro_optics.fusion.stack.StackFuser`).
@@ -65,7 +72,11 @@ class FusionRule:
         Exponent of the soft weights ``(a / a_max) ** sharpness``, 1 to 64; ``None`` is the hard
         maximum-activity rule (ties broken by the coefficient values, not by frame order).
     window_px : int, optional
-        Side of the square window of the local energy, odd, 1 to 15 px.
+        Side of the square window of the local energy at the two finest levels, odd, 1 to
+        15 px (of that level).
+    coarse_window_px : int, optional
+        The same at the coarser measured levels (the third to the ``focus_levels``-th), odd,
+        1 to 15; 1 (default) measures each coefficient's own energy.
     inherit : float, optional
         Weight of the finer level's activity in a level's activity, 0 to 100.
     min_confidence : float, optional
@@ -73,7 +84,7 @@ class FusionRule:
         it is filled from the confident pixels around it, or NaN with ``fill_depth=False``.
     focus_levels : int, optional
         Number of the finest band-pass levels whose own energy measures focus, 1 to 32;
-        coarser levels follow them (default 3: scales up to about 8 px).
+        coarser levels follow them (default 4: scales up to about 16 px).
     noise_floor : float, optional
         Activity floor in units of the noise energy (> 0); larger values average more of
         the flat, noise-only regions and select less of the detail near the noise.
@@ -84,19 +95,21 @@ class FusionRule:
 
     sharpness: int | None = 4
     window_px: int = 5
+    coarse_window_px: int = 1
     inherit: float = 1.0
     min_confidence: float = 0.6
-    focus_levels: int = 3
+    focus_levels: int = 4
     noise_floor: float = 0.25
     fill_depth: bool = True
 
     def __post_init__(self) -> None:
         if self.sharpness is not None:
             object.__setattr__(self, "sharpness", check_int(self.sharpness, "sharpness", 1, 64))
-        window = check_int(self.window_px, "window_px", 1, 15)
-        if window % 2 == 0:
-            raise ValueError(f"window_px must be odd, got {window}")
-        object.__setattr__(self, "window_px", window)
+        for name in ("window_px", "coarse_window_px"):
+            window = check_int(getattr(self, name), name, 1, 15)
+            if window % 2 == 0:
+                raise ValueError(f"{name} must be odd, got {window}")
+            object.__setattr__(self, name, window)
         object.__setattr__(self, "inherit", check_range(self.inherit, "inherit", 0.0, 100.0))
         object.__setattr__(
             self, "min_confidence", check_range(self.min_confidence, "min_confidence", 0.0, 1.0)

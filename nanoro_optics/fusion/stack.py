@@ -253,8 +253,8 @@ class StackFuser:
         exactly as it would alone. Checked against the first frame's channels.
     **rule_options
         Options of :class:`~nanoro_optics.fusion.rule.FusionRule`: ``sharpness``,
-        ``window_px``, ``inherit``, ``min_confidence``, ``focus_levels``, ``noise_floor``,
-        ``fill_depth``.
+        ``window_px``, ``coarse_window_px``, ``inherit``, ``min_confidence``, ``focus_levels``,
+        ``noise_floor``, ``fill_depth``.
 
     Notes
     -----
@@ -703,7 +703,7 @@ class StackFuser:
         rule = self.rule
         hard = rule.sharpness is None
         power = 1 if rule.sharpness is None else int(rule.sharpness)
-        radius = rule.window_px // 2
+        radii = (rule.window_px // 2, rule.coarse_window_px // 2)  # levels 0-1, 2 on
         g: np.ndarray = self._plane  # type: ignore[assignment]
         inherited = self._dummy2
         for lev in range(self.levels):
@@ -731,7 +731,7 @@ class StackFuser:
                 self._coded,
                 first,
                 self._lum,
-                radius,
+                radii[0] if lev < 2 else radii[1],
                 np.float32(rule.inherit if lev > 0 else 0.0),
                 np.float32(self._eps),
                 power,
