@@ -74,13 +74,20 @@ def test_options_not_given_pass_nothing_so_the_library_defaults_apply() -> None:
 
 
 def test_every_option_maps_to_its_fuser_keyword() -> None:
-    args = _parser().parse_args(
-        ["--align", "--levels", "4", "--sharpness", "9", "--window", "7", "--inherit", "0.5"]
-    )
+    argv = ["--align", "--levels", "4", "--sharpness", "9", "--window", "7", "--inherit", "0.5"]
+    args = _parser().parse_args([*argv, "--coarse-window", "1"])
     opts = fuser_options(args)
-    assert opts == {"align": True, "levels": 4, "sharpness": 9, "window_px": 7, "inherit": 0.5}
+    assert opts == {
+        "align": True,
+        "levels": 4,
+        "sharpness": 9,
+        "window_px": 7,
+        "coarse_window_px": 1,
+        "inherit": 0.5,
+    }
     fuser = StackFuser(**opts)  # every keyword is one the fuser takes
-    assert (fuser.rule.sharpness, fuser.rule.window_px, fuser.rule.inherit) == (9, 7, 0.5)
+    rule = fuser.rule
+    assert (rule.sharpness, rule.window_px, rule.coarse_window_px, rule.inherit) == (9, 7, 1, 0.5)
 
 
 @pytest.mark.parametrize("argv", [["--hard"], ["--sharpness", "hard"], ["--sharpness", "HARD"]])

@@ -141,7 +141,8 @@ def ref_fuse_pyramid(
             if inherited is not None:
                 a += rule.inherit * inherited
             if k < min(levels - 1, rule.focus_levels):
-                a += ref_box_mean(lev**2 @ lum, rule.window_px // 2)
+                coarse = rule.window_px if rule.coarse_window_px is None else rule.coarse_window_px
+                a += ref_box_mean(lev**2 @ lum, (rule.window_px if k < 2 else coarse) // 2)
             act.append(a)
             inherited = ref_tent_decimate(a)
         pyrs.append(pyr)
@@ -263,6 +264,30 @@ def test_streaming_fusion_matches_reference(small_stack, sharpness, grey, dtype)
         diff = np.abs(fuser.result().image.astype(int) - img.astype(int))
         assert diff.max() <= 1  # a value within the fixed-point rounding of .5
         assert (diff > 0).mean() < 0.02
+
+
+@pytest.mark.parametrize("coarse", [1, 3, 9])
+def test_coarse_window_is_used_from_the_third_level_on(small_stack, coarse):
+    frames = small_stack.frames[:, :48, :64].astype(np.float32)
+    levels = 5
+    fuser = StackFuser(levels=levels, focus_levels=4, coarse_window_px=coarse)
+    for f in frames:
+        fuser.add(f)
+    ref = ref_fuse_pyramid(frames, levels, fuser.rule, fuser._eps, fuser.noise_dn)
+    for k in range(levels):
+        got = np.moveaxis(fuser._fused_levels()[k], 0, -1)
+        np.testing.assert_allclose(got, ref[k], rtol=1e-4, atol=2e-3)
+    # the two finest levels keep window_px: only the coarser ones change
+    same = StackFuser(levels=levels, focus_levels=4)
+    for f in frames:
+        same.add(f)
+    for k in range(levels):
+        a, b = fuser._fused_levels()[k], same._fused_levels()[k]
+        assert np.array_equal(a, b) == (k < 2 or coarse == 5)
+    with pytest.raises(ValueError, match="coarse_window_px must be odd, got 4"):
+        StackFuser(coarse_window_px=4)
+    with pytest.raises(ValueError, match="coarse_window_px"):
+        StackFuser(coarse_window_px=17)
 
 
 @settings(max_examples=10, deadline=None)

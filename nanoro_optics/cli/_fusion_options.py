@@ -145,8 +145,9 @@ FUSER_OPTIONS: tuple[FuserOption, ...] = (
         {
             "type": int,
             "metavar": "PX",
-            "help": "the same from the third level on (default 1: each coefficient's own "
-            "energy, which keeps occluding edges from spreading onto the background)",
+            "help": "the same from the third level on (default: --window); 1 measures each "
+            "coefficient's own energy there, which keeps sharp occluding edges from "
+            "spreading onto the background",
         },
     ),
     FuserOption(

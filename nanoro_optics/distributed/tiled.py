@@ -500,10 +500,9 @@ def fuse_tiled(
 
         second = rows_of(1) if frames.n_frames > 1 else None
         rule_options = {**rule_options, "noise_dn": noise_sigma(rows_of(0), second)}
-    # the widest window any level uses (a bound: the fine levels' is usually the wider)
-    window = max(
-        int(rule_options.get("window_px", 5)), int(rule_options.get("coarse_window_px", 1))
-    )
+    # the widest window any level uses
+    window = int(rule_options.get("window_px", 5))
+    window = max(window, int(rule_options.get("coarse_window_px") or window))
     margin = tile_margin_px(n_levels, window_px=window)
     boxes = list(_tiles(h, w, tile, margin, 2 ** (n_levels - 1)))
 

@@ -703,7 +703,8 @@ class StackFuser:
         rule = self.rule
         hard = rule.sharpness is None
         power = 1 if rule.sharpness is None else int(rule.sharpness)
-        radii = (rule.window_px // 2, rule.coarse_window_px // 2)  # levels 0-1, 2 on
+        coarse = rule.window_px if rule.coarse_window_px is None else rule.coarse_window_px
+        radii = (rule.window_px // 2, coarse // 2)  # levels 0-1, 2 on
         g: np.ndarray = self._plane  # type: ignore[assignment]
         inherited = self._dummy2
         for lev in range(self.levels):
