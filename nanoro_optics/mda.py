@@ -27,6 +27,7 @@ References
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -257,15 +258,7 @@ class IndexMismatch:
 
     def settings(self) -> dict[str, Any]:
         """Return the correction's parameters (JSON-serialisable), as recorded in files."""
-        return {
-            "interface_um": self.interface_um,
-            "na": self.na,
-            "n_immersion": self.n_immersion,
-            "n_sample": self.n_sample,
-            "model": self.model,
-            "wavelength_um": self.wavelength_um,
-            "function": "nanoro_optics.psf.actual_depth_um",
-        }
+        return {**dataclasses.asdict(self), "function": "nanoro_optics.psf.actual_depth_um"}
 
 
 @functools.lru_cache(maxsize=64)

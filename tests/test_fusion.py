@@ -141,8 +141,8 @@ def ref_fuse_pyramid(
             if inherited is not None:
                 a += rule.inherit * inherited
             if k < min(levels - 1, rule.focus_levels):
-                coarse = rule.window_px if rule.coarse_window_px is None else rule.coarse_window_px
-                a += ref_box_mean(lev**2 @ lum, (rule.window_px if k < 2 else coarse) // 2)
+                window = rule.window_px if k < 2 else rule.coarse_window_px or rule.window_px
+                a += ref_box_mean(lev**2 @ lum, window // 2)
             act.append(a)
             inherited = ref_tent_decimate(a)
         pyrs.append(pyr)

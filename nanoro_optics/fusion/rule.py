@@ -105,9 +105,10 @@ class FusionRule:
     def __post_init__(self) -> None:
         if self.sharpness is not None:
             object.__setattr__(self, "sharpness", check_int(self.sharpness, "sharpness", 1, 64))
-        for name in ("window_px", "coarse_window_px"):
-            if getattr(self, name) is None and name == "coarse_window_px":
-                continue
+        given = (
+            ("window_px",) if self.coarse_window_px is None else ("window_px", "coarse_window_px")
+        )
+        for name in given:
             window = check_int(getattr(self, name), name, 1, 15)
             if window % 2 == 0:
                 raise ValueError(f"{name} must be odd, got {window}")
@@ -124,6 +125,12 @@ class FusionRule:
         if floor <= 0:
             raise ValueError(f"noise_floor must be > 0, got {floor}")
         object.__setattr__(self, "noise_floor", floor)
+
+    def window_at(self, level: int) -> int:
+        """Return the activity window (px of that level) the rule uses at pyramid ``level``."""
+        if level < 2 or self.coarse_window_px is None:
+            return self.window_px
+        return self.coarse_window_px
 
     def replace(self, **changes: Any) -> FusionRule:
         """Return a copy with ``changes`` applied (and validated)."""

@@ -703,8 +703,6 @@ class StackFuser:
         rule = self.rule
         hard = rule.sharpness is None
         power = 1 if rule.sharpness is None else int(rule.sharpness)
-        coarse = rule.window_px if rule.coarse_window_px is None else rule.coarse_window_px
-        radii = (rule.window_px // 2, coarse // 2)  # levels 0-1, 2 on
         g: np.ndarray = self._plane  # type: ignore[assignment]
         inherited = self._dummy2
         for lev in range(self.levels):
@@ -732,7 +730,7 @@ class StackFuser:
                 self._coded,
                 first,
                 self._lum,
-                radii[0] if lev < 2 else radii[1],
+                rule.window_at(lev) // 2,
                 np.float32(rule.inherit if lev > 0 else 0.0),
                 np.float32(self._eps),
                 power,

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from nanoro_optics.io import DEPTH_MAP_KEY, FUSION_OME_NAMESPACE
+from nanoro_optics.io import FUSION_OME_NAMESPACE, map_record
 
 __all__ = ["file_kind", "napari_get_reader", "read_fusion"]
 
@@ -57,13 +57,7 @@ def file_kind(path: str | os.PathLike[str]) -> str | None:
         return None
     if text.lstrip().startswith("<?xml") or text.lstrip().startswith("<OME"):
         return "ome" if FUSION_OME_NAMESPACE in text else None
-    if DEPTH_MAP_KEY in text:
-        try:
-            record = json.loads(text).get(DEPTH_MAP_KEY)
-        except (ValueError, AttributeError):
-            return None
-        return "map" if isinstance(record, dict) else None
-    return None
+    return "map" if map_record(p) is not None else None
 
 
 def napari_get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]] | None:
@@ -129,9 +123,10 @@ def _limits(a: np.ndarray) -> tuple[float, float]:
 def _read_map(p: Path) -> LayerData:
     import tifffile
 
-    with tifffile.TiffFile(p) as tif:
-        data = tif.asarray()
-        record = dict(json.loads(str(tif.pages.first.description))[DEPTH_MAP_KEY])
+    record = map_record(p)
+    if record is None:
+        raise ValueError(f"{p} is not a depth or confidence map of write_depth_map")
+    data = tifffile.imread(p)
     meta = {"nanoro_optics": {**record, "path": str(p)}}
     if record.get("kind") == "confidence":
         kw = {"name": f"{p.stem} confidence", "colormap": "gray", "contrast_limits": (0.0, 1.0)}
