@@ -386,6 +386,23 @@ def _iter_file(path: Path, buffers: Any = None) -> Iterator[np.ndarray]:
         yield _read_single(path, buffers)
 
 
+class _FileDecoder:
+    """Decodes stack files one after another into buffers of its own (one per thread).
+
+    8-bit PNG frames land in the same memory every time: a frame lives only until the next
+    file is read with the same decoder.
+    """
+
+    def __init__(self) -> None:
+        from ._png import PngBuffers
+
+        self._buffers = PngBuffers()
+
+    def frames(self, path: PathLike) -> Iterator[np.ndarray]:
+        """Yield the frames of one file (the pages of a TIFF, else the one image)."""
+        yield from _iter_file(Path(path), self._buffers)
+
+
 def _to_gray(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         return image.astype(np.float32)

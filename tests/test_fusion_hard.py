@@ -240,6 +240,71 @@ def test_range_given_afterwards_gives_the_same_image_with_less_memory():
     assert lean._lo is None and lean._hi is None
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_collapsing_at_close_gives_the_same_result(dtype):
+    s = scene_stack("occlusion", (40, 56), 5, seed=4)
+    frames = s.frames.astype(dtype) * (257 if dtype == np.uint16 else 1)
+    kept = fuse_stack(frames)
+    fuser = StackFuser(keep_range=False)
+    for f in frames:
+        fuser.add(f)
+    fuser.close(collapse=True)
+    assert fuser._acc == [] and fuser._built is not None  # the pyramid went: the image stays
+    fuser.close(collapse=True)  # again: nothing more to do
+    fuser.set_range(*frame_range(frames))
+    first = fuser.result()  # not released: the same answer twice
+    np.testing.assert_array_equal(first.image, kept.image)
+    np.testing.assert_array_equal(first.depth, kept.depth)
+    again = fuser.result(release=True)
+    np.testing.assert_array_equal(again.image, kept.image)
+    with pytest.raises(RuntimeError, match="released"):
+        fuser.result()
+    one = StackFuser()
+    one.add(frames[0])
+    one.close(collapse=True)  # one frame comes back as it is
+    np.testing.assert_array_equal(one.image(), frames[0])
+    with pytest.raises(TypeError, match="collapse"):
+        StackFuser().close(collapse="yes")
+
+
+def test_range_of_files_read_by_two_threads_equals_the_frames_range(tmp_path):
+    from nanoro_optics.io import write_image
+
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 256, (7, 33, 47, 3), dtype=np.uint8)
+    for k, f in enumerate(frames):  # PNG (decoded into each thread's own buffers) and TIFF
+        write_image(tmp_path / f"z{k:02d}.{'png' if k % 2 else 'tif'}", f)
+    files = sorted(tmp_path.iterdir())
+    want = (frames.min(axis=0), frames.max(axis=0))
+    for threads in (1, 2, 3, 64):
+        lo, hi = frame_range(files, threads=threads)
+        np.testing.assert_array_equal(lo, want[0])
+        np.testing.assert_array_equal(hi, want[1])
+    lo, hi = frame_range(str(tmp_path))  # a folder, like the fuser takes
+    np.testing.assert_array_equal(hi, want[1])
+    # a multi-page TIFF: every page counts
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "pages.tif", frames[:, :, :, 0])
+    lo, hi = frame_range([tmp_path / "pages.tif"])
+    np.testing.assert_array_equal(hi, frames[:, :, :, 0].max(axis=0))
+    # a file of another size is named, whichever thread reads it
+    write_image(tmp_path / "z99.png", frames[0, :-1])
+    with pytest.raises(ValueError, match=r"z99\.png has shape \(32, 47, 3\)"):
+        frame_range(sorted(tmp_path.glob("z*")), threads=2)
+    (tmp_path / "z99.png").unlink()
+    (tmp_path / "z50.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    with pytest.raises(ValueError, match=r"z50\.png"):
+        frame_range(sorted(tmp_path.glob("z*")), threads=2)
+    with pytest.raises(FileNotFoundError):
+        frame_range([tmp_path / "missing.png"])
+    for bad in (0, 65, 1.5, None):
+        with pytest.raises((TypeError, ValueError), match="threads"):
+            frame_range(files, threads=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="finite"):
+        frame_range([np.zeros((4, 4)), np.full((4, 4), np.nan)])
+
+
 def test_alignment_to_the_middle_frame_keeps_its_grid(tmp_path):
     from nanoro_optics.fusion import synthetic_stack
     from nanoro_optics.fusion.align import FrameAligner, reference_transform

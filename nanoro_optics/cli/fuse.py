@@ -28,6 +28,7 @@ from ._fusion_options import (
     fuser_options,
     unused_option_notes,
 )
+from ._memory import fix_mmap_threshold
 
 COMMAND = "fuse"
 HELP = "Fuse a focus stack (image files, a folder, a multi-page TIFF) into one sharp image."
@@ -351,9 +352,14 @@ def run(args: argparse.Namespace) -> int:
     conf: np.ndarray | None = None
     unit = ""
     if not keep_range:
-        fuser.close()  # its work buffers go before the frames are read again
+        # its work buffers go, and its pyramid becomes the image, before the frames are
+        # read again (two files at a time); from here on, frame-sized buffers freed go
+        # back to the system at once (not earlier: the fusing loop's kernels would then
+        # map and fault in their scratch memory for every frame, 50 % slower)
+        fix_mmap_threshold()
+        fuser.close(collapse=True)
         # handed over: the fuser frees the two maps once the image is built
-        fuser.set_range(*frame_range(f.image for f in nio.iter_frames(files, reuse_buffer=True)))
+        fuser.set_range(*frame_range(files, threads=2))
     if not track:  # no depth map asked for: do not build one
         image = fuser.image(release=True)
     else:
