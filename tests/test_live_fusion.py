@@ -563,6 +563,56 @@ def test_handler_restores_the_callers_numba_threads() -> None:
     _assert_same(got[0].depth_um, ref.depth)
 
 
+def test_finish_in_background_returns_before_the_last_group_is_written(tmp_path: Path) -> None:
+    """sequenceFinished hands the last group over and returns; wait() says when it is done,
+    and a non-daemon thread keeps an exiting interpreter alive until then."""
+    import threading
+
+    release = threading.Event()
+    got: list[FusedGroup] = []
+
+    def slow(group: FusedGroup) -> None:  # the last group's callback holds the finisher
+        assert release.wait(30.0)
+        got.append(group)
+
+    live = LiveFusion(
+        slow, out_dir=tmp_path, pixel_size_um=PIXEL_UM, levels=2, finish_in_background=True
+    )
+    seq = _sequence(channels=["A"], stage_positions=[(None, None, 10.0)])
+    live.sequenceStarted(seq, {})
+    with pytest.raises(RuntimeError, match="still running"):
+        live.wait(0.0)
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 4000, (len(Z_REL), *SHAPE)).astype(np.uint16)
+    for z, frame in enumerate(frames):
+        live.frameReady(frame, _event(p=0, c=0, z=z), {})
+    live.sequenceFinished(seq)  # returns with the group still being finished
+    assert got == [] and live.wait(timeout_s=0.05) is False
+    keepers = [t for t in threading.enumerate() if t.name == "LiveFusion-outputs"]
+    assert keepers and not any(t.daemon for t in keepers)
+    with pytest.raises(ValueError, match="timeout_s"):
+        live.wait(-1.0)
+    release.set()
+    assert live.wait() is True and live.wait() is True
+    assert live.errors == [] and live.n_done == 1 and len(got) == 1
+    ref = fuse_stack(frames, z_um=[10.0 + z for z in Z_REL], levels=2)
+    _assert_same(got[0].image, ref.image)
+    with tifffile.TiffFile(got[0].path) as tif:
+        _assert_same(tif.series[0].asarray(), ref.image)
+    for t in keepers:
+        t.join(5.0)
+        assert not t.is_alive()
+    with pytest.raises(TypeError, match="finish_in_background"):
+        LiveFusion(finish_in_background="yes")
+
+
+def test_run_waits_for_the_outputs_in_background_mode(rig: Any, tmp_path: Path) -> None:
+    core, _ = rig
+    live = LiveFusion(out_dir=tmp_path, levels=2, finish_in_background=True)
+    live.run(core, _sequence())
+    assert live.n_done == 4 and live.errors == [] and len(list(tmp_path.iterdir())) == 4
+
+
 def test_threads_is_checked() -> None:
     from nanoro_optics.mda import _max_threads
 
