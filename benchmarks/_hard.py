@@ -119,12 +119,24 @@ def scores(img: np.ndarray, scene: Any) -> dict[str, float]:
     return out
 
 
-def depth_scores(depth: np.ndarray, scene: Any) -> dict[str, float]:
+def depth_scores(
+    depth: np.ndarray, scene: Any, confidence: np.ndarray | None = None
+) -> dict[str, float]:
+    """Depth RMSE (frames) and coverage over the pixels of known depth; with ``confidence``,
+    the shares of the wrong pixels (off by more than 2 frames) and of the right ones (within
+    1 frame) that it tells as weak (below 0.5)."""
     known = np.isfinite(scene.depth)
     got = np.isfinite(depth) & known
     cov = float(got.sum() / max(known.sum(), 1))
     rmse = float(np.sqrt(np.mean((depth[got] - scene.depth[got]) ** 2))) if got.any() else np.nan
-    return dict(depth_rmse_frames=rmse, depth_coverage=cov)
+    out = dict(depth_rmse_frames=rmse, depth_coverage=cov)
+    if confidence is not None and got.any():
+        err = np.abs(depth[got] - scene.depth[got])
+        weak = confidence[got] < 0.5
+        wrong, right = err > 2.0, err < 1.0
+        out["wrong_told"] = float(weak[wrong].mean()) if wrong.any() else np.nan
+        out["right_told"] = float(weak[right].mean()) if right.any() else np.nan
+    return out
 
 
 def write_tiffs(frames: np.ndarray, folder: Path) -> list[Path]:

@@ -236,7 +236,7 @@ def hard_case(kind: str, n: int, size: int, tmp: Path, peers: bool) -> list[dict
             tool="nanoro_optics",
             wall_s=wall,
             **_hard.scores(res.image, scene),
-            **_hard.depth_scores(res.depth, scene),
+            **_hard.depth_scores(res.depth, scene, res.confidence),
             weak_fraction=float(np.mean(res.confidence < 0.5)),
         )
     ]
@@ -443,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         "rss_mb_per_mp",
         "depth_rmse_frames",
         "depth_coverage",
+        "wrong_told",
+        "right_told",
         "halo_ratio",
         "band_rmse_dn",
         "far_rmse_dn",

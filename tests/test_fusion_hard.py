@@ -188,6 +188,47 @@ def test_depth_of_a_thick_sample_is_covered_and_sub_frame(n):
         assert np.abs(err[weak]).mean() > np.abs(err[~weak]).mean()
 
 
+def test_spread_discount_matches_a_numpy_reference():
+    from nanoro_optics.fusion import _kernels
+
+    rng = np.random.default_rng(3)
+    est = rng.uniform(0, 12, (30, 40)).astype(np.float32)
+    conf = rng.uniform(0, 1, (30, 40)).astype(np.float32)
+    conf[0, :5] = 0.0  # no weight in the window: the confidence stays as it is
+    wsum = conf.copy()  # a window of one pixel, and wider ones, through the sums below
+    fsum = (est * conf).astype(np.float32)
+    qsum = (est * est * conf + rng.uniform(0, 9, est.shape) * conf).astype(np.float32)
+    got = conf.copy()
+    _kernels.discount_spread(got, wsum, fsum, qsum, 1.5, 3.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m = fsum.astype(float) / wsum
+        sd = np.sqrt(np.maximum(qsum.astype(float) / wsum - m * m, 0.0))
+    want = np.where(wsum > 1e-6, conf * np.clip((3.0 - sd) / 1.5, 0.0, 1.0), conf)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert (got <= conf).all()
+
+
+def test_confidence_tells_the_wrong_depths_beside_occluding_edges(monkeypatch):
+    """Beside an occluding edge the background takes the foreground's frame (its glow);
+    the spread of the estimates there lowers the confidence, not the depth."""
+    import nanoro_optics.fusion.depth as depth_mod
+
+    s = scene_stack("occlusion", (256, 256), 15, seed=3)
+    res = fuse_stack(s.frames)
+    monkeypatch.setattr(depth_mod, "SPREAD_LO", 1e9)
+    monkeypatch.setattr(depth_mod, "SPREAD_HI", 2e9)
+    plain = fuse_stack(s.frames)  # the contrast confidence alone
+    np.testing.assert_array_equal(res.depth, plain.depth)  # the depth does not change
+    assert (res.confidence <= plain.confidence + 1e-6).all()
+    err = np.abs(res.depth - s.depth)
+    wrong, right = err > 2.0, err < 1.0
+    assert wrong.mean() > 0.03  # the case this is about is in the scene
+    told = (res.confidence < 0.5)[wrong].mean()
+    told_before = (plain.confidence < 0.5)[wrong].mean()
+    assert told > 0.75 and told_before < 0.25  # (measured 0.89 and 0.06 at 512 px)
+    assert (res.confidence < 0.5)[right].mean() < 0.1  # few right ones told
+
+
 def test_fuse_stack_reads_a_folder_and_checks_z_before_fusing(tmp_path):
     from nanoro_optics.io import write_image
 

@@ -811,6 +811,27 @@ def depth_estimate(idx, before, best, after, amin, coded, extra, log_noise, log_
 
 
 @njit(parallel=True)
+def discount_spread(conf, wsum, fsum, qsum, s_lo, s_hi):
+    """In place: ``conf *= clip((s_hi - s) / (s_hi - s_lo), 0, 1)`` where ``wsum > 1e-6``.
+
+    ``s = sqrt(qsum / wsum - (fsum / wsum) ** 2)`` is the weighted standard deviation of the
+    estimates under the smoothing window (``wsum``, ``fsum``, ``qsum``: the window's sums of
+    the weights, of the weighted estimates and of the weighted squares), computed in float64.
+    """
+    h, w = conf.shape
+    tiny = 1e-6
+    span = s_hi - s_lo
+    for r in prange(h):
+        for j in range(w):
+            ws = np.float64(wsum[r, j])
+            if ws > tiny:
+                m = np.float64(fsum[r, j]) / ws
+                s = np.sqrt(max(np.float64(qsum[r, j]) / ws - m * m, 0.0))
+                f = min(max((s_hi - s) / span, 0.0), 1.0)
+                conf[r, j] = np.float32(np.float64(conf[r, j]) * f)
+
+
+@njit(parallel=True)
 def normalize_depth(frac, wsum, fsum, hi):
     """In place: ``frac = fsum / wsum`` where ``wsum > 1e-6`` (else kept), clipped to ``[0, hi]``.
 
@@ -826,11 +847,11 @@ def normalize_depth(frac, wsum, fsum, hi):
 
 
 @njit(parallel=True)
-def upsample_depth(frac, conf, factor, min_conf, depth_out, conf_out):
-    """Upsample the depth and its confidence bilinearly by ``factor``.
+def upsample_depth(frac, conf, shown, factor, min_conf, depth_out, conf_out):
+    """Upsample the depth and the confidence ``shown`` bilinearly by ``factor``.
 
     Input sample ``i`` sits at output ``factor * i``; ``depth_out`` is NaN where the
-    upsampled confidence is below ``min_conf``.
+    upsampled ``conf`` (which may differ from ``shown``) is below ``min_conf``.
     """
     h, w = frac.shape
     ho, wo = depth_out.shape
@@ -851,7 +872,9 @@ def upsample_depth(frac, conf, factor, min_conf, depth_out, conf_out):
             top = conf[y0, x0] * (one - tx) + conf[y0, x1] * tx
             bot = conf[y1, x0] * (one - tx) + conf[y1, x1] * tx
             c = top * (one - ty) + bot * ty
-            conf_out[r, j] = c
+            top = shown[y0, x0] * (one - tx) + shown[y0, x1] * tx
+            bot = shown[y1, x0] * (one - tx) + shown[y1, x1] * tx
+            conf_out[r, j] = top * (one - ty) + bot * ty
             top = frac[y0, x0] * (one - tx) + frac[y0, x1] * tx
             bot = frac[y1, x0] * (one - tx) + frac[y1, x1] * tx
             depth_out[r, j] = top * (one - ty) + bot * ty if c >= lim else nan

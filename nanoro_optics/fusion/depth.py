@@ -22,8 +22,16 @@ contrast ``CONTRAST_NOISE`` that noise alone gives, i.e. how far the best focus 
 the worst; a textured pixel swept through focus scores 1, a flat pixel whose activity is only
 noise scores 0. The sub-frame map is then smoothed by a confidence-weighted Gaussian of
 ``SMOOTH_PX`` (normalised convolution [3]_), which regularises the per-pixel estimate as
-depth-from-focus methods do; below the rule's ``min_confidence`` the depth is filled from
-the confident pixels (:func:`fill_depth`) or NaN.
+depth-from-focus methods do. Where the estimates under that Gaussian disagree, the window
+straddles a depth discontinuity (an occluding edge, where the background beside the edge
+takes the foreground's frame from its defocused glow): the confidence is multiplied by
+``clip((SPREAD_HI - s) / (SPREAD_HI - SPREAD_LO), 0, 1)``, with ``s`` the confidence-weighted
+standard deviation (frames) of the estimates under the same Gaussian, so that it tells
+these pixels too. Where the focus contrast alone (the confidence before that factor) is
+below the rule's ``min_confidence``, the depth is filled from the confident pixels
+(:func:`fill_depth`) or NaN; next to a discontinuity the estimate is kept, with its lower
+confidence (filling there from the pixels around drew from both sides of the edge: on the
+fluorescence benchmark scene the depth error grew from 1.60 to 1.87 frames RMSE).
 
 References
 ----------
@@ -53,6 +61,16 @@ CONTRAST_NOISE = 1.15
 CONTRAST_FULL = 3.0
 #: sigma (px of the tracked level) of the confidence-weighted smoothing of the sub-frame map
 SMOOTH_PX = 2.0
+#: spread (standard deviation, frames) of the per-pixel estimates under the smoothing
+#: Gaussian up to which the confidence is kept, and at which it reaches 0 (a plane tilted by
+#: 0.375 frame per full-resolution pixel spreads by 1.5 frames; so does a step of 3 frames,
+#: half-way across it). On the hard benchmark scenes (512 px, seed 3) the share of the
+#: pixels whose depth is off by more than 2 frames that the confidence tells (< 0.5) went
+#: from 6 to 89 % (occlusion, N = 15), 72 to 92 % (thick), 54 to 97 % (thick, N = 40) and 1 to
+#: 38 % (fluorescence); of the pixels within 1 frame, from 4 to 5, 33 to 33, 22 to 26 and 0
+#: to 1 %. (1 and 2 frames told more of both; 2 and 4, fewer.)
+SPREAD_LO = 1.5
+SPREAD_HI = 3.0
 
 
 def subframe_offset(before: np.ndarray, best: np.ndarray, after: np.ndarray) -> np.ndarray:
@@ -295,11 +313,20 @@ class DepthTracker:
             self.release()
         from scipy import ndimage
 
-        # the two smoothings run side by side (scipy.ndimage releases the GIL)
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        # the three smoothings run side by side (scipy.ndimage releases the GIL): the
+        # weights, the weighted estimates and their squares (for their spread)
+        with ThreadPoolExecutor(max_workers=2) as pool:
             pending = pool.submit(ndimage.gaussian_filter, conf, SMOOTH_PX, mode="mirror")
-            fsum = ndimage.gaussian_filter(frac * conf, SMOOTH_PX, mode="mirror")
-            wsum = pending.result()
+            weighted = frac * conf
+            squares = pool.submit(
+                ndimage.gaussian_filter, weighted * frac, SMOOTH_PX, mode="mirror"
+            )
+            fsum = ndimage.gaussian_filter(weighted, SMOOTH_PX, mode="mirror")
+            del weighted
+            wsum, qsum = pending.result(), squares.result()
+        shown = conf.copy()  # the confidence reported; the fill and NaN follow ``conf``
+        _kernels.discount_spread(shown, wsum, fsum, qsum, SPREAD_LO, SPREAD_HI)
+        del qsum
         _kernels.normalize_depth(frac, wsum, fsum, float(self.count - 1))
         del wsum, fsum
         if fill:
@@ -313,6 +340,7 @@ class DepthTracker:
         _kernels.upsample_depth(
             frac,
             conf,
+            shown,
             float(2**self.level),
             -1.0 if fill else float(min_confidence),
             depth,
