@@ -197,6 +197,25 @@ def test_cancel_leaves_no_layer(viewer: Any, qtbot: Any) -> None:
     assert len(viewer.layers) == 3
 
 
+def test_closing_the_widget_stops_its_fusion_and_adds_nothing(viewer: Any, qtbot: Any) -> None:
+    frames = synthetic_stack((96, 96), 40, seed=2, channels=1, dtype=np.uint16).frames
+    src = viewer.add_image(frames, name="stack")
+    w = _widget_on(viewer, src)
+    worker = w.run()
+    assert worker is not None
+    ended: list[bool] = []
+    worker.finished.connect(lambda: ended.append(True))
+    yielded: list[int] = []
+    worker.yielded.connect(yielded.append)
+    viewer.window.remove_dock_widget(w.native.parent())  # as the dock's close button does
+    w.native.deleteLater()
+    qtbot.waitUntil(lambda: bool(ended), timeout=60_000)
+    qtbot.wait(50)  # let any queued layer addition run (there must be none)
+    assert [layer.name for layer in viewer.layers] == ["stack"]
+    assert len(yielded) < 40  # stopped before the last frame
+    viewer.add_image(frames[0], name="later")  # the viewer no longer calls the widget
+
+
 def _multiscale(viewer: Any) -> Any:
     base = np.zeros((4, 64, 64), np.uint16)
     return viewer.add_image([base, base[:, ::2, ::2]], name="bad", multiscale=True)

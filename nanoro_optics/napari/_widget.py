@@ -5,7 +5,8 @@ any integer or float dtype) and feeds its frames one by one to the library's
 :class:`~nanoro_optics.fusion.StackFuser` in a worker thread (napari's
 :func:`~napari.qt.threading.thread_worker`): the viewer stays responsive, a progress bar
 follows the frames and *Cancel* stops the run at the next frame. The result layers are added
-only when the whole stack fused, so a cancelled or failed run leaves no layer behind:
+only when the whole stack fused, so a cancelled or failed run leaves no layer behind (closing
+the widget, or the viewer, cancels the run too):
 
 - ``<name> fused``: the fused image, in the source's dtype, on the source's y/x grid (scale,
   translate) with its colormap and contrast limits;
@@ -449,7 +450,20 @@ class FusionWidget(Container):
             getattr(self.viewer.layers.events, event).connect(self._refresh_layers)
         # a new layer becomes the active one after its "inserted" event
         self.viewer.layers.selection.events.active.connect(self._refresh_layers)
+        self._closed = False
+        # closing the widget (or the viewer) stops a running fusion and adds nothing
+        self.native.destroyed.connect(self._on_closed)
         self._refresh_layers()
+
+    def _on_closed(self, *_args: Any) -> None:
+        """Stop the fusion, add no layer and leave the viewer: the widget's Qt side is gone."""
+        self._closed = True
+        self._pending = []
+        if self.worker is not None:
+            self.worker.quit()
+        for event in ("inserted", "removed", "reordered"):
+            getattr(self.viewer.layers.events, event).disconnect(self._refresh_layers)
+        self.viewer.layers.selection.events.active.disconnect(self._refresh_layers)
 
     # -- choices ------------------------------------------------------------------------
     def _image_layers(self, _widget: Any = None) -> list[Any]:
@@ -515,6 +529,8 @@ class FusionWidget(Container):
         )
 
         def done(run: FusionRun) -> None:
+            if self._closed:  # the widget was closed while the last frame fused
+                return
             self.last_run = run
             self.cancel_button.enabled = False  # the fusion is complete: nothing to cancel
             self._pending = result_layers(
@@ -529,14 +545,16 @@ class FusionWidget(Container):
             self._add_next_layer()
 
         def failed(exc: BaseException) -> None:
-            self._say(f"fusion failed: {exc}")
+            if not self._closed:
+                self._say(f"fusion failed: {exc}")
 
         def aborted() -> None:
-            self._say("cancelled: no layer added")
+            if not self._closed:
+                self._say("cancelled: no layer added")
 
         def finished() -> None:
             self.worker = None
-            if not self._pending:  # cancelled or failed; else the last layer added ends it
+            if not self._pending and not self._closed:  # else the last layer added ends it
                 self._idle()
 
         worker.yielded.connect(self._on_frame)
@@ -554,7 +572,8 @@ class FusionWidget(Container):
         return worker
 
     def _on_frame(self, done: int) -> None:
-        self.progress.value = done
+        if not self._closed:
+            self.progress.value = done
 
     def _add_next_layer(self) -> None:
         """Add one result layer, and schedule the next one after the pending GUI events.
@@ -564,6 +583,8 @@ class FusionWidget(Container):
         """
         from qtpy.QtCore import QTimer
 
+        if self._closed:
+            return
         if self._pending:
             data, kwargs, _kind = self._pending.pop(0)
             self.viewer.add_image(data, **kwargs)
