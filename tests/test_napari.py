@@ -175,6 +175,31 @@ def test_widget_layers_equal_fuse_stack(viewer: Any, qtbot: Any, case: str) -> N
     assert "fused 6 frames" in w.message.value
 
 
+def test_camera_and_depth_options_reach_the_fuser(viewer: Any, qtbot: Any) -> None:
+    """A 12-bit camera in uint16 frames: bit depth, noise, min confidence and holes."""
+    frames = synthetic_stack((64, 80), 5, seed=4, channels=1, dtype=np.uint16).frames // 16
+    src = viewer.add_image(frames, name="cam")
+    w = _widget_on(viewer, src)
+    w.bit_depth.value, w.noise_dn.value = 12, 3.0
+    w.min_confidence.value, w.fill_depth.value = 0.8, False
+    w.depth_unit.value = DEPTH_FRAMES
+    assert w.run() is not None, w.message.value
+    _wait(qtbot, w)
+    expected = fuse_stack(frames, bit_depth=12, noise_dn=3.0, min_confidence=0.8, fill_depth=False)
+    layers = _by_name(viewer)
+    np.testing.assert_array_equal(layers["cam fused"].data, expected.image)
+    np.testing.assert_array_equal(layers["cam depth (frame)"].data, expected.depth)
+    assert np.isnan(expected.depth).any()  # holes kept, as asked
+    settings = layers["cam depth (frame)"].metadata["nanoro_optics"]["settings"]
+    assert settings["bit_depth"] == 12 and settings["fill_depth"] is False
+    # a bit depth the data exceed: the fusion says so and adds nothing
+    w.bit_depth.value = 8
+    assert w.run() is not None
+    _wait(qtbot, w)
+    assert "above 255, the largest of bit_depth=8" in w.message.value
+    assert sorted(_by_name(viewer)) == ["cam", "cam depth (frame)", "cam fused"]
+
+
 # -- cancel and errors ---------------------------------------------------------------------
 def test_cancel_leaves_no_layer(viewer: Any, qtbot: Any) -> None:
     frames = synthetic_stack((64, 64), 12, seed=1, channels=1, dtype=np.uint16).frames

@@ -222,6 +222,10 @@ def fusion_options(
     hard: bool,
     window_px: int,
     align: bool,
+    bit_depth: int = 0,
+    noise_dn: float = 0.0,
+    min_confidence: float = 0.6,
+    fill_depth: bool = True,
 ) -> dict[str, Any]:
     """Return the options of :class:`StackFuser` / :func:`fuse_stack` for the widget's values.
 
@@ -237,11 +241,20 @@ def fusion_options(
         Side of the activity window (odd).
     align : bool
         Align every frame onto the first one.
+    bit_depth : int, optional
+        Bits the camera records (e.g. 12 in uint16 frames); 0 (default) leaves it out.
+    noise_dn : float, optional
+        Noise standard deviation in DN; 0 (default): estimated from the first two frames.
+    min_confidence : float, optional
+        Depth confidence below which the depth is filled (or NaN), 0 to 1 (default 0.6).
+    fill_depth : bool, optional
+        Fill the unsure depth from the confident pixels around (default), or leave NaN.
 
     Returns
     -------
     dict
-        ``sharpness``, ``window_px``, ``align`` and, unless 0, ``levels``.
+        ``sharpness``, ``window_px``, ``align``; ``levels``, ``bit_depth`` and ``noise_dn``
+        unless 0; ``min_confidence`` and ``fill_depth`` unless at their defaults.
 
     Examples
     --------
@@ -254,6 +267,14 @@ def fusion_options(
     out["sharpness"] = None if hard else sharpness
     out["window_px"] = window_px
     out["align"] = align
+    if bit_depth != 0:
+        out["bit_depth"] = bit_depth
+    if noise_dn != 0.0:
+        out["noise_dn"] = noise_dn
+    if min_confidence != 0.6:
+        out["min_confidence"] = min_confidence
+    if not fill_depth:
+        out["fill_depth"] = False
     return out
 
 
@@ -420,6 +441,30 @@ class FusionWidget(Container):
         self.z_step_um = FloatSpinBox(
             label="z step (um)", value=1.0, min=-1e6, max=1e6, step=0.1, enabled=False
         )
+        self.bit_depth = SpinBox(
+            label="bit depth",
+            value=0,
+            min=0,
+            max=32,
+            tooltip="bits the camera records (e.g. 12 in uint16 frames); 0: not given",
+        )
+        self.noise_dn = FloatSpinBox(
+            label="noise (DN)",
+            value=0.0,
+            min=0.0,
+            max=1e6,
+            step=0.5,
+            tooltip="noise standard deviation in DN; 0: estimated from the first two frames",
+        )
+        self.min_confidence = FloatSpinBox(
+            label="min confidence",
+            value=0.6,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            tooltip="below it the depth is filled from the confident pixels around (or NaN)",
+        )
+        self.fill_depth = CheckBox(text="fill unsure depth (else NaN)", value=True)
         self.confidence = CheckBox(text="add the confidence layer", value=False)
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -435,6 +480,10 @@ class FusionWidget(Container):
                 self.align,
                 self.depth_unit,
                 self.z_step_um,
+                self.bit_depth,
+                self.noise_dn,
+                self.min_confidence,
+                self.fill_depth,
                 self.confidence,
                 self.run_button,
                 self.cancel_button,
@@ -515,6 +564,10 @@ class FusionWidget(Container):
                 hard=self.hard.value,
                 window_px=self.window_px.value,
                 align=self.align.value,
+                bit_depth=self.bit_depth.value,
+                noise_dn=self.noise_dn.value,
+                min_confidence=self.min_confidence.value,
+                fill_depth=self.fill_depth.value,
             )
             fuser = StackFuser(z_um=z_um, **options)  # checks the options here, not later
         except (ValueError, TypeError) as exc:
