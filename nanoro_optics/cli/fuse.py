@@ -279,6 +279,11 @@ def _refuse_existing(targets: list[tuple[str, Path]], overwrite: bool) -> None:
             )
 
 
+#: frames of at least this size (the decoded frame) have their range pass run with glibc's
+#: mmap threshold fixed (:func:`._memory.fix_mmap_threshold`)
+LARGE_FRAME_BYTES = 16 << 20
+
+
 def run(args: argparse.Namespace) -> int:
     """Fuse the stack and write the outputs; return the exit status."""
     import numpy as np
@@ -328,6 +333,7 @@ def run(args: argparse.Namespace) -> int:
     progress = _Progress(None if tiffs else len(files), sys.stderr, not args.quiet)
     t0 = time.perf_counter()
     handoff = HandOff(nio.iter_frames(files, reuse_buffer=True))
+    frame_bytes = 0
     expected = nio.png_frame_format(files[0])
     try:
         if expected is not None:
@@ -335,9 +341,10 @@ def run(args: argparse.Namespace) -> int:
             fuser.reserve(*expected)
         for frame in handoff:
             z = None if args.z_step_um is None else frame.index * args.z_step_um
-            if frame.index == 0 and expected is not None:
-                if (frame.image.shape, frame.image.dtype) != expected:  # e.g. EXIF-rotated
-                    fuser = new_fuser()
+            if frame.index == 0:
+                frame_bytes = frame.image.nbytes
+                if expected is not None and (frame.image.shape, frame.image.dtype) != expected:
+                    fuser = new_fuser()  # e.g. EXIF-rotated
             try:
                 fuser.add(frame.image, z_um=z, on_copied=handoff.release)
             except (ValueError, TypeError) as exc:
@@ -353,10 +360,13 @@ def run(args: argparse.Namespace) -> int:
     unit = ""
     if not keep_range:
         # its work buffers go, and its pyramid becomes the image, before the frames are
-        # read again (two files at a time); from here on, frame-sized buffers freed go
-        # back to the system at once (not earlier: the fusing loop's kernels would then
-        # map and fault in their scratch memory for every frame, 50 % slower)
-        fix_mmap_threshold()
+        # read again (two files at a time); from here on, for large frames, buffers freed
+        # go back to the system at once (not earlier: the fusing loop's kernels would then
+        # map and fault in their scratch memory for every frame, 50 % slower; and not for
+        # small ones, whose memory does not matter, since the setting stays for a process
+        # that runs this CLI in-process, such as a notebook or the tests)
+        if frame_bytes >= LARGE_FRAME_BYTES:
+            fix_mmap_threshold()
         fuser.close(collapse=True)
         # handed over: the fuser frees the two maps once the image is built
         fuser.set_range(*frame_range(files, threads=2))
