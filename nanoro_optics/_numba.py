@@ -10,7 +10,8 @@ only lazily, from inside the public functions that need them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -35,6 +36,32 @@ def njit(*, parallel: bool = False, **overrides: Any) -> Callable[[F], F]:
 
     options = {**NJIT_OPTIONS, "parallel": parallel, **overrides}
     return numba.njit(**options)  # type: ignore[no-any-return,unused-ignore]
+
+
+def max_threads() -> int:
+    """Return numba's thread count (``NUMBA_NUM_THREADS``, the most ``set_num_threads`` allows)."""
+    import numba
+
+    return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+
+
+@contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` numba threads in this thread, then restore its setting.
+
+    numba's setting is thread-local: other threads keep theirs. Its parallel kernels run as
+    OpenMP teams whose threads spin while they wait for each other, so next to another busy
+    thread (a decoder, an acquisition) a team as large as the machine loses more to the
+    wait than it gains.
+    """
+    import numba
+
+    prev = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(prev)
 
 
 def uncached_kernels(module: ModuleType, names: Iterable[str] | None = None) -> list[str]:

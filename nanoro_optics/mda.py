@@ -34,8 +34,7 @@ import os
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from . import optics
+from ._numba import max_threads, threads
 from ._validation import (
     check_bool,
     check_choice,
@@ -297,24 +297,8 @@ def _channel_name(channel: Any) -> str:
     return str(channel.config)
 
 
-def _max_threads() -> int:
-    """Return numba's thread count (``NUMBA_NUM_THREADS``, the most ``set_num_threads`` allows)."""
-    import numba
-
-    return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
-
-
-@contextmanager
-def _numba_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` numba threads in this thread, then restore its setting."""
-    import numba
-
-    prev = numba.get_num_threads()
-    numba.set_num_threads(n)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(prev)
+_max_threads = max_threads
+_numba_threads = threads
 
 
 class LiveFusion:

@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "io": {"_validation", "_png"},
     "hardware": {"_validation", "_numba", "_lazy", "optics", "psf", "fusion", "hardware"},
     "acquire": {"_validation", "_text", "optics", "zscan", "hardware", "fusion", "io"},
-    "mda": {"_validation", "optics", "psf", "zscan", "fusion", "io"},
+    "mda": {"_validation", "_numba", "optics", "psf", "zscan", "fusion", "io"},
     "demo": {"_validation", "optics", "zscan", "hardware", "fusion", "io", "acquire", "psf"},
     "testing": {
         "_validation",
