@@ -1046,16 +1046,21 @@ class _RangeAccumulator:
         return self.lo, self.hi
 
 
-def _files_range(files: list[Any], threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`frame_range` of the frames in ``files``, decoded ``threads`` files at a time."""
+def _files_range(files: list[Any], n_threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`frame_range` of the frames in ``files``, decoded ``n_threads`` files at once."""
     from nanoro_optics import io as nio
+    from nanoro_optics._numba import threads
 
     acc = _RangeAccumulator()
     todo = iter(files)
     take = threading.Lock()
     failed: list[BaseException] = []
 
-    def work() -> None:
+    def work() -> None:  # one of n threads: the other decoders hold the other cores
+        with threads(1):
+            read_files()
+
+    def read_files() -> None:
         decoder = nio._FileDecoder()  # this thread's own: a frame lives until its next read
         while not failed:
             with take:
@@ -1071,9 +1076,9 @@ def _files_range(files: list[Any], threads: int) -> tuple[np.ndarray, np.ndarray
                 failed.append(exc)
                 return
 
-    n = min(threads, len(files))
+    n = min(n_threads, len(files))
     if n <= 1:
-        work()
+        read_files()
     else:
         pool = [threading.Thread(target=work, daemon=True) for _ in range(n)]
         for t in pool:
