@@ -25,6 +25,8 @@ from numba import prange
 
 from nanoro_optics._numba import njit
 
+from ._codes import CODE_MAX, CODE_ONE, CODE_UNKNOWN
+
 #: rows per parallel band in the fusion kernel (even: a band maps onto whole rows of the
 #: next, half-size level)
 BAND_ROWS = 64
@@ -80,14 +82,8 @@ def _pw(x, p):
 # ---------------------------------------------------------------------------------------
 # 16-bit activity codes
 # ---------------------------------------------------------------------------------------
-#: An activity ``a`` at or above a floor ``f`` is stored in 16 bits as the float32 bit
-#: pattern of ``x = a / f`` (in ``[1, 2**32)``) less that of 1, rounded to 11 mantissa
-#: bits: 5 bits of exponent and 11 of mantissa, relative step ``2**-11``, rounding error at
-#: most ``2**-12`` (2.4e-4). Codes are monotonic in ``a``, so comparisons need no decoding.
-CODE_ONE = 0x3F800000
-#: the largest code of a value; :data:`CODE_UNKNOWN` marks a value not (yet) known
-CODE_MAX = 65534
-CODE_UNKNOWN = 65535
+# (the format and its constants are described in the numba-free ``_codes``, so that
+# allocating a fuser's maps does not import numba)
 
 
 @njit()

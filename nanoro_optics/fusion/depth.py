@@ -217,12 +217,12 @@ class DepthTracker:
         self.full_shape = full_shape
         if floor is not None and not (np.isfinite(floor) and floor > 0):
             raise ValueError(f"floor must be a finite activity > 0, got {floor!r}")
-        from . import _kernels
+        from ._codes import CODE_UNKNOWN  # (not the kernels: no numba import yet)
 
         self.floor = floor
         self.coded = floor is not None
         kind = np.uint16 if self.coded else np.float32
-        unknown = _kernels.CODE_UNKNOWN if self.coded else np.nan
+        unknown = CODE_UNKNOWN if self.coded else np.nan
         self.prev = np.zeros(shape, kind)
         self.best = np.zeros(shape, kind)
         # frame indices in the smallest type that holds them: uint8, widened as a stack grows
