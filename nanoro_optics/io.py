@@ -387,16 +387,19 @@ def _iter_file(path: Path, buffers: Any = None) -> Iterator[np.ndarray]:
 
 
 class _FileDecoder:
-    """Decodes stack files one after another into buffers of its own (one per thread).
+    """Decodes stack files one after another (one decoder per thread).
 
-    8-bit PNG frames land in the same memory every time: a frame lives only until the next
-    file is read with the same decoder.
+    With ``reuse_buffer`` (default) it decodes into buffers of its own: 8-bit PNG frames
+    land in the same memory every time, so a frame lives only until the next file is read
+    with the same decoder.
     """
 
-    def __init__(self) -> None:
-        from ._png import PngBuffers
+    def __init__(self, reuse_buffer: bool = True) -> None:
+        self._buffers: Any = None
+        if reuse_buffer:
+            from ._png import PngBuffers
 
-        self._buffers = PngBuffers()
+            self._buffers = PngBuffers()
 
     def frames(self, path: PathLike) -> Iterator[np.ndarray]:
         """Yield the frames of one file (the pages of a TIFF, else the one image)."""
@@ -448,16 +451,12 @@ def iter_frames(
     check_bool(as_gray, "as_gray")
     check_bool(reuse_buffer, "reuse_buffer")
     files = list_stack_files(source)
-    buffers = None
-    if reuse_buffer:
-        from ._png import PngBuffers
-
-        buffers = PngBuffers()
+    decoder = _FileDecoder(reuse_buffer)
     first: tuple[str, tuple[int, ...], np.dtype] | None = None
     index = 0
     for path in files:
         page = -1
-        for page, image in enumerate(_iter_file(path, buffers)):
+        for page, image in enumerate(decoder.frames(path)):
             frame = StackFrame(image=image, path=path, page=page, index=index)
             if image.ndim not in (2, 3) or image.size == 0:
                 raise ValueError(

@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from . import optics
-from ._numba import max_threads, threads
+from ._numba import max_threads
+from ._numba import threads as numba_threads
 from ._validation import (
     check_bool,
     check_choice,
@@ -297,10 +298,6 @@ def _channel_name(channel: Any) -> str:
     return str(channel.config)
 
 
-_max_threads = max_threads
-_numba_threads = threads
-
-
 class LiveFusion:
     """A pymmcore-plus MDA output handler that fuses every z-loop as it is acquired.
 
@@ -453,7 +450,7 @@ class LiveFusion:
         )
         self.overwrite = check_bool(overwrite, "overwrite")
         self.file_format = check_choice(file_format, "file_format", _SUFFIXES)
-        self.threads = check_int(threads, "threads", 1, _max_threads())
+        self.threads = check_int(threads, "threads", 1, max_threads())
         self.finish_in_background = check_bool(finish_in_background, "finish_in_background")
         self._finisher: threading.Thread | None = None
         if index_mismatch is not None and not isinstance(index_mismatch, IndexMismatch):
@@ -656,7 +653,7 @@ class LiveFusion:
         if key in self._dropped:
             return
         try:
-            with _numba_threads(self.threads):
+            with numba_threads(self.threads):
                 self._take(key, index, image, event, meta)
         except Exception as exc:
             _log.error("live fusion dropped group %s: %s", key, exc)
@@ -733,7 +730,7 @@ class LiveFusion:
             job = None
             try:
                 # the last group's end has the CPU to itself: the acquisition is over
-                with _numba_threads(_max_threads() if last else self.threads):
+                with numba_threads(max_threads() if last else self.threads):
                     self._emit(key, group)
             except Exception as exc:  # recorded: the MDA goes on with the other groups
                 _log.error("live fusion dropped group %s: %s", key, exc)

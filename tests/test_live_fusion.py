@@ -523,7 +523,7 @@ def test_groups_finish_in_order_in_the_finishing_thread(rig: Any) -> None:
 
     import numba
 
-    from nanoro_optics.mda import _max_threads
+    from nanoro_optics._numba import max_threads
 
     core, _ = rig
     seen: list[tuple[Any, str, int]] = []
@@ -535,7 +535,7 @@ def test_groups_finish_in_order_in_the_finishing_thread(rig: Any) -> None:
     live.run(core, _sequence())  # tpcz: p0 c0, p0 c1, p1 c0, p1 c1
     assert [k for k, _, _ in seen] == [(("c", c), ("p", p)) for p in (0, 1) for c in (0, 1)]
     assert {name for _, name, _ in seen} == {"LiveFusion-finish"}
-    assert [n for _, _, n in seen] == [1, 1, 1, _max_threads()]
+    assert [n for _, _, n in seen] == [1, 1, 1, max_threads()]
     assert live.n_done == 4 and live.errors == []
 
 
@@ -544,18 +544,18 @@ def test_handler_restores_the_callers_numba_threads() -> None:
     calling thread's numba setting as it found it."""
     import numba
 
-    from nanoro_optics.mda import _max_threads
+    from nanoro_optics._numba import max_threads
 
     got: list[FusedGroup] = []
     live = LiveFusion(got.append, levels=2, threads=1)
     seq = _sequence(channels=["A"], stage_positions=[(None, None, 10.0)])
-    numba.set_num_threads(_max_threads())
+    numba.set_num_threads(max_threads())
     live.sequenceStarted(seq, {})
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 4000, (len(Z_REL), *SHAPE)).astype(np.uint16)
     for z, frame in enumerate(frames):
         live.frameReady(frame, _event(p=0, c=0, z=z), {})
-        assert numba.get_num_threads() == _max_threads()
+        assert numba.get_num_threads() == max_threads()
     live.sequenceFinished(seq)
     assert live.errors == [] and len(got) == 1
     ref = fuse_stack(frames, z_um=[10.0 + z for z in range(len(Z_REL))], levels=2)
@@ -614,17 +614,17 @@ def test_run_waits_for_the_outputs_in_background_mode(rig: Any, tmp_path: Path) 
 
 
 def test_threads_is_checked() -> None:
-    from nanoro_optics.mda import _max_threads
+    from nanoro_optics._numba import max_threads
 
     with pytest.raises(ValueError, match="threads"):
         LiveFusion(threads=0)
     with pytest.raises(ValueError, match="threads"):
-        LiveFusion(threads=_max_threads() + 1)
+        LiveFusion(threads=max_threads() + 1)
     with pytest.raises(TypeError, match="threads must be an integer"):
         LiveFusion(threads=1.0)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="threads must be an integer"):
         LiveFusion(threads=True)
-    assert LiveFusion(threads=_max_threads()).threads == _max_threads()
+    assert LiveFusion(threads=max_threads()).threads == max_threads()
 
 
 # ------------------------------------------------------------------ index mismatch

@@ -495,10 +495,8 @@ class FusionWidget(Container):
         self.depth_unit.changed.connect(self._on_unit)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
-        for event in ("inserted", "removed", "reordered"):
-            getattr(self.viewer.layers.events, event).connect(self._refresh_layers)
-        # a new layer becomes the active one after its "inserted" event
-        self.viewer.layers.selection.events.active.connect(self._refresh_layers)
+        for emitter in self._layer_events():
+            emitter.connect(self._refresh_layers)
         self._closed = False
         # closing the widget (or the viewer) stops a running fusion and adds nothing
         self.native.destroyed.connect(self._on_closed)
@@ -510,9 +508,19 @@ class FusionWidget(Container):
         self._pending = []
         if self.worker is not None:
             self.worker.quit()
-        for event in ("inserted", "removed", "reordered"):
-            getattr(self.viewer.layers.events, event).disconnect(self._refresh_layers)
-        self.viewer.layers.selection.events.active.disconnect(self._refresh_layers)
+        for emitter in self._layer_events():
+            emitter.disconnect(self._refresh_layers)
+
+    def _layer_events(self) -> list[Any]:
+        """Return the viewer's events after which the layer choices are refreshed."""
+        events = self.viewer.layers.events
+        # a new layer becomes the active one after its "inserted" event
+        return [
+            events.inserted,
+            events.removed,
+            events.reordered,
+            self.viewer.layers.selection.events.active,
+        ]
 
     # -- choices ------------------------------------------------------------------------
     def _image_layers(self, _widget: Any = None) -> list[Any]:
