@@ -6,7 +6,8 @@ name                            what it is
 :class:`ZStage`, :class:`Camera` runtime-checkable protocols any driver can satisfy
 errors                          :class:`StageLimitError` (a ValueError), :class:`StageTimeoutError`
                                 (a TimeoutError), :class:`StageFault` (and its
-                                :class:`StagePositionError`), :class:`CameraError`,
+                                :class:`StagePositionError`), :class:`CameraError` (and
+                                its :class:`CameraTimeoutError`, a TimeoutError),
                                 :class:`AcquisitionError` / :class:`AcquisitionInterrupted`
 :class:`MockZStage`             simulated stage: limits, speed, settling, backlash, noise,
                                 drift, injected faults, a log; on a :class:`SimulatedClock`
@@ -25,6 +26,7 @@ from .errors import (
     AcquisitionError,
     AcquisitionInterrupted,
     CameraError,
+    CameraTimeoutError,
     HardwareError,
     StageFault,
     StageLimitError,
@@ -47,6 +49,7 @@ __all__ = [
     "AcquisitionInterrupted",
     "Camera",
     "CameraError",
+    "CameraTimeoutError",
     "HardwareError",
     "MockZStage",
     "SimulatedClock",
