@@ -137,7 +137,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # warm up: numba compiles (or loads its cache), pages of the first fuser
         opts = {} if args.threads is None else {"threads": args.threads}
-        LiveFusion(out_dir=tmp, overwrite=True, **opts).run(core, seq)
+        LiveFusion(out_dir=tmp, overwrite=True, **opts).run(
+            core, seq, limits_um=mock.limits_um, objective="Nikon MRP70101"
+        )
         for exposure in args.exposure_ms:
             cam.set_exposure_ms(exposure)
             plain, live_s, outputs_s = [], [], []

@@ -65,7 +65,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         live = LiveFusion(groups.append, out_dir=tmp, guide_channel="DAPI")
         t0 = time.perf_counter()
-        live.run(core, seq)  # checks, runs, raises what failed
+        live.run(core, seq, limits_um=mock.limits_um, objective=OBJECTIVE)  # checks, runs
         with_s = time.perf_counter() - t0
         core.mda.run(seq, output=FirstFrames())
         written = sorted(p.name for p in Path(tmp).iterdir())

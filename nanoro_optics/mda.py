@@ -589,15 +589,59 @@ class LiveFusion:
             parts.append(f"c{d['c']:02d}")
         return self.out_dir / ("_".join(parts) + _SUFFIXES[self.file_format])
 
-    def run(self, core: Any, sequence: Any) -> None:
+    def run(
+        self,
+        core: Any,
+        sequence: Any,
+        *,
+        limits_um: tuple[float, float],
+        objective: optics.Objective | str,
+        wavelength_um: float = optics.DEFAULT_WAVELENGTH_UM,
+    ) -> None:
         """Check ``sequence``, run it on ``core`` with this handler, raise what failed.
 
-        :meth:`check` runs first, and files need a pixel size (given, or the core's
-        ``getPixelSizeUm()``): a refused sequence never starts, so nothing moves.
-        Afterwards the first entry of :attr:`errors` is raised (as ``RuntimeError`` with
-        it as the cause).
+        Before anything moves, :meth:`check` runs, then :func:`check_mda_sequence` with the
+        stage's ``limits_um`` and the ``objective`` (the start of a stage position without
+        a ``z`` of its own is the focus device's position now), and files need a pixel size
+        (given, or the core's ``getPixelSizeUm()``): a refused sequence never starts.
+        Afterwards the first entry of :attr:`errors` is raised (as ``RuntimeError`` with it
+        as the cause).
+
+        ``core.mda.run(sequence, output=handler)`` runs the same MDA without the Z-plan
+        check (pymmcore-plus tells a handler of the sequence from another thread, once
+        the engine is already moving): call :func:`check_mda_sequence` first.
+
+        Parameters
+        ----------
+        core : pymmcore_plus.CMMCorePlus
+            The core to run the MDA on.
+        sequence : useq.MDASequence
+            The sequence.
+        limits_um : (float, float), keyword-only
+            The focus drive's travel limits in um (Micro-Manager does not report them).
+        objective : Objective or str, keyword-only
+            The objective (or a preset name), for the depth-of-field rule.
+        wavelength_um : float, keyword-only
+            Wavelength of that depth of field.
+
+        Raises
+        ------
+        nanoro_optics.zscan.PlanProblemsError
+            The Z plan goes below a start, outside the limits or steps past the depth of
+            field (nothing moved).
+        ValueError, TypeError, FileExistsError
+            See :meth:`check`; no pixel size for files.
+        RuntimeError
+            Something failed during the MDA (the cause is the first of :attr:`errors`).
         """
         self.check(sequence)
+        check_mda_sequence(
+            sequence,
+            limits_um=limits_um,
+            objective=objective,
+            current_um=_focus_position_um(core),
+            wavelength_um=wavelength_um,
+        )
         if self.out_dir is not None and self.pixel_size_um is None:
             px = float(core.getPixelSizeUm())
             if not px > 0:
@@ -868,6 +912,16 @@ class LiveFusion:
             "guide_channel": guide,
             **{k: v for k, v in sorted(self.fusion_options.items())},
         }
+
+
+def _focus_position_um(core: Any) -> float | None:
+    """Return the position of the core's focus device now, or None if it has none."""
+    get_device = getattr(core, "getFocusDevice", None)
+    device = get_device() if callable(get_device) else None
+    if not isinstance(device, str) or not device:
+        return None
+    z = float(core.getPosition(device))
+    return z if np.isfinite(z) else None
 
 
 def check_mda_sequence(
