@@ -89,7 +89,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ._text import plural
-from ._validation import check_choice, check_interval, check_positive
+from ._validation import (
+    as_float_array,
+    check_choice,
+    check_interval,
+    check_positive,
+    check_range,
+)
 from .hardware.errors import (
     AcquisitionError,
     AcquisitionInterrupted,
@@ -106,6 +112,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_READOUT_TOLERANCE_UM",
+    "MAX_TIMEOUT_S",
     "POSITION_TOLERANCE_SPACINGS",
     "FrameInfo",
     "StackFuserLike",
@@ -251,15 +258,28 @@ def scan_targets_um(positions_um: np.ndarray, *, backlash_um: float = 0.0) -> li
     [17.0, 12.0, 11.0, 10.0]
     """
     b = check_positive(backlash_um, "backlash_um", allow_zero=True)
-    targets = [float(z) for z in positions_um]
+    positions = np.asarray(positions_um)
+    if positions.ndim != 1:
+        raise ValueError(f"positions_um must be 1-D, got shape {positions.shape}")
+    targets = (
+        [float(z) for z in as_float_array(positions, "positions_um")] if positions.size else []
+    )
     if b > 0 and targets:
-        targets.insert(0, targets[0] + b)
+        top = targets[0] + b
+        if not math.isfinite(top):
+            raise ValueError(
+                f"backlash_um={b!r} above the top {targets[0]!r} um is not a finite position"
+            )
+        targets.insert(0, top)
     return targets
 
 
 #: Readout tolerance (um) of :func:`run_zscan` by default: how far two readings of the
 #: start at rest may differ, and how far a reading may lie below the start or past a limit.
 DEFAULT_READOUT_TOLERANCE_UM = 0.1
+#: Longest ``timeout_s`` (and ``settle_ms`` / 1000) :func:`run_zscan` accepts, in seconds
+#: (about 116 days; the thread waits of the deadline need a bounded time).
+MAX_TIMEOUT_S = 1e7
 #: Default positioning tolerance of :func:`run_zscan`, as a fraction of the plan's spacing.
 #: Below half a spacing the measured positions keep the plan's order (strictly descending)
 #: whatever the errors; a quarter leaves half a spacing between neighbours.
@@ -304,7 +324,8 @@ def run_zscan(
         Command the stage back to the start after the scan and after a camera fault while
         the stage is healthy (default True). A complete scan ends at the start anyway.
     settle_ms : float, keyword-only
-        Extra wait after the stage reports idle, before each snap (>= 0).
+        Extra wait after the stage reports idle, before each snap (>= 0, at most
+        :data:`MAX_TIMEOUT_S` s).
     backlash_um : float, keyword-only
         Overshoot above the top on the first move, so every position is approached from
         above (>= 0). Should be at least the stage's mechanical play.
@@ -323,10 +344,11 @@ def run_zscan(
     limits : ZScanLimits, keyword-only
         Objective-dependent plan limits passed to ``plan.problems``.
     timeout_s : float, keyword-only
-        Time allowed for each move (the command and the wait for idle together), for the
-        wait before the start is read, for each position reading, each snap (it is also
-        passed to ``snap``) and each ``stop()`` (None, the default: no limit, and a device
-        call that never returns hangs the scan). The executor keeps the deadline itself,
+        Time allowed (s, > 0, at most :data:`MAX_TIMEOUT_S`) for each move (the command
+        and the wait for idle together), for the wait before the start is read, for each
+        position reading, each snap (it is also passed to ``snap``) and each ``stop()``
+        (None, the default: no limit, and a device call that never returns hangs the
+        scan). The executor keeps the deadline itself,
         in real time: each device call runs in a worker thread and the executor waits for
         it at most ``timeout_s`` seconds (:func:`time.monotonic`), so a blocked ``snap`` or
         wait raises :class:`~nanoro_optics.hardware.errors.CameraTimeoutError` or
@@ -412,10 +434,14 @@ def run_zscan(
             "keep_frames=False needs a fuser or an on_frame callback: the scan would keep "
             "nothing of its frames"
         )
-    settle_s = check_positive(settle_ms, "settle_ms", allow_zero=True) / 1000.0
+    settle_s = check_range(settle_ms, "settle_ms", 0.0, MAX_TIMEOUT_S * 1000.0) / 1000.0
     use_measured = check_choice(fuse_z, "fuse_z", ("measured", "commanded")) == "measured"
     backlash = check_positive(backlash_um, "backlash_um", allow_zero=True)
-    timeout = None if timeout_s is None else check_positive(timeout_s, "timeout_s")
+    timeout = (
+        None
+        if timeout_s is None
+        else check_range(timeout_s, "timeout_s", 0.0, MAX_TIMEOUT_S, lo_inclusive=False)
+    )
     readout_tol = check_positive(readout_tolerance_um, "readout_tolerance_um", allow_zero=True)
     position_tol = (
         None

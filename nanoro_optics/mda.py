@@ -51,7 +51,9 @@ from ._validation import (
     check_int,
     check_interval,
     check_positive,
+    check_range,
 )
+from .hardware.sim_camera import MAX_INDEX, WAVELENGTH_UM_RANGE
 
 __all__ = ["FusedGroup", "IndexMismatch", "LiveFusion", "check_mda_sequence"]
 
@@ -127,7 +129,8 @@ class IndexMismatch:
         lower face for an immersion objective looking into an aqueous sample).
     na, n_immersion, n_sample : float
         Numerical aperture and the refractive indices of the immersion medium and the
-        sample (as for :func:`~nanoro_optics.psf.actual_depth_um`).
+        sample (as for :func:`~nanoro_optics.psf.actual_depth_um`; indices from 1 to
+        :data:`~nanoro_optics.hardware.sim_camera.MAX_INDEX`).
     model : str, optional
         One of :data:`nanoro_optics.psf.SCALING_MODELS` (default ``"wave"``).
     wavelength_um : float, optional
@@ -165,8 +168,8 @@ class IndexMismatch:
         set_ = object.__setattr__
         set_(self, "interface_um", check_finite_real(self.interface_um, "interface_um"))
         set_(self, "na", check_positive(self.na, "na"))
-        set_(self, "n_immersion", check_positive(self.n_immersion, "n_immersion"))
-        set_(self, "n_sample", check_positive(self.n_sample, "n_sample"))
+        for name in ("n_immersion", "n_sample"):  # finite depths for finite z
+            set_(self, name, check_range(getattr(self, name), name, 1.0, MAX_INDEX))
         check_choice(self.model, "model", SCALING_MODELS)
         depth_model = self.model in ("loginov", "wave")
         if self.wavelength_um is not None:
@@ -738,7 +741,7 @@ class LiveFusion:
             A negative or non-finite ``timeout_s``.
         """
         if timeout_s is not None:
-            timeout_s = check_positive(timeout_s, "timeout_s", allow_zero=True)
+            timeout_s = check_range(timeout_s, "timeout_s", 0.0, threading.TIMEOUT_MAX)
         finisher = self._finisher
         if finisher is None:
             return True
@@ -995,7 +998,8 @@ def check_mda_sequence(
     seq = _check_sequence_type(sequence)
     lo, hi = check_interval(limits_um, "limits_um")
     obj = _resolve_objective(objective)
-    dof = obj.depth_of_field(wavelength_um=check_positive(wavelength_um, "wavelength_um"))
+    lam = check_range(wavelength_um, "wavelength_um", *WAVELENGTH_UM_RANGE)
+    dof = obj.depth_of_field(wavelength_um=lam)
     start_now = None if current_um is None else check_finite_real(current_um, "current_um")
     starts: dict[int, float] = {}
     loops: dict[tuple[tuple[str, int], ...], list[float]] = {}

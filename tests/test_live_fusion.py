@@ -743,8 +743,10 @@ def test_index_mismatch_arguments_are_checked() -> None:
         IndexMismatch(interface_um=0.0, model="snell", **MISMATCH)
     with pytest.raises(ValueError, match="na must be smaller than n_immersion"):
         IndexMismatch(interface_um=0.0, na=1.6, n_immersion=1.518, n_sample=1.33, model="carlsson")
-    with pytest.raises(ValueError, match="n_sample must be > 0"):
+    with pytest.raises(ValueError, match=r"n_sample must be >= 1\.0"):
         IndexMismatch(interface_um=0.0, na=0.5, n_immersion=1.0, n_sample=-1.0, model="carlsson")
+    with pytest.raises(ValueError, match=r"n_sample must be <= 5\.0"):  # before: -inf depths
+        IndexMismatch(interface_um=0.0, na=0.5, n_immersion=1.0, n_sample=1e308, model="carlsson")
     with pytest.raises(ValueError, match="wavelength_um must be > 0"):
         IndexMismatch(interface_um=0.0, model="loginov", wavelength_um=0.0, **MISMATCH)
     with pytest.raises(TypeError, match="index_mismatch must be an IndexMismatch, got dict"):

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_finite_real, check_interval, check_positive
+from .._validation import check_finite_real, check_interval, check_positive, check_range
 from .errors import (
     CameraError,
     CameraTimeoutError,
@@ -48,6 +48,8 @@ from .errors import (
 
 __all__ = ["MMCoreCamera", "MMCoreZStage", "simulated_core"]
 
+#: Longest polling interval (s) of :meth:`MMCoreZStage.wait_until_idle`.
+MAX_POLL_S = 10.0
 _EXTRA_HINT = 'install the extra: pip install "nanoro_optics[mmcore]"'
 
 
@@ -81,7 +83,8 @@ class MMCoreZStage:
     limits_um : (float, float), keyword-only
         Travel limits ``(lo, hi)`` in um (required: Micro-Manager does not report them).
     poll_s : float, keyword-only
-        Polling interval of :meth:`wait_until_idle` (default 5 ms).
+        Polling interval of :meth:`wait_until_idle` (default 5 ms, at most
+        :data:`MAX_POLL_S`).
 
     Raises
     ------
@@ -111,7 +114,7 @@ class MMCoreZStage:
         self._limits = check_interval(limits_um, "limits_um")
         self.core = core
         self.device = label
-        self.poll_s = check_positive(poll_s, "poll_s")
+        self.poll_s = check_range(poll_s, "poll_s", 0.0, MAX_POLL_S, lo_inclusive=False)
 
     @property
     def limits_um(self) -> tuple[float, float]:

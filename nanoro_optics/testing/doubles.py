@@ -633,8 +633,12 @@ class FaultScan:
         start = check_finite_real(self.start_um, "start_um")
         if not lo <= start <= hi:
             raise ValueError(f"start_um must be inside limits_um {self.limits_um}, got {start!r}")
-        check_positive(self.spacing_um, "spacing_um")
-        check_int(self.count, "count", 0)
+        spacing = check_positive(self.spacing_um, "spacing_um")
+        if not math.isfinite(start + spacing * check_int(self.count, "count", 0) + 100.0):
+            raise ValueError(
+                f"spacing_um={spacing!r} x count={self.count} above start_um={start!r} is not "
+                "a finite position"
+            )
         for name in ("backlash_um", "stage_backlash_um", "noise_um"):
             check_positive(getattr(self, name), name, allow_zero=True)
         for name in ("plan_has_start", "return_to_start"):
