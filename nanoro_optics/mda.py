@@ -53,7 +53,6 @@ from ._validation import (
     check_positive,
     check_range,
 )
-from .hardware.sim_camera import MAX_INDEX, WAVELENGTH_UM_RANGE
 
 __all__ = ["FusedGroup", "IndexMismatch", "LiveFusion", "check_mda_sequence"]
 
@@ -61,6 +60,10 @@ _log = logging.getLogger(__name__)
 
 #: StackFuser options LiveFusion sets itself, refused among ``fusion_options``
 _OWN_OPTIONS = ("z_um", "guide_channel")
+#: refractive indices and vacuum wavelengths (um) accepted: the ranges of the simulated camera
+#: (``hardware.sim_camera.MAX_INDEX``, ``WAVELENGTH_UM_RANGE``), inside which depths stay finite
+MAX_INDEX = 5.0
+WAVELENGTH_UM_RANGE = (0.01, 100.0)
 #: file suffix of each output format
 _SUFFIXES = {"ome-tiff": ".ome.tif", "ome-zarr": ".ome.zarr"}
 #: index axes of an MDA event other than z and channel (position, grid, time)
@@ -130,7 +133,7 @@ class IndexMismatch:
     na, n_immersion, n_sample : float
         Numerical aperture and the refractive indices of the immersion medium and the
         sample (as for :func:`~nanoro_optics.psf.actual_depth_um`; indices from 1 to
-        :data:`~nanoro_optics.hardware.sim_camera.MAX_INDEX`).
+        ``MAX_INDEX`` = 5).
     model : str, optional
         One of :data:`nanoro_optics.psf.SCALING_MODELS` (default ``"wave"``).
     wavelength_um : float, optional
