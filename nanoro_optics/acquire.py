@@ -714,10 +714,13 @@ class _DeviceCalls:
         box: list[tuple[bool, Any]] = []
         done = threading.Event()
         self._jobs.put((fn, box, done))
-        if not done.wait(self.timeout_s):
-            self._jobs.put(None)  # the stuck worker ends once its call returns
-            self._jobs = None
-            self.abandoned += 1
+        try:
+            finished = done.wait(self.timeout_s)
+        except BaseException:  # Ctrl-C while waiting: stop() must not queue behind the call
+            self._abandon()
+            raise
+        if not finished:
+            self._abandon()
             raise error(
                 f"{what} did not return within timeout_s={self.timeout_s!r} s (real time); "
                 "it was abandoned"
@@ -726,6 +729,13 @@ class _DeviceCalls:
         if ok:
             return value
         raise value
+
+    def _abandon(self) -> None:
+        """Leave the worker to its call (it ends once the call returns); the next gets a new one."""
+        if self._jobs is not None:
+            self._jobs.put(None)
+            self._jobs = None
+        self.abandoned += 1
 
     def close(self) -> None:
         """Let the worker thread end."""

@@ -318,3 +318,24 @@ def test_fault_scan_checks_its_fields() -> None:
         FaultScan(timeout_s=1e300)
     with pytest.raises(TypeError, match="scan"):
         run_fault_scan("reversed")  # type: ignore[arg-type]
+
+
+def test_ctrl_c_while_a_call_is_pending_stops_the_stage_at_once() -> None:
+    import signal
+    import threading
+
+    class SlowWait(MockZStage):
+        def wait_until_idle(self, timeout_s: float | None = None) -> None:
+            if self.move_count == 2:  # Ctrl-C reaches the executor's thread meanwhile
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+                time.sleep(5 * DEADLINE_S)
+            super().wait_until_idle(timeout_s)
+
+    stage = SlowWait(position_um=0.0)
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt) as info:
+        run_zscan(ZScanPlan(2.0, 1.0, 2), stage, BufferReusingCamera(), timeout_s=10.0)
+    stopped_after = time.perf_counter() - t0
+    assert info.value.partial.commanded_um.tolist() == [2.0]
+    assert stage.stop_count == 1  # not queued behind the pending wait
+    assert stopped_after < 4 * DEADLINE_S
