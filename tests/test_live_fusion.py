@@ -19,9 +19,8 @@ import useq
 
 from nanoro_optics.fusion import fuse_stack
 from nanoro_optics.hardware import MockZStage, SimulatedCamera, Specimen
-from nanoro_optics.hardware.mmcore import simulated_core
 from nanoro_optics.io import write_fusion_ome
-from nanoro_optics.mda import FusedGroup, LiveFusion, check_mda_sequence
+from nanoro_optics.mmcore import FusedGroup, LiveFusion, check_mda_sequence, simulated_core
 from nanoro_optics.zscan import PlanProblemsError
 
 PIXEL_UM = 0.65
@@ -672,7 +671,7 @@ def _actual_by_pixel(depth: np.ndarray, interface_um: float, **kw: Any) -> np.nd
 def test_index_mismatch_relabels_the_depth_map(
     rig: Any, tmp_path: Path, interface_um: float
 ) -> None:
-    from nanoro_optics.mda import IndexMismatch
+    from nanoro_optics.mmcore import IndexMismatch
 
     core, _ = rig
     im = IndexMismatch(interface_um=interface_um, model="carlsson", **MISMATCH)
@@ -709,7 +708,7 @@ def test_index_mismatch_depth_dependent_models() -> None:
     """loginov: close to the per-pixel correction between the frames' planes, exact on
     them; wave: the per-pixel definition on the planes (one focus search per plane)."""
     from nanoro_optics import psf
-    from nanoro_optics.mda import IndexMismatch
+    from nanoro_optics.mmcore import IndexMismatch
 
     z = np.array([80.0, 82.0, 84.0, 86.0, 88.0])
     rng = np.random.default_rng(3)
@@ -733,7 +732,7 @@ def test_index_mismatch_depth_dependent_models() -> None:
 
 
 def test_index_mismatch_arguments_are_checked() -> None:
-    from nanoro_optics.mda import IndexMismatch
+    from nanoro_optics.mmcore import IndexMismatch
 
     with pytest.raises(ValueError, match="interface_um must be finite"):
         IndexMismatch(interface_um=float("nan"), **MISMATCH)

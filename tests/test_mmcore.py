@@ -33,7 +33,7 @@ from nanoro_optics.hardware import (
     StageTimeoutError,
     ZStage,
 )
-from nanoro_optics.hardware.mmcore import (
+from nanoro_optics.mmcore import (
     MMCoreCamera,
     MMCoreZStage,
     simulated_core,

@@ -12,11 +12,10 @@ errors                          :class:`StageLimitError` (a ValueError), :class:
 :class:`MockZStage`             simulated stage: limits, speed, settling, backlash, noise,
                                 drift, injected faults, a log; on a :class:`SimulatedClock`
 :class:`SimulatedCamera`        renders a synthetic specimen at the stage's z with defocus blur
-:class:`MMCoreZStage`,          adapters for a ``pymmcore_plus.CMMCorePlus`` (extra
-:class:`MMCoreCamera`           ``nanoro_optics[mmcore]``)
 =============================== ==============================================================
 
-The simulated camera and the pymmcore-plus adapters are imported on first use.
+The simulated camera is imported on first use. The adapters for a pymmcore-plus core
+(``MMCoreZStage``, ``MMCoreCamera``) live in :mod:`nanoro_optics.mmcore`.
 """
 
 from __future__ import annotations
@@ -40,8 +39,6 @@ _LAZY = {
     "SimulatedCamera": "sim_camera",
     "Specimen": "specimen",
     "GroundTruth": "sim_camera",
-    "MMCoreZStage": "mmcore",
-    "MMCoreCamera": "mmcore",
 }
 
 __all__ = [

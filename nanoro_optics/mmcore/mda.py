@@ -41,10 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from . import optics
-from ._numba import max_threads
-from ._numba import threads as numba_threads
-from ._validation import (
+from .. import optics
+from .._numba import max_threads
+from .._numba import threads as numba_threads
+from .._validation import (
     check_bool,
     check_choice,
     check_finite_real,
@@ -205,7 +205,7 @@ class IndexMismatch:
         """
         from nanoro_optics.psf import actual_depth_um
 
-        from ._validation import as_float_array
+        from .._validation import as_float_array
 
         z = np.array(as_float_array(z_um, "z_um"), dtype=np.float64)
         below = z < self.interface_um
@@ -241,7 +241,7 @@ class IndexMismatch:
         """
         from nanoro_optics.fusion._zmap_kernels import relabel
 
-        from ._validation import as_float_array
+        from .._validation import as_float_array
 
         raw = np.asarray(depth_um)
         if raw.dtype.kind not in "uif" or raw.ndim != 2:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_finite_real, check_interval, check_positive, check_range
-from .errors import (
+from ..hardware.errors import (
     CameraError,
     CameraTimeoutError,
     HardwareError,
