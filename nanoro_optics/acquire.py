@@ -713,9 +713,14 @@ class _DeviceCalls:
             ).start()
         box: list[tuple[bool, Any]] = []
         done = threading.Event()
-        self._jobs.put((fn, box, done))
         try:
-            finished = done.wait(self.timeout_s)
+            self._jobs.put((fn, box, done))
+            end = time.monotonic() + self.timeout_s
+            # in slices: a Ctrl-C that lands just before a blocking wait is only seen by
+            # the interpreter once that wait returns
+            while not (finished := done.wait(min(_WAIT_SLICE_S, max(end - time.monotonic(), 0)))):
+                if time.monotonic() >= end:
+                    break
         except BaseException:  # Ctrl-C while waiting: stop() must not queue behind the call
             self._abandon()
             raise
@@ -742,6 +747,11 @@ class _DeviceCalls:
         if self._jobs is not None:
             self._jobs.put(None)
             self._jobs = None
+
+
+#: Longest single wait (s) of :class:`_DeviceCalls` for a pending call: how late a Ctrl-C
+#: may be noticed at worst.
+_WAIT_SLICE_S = 0.05
 
 
 def _work(jobs: queue.SimpleQueue[Any]) -> None:
