@@ -2,7 +2,7 @@
 
 The same useq ``MDASequence`` (default 1 position x 1 channel x 20 z of 2048 x 2048 uint16;
 ``--positions``)
-runs on ``UniMMCore`` with and without :class:`nanoro_optics.mda.LiveFusion` as its output,
+runs on ``UniMMCore`` with and without :class:`nanoro_optics.mmcore.LiveFusion` as its output,
 alternating, ``--repeats`` times each; the overhead is the ratio of the median wall times
 of ``core.mda.run`` (which returns only once the handler has handled every frame, the
 last group's result and its OME-TIFF included). With ``--background`` the handler is
@@ -117,8 +117,7 @@ def main() -> None:
     import useq
 
     from nanoro_optics.hardware import MockZStage
-    from nanoro_optics.hardware.mmcore import simulated_core
-    from nanoro_optics.mda import LiveFusion
+    from nanoro_optics.mmcore import LiveFusion, simulated_core
 
     frames = _frames(args.side, args.frames)
     z0, step = 100.0, 2.0
@@ -137,7 +136,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # warm up: numba compiles (or loads its cache), pages of the first fuser
         opts = {} if args.threads is None else {"threads": args.threads}
-        LiveFusion(out_dir=tmp, overwrite=True, **opts).run(core, seq)
+        LiveFusion(out_dir=tmp, overwrite=True, **opts).run(
+            core, seq, limits_um=mock.limits_um, objective="Nikon MRP70101"
+        )
         for exposure in args.exposure_ms:
             cam.set_exposure_ms(exposure)
             plain, live_s, outputs_s = [], [], []

@@ -2,8 +2,8 @@
 
 A useq ``MDASequence`` (2 positions x 2 channels x 9 z) runs on pymmcore-plus' ``UniMMCore``
 whose focus drive and camera are this package's mock stage and simulated camera (no
-Micro-Manager installation needed). :func:`nanoro_optics.mda.check_mda_sequence` checks the
-Z plan first; :class:`nanoro_optics.mda.LiveFusion` fuses every position's z-loop as it is
+Micro-Manager installation needed). :func:`nanoro_optics.mmcore.check_mda_sequence` checks the
+Z plan first; :class:`nanoro_optics.mmcore.LiveFusion` fuses every position's z-loop as it is
 acquired, measuring focus on channel "DAPI" and applying it to "GFP", and writes one
 OME-TIFF per position. The figure shows a frame, the fused image and the depth map of each
 position, and the run's wall time with and without live fusion.
@@ -27,8 +27,7 @@ import numpy as np
 import useq
 
 from nanoro_optics.hardware import MockZStage, SimulatedCamera, Specimen
-from nanoro_optics.hardware.mmcore import simulated_core
-from nanoro_optics.mda import FusedGroup, LiveFusion, check_mda_sequence
+from nanoro_optics.mmcore import FusedGroup, LiveFusion, check_mda_sequence, simulated_core
 
 OBJECTIVE = "Nikon MRP70101"  # depth of field 11.8 um
 
@@ -65,7 +64,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         live = LiveFusion(groups.append, out_dir=tmp, guide_channel="DAPI")
         t0 = time.perf_counter()
-        live.run(core, seq)  # checks, runs, raises what failed
+        live.run(core, seq, limits_um=mock.limits_um, objective=OBJECTIVE)  # checks, runs
         with_s = time.perf_counter() - t0
         core.mda.run(seq, output=FirstFrames())
         written = sorted(p.name for p in Path(tmp).iterdir())

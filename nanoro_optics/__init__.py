@@ -14,7 +14,8 @@ fusion      Laplacian-pyramid focus fusion, streaming, alignment, depth map
 io          reading and writing stacks and images
 hardware    Z stage and camera protocols, mock stage, simulated camera
 acquire     running a Z-scan plan safely on a stage and camera
-mda         live fusion inside a pymmcore-plus MDA, MDA Z-plan checks (needs the ``mmcore`` extra)
+mmcore      pymmcore-plus adapters, live fusion inside an MDA, MDA Z-plan checks (needs the
+            ``mmcore`` extra)
 testing     hypothesis strategies and contract suites (needs hypothesis)
 distributed fusing many stacks on dask.distributed (needs the ``dask`` extra)
 """
@@ -33,7 +34,7 @@ _SUBMODULES = (
     "fusion",
     "hardware",
     "io",
-    "mda",
+    "mmcore",
     "optics",
     "psf",
     "testing",

@@ -19,23 +19,27 @@ same with drivers that misbehave the way real SDKs do (see
   ``err.partial`` holds the same copies. The fuser and ``on_frame`` get that copy.
 - **Frames are checked against the first**: a numpy array, 2-D or 3-D, not empty, of an
   integer or float dtype (bool, complex, object, string and time frames are refused), of
-  the first frame's shape and dtype; otherwise a
+  the first frame's shape and dtype, and finite (a float frame with a NaN or infinite
+  pixel is refused, with or without a fuser); otherwise a
   :class:`~nanoro_optics.hardware.errors.CameraError` naming the frame index.
 - **The start is read at rest**: when the plan has no start, the executor waits for
   ``wait_until_idle`` and reads the position twice; the readings must be finite and agree
   within ``readout_tolerance_um`` (else a
   :class:`~nanoro_optics.hardware.StagePositionError`, nothing moved). The higher reading
-  is the start.
-- **Every measured position is checked**, after each move to an image position (and the
-  move back to the start), before the snap: it must be finite, within the stage limits
-  and not below the start (both to ``readout_tolerance_um``, default 0.1 um), and within
-  ``position_tolerance_um`` of the commanded position (default a quarter of the spacing,
-  which keeps the measured positions in the plan's order). The backlash overshoot move is
-  not checked against its target (the stage's play makes it land short by design).
-- **Each move has a deadline** of ``timeout_s`` (the command and the wait together), kept
-  by the executor on the stage's clock (``stage.clock.time()``) or :func:`time.monotonic`,
-  whether or not the stage honours the ``timeout_s`` it is given. A call that never
-  returns cannot be interrupted from the same thread; it is caught once it returns.
+  is the start. A wait or reading that fails stops the stage.
+- **Every measured position is checked**, after every move: the backlash overshoot, each
+  move to an image position (before the snap) and the move back to the start. It must be
+  finite, within the stage limits and not below the start (both to
+  ``readout_tolerance_um``, default 0.1 um), and, except after the overshoot (which the
+  stage's play makes land short by design), within ``position_tolerance_um`` of the
+  commanded position (default a quarter of the spacing, which keeps the measured
+  positions in the plan's order). A stage that moves the wrong way is therefore stopped
+  after its first move below the start: no second move follows.
+- **Every device call has a deadline** of ``timeout_s`` (a move: the command and the wait
+  together), kept by the executor in real time: the call runs in a worker thread and the
+  executor stops waiting for it once the deadline has passed, whether or not the device
+  honours the ``timeout_s`` it is given. Moves are also timed on the stage's clock
+  (``stage.clock.time()``) when it has one, as the simulated stages do.
 
 Faults
 ------
@@ -46,18 +50,23 @@ the stage: an exception from    calls ``stage.stop()`` first, moves no more, rai
 ``move_to_um``, ``wait_until_   :class:`~nanoro_optics.hardware.errors.AcquisitionError`
 idle`` or ``get_position_um``,  (``stage_stopped=True``) carrying the frames captured so far
 a reading the checks refuse,    and their positions. Its cause is the stage's error:
-a move past its deadline        ``StagePositionError`` (with ``measured_um``,
+a call past its deadline        ``StagePositionError`` (with ``measured_um``,
                                 ``commanded_um``, ``index``) for a refused reading,
-                                ``StageTimeoutError`` for a move past its deadline
+                                ``StageTimeoutError`` for a call past its deadline
 the stage, before the start is  calls ``stage.stop()`` and re-raises the stage's error; the
-read (the wait for idle)        executor commanded nothing
-the camera (or a refused        moves back to the start (if ``return_to_start``; that move
-frame), the fuser or a          and its reading are checked too), then raises
-callback, the stage healthy     ``AcquisitionError`` carrying the frames so far
+read (the wait, the readings)   executor commanded nothing
+the camera (an error, a snap    moves back to the start (if ``return_to_start``; that move
+past its deadline, a refused    and its reading are checked too), then raises
+frame), the fuser or a          ``AcquisitionError`` carrying the frames so far (cause
+callback, the stage healthy     ``CameraTimeoutError`` for a snap past its deadline)
 KeyboardInterrupt               calls ``stage.stop()``, moves no more, raises
                                 :class:`~nanoro_optics.hardware.errors.AcquisitionInterrupted`
                                 (a ``KeyboardInterrupt``) carrying the frames so far
 =============================== ============================================================
+
+With a fuser, ``err.partial.fused`` holds the fused result of the frames captured before
+the fault, so a scan run with ``keep_frames=False`` loses neither its image nor its
+positions.
 
 References
 ----------
@@ -70,6 +79,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,11 +89,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ._text import plural
-from ._validation import check_choice, check_interval, check_positive
+from ._validation import (
+    as_float_array,
+    check_choice,
+    check_interval,
+    check_positive,
+    check_range,
+)
 from .hardware.errors import (
     AcquisitionError,
     AcquisitionInterrupted,
     CameraError,
+    CameraTimeoutError,
     StageLimitError,
     StagePositionError,
     StageTimeoutError,
@@ -94,6 +112,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_READOUT_TOLERANCE_UM",
+    "MAX_TIMEOUT_S",
     "POSITION_TOLERANCE_SPACINGS",
     "FrameInfo",
     "StackFuserLike",
@@ -143,7 +162,8 @@ class ZStack:
     ----------
     frames : tuple of numpy.ndarray
         The frames in capture order (top first): read-only copies that
-        :func:`run_zscan` made of what the camera returned.
+        :func:`run_zscan` made of what the camera returned. Empty when the scan ran with
+        ``keep_frames=False`` (``frames_kept`` False): the positions are still recorded.
     commanded_um : numpy.ndarray
         Commanded position of each frame (um, read-only).
     measured_um : numpy.ndarray
@@ -157,12 +177,16 @@ class ZStack:
     returned_to_start : bool
         True if the stage was commanded back to the start at the end.
     fused : object or None
-        The fuser's result (e.g. a :class:`~nanoro_optics.fusion.FusionResult`) after a
-        complete scan with ``fuser=``, else None.
+        The fuser's result (e.g. a :class:`~nanoro_optics.fusion.FusionResult`) with
+        ``fuser=``: of every frame after a complete scan; in ``err.partial`` after a fault,
+        of the frames fused before it (None if no frame was fused or the fuser's
+        ``result()`` failed). None without a fuser.
     elapsed_s : float
         Wall-clock duration of the scan in seconds.
     plan : ZScanPlan or None
         The plan that was run.
+    frames_kept : bool
+        False when the frames were not kept (``run_zscan(..., keep_frames=False)``).
     """
 
     frames: tuple[np.ndarray, ...]
@@ -175,6 +199,7 @@ class ZStack:
     fused: Any = None
     elapsed_s: float = 0.0
     plan: Any = field(default=None, repr=False)
+    frames_kept: bool = True
 
     def __post_init__(self) -> None:
         for name in ("commanded_um", "measured_um", "planned_um"):
@@ -182,17 +207,23 @@ class ZStack:
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
         object.__setattr__(self, "frames", tuple(self.frames))
-        if not len(self.frames) == self.commanded_um.size == self.measured_um.size:
+        if not self.frames_kept and self.frames:
+            raise ValueError(f"frames_kept is False but {len(self.frames)} frames were given")
+        n_frames = len(self.frames) if self.frames_kept else self.commanded_um.size
+        if not n_frames == self.commanded_um.size == self.measured_um.size:
             raise ValueError(
                 f"frames ({len(self.frames)}), commanded_um ({self.commanded_um.size}) and "
                 f"measured_um ({self.measured_um.size}) must have the same length"
             )
 
     def __len__(self) -> int:
-        return len(self.frames)
+        """Return the number of frames captured (kept or not)."""
+        return int(self.commanded_um.size)
 
     def as_array(self) -> np.ndarray:
         """Return the frames stacked along a new first axis (top first)."""
+        if not self.frames_kept:
+            raise ValueError("the frames were not kept (run_zscan(..., keep_frames=False))")
         if not self.frames:
             raise ValueError("the stack has no frames")
         return np.stack(self.frames)
@@ -227,15 +258,28 @@ def scan_targets_um(positions_um: np.ndarray, *, backlash_um: float = 0.0) -> li
     [17.0, 12.0, 11.0, 10.0]
     """
     b = check_positive(backlash_um, "backlash_um", allow_zero=True)
-    targets = [float(z) for z in positions_um]
+    positions = np.asarray(positions_um)
+    if positions.ndim != 1:
+        raise ValueError(f"positions_um must be 1-D, got shape {positions.shape}")
+    targets = (
+        [float(z) for z in as_float_array(positions, "positions_um")] if positions.size else []
+    )
     if b > 0 and targets:
-        targets.insert(0, targets[0] + b)
+        top = targets[0] + b
+        if not math.isfinite(top):
+            raise ValueError(
+                f"backlash_um={b!r} above the top {targets[0]!r} um is not a finite position"
+            )
+        targets.insert(0, top)
     return targets
 
 
 #: Readout tolerance (um) of :func:`run_zscan` by default: how far two readings of the
 #: start at rest may differ, and how far a reading may lie below the start or past a limit.
 DEFAULT_READOUT_TOLERANCE_UM = 0.1
+#: Longest ``timeout_s`` (and ``settle_ms`` / 1000) :func:`run_zscan` accepts, in seconds
+#: (about 116 days; the thread waits of the deadline need a bounded time).
+MAX_TIMEOUT_S = 1e7
 #: Default positioning tolerance of :func:`run_zscan`, as a fraction of the plan's spacing.
 #: Below half a spacing the measured positions keep the plan's order (strictly descending)
 #: whatever the errors; a quarter leaves half a spacing between neighbours.
@@ -259,6 +303,7 @@ def run_zscan(
     sleep: Callable[[float], Any] | None = None,
     position_tolerance_um: float | None = None,
     readout_tolerance_um: float = DEFAULT_READOUT_TOLERANCE_UM,
+    keep_frames: bool = True,
 ) -> ZStack:
     """Acquire a Z stack following ``plan``, top to bottom, never below the start.
 
@@ -279,7 +324,8 @@ def run_zscan(
         Command the stage back to the start after the scan and after a camera fault while
         the stage is healthy (default True). A complete scan ends at the start anyway.
     settle_ms : float, keyword-only
-        Extra wait after the stage reports idle, before each snap (>= 0).
+        Extra wait after the stage reports idle, before each snap (>= 0, at most
+        :data:`MAX_TIMEOUT_S` s).
     backlash_um : float, keyword-only
         Overshoot above the top on the first move, so every position is approached from
         above (>= 0). Should be at least the stage's mechanical play.
@@ -298,12 +344,19 @@ def run_zscan(
     limits : ZScanLimits, keyword-only
         Objective-dependent plan limits passed to ``plan.problems``.
     timeout_s : float, keyword-only
-        Time allowed for each move (the command and the wait for idle together) and for
-        the wait before the start is read; also passed to each snap (None: no limit). The
-        executor keeps the moves' deadline itself, on the stage's clock (``stage.clock.time()``, as
-        :class:`~nanoro_optics.hardware.MockZStage`'s simulated one) or else
-        :func:`time.monotonic`, so a stage ignoring its ``timeout_s`` is timed out too,
-        once its call returns.
+        Time allowed (s, > 0, at most :data:`MAX_TIMEOUT_S`) for each move (the command
+        and the wait for idle together), for the wait before the start is read, for each
+        position reading, each snap (it is also passed to ``snap``) and each ``stop()``
+        (None, the default: no limit, and a device call that never returns hangs the
+        scan). The executor keeps the deadline itself,
+        in real time: each device call runs in a worker thread and the executor waits for
+        it at most ``timeout_s`` seconds (:func:`time.monotonic`), so a blocked ``snap`` or
+        wait raises :class:`~nanoro_optics.hardware.errors.CameraTimeoutError` or
+        :class:`~nanoro_optics.hardware.errors.StageTimeoutError` on time (the blocked call
+        is abandoned: Python cannot interrupt it). Moves are also timed on the stage's
+        clock when it has one (``stage.clock.time()``, as
+        :class:`~nanoro_optics.hardware.MockZStage`'s simulated one), so a simulated stage
+        ignoring its ``timeout_s`` is timed out too.
     sleep : callable, keyword-only
         Used for the ``settle_ms`` waits. Default: ``stage.clock.sleep`` when the stage
         exposes a simulated clock (as :class:`~nanoro_optics.hardware.MockZStage` does),
@@ -317,6 +370,11 @@ def run_zscan(
         How far two readings of the start at rest may differ, and how far a reading may be
         below the start or past a limit (um, >= 0; default
         :data:`DEFAULT_READOUT_TOLERANCE_UM`, 0.1 um). Use at least the readout noise.
+    keep_frames : bool, keyword-only
+        Keep every frame in :attr:`ZStack.frames` (default True). False needs a ``fuser``
+        or ``on_frame``: each frame is handed on and dropped, so the scan's memory does not
+        grow with the number of frames; the positions are still recorded, and after a
+        fault ``err.partial.fused`` holds the fused result of the frames so far.
 
     Returns
     -------
@@ -327,7 +385,8 @@ def run_zscan(
     ------
     ValueError
         If the plan has problems (a :class:`~nanoro_optics.zscan.PlanProblemsError`), or
-        for bad arguments; nothing has moved.
+        for bad arguments (also ``keep_frames=False`` without ``fuser`` or ``on_frame``);
+        nothing has moved.
     StageLimitError
         If a position (or the backlash overshoot) is outside ``stage.limits_um``; nothing
         has moved.
@@ -335,8 +394,9 @@ def run_zscan(
         If the start, read at rest, is not a finite number or two readings of it differ by
         more than ``readout_tolerance_um``; nothing has moved.
     StageFault, StageTimeoutError
-        If waiting for the stage to be idle before reading the start fails; the stage was
-        stopped, the executor commanded nothing.
+        If waiting for the stage to be idle before reading the start, or reading it, fails
+        (raises, or passes the deadline); the stage was stopped, the executor commanded
+        nothing.
     TypeError
         If ``stage`` or ``camera`` does not follow its protocol.
     AcquisitionError
@@ -367,10 +427,21 @@ def run_zscan(
         raise TypeError(f"camera must follow the Camera protocol, got {type(camera).__name__}")
     if not isinstance(return_to_start, bool):
         raise TypeError(f"return_to_start must be a bool, got {return_to_start!r}")
-    settle_s = check_positive(settle_ms, "settle_ms", allow_zero=True) / 1000.0
+    if not isinstance(keep_frames, bool):
+        raise TypeError(f"keep_frames must be a bool, got {keep_frames!r}")
+    if not keep_frames and fuser is None and on_frame is None:
+        raise ValueError(
+            "keep_frames=False needs a fuser or an on_frame callback: the scan would keep "
+            "nothing of its frames"
+        )
+    settle_s = check_range(settle_ms, "settle_ms", 0.0, MAX_TIMEOUT_S * 1000.0) / 1000.0
     use_measured = check_choice(fuse_z, "fuse_z", ("measured", "commanded")) == "measured"
     backlash = check_positive(backlash_um, "backlash_um", allow_zero=True)
-    timeout = None if timeout_s is None else check_positive(timeout_s, "timeout_s")
+    timeout = (
+        None
+        if timeout_s is None
+        else check_range(timeout_s, "timeout_s", 0.0, MAX_TIMEOUT_S, lo_inclusive=False)
+    )
     readout_tol = check_positive(readout_tolerance_um, "readout_tolerance_um", allow_zero=True)
     position_tol = (
         None
@@ -411,11 +482,15 @@ def run_zscan(
             )
         return timeout - spent
 
+    calls = _DeviceCalls(timeout)  # the real-time deadline of every device call
     if plan.start_um is not None:
         start = float(plan.start_um)
         positions = plan.positions_um()
     else:
-        start = _read_start(stage, timeout, deadline, now, readout_tol)
+        try:
+            start = _read_start(stage, timeout, deadline, now, readout_tol, calls=calls)
+        finally:
+            calls.close()  # a new worker for the scan: the set-up may end here
         positions = plan.positions_um(start_um=start)
     targets = scan_targets_um(positions, backlash_um=backlash)
     bad = [z for z in targets if not lo <= z <= hi]
@@ -437,7 +512,16 @@ def run_zscan(
     measured: list[float] = []
     t_begin = time.perf_counter()
     last_commanded = math.nan
-    first: np.ndarray | None = None
+    first: _FrameSpec | None = None
+
+    def fused_so_far() -> Any:
+        """Return the fuser's result of the frames so far (None if it fails)."""
+        if fuser is None or not commanded:
+            return None
+        try:
+            return fuser.result()
+        except Exception:  # the fault being reported matters more
+            return None
 
     def snapshot(*, returned: bool = False, complete: bool = False, fused: Any = None) -> ZStack:
         return ZStack(
@@ -451,124 +535,247 @@ def run_zscan(
             fused=fused,
             elapsed_s=time.perf_counter() - t_begin,
             plan=plan,
+            frames_kept=keep_frames,
         )
 
     def move(z: float) -> None:
         nonlocal last_commanded
         last_commanded = z
-        t0 = now()
-        stage.move_to_um(z, timeout_s=timeout)
-        stage.wait_until_idle(timeout_s=deadline(f"the move to {z!r} um", t0))
-        deadline(f"the move to {z!r} um", t0)
+
+        def command_and_wait() -> None:
+            t0 = now()
+            stage.move_to_um(z, timeout_s=timeout)
+            stage.wait_until_idle(timeout_s=deadline(f"the move to {z!r} um", t0))
+            deadline(f"the move to {z!r} um", t0)
+
+        calls.stage(command_and_wait, f"the move to {z!r} um")
+
+    def read(z: float, index: int | None, *, overshoot: bool = False) -> float:
+        raw = calls.stage(stage.get_position_um, "get_position_um()")
+        return reading(raw, z, index, overshoot=overshoot)
 
     def fail_stage(exc: BaseException, index: int) -> AcquisitionError:
-        _safe_stop(stage)
-        kept = f"{len(frames)} frame(s) kept"
-        if frames:
+        _safe_stop(stage, calls=calls)
+        kept = f"{len(commanded)} frame(s) {'kept' if keep_frames else 'fused'}"
+        if commanded:
             kept += f" (at {commanded[0]!r} .. {commanded[-1]!r} um)"
         return AcquisitionError(
             f"stage fault before frame {index} of {n_images} ({type(exc).__name__}: {exc}); "
             f"the stage was stopped; {kept}",
-            partial=snapshot(),
+            partial=snapshot(fused=fused_so_far()),
             stage_stopped=True,
         )
 
     def interrupted(index: int) -> AcquisitionInterrupted:
-        _safe_stop(stage)
+        _safe_stop(stage, calls=calls)
         return AcquisitionInterrupted(
             f"Z scan interrupted at frame {index} of {n_images}; the stage was stopped; "
-            f"{len(frames)} frame(s) kept",
-            partial=snapshot(),
+            f"{len(commanded)} frame(s) {'kept' if keep_frames else 'fused'}",
+            partial=snapshot(fused=fused_so_far()),
         )
 
     def return_to(z: float) -> None:
         move(z)
-        reading(stage.get_position_um(), z, None)
+        read(z, None)
 
     n_pre = len(targets) - n_images  # overshoot moves before the first image
     try:
-        for z in targets[:n_pre]:
-            move(z)
-    except KeyboardInterrupt:
-        raise interrupted(0) from None
-    except Exception as exc:
-        raise fail_stage(exc, 0) from exc
+        try:
+            for z in targets[:n_pre]:
+                move(z)
+                read(z, 0, overshoot=True)  # a stage moving the wrong way stops here
+        except KeyboardInterrupt:
+            raise interrupted(0) from None
+        except Exception as exc:
+            raise fail_stage(exc, 0) from exc
 
-    for i, z in enumerate(positions):
-        z = float(z)
-        # the stage part: any failure here means the stage is not healthy
-        try:
-            move(z)
-            if settle_s > 0:
-                sleep(settle_s)
-            z_meas = reading(stage.get_position_um(), z, i)
-        except KeyboardInterrupt:
-            raise interrupted(i) from None
-        except Exception as exc:
-            raise fail_stage(exc, i) from exc
-        # the camera / processing part: the stage is healthy
-        try:
-            frame = _own_frame(camera.snap(timeout_s=timeout), i, first)
-            if first is None:
-                first = frame
-            frames.append(frame)
-            commanded.append(z)
-            measured.append(z_meas)
-            if fuser is not None:
-                fuser.add(frame, z_um=z_meas if use_measured else z)
-            if on_frame is not None:
-                on_frame(frame, FrameInfo(i, n_images, z, z_meas))
-            if progress is not None:
-                progress(len(frames), n_images)
-        except KeyboardInterrupt:
-            raise interrupted(i) from None
-        except Exception as exc:
-            returned = False
-            if return_to_start:
-                try:
+        for i, z in enumerate(positions):
+            z = float(z)
+            # the stage part: any failure here means the stage is not healthy
+            try:
+                move(z)
+                if settle_s > 0:
+                    sleep(settle_s)
+                z_meas = read(z, i)
+            except KeyboardInterrupt:
+                raise interrupted(i) from None
+            except Exception as exc:
+                raise fail_stage(exc, i) from exc
+            # the camera / processing part: the stage is healthy
+            try:
+                raw = calls.camera(lambda: camera.snap(timeout_s=timeout), f"snap {i}")
+                frame = _own_frame(raw, i, first)
+                if first is None:
+                    first = _FrameSpec(frame.shape, frame.dtype)
+                if keep_frames:
+                    frames.append(frame)
+                commanded.append(z)
+                measured.append(z_meas)
+                if fuser is not None:
+                    fuser.add(frame, z_um=z_meas if use_measured else z)
+                if on_frame is not None:
+                    on_frame(frame, FrameInfo(i, n_images, z, z_meas))
+                if progress is not None:
+                    progress(len(commanded), n_images)
+            except KeyboardInterrupt:
+                raise interrupted(i) from None
+            except Exception as exc:
+                returned = False
+                if return_to_start:
+                    try:
+                        return_to(start)
+                        returned = True
+                    except KeyboardInterrupt:
+                        raise interrupted(i) from None
+                    except Exception as exc2:
+                        raise fail_stage(exc2, i) from exc
+                raise AcquisitionError(
+                    f"frame {i} of {n_images} failed ({type(exc).__name__}: {exc}); "
+                    f"{len(commanded)} frame(s) {'kept' if keep_frames else 'fused'}"
+                    + ("; the stage is back at the start" if returned else ""),
+                    partial=snapshot(returned=returned, fused=fused_so_far()),
+                    returned_to_start=returned,
+                ) from exc
+
+        returned = False
+        if return_to_start:
+            try:
+                if last_commanded != start:
                     return_to(start)
-                    returned = True
-                except KeyboardInterrupt:
-                    raise interrupted(i) from None
-                except Exception as exc2:
-                    raise fail_stage(exc2, i) from exc
-            raise AcquisitionError(
-                f"frame {i} of {n_images} failed ({type(exc).__name__}: {exc}); "
-                f"{len(frames)} frame(s) kept"
-                + ("; the stage is back at the start" if returned else ""),
-                partial=snapshot(returned=returned),
-                returned_to_start=returned,
-            ) from exc
-
-    returned = False
-    if return_to_start:
-        try:
-            if last_commanded != start:
-                return_to(start)
-            returned = True
-        except KeyboardInterrupt:
-            raise interrupted(n_images) from None
-        except Exception as exc:
-            raise fail_stage(exc, n_images) from exc
+                returned = True
+            except KeyboardInterrupt:
+                raise interrupted(n_images) from None
+            except Exception as exc:
+                raise fail_stage(exc, n_images) from exc
+    finally:
+        calls.close()
     fused = None
     if fuser is not None:
         try:
             fused = fuser.result()
         except Exception as exc:
             raise AcquisitionError(
-                f"fusing the {plural(len(frames), 'frame')} failed ({type(exc).__name__}: {exc})",
+                f"fusing the {plural(len(commanded), 'frame')} failed ({type(exc).__name__}: "
+                f"{exc})",
                 partial=snapshot(returned=returned),
                 returned_to_start=returned,
             ) from exc
     return snapshot(returned=returned, complete=True, fused=fused)
 
 
-def _safe_stop(stage: Any) -> None:
-    """Call ``stage.stop()``; a failing stop must not hide the original error."""
+def _safe_stop(stage: Any, *, calls: _DeviceCalls | None = None) -> None:
+    """Call ``stage.stop()``; a failing (or, with ``calls``, hanging) stop hides nothing.
+
+    The caller raises the original error whatever ``stop()`` did.
+    """
     try:
-        stage.stop()
+        if calls is None:
+            stage.stop()
+        else:
+            calls.stage(stage.stop, "stop()")
     except Exception:  # best effort: the caller raises the original fault
         pass
+
+
+class _DeviceCalls:
+    """Device calls under a real-time deadline: a worker thread runs each, the caller waits.
+
+    With ``timeout_s`` None every call runs in the caller's thread, unguarded. Otherwise a
+    call that has not returned ``timeout_s`` seconds (``time.monotonic``) after it began
+    raises :class:`StageTimeoutError` (:meth:`stage`) or :class:`CameraTimeoutError`
+    (:meth:`camera`) in the caller; the worker stuck in it is abandoned (a daemon thread
+    that exits once the call returns, its result dropped) and the next call gets a new
+    worker. A Python thread cannot be interrupted from outside: the call itself goes on
+    until the device returns, but the executor no longer waits for it.
+    """
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self.timeout_s = timeout_s
+        self._jobs: queue.SimpleQueue[Any] | None = None
+        #: calls abandoned past their deadline
+        self.abandoned = 0
+
+    def stage(self, fn: Callable[[], Any], what: str) -> Any:
+        """Run a stage call; StageTimeoutError past the deadline."""
+        return self._run(fn, what, StageTimeoutError)
+
+    def camera(self, fn: Callable[[], Any], what: str) -> Any:
+        """Run a camera call; CameraTimeoutError past the deadline."""
+        return self._run(fn, what, CameraTimeoutError)
+
+    def _run(self, fn: Callable[[], Any], what: str, error: type[Exception]) -> Any:
+        if self.timeout_s is None:
+            return fn()
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(
+                target=_work, args=(self._jobs,), name="nanoro-device-call", daemon=True
+            ).start()
+        box: list[tuple[bool, Any]] = []
+        done = threading.Event()
+        try:
+            self._jobs.put((fn, box, done))
+            end = time.monotonic() + self.timeout_s
+            # in slices: a Ctrl-C that lands just before a blocking wait is only seen by
+            # the interpreter once that wait returns
+            while not (finished := done.wait(min(_WAIT_SLICE_S, max(end - time.monotonic(), 0)))):
+                if time.monotonic() >= end:
+                    break
+        except BaseException:  # Ctrl-C while waiting: stop() must not queue behind the call
+            self._abandon()
+            raise
+        if not finished:
+            self._abandon()
+            raise error(
+                f"{what} did not return within timeout_s={self.timeout_s!r} s (real time); "
+                "it was abandoned"
+            )
+        ok, value = box[0]
+        if ok:
+            return value
+        raise value
+
+    def _abandon(self) -> None:
+        """Leave the worker to its call (it ends once the call returns); the next gets a new one."""
+        if self._jobs is not None:
+            self._jobs.put(None)
+            self._jobs = None
+        self.abandoned += 1
+
+    def close(self) -> None:
+        """Let the worker thread end."""
+        if self._jobs is not None:
+            self._jobs.put(None)
+            self._jobs = None
+
+
+#: Longest single wait (s) of :class:`_DeviceCalls` for a pending call: how late a Ctrl-C
+#: may be noticed at worst.
+_WAIT_SLICE_S = 0.05
+
+
+def _work(jobs: queue.SimpleQueue[Any]) -> None:
+    """Run the calls of a :class:`_DeviceCalls` until told to stop (its worker thread)."""
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        fn, box, done = job
+        try:
+            box.append((True, fn()))
+        except BaseException as exc:  # handed to the caller, KeyboardInterrupt included
+            box.append((False, exc))
+        finally:
+            done.set()
+        job = fn = box = done = None  # hold nothing while waiting for the next call
+
+
+@dataclass(frozen=True)
+class _FrameSpec:
+    """Shape and dtype of the first frame: what later frames must match."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
 
 
 def _as_reading(
@@ -595,18 +802,30 @@ def _read_start(
     deadline: Callable[[str, float], float | None],
     now: Callable[[], float],
     tolerance_um: float,
+    *,
+    calls: _DeviceCalls | None = None,
 ) -> float:
-    """Wait until the stage is idle, then read the start twice; they must agree."""
-    t0 = now()
-    try:
+    """Wait until the stage is idle, then read the start twice; they must agree.
+
+    Any failure of the stage (the wait, or a reading that raises) stops it first.
+    """
+    calls = _DeviceCalls(None) if calls is None else calls
+
+    def wait() -> None:
+        t0 = now()
         stage.wait_until_idle(timeout_s=timeout)
         deadline("waiting for the stage to be idle before reading the start", t0)
-    except BaseException:  # the stage may still be moving: stop it, commanding nothing
-        _safe_stop(stage)
-        raise
+
     where = "as the start (nothing was moved)"
-    first = _as_reading(stage.get_position_um(), where)
-    second = _as_reading(stage.get_position_um(), where)
+    try:
+        calls.stage(wait, "waiting for the stage to be idle before reading the start")
+        first = calls.stage(stage.get_position_um, "get_position_um()")
+        second = calls.stage(stage.get_position_um, "get_position_um()")
+    except BaseException:  # the stage may still be moving: stop it, commanding nothing
+        _safe_stop(stage, calls=calls)
+        raise
+    first = _as_reading(first, where)
+    second = _as_reading(second, where)
     if abs(first - second) > tolerance_um:
         raise StagePositionError(
             f"two readings of the start at rest differ: {first!r} and {second!r} um, "
@@ -628,11 +847,23 @@ class _ReadingCheck:
     readout_tolerance_um: float
     position_tolerance_um: float
 
-    def __call__(self, raw: Any, commanded_um: float, index: int | None) -> float:
-        """Return the reading as a float, or raise StagePositionError saying what is wrong."""
-        where = "after the move back to the start" if index is None else f"before frame {index}"
+    def __call__(
+        self, raw: Any, commanded_um: float, index: int | None, *, overshoot: bool = False
+    ) -> float:
+        """Return the reading as a float, or raise StagePositionError saying what is wrong.
+
+        With ``overshoot`` (the backlash overshoot move, which the stage's play makes land
+        short by design) the reading is not compared with the commanded position, only
+        with the limits and the start.
+        """
+        if overshoot:
+            where = f"after the backlash overshoot to {commanded_um!r} um"
+        elif index is None:
+            where = "after the move back to the start"
+        else:
+            where = f"before frame {index}"
         z = _as_reading(raw, where, commanded_um=commanded_um, index=index)
-        problem = self.problem(z, commanded_um)
+        problem = self.problem(z, commanded_um, check_target=not overshoot)
         if problem is not None:
             raise StagePositionError(
                 f"the stage reported {z!r} um {where}, {problem}",
@@ -642,7 +873,7 @@ class _ReadingCheck:
             )
         return z
 
-    def problem(self, z_um: float, commanded_um: float) -> str | None:
+    def problem(self, z_um: float, commanded_um: float, *, check_target: bool = True) -> str | None:
         """Return what is wrong with the finite reading ``z_um``, or None."""
         r, lo, hi, start = self.readout_tolerance_um, self.lo_um, self.hi_um, self.start_um
         if not lo - r <= z_um <= hi + r:
@@ -652,7 +883,7 @@ class _ReadingCheck:
                 f"{start - z_um:.6g} um below the start {start!r} um (readout tolerance {r!r} um)"
             )
         p = self.position_tolerance_um
-        if abs(z_um - commanded_um) > p:
+        if check_target and abs(z_um - commanded_um) > p:
             return (
                 f"{abs(z_um - commanded_um):.6g} um from the commanded {commanded_um!r} um "
                 f"(position tolerance {p!r} um)"
@@ -660,7 +891,7 @@ class _ReadingCheck:
         return None
 
 
-def _own_frame(frame: Any, index: int, first: np.ndarray | None) -> np.ndarray:
+def _own_frame(frame: Any, index: int, first: Any) -> np.ndarray:
     """Check a snapped frame against the rules and the first frame; return a read-only copy."""
     if not isinstance(frame, np.ndarray):
         raise CameraError(f"frame {index} is a {type(frame).__name__}, not a numpy array")
@@ -682,4 +913,11 @@ def _own_frame(frame: Any, index: int, first: np.ndarray | None) -> np.ndarray:
             )
     own = np.array(frame, copy=True, order="C")  # the camera may reuse its buffer
     own.setflags(write=False)
+    if own.dtype.kind == "f":
+        bad = int(own.size - np.count_nonzero(np.isfinite(own)))
+        if bad:
+            raise CameraError(
+                f"frame {index} has {bad} NaN or infinite pixel(s) of {own.size}: a frame "
+                "must be finite"
+            )
     return own

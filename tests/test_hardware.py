@@ -225,3 +225,48 @@ def test_hang_and_timeout() -> None:
 def test_stage_doctest_repr() -> None:
     assert "faulted=False" in repr(MockZStage())
     assert "SimulatedClock" in repr(SimulatedClock())
+
+
+# ------------------------------------------------------------------ extreme arguments
+
+
+def test_extreme_stage_arguments_are_refused_naming_them() -> None:
+    with pytest.raises(ValueError, match="speed_um_per_s must be >= 1e-06"):
+        MockZStage(speed_um_per_s=5e-324)  # before: the clock's "dt_s must be finite"
+    stage = MockZStage(limits_um=(-1e308, 1e308), position_um=-1e308, speed_um_per_s=1e-6)
+    with pytest.raises(ValueError, match=r"z_um=1e.308: the move from .* largest float time"):
+        stage.move_to_um(1e308)
+    assert stage.move_count == 0 and stage.log[-1].kind == "refused"
+    clock = SimulatedClock(1e308)
+    with pytest.raises(ValueError, match=r"dt_s=1e.308 takes the clock past"):
+        clock.advance(1e308)
+    assert clock.time() == 1e308
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"timeout_s": 1e308}, "timeout_s must be <= 10000000.0"),  # before: OverflowError
+        ({"settle_ms": 1e308}, "settle_ms must be <="),
+        ({"timeout_s": 5e-324 * 0}, "timeout_s must be > 0.0"),
+    ],
+)
+def test_extreme_executor_arguments_are_refused_naming_them(kwargs: dict, match: str) -> None:
+    from nanoro_optics.acquire import run_zscan
+    from nanoro_optics.testing.doubles import BufferReusingCamera
+    from nanoro_optics.zscan import ZScanPlan
+
+    stage = MockZStage()
+    with pytest.raises(ValueError, match=match):
+        run_zscan(ZScanPlan(2.0, 1.0, 2), stage, BufferReusingCamera(), **kwargs)
+    assert stage.log == []
+
+
+def test_scan_targets_refuse_non_finite_positions() -> None:
+    from nanoro_optics.acquire import scan_targets_um
+
+    with pytest.raises(ValueError, match="positions_um must not be NaN"):
+        scan_targets_um(np.array([np.nan, 1.0]), backlash_um=1.0)  # before: [nan, nan, 1.0]
+    with pytest.raises(ValueError, match=r"backlash_um=1e.308 above the top"):
+        scan_targets_um(np.array([1e308, 1.0]), backlash_um=1e308)
+    assert scan_targets_um(np.array([]), backlash_um=1.0) == []

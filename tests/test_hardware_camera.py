@@ -346,3 +346,67 @@ def test_render_is_a_convex_blur(z: float, seed: int, objective: str, layer: boo
     hi = max(spec.texture.max(), 0.95) if layer else spec.texture.max()
     assert lo - 1e-6 <= img.min() and img.max() <= hi + 1e-6
     assert abs(img.mean() - cam.render(z).mean()) == 0.0  # deterministic
+
+
+# ------------------------------------------------------------------ extreme arguments
+
+TINY, HUGE = 5e-324, 1e308
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"pixel_um": TINY}, "pixel_um must be >= 0.0001"),
+        ({"pixel_um": HUGE}, "pixel_um must be <= 1000.0"),
+        ({"pixel_um": 100.0}, "pixel_um=100.0 samples the intensity bandwidth"),
+        ({"wavelength_um": TINY}, "wavelength_um must be >= 0.01"),
+        ({"wavelength_um": HUGE}, "wavelength_um must be <= 100.0"),
+        ({"exposure_ms": HUGE}, "exposure_ms must be <= 10000000.0"),
+        ({"exposure_ms": TINY * 0}, "exposure_ms must be > 0.0"),
+        ({"signal_e_per_ms": HUGE}, "signal_e_per_ms must be <="),
+        ({"exposure_ms": 1e6, "signal_e_per_ms": 1e10}, "exposure_ms=1000000.0 ms at signal"),
+        ({"gain_e_per_dn": TINY}, "gain_e_per_dn must be >= 1e-06"),
+        ({"gain_e_per_dn": HUGE}, "gain_e_per_dn must be <= 1000000.0"),
+        ({"read_noise_e": HUGE}, "read_noise_e must be <="),
+        ({"offset_dn": HUGE}, "offset_dn must be <= 65535.0"),
+        ({"offset_dn": 300.0, "bit_depth": 8}, "offset_dn must be <= 255.0"),
+        ({"n_sample": TINY}, "n_sample must be >= 1.0"),
+        ({"n_sample": HUGE}, "n_sample must be <= 5.0"),
+        ({"breathing_per_um": HUGE}, "breathing_per_um must be <= 0.1"),
+    ],
+)
+def test_extreme_camera_arguments_are_refused_naming_them(kwargs: dict, match: str) -> None:
+    # before: ZeroDivisionError / OverflowError ("cannot convert float infinity to
+    # integer") or numpy's "lam value too large" at the first snap
+    with pytest.raises(ValueError, match=match):
+        SimulatedCamera(MockZStage(), Specimen.synthetic((16, 16), relief_um=2.0), **kwargs)
+
+
+def test_extreme_exposure_and_frames_are_refused_by_the_methods() -> None:
+    cam = SimulatedCamera(MockZStage(), Specimen.synthetic((16, 16), relief_um=2.0))
+    with pytest.raises(ValueError, match=r"ms must be <= 10000000\.0"):
+        cam.set_exposure_ms(HUGE)
+    assert cam.exposure_ms == 10.0
+    with pytest.raises(ValueError, match="frame must not be NaN"):
+        cam.frame_to_reflectance(np.array([[np.nan]]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"pixel_um": TINY}, "pixel_um must be >= 0.0001"),
+        ({"pixel_um": HUGE}, "pixel_um must be <= 1000.0"),
+        ({"wavelength_um": TINY}, "wavelength_um must be >= 0.01"),
+        ({"n": HUGE}, "n must be <= 5.0"),
+        ({"dz_um": HUGE}, "dz_um must be <= 1000000.0"),
+    ],
+)
+def test_defocus_otf_refuses_extreme_arguments(kwargs: dict, match: str) -> None:
+    args = {"pixel_um": 0.2, "na": 0.5, "n": 1.0, "wavelength_um": 0.6, "dz_um": 1.0, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        defocus_otf((8, 8), **args)
+
+
+def test_a_huge_feature_size_is_refused_naming_it() -> None:
+    with pytest.raises(ValueError, match=r"feature_px must be <= 16\.0"):
+        Specimen.synthetic((16, 16), feature_px=1e308)

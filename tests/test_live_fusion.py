@@ -19,20 +19,21 @@ import useq
 
 from nanoro_optics.fusion import fuse_stack
 from nanoro_optics.hardware import MockZStage, SimulatedCamera, Specimen
-from nanoro_optics.hardware.mmcore import simulated_core
 from nanoro_optics.io import write_fusion_ome
-from nanoro_optics.mda import FusedGroup, LiveFusion, check_mda_sequence
+from nanoro_optics.mmcore import FusedGroup, LiveFusion, check_mda_sequence, simulated_core
 from nanoro_optics.zscan import PlanProblemsError
 
 PIXEL_UM = 0.65
 SHAPE = (24, 32)
 Z_REL = [0.0, 1.0, 2.0, 3.0]
 OBJECTIVE = "Nikon MRP70101"  # depth of field 11.8 um
+LIMITS_UM = (0.0, 100.0)
+RUN: dict[str, Any] = {"limits_um": LIMITS_UM, "objective": OBJECTIVE}  # LiveFusion.run
 
 
 @pytest.fixture(scope="module")
 def rig() -> tuple[Any, MockZStage]:
-    mock = MockZStage(position_um=10.0, limits_um=(0.0, 100.0))
+    mock = MockZStage(position_um=10.0, limits_um=LIMITS_UM)
     cam = SimulatedCamera(mock, Specimen.synthetic(SHAPE, relief_um=3.0, base_um=10.0))
     core = simulated_core(mock, cam, channels=["A", "B"], pixel_size_um=PIXEL_UM)
     assert core.getPixelSizeUm() == PIXEL_UM and not core.getAutoShutter()
@@ -268,13 +269,36 @@ def test_run_refuses_before_anything_moves(rig: Any, tmp_path: Path) -> None:
     n_moves = len(mock.commanded_um)
     live = LiveFusion(out_dir=tmp_path)
     with pytest.raises(FileExistsError, match=r"fused_p001_t0000_c00\.ome\.tif exists"):
-        live.run(core, _sequence(channels=["A"]))
+        live.run(core, _sequence(channels=["A"]), **RUN)
     assert len(mock.commanded_um) == n_moves
     assert (tmp_path / "fused_p001_t0000_c00.ome.tif").read_bytes() == b"keep me"
     # with overwrite=True the run goes ahead and replaces it
-    LiveFusion(out_dir=tmp_path, overwrite=True, levels=3).run(core, _sequence(channels=["A"]))
+    LiveFusion(out_dir=tmp_path, overwrite=True, levels=3).run(
+        core, _sequence(channels=["A"]), **RUN
+    )
     with tifffile.TiffFile(tmp_path / "fused_p001_t0000_c00.ome.tif") as tif:
         assert tif.is_ome
+
+
+def test_run_applies_the_z_plan_rules_before_anything_moves(rig: Any) -> None:
+    core, mock = rig
+    n_moves = len(mock.commanded_um)
+    around = _sequence(channels=["A"], z_plan=useq.ZRangeAround(range=4.0, step=1.0))
+    with pytest.raises(PlanProblemsError, match=r"position 0: z 8, 9 um below its start 10 um"):
+        LiveFusion(levels=2).run(core, around, **RUN)
+    far = _sequence(channels=["A"], stage_positions=[(None, None, 99.0)])
+    with pytest.raises(PlanProblemsError, match="outside the stage limits"):
+        LiveFusion(levels=2).run(core, far, **RUN)
+    coarse = _sequence(channels=["A"], z_plan=useq.ZRelativePositions(relative=[0.0, 20.0]))
+    with pytest.raises(PlanProblemsError, match="exceeds the depth of field"):
+        LiveFusion(levels=2).run(core, coarse, **RUN)
+    # no stage positions: useq puts the plan around 0 um, below the focus device's z now
+    bare = useq.MDASequence(channels=["A"], z_plan=useq.ZRelativePositions(relative=Z_REL))
+    with pytest.raises(PlanProblemsError, match="below its start"):
+        LiveFusion(levels=2).run(core, bare, **RUN)
+    assert len(mock.commanded_um) == n_moves  # nothing reached the stage
+    with pytest.raises(TypeError, match="limits_um"):
+        LiveFusion(levels=2).run(core, around)  # type: ignore[call-arg]
 
 
 def test_run_raises_what_failed_during_the_mda(rig: Any, tmp_path: Path) -> None:
@@ -287,7 +311,7 @@ def test_run_raises_what_failed_during_the_mda(rig: Any, tmp_path: Path) -> None
     with pytest.raises(
         RuntimeError, match=r"failed for 2 group\(s\); the first, .*no room"
     ) as info:
-        live.run(core, _sequence(channels=["A"]))
+        live.run(core, _sequence(channels=["A"]), **RUN)
     assert isinstance(info.value.__cause__, KeyError) and live.n_done == 2
 
 
@@ -301,7 +325,7 @@ def test_run_needs_a_pixel_size_for_files(tmp_path: Path) -> None:
             raise AssertionError("the MDA must not start")
 
     with pytest.raises(ValueError, match=r"no pixel size calibration \(getPixelSizeUm\(\) is 0\)"):
-        LiveFusion(out_dir=tmp_path).run(Uncalibrated(), _sequence(channels=["A"]))
+        LiveFusion(out_dir=tmp_path).run(Uncalibrated(), _sequence(channels=["A"]), **RUN)
 
 
 def _event(**index: int) -> Any:
@@ -532,7 +556,7 @@ def test_groups_finish_in_order_in_the_finishing_thread(rig: Any) -> None:
         seen.append((group.index, threading.current_thread().name, numba.get_num_threads()))
 
     live = LiveFusion(record, levels=2, threads=1)
-    live.run(core, _sequence())  # tpcz: p0 c0, p0 c1, p1 c0, p1 c1
+    live.run(core, _sequence(), **RUN)  # tpcz: p0 c0, p0 c1, p1 c0, p1 c1
     assert [k for k, _, _ in seen] == [(("c", c), ("p", p)) for p in (0, 1) for c in (0, 1)]
     assert {name for _, name, _ in seen} == {"LiveFusion-finish"}
     assert [n for _, _, n in seen] == [1, 1, 1, max_threads()]
@@ -609,7 +633,7 @@ def test_finish_in_background_returns_before_the_last_group_is_written(tmp_path:
 def test_run_waits_for_the_outputs_in_background_mode(rig: Any, tmp_path: Path) -> None:
     core, _ = rig
     live = LiveFusion(out_dir=tmp_path, levels=2, finish_in_background=True)
-    live.run(core, _sequence())
+    live.run(core, _sequence(), **RUN)
     assert live.n_done == 4 and live.errors == [] and len(list(tmp_path.iterdir())) == 4
 
 
@@ -647,7 +671,7 @@ def _actual_by_pixel(depth: np.ndarray, interface_um: float, **kw: Any) -> np.nd
 def test_index_mismatch_relabels_the_depth_map(
     rig: Any, tmp_path: Path, interface_um: float
 ) -> None:
-    from nanoro_optics.mda import IndexMismatch
+    from nanoro_optics.mmcore import IndexMismatch
 
     core, _ = rig
     im = IndexMismatch(interface_um=interface_um, model="carlsson", **MISMATCH)
@@ -684,7 +708,7 @@ def test_index_mismatch_depth_dependent_models() -> None:
     """loginov: close to the per-pixel correction between the frames' planes, exact on
     them; wave: the per-pixel definition on the planes (one focus search per plane)."""
     from nanoro_optics import psf
-    from nanoro_optics.mda import IndexMismatch
+    from nanoro_optics.mmcore import IndexMismatch
 
     z = np.array([80.0, 82.0, 84.0, 86.0, 88.0])
     rng = np.random.default_rng(3)
@@ -708,7 +732,7 @@ def test_index_mismatch_depth_dependent_models() -> None:
 
 
 def test_index_mismatch_arguments_are_checked() -> None:
-    from nanoro_optics.mda import IndexMismatch
+    from nanoro_optics.mmcore import IndexMismatch
 
     with pytest.raises(ValueError, match="interface_um must be finite"):
         IndexMismatch(interface_um=float("nan"), **MISMATCH)
@@ -718,8 +742,10 @@ def test_index_mismatch_arguments_are_checked() -> None:
         IndexMismatch(interface_um=0.0, model="snell", **MISMATCH)
     with pytest.raises(ValueError, match="na must be smaller than n_immersion"):
         IndexMismatch(interface_um=0.0, na=1.6, n_immersion=1.518, n_sample=1.33, model="carlsson")
-    with pytest.raises(ValueError, match="n_sample must be > 0"):
+    with pytest.raises(ValueError, match=r"n_sample must be >= 1\.0"):
         IndexMismatch(interface_um=0.0, na=0.5, n_immersion=1.0, n_sample=-1.0, model="carlsson")
+    with pytest.raises(ValueError, match=r"n_sample must be <= 5\.0"):  # before: -inf depths
+        IndexMismatch(interface_um=0.0, na=0.5, n_immersion=1.0, n_sample=1e308, model="carlsson")
     with pytest.raises(ValueError, match="wavelength_um must be > 0"):
         IndexMismatch(interface_um=0.0, model="loginov", wavelength_um=0.0, **MISMATCH)
     with pytest.raises(TypeError, match="index_mismatch must be an IndexMismatch, got dict"):

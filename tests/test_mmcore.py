@@ -33,7 +33,7 @@ from nanoro_optics.hardware import (
     StageTimeoutError,
     ZStage,
 )
-from nanoro_optics.hardware.mmcore import (
+from nanoro_optics.mmcore import (
     MMCoreCamera,
     MMCoreZStage,
     simulated_core,
@@ -249,3 +249,40 @@ def test_missing_pymmcore_plus_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "pymmcore_plus", None)
     with pytest.raises(ImportError, match=r"nanoro_optics\[mmcore\]"):
         MMCoreZStage(FakeCore(), limits_um=(0.0, 1.0))
+
+
+class FixedCamera(CountingCamera):
+    """Returns one given frame at every snap."""
+
+    def __init__(self, frame: np.ndarray) -> None:
+        super().__init__()
+        self.frame = frame
+
+    def snap(self, timeout_s: float | None = None) -> Any:
+        return self.frame
+
+
+@pytest.mark.parametrize(
+    ("frame", "match"),
+    [
+        (np.full((2, 2), 70000, np.int32), r"70000, outside the uint16 range \[0, 65535\]"),
+        (np.full((2, 2), -1, np.int16), r"-1, outside the uint16 range"),
+        (np.arange(2, dtype=np.uint16)[None, :], r"shape \(1, 2\).* never broadcast"),
+        (np.full((2, 2), np.nan), "returned nan at pixel"),
+        (np.full((2, 2), 2.5), "returned 2.5 at pixel"),
+        (np.full((2, 2), 1e20), "1e\\+20, outside the uint16 range"),
+        (np.zeros((2, 2), bool), "dtype bool"),
+        ([[1, 2], [3, 4]], "not a numpy array"),
+    ],
+)
+def test_the_simulated_core_refuses_frames_its_buffer_cannot_hold(frame: Any, match: str) -> None:
+    core = simulated_core(MockZStage(), FixedCamera(frame), frame_shape=(2, 2))
+    with pytest.raises(CameraError, match=match):
+        MMCoreCamera(core).snap()
+
+
+def test_the_simulated_core_passes_frames_it_holds_unchanged() -> None:
+    for frame in (np.full((2, 2), 7.0), np.full((2, 2), 255, np.uint8), np.full((2, 2), 65535)):
+        core = simulated_core(MockZStage(), FixedCamera(frame), frame_shape=(2, 2))
+        got = MMCoreCamera(core).snap()
+        assert got.dtype == np.uint16 and got.tolist() == frame.tolist()

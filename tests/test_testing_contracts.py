@@ -364,7 +364,7 @@ class Forward:
 
 @pytest.fixture(scope="module")
 def mm_rig() -> tuple[Any, Forward, Forward]:
-    from nanoro_optics.hardware.mmcore import simulated_core
+    from nanoro_optics.mmcore import simulated_core
 
     stage = Forward(mock())
     camera = Forward(SimulatedCamera(stage.target, SPECIMEN))
@@ -372,7 +372,7 @@ def mm_rig() -> tuple[Any, Forward, Forward]:
 
 
 def mm_stage_factory(rig: tuple[Any, Forward, Forward], cls: type = MockZStage) -> Any:
-    from nanoro_optics.hardware import MMCoreZStage
+    from nanoro_optics.mmcore import MMCoreZStage
 
     core, stage, _ = rig
 
@@ -392,7 +392,7 @@ def test_mmcore_adapter_passes_the_stage_contract(
 
 
 def test_mmcore_adapter_passes_the_camera_contract(mm_rig: tuple[Any, Forward, Forward]) -> None:
-    from nanoro_optics.hardware import MMCoreCamera
+    from nanoro_optics.mmcore import MMCoreCamera
 
     core, stage, camera = mm_rig
 

@@ -10,7 +10,7 @@ a grid point, the end values outside the grid, NaN for NaN; numba compiles it wi
 fast-math, so no operation is fused or reordered. The test compares the two bit for bit.
 
 ``relabel`` maps a depth map in um through a piecewise-linear function given at knots (the
-index-mismatch correction of :class:`nanoro_optics.mda.LiveFusion`: nominal stage z to
+index-mismatch correction of :class:`nanoro_optics.mmcore.LiveFusion`: nominal stage z to
 actual height, known at the frames' z positions): a binary search per pixel, as
 ``np.interp`` does, in parallel.
 

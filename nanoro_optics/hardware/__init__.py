@@ -6,16 +6,16 @@ name                            what it is
 :class:`ZStage`, :class:`Camera` runtime-checkable protocols any driver can satisfy
 errors                          :class:`StageLimitError` (a ValueError), :class:`StageTimeoutError`
                                 (a TimeoutError), :class:`StageFault` (and its
-                                :class:`StagePositionError`), :class:`CameraError`,
+                                :class:`StagePositionError`), :class:`CameraError` (and
+                                its :class:`CameraTimeoutError`, a TimeoutError),
                                 :class:`AcquisitionError` / :class:`AcquisitionInterrupted`
 :class:`MockZStage`             simulated stage: limits, speed, settling, backlash, noise,
                                 drift, injected faults, a log; on a :class:`SimulatedClock`
 :class:`SimulatedCamera`        renders a synthetic specimen at the stage's z with defocus blur
-:class:`MMCoreZStage`,          adapters for a ``pymmcore_plus.CMMCorePlus`` (extra
-:class:`MMCoreCamera`           ``nanoro_optics[mmcore]``)
 =============================== ==============================================================
 
-The simulated camera and the pymmcore-plus adapters are imported on first use.
+The simulated camera is imported on first use. The adapters for a pymmcore-plus core
+(``MMCoreZStage``, ``MMCoreCamera``) live in :mod:`nanoro_optics.mmcore`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .errors import (
     AcquisitionError,
     AcquisitionInterrupted,
     CameraError,
+    CameraTimeoutError,
     HardwareError,
     StageFault,
     StageLimitError,
@@ -38,8 +39,6 @@ _LAZY = {
     "SimulatedCamera": "sim_camera",
     "Specimen": "specimen",
     "GroundTruth": "sim_camera",
-    "MMCoreZStage": "mmcore",
-    "MMCoreCamera": "mmcore",
 }
 
 __all__ = [
@@ -47,6 +46,7 @@ __all__ = [
     "AcquisitionInterrupted",
     "Camera",
     "CameraError",
+    "CameraTimeoutError",
     "HardwareError",
     "MockZStage",
     "SimulatedClock",

@@ -14,6 +14,7 @@ __all__ = [
     "AcquisitionError",
     "AcquisitionInterrupted",
     "CameraError",
+    "CameraTimeoutError",
     "HardwareError",
     "StageFault",
     "StageLimitError",
@@ -76,6 +77,10 @@ class StagePositionError(StageFault):
 
 class CameraError(HardwareError):
     """The camera failed to deliver a frame."""
+
+
+class CameraTimeoutError(CameraError, TimeoutError):
+    """The camera did not deliver a frame within the allowed time."""
 
 
 class AcquisitionError(HardwareError):

@@ -31,10 +31,19 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_finite_real, check_int, check_interval, check_positive
+from .._validation import (
+    check_finite_real,
+    check_int,
+    check_interval,
+    check_positive,
+    check_range,
+)
 from .errors import StageFault, StageLimitError, StageTimeoutError
 
-__all__ = ["MockZStage", "SimulatedClock", "StageEvent"]
+__all__ = ["MIN_SPEED_UM_PER_S", "MockZStage", "SimulatedClock", "StageEvent"]
+
+#: Slowest travel speed (um/s) :class:`MockZStage` accepts (1 pm/s).
+MIN_SPEED_UM_PER_S = 1e-6
 
 
 class SimulatedClock:
@@ -61,8 +70,13 @@ class SimulatedClock:
         return self._now_s
 
     def advance(self, dt_s: float) -> None:
-        """Move the clock forward by ``dt_s`` seconds (>= 0)."""
-        self._now_s += check_positive(dt_s, "dt_s", allow_zero=True)
+        """Move the clock forward by ``dt_s`` seconds (>= 0; the reading stays finite)."""
+        later = self._now_s + check_positive(dt_s, "dt_s", allow_zero=True)
+        if not math.isfinite(later):
+            raise ValueError(
+                f"dt_s={dt_s!r} takes the clock past the largest float from {self._now_s!r} s"
+            )
+        self._now_s = later
 
     def sleep(self, dt_s: float) -> None:
         """Alias of :meth:`advance`, with the signature of :func:`time.sleep`."""
@@ -113,7 +127,7 @@ class MockZStage:
     position_um : float, optional
         Initial position, inside the limits.
     speed_um_per_s : float, optional
-        Travel speed (> 0).
+        Travel speed (>= :data:`MIN_SPEED_UM_PER_S`).
     settle_ms : float, optional
         Settling time after each move (>= 0).
     backlash_um : float, optional
@@ -169,7 +183,9 @@ class MockZStage:
         z0 = check_finite_real(position_um, "position_um")
         if not lo <= z0 <= hi:
             raise ValueError(f"position_um must be inside limits_um {self._limits}, got {z0!r}")
-        self.speed_um_per_s = check_positive(speed_um_per_s, "speed_um_per_s")
+        self.speed_um_per_s = check_range(
+            speed_um_per_s, "speed_um_per_s", MIN_SPEED_UM_PER_S, None
+        )
         self.settle_ms = check_positive(settle_ms, "settle_ms", allow_zero=True)
         self.backlash_um = check_positive(backlash_um, "backlash_um", allow_zero=True)
         self.position_noise_um = check_positive(
@@ -236,6 +252,13 @@ class MockZStage:
         if not lo <= z <= hi:
             self.log.append(StageEvent(now, "refused", z, here))
             raise StageLimitError(f"z_um={z!r} is outside the stage limits [{lo!r}, {hi!r}] um")
+        travel_s = abs(z - self._motor_um) / self.speed_um_per_s
+        if not math.isfinite(travel_s + self.settle_ms / 1000.0 + now):
+            self.log.append(StageEvent(now, "refused", z, here))
+            raise ValueError(
+                f"z_um={z!r}: the move from {self._motor_um!r} um at speed_um_per_s="
+                f"{self.speed_um_per_s!r} would end past the largest float time"
+            )
         self.move_count += 1
         if self.fail_on_move == self.move_count:
             self._freeze(now)
@@ -244,7 +267,6 @@ class MockZStage:
             raise StageFault(f"injected stage fault on move {self.move_count} (to {z!r} um)")
         carriage = self._carriage_at(now)
         target = max(min(carriage, z), z - self.backlash_um)  # play operator
-        travel_s = abs(z - self._motor_um) / self.speed_um_per_s
         self._motor_um = z
         self._from_um, self._to_um = carriage, target
         self._t0 = now

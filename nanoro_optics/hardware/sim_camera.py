@@ -56,10 +56,12 @@ import numpy as np
 
 from .. import optics
 from .._validation import (
+    as_float_array,
     check_choice,
     check_finite_real,
     check_int,
     check_positive,
+    check_range,
 )
 from .errors import CameraError
 from .mock_stage import SimulatedClock
@@ -71,6 +73,27 @@ __all__ = ["GroundTruth", "SimulatedCamera", "Specimen", "defocus_otf"]
 LADDER_STEP = 0.25
 #: Default camera pixel pitch (um) on the sensor, a common sCMOS value.
 DEFAULT_CAMERA_PIXEL_UM = 6.5
+#: Object-space pixel sizes (um) the simulation accepts: 0.1 nm to 1 mm.
+PIXEL_UM_RANGE = (1e-4, 1e3)
+#: Vacuum wavelengths (um) the simulation accepts: 10 nm (soft X-ray) to 100 um (far IR).
+WAVELENGTH_UM_RANGE = (0.01, 100.0)
+#: Largest refractive index accepted (of the medium, or the sample).
+MAX_INDEX = 5.0
+#: Largest defocus (um) :func:`defocus_otf` computes (1 m); beyond it the phase is noise.
+MAX_DEFOCUS_UM = 1e6
+#: Largest exposure (ms) accepted: about 2.8 hours.
+MAX_EXPOSURE_MS = 1e7
+#: Largest expected photo-electron count of a pixel (``signal_e_per_ms x exposure_ms``):
+#: the Poisson draw and the conversion to DN stay exact in float64 below it.
+MAX_ELECTRONS = 1e15
+#: Gains (electrons per DN) accepted.
+GAIN_E_PER_DN_RANGE = (1e-6, 1e6)
+#: Largest read noise (electrons) accepted.
+MAX_READ_NOISE_E = 1e6
+#: Largest relative magnification change per um of stage travel accepted (10 % per um).
+MAX_BREATHING_PER_UM = 0.1
+#: Largest grid (pixels) of the supersampled PSF behind one OTF (256 MiB of complex128).
+MAX_OTF_PIXELS = 1 << 24
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,20 +161,27 @@ def defocus_otf(
     numpy.ndarray
         Complex array of shape ``(rows, cols // 2 + 1)``.
 
+    Raises
+    ------
+    ValueError
+        An argument outside its range (:data:`PIXEL_UM_RANGE`,
+        :data:`WAVELENGTH_UM_RANGE`, :data:`MAX_INDEX`, :data:`MAX_DEFOCUS_UM`), ``na > n``,
+        or a pixel so coarse for the bandwidth that the supersampled PSF would exceed
+        :data:`MAX_OTF_PIXELS`.
+
     References
     ----------
     .. [1] J. W. Goodman, *Introduction to Fourier Optics*, 3rd ed. (2005), sec. 6.3-6.4.
     """
     rows, cols = shape
-    p = check_positive(pixel_um, "pixel_um")
-    lam = check_positive(wavelength_um, "wavelength_um")
+    p = check_range(pixel_um, "pixel_um", *PIXEL_UM_RANGE)
+    lam = check_range(wavelength_um, "wavelength_um", *WAVELENGTH_UM_RANGE)
     na_ = check_positive(na, "na")
-    n_ = check_positive(n, "n")
+    n_ = check_range(n, "n", 0.0, MAX_INDEX, lo_inclusive=False)
     if na_ > n_:
         raise ValueError(f"na must be <= n, got na={na_!r} > n={n_!r}")
-    dz = check_finite_real(dz_um, "dz_um")
-    nyquist = 0.5 / p
-    up = max(1, math.ceil(2.0 * na_ / lam / nyquist))
+    dz = check_range(dz_um, "dz_um", -MAX_DEFOCUS_UM, MAX_DEFOCUS_UM)
+    up = _psf_supersampling((rows, cols), pixel_um=p, na=na_, wavelength_um=lam)
     R, C = rows * up, cols * up
     fy = np.fft.fftfreq(R, d=p / up)[:, None]
     fx = np.fft.fftfreq(C, d=p / up)[None, :]
@@ -169,6 +199,22 @@ def defocus_otf(
     ky = np.fft.fftfreq(rows, d=1.0 / rows).astype(int) % R
     kx = np.arange(cols // 2 + 1)
     return otf[np.ix_(ky, kx)]
+
+
+def _psf_supersampling(
+    shape: tuple[int, int], *, pixel_um: float, na: float, wavelength_um: float
+) -> int:
+    """Return the PSF grid's supersampling factor; ValueError when the grid is too large."""
+    nyquist = 0.5 / pixel_um
+    up = max(1, math.ceil(2.0 * na / wavelength_um / nyquist))
+    if shape[0] * shape[1] * up * up > MAX_OTF_PIXELS:
+        raise ValueError(
+            f"pixel_um={pixel_um!r} samples the intensity bandwidth 2 na / wavelength_um = "
+            f"{2.0 * na / wavelength_um:.4g} /um {up} times too coarsely: the supersampled "
+            f"PSF of a {shape[0]} x {shape[1]} image would exceed {MAX_OTF_PIXELS} pixels; "
+            "use a finer pixel_um or a smaller image"
+        )
+    return up
 
 
 # ------------------------------------------------------------------------------ camera
@@ -222,6 +268,17 @@ class SimulatedCamera:
     clock : SimulatedClock, keyword-only
         Advanced by each exposure; default the stage's ``clock`` if it has one.
 
+    Raises
+    ------
+    ValueError
+        An argument outside the range the simulation computes exactly (named with its
+        limit): :data:`PIXEL_UM_RANGE`, :data:`WAVELENGTH_UM_RANGE`,
+        :data:`MAX_EXPOSURE_MS`, :data:`MAX_ELECTRONS` (``signal_e_per_ms x
+        exposure_ms``), :data:`GAIN_E_PER_DN_RANGE`, :data:`MAX_READ_NOISE_E`, an offset
+        above the ADC's full scale, ``n_sample`` outside ``[1, MAX_INDEX]``,
+        :data:`MAX_BREATHING_PER_UM`, or a pixel too coarse for the objective's bandwidth
+        (:data:`MAX_OTF_PIXELS`).
+
     Examples
     --------
     >>> from nanoro_optics.hardware import MockZStage
@@ -273,22 +330,26 @@ class SimulatedCamera:
         if not isinstance(objective, optics.Objective):
             raise TypeError(f"objective must be an Objective, got {type(objective).__name__}")
         self.objective = objective
-        self.pixel_um = (
-            DEFAULT_CAMERA_PIXEL_UM / objective.magnification
-            if pixel_um is None
-            else check_positive(pixel_um, "pixel_um")
+        self.pixel_um = check_range(
+            DEFAULT_CAMERA_PIXEL_UM / objective.magnification if pixel_um is None else pixel_um,
+            "pixel_um",
+            *PIXEL_UM_RANGE,
         )
-        self.wavelength_um = check_positive(wavelength_um, "wavelength_um")
-        self._exposure_ms = check_positive(exposure_ms, "exposure_ms")
-        self.signal_e_per_ms = check_positive(signal_e_per_ms, "signal_e_per_ms")
-        self.read_noise_e = check_positive(read_noise_e, "read_noise_e", allow_zero=True)
-        self.gain_e_per_dn = check_positive(gain_e_per_dn, "gain_e_per_dn")
-        self.offset_dn = check_positive(offset_dn, "offset_dn", allow_zero=True)
+        self.wavelength_um = check_range(wavelength_um, "wavelength_um", *WAVELENGTH_UM_RANGE)
+        self.signal_e_per_ms = check_range(
+            signal_e_per_ms, "signal_e_per_ms", 0.0, MAX_ELECTRONS, lo_inclusive=False
+        )
+        self._exposure_ms = self._check_exposure(exposure_ms, "exposure_ms")
+        self.read_noise_e = check_range(read_noise_e, "read_noise_e", 0.0, MAX_READ_NOISE_E)
+        self.gain_e_per_dn = check_range(gain_e_per_dn, "gain_e_per_dn", *GAIN_E_PER_DN_RANGE)
         self.bit_depth = check_int(bit_depth, "bit_depth", 8, 16)
+        self.offset_dn = check_range(offset_dn, "offset_dn", 0.0, float((1 << self.bit_depth) - 1))
         if not isinstance(noise, bool):
             raise TypeError(f"noise must be a bool, got {noise!r}")
         self.noise = noise
-        self.breathing_per_um = check_finite_real(breathing_per_um, "breathing_per_um")
+        self.breathing_per_um = check_range(
+            breathing_per_um, "breathing_per_um", -MAX_BREATHING_PER_UM, MAX_BREATHING_PER_UM
+        )
         self.breathing_ref_um = (
             specimen.bottom_um
             if breathing_ref_um is None
@@ -308,7 +369,9 @@ class SimulatedCamera:
 
         # focus heights, with the optional index-mismatch focal shift
         focal_shift = check_choice(focal_shift, "focal_shift", ("ratio", "psf"))
-        self.n_sample = None if n_sample is None else check_positive(n_sample, "n_sample")
+        self.n_sample = (
+            None if n_sample is None else check_range(n_sample, "n_sample", 1.0, MAX_INDEX)
+        )
         self.interface_um = (
             specimen.top_um
             if interface_um is None
@@ -323,6 +386,10 @@ class SimulatedCamera:
 
         # defocus ladder (filled lazily)
         na, n = objective.na, objective.n_immersion
+        rows, cols = specimen.shape[:2]
+        _psf_supersampling(
+            (rows, cols), pixel_um=self.pixel_um, na=na, wavelength_um=self.wavelength_um
+        )
         self._z0_um = 0.5 * float(
             optics.wave_optical_depth(na, wavelength_um=self.wavelength_um, n=n)
         )
@@ -348,8 +415,19 @@ class SimulatedCamera:
         return self._exposure_ms
 
     def set_exposure_ms(self, ms: float) -> None:
-        """Set the exposure time in ms (> 0)."""
-        self._exposure_ms = check_positive(ms, "ms")
+        """Set the exposure time in ms (> 0, see :meth:`_check_exposure`)."""
+        self._exposure_ms = self._check_exposure(ms, "ms")
+
+    def _check_exposure(self, value: Any, name: str) -> float:
+        """Return a valid exposure: > 0, <= MAX_EXPOSURE_MS, signal within MAX_ELECTRONS."""
+        ms = check_range(value, name, 0.0, MAX_EXPOSURE_MS, lo_inclusive=False)
+        if ms * self.signal_e_per_ms > MAX_ELECTRONS:
+            raise ValueError(
+                f"{name}={ms!r} ms at signal_e_per_ms={self.signal_e_per_ms!r} gives "
+                f"{ms * self.signal_e_per_ms:.4g} electrons a pixel, above MAX_ELECTRONS="
+                f"{MAX_ELECTRONS:g}"
+            )
+        return ms
 
     def snap(self, timeout_s: float | None = None) -> np.ndarray:
         """Expose one frame at the stage's current position.
@@ -408,8 +486,9 @@ class SimulatedCamera:
         )
 
     def frame_to_reflectance(self, frame: np.ndarray) -> np.ndarray:
-        """Convert a frame (or a fused image) in DN to reflectance units."""
-        return (np.asarray(frame, dtype=np.float64) - self.offset_dn) / self.white_dn
+        """Convert a frame (or a fused image) in DN to reflectance units (finite values)."""
+        dn = as_float_array(frame, "frame")
+        return (dn - self.offset_dn) / self.white_dn
 
     # -- internals ------------------------------------------------------------------------
     def _focus_heights(self, h: np.ndarray, model: str) -> np.ndarray:

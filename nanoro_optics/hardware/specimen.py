@@ -162,7 +162,8 @@ class Specimen:
         base_um : float, keyword-only
             Height of the lowest point.
         feature_px : float, keyword-only
-            Smallest feature size of the texture in pixels (>= 1).
+            Smallest feature size of the texture in pixels (from 1 to the image's larger
+            side).
         colour : bool, keyword-only
             Make an RGB texture.
         second_layer : bool, keyword-only
@@ -180,7 +181,7 @@ class Specimen:
             raise type(exc)(f"shape must be two integers >= 8, got {shape!r}") from exc
         relief = check_positive(relief_um, "relief_um", allow_zero=True)
         base = check_finite_real(base_um, "base_um")
-        feat = check_range(feature_px, "feature_px", 1.0)
+        feat = check_range(feature_px, "feature_px", 1.0, float(max(rows, cols)))
         check_int(seed, "seed", 0)
         rng = np.random.default_rng(seed)
         n_ch = 3 if colour else 1

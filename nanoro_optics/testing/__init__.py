@@ -12,7 +12,10 @@ contracts (:mod:`.contracts`)        :func:`check_zstage_contract`,
                                      :func:`check_camera_contract`
 doubles (:mod:`.doubles`)            misbehaving devices: :class:`BufferReusingCamera`,
                                      :class:`NaNReadingStage`, :class:`SettlingStage`,
-                                     :class:`OvershootingStage`, :class:`SlowStage`
+                                     :class:`OvershootingStage`, :class:`SlowStage`,
+                                     :class:`ReversedStage`, :class:`LateReportingStage`,
+                                     :class:`BlockingCamera`; fault-injection scans:
+                                     :class:`FaultScan`, :func:`run_fault_scan`
 ==================================== ==========================================================
 
 Every strategy generates only valid values by default and takes keyword options (a value or
@@ -54,11 +57,18 @@ from .contracts import (
     check_zstage_contract,
 )
 from .doubles import (
+    FAULT_SCAN_KINDS,
+    BlockingCamera,
     BufferReusingCamera,
+    FaultScan,
+    FaultScanOutcome,
+    LateReportingStage,
     NaNReadingStage,
     OvershootingStage,
+    ReversedStage,
     SettlingStage,
     SlowStage,
+    run_fault_scan,
 )
 from .strategies import (
     DEVICE_FAULT_KINDS,
@@ -77,13 +87,19 @@ from .strategies import (
 __all__ = [
     "CAMERA_CHECKS",
     "DEVICE_FAULT_KINDS",
+    "FAULT_SCAN_KINDS",
     "ZSTAGE_CHECKS",
+    "BlockingCamera",
     "BufferReusingCamera",
     "ContractReport",
     "DeviceFault",
+    "FaultScan",
+    "FaultScanOutcome",
     "FocusStackExample",
+    "LateReportingStage",
     "NaNReadingStage",
     "OvershootingStage",
+    "ReversedStage",
     "SettlingStage",
     "SlowStage",
     "StageFaultSchedule",
@@ -96,6 +112,7 @@ __all__ = [
     "device_faults",
     "focus_stacks",
     "objectives",
+    "run_fault_scan",
     "stage_faults",
     "zscan_limits",
     "zscan_plans",

@@ -41,16 +41,17 @@ from typing import Any
 
 import numpy as np
 
-from . import optics
-from ._numba import max_threads
-from ._numba import threads as numba_threads
-from ._validation import (
+from .. import optics
+from .._numba import max_threads
+from .._numba import threads as numba_threads
+from .._validation import (
     check_bool,
     check_choice,
     check_finite_real,
     check_int,
     check_interval,
     check_positive,
+    check_range,
 )
 
 __all__ = ["FusedGroup", "IndexMismatch", "LiveFusion", "check_mda_sequence"]
@@ -59,6 +60,10 @@ _log = logging.getLogger(__name__)
 
 #: StackFuser options LiveFusion sets itself, refused among ``fusion_options``
 _OWN_OPTIONS = ("z_um", "guide_channel")
+#: refractive indices and vacuum wavelengths (um) accepted: the ranges of the simulated camera
+#: (``hardware.sim_camera.MAX_INDEX``, ``WAVELENGTH_UM_RANGE``), inside which depths stay finite
+MAX_INDEX = 5.0
+WAVELENGTH_UM_RANGE = (0.01, 100.0)
 #: file suffix of each output format
 _SUFFIXES = {"ome-tiff": ".ome.tif", "ome-zarr": ".ome.zarr"}
 #: index axes of an MDA event other than z and channel (position, grid, time)
@@ -127,7 +132,8 @@ class IndexMismatch:
         lower face for an immersion objective looking into an aqueous sample).
     na, n_immersion, n_sample : float
         Numerical aperture and the refractive indices of the immersion medium and the
-        sample (as for :func:`~nanoro_optics.psf.actual_depth_um`).
+        sample (as for :func:`~nanoro_optics.psf.actual_depth_um`; indices from 1 to
+        ``MAX_INDEX`` = 5).
     model : str, optional
         One of :data:`nanoro_optics.psf.SCALING_MODELS` (default ``"wave"``).
     wavelength_um : float, optional
@@ -165,8 +171,8 @@ class IndexMismatch:
         set_ = object.__setattr__
         set_(self, "interface_um", check_finite_real(self.interface_um, "interface_um"))
         set_(self, "na", check_positive(self.na, "na"))
-        set_(self, "n_immersion", check_positive(self.n_immersion, "n_immersion"))
-        set_(self, "n_sample", check_positive(self.n_sample, "n_sample"))
+        for name in ("n_immersion", "n_sample"):  # finite depths for finite z
+            set_(self, name, check_range(getattr(self, name), name, 1.0, MAX_INDEX))
         check_choice(self.model, "model", SCALING_MODELS)
         depth_model = self.model in ("loginov", "wave")
         if self.wavelength_um is not None:
@@ -199,7 +205,7 @@ class IndexMismatch:
         """
         from nanoro_optics.psf import actual_depth_um
 
-        from ._validation import as_float_array
+        from .._validation import as_float_array
 
         z = np.array(as_float_array(z_um, "z_um"), dtype=np.float64)
         below = z < self.interface_um
@@ -235,7 +241,7 @@ class IndexMismatch:
         """
         from nanoro_optics.fusion._zmap_kernels import relabel
 
-        from ._validation import as_float_array
+        from .._validation import as_float_array
 
         raw = np.asarray(depth_um)
         if raw.dtype.kind not in "uif" or raw.ndim != 2:
@@ -589,15 +595,59 @@ class LiveFusion:
             parts.append(f"c{d['c']:02d}")
         return self.out_dir / ("_".join(parts) + _SUFFIXES[self.file_format])
 
-    def run(self, core: Any, sequence: Any) -> None:
+    def run(
+        self,
+        core: Any,
+        sequence: Any,
+        *,
+        limits_um: tuple[float, float],
+        objective: optics.Objective | str,
+        wavelength_um: float = optics.DEFAULT_WAVELENGTH_UM,
+    ) -> None:
         """Check ``sequence``, run it on ``core`` with this handler, raise what failed.
 
-        :meth:`check` runs first, and files need a pixel size (given, or the core's
-        ``getPixelSizeUm()``): a refused sequence never starts, so nothing moves.
-        Afterwards the first entry of :attr:`errors` is raised (as ``RuntimeError`` with
-        it as the cause).
+        Before anything moves, :meth:`check` runs, then :func:`check_mda_sequence` with the
+        stage's ``limits_um`` and the ``objective`` (the start of a stage position without
+        a ``z`` of its own is the focus device's position now), and files need a pixel size
+        (given, or the core's ``getPixelSizeUm()``): a refused sequence never starts.
+        Afterwards the first entry of :attr:`errors` is raised (as ``RuntimeError`` with it
+        as the cause).
+
+        ``core.mda.run(sequence, output=handler)`` runs the same MDA without the Z-plan
+        check (pymmcore-plus tells a handler of the sequence from another thread, once
+        the engine is already moving): call :func:`check_mda_sequence` first.
+
+        Parameters
+        ----------
+        core : pymmcore_plus.CMMCorePlus
+            The core to run the MDA on.
+        sequence : useq.MDASequence
+            The sequence.
+        limits_um : (float, float), keyword-only
+            The focus drive's travel limits in um (Micro-Manager does not report them).
+        objective : Objective or str, keyword-only
+            The objective (or a preset name), for the depth-of-field rule.
+        wavelength_um : float, keyword-only
+            Wavelength of that depth of field.
+
+        Raises
+        ------
+        nanoro_optics.zscan.PlanProblemsError
+            The Z plan goes below a start, outside the limits or steps past the depth of
+            field (nothing moved).
+        ValueError, TypeError, FileExistsError
+            See :meth:`check`; no pixel size for files.
+        RuntimeError
+            Something failed during the MDA (the cause is the first of :attr:`errors`).
         """
         self.check(sequence)
+        check_mda_sequence(
+            sequence,
+            limits_um=limits_um,
+            objective=objective,
+            current_um=_focus_position_um(core),
+            wavelength_um=wavelength_um,
+        )
         if self.out_dir is not None and self.pixel_size_um is None:
             px = float(core.getPixelSizeUm())
             if not px > 0:
@@ -694,7 +744,7 @@ class LiveFusion:
             A negative or non-finite ``timeout_s``.
         """
         if timeout_s is not None:
-            timeout_s = check_positive(timeout_s, "timeout_s", allow_zero=True)
+            timeout_s = check_range(timeout_s, "timeout_s", 0.0, threading.TIMEOUT_MAX)
         finisher = self._finisher
         if finisher is None:
             return True
@@ -870,6 +920,16 @@ class LiveFusion:
         }
 
 
+def _focus_position_um(core: Any) -> float | None:
+    """Return the position of the core's focus device now, or None if it has none."""
+    get_device = getattr(core, "getFocusDevice", None)
+    device = get_device() if callable(get_device) else None
+    if not isinstance(device, str) or not device:
+        return None
+    z = float(core.getPosition(device))
+    return z if np.isfinite(z) else None
+
+
 def check_mda_sequence(
     sequence: Any,
     *,
@@ -941,7 +1001,8 @@ def check_mda_sequence(
     seq = _check_sequence_type(sequence)
     lo, hi = check_interval(limits_um, "limits_um")
     obj = _resolve_objective(objective)
-    dof = obj.depth_of_field(wavelength_um=check_positive(wavelength_um, "wavelength_um"))
+    lam = check_range(wavelength_um, "wavelength_um", *WAVELENGTH_UM_RANGE)
+    dof = obj.depth_of_field(wavelength_um=lam)
     start_now = None if current_um is None else check_finite_real(current_um, "current_um")
     starts: dict[int, float] = {}
     loops: dict[tuple[tuple[str, int], ...], list[float]] = {}

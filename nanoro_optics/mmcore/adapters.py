@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_finite_real, check_interval, check_positive
-from .errors import (
+from .._validation import check_finite_real, check_interval, check_positive, check_range
+from ..hardware.errors import (
     CameraError,
+    CameraTimeoutError,
     HardwareError,
     StageFault,
     StageLimitError,
@@ -47,6 +48,8 @@ from .errors import (
 
 __all__ = ["MMCoreCamera", "MMCoreZStage", "simulated_core"]
 
+#: Longest polling interval (s) of :meth:`MMCoreZStage.wait_until_idle`.
+MAX_POLL_S = 10.0
 _EXTRA_HINT = 'install the extra: pip install "nanoro_optics[mmcore]"'
 
 
@@ -80,7 +83,8 @@ class MMCoreZStage:
     limits_um : (float, float), keyword-only
         Travel limits ``(lo, hi)`` in um (required: Micro-Manager does not report them).
     poll_s : float, keyword-only
-        Polling interval of :meth:`wait_until_idle` (default 5 ms).
+        Polling interval of :meth:`wait_until_idle` (default 5 ms, at most
+        :data:`MAX_POLL_S`).
 
     Raises
     ------
@@ -110,7 +114,7 @@ class MMCoreZStage:
         self._limits = check_interval(limits_um, "limits_um")
         self.core = core
         self.device = label
-        self.poll_s = check_positive(poll_s, "poll_s")
+        self.poll_s = check_range(poll_s, "poll_s", 0.0, MAX_POLL_S, lo_inclusive=False)
 
     @property
     def limits_um(self) -> tuple[float, float]:
@@ -225,7 +229,16 @@ class MMCoreCamera:
             raise _camera_error(exc, f"setting the exposure to {value!r} ms failed") from exc
 
     def snap(self, timeout_s: float | None = None) -> np.ndarray:
-        """Snap one frame (``core.snap()``; colour frames come as ``(rows, cols, 3)``)."""
+        """Snap one frame (``core.snap()``; colour frames come as ``(rows, cols, 3)``).
+
+        Raises
+        ------
+        CameraError
+            If the core fails, the frame is not a 2-D or 3-D integer or float array, or
+            it took longer than ``timeout_s`` (checked once it returned; for a deadline in
+            real time run the scan with :func:`~nanoro_optics.acquire.run_zscan`'s
+            ``timeout_s``).
+        """
         limit = None if timeout_s is None else check_positive(timeout_s, "timeout_s")
         t0 = time.monotonic()
         try:
@@ -233,8 +246,16 @@ class MMCoreCamera:
         except Exception as exc:
             raise _camera_error(exc, f"snap on {self.device!r} failed") from exc
         if limit is not None and time.monotonic() - t0 > limit:
-            raise CameraError(f"snap on {self.device!r} took longer than timeout_s={limit!r} s")
-        return np.asarray(frame)
+            raise CameraTimeoutError(
+                f"snap on {self.device!r} took longer than timeout_s={limit!r} s"
+            )
+        out = np.asarray(frame)
+        if out.dtype.kind not in "iuf" or out.ndim not in (2, 3) or out.size == 0:
+            raise CameraError(
+                f"snap on {self.device!r} returned a {out.dtype} array of shape {out.shape}; "
+                "expected a 2-D or 3-D integer or float frame"
+            )
+        return out
 
     def __repr__(self) -> str:
         return f"MMCoreCamera(device={self.device!r})"
@@ -255,6 +276,42 @@ def _camera_error(exc: Exception, what: str) -> CameraError:
 
 
 # ------------------------------------------------------------------ pure-Python devices
+
+
+def _fit_frame(frame: Any, buffer: np.ndarray) -> np.ndarray:
+    """Return ``frame`` if ``buffer`` holds it exactly; CameraError instead of a cast.
+
+    The shape must be the buffer's (no broadcasting), and every value representable in its
+    dtype: an integer in range, a float that is finite, whole and in range.
+    """
+    if not isinstance(frame, np.ndarray):
+        raise CameraError(f"the camera returned a {type(frame).__name__}, not a numpy array")
+    if frame.shape != buffer.shape:
+        raise CameraError(
+            f"the camera returned a frame of shape {frame.shape}; the device's buffer is "
+            f"{buffer.shape} (frames are never broadcast)"
+        )
+    if frame.dtype.kind not in "iuf":
+        raise CameraError(f"the camera returned a frame of dtype {frame.dtype}, not numbers")
+    if np.can_cast(frame.dtype, buffer.dtype, casting="safe") or frame.size == 0:
+        return frame
+    info = np.iinfo(buffer.dtype)
+    if frame.dtype.kind == "f":
+        bad = ~np.isfinite(frame) | (frame != np.round(frame))
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise CameraError(
+                f"the camera returned {float(frame[idx])!r} at pixel {idx}: a {buffer.dtype} "
+                "buffer holds finite whole numbers only (nothing is cast)"
+            )
+    lo, hi = frame.min(), frame.max()
+    if lo < info.min or hi > info.max:
+        value = lo if lo < info.min else hi
+        raise CameraError(
+            f"the camera returned {value.item()!r}, outside the {buffer.dtype} range "
+            f"[{info.min}, {info.max}] of the device (nothing is cast or wrapped)"
+        )
+    return frame
 
 
 @functools.lru_cache(maxsize=1)
@@ -295,7 +352,11 @@ def _device_classes() -> tuple[type, type]:
             raise RuntimeError("set_origin() refused: the simulated stage keeps its coordinates")
 
     class ProtocolCameraDevice(SimpleCameraDevice):
-        """A unicore camera delegating to a :class:`Camera` with a fixed frame shape."""
+        """A unicore camera delegating to a :class:`Camera` with a fixed frame shape.
+
+        A frame the buffer cannot hold exactly (another shape, values out of the dtype's
+        range, NaN or fractions in an integer buffer) raises CameraError: never cast.
+        """
 
         def __init__(self, camera: Any, shape: tuple[int, ...], dtype: Any) -> None:
             super().__init__()
@@ -316,8 +377,7 @@ def _device_classes() -> tuple[type, type]:
             return self._dtype
 
         def snap(self, buffer: np.ndarray) -> dict[str, Any]:
-            frame = self.camera.snap()
-            buffer[...] = frame
+            buffer[...] = _fit_frame(self.camera.snap(), buffer)
             return {}
 
     return ProtocolStageDevice, ProtocolCameraDevice
