@@ -146,12 +146,11 @@ class _Session:
         self.now: Callable[[], float] = clock_time if callable(clock_time) else time.monotonic
         self.commanded: list[float] = []
         self.measured: list[float] = []
-        self.noise: list[float] = []
-        self.stabilised: list[bool] = []
-        self.fine_energy: list[float] = []  # whole-frame energies / gain (DN^2)
-        self.coarse_energy: list[list[float]] = []
-        self.fine_tiles: list[np.ndarray] = []
-        self.coarse_tiles: list[list[np.ndarray]] = []
+        #: per view (False: the frames as they are; True: square-root stabilised, see
+        #: _stabiliser), everything measured; the view used is True once a frame looked
+        #: like sparse fluorescence
+        self.views = {False: _Store(), True: _Store()}
+        self.sparse = False
         self.moves: list[float] = []
         self.first: np.ndarray | None = None
         self.last_target: float | None = None
@@ -163,39 +162,33 @@ class _Session:
         return len(self.measured)
 
     def noise_dn(self) -> float:
-        raw = [n for n, st in zip(self.noise, self.stabilised, strict=True) if not st]
-        return float(np.median(raw)) if raw else math.nan
+        """Noise the scores are divided by: the median of the frames' own estimates.
 
-    def _var(self) -> np.ndarray:
-        """Noise variance each frame's energies are divided by.
-
-        The median of the plain frames' estimates (so a sharp frame's texture does not
-        inflate its own); each stabilised frame's own (its scale is the transform's).
+        A median, so that a sharp frame's texture does not inflate its own score's unit.
         """
-        med = self.noise_dn()
-        return np.array(
-            [n**2 if st else med**2 for n, st in zip(self.noise, self.stabilised, strict=True)],
-            dtype=float,
-        )
+        noise = self.views[self.sparse].noise
+        return float(np.median(noise)) if noise else math.nan
 
     def curve(self, coarse_index: int = 0) -> FocusCurve:
-        s2 = self._var()
-        coarse = [c[coarse_index] for c in self.coarse_energy] if self.coarse else []
+        v = self.views[self.sparse]
+        s2 = self.noise_dn() ** 2
+        coarse = [c[coarse_index] for c in v.coarse_energy] if self.coarse else []
         return FocusCurve(
             commanded_um=np.asarray(self.commanded),
             z_um=np.asarray(self.measured),
-            scores=np.asarray(self.fine_energy) / s2 if self.noise else np.zeros(0),
-            coarse_scores=np.asarray(coarse) / s2 if self.noise else np.zeros(0),
+            scores=np.asarray(v.fine_energy) / s2 if v.noise else np.zeros(0),
+            coarse_scores=np.asarray(coarse) / s2 if v.noise else np.zeros(0),
             noise_dn=self.noise_dn(),
             measure=self.fine[0],
         )
 
     def tiles(self, which: str, index: int = 0) -> np.ndarray:
         """(frames, ty, tx) tile scores of the fine or a coarse measure."""
-        s2 = self._var()[:, None, None]
+        v = self.views[self.sparse]
+        s2 = self.noise_dn() ** 2
         if which == "fine":
-            return np.stack(self.fine_tiles) / s2
-        return np.stack([c[index] for c in self.coarse_tiles]) / s2
+            return np.stack(v.fine_tiles) / s2
+        return np.stack([c[index] for c in v.coarse_tiles]) / s2
 
     def threshold(self, which: str, index: int = 0, *, tile: bool = True) -> float:
         """Score that noise alone exceeds rarely, per tile or per whole frame."""
@@ -311,40 +304,69 @@ class _Session:
         f3 = _as_frame(frame)
         g = _grey(f3)
         sigma = frame_noise(frame)
-        black = _stabiliser(g, sigma)
-        if black is not None:
-            g = np.sqrt(np.maximum(g - black, 1.0))
-            sigma = frame_noise(g)
+        black, sparse = _stabiliser(g, sigma)
+        gs = np.sqrt(np.maximum(g - black, 1.0))
+        scored = {False: self._measure(g, sigma), True: self._measure(gs, frame_noise(gs))}
+        # appended together, after everything that can fail
+        for view, values in scored.items():
+            self.views[view].append(*values)
+        self.sparse = self.sparse or sparse
+
+    def _measure(self, g: np.ndarray, sigma: float) -> tuple[Any, ...]:
         name, band = self.fine
         e, gain = _energy_maps(g, name, None if band is None else band.sigmas_px)
         if name == "brenner":
             e = e[:, :-2]
-        fine_whole = float(e.mean() / gain)
-        fine_tiles = _tile_means(e, self.tile_px) / gain
         coarse_whole, coarse_tiles = [], []
         for b in self.coarse:
             ec, gc = _energy_maps(g, "bandpass", b.sigmas_px)
             coarse_whole.append(float(ec.mean() / gc))
             coarse_tiles.append(_tile_means(ec, self.tile_px) / gc)
-        # appended together, after everything that can fail
-        self.noise.append(sigma)
-        self.stabilised.append(black is not None)
-        self.fine_energy.append(fine_whole)
+        return (
+            sigma,
+            float(e.mean() / gain),
+            _tile_means(e, self.tile_px) / gain,
+            coarse_whole,
+            coarse_tiles,
+        )
+
+
+class _Store:
+    """Everything measured of the frames in one view (energies in DN^2 over the gain)."""
+
+    def __init__(self) -> None:
+        self.noise: list[float] = []
+        self.fine_energy: list[float] = []
+        self.fine_tiles: list[np.ndarray] = []
+        self.coarse_energy: list[list[float]] = []
+        self.coarse_tiles: list[list[np.ndarray]] = []
+
+    def append(
+        self,
+        noise: float,
+        fine: float,
+        fine_tiles: np.ndarray,
+        coarse: list[float],
+        coarse_tiles: list[np.ndarray],
+    ) -> None:
+        self.noise.append(noise)
+        self.fine_energy.append(fine)
         self.fine_tiles.append(fine_tiles)
-        self.coarse_energy.append(coarse_whole)
+        self.coarse_energy.append(coarse)
         self.coarse_tiles.append(coarse_tiles)
 
 
-def _stabiliser(g: np.ndarray, sigma: float) -> float | None:
-    """Black level for a square-root transform of a photon-limited, mostly dark frame.
+def _stabiliser(g: np.ndarray, sigma: float) -> tuple[float, bool]:
+    """Black level of a square-root transform, and whether the frame looks photon-limited.
 
     Sparse fluorescence is a dark background with a few bright objects, whose shot noise
     (variance proportional to the signal) is far above the background's: in units of the
     background noise the defocused glow around an object would score as structure. The
     square root of the signal above the black level makes shot noise uniform (Anscombe
-    [1]_). It is used when the frame's median lies within 15 % of its range above the 1st
-    percentile and its bright end is more than 20 noise sigmas above; the black level is
-    the 1st percentile less three noise sigmas.
+    [1]_). A frame looks photon-limited when its median lies within 15 % of its range
+    above the 1st percentile and its bright end is more than 20 noise sigmas above; once
+    one frame of a search does, the whole search is scored on the square roots. The black
+    level is the 1st percentile less three noise sigmas.
 
     References
     ----------
@@ -353,6 +375,4 @@ def _stabiliser(g: np.ndarray, sigma: float) -> float | None:
     """
     p1, med, p999 = np.percentile(g, [1.0, 50.0, 99.9])
     span = p999 - p1
-    if span > 20.0 * sigma and med - p1 < 0.15 * span:
-        return float(p1 - 3.0 * sigma)
-    return None
+    return float(p1 - 3.0 * sigma), bool(span > 20.0 * sigma and med - p1 < 0.15 * span)

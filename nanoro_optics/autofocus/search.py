@@ -79,6 +79,8 @@ MIN_SCORE = 2.0
 MIN_CONTRAST = 1.25
 #: A tile whose peak score is below this fraction of a neighbour's is left out of the range.
 GLOW_FRACTION = 0.2
+#: ... and below this fraction when its focus is more than two near steps from that one's.
+RIM_FRACTION = 0.5
 #: Gaussian FWHM / sigma.
 _FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -514,7 +516,7 @@ def find_focus(
         zc, _ = _fit_peak(positions[::-1].copy(), coarse[::-1].copy(), len(positions) - 1 - k)
     else:
         zc = float(positions[k])
-    z_um, width, peak = _fine_peak(session, s, zc)
+    z_um, width, peak = _fine_peak(session, s, zc, step)
     curve = session.curve()
     med = float(np.median(curve.scores))
     confidence = max(0.0, (1.0 - 1.0 / peak) * (1.0 - med / peak))
@@ -530,7 +532,9 @@ def find_focus(
     )
 
 
-def _fine_peak(session: _Session, s: _Setup, zc: float) -> tuple[float, float, float]:
+def _fine_peak(
+    session: _Session, s: _Setup, zc: float, bracket: float
+) -> tuple[float, float, float]:
     """Fine frames around ``zc`` until the sharpest has lower neighbours; fit the peak."""
     h = s.fine_step
     grid = [zc + h, zc, zc - h]
@@ -546,6 +550,14 @@ def _fine_peak(session: _Session, s: _Setup, zc: float) -> tuple[float, float, f
 
     for z in grid:  # top down
         take(z)
+    # the fine measure sees less defocus than the coarse one: while it shows nothing, step
+    # outwards from the coarse estimate, within its bracket
+    floor = max(s.min_score, session.threshold("fine", tile=False))
+    k = 2
+    while k * h <= bracket and max(session.curve().scores[list(taken.values())]) < floor:
+        take(zc + k * h)
+        take(zc - k * h)
+        k += 1
     for _ in range(64):
         keys = sorted(taken)
         zs = np.array(keys)
@@ -721,6 +733,8 @@ def _tile_foci(session: _Session, s: _Setup, near: float) -> tuple[np.ndarray, n
     peaks = np.take_along_axis(ts, j[None], axis=0)[0]
     med = np.median(ts, axis=0)
     floor = max(s.min_score, session.threshold("coarse", 0))
+    fine = session.tiles("fine")[order]
+    fine_floor = max(s.min_score, session.threshold("fine"))
     heights = np.full(peaks.shape, np.nan)
     edge = np.zeros(peaks.shape, dtype=np.int8)  # +1 top edge, -1 bottom edge
     for idx in np.ndindex(peaks.shape):  # a few hundred tiles, three samples each
@@ -735,6 +749,10 @@ def _tile_foci(session: _Session, s: _Setup, near: float) -> tuple[np.ndarray, n
             edge[idx] = 1
             heights[idx] = zs[-1]
             continue
+        # sharp detail near the peak: a blur disc's rim sweeping over a tile far from focus
+        # shows in the coarse band only
+        if fine[max(jj - 1, 0) : jj + 2, idx[0], idx[1]].max() < fine_floor:
+            continue
         heights[idx] = _fit_peak(zs, ts[(slice(None), idx[0], idx[1])], jj)[0]
     # outliers: tiles more than two near steps from every structured neighbour
     from scipy import ndimage
@@ -742,7 +760,20 @@ def _tile_foci(session: _Session, s: _Setup, near: float) -> tuple[np.ndarray, n
     # a tile far fainter than a neighbour sees that neighbour's defocused glow (the rim of
     # a bright object's blur disc), not structure of its own
     glow = peaks < GLOW_FRACTION * ndimage.maximum_filter(peaks, size=3, mode="nearest")
-    heights[glow] = np.nan
+    # ... or, fainter than a neighbour by RIM_FRACTION, peaks far from that neighbour's
+    # focus (the rim of its blur disc sweeping over the tile out of focus)
+    ty, tx = peaks.shape
+    for y, x in zip(*np.nonzero(np.isfinite(heights)), strict=True):
+        y0, y1, x0, x1 = max(y - 1, 0), min(y + 2, ty), max(x - 1, 0), min(x + 2, tx)
+        win = np.where(np.isfinite(heights[y0:y1, x0:x1]), peaks[y0:y1, x0:x1], -np.inf)
+        k = np.unravel_index(int(np.argmax(win)), win.shape)
+        brightest = peaks[y0 + k[0], x0 + k[1]]
+        if (
+            peaks[y, x] < RIM_FRACTION * brightest
+            and abs(heights[y0 + k[0], x0 + k[1]] - heights[y, x]) > 2.0 * near
+        ):
+            glow[y, x] = True
+    # supported by neighbours before the glow goes (a bright tile's neighbours are glow)
     ok = np.isfinite(heights)
     filled = np.where(ok, heights, np.nan)
     pad = np.pad(filled, 1, constant_values=np.nan)
@@ -758,8 +789,8 @@ def _tile_foci(session: _Session, s: _Setup, near: float) -> tuple[np.ndarray, n
         close = np.abs(neigh - heights[None]) <= 2.0 * near
     supported = np.any(close & np.isfinite(neigh), axis=0)
     lonely = ok & ~supported & (ndimage.binary_dilation(ok, np.ones((3, 3))).sum() > 1)
-    heights[lonely] = np.nan
-    session.edge_tiles = edge * (~lonely)  # type: ignore[attr-defined]
+    heights[lonely | glow] = np.nan
+    session.edge_tiles = edge * (~(lonely | glow))  # type: ignore[attr-defined]
     return heights, peaks
 
 
