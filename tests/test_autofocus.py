@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -375,3 +376,13 @@ def test_mmcore_adapters_and_useq_plan() -> None:
     seq = useq.MDASequence(stage_positions=[(0.0, 0.0, plan.start_um)], z_plan=plan.to_useq())
     check_mda_sequence(seq, limits_um=mock.limits_um, objective=OBJ)
     assert min(mock.commanded_um) >= 0.0
+
+
+def test_demo_auto_range_reports_found_and_true(capsys: pytest.CaptureFixture[str]) -> None:
+    from nanoro_optics.cli import main
+
+    assert main(["demo", "--auto-range", "--size", "64", "--relief-um", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "top              found" in out and "bottom           found" in out
+    errors = [float(x) for x in re.findall(r"\(([+-]\d+\.\d+) depth of field\)", out)]
+    assert len(errors) == 2 and all(abs(e) <= 1.5 for e in errors)
