@@ -14,22 +14,15 @@
 :class:`FocusSearchError`           a device fault during a search; carries the curve
 =================================== ===========================================================
 
-The searches keep the executor's safety rules (see :mod:`.search`).
+The searches keep the executor's safety rules (see :mod:`.search`); the range and
+:func:`auto_zscan` are in :mod:`.sample_range`.
 """
 
 from __future__ import annotations
 
 from .measures import MEASURES, FocusBand, focus_band, focus_score, frame_noise, tile_scores
-from .search import (
-    FocusCurve,
-    FocusNotFoundError,
-    FocusResult,
-    FocusSearchError,
-    SampleRange,
-    auto_zscan,
-    find_focus,
-    find_sample_range,
-)
+from .sample_range import SampleRange, auto_zscan, find_sample_range
+from .search import FocusCurve, FocusNotFoundError, FocusResult, FocusSearchError, find_focus
 
 __all__ = [
     "MEASURES",

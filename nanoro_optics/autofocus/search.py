@@ -42,14 +42,13 @@ References
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .. import optics
-from .._validation import check_finite_real, check_int, check_interval, check_positive
+from .._validation import check_int, check_interval, check_positive
 from ..hardware.errors import StageLimitError
 from ._session import FocusCurve, FocusSearchError, _Session
 from .measures import MEASURES, FocusBand, _objective, focus_band
@@ -59,28 +58,17 @@ __all__ = [
     "FocusNotFoundError",
     "FocusResult",
     "FocusSearchError",
-    "SampleRange",
-    "auto_zscan",
     "find_focus",
-    "find_sample_range",
 ]
 
 #: Default step of the bracketing sweep of :func:`find_focus`, in depths of field.
 FOCUS_COARSE_STEP_DOF = 4.0
-#: Default step of the sweep of :func:`find_sample_range` where the field shows nothing,
-#: and where it shows structure, in depths of field.
-RANGE_FAR_STEP_DOF = 4.0
-RANGE_NEAR_STEP_DOF = 2.0
 #: Default least peak score (units of noise energy) taken as structure: twice what noise
 #: alone gives. A blank field scores 1.0-1.1 (the noise estimate reads a few % low).
 MIN_SCORE = 2.0
 #: Default least ratio of the peak score to the curve's median: a field whose score is
 #: high everywhere (a smooth gradient, fixed-pattern noise) has no focus.
 MIN_CONTRAST = 1.25
-#: A tile whose peak score is below this fraction of a neighbour's is left out of the range.
-GLOW_FRACTION = 0.2
-#: ... and below this fraction when its focus is more than two near steps from that one's.
-RIM_FRACTION = 0.5
 #: Gaussian FWHM / sigma.
 _FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -149,41 +137,6 @@ class FocusResult:
     confidence: float
     frames: int
     final_um: float
-
-
-@dataclass(frozen=True, eq=False)
-class SampleRange:
-    """The Z extent of the specimen in the field, from :func:`find_sample_range`.
-
-    Attributes
-    ----------
-    top_um, bottom_um : float
-        Stage Z at which the highest and the lowest part of the field is in focus.
-    height_map_um : numpy.ndarray
-        Focus Z of every tile (``tile_px`` square), NaN where a tile shows no structure.
-    confidence : float
-        ``1 - 1 / score`` of the weaker of the top and bottom tiles' peak scores, times
-        the fraction of the tiles that show structure, in [0, 1].
-    frames : int
-        Frames taken.
-    curve : FocusCurve
-        Every frame's position and whole-field scores.
-    tile_px : int
-        Tile size of the height map.
-    """
-
-    top_um: float
-    bottom_um: float
-    height_map_um: np.ndarray
-    confidence: float
-    frames: int
-    curve: FocusCurve
-    tile_px: int
-
-    @property
-    def depth_um(self) -> float:
-        """``top_um - bottom_um``."""
-        return self.top_um - self.bottom_um
 
 
 # ------------------------------------------------------------------------------ set-up
@@ -581,334 +534,3 @@ def _fine_peak(
     raise FocusSearchError(  # pragma: no cover - bounded by max_frames first
         "the fine search did not settle", curve=session.curve()
     )
-
-
-# ------------------------------------------------------------------------------ range
-
-
-def find_sample_range(
-    stage: Any,
-    camera: Any,
-    *,
-    search_um: tuple[float, float],
-    objective: optics.Objective | str | None = None,
-    spacing_um: float | None = None,
-    pixel_um: float | None = None,
-    wavelength_um: float = optics.DEFAULT_WAVELENGTH_UM,
-    tile_px: int = 16,
-    far_step_dof: float = RANGE_FAR_STEP_DOF,
-    near_step_dof: float = RANGE_NEAR_STEP_DOF,
-    min_score: float = MIN_SCORE,
-    min_contrast: float = MIN_CONTRAST,
-    timeout_s: float | None = None,
-    backlash_um: float = 0.0,
-    position_tolerance_um: float | None = None,
-    readout_tolerance_um: float = 0.1,
-    max_frames: int = 200,
-) -> SampleRange:
-    """Find the highest and lowest Z at which some part of the field is in focus.
-
-    1. A sweep from the top of the search range down, ``far_step_dof`` depths of field at
-       a time while no tile of the field shows structure and ``near_step_dof`` while one
-       does, each frame scored tile by tile (``tile_px`` square) with band-passes sized to
-       the two steps.
-    2. Each tile's focus: a Gaussian through its sharpest frame and the neighbours (the
-       near band); tiles whose peak is below ``min_score`` show nothing and are left out,
-       and so is a tile whose focus is more than two near steps from every neighbour's
-       (an outlier). Refusal as :func:`find_focus` when no tile shows structure, or when
-       the highest or lowest tile's sharpest frame is on an edge of the search range.
-    3. Two frames half a depth of field above and below the highest tile's focus, and
-       two around the lowest's, and the fits again; the extremes of the tiles' foci are
-       ``top_um`` and ``bottom_um``. The stage stays at the last frame.
-
-    Parameters
-    ----------
-    stage, camera, search_um, objective, spacing_um, pixel_um, wavelength_um
-        As :func:`find_focus`.
-    tile_px : int, keyword-only
-        Tile size of the height map (>= 4, default 16 px).
-    far_step_dof, near_step_dof : float, keyword-only
-        Sweep steps in depths of field away from and near structure (> 0; 4 and 2).
-    min_score, min_contrast, timeout_s, backlash_um, position_tolerance_um,
-    readout_tolerance_um, max_frames
-        As :func:`find_focus`.
-
-    Returns
-    -------
-    SampleRange
-
-    Raises
-    ------
-    FocusNotFoundError, FocusSearchError, StageLimitError, ValueError, TypeError
-        As :func:`find_focus`.
-    """
-    backlash = check_positive(backlash_um, "backlash_um", allow_zero=True)
-    s = _setup(
-        stage,
-        camera,
-        search_um,
-        objective,
-        spacing_um,
-        None,
-        pixel_um,
-        wavelength_um,
-        backlash,
-        min_score,
-        min_contrast,
-    )
-    far = check_positive(far_step_dof, "far_step_dof") * s.dof
-    near = check_positive(near_step_dof, "near_step_dof") * s.dof
-    if near > far:
-        raise ValueError(
-            f"near_step_dof={near_step_dof!r} must be <= far_step_dof={far_step_dof!r}"
-        )
-    session = _session(
-        stage,
-        camera,
-        s,
-        (_coarse_band(s, near), _coarse_band(s, far)),
-        search_um=search_um,
-        tile_px=tile_px,
-        timeout_s=timeout_s,
-        backlash_um=backlash,
-        position_tolerance_um=position_tolerance_um,
-        readout_tolerance_um=readout_tolerance_um,
-        max_frames=max_frames,
-    )
-    _sweep_positions(s, far, session.max_frames)  # refuse a hopeless range before moving
-    z = s.hi
-    while True:
-        i = session.snap_at(z)
-        if z <= s.lo:
-            break
-        near_t = session.tiles("coarse", 0)[i]
-        far_t = session.tiles("coarse", 1)[i]
-        seen = float(near_t.max()) >= max(s.min_score, session.threshold("coarse", 0)) or float(
-            far_t.max()
-        ) >= max(s.min_score, session.threshold("coarse", 1))
-        z = max(z - (near if seen else far), s.lo)
-        if s.lo < z < s.lo + 0.25 * near:  # no sliver of a step at the bottom
-            z = s.lo
-    heights, peaks = _tile_foci(session, s, near)
-    top, bottom = _extremes(session, s, heights, peaks)
-    for zt in sorted(
-        {top + s.fine_step, top - s.fine_step, bottom + s.fine_step, bottom - s.fine_step},
-        reverse=True,
-    ):
-        if (
-            s.lo <= zt <= s.hi
-            and np.min(np.abs(np.asarray(session.measured) - zt)) > 0.2 * s.fine_step
-        ):
-            session.snap_at(zt)
-    heights, peaks = _tile_foci(session, s, near)
-    top, bottom = _extremes(session, s, heights, peaks)
-    ok = np.isfinite(heights)
-    conf_peak = min(_peak_at(heights, peaks, top), _peak_at(heights, peaks, bottom))
-    confidence = max(0.0, 1.0 - 1.0 / conf_peak) * float(ok.mean())
-    return SampleRange(
-        top_um=top,
-        bottom_um=bottom,
-        height_map_um=heights,
-        confidence=confidence,
-        frames=session.frames,
-        curve=session.curve(),
-        tile_px=session.tile_px,
-    )
-
-
-def _peak_at(heights: np.ndarray, peaks: np.ndarray, z: float) -> float:
-    ok = np.isfinite(heights)
-    i = np.argmin(np.where(ok, np.abs(heights - z), np.inf))
-    return float(peaks.flat[i])
-
-
-def _tile_foci(session: _Session, s: _Setup, near: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-tile focus Z (NaN without structure) and peak score."""
-    t = session.tiles("coarse", 0)  # (frames, ty, tx)
-    z = np.asarray(session.measured)
-    order = np.argsort(z, kind="stable")
-    zs, ts = z[order], t[order]
-    n = len(zs)
-    j = np.argmax(ts, axis=0)
-    peaks = np.take_along_axis(ts, j[None], axis=0)[0]
-    med = np.median(ts, axis=0)
-    floor = max(s.min_score, session.threshold("coarse", 0))
-    fine = session.tiles("fine")[order]
-    fine_floor = max(s.min_score, session.threshold("fine"))
-    heights = np.full(peaks.shape, np.nan)
-    edge = np.zeros(peaks.shape, dtype=np.int8)  # +1 top edge, -1 bottom edge
-    for idx in np.ndindex(peaks.shape):  # a few hundred tiles, three samples each
-        jj = int(j[idx])
-        if peaks[idx] < floor or peaks[idx] < s.min_contrast * med[idx]:
-            continue
-        if jj == 0:
-            edge[idx] = -1
-            heights[idx] = zs[0]
-            continue
-        if jj == n - 1:
-            edge[idx] = 1
-            heights[idx] = zs[-1]
-            continue
-        # sharp detail near the peak: a blur disc's rim sweeping over a tile far from focus
-        # shows in the coarse band only
-        if fine[max(jj - 1, 0) : jj + 2, idx[0], idx[1]].max() < fine_floor:
-            continue
-        heights[idx] = _fit_peak(zs, ts[(slice(None), idx[0], idx[1])], jj)[0]
-    # outliers: tiles more than two near steps from every structured neighbour
-    from scipy import ndimage
-
-    # a tile far fainter than a neighbour sees that neighbour's defocused glow (the rim of
-    # a bright object's blur disc), not structure of its own
-    glow = peaks < GLOW_FRACTION * ndimage.maximum_filter(peaks, size=3, mode="nearest")
-    # ... or, fainter than a neighbour by RIM_FRACTION, peaks far from that neighbour's
-    # focus (the rim of its blur disc sweeping over the tile out of focus)
-    ty, tx = peaks.shape
-    for y, x in zip(*np.nonzero(np.isfinite(heights)), strict=True):
-        y0, y1, x0, x1 = max(y - 1, 0), min(y + 2, ty), max(x - 1, 0), min(x + 2, tx)
-        win = np.where(np.isfinite(heights[y0:y1, x0:x1]), peaks[y0:y1, x0:x1], -np.inf)
-        k = np.unravel_index(int(np.argmax(win)), win.shape)
-        brightest = peaks[y0 + k[0], x0 + k[1]]
-        if (
-            peaks[y, x] < RIM_FRACTION * brightest
-            and abs(heights[y0 + k[0], x0 + k[1]] - heights[y, x]) > 2.0 * near
-        ):
-            glow[y, x] = True
-    # supported by neighbours before the glow goes (a bright tile's neighbours are glow)
-    ok = np.isfinite(heights)
-    filled = np.where(ok, heights, np.nan)
-    pad = np.pad(filled, 1, constant_values=np.nan)
-    neigh = np.stack(
-        [
-            pad[1 + dy : 1 + dy + heights.shape[0], 1 + dx : 1 + dx + heights.shape[1]]
-            for dy in (-1, 0, 1)
-            for dx in (-1, 0, 1)
-            if (dy, dx) != (0, 0)
-        ]
-    )
-    with np.errstate(invalid="ignore"):
-        close = np.abs(neigh - heights[None]) <= 2.0 * near
-    supported = np.any(close & np.isfinite(neigh), axis=0)
-    lonely = ok & ~supported & (ndimage.binary_dilation(ok, np.ones((3, 3))).sum() > 1)
-    heights[lonely | glow] = np.nan
-    session.edge_tiles = edge * (~(lonely | glow))  # type: ignore[attr-defined]
-    return heights, peaks
-
-
-def _extremes(
-    session: _Session, s: _Setup, heights: np.ndarray, peaks: np.ndarray
-) -> tuple[float, float]:
-    ok = np.isfinite(heights)
-    if not ok.any():
-        best = float(peaks.max())
-        raise FocusNotFoundError(
-            f"no tile of the field shows structure above the noise in search_um=[{s.lo:.6g}, "
-            f"{s.hi:.6g}] um (best tile score {best:.3g} x the noise energy, min_score="
-            f"{s.min_score!r})",
-            curve=session.curve(),
-            best_score=best,
-        )
-    edge = session.edge_tiles  # type: ignore[attr-defined]
-    for e, name in ((1, "top"), (-1, "bottom")):
-        if np.any((edge == e) & ok):
-            raise _edge_error(session, s, name, float(peaks[(edge == e) & ok].max()))
-    return _span_extremes(heights)
-
-
-def _span_extremes(heights: np.ndarray) -> tuple[float, float]:
-    """Highest and lowest point: each tile's focus plus or minus half its span.
-
-    A tile's focus is about its mean height; a sloping tile reaches half a tile's rise
-    above and below it (its corner), the rise taken from the neighbours' foci.
-    """
-    if min(heights.shape) >= 2:
-        gy, gx = np.gradient(heights)
-        half = 0.5 * (np.nan_to_num(np.abs(gy)) + np.nan_to_num(np.abs(gx)))
-    else:
-        half = np.zeros_like(heights)
-    return float(np.nanmax(heights + half)), float(np.nanmin(heights - half))
-
-
-# ------------------------------------------------------------------------------ auto_zscan
-
-
-def auto_zscan(
-    stage: Any,
-    camera: Any,
-    *,
-    search_um: tuple[float, float],
-    objective: optics.Objective | str,
-    fuser: Any = None,
-    spacing_um: float | None = None,
-    margin_steps: int = 1,
-    range_options: dict[str, Any] | None = None,
-    on_range: Callable[[SampleRange], Any] | None = None,
-    **run_options: Any,
-) -> Any:
-    """Find the specimen's range, plan the scan that covers it, and run it.
-
-    The procedure of Urwin (2021) in one call: :func:`find_sample_range`, then
-    :func:`nanoro_optics.zscan.plan_for_sample` (spacing at most the objective's depth of
-    field, ``margin_steps`` beyond each end), then :func:`nanoro_optics.acquire.run_zscan`.
-    The plan must lie inside ``search_um`` (its start is never below ``search_um[0]``);
-    one that does not is refused before the scan moves anything.
-
-    Parameters
-    ----------
-    stage, camera, search_um, objective
-        As :func:`find_sample_range`.
-    fuser : StackFuser, keyword-only
-        Passed to :func:`~nanoro_optics.acquire.run_zscan` (fuses while acquiring).
-    spacing_um : float, keyword-only
-        Largest scan spacing (default the objective's, see ``plan_for_sample``).
-    margin_steps : int, keyword-only
-        Steps beyond each end of the range (default 1).
-    range_options : dict, keyword-only
-        Further keyword arguments of :func:`find_sample_range` (``timeout_s`` and
-        ``backlash_um`` are taken from ``run_options`` unless given here).
-    on_range : callable, keyword-only
-        Called with the :class:`SampleRange` before the scan starts.
-    **run_options
-        Keyword arguments of :func:`~nanoro_optics.acquire.run_zscan`.
-
-    Returns
-    -------
-    nanoro_optics.acquire.ZStack
-        The stack, with its ``plan``.
-
-    Raises
-    ------
-    FocusNotFoundError, FocusSearchError
-        From the range search (nothing scanned).
-    ValueError
-        A plan reaching outside ``search_um``.
-    """
-    from ..acquire import run_zscan
-    from ..zscan import plan_for_sample
-
-    if on_range is not None and not callable(on_range):
-        raise TypeError(f"on_range must be callable, got {on_range!r}")
-    opts = dict(range_options or {})
-    for key in ("timeout_s", "backlash_um"):
-        if key in run_options and key not in opts:
-            opts[key] = run_options[key]
-    rng = find_sample_range(stage, camera, search_um=search_um, objective=objective, **opts)
-    plan = plan_for_sample(
-        rng.top_um,
-        rng.bottom_um,
-        spacing_um=spacing_um,
-        objective=objective,
-        margin_steps=margin_steps,
-    )
-    lo, hi = check_interval(search_um, "search_um")
-    positions = plan.positions_um()
-    overshoot = check_finite_real(run_options.get("backlash_um", 0.0), "backlash_um")
-    if positions.min() < lo or positions.max() + overshoot > hi:
-        raise ValueError(
-            f"the plan for the found range {rng.bottom_um:.6g} .. {rng.top_um:.6g} um runs "
-            f"from {positions.min():.6g} to {positions.max() + overshoot:.6g} um (margins and "
-            f"overshoot included), outside search_um={(lo, hi)!r}; widen the search range or "
-            "lower margin_steps"
-        )
-    if on_range is not None:
-        on_range(rng)
-    return run_zscan(plan, stage, camera, fuser=fuser, **run_options)
