@@ -46,6 +46,10 @@ RANGE_NEAR_STEP_DOF = 2.0
 GLOW_FRACTION = 0.2
 #: ... and below this fraction when its focus is more than two near steps from that one's.
 RIM_FRACTION = 0.5
+#: ... within this many tiles.
+RIM_RADIUS_TILES = 2
+#: A tile's second peak (another layer) counts from this fraction of its highest.
+LAYER_FRACTION = 0.25
 
 
 @dataclass(frozen=True, eq=False)
@@ -264,7 +268,8 @@ def _tile_foci(session: _Session, s: _Setup, near: float) -> tuple[np.ndarray, n
     # focus (the rim of its blur disc sweeping over the tile out of focus)
     ty, tx = peaks.shape
     for y, x in zip(*np.nonzero(np.isfinite(heights)), strict=True):
-        y0, y1, x0, x1 = max(y - 1, 0), min(y + 2, ty), max(x - 1, 0), min(x + 2, tx)
+        r = RIM_RADIUS_TILES
+        y0, y1, x0, x1 = max(y - r, 0), min(y + r + 1, ty), max(x - r, 0), min(x + r + 1, tx)
         win = np.where(np.isfinite(heights[y0:y1, x0:x1]), peaks[y0:y1, x0:x1], -np.inf)
         k = np.unravel_index(int(np.argmax(win)), win.shape)
         brightest = peaks[y0 + k[0], x0 + k[1]]
@@ -291,6 +296,24 @@ def _tile_foci(session: _Session, s: _Setup, near: float) -> tuple[np.ndarray, n
     lonely = ok & ~supported & (ndimage.binary_dilation(ok, np.ones((3, 3))).sum() > 1)
     heights[lonely | glow] = np.nan
     session.edge_tiles = edge * (~(lonely | glow))  # type: ignore[attr-defined]
+    # a tile may see two layers (a semi-transparent one above): its highest and lowest
+    # local peaks of at least LAYER_FRACTION of its own, with sharp detail near them
+    upper, lower = heights.copy(), heights.copy()
+    for y, x in zip(*np.nonzero(np.isfinite(heights)), strict=True):
+        v = ts[:, y, x]
+        lim = max(floor, LAYER_FRACTION * peaks[y, x])
+        cand = [
+            k
+            for k in range(1, n - 1)
+            if v[k] >= lim
+            and v[k] >= v[k - 1]
+            and v[k] >= v[k + 1]
+            and fine[k - 1 : k + 2, y, x].max() >= fine_floor
+        ]
+        if cand:
+            upper[y, x] = max(upper[y, x], _fit_peak(zs, v, cand[-1])[0])
+            lower[y, x] = min(lower[y, x], _fit_peak(zs, v, cand[0])[0])
+    session.layers = (upper, lower)  # type: ignore[attr-defined]
     return heights, peaks
 
 
@@ -311,21 +334,51 @@ def _extremes(
     for e, name in ((1, "top"), (-1, "bottom")):
         if np.any((edge == e) & ok):
             raise _edge_error(session, s, name, float(peaks[(edge == e) & ok].max()))
-    return _span_extremes(heights)
+    upper, lower = session.layers  # type: ignore[attr-defined]
+    return _span_extremes(heights, upper, lower)
 
 
-def _span_extremes(heights: np.ndarray) -> tuple[float, float]:
+def _rise(h: np.ndarray, axis: int) -> np.ndarray:
+    """Rise per tile along ``axis``: the smaller of the differences to the two neighbours.
+
+    The minmod limiter of finite-volume schemes [1]_: a slope shows on both sides with one
+    sign, a step (a layer's edge, an outlier) on one side only, a summit or a trough with
+    two signs (0). On the field's border the one neighbour's; 0 next to a tile without a
+    focus.
+
+    References
+    ----------
+    .. [1] P. L. Roe, "Characteristic-based schemes for the Euler equations", Annu. Rev.
+       Fluid Mech. 18, 337-365 (1986), doi:10.1146/annurev.fl.18.010186.002005
+    """
+    if h.shape[axis] < 2:
+        return np.zeros_like(h)
+    d = np.diff(h, axis=axis)
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (1, 0)
+    before = np.pad(d, pad, mode="edge")  # the field's border: its one neighbour
+    pad[axis] = (0, 1)
+    after = np.pad(d, pad, mode="edge")
+    rise = np.where(before * after > 0, np.minimum(np.abs(before), np.abs(after)), 0.0)
+    return np.nan_to_num(rise)  # NaN (a neighbour without a focus): 0
+
+
+def _span_extremes(
+    heights: np.ndarray, upper: np.ndarray | None = None, lower: np.ndarray | None = None
+) -> tuple[float, float]:
     """Highest and lowest point: each tile's focus plus or minus half its span.
 
     A tile's focus is about its mean height; a sloping tile reaches half a tile's rise
     above and below it (its corner), the rise taken from the neighbours' foci.
     """
-    if min(heights.shape) >= 2:
-        gy, gx = np.gradient(heights)
-        half = 0.5 * (np.nan_to_num(np.abs(gy)) + np.nan_to_num(np.abs(gx)))
-    else:
-        half = np.zeros_like(heights)
-    return float(np.nanmax(heights + half)), float(np.nanmin(heights - half))
+    half = 0.5 * (_rise(heights, 0) + _rise(heights, 1))
+    up = heights if upper is None else upper
+    lo = heights if lower is None else lower
+    # a second layer is taken as flat over its tile: the rise is the surface's
+    with np.errstate(invalid="ignore"):
+        half_up = np.where(up > heights, 0.0, half)
+        half_lo = np.where(lo < heights, 0.0, half)
+    return float(np.nanmax(up + half_up)), float(np.nanmin(lo - half_lo))
 
 
 # ------------------------------------------------------------------------------ auto_zscan

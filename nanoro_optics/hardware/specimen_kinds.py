@@ -10,7 +10,8 @@ kind                what it is
 =================== =====================================================================
 ``"flat"``          the texture on a plane at ``base_um`` (no relief)
 ``"tilted"``        a tilted plane: the top in one corner, the bottom in the opposite one
-``"bump"``          a flat base with one Gaussian hill ``relief_um`` tall
+``"bump"``          a flat base with one Gaussian hill ``relief_um`` tall (sigma 20-30 %
+                    of the field)
 ``"hills"``         :meth:`Specimen.synthetic`'s tilted plane with three hills
 ``"two_layers"``    the hills with a semi-transparent fibre layer ``relief_um / 5`` above
 ``"sparse"``        sparse fluorescence: bright spots (3 % of the field) on a dark
@@ -108,7 +109,7 @@ def specimen_of_kind(
         plane = a * xx + b * yy
     elif kind == "bump":
         cy, cx = rng.uniform(0.3, 0.7, size=2)
-        w = rng.uniform(0.1, 0.2)
+        w = rng.uniform(0.2, 0.3)
         plane = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * w**2))
     else:  # sparse
         field = _smooth_noise(rng, (rows, cols), max(1.0, feature_px))
