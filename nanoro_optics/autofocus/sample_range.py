@@ -44,12 +44,15 @@ RANGE_FAR_STEP_DOF = 4.0
 RANGE_NEAR_STEP_DOF = 2.0
 #: A tile whose peak score is below this fraction of a neighbour's is left out of the range.
 GLOW_FRACTION = 0.2
-#: ... and below this fraction when its focus is more than two near steps from that one's.
+#: ... and below this fraction when its focus is more than a near step from that one's.
 RIM_FRACTION = 0.5
 #: ... within this many tiles.
 RIM_RADIUS_TILES = 2
 #: A tile's second peak (another layer) counts from this fraction of its highest.
 LAYER_FRACTION = 0.25
+#: ... unless it is fainter than a neighbour's by RIM_FRACTION and this many near steps
+#: from its focus (a layer lies further from the surface than a rim from its object)
+LAYER_RIM_STEPS = 2.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -266,17 +269,18 @@ def _tile_foci(session: _Session, s: _Setup, near: float) -> tuple[np.ndarray, n
     glow = peaks < GLOW_FRACTION * ndimage.maximum_filter(peaks, size=3, mode="nearest")
     # ... or, fainter than a neighbour by RIM_FRACTION, peaks far from that neighbour's
     # focus (the rim of its blur disc sweeping over the tile out of focus)
-    ty, tx = peaks.shape
-    for y, x in zip(*np.nonzero(np.isfinite(heights)), strict=True):
+    main = heights.copy()
+
+    def rim(y: int, x: int, value: float, z: float, tol: float) -> bool:
+        """Tell whether a peak of ``value`` at ``z`` is the rim of a brighter tile's blur disc."""
         r = RIM_RADIUS_TILES
-        y0, y1, x0, x1 = max(y - r, 0), min(y + r + 1, ty), max(x - r, 0), min(x + r + 1, tx)
-        win = np.where(np.isfinite(heights[y0:y1, x0:x1]), peaks[y0:y1, x0:x1], -np.inf)
-        k = np.unravel_index(int(np.argmax(win)), win.shape)
-        brightest = peaks[y0 + k[0], x0 + k[1]]
-        if (
-            peaks[y, x] < RIM_FRACTION * brightest
-            and abs(heights[y0 + k[0], x0 + k[1]] - heights[y, x]) > 2.0 * near
-        ):
+        ys, xs = slice(max(y - r, 0), y + r + 1), slice(max(x - r, 0), x + r + 1)
+        win_h, win_p = main[ys, xs], peaks[ys, xs]
+        bright = np.isfinite(win_h) & (win_p * RIM_FRACTION > value)
+        return bool(np.any(np.abs(win_h[bright] - z) > tol))
+
+    for y, x in zip(*np.nonzero(np.isfinite(heights)), strict=True):
+        if rim(y, x, peaks[y, x], heights[y, x], near):
             glow[y, x] = True
     # supported by neighbours before the glow goes (a bright tile's neighbours are glow)
     ok = np.isfinite(heights)
@@ -309,6 +313,7 @@ def _tile_foci(session: _Session, s: _Setup, near: float) -> tuple[np.ndarray, n
             and v[k] >= v[k - 1]
             and v[k] >= v[k + 1]
             and fine[k - 1 : k + 2, y, x].max() >= fine_floor
+            and not rim(y, x, v[k], zs[k], LAYER_RIM_STEPS * near)
         ]
         if cand:
             upper[y, x] = max(upper[y, x], _fit_peak(zs, v, cand[-1])[0])
