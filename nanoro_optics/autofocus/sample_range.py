@@ -50,6 +50,10 @@ RIM_FRACTION = 0.5
 RIM_RADIUS_TILES = 2
 #: A tile's second peak (another layer) counts from this fraction of its highest.
 LAYER_FRACTION = 0.25
+#: Default margin (depths of field) by which the found extremes are pushed outwards: the
+#: tiles' fits carry about 0.2 DoF of error, and a summit lies above its tile's mean; a
+#: scan that misses the top is worse than one a quarter DoF longer.
+EXTEND_DOF = 0.25
 #: ... unless it is fainter than a neighbour's by RIM_FRACTION and this many near steps
 #: from its focus (a layer lies further from the surface than a rim from its object)
 LAYER_RIM_STEPS = 2.0
@@ -112,6 +116,7 @@ def find_sample_range(
     position_tolerance_um: float | None = None,
     readout_tolerance_um: float = 0.1,
     max_frames: int = 200,
+    extend_dof: float = EXTEND_DOF,
 ) -> SampleRange:
     """Find the highest and lowest Z at which some part of the field is in focus.
 
@@ -125,8 +130,10 @@ def find_sample_range(
        (an outlier). Refusal as :func:`find_focus` when no tile shows structure, or when
        the highest or lowest tile's sharpest frame is on an edge of the search range.
     3. Two frames half a depth of field above and below the highest tile's focus, and
-       two around the lowest's, and the fits again; the extremes of the tiles' foci are
-       ``top_um`` and ``bottom_um``. The stage stays at the last frame.
+       two around the lowest's, and the fits again; the extremes of the tiles' foci (each
+       plus or minus half its tile's rise, the minmod of its neighbours' differences),
+       pushed out by ``extend_dof``, are ``top_um`` and ``bottom_um``. The stage stays at
+       the last frame.
 
     Parameters
     ----------
@@ -139,6 +146,9 @@ def find_sample_range(
     min_score, min_contrast, timeout_s, backlash_um, position_tolerance_um,
     readout_tolerance_um, max_frames
         As :func:`find_focus`.
+    extend_dof : float, keyword-only
+        Margin by which ``top_um`` and ``bottom_um`` are pushed outwards, in depths of
+        field (>= 0, default 0.25; kept inside the search range).
 
     Returns
     -------
@@ -163,6 +173,7 @@ def find_sample_range(
         min_score,
         min_contrast,
     )
+    extend = check_positive(extend_dof, "extend_dof", allow_zero=True)
     far = check_positive(far_step_dof, "far_step_dof") * s.dof
     near = check_positive(near_step_dof, "near_step_dof") * s.dof
     if near > far:
@@ -209,6 +220,10 @@ def find_sample_range(
             session.snap_at(zt)
     heights, peaks = _tile_foci(session, s, near)
     top, bottom = _extremes(session, s, heights, peaks)
+    top, bottom = top + extend * s.dof, bottom - extend * s.dof
+    if bottom < s.lo or top > s.hi:
+        # the margin only: the foci themselves are inside (else the edge error came first)
+        bottom, top = max(bottom, s.lo), min(top, s.hi)
     ok = np.isfinite(heights)
     conf_peak = min(_peak_at(heights, peaks, top), _peak_at(heights, peaks, bottom))
     confidence = max(0.0, 1.0 - 1.0 / conf_peak) * float(ok.mean())
