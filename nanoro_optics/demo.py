@@ -43,7 +43,7 @@ import numpy as np
 
 from ._validation import check_int, check_positive
 
-__all__ = ["DemoSummary", "run_demo"]
+__all__ = ["AutoRangeSummary", "DemoSummary", "run_auto_range_demo", "run_demo"]
 
 #: Default objective of the demo (the 40x/0.65 air lens of the objective table).
 DEMO_OBJECTIVE = "Nikon MRP70401"
@@ -278,3 +278,115 @@ def run_demo(
     tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     os.replace(tmp, out / "summary.json")
     return summary
+
+
+@dataclass(frozen=True)
+class AutoRangeSummary:
+    """What :func:`run_auto_range_demo` found, beside the simulation's truth (um).
+
+    Attributes
+    ----------
+    objective : str
+        Objective name.
+    depth_of_field_um : float
+        Its total depth of field.
+    search_um : tuple of float
+        The search range given to the autofocus.
+    true_top_um, true_bottom_um : float
+        Extent of the simulated specimen.
+    found_top_um, found_bottom_um : float
+        What :func:`nanoro_optics.autofocus.find_sample_range` found.
+    search_frames : int
+        Frames the range search took (an exhaustive sweep at DoF/2 takes
+        ``sweep_frames``).
+    sweep_frames : int
+        Frames of a sweep of the search range at half the depth of field.
+    plan : dict
+        The plan that covers the found range (:meth:`~nanoro_optics.zscan.ZScanPlan.to_dict`).
+    scan_frames : int
+        Frames the scan took.
+    psnr_db : float
+        Fused image vs the all-in-focus truth (as :func:`run_demo`).
+    seconds : float
+        Wall-clock time.
+    """
+
+    objective: str
+    depth_of_field_um: float
+    search_um: tuple[float, float]
+    true_top_um: float
+    true_bottom_um: float
+    found_top_um: float
+    found_bottom_um: float
+    search_frames: int
+    sweep_frames: int
+    plan: dict[str, Any]
+    scan_frames: int
+    psnr_db: float
+    seconds: float
+
+
+def run_auto_range_demo(
+    *,
+    seed: int = 0,
+    objective: str = DEMO_OBJECTIVE,
+    shape: tuple[int, int] = (256, 256),
+    relief_um: float = 15.0,
+) -> AutoRangeSummary:
+    """Find the specimen's range by image, plan the scan that covers it, and run it.
+
+    A synthetic specimen (as :func:`run_demo`) lies 20 um above the bottom of a search
+    range that reaches 20 um above its top; nothing about its extent is given to the
+    library, which finds it (:func:`~nanoro_optics.autofocus.find_sample_range`), plans the
+    scan (:func:`~nanoro_optics.zscan.plan_for_sample`) and runs it, fusing as it goes.
+
+    Parameters
+    ----------
+    seed, objective, shape, relief_um
+        As :func:`run_demo`.
+
+    Returns
+    -------
+    AutoRangeSummary
+    """
+    from . import optics
+    from .autofocus import auto_zscan
+    from .fusion import StackFuser
+    from .hardware import MockZStage
+    from .hardware.sim_camera import DEFAULT_CAMERA_PIXEL_UM, SimulatedCamera, Specimen
+
+    t0 = time.perf_counter()
+    seed = check_int(seed, "seed", 0)
+    if objective not in optics.OBJECTIVES:
+        raise ValueError(f"objective must be one of {sorted(optics.OBJECTIVES)}, got {objective!r}")
+    obj = optics.OBJECTIVES[objective]
+    relief = check_positive(relief_um, "relief_um")
+    pixel_um = DEFAULT_CAMERA_PIXEL_UM / obj.magnification
+    feature_px = max(1.0, obj.lateral_resolution() / pixel_um)
+    specimen = Specimen.synthetic(
+        shape, relief_um=relief, base_um=20.0, feature_px=feature_px, seed=seed
+    )
+    search = (0.0, specimen.top_um + 20.0)
+    stage = MockZStage(limits_um=(-100.0, search[1] + 100.0), position_um=search[1] + 50.0)
+    camera = SimulatedCamera(stage, specimen, objective=obj, pixel_um=pixel_um, seed=seed)
+    found: list[Any] = []
+    stack = auto_zscan(
+        stage, camera, search_um=search, objective=obj, fuser=StackFuser(), on_range=found.append
+    )
+    rng = found[0]
+    truth = camera.ground_truth()
+    return AutoRangeSummary(
+        objective=obj.name,
+        depth_of_field_um=obj.depth_of_field(),
+        search_um=search,
+        true_top_um=specimen.top_um,
+        true_bottom_um=specimen.bottom_um,
+        found_top_um=rng.top_um,
+        found_bottom_um=rng.bottom_um,
+        search_frames=rng.frames,
+        sweep_frames=math.floor((search[1] - search[0]) / (obj.depth_of_field() / 2)) + 1,
+        plan=stack.plan.to_dict(),
+        scan_frames=len(stack),
+        psnr_db=psnr_db(camera.frame_to_reflectance(stack.fused.image), truth.reflectance),
+        seconds=time.perf_counter() - t0,
+    )

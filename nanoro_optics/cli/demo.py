@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--colour", action="store_true", help="simulate an RGB camera")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--auto-range",
+        action="store_true",
+        help="find the specimen's top and bottom by image (autofocus), plan and scan that "
+        "range; report found vs true (writes no files)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
     from ._first_run import announce_compile
 
+    if args.auto_range:
+        return _run_auto_range(args)
     announce_compile(depth=True, align=False, depth_um=True, stream=sys.stderr)
     s = run_demo(
         args.out,
@@ -82,4 +90,44 @@ def run(args: argparse.Namespace) -> int:
     print(f"time             {s.seconds:.1f} s")
     for key, path in s.files.items():
         print(f"{key:<16} {path}")
+    return 0
+
+
+def _run_auto_range(args: argparse.Namespace) -> int:
+    """``demo --auto-range``: autofocus finds the range, then the plan and the scan."""
+    from dataclasses import asdict
+
+    from ..demo import run_auto_range_demo
+
+    s = run_auto_range_demo(
+        seed=args.seed,
+        objective=args.objective,
+        shape=(args.size, args.size),
+        relief_um=args.relief_um,
+    )
+    if args.json:
+        print(json.dumps(asdict(s), indent=2))
+        return 0
+    d = s.depth_of_field_um
+    print(f"objective        {s.objective}  (depth of field {d:.3g} um)")
+    print(f"search range     {s.search_um[0]:.4g} .. {s.search_um[1]:.4g} um")
+    for name, found, true in (
+        ("top", s.found_top_um, s.true_top_um),
+        ("bottom", s.found_bottom_um, s.true_bottom_um),
+    ):
+        print(
+            f"{name:<16} found {found:.4g} um, true {true:.4g} um "
+            f"({(found - true) / d:+.2f} depth of field)"
+        )
+    print(
+        f"search           {plural(s.search_frames, 'frame')} "
+        f"(a sweep at half the depth of field: {s.sweep_frames})"
+    )
+    plan = s.plan
+    print(
+        f"plan             {plural(plan['image_count'], 'image')}, spacing "
+        f"{plan['spacing_um']:.4g} um, from {plan['start_um'] + plan['distance_um']:.4g} down "
+        f"to {plan['start_um']:.4g} um; fused PSNR {s.psnr_db:.2f} dB"
+    )
+    print(f"time             {s.seconds:.1f} s")
     return 0

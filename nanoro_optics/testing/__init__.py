@@ -49,6 +49,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
     ) from exc
 
 from .assertions import assert_plan_invariants, assert_positions_safe, assert_stack_consistent
+from .autofocus import *  # noqa: F403  (the autofocus kit: see .autofocus.__all__)
 from .contracts import (
     CAMERA_CHECKS,
     ZSTAGE_CHECKS,
