@@ -181,7 +181,7 @@ def test_camera_and_depth_options_reach_the_fuser(viewer: Any, qtbot: Any) -> No
     src = viewer.add_image(frames, name="cam")
     w = _widget_on(viewer, src)
     w.bit_depth.value, w.noise_dn.value = 12, 3.0
-    w.min_confidence.value, w.fill_depth.value = 0.8, False
+    w.min_confidence.value, w.keep_depth_holes.value = 0.8, True
     w.depth_unit.value = DEPTH_FRAMES
     assert w.run() is not None, w.message.value
     _wait(qtbot, w)
@@ -222,23 +222,105 @@ def test_cancel_leaves_no_layer(viewer: Any, qtbot: Any) -> None:
     assert len(viewer.layers) == 3
 
 
-def test_closing_the_widget_stops_its_fusion_and_adds_nothing(viewer: Any, qtbot: Any) -> None:
-    frames = synthetic_stack((96, 96), 40, seed=2, channels=1, dtype=np.uint16).frames
-    src = viewer.add_image(frames, name="stack")
-    w = _widget_on(viewer, src)
+class _Gated:
+    """A z-stack whose frame ``gate`` waits, when the worker reads it, until ``release`` is set.
+
+    The test can then close the widget while the fusion is certainly mid-stack, however
+    fast the machine fuses: no race against the fusion's speed.
+    """
+
+    def __init__(self, data: np.ndarray, gate: int) -> None:
+        self._data, self.gate = data, gate
+        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
+        self.gui_thread = threading.get_ident()
+        self.reached, self.release = threading.Event(), threading.Event()
+
+    def __getitem__(self, key: Any) -> Any:
+        if key == self.gate and threading.get_ident() != self.gui_thread:  # the worker's read
+            self.reached.set()
+            if not self.release.wait(60):
+                raise TimeoutError("the test never released the frame")
+        return self._data[key]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self._data, dtype=dtype)
+
+
+N_GATED = 8
+
+
+def _follows(viewer: Any, w: FusionWidget) -> bool:
+    """Whether one of the viewer's layer-list events calls the widget's own handlers.
+
+    (napari connects a docked magicgui widget's ``reset_choices`` itself, and leaves it.)
+    """
+    emitters = [getattr(viewer.layers.events, n) for n in ("inserted", "removed", "reordered")]
+    callbacks = [cb for e in emitters for cb in e.callbacks]
+    mine = [cb for cb in callbacks if isinstance(cb, tuple) and cb[0]() is w]
+    return any(name != "reset_choices" for _, name in mine)
+
+
+def _start_gated_run(viewer: Any, qtbot: Any) -> tuple[FusionWidget, Any, _Gated, list[int]]:
+    """Dock a widget as napari does and start a run that holds at frame 2 of 8."""
+    frames = synthetic_stack((48, 48), N_GATED, seed=2, channels=1, dtype=np.uint16).frames
+    gated = _Gated(frames, gate=2)
+    src = viewer.add_image(gated, name="stack", contrast_limits=(0, 65535))
+    w = FusionWidget(viewer)
+    dock = viewer.window.add_dock_widget(w, name="Extended depth of field")
+    assert _follows(viewer, w)
+    w.layer_box.value = src
     worker = w.run()
-    assert worker is not None
-    ended: list[bool] = []
-    worker.finished.connect(lambda: ended.append(True))
+    assert worker is not None, w.message.value
     yielded: list[int] = []
     worker.yielded.connect(yielded.append)
-    viewer.window.remove_dock_widget(w.native.parent())  # as the dock's close button does
-    w.native.deleteLater()
-    qtbot.waitUntil(lambda: bool(ended), timeout=60_000)
-    qtbot.wait(50)  # let any queued layer addition run (there must be none)
+    assert gated.reached.wait(60)  # the worker is inside frame 2
+    return w, dock, gated, yielded
+
+
+def _end_gated_run(qtbot: Any, w: FusionWidget, gated: _Gated) -> None:
+    gated.release.set()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    qtbot.wait(20)  # any layer addition the widget might still have queued would run here
+
+
+def test_dock_close_button_stops_the_fusion_and_adds_nothing(viewer: Any, qtbot: Any) -> None:
+    w, dock, gated, yielded = _start_gated_run(viewer, qtbot)
+    try:
+        dock.title.close_button.click()  # the dock's x: napari's remove_dock_widget
+    finally:
+        gated.release.set()
+    _end_gated_run(qtbot, w, gated)
     assert [layer.name for layer in viewer.layers] == ["stack"]
-    assert len(yielded) < 40  # stopped before the last frame
-    viewer.add_image(frames[0], name="later")  # the viewer no longer calls the widget
+    assert len(yielded) < N_GATED  # stopped after the frame it was in
+    assert w.native.parent() is None  # napari detached it (and did not delete it)
+    assert not _follows(viewer, w)  # it stopped following the layer list
+    viewer.add_image(np.zeros((3, 8, 8)), name="later")
+
+
+def test_removing_the_source_layer_stops_the_fusion(viewer: Any, qtbot: Any) -> None:
+    w, _dock, gated, yielded = _start_gated_run(viewer, qtbot)
+    try:
+        viewer.layers.remove("stack")
+    finally:
+        gated.release.set()
+    _end_gated_run(qtbot, w, gated)
+    assert len(viewer.layers) == 0
+    assert len(yielded) < N_GATED
+    assert w.message.value == "layer 'stack' was removed: fusion stopped, no layer added"
+    assert w.run_button.enabled and not w.running
+
+
+def test_closing_the_viewer_stops_the_fusion(viewer: Any, qtbot: Any) -> None:
+    w, _dock, gated, yielded = _start_gated_run(viewer, qtbot)
+    added: list[str] = []
+    viewer.layers.events.inserted.connect(lambda e: added.append(e.value.name))
+    try:
+        viewer.close()
+    finally:
+        gated.release.set()
+    _end_gated_run(qtbot, w, gated)
+    assert added == [] and len(viewer.layers) == 0
+    assert len(yielded) < N_GATED
 
 
 def _multiscale(viewer: Any) -> Any:
@@ -246,12 +328,28 @@ def _multiscale(viewer: Any) -> Any:
     return viewer.add_image([base, base[:, ::2, ::2]], name="bad", multiscale=True)
 
 
-BAD_LAYERS = {
+NO_Z_AXIS = {
     "2-D grey": (lambda v: v.add_image(np.zeros((32, 40), np.uint16), name="bad"), "2-D image"),
     "2-D RGB": (
         lambda v: v.add_image(np.zeros((32, 40, 3), np.uint8), name="bad", rgb=True),
         "2-D RGB image",
     ),
+}
+
+
+@pytest.mark.parametrize("case", list(NO_Z_AXIS))
+def test_layers_without_a_z_axis_are_not_offered(viewer: Any, case: str) -> None:
+    make, needle = NO_Z_AXIS[case]
+    stack = viewer.add_image(np.zeros((3, 32, 40), np.uint16), name="stack")
+    layer = make(viewer)  # now the active layer
+    w = FusionWidget(viewer)
+    assert w.layer_box.choices == (None, stack)
+    assert w.layer_box.value is stack
+    with pytest.raises(ValueError, match=needle):  # and refused, should one be passed
+        _widget.stack_from_layer(layer)
+
+
+BAD_LAYERS = {
     "one frame": (
         lambda v: v.add_image(np.zeros((1, 32, 40), np.uint16), name="bad"),
         "single frame",
@@ -276,6 +374,24 @@ def test_bad_layer_gets_a_message_not_a_traceback(viewer: Any, case: str) -> Non
     assert needle in w.message.value
     assert not w.running and w.run_button.enabled
     assert [lay.name for lay in viewer.layers] == before
+
+
+def test_a_long_refusal_wraps_and_the_dock_keeps_its_width(viewer: Any, qtbot: Any) -> None:
+    name = "sample 12 of the afternoon session, objective 20x, stage position A7 " * 2
+    layer = viewer.add_image(np.zeros((1, 16, 16), np.uint16), name=name)
+    w = _widget_on(viewer, layer)
+    window = viewer.window._qt_window
+    window.show()  # laid out by Qt (offscreen): size hints are those of a real dock
+    qtbot.waitExposed(window)
+    before = w.native.sizeHint().width()
+    width = w.native.width()
+    assert w.run() is None
+    assert len(w.message.value) > 200  # the layer's name is in it
+    qtbot.wait(10)  # the layout request the new text posts
+    assert w.message.native.wordWrap()
+    assert w.native.sizeHint().width() <= before
+    assert w.native.width() == width
+    window.hide()
 
 
 def test_non_image_layer_is_refused_by_name(viewer: Any) -> None:
@@ -485,6 +601,27 @@ def test_napari_finds_the_widget_and_the_reader_through_the_manifest(
     assert layer.name == "h depth (um)"
     assert layer.colormap.name == _reader.DEPTH_COLORMAP
     np.testing.assert_array_equal(layer.data, np.arange(12.0).reshape(3, 4))
-    # the widget follows the layer list, and picks the new (active) image layer
-    assert widget.layer_box.choices == (None, layer)
-    assert widget.layer_box.value is layer
+    # the widget follows the layer list: a 2-D map is no z-stack; a new z-stack is picked
+    assert widget.layer_box.choices == (None,)
+    stack = viewer.add_image(np.zeros((3, 4, 4)), name="stack")
+    assert widget.layer_box.choices == (None, stack)
+    assert widget.layer_box.value is stack
+
+
+def test_a_script_after_the_menu_finds_the_menu_s_dock(viewer: Any) -> None:
+    """Plugins > Extended depth of field, then add_plugin_dock_widget: one dock, one widget."""
+    from napari._app_model import get_app_model
+    from npe2 import PluginManager, PluginManifest
+
+    pm = PluginManager.instance()
+    try:
+        pm.get_manifest("nanoro_optics")
+    except KeyError:
+        pm.register(PluginManifest.from_distribution("nanoro_optics"))
+    get_app_model().commands.execute_command("nanoro_optics.fusion_widget").result()
+    docks = viewer.window._wrapped_dock_widgets
+    assert len(docks) == 1, list(docks)
+    (menu_dock,) = docks.values()
+    dock, widget = viewer.window.add_plugin_dock_widget("nanoro_optics", "Extended depth of field")
+    assert dock is menu_dock and isinstance(widget, FusionWidget)
+    assert len(viewer.window._wrapped_dock_widgets) == 1
