@@ -625,3 +625,241 @@ def test_a_script_after_the_menu_finds_the_menu_s_dock(viewer: Any) -> None:
     dock, widget = viewer.window.add_plugin_dock_widget("nanoro_optics", "Extended depth of field")
     assert dock is menu_dock and isinstance(widget, FusionWidget)
     assert len(viewer.window._wrapped_dock_widgets) == 1
+
+
+# -- what the user meets after a run ---------------------------------------------------------
+def _run_to_end(qtbot: Any, w: FusionWidget) -> None:
+    assert w.run() is not None, w.message.value
+    _wait(qtbot, w)
+
+
+def test_after_a_run_the_fused_image_is_on_top_and_selected(viewer: Any, qtbot: Any) -> None:
+    frames = synthetic_stack((40, 48), 4, seed=7, channels=1, dtype=np.uint16).frames
+    src = viewer.add_image(frames, name="s", scale=(2.0, 0.5, 0.5), units=("um", "um", "um"))
+    other = viewer.add_image(np.zeros((3, 8, 8)), name="other")  # above the source
+    w = _widget_on(viewer, src)
+    w.confidence.value = True
+    _run_to_end(qtbot, w)
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["s", "other", "s confidence", "s depth (um)", "s fused"]
+    fused, depth, conf = (viewer.layers[n] for n in ("s fused", "s depth (um)", "s confidence"))
+    assert viewer.layers.selection.active is fused
+    assert depth.visible and depth.colorbar.visible  # the legend, in um (its name, metadata)
+    assert depth.metadata["nanoro_optics"]["unit"] == "um"
+    assert not conf.visible and not other.colorbar.visible
+    for layer in (fused, depth, conf):
+        assert tuple(str(u) for u in layer.units) == ("micrometer", "micrometer")
+
+
+def test_a_re_run_replaces_the_previous_result_or_keeps_it_named(viewer: Any, qtbot: Any) -> None:
+    frames = synthetic_stack((40, 48), 4, seed=8, channels=1, dtype=np.uint16).frames
+    src = viewer.add_image(frames, name="s")
+    w = _widget_on(viewer, src)
+    w.confidence.value = True
+    _run_to_end(qtbot, w)
+    first = viewer.layers["s fused"]
+    w.hard.value, w.confidence.value = True, False
+    _run_to_end(qtbot, w)
+    # the same layers, new data: replaced in place (the confidence of the first run goes)
+    assert [layer.name for layer in viewer.layers] == ["s", "s depth (um)", "s fused"]
+    assert viewer.layers["s fused"] is first
+    np.testing.assert_array_equal(first.data, fuse_stack(frames, sharpness=None).image)
+    assert first.metadata["nanoro_optics"]["settings"]["sharpness"] is None
+    w.keep_earlier.value, w.window_px.value = True, 3
+    _run_to_end(qtbot, w)
+    assert [layer.name for layer in viewer.layers] == [
+        "s",
+        "s depth (um)",
+        "s fused",
+        "s depth (um; hard, window 3)",
+        "s fused (hard, window 3)",
+    ]
+    np.testing.assert_array_equal(
+        viewer.layers["s fused (hard, window 3)"].data,
+        fuse_stack(frames, sharpness=None, window_px=3).image,
+    )
+
+
+def test_controls_say_auto_show_the_z_step_and_have_the_cli_s_tooltips(viewer: Any) -> None:
+    from nanoro_optics.cli._fusion_options import option_help
+
+    src = viewer.add_image(np.zeros((3, 8, 8)), name="s", scale=(5.0, 1, 1), translate=(2, 0, 0))
+    w = _widget_on(viewer, src)
+    for box in (w.levels, w.bit_depth):
+        assert box.value == 0 and box.native.currentText() == "auto"
+    assert w.noise_dn.value == 0 and w.noise_dn.native.text() == "auto"
+    assert w.z_info.value == "z step in use: 5 um (layer's z scale), first frame at 2 um"
+    w.depth_unit.value = DEPTH_FROM_STEP
+    w.z_step_um.value = -1.5
+    assert w.z_info.value == "z step in use: -1.5 um (typed), 0 at the first frame"
+    w.depth_unit.value = DEPTH_FRAMES
+    assert w.z_info.value == "depth in frames (0 = first frame)"
+    cli = option_help()
+    same = {"levels", "sharpness", "window_px", "align", "bit_depth", "noise_dn"}
+    same |= {"keep_depth_holes", "z_step_um"}
+    for name in same:
+        assert getattr(w, name).tooltip == cli[name], name
+    assert cli["hard"] in str(w.hard.tooltip)
+    untipped = [c for c in w if not c.tooltip]
+    assert untipped == [w.z_info, w.progress, w.message]  # every control has one
+
+
+def test_first_run_notice_while_kernels_compile(
+    viewer: Any, qtbot: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nanoro_optics.cli import _first_run
+
+    asked: list[dict[str, Any]] = []
+
+    def cold_cache(*, depth: bool, align: bool, depth_um: bool = False, stream: Any) -> float:
+        asked.append({"depth": depth, "align": align, "depth_um": depth_um})
+        print("compiling fast kernels (first run only, about 42 s)...", file=stream)
+        return 42.0
+
+    frames = synthetic_stack((32, 32), 3, seed=9, channels=1, dtype=np.uint16).frames
+    w = _widget_on(viewer, viewer.add_image(frames, name="s"))
+    monkeypatch.setattr(_first_run, "announce_compile", cold_cache)
+    assert w.run() is not None
+    assert w.message.value == (
+        "fusing 3 frames of 's'; compiling fast kernels (first run only, about 42 s)..."
+    )
+    assert asked == [{"depth": True, "align": False, "depth_um": True}]
+    _wait(qtbot, w)
+    # the kernels are cached: the command line's check prints nothing, the widget adds nothing
+    monkeypatch.setattr(_first_run, "announce_compile", lambda **kw: 0.0)
+    w.align.value = True
+    assert w.run() is not None
+    assert w.message.value == "fusing 3 frames of 's'..."
+    _wait(qtbot, w)
+
+
+# -- the height surface ----------------------------------------------------------------------
+def test_height_surface_vertices_sit_at_the_depth_on_the_pixel_grid() -> None:
+    from nanoro_optics.napari._surface import height_surface
+
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(-3.0, 7.0, (9, 13))
+    depth[4, 6] = np.nan  # a hole: no triangle touches it
+    grey = rng.integers(0, 4096, (9, 13)).astype(np.uint16)
+    s = height_surface(depth, grey, scale_yx=(0.5, 0.25), translate_yx=(10.0, -2.0))
+    assert s.step_px == 1 and s.colors is None
+    z, y, x = s.vertices.T
+    i, j = np.divmod(np.arange(9 * 13), 13)
+    np.testing.assert_allclose(y, 10.0 + 0.5 * i)
+    np.testing.assert_allclose(x, -2.0 + 0.25 * j)
+    ok = np.isfinite(depth.ravel())
+    np.testing.assert_allclose(z[ok], depth.ravel()[ok], rtol=1e-6)  # float32 vertices
+    assert s.values is not None
+    np.testing.assert_array_equal(s.values, grey.ravel())
+    hole = 4 * 13 + 6
+    assert hole not in s.faces
+    assert len(s.faces) == 2 * 8 * 12 - 6  # the six triangles around the hole left out
+    # a colour image gives RGBA colours; a large map a coarser grid with its edges kept
+    rgb = rng.integers(0, 256, (700, 300, 3)).astype(np.uint8)
+    big = height_surface(np.zeros((700, 300)), rgb, max_side=100)
+    assert big.step_px == 8 and big.values is None and big.colors is not None
+    assert big.vertices[:, 1].max() == 699 and big.vertices[:, 2].max() == 299
+    np.testing.assert_allclose(big.colors[0], [*(rgb[0, 0] / 255), 1.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        ((np.zeros(5), np.zeros(5)), {}, "depth must be a non-empty 2-D array"),
+        ((np.zeros((2, 2)), np.zeros((2, 3))), {}, "image must be"),
+        ((np.full((2, 2), np.nan), np.zeros((2, 2))), {}, "no finite value"),
+        ((np.zeros((2, 2)), np.zeros((2, 2))), {"scale_yx": (0.0, 1.0)}, "scale_yx"),
+        ((np.zeros((2, 2)), np.zeros((2, 2))), {"max_side": 1}, "max_side must be at least 2"),
+    ],
+)
+def test_height_surface_refuses_bad_input(args: Any, kwargs: Any, match: str) -> None:
+    from nanoro_optics.napari._surface import height_surface
+
+    with pytest.raises(ValueError, match=match):
+        height_surface(*args, **kwargs)
+
+
+@pytest.mark.parametrize("rgb", [False, True])
+def test_show_as_height_surface(viewer: Any, qtbot: Any, rgb: bool) -> None:
+    channels = 3 if rgb else 1
+    frames = synthetic_stack((40, 48), 4, seed=10, channels=channels, dtype=np.uint8).frames
+    src = viewer.add_image(frames, name="s", rgb=rgb, scale=(2.0, 0.65, 0.65))
+    w = _widget_on(viewer, src)
+    assert not w.surface_button.enabled
+    _run_to_end(qtbot, w)
+    assert w.surface_button.enabled
+    surface = w.show_height_surface()
+    assert surface is not None, w.message.value
+    assert surface.name == "s height surface"
+    assert viewer.dims.ndisplay == 3
+    assert [layer.name for layer in viewer.layers if layer.visible] == ["s height surface"]
+    depth, fused = viewer.layers["s depth (um)"].data, viewer.layers["s fused"].data
+    vertices = surface.data[0]
+    np.testing.assert_allclose(vertices[:, 0], depth.ravel(), rtol=1e-6)
+    assert np.ptp(vertices[:, 0]) > 0  # a relief, in um
+    np.testing.assert_allclose(vertices[48 + 1, 1:], (0.65, 0.65), rtol=1e-6)  # pixel (1, 1)
+    if rgb:
+        np.testing.assert_allclose(surface.vertex_colors[:, 0], fused[..., 0].ravel() / 255)
+    else:
+        np.testing.assert_array_equal(surface.data[2], fused.ravel())
+    assert "height surface of 's'" in w.message.value
+    # again: replaced, not piled up
+    w.show_height_surface()
+    assert [layer.name for layer in viewer.layers].count("s height surface") == 1
+
+
+# -- the reader: pixel size and units ---------------------------------------------------------
+def _map_file(path: Path, *, record: dict[str, Any], **tiff_kw: Any) -> Path:
+    """A depth map as a TIFF with a JSON record, written with tifffile itself."""
+    import json
+
+    import tifffile
+
+    from nanoro_optics.io import DEPTH_MAP_KEY
+
+    data = np.arange(20.0, dtype=np.float32).reshape(4, 5)
+    description = json.dumps({DEPTH_MAP_KEY: record})
+    tifffile.imwrite(path, data, description=description, metadata=None, **tiff_kw)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("tiff_kw", "scale"),
+    [
+        ({"resolution": (1e4 / 0.5, 1e4 / 0.25), "resolutionunit": "CENTIMETER"}, (0.25, 0.5)),
+        ({"resolution": (25_400 / 2.0, 25_400 / 2.0), "resolutionunit": "INCH"}, (2.0, 2.0)),
+    ],
+)
+def test_reader_takes_the_pixel_size_from_the_tiff_resolution(
+    viewer: Any, tmp_path: Path, tiff_kw: dict[str, Any], scale: tuple[float, float]
+) -> None:
+    path = _map_file(tmp_path / "d.tif", record={"kind": "depth", "unit": "um"}, **tiff_kw)
+    ((data, kw, _),) = _reader.read_fusion(str(path))
+    layer = viewer.add_image(data, **kw)
+    np.testing.assert_allclose(layer.scale, scale, rtol=1e-9)
+    assert tuple(str(u) for u in layer.units) == ("micrometer", "micrometer")
+    assert kw["metadata"]["nanoro_optics"]["pixel_size_um"] == pytest.approx(list(scale))
+
+
+def test_reader_prefers_the_record_s_pixel_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the record as io.map_record returns it once the writers keep the pixel size
+    record = {"kind": "depth", "unit": "um", "pixel_size_um": 0.65}
+    res = {"resolution": (1e4 / 0.5, 1e4 / 0.5), "resolutionunit": "CENTIMETER"}
+    path = _map_file(tmp_path / "d.tif", record=record, **res)
+    monkeypatch.setattr(_reader, "map_record", lambda p: dict(record))
+    ((_, kw, _),) = _reader.read_fusion(str(path))
+    assert kw["scale"] == pytest.approx((0.65, 0.65))
+    assert kw["units"] == ("um", "um")
+
+
+def test_reader_without_a_pixel_size_leaves_the_scale_alone(tmp_path: Path) -> None:
+    plain = _map_file(tmp_path / "p.tif", record={"kind": "depth", "unit": "frame"})
+    no_unit = _map_file(
+        tmp_path / "n.tif", record={"kind": "confidence"}, resolution=(3, 3), resolutionunit="NONE"
+    )  # a resolution without a unit says nothing about um
+    for path in (plain, no_unit):
+        ((_, kw, _),) = _reader.read_fusion(str(path))
+        assert "scale" not in kw and "units" not in kw
+        assert _reader.pixel_size_um(path) is None

@@ -570,7 +570,9 @@ class FusionWidget(Container):
         self._last_layers: dict[str, Any] = {}
         cli = option_help()
         self.layer_box = ComboBox(label="z-stack", choices=self._stack_layers, nullable=True)
-        self.levels = SpinBox(label="levels", value=0, min=0, max=32, tooltip=cli["levels"])
+        # "auto" (0) or a number: a list, as superqt's large-int spin box has no special text
+        counts = [(AUTO, 0)] + [(str(n), n) for n in range(1, 33)]
+        self.levels = ComboBox(label="levels", choices=counts, value=0, tooltip=cli["levels"])
         self.sharpness = SpinBox(
             label="sharpness",
             value=RULE_DEFAULTS["sharpness"],
@@ -607,8 +609,8 @@ class FusionWidget(Container):
             tooltip=cli["z_step_um"],
         )
         self.z_info = Label(value="")
-        self.bit_depth = SpinBox(
-            label="bit depth", value=0, min=0, max=32, tooltip=cli["bit_depth"]
+        self.bit_depth = ComboBox(
+            label="bit depth", choices=counts, value=0, tooltip=cli["bit_depth"]
         )
         self.noise_dn = FloatSpinBox(
             label="noise (DN)", value=0.0, min=0.0, max=1e6, step=0.5, tooltip=cli["noise_dn"]
@@ -674,8 +676,7 @@ class FusionWidget(Container):
         """Show "auto" at 0, wrap the labels, keep the layer list from widening the dock."""
         from qtpy.QtWidgets import QComboBox, QSizePolicy
 
-        for box in (self.levels, self.bit_depth, self.noise_dn):
-            box.native.setSpecialValueText(AUTO)
+        self.noise_dn.native.setSpecialValueText(AUTO)
         for label in (self.message, self.z_info):
             label.native.setWordWrap(True)
             # the layout gives the label the dock's width; its text never asks for more
