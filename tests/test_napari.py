@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nanoro_optics.fusion import fuse_stack, synthetic_stack
 from nanoro_optics.io import write_depth_map, write_fusion_ome
@@ -388,9 +390,9 @@ def test_a_long_refusal_wraps_and_the_dock_keeps_its_width(viewer: Any, qtbot: A
     assert w.run() is None
     assert len(w.message.value) > 200  # the layer's name is in it
     qtbot.wait(10)  # the layout request the new text posts
-    assert w.message.native.wordWrap()
     assert w.native.sizeHint().width() <= before
     assert w.native.width() == width
+    assert w.message.native.wordWrap()
     window.hide()
 
 
@@ -760,6 +762,40 @@ def test_height_surface_vertices_sit_at_the_depth_on_the_pixel_grid() -> None:
     assert big.step_px == 8 and big.values is None and big.colors is not None
     assert big.vertices[:, 1].max() == 699 and big.vertices[:, 2].max() == 299
     np.testing.assert_allclose(big.colors[0], [*(rgb[0, 0] / 255), 1.0], rtol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(2, 40),
+    w=st.integers(2, 40),
+    max_side=st.integers(2, 12),
+    seed=st.integers(0, 2**16),
+)
+def test_height_surface_faces_join_grid_neighbours_with_a_depth(
+    h: int, w: int, max_side: int, seed: int
+) -> None:
+    """Every triangle joins three neighbours on the sampled grid, all with a depth; the grid
+    keeps the map's edges and has at most ``max_side`` vertices a side."""
+    from nanoro_optics.napari._surface import height_surface
+
+    rng = np.random.default_rng(seed)
+    depth = rng.normal(size=(h, w))
+    depth[rng.random((h, w)) < 0.2] = np.nan
+    depth[0, 0] = 1.0  # at least one depth
+    s = height_surface(depth, rng.random((h, w)), scale_yx=(0.5, 2.0), max_side=max_side)
+    rows = np.unique(s.vertices[:, 1]) / 0.5
+    cols = np.unique(s.vertices[:, 2]) / 2.0
+    assert rows[0] == cols[0] == 0 and rows[-1] == h - 1 and cols[-1] == w - 1
+    assert len(rows) <= max_side and len(cols) <= max_side
+    assert np.diff(rows).max() <= s.step_px and np.diff(cols).max() <= s.step_px
+    r = np.rint(s.vertices[:, 1] / 0.5).astype(int)
+    c = np.rint(s.vertices[:, 2] / 2.0).astype(int)
+    on_map = depth[r, c]
+    ok = np.isfinite(on_map)
+    np.testing.assert_allclose(s.vertices[ok, 0], on_map[ok], rtol=1e-6, atol=1e-6)
+    assert ok[s.faces].all()  # no triangle touches a pixel without a depth
+    ri, ci = np.searchsorted(rows, r[s.faces]), np.searchsorted(cols, c[s.faces])
+    assert (np.ptp(ri, axis=1) == 1).all() and (np.ptp(ci, axis=1) == 1).all()
 
 
 @pytest.mark.parametrize(

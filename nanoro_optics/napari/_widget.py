@@ -256,6 +256,9 @@ TOOLTIPS = {
     "surface_button": "show the last depth map (um) as a 3-D height surface coloured by the "
     "fused image, with the true x/y pixel size",
 }
+#: the steps after the result layers (see FusionWidget._add_next_layer)
+_ARRANGE: Any = "arrange the result layers"
+_LEGEND: Any = "show the depth's colour bar"
 #: the text of the spin boxes at 0 ("auto": the fuser chooses)
 AUTO = "auto"
 
@@ -288,7 +291,7 @@ class FusionWidget(Container):
         self.worker: Any = None
         self.last_run: FusionRun | None = None
         self._live: _Run | None = None
-        self._pending: list[tuple[Any, dict[str, Any], str]] = []
+        self._pending: list[Any] = []  # result layers to add, then _ARRANGE and _LEGEND
         self._placed: dict[str, Any] = {}
         self._last_layers: dict[str, Any] = {}
         cli = option_help()
@@ -575,6 +578,7 @@ class FusionWidget(Container):
                 confidence=run.confidence,
                 label=settings_label(options) if run.keep else None,
             )
+            self._pending += [_ARRANGE, _LEGEND]
             self._add_next_layer()
 
         def failed(exc: BaseException) -> None:
@@ -633,35 +637,47 @@ class FusionWidget(Container):
         return old
 
     def _add_next_layer(self) -> None:
-        """Add one result layer, and schedule the next one after the pending GUI events.
+        """Take the next step of adding a result, and schedule the one after it.
 
-        napari takes 0.1 to 0.2 s to add a 2048^2 layer (its Qt controls and vispy node):
-        one layer per turn of the event loop keeps the viewer's longest pause to one layer's.
-        After the last one the fused image is on top and selected, the depth map below it
-        with its colour bar.
+        napari takes 0.1 to 0.2 s to add a 2048^2 layer (its Qt controls and vispy node), and
+        about as long to show a colour bar: one such step per turn of the event loop keeps
+        the viewer's longest pause to one step's. The steps: each result layer
+        (:meth:`_place`), then :data:`_ARRANGE` (the fused image on top and selected, the
+        depth map below it), then :data:`_LEGEND` (the depth's colour bar).
         """
         from qtpy.QtCore import QTimer
 
         run = self._live
-        if self._closed or run is None:
+        if self._closed or run is None or not self._pending:
             return
-        if self._pending:
-            data, kwargs, _kind_name = self._pending.pop(0)
-            layer = self._place(data, kwargs, keep=run.keep)
-            self._placed[_kind_of(kwargs)[1]] = layer
+        step = self._pending.pop(0)
+        if step is _ARRANGE:
+            self._arrange(run)
+        elif step is _LEGEND:
+            if self._placed["depth"] in self.viewer.layers:
+                show_legend(self._placed["depth"])
+        else:
+            data, kwargs, _kind_name = step
+            self._placed[_kind_of(kwargs)[1]] = self._place(data, kwargs, keep=run.keep)
         if self._pending:
             QTimer.singleShot(0, self._add_next_layer)
             return
         self._live = None
+        if self.worker is None:  # finished already
+            self._idle()
+
+    def _arrange(self, run: _Run) -> None:
+        """Put the fused image on top and select it, the depth map below; say it is done."""
         layers = self.viewer.layers
         if not run.keep and not run.confidence:
             old = self._previous(run.name, "confidence")
             if old is not None:  # the previous run's: it belongs to another result
                 layers.remove(old)
         for kind in ("depth", "fused"):
-            layers.move(layers.index(self._placed[kind]), len(layers))
-        layers.selection.active = self._placed["fused"]
-        show_legend(self._placed["depth"])
+            if self._placed[kind] in layers:  # (the user may have removed one meanwhile)
+                layers.move(layers.index(self._placed[kind]), len(layers))
+        if self._placed["fused"] in layers:
+            layers.selection.active = self._placed["fused"]
         self._last_layers = dict(self._placed)
         result = self.last_run
         assert result is not None
@@ -670,8 +686,6 @@ class FusionWidget(Container):
             f"fused {result.result.n_frames} frames of {run.name!r} in {result.seconds:.1f} s "
             f"(depth in {result.result.depth_unit})"
         )
-        if self.worker is None:  # finished already
-            self._idle()
 
     def _idle(self) -> None:
         self.run_button.enabled = True
