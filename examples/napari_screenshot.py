@@ -181,7 +181,8 @@ def main() -> int:
         surface.scale = (Z_EXAGGERATION, 1.0, 1.0)  # a 22 um relief on a 310 um field
         viewer.reset_view()
         viewer.scene.camera.angles = (-45.0, 0.0, 60.0)  # from above, at a slant
-        app.processEvents()
+        for _ in range(3):  # nested layouts settle one level per pass
+            app.processEvents()
         viewer.screenshot(str(surface_out), canvas_only=False)
         _save_small(surface_out)
         size_kb = surface_out.stat().st_size // 1024

@@ -392,7 +392,9 @@ def test_a_long_refusal_wraps_and_the_dock_keeps_its_width(viewer: Any, qtbot: A
     qtbot.wait(10)  # the layout request the new text posts
     assert w.native.sizeHint().width() <= before
     assert w.native.width() == width
-    assert w.message.native.wordWrap()
+    label = w.message.native
+    assert label.wordWrap()
+    assert label.height() >= label.heightForWidth(label.width()) > 3 * label.fontMetrics().height()
     window.hide()
 
 

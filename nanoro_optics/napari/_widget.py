@@ -495,6 +495,7 @@ class FusionWidget(Container):
     def _show_z_step(self, _value: Any = None) -> None:
         """Say which z step the depth map will use."""
         self.z_info.value = self.z_step_text()
+        _fit_height(self.z_info.native)
 
     def z_step_text(self) -> str:
         """Return the widget's line about the z step in use (shown below the z step)."""
@@ -520,6 +521,7 @@ class FusionWidget(Container):
 
     def _say(self, text: str) -> None:
         self.message.value = text
+        _fit_height(self.message.native)
 
     def fuser_options(self) -> dict[str, Any]:
         """Return the fuser's keyword options for the controls' values (:func:`fusion_options`)."""
@@ -757,8 +759,21 @@ class FusionWidget(Container):
         self.viewer.dims.ndisplay = 3
         step = "" if mesh.step_px == 1 else f", a vertex every {mesh.step_px} px"
         sy, sx = (float(v) for v in depth.scale)
-        self._say(f"height surface of {source!r} ({sy:g} x {sx:g} um pixels{step}): drag it")
+        self._say(
+            f"height surface of {source!r} in 3-D ({sy:g} x {sx:g} um pixels{step}; its 2-D "
+            f"layers hidden): drag to turn it"
+        )
         return surface
+
+
+def _fit_height(label: Any) -> None:
+    """Give a word-wrapped label the height of its lines at its width.
+
+    A dock does not pass a label's height-for-width up to the window, so a wrapped text
+    would get the height of its one-line size hint and be cut off.
+    """
+    width = label.width() if label.width() > 50 else 250  # before the first layout
+    label.setMinimumHeight(label.heightForWidth(width))
 
 
 def _kind_of(kwargs: dict[str, Any]) -> tuple[str, str]:
