@@ -238,7 +238,8 @@ class _Gated:
         self.reached, self.release = threading.Event(), threading.Event()
 
     def __getitem__(self, key: Any) -> Any:
-        if key == self.gate and threading.get_ident() != self.gui_thread:  # the worker's read
+        worker = threading.get_ident() != self.gui_thread
+        if worker and isinstance(key, int) and key == self.gate:  # the fusion's read of it
             self.reached.set()
             if not self.release.wait(60):
                 raise TimeoutError("the test never released the frame")

@@ -603,7 +603,7 @@ class FusionWidget(Container):
         self.progress.value = 0
         self.run_button.enabled = False
         self.cancel_button.enabled = True
-        notice = compile_notice(align=bool(options["align"]), depth_um=z_um is not None)
+        notice = compile_notice(align=bool(self.align.value), depth_um=z_um is not None)
         self._say(
             f"fusing {stack.n_frames} frames of {run.name!r}" + (f"; {notice}" if notice else "...")
         )
