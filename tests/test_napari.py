@@ -80,6 +80,7 @@ def test_manifest_is_valid_and_its_commands_resolve() -> None:
 
     mf = PluginManifest.from_file(MANIFEST)
     assert mf.name == "nanoro_optics"
+    assert mf.display_name == mf.name  # the menu's dock and a script's are filed alike
     assert {w.display_name for w in mf.contributions.widgets or []} == {"Extended depth of field"}
     assert [r.command for r in mf.contributions.readers or []] == ["nanoro_optics.get_reader"]
     for cmd in mf.contributions.commands or []:
