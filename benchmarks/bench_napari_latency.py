@@ -108,6 +108,7 @@ def main() -> int:
     widget = FusionWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.layer_box.value = layer
+    widget.keep_earlier.value = True  # every repeat adds its layers (a re-run would replace)
 
     def run_timed(start: Any) -> tuple[list[float], float]:
         """Tick a timer while ``start(loop)`` runs something that quits ``loop`` at the end."""

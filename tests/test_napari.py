@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nanoro_optics.fusion import fuse_stack, synthetic_stack
 from nanoro_optics.io import write_depth_map, write_fusion_ome
@@ -78,6 +80,7 @@ def test_manifest_is_valid_and_its_commands_resolve() -> None:
 
     mf = PluginManifest.from_file(MANIFEST)
     assert mf.name == "nanoro_optics"
+    assert mf.display_name == mf.name  # the menu's dock and a script's are filed alike
     assert {w.display_name for w in mf.contributions.widgets or []} == {"Extended depth of field"}
     assert [r.command for r in mf.contributions.readers or []] == ["nanoro_optics.get_reader"]
     for cmd in mf.contributions.commands or []:
@@ -181,7 +184,7 @@ def test_camera_and_depth_options_reach_the_fuser(viewer: Any, qtbot: Any) -> No
     src = viewer.add_image(frames, name="cam")
     w = _widget_on(viewer, src)
     w.bit_depth.value, w.noise_dn.value = 12, 3.0
-    w.min_confidence.value, w.fill_depth.value = 0.8, False
+    w.min_confidence.value, w.keep_depth_holes.value = 0.8, True
     w.depth_unit.value = DEPTH_FRAMES
     assert w.run() is not None, w.message.value
     _wait(qtbot, w)
@@ -222,23 +225,106 @@ def test_cancel_leaves_no_layer(viewer: Any, qtbot: Any) -> None:
     assert len(viewer.layers) == 3
 
 
-def test_closing_the_widget_stops_its_fusion_and_adds_nothing(viewer: Any, qtbot: Any) -> None:
-    frames = synthetic_stack((96, 96), 40, seed=2, channels=1, dtype=np.uint16).frames
-    src = viewer.add_image(frames, name="stack")
-    w = _widget_on(viewer, src)
+class _Gated:
+    """A z-stack whose frame ``gate`` waits, when the worker reads it, until ``release`` is set.
+
+    The test can then close the widget while the fusion is certainly mid-stack, however
+    fast the machine fuses: no race against the fusion's speed.
+    """
+
+    def __init__(self, data: np.ndarray, gate: int) -> None:
+        self._data, self.gate = data, gate
+        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
+        self.gui_thread = threading.get_ident()
+        self.reached, self.release = threading.Event(), threading.Event()
+
+    def __getitem__(self, key: Any) -> Any:
+        worker = threading.get_ident() != self.gui_thread
+        if worker and isinstance(key, int) and key == self.gate:  # the fusion's read of it
+            self.reached.set()
+            if not self.release.wait(60):
+                raise TimeoutError("the test never released the frame")
+        return self._data[key]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self._data, dtype=dtype)
+
+
+N_GATED = 8
+
+
+def _follows(viewer: Any, w: FusionWidget) -> bool:
+    """Whether one of the viewer's layer-list events calls the widget's own handlers.
+
+    (napari connects a docked magicgui widget's ``reset_choices`` itself, and leaves it.)
+    """
+    emitters = [getattr(viewer.layers.events, n) for n in ("inserted", "removed", "reordered")]
+    callbacks = [cb for e in emitters for cb in e.callbacks]
+    mine = [cb for cb in callbacks if isinstance(cb, tuple) and cb[0]() is w]
+    return any(name != "reset_choices" for _, name in mine)
+
+
+def _start_gated_run(viewer: Any, qtbot: Any) -> tuple[FusionWidget, Any, _Gated, list[int]]:
+    """Dock a widget as napari does and start a run that holds at frame 2 of 8."""
+    frames = synthetic_stack((48, 48), N_GATED, seed=2, channels=1, dtype=np.uint16).frames
+    gated = _Gated(frames, gate=2)
+    src = viewer.add_image(gated, name="stack", contrast_limits=(0, 65535))
+    w = FusionWidget(viewer)
+    dock = viewer.window.add_dock_widget(w, name="Extended depth of field")
+    assert _follows(viewer, w)
+    w.layer_box.value = src
     worker = w.run()
-    assert worker is not None
-    ended: list[bool] = []
-    worker.finished.connect(lambda: ended.append(True))
+    assert worker is not None, w.message.value
     yielded: list[int] = []
     worker.yielded.connect(yielded.append)
-    viewer.window.remove_dock_widget(w.native.parent())  # as the dock's close button does
-    w.native.deleteLater()
-    qtbot.waitUntil(lambda: bool(ended), timeout=60_000)
-    qtbot.wait(50)  # let any queued layer addition run (there must be none)
+    assert gated.reached.wait(60)  # the worker is inside frame 2
+    return w, dock, gated, yielded
+
+
+def _end_gated_run(qtbot: Any, w: FusionWidget, gated: _Gated) -> None:
+    gated.release.set()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    qtbot.wait(20)  # any layer addition the widget might still have queued would run here
+
+
+def test_dock_close_button_stops_the_fusion_and_adds_nothing(viewer: Any, qtbot: Any) -> None:
+    w, dock, gated, yielded = _start_gated_run(viewer, qtbot)
+    try:
+        dock.title.close_button.click()  # the dock's x: napari's remove_dock_widget
+    finally:
+        gated.release.set()
+    _end_gated_run(qtbot, w, gated)
     assert [layer.name for layer in viewer.layers] == ["stack"]
-    assert len(yielded) < 40  # stopped before the last frame
-    viewer.add_image(frames[0], name="later")  # the viewer no longer calls the widget
+    assert len(yielded) < N_GATED  # stopped after the frame it was in
+    assert w.native.parent() is None  # napari detached it (and did not delete it)
+    assert not _follows(viewer, w)  # it stopped following the layer list
+    viewer.add_image(np.zeros((3, 8, 8)), name="later")
+
+
+def test_removing_the_source_layer_stops_the_fusion(viewer: Any, qtbot: Any) -> None:
+    w, _dock, gated, yielded = _start_gated_run(viewer, qtbot)
+    try:
+        viewer.layers.remove("stack")
+    finally:
+        gated.release.set()
+    _end_gated_run(qtbot, w, gated)
+    assert len(viewer.layers) == 0
+    assert len(yielded) < N_GATED
+    assert w.message.value == "layer 'stack' was removed: fusion stopped, no layer added"
+    assert w.run_button.enabled and not w.running
+
+
+def test_closing_the_viewer_stops_the_fusion(viewer: Any, qtbot: Any) -> None:
+    w, _dock, gated, yielded = _start_gated_run(viewer, qtbot)
+    added: list[str] = []
+    viewer.layers.events.inserted.connect(lambda e: added.append(e.value.name))
+    try:
+        viewer.close()
+    finally:
+        gated.release.set()
+    _end_gated_run(qtbot, w, gated)
+    assert added == [] and len(viewer.layers) == 0
+    assert len(yielded) < N_GATED
 
 
 def _multiscale(viewer: Any) -> Any:
@@ -246,12 +332,28 @@ def _multiscale(viewer: Any) -> Any:
     return viewer.add_image([base, base[:, ::2, ::2]], name="bad", multiscale=True)
 
 
-BAD_LAYERS = {
+NO_Z_AXIS = {
     "2-D grey": (lambda v: v.add_image(np.zeros((32, 40), np.uint16), name="bad"), "2-D image"),
     "2-D RGB": (
         lambda v: v.add_image(np.zeros((32, 40, 3), np.uint8), name="bad", rgb=True),
         "2-D RGB image",
     ),
+}
+
+
+@pytest.mark.parametrize("case", list(NO_Z_AXIS))
+def test_layers_without_a_z_axis_are_not_offered(viewer: Any, case: str) -> None:
+    make, needle = NO_Z_AXIS[case]
+    stack = viewer.add_image(np.zeros((3, 32, 40), np.uint16), name="stack")
+    layer = make(viewer)  # now the active layer
+    w = FusionWidget(viewer)
+    assert w.layer_box.choices == (None, stack)
+    assert w.layer_box.value is stack
+    with pytest.raises(ValueError, match=needle):  # and refused, should one be passed
+        _widget.stack_from_layer(layer)
+
+
+BAD_LAYERS = {
     "one frame": (
         lambda v: v.add_image(np.zeros((1, 32, 40), np.uint16), name="bad"),
         "single frame",
@@ -276,6 +378,26 @@ def test_bad_layer_gets_a_message_not_a_traceback(viewer: Any, case: str) -> Non
     assert needle in w.message.value
     assert not w.running and w.run_button.enabled
     assert [lay.name for lay in viewer.layers] == before
+
+
+def test_a_long_refusal_wraps_and_the_dock_keeps_its_width(viewer: Any, qtbot: Any) -> None:
+    name = "sample 12 of the afternoon session, objective 20x, stage position A7 " * 2
+    layer = viewer.add_image(np.zeros((1, 16, 16), np.uint16), name=name)
+    w = _widget_on(viewer, layer)
+    window = viewer.window._qt_window
+    window.show()  # laid out by Qt (offscreen): size hints are those of a real dock
+    qtbot.waitExposed(window)
+    before = w.native.sizeHint().width()
+    width = w.native.width()
+    assert w.run() is None
+    assert len(w.message.value) > 200  # the layer's name is in it
+    qtbot.wait(10)  # the layout request the new text posts
+    assert w.native.sizeHint().width() <= before
+    assert w.native.width() == width
+    label = w.message.native
+    assert label.wordWrap()
+    assert label.height() >= label.heightForWidth(label.width()) > 3 * label.fontMetrics().height()
+    window.hide()
 
 
 def test_non_image_layer_is_refused_by_name(viewer: Any) -> None:
@@ -485,6 +607,299 @@ def test_napari_finds_the_widget_and_the_reader_through_the_manifest(
     assert layer.name == "h depth (um)"
     assert layer.colormap.name == _reader.DEPTH_COLORMAP
     np.testing.assert_array_equal(layer.data, np.arange(12.0).reshape(3, 4))
-    # the widget follows the layer list, and picks the new (active) image layer
-    assert widget.layer_box.choices == (None, layer)
-    assert widget.layer_box.value is layer
+    # the widget follows the layer list: a 2-D map is no z-stack; a new z-stack is picked
+    assert widget.layer_box.choices == (None,)
+    stack = viewer.add_image(np.zeros((3, 4, 4)), name="stack")
+    assert widget.layer_box.choices == (None, stack)
+    assert widget.layer_box.value is stack
+
+
+def test_a_script_after_the_menu_finds_the_menu_s_dock(viewer: Any) -> None:
+    """Plugins > Extended depth of field, then add_plugin_dock_widget: one dock, one widget."""
+    from napari._app_model import get_app_model
+    from npe2 import PluginManager, PluginManifest
+
+    pm = PluginManager.instance()
+    try:
+        pm.get_manifest("nanoro_optics")
+    except KeyError:
+        pm.register(PluginManifest.from_distribution("nanoro_optics"))
+    get_app_model().commands.execute_command("nanoro_optics.fusion_widget").result()
+    docks = viewer.window._wrapped_dock_widgets
+    assert len(docks) == 1, list(docks)
+    (menu_dock,) = docks.values()
+    dock, widget = viewer.window.add_plugin_dock_widget("nanoro_optics", "Extended depth of field")
+    assert dock is menu_dock and isinstance(widget, FusionWidget)
+    assert len(viewer.window._wrapped_dock_widgets) == 1
+
+
+# -- what the user meets after a run ---------------------------------------------------------
+def _run_to_end(qtbot: Any, w: FusionWidget) -> None:
+    assert w.run() is not None, w.message.value
+    _wait(qtbot, w)
+
+
+def test_after_a_run_the_fused_image_is_on_top_and_selected(viewer: Any, qtbot: Any) -> None:
+    frames = synthetic_stack((40, 48), 4, seed=7, channels=1, dtype=np.uint16).frames
+    src = viewer.add_image(frames, name="s", scale=(2.0, 0.5, 0.5), units=("um", "um", "um"))
+    other = viewer.add_image(np.zeros((3, 8, 8)), name="other")  # above the source
+    w = _widget_on(viewer, src)
+    w.confidence.value = True
+    _run_to_end(qtbot, w)
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["s", "other", "s confidence", "s depth (um)", "s fused"]
+    fused, depth, conf = (viewer.layers[n] for n in ("s fused", "s depth (um)", "s confidence"))
+    assert viewer.layers.selection.active is fused
+    assert depth.visible and depth.colorbar.visible  # the legend, in um (its name, metadata)
+    assert depth.metadata["nanoro_optics"]["unit"] == "um"
+    assert not conf.visible and not other.colorbar.visible
+    for layer in (fused, depth, conf):
+        assert tuple(str(u) for u in layer.units) == ("micrometer", "micrometer")
+
+
+def test_a_re_run_replaces_the_previous_result_or_keeps_it_named(viewer: Any, qtbot: Any) -> None:
+    frames = synthetic_stack((40, 48), 4, seed=8, channels=1, dtype=np.uint16).frames
+    src = viewer.add_image(frames, name="s")
+    w = _widget_on(viewer, src)
+    w.confidence.value = True
+    _run_to_end(qtbot, w)
+    first = viewer.layers["s fused"]
+    w.hard.value, w.confidence.value = True, False
+    _run_to_end(qtbot, w)
+    # the same layers, new data: replaced in place (the confidence of the first run goes)
+    assert [layer.name for layer in viewer.layers] == ["s", "s depth (um)", "s fused"]
+    assert viewer.layers["s fused"] is first
+    np.testing.assert_array_equal(first.data, fuse_stack(frames, sharpness=None).image)
+    assert first.metadata["nanoro_optics"]["settings"]["sharpness"] is None
+    w.keep_earlier.value, w.window_px.value = True, 3
+    _run_to_end(qtbot, w)
+    assert [layer.name for layer in viewer.layers] == [
+        "s",
+        "s depth (um)",
+        "s fused",
+        "s depth (um; hard, window 3)",
+        "s fused (hard, window 3)",
+    ]
+    np.testing.assert_array_equal(
+        viewer.layers["s fused (hard, window 3)"].data,
+        fuse_stack(frames, sharpness=None, window_px=3).image,
+    )
+
+
+def test_controls_say_auto_show_the_z_step_and_have_the_cli_s_tooltips(viewer: Any) -> None:
+    from nanoro_optics.cli._fusion_options import option_help
+
+    src = viewer.add_image(np.zeros((3, 8, 8)), name="s", scale=(5.0, 1, 1), translate=(2, 0, 0))
+    w = _widget_on(viewer, src)
+    for box in (w.levels, w.bit_depth):
+        assert box.value == 0 and box.native.currentText() == "auto"
+    assert w.noise_dn.value == 0 and w.noise_dn.native.text() == "auto"
+    assert w.z_info.value == "z step in use: 5 um (layer's z scale), first frame at 2 um"
+    w.depth_unit.value = DEPTH_FROM_STEP
+    w.z_step_um.value = -1.5
+    assert w.z_info.value == "z step in use: -1.5 um (typed), 0 at the first frame"
+    w.depth_unit.value = DEPTH_FRAMES
+    assert w.z_info.value == "depth in frames (0 = first frame)"
+    cli = option_help()
+    same = {"levels", "sharpness", "window_px", "align", "bit_depth", "noise_dn"}
+    same |= {"keep_depth_holes", "z_step_um"}
+    for name in same:
+        assert getattr(w, name).tooltip == cli[name], name
+    assert cli["hard"] in str(w.hard.tooltip)
+    untipped = [c for c in w if not c.tooltip]
+    assert untipped == [w.z_info, w.progress, w.message]  # every control has one
+
+
+def test_first_run_notice_while_kernels_compile(
+    viewer: Any, qtbot: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nanoro_optics.cli import _first_run
+
+    asked: list[dict[str, Any]] = []
+
+    def cold_cache(*, depth: bool, align: bool, depth_um: bool = False, stream: Any) -> float:
+        asked.append({"depth": depth, "align": align, "depth_um": depth_um})
+        print("compiling fast kernels (first run only, about 42 s)...", file=stream)
+        return 42.0
+
+    frames = synthetic_stack((32, 32), 3, seed=9, channels=1, dtype=np.uint16).frames
+    w = _widget_on(viewer, viewer.add_image(frames, name="s"))
+    monkeypatch.setattr(_first_run, "announce_compile", cold_cache)
+    assert w.run() is not None
+    assert w.message.value == (
+        "fusing 3 frames of 's'; compiling fast kernels (first run only, about 42 s)..."
+    )
+    assert asked == [{"depth": True, "align": False, "depth_um": True}]
+    _wait(qtbot, w)
+    # the kernels are cached: the command line's check prints nothing, the widget adds nothing
+    monkeypatch.setattr(_first_run, "announce_compile", lambda **kw: 0.0)
+    w.align.value = True
+    assert w.run() is not None
+    assert w.message.value == "fusing 3 frames of 's'..."
+    _wait(qtbot, w)
+
+
+# -- the height surface ----------------------------------------------------------------------
+def test_height_surface_vertices_sit_at_the_depth_on_the_pixel_grid() -> None:
+    from nanoro_optics.napari._surface import height_surface
+
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(-3.0, 7.0, (9, 13))
+    depth[4, 6] = np.nan  # a hole: no triangle touches it
+    grey = rng.integers(0, 4096, (9, 13)).astype(np.uint16)
+    s = height_surface(depth, grey, scale_yx=(0.5, 0.25), translate_yx=(10.0, -2.0))
+    assert s.step_px == 1 and s.colors is None
+    z, y, x = s.vertices.T
+    i, j = np.divmod(np.arange(9 * 13), 13)
+    np.testing.assert_allclose(y, 10.0 + 0.5 * i)
+    np.testing.assert_allclose(x, -2.0 + 0.25 * j)
+    ok = np.isfinite(depth.ravel())
+    np.testing.assert_allclose(z[ok], depth.ravel()[ok], rtol=1e-6)  # float32 vertices
+    assert s.values is not None
+    np.testing.assert_array_equal(s.values, grey.ravel())
+    hole = 4 * 13 + 6
+    assert hole not in s.faces
+    assert len(s.faces) == 2 * 8 * 12 - 6  # the six triangles around the hole left out
+    # a colour image gives RGBA colours; a large map a coarser grid with its edges kept
+    rgb = rng.integers(0, 256, (700, 300, 3)).astype(np.uint8)
+    big = height_surface(np.zeros((700, 300)), rgb, max_side=100)
+    assert big.step_px == 8 and big.values is None and big.colors is not None
+    assert big.vertices[:, 1].max() == 699 and big.vertices[:, 2].max() == 299
+    np.testing.assert_allclose(big.colors[0], [*(rgb[0, 0] / 255), 1.0], rtol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(2, 40),
+    w=st.integers(2, 40),
+    max_side=st.integers(2, 12),
+    seed=st.integers(0, 2**16),
+)
+def test_height_surface_faces_join_grid_neighbours_with_a_depth(
+    h: int, w: int, max_side: int, seed: int
+) -> None:
+    """Every triangle joins three neighbours on the sampled grid, all with a depth; the grid
+    keeps the map's edges and has at most ``max_side`` vertices a side."""
+    from nanoro_optics.napari._surface import height_surface
+
+    rng = np.random.default_rng(seed)
+    depth = rng.normal(size=(h, w))
+    depth[rng.random((h, w)) < 0.2] = np.nan
+    depth[0, 0] = 1.0  # at least one depth
+    s = height_surface(depth, rng.random((h, w)), scale_yx=(0.5, 2.0), max_side=max_side)
+    rows = np.unique(s.vertices[:, 1]) / 0.5
+    cols = np.unique(s.vertices[:, 2]) / 2.0
+    assert rows[0] == cols[0] == 0 and rows[-1] == h - 1 and cols[-1] == w - 1
+    assert len(rows) <= max_side and len(cols) <= max_side
+    assert np.diff(rows).max() <= s.step_px and np.diff(cols).max() <= s.step_px
+    r = np.rint(s.vertices[:, 1] / 0.5).astype(int)
+    c = np.rint(s.vertices[:, 2] / 2.0).astype(int)
+    on_map = depth[r, c]
+    ok = np.isfinite(on_map)
+    np.testing.assert_allclose(s.vertices[ok, 0], on_map[ok], rtol=1e-6, atol=1e-6)
+    assert ok[s.faces].all()  # no triangle touches a pixel without a depth
+    ri, ci = np.searchsorted(rows, r[s.faces]), np.searchsorted(cols, c[s.faces])
+    assert (np.ptp(ri, axis=1) == 1).all() and (np.ptp(ci, axis=1) == 1).all()
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        ((np.zeros(5), np.zeros(5)), {}, "depth must be a non-empty 2-D array"),
+        ((np.zeros((2, 2)), np.zeros((2, 3))), {}, "image must be"),
+        ((np.full((2, 2), np.nan), np.zeros((2, 2))), {}, "no finite value"),
+        ((np.zeros((2, 2)), np.zeros((2, 2))), {"scale_yx": (0.0, 1.0)}, "scale_yx"),
+        ((np.zeros((2, 2)), np.zeros((2, 2))), {"max_side": 1}, "max_side must be at least 2"),
+    ],
+)
+def test_height_surface_refuses_bad_input(args: Any, kwargs: Any, match: str) -> None:
+    from nanoro_optics.napari._surface import height_surface
+
+    with pytest.raises(ValueError, match=match):
+        height_surface(*args, **kwargs)
+
+
+@pytest.mark.parametrize("rgb", [False, True])
+def test_show_as_height_surface(viewer: Any, qtbot: Any, rgb: bool) -> None:
+    channels = 3 if rgb else 1
+    frames = synthetic_stack((40, 48), 4, seed=10, channels=channels, dtype=np.uint8).frames
+    src = viewer.add_image(frames, name="s", rgb=rgb, scale=(2.0, 0.65, 0.65))
+    w = _widget_on(viewer, src)
+    assert not w.surface_button.enabled
+    _run_to_end(qtbot, w)
+    assert w.surface_button.enabled
+    surface = w.show_height_surface()
+    assert surface is not None, w.message.value
+    assert surface.name == "s height surface"
+    assert viewer.dims.ndisplay == 3
+    assert [layer.name for layer in viewer.layers if layer.visible] == ["s height surface"]
+    depth, fused = viewer.layers["s depth (um)"].data, viewer.layers["s fused"].data
+    vertices = surface.data[0]
+    np.testing.assert_allclose(vertices[:, 0], depth.ravel(), rtol=1e-6)
+    assert np.ptp(vertices[:, 0]) > 0  # a relief, in um
+    np.testing.assert_allclose(vertices[48 + 1, 1:], (0.65, 0.65), rtol=1e-6)  # pixel (1, 1)
+    if rgb:
+        np.testing.assert_allclose(surface.vertex_colors[:, 0], fused[..., 0].ravel() / 255)
+    else:
+        np.testing.assert_array_equal(surface.data[2], fused.ravel())
+    assert "height surface of 's'" in w.message.value
+    # again: replaced, not piled up
+    w.show_height_surface()
+    assert [layer.name for layer in viewer.layers].count("s height surface") == 1
+
+
+# -- the reader: pixel size and units ---------------------------------------------------------
+def _map_file(path: Path, *, record: dict[str, Any], **tiff_kw: Any) -> Path:
+    """A depth map as a TIFF with a JSON record, written with tifffile itself."""
+    import json
+
+    import tifffile
+
+    from nanoro_optics.io import DEPTH_MAP_KEY
+
+    data = np.arange(20.0, dtype=np.float32).reshape(4, 5)
+    description = json.dumps({DEPTH_MAP_KEY: record})
+    tifffile.imwrite(path, data, description=description, metadata=None, **tiff_kw)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("tiff_kw", "scale"),
+    [
+        ({"resolution": (1e4 / 0.5, 1e4 / 0.25), "resolutionunit": "CENTIMETER"}, (0.25, 0.5)),
+        ({"resolution": (25_400 / 2.0, 25_400 / 2.0), "resolutionunit": "INCH"}, (2.0, 2.0)),
+    ],
+)
+def test_reader_takes_the_pixel_size_from_the_tiff_resolution(
+    viewer: Any, tmp_path: Path, tiff_kw: dict[str, Any], scale: tuple[float, float]
+) -> None:
+    path = _map_file(tmp_path / "d.tif", record={"kind": "depth", "unit": "um"}, **tiff_kw)
+    ((data, kw, _),) = _reader.read_fusion(str(path))
+    layer = viewer.add_image(data, **kw)
+    np.testing.assert_allclose(layer.scale, scale, rtol=1e-9)
+    assert tuple(str(u) for u in layer.units) == ("micrometer", "micrometer")
+    assert kw["metadata"]["nanoro_optics"]["pixel_size_um"] == pytest.approx(list(scale))
+
+
+def test_reader_prefers_the_record_s_pixel_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the record as io.map_record returns it once the writers keep the pixel size
+    record = {"kind": "depth", "unit": "um", "pixel_size_um": 0.65}
+    res = {"resolution": (1e4 / 0.5, 1e4 / 0.5), "resolutionunit": "CENTIMETER"}
+    path = _map_file(tmp_path / "d.tif", record=record, **res)
+    monkeypatch.setattr(_reader, "map_record", lambda p: dict(record))
+    ((_, kw, _),) = _reader.read_fusion(str(path))
+    assert kw["scale"] == pytest.approx((0.65, 0.65))
+    assert kw["units"] == ("um", "um")
+
+
+def test_reader_without_a_pixel_size_leaves_the_scale_alone(tmp_path: Path) -> None:
+    plain = _map_file(tmp_path / "p.tif", record={"kind": "depth", "unit": "frame"})
+    no_unit = _map_file(
+        tmp_path / "n.tif", record={"kind": "confidence"}, resolution=(3, 3), resolutionunit="NONE"
+    )  # a resolution without a unit says nothing about um
+    for path in (plain, no_unit):
+        ((_, kw, _),) = _reader.read_fusion(str(path))
+        assert "scale" not in kw and "units" not in kw
+        assert _reader.pixel_size_um(path) is None

@@ -10,13 +10,15 @@ Two kinds of file are claimed, both recognised by the record the library writes 
   as their y/x scale;
 - a depth or confidence map written by :func:`~nanoro_optics.io.write_depth_map` (what
   ``nanoro-optics fuse --depth-map/--confidence`` writes; the kind and unit are in its JSON
-  description): one layer, the depth with a colormap and its unit in the name and metadata.
+  description): one layer, the depth with a colormap and its unit in the name and metadata,
+  on a grid of its pixel size in um when the file gives one (:func:`pixel_size_um`).
   The fused TIFF or PNG the command writes is an ordinary image that napari opens itself.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -27,7 +29,7 @@ import numpy as np
 
 from nanoro_optics.io import FUSION_OME_NAMESPACE, map_record
 
-__all__ = ["file_kind", "napari_get_reader", "read_fusion"]
+__all__ = ["file_kind", "napari_get_reader", "pixel_size_um", "read_fusion"]
 
 #: colormap of depth layers (as the widget's)
 DEPTH_COLORMAP = "viridis"
@@ -120,6 +122,59 @@ def _limits(a: np.ndarray) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
+#: micrometres per unit of the TIFF ResolutionUnit tag (2: inch, 3: centimetre; 1: none)
+_UM_PER_RESOLUTION_UNIT = {2: 25_400.0, 3: 10_000.0}
+
+
+def _positive(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def pixel_size_um(path: str | os.PathLike[str], record: dict[str, Any] | None = None) -> Any:
+    """Return a map's pixel size ``(y, x)`` in um, or None when the file does not say.
+
+    From the record's ``"pixel_size_um"`` (the map's JSON description, see
+    :func:`~nanoro_optics.io.map_record`) when there, else from the TIFF's standard
+    XResolution / YResolution (pixels per ResolutionUnit, inch or centimetre, as ImageJ and
+    Fiji read them). A resolution without a unit says nothing about um: None.
+
+    Examples
+    --------
+    >>> import tempfile, tifffile
+    >>> p = Path(tempfile.mkdtemp()) / "m.tif"
+    >>> tifffile.imwrite(p, np.zeros((2, 2), np.float32), resolution=(4000, 5000),
+    ...                  resolutionunit="CENTIMETER")
+    >>> pixel_size_um(p)
+    (2.0, 2.5)
+    """
+    if record is not None and "pixel_size_um" in record:
+        given = record["pixel_size_um"]
+        sizes = given if isinstance(given, (list, tuple)) else (given, given)
+        if len(sizes) == 2:
+            y, x = (_positive(v) for v in sizes)
+            if y is not None and x is not None:
+                return (y, x)
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages.first.tags
+        unit = tags.get("ResolutionUnit")
+        xres, yres = tags.get("XResolution"), tags.get("YResolution")
+        if unit is None or xres is None:
+            return None
+        per_unit = _UM_PER_RESOLUTION_UNIT.get(int(unit.value))
+        rates = [
+            _positive(t.value[0] / t.value[1]) if t.value[1] else None for t in (yres or xres, xres)
+        ]
+    if per_unit is None or rates[0] is None or rates[1] is None:
+        return None
+    return (per_unit / rates[0], per_unit / rates[1])
+
+
 def _read_map(p: Path) -> LayerData:
     import tifffile
 
@@ -128,6 +183,11 @@ def _read_map(p: Path) -> LayerData:
         raise ValueError(f"{p} is not a depth or confidence map of write_depth_map")
     data = tifffile.imread(p)
     meta = {"nanoro_optics": {**record, "path": str(p)}}
+    grid: dict[str, Any] = {}
+    size = pixel_size_um(p, record)
+    if size is not None:
+        grid = {"scale": size, "units": ("um", "um")}
+        meta["nanoro_optics"]["pixel_size_um"] = list(size)
     if record.get("kind") == "confidence":
         kw = {"name": f"{p.stem} confidence", "colormap": "gray", "contrast_limits": (0.0, 1.0)}
     else:
@@ -138,7 +198,7 @@ def _read_map(p: Path) -> LayerData:
             "colormap": DEPTH_COLORMAP,
             "contrast_limits": _limits(data),
         }
-    return data, {**kw, "metadata": meta}, "image"
+    return data, {**kw, **grid, "metadata": meta}, "image"
 
 
 _OME = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
@@ -175,7 +235,7 @@ def _read_ome(p: Path) -> list[LayerData]:
         maps = tif.series[1].asarray()
     scale, record, names = _ome_record(xml)
     meta = {**record, "path": str(p)}
-    common = {"scale": tuple(scale)}
+    common = {"scale": tuple(scale), "units": ("um", "um")}
     stem = p.name.split(".")[0]
     fused_names = names[0] if names else []
     fused_kw: dict[str, Any] = {
