@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "beamtilt": {"_validation", "_numba", "optics", "beamtilt"},
     "zscan": {"_validation", "optics", "zscan"},
     "fusion": {"_validation", "_numba", "_lazy", "fusion", "io"},
-    "io": {"_validation", "_png"},
+    "io": {"_validation", "_numba"},
     "hardware": {"_validation", "_numba", "_lazy", "optics", "psf", "fusion", "hardware"},
     "acquire": {"_validation", "_text", "optics", "zscan", "hardware", "fusion", "io"},
     "mda": {"_validation", "_numba", "optics", "psf", "zscan", "fusion", "io"},

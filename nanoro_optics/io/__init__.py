@@ -1,0 +1,87 @@
+"""Reading and writing focus stacks, images and depth maps.
+
+The package's rooms: ``_sources`` (listing stacks, globs, natural order), ``_read`` (frames
+from TIFF pages, the PNG codec or Pillow), ``_png`` (the PNG codec), ``_write`` (images and
+maps), ``_records`` (what an output is), ``_ome`` (OME-TIFF / OME-Zarr) and ``_atomic`` (the
+one atomic-write helper every writer uses).
+
+A *stack source* is a folder, a file (a multi-page TIFF or OME-TIFF holds a whole stack; any other
+image file holds one frame), a glob pattern, or a list of those. Files found in a folder or by a
+glob are taken in natural order (``frame2`` before ``frame10``); the files of a list keep the order
+the list gives.
+
+Frames are read lazily by :func:`iter_stack` (one frame in memory at a time), so a stack of
+hundreds of 20 MP frames can be fused without holding it. Every error names the file, and for a
+stack the frame index, that caused it.
+
+Writing is atomic: :func:`write_image` and :func:`write_depth_map` encode into a temporary file in
+the destination folder and move it into place with :func:`os.replace`, so a failure (a bad dtype
+for the format, a full disk, an interrupt) never leaves a partial file or clobbers an existing one.
+TIFF keeps every dtype (16-bit and float included); PNG holds 8- and 16-bit integers (16-bit
+colour included, which Pillow alone truncates to 8 bits); JPEG holds 8-bit only.
+
+JPEG (and PNG) frames are returned upright: the EXIF orientation tag is applied, as a viewer
+would show them [1]_.
+
+References
+----------
+.. [1] CIPA DC-008-2023, "Exchangeable image file format for digital still cameras: Exif
+   Version 3.0", tag 0x0112 (Orientation).
+.. [2] ISO/IEC 15948:2004, "Portable Network Graphics (PNG): Functional specification",
+   sections 9 (filtering) and 11.2.2 (IHDR).
+"""
+
+from __future__ import annotations
+
+from ._ome import FUSION_OME_NAMESPACE, FUSION_OME_SUFFIXES, write_fusion_ome
+from ._read import (
+    StackFrame,
+    as_frames,
+    iter_frames,
+    iter_stack,
+    png_frame_format,
+    read_image,
+    read_stack,
+)
+
+# private names that fusion.stack and distributed.batch still import from here; they stay
+# until those callers go through the file pipeline
+from ._read import _FileDecoder as _FileDecoder
+from ._records import DEPTH_MAP_KEY, DEPTH_MAP_KINDS, DEPTH_MAP_UNITS, map_record
+from ._sources import (
+    IMAGE_SUFFIXES,
+    WRITE_SUFFIXES,
+    PathLike,
+    StackSource,
+    is_stack_source,
+    list_stack_files,
+)
+from ._sources import _is_glob as _is_glob
+from ._sources import _natural_key as _natural_key
+from ._write import check_image_format, write_depth_map, write_image
+
+__all__ = [
+    "DEPTH_MAP_KEY",
+    "DEPTH_MAP_KINDS",
+    "DEPTH_MAP_UNITS",
+    "FUSION_OME_NAMESPACE",
+    "FUSION_OME_SUFFIXES",
+    "IMAGE_SUFFIXES",
+    "WRITE_SUFFIXES",
+    "PathLike",
+    "StackFrame",
+    "StackSource",
+    "as_frames",
+    "check_image_format",
+    "is_stack_source",
+    "iter_frames",
+    "iter_stack",
+    "list_stack_files",
+    "map_record",
+    "png_frame_format",
+    "read_image",
+    "read_stack",
+    "write_depth_map",
+    "write_fusion_ome",
+    "write_image",
+]
