@@ -14,9 +14,10 @@ Frames are read lazily by :func:`iter_stack` (one frame in memory at a time), so
 hundreds of 20 MP frames can be fused without holding it. Every error names the file, and for a
 stack the frame index, that caused it.
 
-Writing is atomic: :func:`write_image` and :func:`write_depth_map` encode into a temporary file in
-the destination folder and move it into place with :func:`os.replace`, so a failure (a bad dtype
-for the format, a full disk, an interrupt) never leaves a partial file or clobbers an existing one.
+Writing is atomic: every writer encodes into a temporary file in the destination folder and
+moves it into place when complete (:class:`OutputSet`), so a failure (a bad dtype for the
+format, a full disk, an interrupt) never leaves a partial file or clobbers an existing one; the
+outputs of one run can be committed together, all or none, with one :class:`OutputSet`.
 TIFF keeps every dtype (16-bit and float included); PNG holds 8- and 16-bit integers (16-bit
 colour included, which Pillow alone truncates to 8 bits); JPEG holds 8-bit only.
 
@@ -33,6 +34,7 @@ References
 
 from __future__ import annotations
 
+from ._atomic import OutputSet
 from ._ome import FUSION_OME_NAMESPACE, FUSION_OME_SUFFIXES, write_fusion_ome
 from ._read import (
     StackFrame,
@@ -58,7 +60,7 @@ from ._sources import (
 )
 from ._sources import _is_glob as _is_glob
 from ._sources import _natural_key as _natural_key
-from ._write import check_image_format, write_depth_map, write_image
+from ._write import check_image_format, write_depth_map, write_image, write_json
 
 __all__ = [
     "DEPTH_MAP_KEY",
@@ -68,6 +70,7 @@ __all__ = [
     "FUSION_OME_SUFFIXES",
     "IMAGE_SUFFIXES",
     "WRITE_SUFFIXES",
+    "OutputSet",
     "PathLike",
     "StackFrame",
     "StackSource",
@@ -84,4 +87,5 @@ __all__ = [
     "write_depth_map",
     "write_fusion_ome",
     "write_image",
+    "write_json",
 ]

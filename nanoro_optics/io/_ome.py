@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_bool
-from ._atomic import atomic_write
+from ._atomic import OutputSet, atomic_write
 from ._sources import PathLike
 
 #: Namespace of the OME-TIFF MapAnnotation (and OME-Zarr attribute) of :func:`write_fusion_ome`
@@ -33,6 +33,7 @@ def write_fusion_ome(
     channel_names: Sequence[str],
     settings: dict[str, Any] | None = None,
     overwrite: bool = False,
+    outputs: OutputSet | None = None,
 ) -> Path:
     """Write a fused image with its depth map and confidence as OME-TIFF or OME-Zarr, atomically.
 
@@ -78,6 +79,9 @@ def write_fusion_ome(
         Replace an existing output (an OME-Zarr store is moved aside, the new one moved
         in, then the old one deleted). By default (False) an existing ``path`` is refused
         (:class:`FileExistsError`) and left untouched.
+    outputs : OutputSet, optional
+        Write the output as one member of this set: it appears, with the set's other
+        outputs, when the set commits (all or none).
 
     Returns
     -------
@@ -134,9 +138,9 @@ def write_fusion_ome(
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {p}: folder {folder} does not exist")
     if fmt == "zarr":
-        _write_ome_zarr(p, folder, bool(overwrite), data)
+        _write_ome_zarr(p, overwrite, data, outputs)
     else:
-        _write_ome_tiff(p, bool(overwrite), data)
+        _write_ome_tiff(p, overwrite, data, outputs)
     return p
 
 
@@ -199,7 +203,7 @@ def _fusion_content(
     return _OmeContent(planes, maps, px, names, record)
 
 
-def _write_ome_tiff(p: Path, overwrite: bool, data: _OmeContent) -> None:
+def _write_ome_tiff(p: Path, overwrite: bool, data: _OmeContent, outputs: OutputSet | None) -> None:
     import tifffile
 
     px, names = data.pixel_size_um, data.names
@@ -237,12 +241,10 @@ def _write_ome_tiff(p: Path, overwrite: bool, data: _OmeContent) -> None:
                 },
             )
 
-    atomic_write(p, overwrite, write)
+    atomic_write(p, write, overwrite=overwrite, outputs=outputs)
 
 
-def _write_ome_zarr(p: Path, folder: Path, overwrite: bool, data: _OmeContent) -> None:
-    import shutil
-
+def _write_ome_zarr(p: Path, overwrite: bool, data: _OmeContent, outputs: OutputSet | None) -> None:
     try:
         from yaozarrs import DimSpec, v05
         from yaozarrs.write.v05 import write_bioformats2raw
@@ -250,8 +252,6 @@ def _write_ome_zarr(p: Path, folder: Path, overwrite: bool, data: _OmeContent) -
         raise ImportError(
             'OME-Zarr output needs zarr and yaozarrs: pip install "nanoro_optics[omezarr]"'
         ) from exc
-    if not overwrite and p.exists():
-        raise FileExistsError(f"{p} exists and overwrite=False")
 
     px, (_, h, w) = data.pixel_size_um, data.planes.shape
 
@@ -263,8 +263,11 @@ def _write_ome_zarr(p: Path, folder: Path, overwrite: bool, data: _OmeContent) -
         ]
         return v05.Image(multiscales=[v05.Multiscale.from_dims(dims, name=name)])
 
-    tmp = folder / f".{p.name}.{secrets.token_hex(4)}.tmp"
-    try:
+    with contextlib.ExitStack() as stack:
+        if outputs is None:
+            outputs = stack.enter_context(OutputSet())
+        tmp = outputs.reserve(p, overwrite=overwrite, directory=True)
+        tmp.rmdir()  # yaozarrs creates the store itself; the random name stays this writer's
         write_bioformats2raw(
             tmp,
             {
@@ -274,25 +277,3 @@ def _write_ome_zarr(p: Path, folder: Path, overwrite: bool, data: _OmeContent) -
             extra_attributes={"nanoro_optics": {**data.record, "channels": data.names}},
             writer="zarr",
         )
-        if overwrite and p.exists():
-            old = folder / f".{p.name}.{secrets.token_hex(4)}.old"
-            os.rename(p, old)
-            try:
-                os.rename(tmp, p)
-            except BaseException:
-                os.rename(old, p)  # the old store back in place
-                raise
-            if old.is_dir():
-                shutil.rmtree(old)
-            else:
-                old.unlink()
-        else:
-            try:
-                os.rename(tmp, p)  # fails on an existing store: no clobbering race
-            except OSError:
-                if p.exists():
-                    raise FileExistsError(f"{p} exists and overwrite=False") from None
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_bool, check_choice
-from ._atomic import atomic_write
+from ._atomic import OutputSet, atomic_write
 from ._records import DEPTH_MAP_KEY, DEPTH_MAP_KINDS, DEPTH_MAP_UNITS
 from ._sources import _PNG_SUFFIXES, _TIFF_SUFFIXES, WRITE_SUFFIXES, PathLike
 
@@ -122,6 +123,7 @@ def write_image(
     *,
     overwrite: bool = True,
     photometric: str | None = None,
+    outputs: OutputSet | None = None,
 ) -> Path:
     """Write an image atomically; the format follows the file suffix.
 
@@ -138,6 +140,9 @@ def write_image(
         :class:`FileExistsError` and is left untouched.
     photometric : {"minisblack", "rgb"}, optional
         TIFF only: the colour interpretation; by default RGB for 3 or 4 channels.
+    outputs : OutputSet, optional
+        Write the file as one output of this set: it appears, with the set's other outputs,
+        when the set commits (all or none).
 
     Returns
     -------
@@ -157,7 +162,7 @@ def write_image(
     Notes
     -----
     The image is encoded into a hidden temporary file in the destination folder, flushed to
-    disk, and moved over ``path`` with :func:`os.replace` (atomic on POSIX and Windows), so
+    disk, and moved over ``path`` (:class:`OutputSet`; atomic on POSIX and Windows), so
     readers see either the old file or the complete new one, never a partial file.
 
     Examples
@@ -180,7 +185,10 @@ def write_image(
     fmt = _check_format(p, arr)
     if photometric == "rgb" and _channels(arr) not in (3, 4):
         raise ValueError(f"photometric='rgb' needs 3 or 4 channels, got shape {arr.shape}")
-    atomic_write(p, bool(overwrite), lambda fh: _encode(fh, arr, fmt, photometric))
+    _check_outputs(outputs)
+    atomic_write(
+        p, lambda fh: _encode(fh, arr, fmt, photometric), overwrite=overwrite, outputs=outputs
+    )
     return p
 
 
@@ -191,6 +199,7 @@ def write_depth_map(
     overwrite: bool = True,
     kind: str = "depth",
     unit: str | None = None,
+    outputs: OutputSet | None = None,
 ) -> Path:
     """Write a depth (height) map as a float32 TIFF, atomically.
 
@@ -207,6 +216,8 @@ def write_depth_map(
         What the map holds (a confidence map is written with this function too).
     unit : {"um", "frame"}, optional
         The depth's unit (``FusionResult.depth_unit``), for ``kind="depth"``.
+    outputs : OutputSet, optional
+        Write the map as one output of this set (see :func:`write_image`).
 
     Returns
     -------
@@ -227,6 +238,8 @@ def write_depth_map(
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
+    check_bool(overwrite, "overwrite")
+    _check_outputs(outputs)
     p = Path(path)
     if p.suffix.lower() not in _TIFF_SUFFIXES:
         raise ValueError(f"cannot write depth map {p}: it must be a .tif or .tiff file")
@@ -242,5 +255,57 @@ def write_depth_map(
             raise ValueError(f"unit is for a depth map, not for kind={kind!r}; give unit=None")
     record = {DEPTH_MAP_KEY: {"kind": kind, "unit": unit}}
     arr32 = arr.astype(np.float32)
-    atomic_write(p, bool(overwrite), lambda fh: _encode(fh, arr32, "tiff", "minisblack", record))
+    atomic_write(
+        p,
+        lambda fh: _encode(fh, arr32, "tiff", "minisblack", record),
+        overwrite=overwrite,
+        outputs=outputs,
+    )
     return p
+
+
+def write_json(
+    path: PathLike,
+    data: Any,
+    *,
+    overwrite: bool = True,
+    sort_keys: bool = True,
+    outputs: OutputSet | None = None,
+) -> Path:
+    """Write ``data`` as indented JSON (UTF-8, a final newline), atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination; its folder must exist.
+    data : JSON-serialisable object
+        What to write (checked before anything is written).
+    overwrite : bool, optional
+        Replace an existing file (default); see :func:`write_image`.
+    sort_keys : bool, optional
+        Write the keys of every mapping in sorted order (default).
+    outputs : OutputSet, optional
+        Write the file as one output of this set (see :func:`write_image`).
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    TypeError
+        If ``data`` holds something JSON cannot (nothing is written).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
+    check_bool(overwrite, "overwrite")
+    check_bool(sort_keys, "sort_keys")
+    _check_outputs(outputs)
+    text = json.dumps(data, indent=2, sort_keys=sort_keys) + "\n"
+    body = text.encode("utf-8")
+    return atomic_write(path, lambda fh: fh.write(body), overwrite=overwrite, outputs=outputs)
+
+
+def _check_outputs(outputs: Any) -> None:
+    if outputs is not None and not isinstance(outputs, OutputSet):
+        raise TypeError(f"outputs must be an io.OutputSet or None, got {type(outputs).__name__}")
