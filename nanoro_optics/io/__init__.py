@@ -35,6 +35,7 @@ References
 from __future__ import annotations
 
 from ._atomic import OutputSet
+from ._limits import DEFAULT_MAX_PIXELS
 from ._ome import FUSION_OME_NAMESPACE, FUSION_OME_SUFFIXES, write_fusion_ome
 from ._read import (
     StackFrame,
@@ -62,13 +63,19 @@ from ._sources import _is_glob as _is_glob
 from ._sources import _natural_key as _natural_key
 from ._write import check_image_format, write_depth_map, write_image, write_json
 
+#: Frames whose header claims more pixels (height x width) are refused before they are read;
+#: None: the NANORO_MAX_PIXELS environment variable, else DEFAULT_MAX_PIXELS (about 179 MP).
+MAX_PIXELS: int | None = None
+
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "DEPTH_MAP_KEY",
     "DEPTH_MAP_KINDS",
     "DEPTH_MAP_UNITS",
     "FUSION_OME_NAMESPACE",
     "FUSION_OME_SUFFIXES",
     "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
     "WRITE_SUFFIXES",
     "OutputSet",
     "PathLike",

@@ -21,14 +21,21 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._limits import check_pixels, resolve_max_pixels
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: colour type -> samples per pixel (palette, 3, is left to Pillow)
 CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
+#: valid bit depths of each colour type (PNG spec, table 11.1)
+BIT_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+#: the most a deflate stream can expand (258 bytes from a 2-bit match code: zlib's FAQ)
+_DEFLATE_MAX_RATIO = 1032
 #: zlib level of written PNG: level 1 is ~5x faster than 6 for ~15 % larger files
 _PNG_LEVEL = 1
 
@@ -58,6 +65,92 @@ class PngBuffers:
         return self._raw[:size]
 
 
+@dataclass(frozen=True)
+class PngHeader:
+    """The image header (IHDR) of a PNG file, checked as libpng checks it."""
+
+    width: int
+    height: int
+    bit_depth: int
+    colour_type: int
+    interlace: int
+
+    @property
+    def samples(self) -> int:
+        """Samples per pixel as stored (a palette index is one)."""
+        return CHANNELS.get(self.colour_type, 1)
+
+    def data_bytes(self) -> int:
+        """Bytes of filtered scanlines the image data must inflate to (not interlaced)."""
+        row_bits = self.width * self.samples * self.bit_depth
+        return self.height * (1 + (row_bits + 7) // 8)
+
+    def check_size(self, path: Path, max_pixels: int, file_size: int) -> None:
+        """Refuse a header whose size exceeds ``max_pixels`` or that the file cannot hold."""
+        check_pixels(path, self.height, self.width, max_pixels)
+        needed = self.data_bytes() // (2 if self.interlace else 1)  # Adam7: a lower bound
+        if file_size * _DEFLATE_MAX_RATIO < needed:
+            raise ValueError(
+                f"cannot read {path}: its header claims {self.width} x {self.height} pixels, "
+                f"which no {file_size}-byte PNG can hold (at most {_DEFLATE_MAX_RATIO}:1 "
+                "compression): truncated or damaged file"
+            )
+
+
+def parse_header(head: Any, path: Path) -> PngHeader | None:
+    """Read the IHDR from a file's first 33 bytes; None if ``head`` is not a PNG's start.
+
+    Raises
+    ------
+    ValueError
+        A PNG whose IHDR is damaged or invalid (bad length or CRC, zero or too large a size,
+        compression or filter method other than 0, interlace method other than 0 or 1, a bit
+        depth the colour type does not allow), naming the file and the field, as libpng and
+        Pillow refuse them.
+    """
+    head = bytes(head[:33])
+    if len(head) < 16 or head[:8] != PNG_SIGNATURE:
+        return None
+    if head[12:16] != b"IHDR":
+        raise ValueError(f"cannot read {path}: invalid PNG, the first chunk is not IHDR")
+    if len(head) < 33:
+        raise ValueError(f"cannot read {path}: truncated PNG (IHDR cut short)")
+    (length,) = struct.unpack(">I", head[8:12])
+    if length != 13:
+        raise ValueError(f"cannot read {path}: invalid PNG, IHDR has {length} bytes, not 13")
+    (crc,) = struct.unpack(">I", head[29:33])
+    if zlib.crc32(head[12:29]) & 0xFFFFFFFF != crc:
+        raise ValueError(f"cannot read {path}: corrupt PNG (bad CRC in chunk b'IHDR')")
+    width, height, depth, colour, compression, filtering, interlace = struct.unpack(
+        ">IIBBBBB", head[16:29]
+    )
+    problems = []
+    for name, value in (("width", width), ("height", height)):
+        if not 1 <= value <= 2**31 - 1:
+            problems.append(f"{name} {value} (must be 1 to 2**31 - 1)")
+    if colour not in BIT_DEPTHS:
+        problems.append(f"colour type {colour} (must be one of {sorted(BIT_DEPTHS)})")
+    elif depth not in BIT_DEPTHS[colour]:
+        problems.append(
+            f"bit depth {depth} for colour type {colour} (must be one of {BIT_DEPTHS[colour]})"
+        )
+    if compression != 0:
+        problems.append(f"compression method {compression} (only 0 is defined)")
+    if filtering != 0:
+        problems.append(f"filter method {filtering} (only 0 is defined)")
+    if interlace not in (0, 1):
+        problems.append(f"interlace method {interlace} (must be 0 or 1)")
+    if problems:
+        raise ValueError(f"cannot read {path}: invalid PNG header (IHDR): {'; '.join(problems)}")
+    return PngHeader(width, height, depth, colour, interlace)
+
+
+def read_header(path: Path) -> PngHeader | None:
+    """Return the checked IHDR of the file ``path``, or None if it is not a PNG."""
+    with open(path, "rb") as fh:
+        return parse_header(fh.read(33), path)
+
+
 def _read_file(path: Path, buffers: PngBuffers | None) -> memoryview:
     if buffers is None:
         return memoryview(path.read_bytes())
@@ -85,7 +178,9 @@ def _inflate(data: Any, size: int, path: Path, buffers: PngBuffers | None) -> np
     return np.asarray(raw)
 
 
-def read_png(path: Path, *, buffers: PngBuffers | None = None) -> np.ndarray | None:
+def read_png(
+    path: Path, *, buffers: PngBuffers | None = None, max_pixels: int | None = None
+) -> np.ndarray | None:
     """Decode the PNG file ``path``; None when it is a kind this reader leaves to Pillow.
 
     Returns ``(H, W)`` for grey, else ``(H, W, C)``; uint8 or uint16 (native byte order).
@@ -97,14 +192,18 @@ def read_png(path: Path, *, buffers: PngBuffers | None = None) -> np.ndarray | N
     Raises
     ------
     ValueError
-        Truncated file, bad chunk CRC, corrupt image data or an invalid filter type, with the
+        Truncated file, bad chunk CRC, corrupt image data, an invalid header or filter type,
+        an image over ``max_pixels`` (default :data:`nanoro_optics.io.MAX_PIXELS`), with the
         file's name.
     """
+    limit = resolve_max_pixels(max_pixels)
     blob = _read_file(path, buffers)
-    if len(blob) < 33 or blob[:8] != PNG_SIGNATURE or blob[12:16] != b"IHDR":
+    header = parse_header(blob, path)
+    if header is None:
         return None
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", blob[16:29])
-    if colour not in CHANNELS or depth not in (8, 16) or interlace or width < 1 or height < 1:
+    header.check_size(path, limit, len(blob))
+    width, height, depth, colour = header.width, header.height, header.bit_depth, header.colour_type
+    if colour not in CHANNELS or depth not in (8, 16) or header.interlace:
         return None
     channels = CHANNELS[colour]
     idat: list[tuple[int, int]] = []
@@ -130,8 +229,15 @@ def read_png(path: Path, *, buffers: PngBuffers | None = None) -> np.ndarray | N
         pos = end
     bpp = channels * depth // 8
     stride = 1 + width * bpp
+    if not idat:
+        raise ValueError(f"cannot read {path}: invalid PNG, no IDAT chunk")
     start = idat[0][0] if idat else 0
     total = sum(length for _, length in idat)
+    if total * _DEFLATE_MAX_RATIO < height * stride:  # before the image's memory is taken
+        raise ValueError(
+            f"cannot read {path}: {total} bytes of PNG image data cannot hold the "
+            f"{width} x {height} image the header claims (truncated or damaged file)"
+        )
     if len(idat) <= 1:
         stream: Any = blob[start : start + total]
     elif buffers is not None:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import struct
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_bool
-from ._png import PNG_SIGNATURE
+from ._limits import check_pixels, resolve_max_pixels
 from ._sources import (
     _TIFF_SUFFIXES,
     PathLike,
@@ -23,6 +19,7 @@ from ._sources import (
     is_stack_source,
     list_stack_files,
 )
+from ._tiff import iter_tiff
 
 #: Rec. 709 luma weights, the ones scikit-image's ``rgb2gray`` uses.
 _LUMA = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
@@ -56,136 +53,56 @@ class StackFrame:
         return f"frame {self.index} ({where})"
 
 
-class _TiffLogCatcher(logging.Handler):
-    """Collect tifffile's logged errors for the current thread only.
-
-    tifffile logs (rather than raises) when it meets a damaged IFD and then returns fewer pages
-    than the file claims; a truncated stack would otherwise be read short without a word.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-        self.thread = threading.get_ident()
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread:
-            self.messages.append(record.getMessage())
-
-
-@contextmanager
-def _tiff_errors(path: Path) -> Iterator[_TiffLogCatcher]:
-    logger = logging.getLogger("tifffile")
-    catcher = _TiffLogCatcher()
-    logger.addHandler(catcher)
-    try:
-        yield catcher
-    finally:
-        logger.removeHandler(catcher)
-    if catcher.messages:
-        raise ValueError(f"cannot read {path}: damaged or truncated TIFF ({catcher.messages[0]})")
-
-
-def _check_page_in_file(page: Any, size: int, path: Path, k: int) -> None:
-    offsets = getattr(page, "dataoffsets", ()) or ()
-    counts = getattr(page, "databytecounts", ()) or ()
-    for off, cnt in zip(offsets, counts, strict=False):
-        if off + cnt > size:
-            raise ValueError(
-                f"cannot read {path}: truncated TIFF, page {k} needs bytes up to {off + cnt} "
-                f"but the file has {size}"
-            )
-
-
-def _page_frames(arr: np.ndarray, axes: str) -> Iterator[np.ndarray]:
-    """Split one TIFF page into 2-D / RGB frames (a page may hold a volume or planar RGB)."""
-    if axes.startswith("S") and axes.endswith("YX"):  # planar RGB
-        arr = np.moveaxis(arr, 0, -1)
-        axes = axes[1:] + "S"
-    lead = len(axes) - (3 if axes.endswith("S") else 2)
-    if lead <= 0:
-        yield arr
-        return
-    yield from arr.reshape((-1, *arr.shape[lead:]))
-
-
-def _iter_tiff(path: Path) -> Iterator[np.ndarray]:
-    import tifffile
-
-    size = path.stat().st_size
-    try:
-        with _tiff_errors(path), tifffile.TiffFile(path) as tif:
-            if not tif.series:
-                raise ValueError(f"cannot read {path}: the TIFF holds no image")
-            series = tif.series[0]
-            page_axes = ""
-            pages = list(series.pages)
-            if pages and pages[0] is not None:
-                page_axes = pages[0].axes
-            outer = series.axes[: len(series.axes) - len(page_axes)] if page_axes else ""
-            multi = [
-                f"{ax}={n}"
-                for ax, n in zip(series.axes, series.shape, strict=True)
-                if ax in outer and n > 1 and ax not in "YXS"
-            ]
-            if len(multi) > 1:
-                raise ValueError(
-                    f"cannot read {path} as a focus stack: it has more than one axis besides "
-                    f"Y, X and colour ({', '.join(multi)}; axes {series.axes!r}); "
-                    "save one channel / time point per file"
-                )
-            expected = int(
-                np.prod([n for ax, n in zip(series.axes, series.shape, strict=True) if ax in outer])
-            )
-            if len(pages) < expected:
-                raise ValueError(
-                    f"cannot read {path}: truncated TIFF, {len(pages)} of {expected} pages present"
-                )
-            for k, page in enumerate(pages):
-                if page is None:
-                    raise ValueError(f"cannot read {path}: page {k} is missing")
-                _check_page_in_file(page, size, path, k)
-                yield from _page_frames(page.asarray(), page.axes)
-    except ValueError:
-        raise
-    except Exception as exc:  # tifffile raises many types on damaged files
-        raise ValueError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
-
-
-def _png_header(path: Path) -> tuple[int, int, int, int, int] | None:
-    """Return ``(width, height, bit_depth, colour_type, interlace)`` of a PNG, else None."""
-    with open(path, "rb") as fh:
-        head = fh.read(33)
-    if len(head) < 33 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
-        return None
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
-    return width, height, depth, colour, interlace
-
-
-def png_frame_format(path: PathLike) -> tuple[tuple[int, ...], np.dtype] | None:
+def png_frame_format(
+    path: PathLike, *, max_pixels: int | None = None
+) -> tuple[tuple[int, ...], np.dtype] | None:
     """Shape and dtype of the frame a PNG file should read as, from its header alone.
 
     None when the file is not a PNG or is one :func:`read_image` hands to Pillow (palette,
     1-4 bit, interlaced). An ``eXIf`` orientation, applied when the file is read, may still
     swap the two axes: this is a guess to prepare for, not a promise.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file; only its first 33 bytes and its size are read.
+    max_pixels : int, optional
+        The pixel limit (default :data:`nanoro_optics.io.MAX_PIXELS`).
+
+    Raises
+    ------
+    ValueError
+        A PNG whose header is invalid, claims more than ``max_pixels`` pixels, or more image
+        data than the file's size can hold (so that nothing is sized from such a header).
     """
-    header = _png_header(Path(path))
+    from ._png import CHANNELS, read_header
+
+    limit = resolve_max_pixels(max_pixels)
+    p = Path(path)
+    header = read_header(p)
     if header is None:
         return None
-    from ._png import CHANNELS
-
-    width, height, depth, colour, interlace = header
-    channels = CHANNELS.get(colour)
-    if channels is None or depth not in (8, 16) or interlace:
+    header.check_size(p, limit, p.stat().st_size)
+    channels = CHANNELS.get(header.colour_type)
+    if channels is None or header.bit_depth not in (8, 16) or header.interlace:
         return None
-    shape = (height, width) if channels == 1 else (height, width, channels)
-    return shape, np.dtype(np.uint8 if depth == 8 else np.uint16)
+    shape: tuple[int, ...] = (header.height, header.width)
+    if channels > 1:
+        shape = (*shape, channels)
+    return shape, np.dtype(np.uint8 if header.bit_depth == 8 else np.uint16)
 
 
-def _read_pil(path: Path) -> np.ndarray:
+def _read_pil(path: Path, max_pixels: int) -> np.ndarray:
+    import warnings
+
     from PIL import Image, ImageOps
 
-    with Image.open(path) as im:
+    with warnings.catch_warnings():
+        # Pillow warns from 89 MP: the pixel limit below is this reader's decision
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im_file = Image.open(path)
+    with im_file as im:
+        check_pixels(path, im.size[1], im.size[0], max_pixels)
         im.load()
         if im.getexif().get(0x0112, 1) != 1:  # exif_transpose would copy even when upright
             im = ImageOps.exif_transpose(im)
@@ -206,35 +123,40 @@ def _read_pil(path: Path) -> np.ndarray:
     return np.array(arr, copy=True) if not arr.flags.writeable else arr
 
 
-def _read_single(path: Path, buffers: Any = None) -> np.ndarray:
+def _read_single(path: Path, buffers: Any, max_pixels: int) -> np.ndarray:
     """Read a non-TIFF image file as one frame (EXIF orientation applied).
 
     ``buffers`` (a :class:`._png.PngBuffers`) lets PNG frames be decoded into reused memory.
     """
     try:
-        header = _png_header(path)
+        from ._png import read_header
+
+        header = read_header(path)
         if header is not None:
             from ._png import read_png
 
-            image = read_png(path, buffers=buffers)
+            header.check_size(path, max_pixels, path.stat().st_size)
+            image = read_png(path, buffers=buffers, max_pixels=max_pixels)
             if image is not None:
                 return image
-            if header[2] == 16 and header[3] in (2, 4, 6):  # Pillow would keep 8 bits
+            if header.bit_depth == 16 and header.colour_type in (2, 4, 6):  # Pillow: 8 bits
                 raise ValueError(
                     f"cannot read {path}: interlaced 16-bit colour PNG is not supported"
                 )
-        return _read_pil(path)
-    except ValueError:
-        raise
+        return _read_pil(path, max_pixels)
+    except ValueError as exc:
+        if str(path) in str(exc):
+            raise
+        raise ValueError(f"cannot read {path}: {exc}") from exc
     except Exception as exc:  # PIL raises OSError / SyntaxError / UnidentifiedImageError
         raise ValueError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
 
 
-def _iter_file(path: Path, buffers: Any = None) -> Iterator[np.ndarray]:
+def _iter_file(path: Path, buffers: Any, max_pixels: int) -> Iterator[np.ndarray]:
     if path.suffix.lower() in _TIFF_SUFFIXES:
-        yield from _iter_tiff(path)
+        yield from iter_tiff(path, max_pixels)
     else:
-        yield _read_single(path, buffers)
+        yield _read_single(path, buffers, max_pixels)
 
 
 class _FileDecoder:
@@ -245,7 +167,8 @@ class _FileDecoder:
     with the same decoder.
     """
 
-    def __init__(self, reuse_buffer: bool = True) -> None:
+    def __init__(self, reuse_buffer: bool = True, *, max_pixels: int | None = None) -> None:
+        self._max_pixels = resolve_max_pixels(max_pixels)
         self._buffers: Any = None
         if reuse_buffer:
             from ._png import PngBuffers
@@ -254,7 +177,7 @@ class _FileDecoder:
 
     def frames(self, path: PathLike) -> Iterator[np.ndarray]:
         """Yield the frames of one file (the pages of a TIFF, else the one image)."""
-        yield from _iter_file(Path(path), self._buffers)
+        yield from _iter_file(Path(path), self._buffers, self._max_pixels)
 
 
 def _to_gray(image: np.ndarray) -> np.ndarray:
@@ -266,7 +189,11 @@ def _to_gray(image: np.ndarray) -> np.ndarray:
 
 
 def iter_frames(
-    source: StackSource, *, as_gray: bool = False, reuse_buffer: bool = False
+    source: StackSource,
+    *,
+    as_gray: bool = False,
+    reuse_buffer: bool = False,
+    max_pixels: int | None = None,
 ) -> Iterator[StackFrame]:
     """Yield the frames of a stack one at a time, with the file each came from.
 
@@ -285,6 +212,10 @@ def iter_frames(
         image is then valid only until the next frame is requested**. A streaming consumer
         that is done with a frame before asking for the next (a fuser that copies it) saves
         the memory and the page faults of a fresh frame each time.
+    max_pixels : int, optional
+        Refuse a frame whose header claims more pixels (height x width) than this, before
+        any memory is taken for it; default :data:`nanoro_optics.io.MAX_PIXELS` (about
+        179 MP unless raised, see :mod:`nanoro_optics.io._limits`).
 
     Yields
     ------
@@ -302,7 +233,7 @@ def iter_frames(
     check_bool(as_gray, "as_gray")
     check_bool(reuse_buffer, "reuse_buffer")
     files = list_stack_files(source)
-    decoder = _FileDecoder(reuse_buffer)
+    decoder = _FileDecoder(reuse_buffer, max_pixels=max_pixels)
     first: tuple[str, tuple[int, ...], np.dtype] | None = None
     index = 0
     for path in files:
@@ -336,7 +267,9 @@ def iter_frames(
             raise ValueError(f"cannot read {path}: the file holds no image")
 
 
-def iter_stack(source: StackSource, *, as_gray: bool = False) -> Iterator[np.ndarray]:
+def iter_stack(
+    source: StackSource, *, as_gray: bool = False, max_pixels: int | None = None
+) -> Iterator[np.ndarray]:
     """Yield the frames of a stack one at a time (lazily: one frame in memory at a time).
 
     Parameters
@@ -347,6 +280,10 @@ def iter_stack(source: StackSource, *, as_gray: bool = False) -> Iterator[np.nda
         a volume are split into planes; planar RGB is returned as ``(H, W, 3)``).
     as_gray : bool, optional
         Yield float32 Rec. 709 luminance in the file's units instead of the stored pixels.
+    max_pixels : int, optional
+        Refuse a frame whose header claims more pixels (height x width) than this, before
+        any memory is taken for it; default :data:`nanoro_optics.io.MAX_PIXELS` (about
+        179 MP unless raised, see :mod:`nanoro_optics.io._limits`).
 
     Yields
     ------
@@ -369,7 +306,7 @@ def iter_stack(source: StackSource, *, as_gray: bool = False) -> Iterator[np.nda
     ...     [int(f[0, 0]) for f in iter_stack(tmp)]
     [1, 2, 10]
     """
-    for frame in iter_frames(source, as_gray=as_gray):
+    for frame in iter_frames(source, as_gray=as_gray, max_pixels=max_pixels):
         yield frame.image
 
 
@@ -412,14 +349,16 @@ def as_frames(frames: Any) -> Any:
     return iter_stack(files)
 
 
-def read_stack(source: StackSource, *, as_gray: bool = False) -> np.ndarray:
+def read_stack(
+    source: StackSource, *, as_gray: bool = False, max_pixels: int | None = None
+) -> np.ndarray:
     """Read a whole stack into one array ``(N, H, W[, C])``.
 
     Parameters
     ----------
     source : path, glob pattern, or sequence of them
         See :func:`list_stack_files` and :func:`iter_stack`.
-    as_gray : bool, optional
+    as_gray, max_pixels : optional
         See :func:`iter_stack`.
 
     Returns
@@ -432,7 +371,7 @@ def read_stack(source: StackSource, *, as_gray: bool = False) -> np.ndarray:
     ValueError, FileNotFoundError, TypeError
         See :func:`iter_frames`.
     """
-    frames = list(iter_stack(source, as_gray=as_gray))
+    frames = list(iter_stack(source, as_gray=as_gray, max_pixels=max_pixels))
     out = np.empty((len(frames), *frames[0].shape), dtype=frames[0].dtype)
     for k in range(len(frames)):
         out[k] = frames[k]
@@ -440,13 +379,15 @@ def read_stack(source: StackSource, *, as_gray: bool = False) -> np.ndarray:
     return out
 
 
-def read_image(path: PathLike) -> np.ndarray:
+def read_image(path: PathLike, *, max_pixels: int | None = None) -> np.ndarray:
     """Read one image file (EXIF orientation applied to JPEG/PNG).
 
     Parameters
     ----------
     path : str or os.PathLike
         A TIFF with a single image, or a PNG, JPEG or BMP file.
+    max_pixels : int, optional
+        See :func:`iter_frames`.
 
     Returns
     -------
@@ -466,7 +407,7 @@ def read_image(path: PathLike) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no such file: {p}")
-    frames = iter(_iter_file(p))
+    frames = iter(_iter_file(p, None, resolve_max_pixels(max_pixels)))
     try:
         image = next(frames)
     except StopIteration:

@@ -1,0 +1,220 @@
+"""Readers: every TIFF page a frame, the pixel limit before allocation, IHDR checks, file names."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from nanoro_optics import io as nio
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png(
+    width: int,
+    height: int,
+    *,
+    depth: int = 8,
+    colour: int = 0,
+    compression: int = 0,
+    filtering: int = 0,
+    interlace: int = 0,
+    data: bytes | None = None,
+) -> bytes:
+    """A PNG with the given IHDR fields (valid CRCs) and ``data`` inflated from its IDAT."""
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, compression, filtering, interlace)
+    if data is None:
+        data = b"\0" * min(height * (1 + width), 1 << 23)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(data, 9))
+        + _chunk(b"IEND", b"")
+    )
+
+
+# ------------------------------------------------------------------ every page of a TIFF
+
+
+def test_a_tiff_written_one_page_per_write_gives_every_page(tmp_path: Path) -> None:
+    path = tmp_path / "streamed.tif"
+    with tifffile.TiffWriter(path) as tw:
+        for k in range(4):
+            tw.write(np.full((8, 9), k, np.uint16))  # one series per write
+    frames = nio.read_stack(path)
+    assert frames.shape == (4, 8, 9)
+    assert [int(f[0, 0]) for f in frames] == [0, 1, 2, 3]
+    assert [f.page for f in nio.iter_frames(path)] == [0, 1, 2, 3]
+
+
+def test_fuse_stack_of_a_streamed_tiff_fuses_every_page(tmp_path: Path) -> None:
+    from nanoro_optics.fusion import fuse_stack
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 4000, (4, 24, 24)).astype(np.uint16)
+    with tifffile.TiffWriter(tmp_path / "s.tif") as tw:
+        for f in frames:
+            tw.write(f)
+    assert fuse_stack(tmp_path / "s.tif").n_frames == 4
+
+
+@pytest.mark.parametrize(
+    ("odd", "shape", "dtype"),
+    [((16, 16), "(16, 16)", "uint16"), ((32, 32), "(32, 32)", "float32")],
+)
+def test_a_page_that_differs_is_refused_naming_file_page_shape_dtype(
+    tmp_path: Path, odd, shape, dtype
+) -> None:
+    path = tmp_path / "mixed.tif"
+    with tifffile.TiffWriter(path) as tw:
+        for k in range(4):
+            tw.write(np.zeros(odd, dtype) if k == 2 else np.zeros((32, 32), np.uint16))
+    with pytest.raises(ValueError) as info:
+        nio.read_stack(path)
+    text = str(info.value)
+    for part in (str(path), "page 2", shape, dtype, "(32, 32)", "uint16"):
+        assert part in text, (part, text)
+
+
+@pytest.mark.parametrize("kind", ["imagej", "ome"])
+def test_hyperstacks_are_read_along_their_stack_axis(tmp_path: Path, kind: str) -> None:
+    stack = np.arange(5 * 6 * 7, dtype=np.uint16).reshape(5, 6, 7)
+    path = tmp_path / f"{kind}.tif"
+    tifffile.imwrite(path, stack, **{kind: True}, metadata={"axes": "ZYX"})
+    np.testing.assert_array_equal(nio.read_stack(path), stack)
+    if kind == "imagej":  # two stack axes are refused, naming them
+        tifffile.imwrite(
+            path, np.zeros((2, 3, 6, 7), np.uint16), imagej=True, metadata={"axes": "ZCYX"}
+        )
+        with pytest.raises(ValueError, match="more than one axis"):
+            nio.read_stack(path)
+
+
+def test_tifffile_errors_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.tif"
+    path.write_bytes(b"II*\x00" + b"\xff" * 60)
+    with pytest.raises(ValueError, match=str(path).replace("\\", "\\\\")):
+        nio.read_image(path)
+    path.write_bytes(b"MM\x00+garbage")  # BigTIFF magic, damaged header
+    with pytest.raises(ValueError, match=r"bad\.tif"):
+        list(nio.iter_frames(path))
+
+
+# ------------------------------------------------------------------ the pixel limit
+
+
+def test_a_header_claiming_a_huge_image_is_refused_before_allocation(tmp_path: Path) -> None:
+    path = tmp_path / "huge.png"
+    path.write_bytes(_png(100_000, 100_000, colour=6, data=b"\0" * 64))
+    for read in (nio.read_image, nio.png_frame_format, nio.read_stack):
+        with pytest.raises(ValueError) as info:
+            read(path)
+        text = str(info.value)
+        assert "huge.png" in text and "10,000,000,000 pixels" in text and "178,956,970" in text
+
+
+def test_a_small_file_claiming_a_large_image_is_refused_from_its_size(tmp_path: Path) -> None:
+    path = tmp_path / "liar.png"
+    path.write_bytes(_png(8000, 6000, colour=2, data=b"\0" * 10))  # under the pixel limit
+    assert path.stat().st_size < 100
+    with pytest.raises(ValueError, match=r"no \d+-byte PNG can hold"):
+        nio.png_frame_format(path)  # what the CLI sizes its buffers from
+    with pytest.raises(ValueError, match=r"liar\.png"):
+        nio.read_image(path)
+
+
+def test_a_decompression_bomb_is_refused_and_the_limit_can_be_raised(
+    tmp_path: Path, monkeypatch
+) -> None:
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png(2000, 1500))  # 3 MP of zeros in a few kB
+    assert path.stat().st_size < 10_000
+    with pytest.raises(ValueError, match="3,000,000 pixels, more than the limit of 1,000,000"):
+        nio.read_image(path, max_pixels=1_000_000)
+    assert nio.read_image(path).shape == (1500, 2000)  # under the default limit
+    monkeypatch.setattr(nio, "MAX_PIXELS", 2_999_999)
+    with pytest.raises(ValueError, match="limit of 2,999,999"):
+        next(nio.iter_stack(path))
+    monkeypatch.setattr(nio, "MAX_PIXELS", None)
+    monkeypatch.setenv("NANORO_MAX_PIXELS", "2e6")
+    with pytest.raises(ValueError, match="limit of 2,000,000"):
+        nio.read_stack([path])
+    monkeypatch.setenv("NANORO_MAX_PIXELS", "lots")
+    with pytest.raises(ValueError, match="NANORO_MAX_PIXELS must be a whole number"):
+        nio.read_image(path)
+    for bad, error in ((0, ValueError), (float("nan"), ValueError), ("1e6", TypeError)):
+        with pytest.raises(error, match="max_pixels"):
+            nio.read_image(path, max_pixels=bad)
+
+
+def test_tiff_pages_and_pillow_images_obey_the_limit(tmp_path: Path) -> None:
+    from PIL import Image
+
+    tifffile.imwrite(
+        tmp_path / "t.tif", np.zeros((3, 100, 100), np.uint8), photometric="minisblack"
+    )
+    with pytest.raises(ValueError, match=r"t\.tif, page 0: its header claims 100 x 100"):
+        nio.read_stack(tmp_path / "t.tif", max_pixels=9_999)
+    Image.fromarray(np.zeros((100, 100), np.uint8)).save(tmp_path / "j.jpg")
+    with pytest.raises(ValueError, match=r"j\.jpg: its header claims"):
+        nio.read_image(tmp_path / "j.jpg", max_pixels=9_999)
+
+
+def test_the_cli_refuses_a_bomb_with_exit_status_2(tmp_path: Path, capsys) -> None:
+    from nanoro_optics.cli import main
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(_png(100_000, 100_000, colour=6, data=b"\0"))
+    (tmp_path / "in" / "b.png").write_bytes(_png(100_000, 100_000, colour=6, data=b"\0"))
+    assert main(["fuse", str(tmp_path / "in"), "-o", str(tmp_path / "out.png")]) == 2
+    err = capsys.readouterr().err
+    assert "a.png" in err and "limit" in err
+    assert not (tmp_path / "out.png").exists()
+
+
+# ------------------------------------------------------------------ IHDR as libpng checks it
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"compression": 1}, "compression method 1"),
+        ({"filtering": 1}, "filter method 1"),
+        ({"interlace": 2}, "interlace method 2"),
+        ({"depth": 3}, "bit depth 3 for colour type 0"),
+        ({"depth": 16, "colour": 3}, "bit depth 16 for colour type 3"),
+        ({"depth": 4, "colour": 2}, "bit depth 4 for colour type 2"),
+        ({"colour": 5}, "colour type 5"),
+        ({"width": 0}, "width 0"),
+        ({"height": 2**31}, "height 2147483648"),
+    ],
+)
+def test_invalid_ihdr_fields_are_refused_as_libpng_does(tmp_path: Path, fields, message) -> None:
+    args = {"width": 4, "height": 3, **fields}
+    path = tmp_path / "bad.png"
+    path.write_bytes(_png(args.pop("width"), args.pop("height"), **args))
+    with pytest.raises(ValueError, match=f"bad.png: invalid PNG header.*{message}"):
+        nio.read_image(path)
+    with pytest.raises(ValueError, match="invalid PNG header"):
+        nio.png_frame_format(path)
+
+
+def test_a_damaged_ihdr_is_refused(tmp_path: Path) -> None:
+    good = _png(4, 3)
+    path = tmp_path / "crc.png"
+    path.write_bytes(good[:20] + bytes([good[20] ^ 1]) + good[21:])
+    with pytest.raises(ValueError, match="bad CRC in chunk b'IHDR'"):
+        nio.read_image(path)
+    path.write_bytes(good[:8] + _chunk(b"IDAT", b"") + good[8:])
+    with pytest.raises(ValueError, match="first chunk is not IHDR"):
+        nio.read_image(path)
+    path.write_bytes(good[:30])
+    with pytest.raises(ValueError, match="IHDR cut short"):
+        nio.read_image(path)
