@@ -262,7 +262,7 @@ def test_failed_write_keeps_old_file_and_leaves_nothing(tmp_path: Path, monkeypa
     write_image(target, np.ones((8, 8), np.uint16))
     before = target.read_bytes()
 
-    def broken(fh, image, fmt, photometric):
+    def broken(fh, image, fmt, photometric, record=None):
         fh.write(b"partial data")
         raise OSError("disk full")
 
@@ -316,7 +316,7 @@ def test_depth_map_records_its_kind_and_unit(tmp_path: Path) -> None:
     ):
         path = write_depth_map(tmp_path / "d.tif", depth, **kwargs)
         with tifffile.TiffFile(path) as tif:
-            assert tif.shaped_metadata[0]["nanoro_optics"] == record
+            assert tif.shaped_metadata[0]["nanoro_optics"] == {**record, "tool": "nanoro_optics"}
             np.testing.assert_array_equal(tif.asarray(), depth)
     for kwargs, match in (
         ({"unit": "mm"}, "unit must be one of"),

@@ -50,7 +50,15 @@ from ._read import (
 # private names that fusion.stack and distributed.batch still import from here; they stay
 # until those callers go through the file pipeline
 from ._read import _FileDecoder as _FileDecoder
-from ._records import DEPTH_MAP_KEY, DEPTH_MAP_KINDS, DEPTH_MAP_UNITS, map_record
+from ._records import (
+    DEPTH_MAP_KEY,
+    DEPTH_MAP_KINDS,
+    DEPTH_MAP_UNITS,
+    OUTPUT_KINDS,
+    RECORD_KEY,
+    map_record,
+    output_record,
+)
 from ._sources import (
     IMAGE_SUFFIXES,
     WRITE_SUFFIXES,
@@ -76,6 +84,8 @@ __all__ = [
     "FUSION_OME_SUFFIXES",
     "IMAGE_SUFFIXES",
     "MAX_PIXELS",
+    "OUTPUT_KINDS",
+    "RECORD_KEY",
     "WRITE_SUFFIXES",
     "OutputSet",
     "PathLike",
@@ -88,6 +98,7 @@ __all__ = [
     "iter_stack",
     "list_stack_files",
     "map_record",
+    "output_record",
     "png_frame_format",
     "read_image",
     "read_stack",

@@ -285,11 +285,19 @@ def _deflate(filtered: np.ndarray, level: int) -> bytes:
     return bytes(encode(filtered, level=level))
 
 
-def encode_png(image: np.ndarray, level: int = _PNG_LEVEL) -> bytes:
-    """Encode an 8- or 16-bit image as PNG [2]_ (filter Up on every row).
+def encode_png(
+    image: np.ndarray,
+    level: int = _PNG_LEVEL,
+    *,
+    text: dict[str, str] | None = None,
+    pixels_per_metre: int | None = None,
+) -> bytes:
+    """Encode an 8- or 16-bit image as PNG [1]_ (filter Up on every row).
 
     Pillow cannot write 16-bit colour PNG, and its encoder is slower; this one writes every
-    bit depth Pillow reads back, compressed with libdeflate.
+    bit depth Pillow reads back, compressed with libdeflate. ``text`` becomes ``tEXt``
+    chunks (Latin-1 keyword and text) and ``pixels_per_metre`` a ``pHYs`` chunk, both
+    before the image data.
     """
     height, width = image.shape[:2]
     channels = 1 if image.ndim == 2 else int(image.shape[2])
@@ -307,9 +315,15 @@ def encode_png(image: np.ndarray, level: int = _PNG_LEVEL) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    extra = b""
+    if pixels_per_metre is not None:
+        extra += chunk(b"pHYs", struct.pack(">IIB", pixels_per_metre, pixels_per_metre, 1))
+    for key, value in (text or {}).items():
+        extra += chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1"))
     return (
         PNG_SIGNATURE
         + chunk(b"IHDR", ihdr)
+        + extra
         + chunk(b"IDAT", _deflate(filtered, level))
         + chunk(b"IEND", b"")
     )

@@ -11,7 +11,7 @@ import numpy as np
 
 from .._validation import check_bool, check_choice
 from ._atomic import OutputSet, atomic_write
-from ._records import DEPTH_MAP_KEY, DEPTH_MAP_KINDS, DEPTH_MAP_UNITS
+from ._records import DEPTH_MAP_KINDS, DEPTH_MAP_UNITS, RECORD_KEY, make_record, record_text
 from ._sources import _PNG_SUFFIXES, _TIFF_SUFFIXES, WRITE_SUFFIXES, PathLike
 
 
@@ -91,16 +91,26 @@ def _encode(
     image: np.ndarray,
     fmt: str,
     photometric: str | None,
-    metadata: dict[str, Any] | None = None,
+    record: dict[str, Any] | None = None,
 ) -> None:
+    pixel_um = record.get("pixel_size_um") if record else None
     if fmt == "tiff":
         import tifffile
 
         if photometric is None:
             photometric = "rgb" if _channels(image) in (3, 4) else "minisblack"
         extrasamples = ("unassalpha",) if photometric == "rgb" and _channels(image) == 4 else None
+        resolution: dict[str, Any] = {}
+        if pixel_um is not None:  # TIFF 6.0 XResolution/YResolution: pixels per centimetre
+            per_cm = 1e4 / pixel_um
+            resolution = {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
         tifffile.imwrite(
-            fh, image, photometric=photometric, extrasamples=extrasamples, metadata=metadata
+            fh,
+            image,
+            photometric=photometric,
+            extrasamples=extrasamples,
+            metadata=None if record is None else {RECORD_KEY: record},
+            **resolution,
         )
         return
     from PIL import Image
@@ -112,9 +122,20 @@ def _encode(
     if fmt == "png":
         from ._png import encode_png
 
-        fh.write(encode_png(image))
+        fh.write(
+            encode_png(
+                image,
+                text=None if record is None else {RECORD_KEY: record_text({RECORD_KEY: record})},
+                pixels_per_metre=None if pixel_um is None else round(1e6 / pixel_um),
+            )
+        )
         return
-    Image.fromarray(image).save(fh, format="JPEG", quality=95, subsampling=0)
+    extra: dict[str, Any] = {}
+    if record is not None:
+        extra["comment"] = record_text({RECORD_KEY: record})
+    if pixel_um is not None:
+        extra["dpi"] = (25_400 / pixel_um,) * 2
+    Image.fromarray(image).save(fh, format="JPEG", quality=95, subsampling=0, **extra)
 
 
 def write_image(
@@ -124,6 +145,9 @@ def write_image(
     overwrite: bool = True,
     photometric: str | None = None,
     outputs: OutputSet | None = None,
+    kind: str | None = None,
+    settings: dict[str, Any] | str | None = None,
+    pixel_size_um: float | None = None,
 ) -> Path:
     """Write an image atomically; the format follows the file suffix.
 
@@ -143,6 +167,17 @@ def write_image(
     outputs : OutputSet, optional
         Write the file as one output of this set: it appears, with the set's other outputs,
         when the set commits (all or none).
+    kind : {None, "fused"}, optional
+        ``"fused"`` marks the image as a fused output: the record (see
+        :func:`~nanoro_optics.io.output_record`) lets a later run leave it out of a stack.
+    settings : dict or str, optional
+        The settings that made the output (a JSON-serialisable dict, or a JSON object text
+        such as ``FusionOptions.to_json()``), kept in its record.
+    pixel_size_um : float, optional
+        The pixel size at the sample in um (> 0): kept in the record as ``"pixel_size_um"``
+        and as the format's own resolution, which other software reads (TIFF
+        ``XResolution``/``YResolution`` in pixels per centimetre with ``ResolutionUnit``
+        CENTIMETER; PNG ``pHYs`` in pixels per metre; JPEG dots per inch).
 
     Returns
     -------
@@ -186,8 +221,14 @@ def write_image(
     if photometric == "rgb" and _channels(arr) not in (3, 4):
         raise ValueError(f"photometric='rgb' needs 3 or 4 channels, got shape {arr.shape}")
     _check_outputs(outputs)
+    if kind not in (None, "fused"):
+        raise ValueError(f"kind must be None or 'fused' for an image, got {kind!r}")
+    record = make_record(kind, settings=settings, pixel_size_um=pixel_size_um)
     atomic_write(
-        p, lambda fh: _encode(fh, arr, fmt, photometric), overwrite=overwrite, outputs=outputs
+        p,
+        lambda fh: _encode(fh, arr, fmt, photometric, record),
+        overwrite=overwrite,
+        outputs=outputs,
     )
     return p
 
@@ -200,6 +241,8 @@ def write_depth_map(
     kind: str = "depth",
     unit: str | None = None,
     outputs: OutputSet | None = None,
+    settings: dict[str, Any] | str | None = None,
+    pixel_size_um: float | None = None,
 ) -> Path:
     """Write a depth (height) map as a float32 TIFF, atomically.
 
@@ -218,6 +261,14 @@ def write_depth_map(
         The depth's unit (``FusionResult.depth_unit``), for ``kind="depth"``.
     outputs : OutputSet, optional
         Write the map as one output of this set (see :func:`write_image`).
+    settings : dict or str, optional
+        The settings that made the output (a JSON-serialisable dict, or a JSON object text
+        such as ``FusionOptions.to_json()``), kept in its record.
+    pixel_size_um : float, optional
+        The pixel size at the sample in um (> 0): kept in the record as ``"pixel_size_um"``
+        and as the format's own resolution, which other software reads (TIFF
+        ``XResolution``/``YResolution`` in pixels per centimetre with ``ResolutionUnit``
+        CENTIMETER; PNG ``pHYs`` in pixels per metre; JPEG dots per inch).
 
     Returns
     -------
@@ -232,7 +283,8 @@ def write_depth_map(
     Notes
     -----
     ``kind`` and ``unit`` are kept in the TIFF's JSON image description (tifffile's shaped
-    metadata) under :data:`DEPTH_MAP_KEY`, ``{"kind": ..., "unit": ...}``, so that a
+    metadata) under :data:`~nanoro_optics.io.RECORD_KEY`, ``{"kind": ..., "unit": ...,
+    "tool": "nanoro_optics"}`` (and the settings and pixel size when given), so that a
     reader (the napari plugin's) can tell a depth map in um from one in frames; any TIFF
     reader still reads the plain float32 image.
     """
@@ -253,7 +305,7 @@ def write_depth_map(
         check_choice(unit, "unit", DEPTH_MAP_UNITS)
         if kind != "depth":
             raise ValueError(f"unit is for a depth map, not for kind={kind!r}; give unit=None")
-    record = {DEPTH_MAP_KEY: {"kind": kind, "unit": unit}}
+    record = make_record(kind, unit=unit, settings=settings, pixel_size_um=pixel_size_um)
     arr32 = arr.astype(np.float32)
     atomic_write(
         p,
