@@ -218,3 +218,41 @@ def test_a_damaged_ihdr_is_refused(tmp_path: Path) -> None:
     path.write_bytes(good[:30])
     with pytest.raises(ValueError, match="IHDR cut short"):
         nio.read_image(path)
+
+
+# ------------------------------------------------------------------ PNGs decoded by Pillow
+
+
+def test_a_palette_png_with_a_damaged_height_is_refused(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "p.png"
+    Image.fromarray(np.arange(48, dtype=np.uint8).reshape(6, 8)).convert("P").save(path)
+    data = path.read_bytes()
+    assert nio.read_image(path).shape == (6, 8, 3)
+    ihdr = bytearray(data[16:29])
+    ihdr[7] = 5  # height 6 -> 5, with a valid CRC: Pillow alone reads 5 rows
+    path.write_bytes(data[:8] + _chunk(b"IHDR", bytes(ihdr)) + data[33:])
+    with pytest.raises(ValueError, match=r"p\.png: PNG image data holds more than"):
+        nio.read_image(path)
+
+
+@pytest.mark.parametrize(("width", "height"), [(1, 1), (5, 3), (9, 10), (17, 2)])
+def test_interlaced_pngs_need_exactly_their_adam7_data(tmp_path: Path, width, height) -> None:
+    from nanoro_optics.io._png import PngHeader, filtered_size
+
+    # Adam7 by hand: every pass's rows of (1 filter byte + its pixels), 8-bit grey
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4))
+    passes += ((1, 0, 2, 2), (0, 1, 1, 2))
+    need = 0
+    for x0, y0, dx, dy in passes:
+        cols = len(range(x0, width, dx))
+        rows = len(range(y0, height, dy))
+        need += rows * (1 + cols) if cols else 0
+    assert filtered_size(PngHeader(width, height, 8, 0, 1)) == need
+    path = tmp_path / "i.png"
+    path.write_bytes(_png(width, height, interlace=1, data=b"\0" * need))
+    np.testing.assert_array_equal(nio.read_image(path), np.zeros((height, width), np.uint8))
+    path.write_bytes(_png(width, height, interlace=1, data=b"\0" * (need - 1)))
+    with pytest.raises(ValueError, match=rf"i\.png: PNG image data has {need - 1} bytes"):
+        nio.read_image(path)

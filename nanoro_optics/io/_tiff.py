@@ -49,14 +49,30 @@ class _Refused(ValueError):
 
 
 def _check_page_in_file(page: Any, size: int, path: Path, k: int) -> None:
+    """Refuse a page whose strips or tiles lie past the end of the file or hold no data.
+
+    tifffile fills a strip of byte count 0 with zeros, and a short uncompressed strip
+    with whatever follows: both would give pixels the file does not hold.
+    """
     offsets = getattr(page, "dataoffsets", ()) or ()
     counts = getattr(page, "databytecounts", ()) or ()
-    for off, cnt in zip(offsets, counts, strict=False):
+    for i, (off, cnt) in enumerate(zip(offsets, counts, strict=False)):
         if off + cnt > size:
             raise _Refused(
                 f"cannot read {path}: truncated TIFF, page {k} needs bytes up to {off + cnt} "
                 f"but the file has {size}"
             )
+        if cnt == 0:
+            raise _Refused(
+                f"cannot read {path}: damaged TIFF, strip/tile {i} of page {k} holds no data "
+                "(byte count 0)"
+            )
+    nbytes = int(getattr(page, "nbytes", 0) or 0)
+    if getattr(page, "compression", None) == 1 and counts and sum(counts) < nbytes:
+        raise _Refused(
+            f"cannot read {path}: damaged TIFF, page {k} holds {sum(counts)} bytes of "
+            f"uncompressed pixels but its shape needs {nbytes}"
+        )
 
 
 def _frame_format(shape: tuple[int, ...], axes: str) -> tuple[int, ...]:
