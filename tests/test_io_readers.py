@@ -256,3 +256,40 @@ def test_interlaced_pngs_need_exactly_their_adam7_data(tmp_path: Path, width, he
     path.write_bytes(_png(width, height, interlace=1, data=b"\0" * (need - 1)))
     with pytest.raises(ValueError, match=rf"i\.png: PNG image data has {need - 1} bytes"):
         nio.read_image(path)
+
+
+def _set_strip_byte_count(path: Path, count: int) -> None:
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages.first.tags["StripByteCounts"]
+        offset, fmt = tag.valueoffset, "<I" if tag.dtype == 4 else "<H"
+    data = bytearray(path.read_bytes())
+    data[offset : offset + struct.calcsize(fmt)] = struct.pack(fmt, count)
+    path.write_bytes(bytes(data))
+
+
+def test_a_compressed_tiff_strip_without_data_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.tif"
+    tifffile.imwrite(path, np.ones((24, 32), np.uint16), compression="zlib")
+    _set_strip_byte_count(path, 0)  # tifffile alone decodes it to zeros
+    with pytest.raises(ValueError, match=r"s\.tif: damaged TIFF.*holds no data"):
+        nio.read_image(path)
+
+
+@pytest.mark.parametrize("count", [0, 100])
+def test_an_uncompressed_strip_with_a_bogus_count_is_read_as_libtiff_does(
+    tmp_path: Path, count: int
+) -> None:
+    path = tmp_path / "s.tif"
+    tifffile.imwrite(path, np.ones((24, 32), np.uint16), photometric="minisblack")
+    _set_strip_byte_count(path, count)
+    np.testing.assert_array_equal(nio.read_image(path), np.ones((24, 32), np.uint16))
+    path.write_bytes(path.read_bytes()[:-1000])  # and now the pixels are not all there
+    with pytest.raises(ValueError, match=r"s\.tif"):
+        nio.read_image(path)
+
+
+def test_a_one_bit_tiff_is_still_read(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.eye(16, dtype=bool)).save(tmp_path / "bit.tif")
+    assert int(nio.read_image(tmp_path / "bit.tif").sum()) == 16

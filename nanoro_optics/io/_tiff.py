@@ -51,24 +51,29 @@ class _Refused(ValueError):
 def _check_page_in_file(page: Any, size: int, path: Path, k: int) -> None:
     """Refuse a page whose strips or tiles lie past the end of the file or hold no data.
 
-    tifffile fills a strip of byte count 0 with zeros, and a short uncompressed strip
-    with whatever follows: both would give pixels the file does not hold.
+    tifffile decodes a compressed strip of byte count 0 to zeros: pixels the file does not
+    hold. A single uncompressed strip with a bogus byte count is read, as libtiff reads it,
+    when the pixels its shape needs lie inside the file.
     """
-    offsets = getattr(page, "dataoffsets", ()) or ()
-    counts = getattr(page, "databytecounts", ()) or ()
+    offsets: tuple[int, ...] = tuple(getattr(page, "dataoffsets", ()) or ())
+    counts: tuple[int, ...] = tuple(getattr(page, "databytecounts", ()) or ())
+    compressed = getattr(page, "compression", 1) != 1
     for i, (off, cnt) in enumerate(zip(offsets, counts, strict=False)):
         if off + cnt > size:
             raise _Refused(
                 f"cannot read {path}: truncated TIFF, page {k} needs bytes up to {off + cnt} "
                 f"but the file has {size}"
             )
-        if cnt == 0:
+        if cnt == 0 and compressed:
             raise _Refused(
                 f"cannot read {path}: damaged TIFF, strip/tile {i} of page {k} holds no data "
                 "(byte count 0)"
             )
     nbytes = int(getattr(page, "nbytes", 0) or 0)
-    if getattr(page, "compression", None) == 1 and counts and sum(counts) < nbytes:
+    whole_bytes = int(getattr(page, "bitspersample", 0) or 0) % 8 == 0  # 1-bit pages pack
+    if compressed or not whole_bytes or not counts or sum(counts) >= nbytes:
+        return
+    if len(offsets) != 1 or offsets[0] + nbytes > size:
         raise _Refused(
             f"cannot read {path}: damaged TIFF, page {k} holds {sum(counts)} bytes of "
             f"uncompressed pixels but its shape needs {nbytes}"
