@@ -146,6 +146,8 @@ def test_output_set_arguments_are_checked(tmp_path: Path) -> None:
         outputs.reserve(tmp_path)
     with pytest.raises(TypeError, match="overwrite must be a bool"):
         outputs.reserve(tmp_path / "a.tif", overwrite=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="directory must be a bool"):
+        outputs.reserve(tmp_path / "a.tif", directory="yes")  # type: ignore[arg-type]
     outputs.reserve(tmp_path / "a.tif")
     with pytest.raises(ValueError, match="already an output"):
         outputs.reserve(tmp_path / "a.tif")

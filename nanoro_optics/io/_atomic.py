@@ -214,6 +214,8 @@ class OutputSet:
             )
         if not isinstance(overwrite, bool):
             raise TypeError(f"overwrite must be a bool, got {overwrite!r}")
+        if not isinstance(directory, bool):
+            raise TypeError(f"directory must be a bool, got {directory!r}")
         dest = Path(path)
         folder = dest.parent if str(dest.parent) else Path(".")
         if not folder.is_dir():
