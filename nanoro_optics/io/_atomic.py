@@ -106,6 +106,8 @@ def _signals_deferred() -> Iterator[None]:
     old: dict[int, Any] = {}
     sig: int
     for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is None:  # a handler set outside Python: left alone
+            continue
         try:
             old[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
         except (ValueError, OSError):  # not settable here
