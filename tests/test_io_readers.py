@@ -293,3 +293,23 @@ def test_a_one_bit_tiff_is_still_read(tmp_path: Path) -> None:
 
     Image.fromarray(np.eye(16, dtype=bool)).save(tmp_path / "bit.tif")
     assert int(nio.read_image(tmp_path / "bit.tif").sum()) == 16
+
+
+@pytest.mark.parametrize(
+    ("tag", "value", "message"),
+    [
+        ("StripOffsets", 0, "starts at byte 0, inside the file header"),
+        ("SamplesPerPixel", 0, "has SamplesPerPixel 0"),
+    ],
+)
+def test_impossible_tiff_tags_are_refused(tmp_path: Path, tag, value, message) -> None:
+    path = tmp_path / "t.tif"
+    tifffile.imwrite(path, np.ones((24, 32), np.uint16), compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        entry = tif.pages.first.tags[tag]
+        offset, fmt = entry.valueoffset, {3: "<H", 4: "<I", 16: "<Q"}[entry.dtype]
+    data = bytearray(path.read_bytes())
+    data[offset : offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
+    path.write_bytes(bytes(data))  # tifffile alone decodes the header as pixels / ignores it
+    with pytest.raises(ValueError, match=rf"t\.tif: damaged TIFF, .*{message}"):
+        nio.read_image(path)

@@ -58,7 +58,18 @@ def _check_page_in_file(page: Any, size: int, path: Path, k: int) -> None:
     offsets: tuple[int, ...] = tuple(getattr(page, "dataoffsets", ()) or ())
     counts: tuple[int, ...] = tuple(getattr(page, "databytecounts", ()) or ())
     compressed = getattr(page, "compression", 1) != 1
+    tags = getattr(page, "tags", None)
+    samples = tags.get("SamplesPerPixel") if tags is not None else None
+    if samples is not None and not int(samples.value) >= 1:  # tifffile reads it as 1
+        raise _Refused(
+            f"cannot read {path}: damaged TIFF, page {k} has SamplesPerPixel {samples.value}"
+        )
     for i, (off, cnt) in enumerate(zip(offsets, counts, strict=False)):
+        if cnt and off < 8:  # bytes 0-7 are the TIFF header: never pixel data
+            raise _Refused(
+                f"cannot read {path}: damaged TIFF, strip/tile {i} of page {k} starts at "
+                f"byte {off}, inside the file header"
+            )
         if off + cnt > size:
             raise _Refused(
                 f"cannot read {path}: truncated TIFF, page {k} needs bytes up to {off + cnt} "
