@@ -31,7 +31,6 @@ Scores
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -190,7 +189,7 @@ def run_demo(
     from .fusion import StackFuser
     from .hardware import MockZStage
     from .hardware.sim_camera import DEFAULT_CAMERA_PIXEL_UM, SimulatedCamera, Specimen
-    from .io import write_depth_map, write_image
+    from .io import write_depth_map, write_image, write_json
     from .zscan import ZScanLimits, plan_for_sample
 
     t0 = time.perf_counter()
@@ -274,9 +273,7 @@ def run_demo(
         files=files,
         seed=seed,
     )
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
-    os.replace(tmp, out / "summary.json")
+    write_json(out / "summary.json", summary.to_dict(), sort_keys=False)
     return summary
 
 

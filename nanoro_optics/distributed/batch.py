@@ -218,20 +218,9 @@ def _paths(out_dir: str, name: str, image_suffix: str) -> tuple[Path, Path, Path
 
 
 def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
+    from nanoro_optics.io import write_json
+
+    write_json(path, dict(data))
 
 
 def _limit_numba_threads(n: int | None) -> None:

@@ -338,8 +338,11 @@ class _Output:
             raise ValueError(f"{name} must be a .tif or .tiff file, got {p}")
         if not p.parent.is_dir():
             raise FileNotFoundError(f"cannot write {p}: folder {p.parent} does not exist")
+        from nanoro_optics.io import OutputSet
+
         self.path = p
-        self._tmp = p.parent / f".{p.name}.partial.tif"
+        self._output = OutputSet()  # moved into place by finish(), removed by discard()
+        self._tmp = self._output.reserve(p)
         photometric = "rgb" if len(shape) == 3 and shape[2] in (3, 4) else "minisblack"
         mm = tifffile.memmap(self._tmp, shape=shape, dtype=dtype, photometric=photometric)
         mm.flush()
@@ -370,15 +373,12 @@ class _Output:
         import tifffile
 
         assert self.path is not None
-        os.replace(self._tmp, self.path)
+        self._output.commit()
         return tifffile.memmap(self.path, mode="r")
 
     def discard(self) -> None:
         if self.path is not None:
-            try:
-                self._tmp.unlink()
-            except FileNotFoundError:
-                pass
+            self._output.discard()
 
 
 def fuse_tiled(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nanoro_optics._numba import njit
+from .._numba import njit
 
 
 @njit(inline="always")
