@@ -193,7 +193,7 @@ class OpenCounter:
     max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    n_z=st.integers(1, 4),
+    n_z=st.integers(2, 4),
     n_pos=st.integers(1, 2),
     n_t=st.integers(1, 2),
     order=st.sampled_from(["tpcz", "tpzc"]),

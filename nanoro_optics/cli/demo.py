@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--colour", action="store_true", help="simulate an RGB camera")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the files of an earlier demo in --out (default: refuse, write nothing)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,17 +51,22 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..demo import run_demo
-    from ._first_run import announce_compile
+    from ._first_run import compile_notice
 
-    announce_compile(depth=True, align=False, depth_um=True, stream=sys.stderr)
-    s = run_demo(
-        args.out,
-        seed=args.seed,
-        objective=args.objective,
-        shape=(args.size, args.size),
-        relief_um=args.relief_um,
-        colour=args.colour,
-    )
+    try:
+        with compile_notice(sys.stderr):
+            s = run_demo(
+                args.out,
+                seed=args.seed,
+                objective=args.objective,
+                shape=(args.size, args.size),
+                relief_um=args.relief_um,
+                colour=args.colour,
+                overwrite=args.overwrite,
+            )
+    except FileExistsError as exc:
+        print(f"nanoro-optics {COMMAND}: error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(s.to_dict(), indent=2))
         return 0
