@@ -300,3 +300,30 @@ print(fixed, round(rss() - before))
     fixed, kept_mb = out.stdout.split()
     assert fixed == "True"
     assert int(kept_mb) < 5  # every 30 MiB buffer was unmapped when freed
+
+
+def test_downward_scan_and_index_mismatch_from_the_command_line(tmp_path: Path) -> None:
+    from nanoro_optics.fusion import FusionOptions
+    from nanoro_optics.io import output_record
+    from nanoro_optics.psf import IndexMismatch
+
+    frames = _stack(4)
+    _write_pngs(tmp_path / "in", frames)
+    base = ["fuse", str(tmp_path / "in"), "--z-step-um", "-2", "-q"]
+    assert main([*base, "-o", str(tmp_path / "a.tif"), "--depth-map", str(tmp_path / "d.tif")]) == 0
+    ref = fuse_stack(frames, z_step_um=-2.0)  # a scan moving down: frame k at -2k um
+    nominal = tifffile.imread(tmp_path / "d.tif")
+    np.testing.assert_array_equal(nominal, ref.depth)
+    assert np.nanmax(nominal) <= 0.0 and np.nanmin(nominal) >= -6.0
+    mismatch = ["--n-immersion", "1.518", "--n-sample", "1.33", "--na", "1.2"]
+    out = ["-o", str(tmp_path / "b.tif"), "--depth-map", str(tmp_path / "e.tif")]
+    assert main([*base, *mismatch, *out]) == 0
+    water = IndexMismatch(
+        interface_um=0.0, na=1.2, n_immersion=1.518, n_sample=1.33, model="carlsson"
+    )
+    actual = tifffile.imread(tmp_path / "e.tif")
+    np.testing.assert_array_equal(actual, water.relabel(ref.depth, -2.0 * np.arange(4)))
+    assert np.nanmin(actual) > np.nanmin(nominal)  # water: shallower than the stage says
+    record = output_record(tmp_path / "e.tif")
+    assert record is not None
+    assert FusionOptions.from_json(record["settings"]).index_mismatch == water

@@ -136,10 +136,10 @@ def run(args: argparse.Namespace) -> int:
     except FileExistsError as exc:  # appeared while fusing
         print(f"nanoro-optics fuse: error: {exc}; give --overwrite to replace it", file=sys.stderr)
         return 1
-    except OSError as exc:
-        if isinstance(exc, FileNotFoundError) and not exc.filename:
-            raise
-        print(f"nanoro-optics fuse: error: cannot write output: {exc}", file=sys.stderr)
+    except FileNotFoundError:
+        raise  # a missing input: exit 2, as bad arguments
+    except OSError as exc:  # a full disk, a folder not writable: nothing was written
+        print(f"nanoro-optics fuse: error: {exc} (no output written)", file=sys.stderr)
         return 1
     finally:
         progress.close()

@@ -382,7 +382,7 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
         self._closed = False
         self._rows0: np.ndarray | None = None  # frame 0's noise rows while it waits
         self._acc: list[np.ndarray] = []
-        self._built: np.ndarray | None = None  # the image collapsed by close(collapse=True)
+        self._built: np.ndarray | None = None  # the image collapsed by _close(collapse=True)
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -638,7 +638,7 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
         self._gbuf = [np.empty((c, hh, ww), acc_dtype) for hh, ww in shapes[1:]]
         self._rbuf = [np.empty((hh, ww), np.float32) for hh, ww in shapes[1:]]
         # level 0 is read planar: every frame is first copied into this buffer, after which
-        # the caller may reuse its own (``add(..., on_copied=...)``)
+        # the caller may reuse its own (``_add(frame, z, on_copied)``)
         # (uint16 frames are copied into float32: level 0 then runs the same compiled
         # kernels as the coarser levels, one specialisation less of each to compile on a
         # first run, for 2 bytes a sample more; uint8 frames keep their compact plane)
