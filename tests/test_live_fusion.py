@@ -745,7 +745,7 @@ def test_live_fusion_takes_one_options_object() -> None:
     assert LiveFusion(options=FusionOptions(levels=5), levels=3, sharpness=None).options == opts
     settings = live.settings()
     assert FusionOptions.from_json({k: settings[k] for k in opts.to_json()}) == opts
-    with pytest.raises(ValueError, match="options.z_step_um must be None"):
+    with pytest.raises(ValueError, match=r"options\.z_step_um must be None"):
         LiveFusion(options=FusionOptions(z_step_um=1.0))
     water = IndexMismatch(interface_um=0.0, model="carlsson", **MISMATCH)
     moved = LiveFusion(options=FusionOptions(index_mismatch=water))
