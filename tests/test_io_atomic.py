@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nanoro_optics
 from nanoro_optics import io as nio
@@ -144,6 +146,8 @@ def test_output_set_arguments_are_checked(tmp_path: Path) -> None:
         outputs.reserve(tmp_path)
     with pytest.raises(TypeError, match="overwrite must be a bool"):
         outputs.reserve(tmp_path / "a.tif", overwrite=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="directory must be a bool"):
+        outputs.reserve(tmp_path / "a.tif", directory="yes")  # type: ignore[arg-type]
     outputs.reserve(tmp_path / "a.tif")
     with pytest.raises(ValueError, match="already an output"):
         outputs.reserve(tmp_path / "a.tif")
@@ -169,3 +173,72 @@ def test_os_replace_is_called_in_one_place_only() -> None:
             ):
                 calls.append(f"{path.relative_to(root)}:{node.lineno}")
     assert len(calls) == 1 and calls[0].startswith("io/_atomic.py"), calls
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    existing=st.lists(st.booleans(), min_size=4, max_size=4),
+    fail_at=st.integers(0, 4),
+    fail_in=st.sampled_from(["write", "rename"]),
+)
+def test_a_set_is_all_new_or_all_old_whatever_fails(
+    tmp_path_factory, existing, fail_at, fail_in
+) -> None:
+    """Four outputs, some already there; a failure at output ``fail_at`` (4: none) while
+    writing or while renaming leaves exactly the old files, else exactly the new ones."""
+    folder = tmp_path_factory.mktemp("set")
+    names = [f"out{k}.bin" for k in range(4)]
+    for name, there in zip(names, existing, strict=True):
+        if there:
+            (folder / name).write_bytes(b"old " + name.encode())
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    real_move = _atomic._move
+
+    def move(src: Path, dst: Path) -> None:
+        if fail_in == "rename" and dst.name == f"out{fail_at}.bin":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_move(src, dst)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_atomic, "_move", move)
+        _run_set(folder, names, fail_at, fail_in, before)
+
+
+def _run_set(
+    folder: Path, names: list[str], fail_at: int, fail_in: str, before: dict[str, bytes]
+) -> None:
+    try:
+        with nio.OutputSet() as outputs:
+            for k, name in enumerate(names):
+                if fail_in == "write" and k == fail_at:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                outputs.write(folder / name, lambda fh, n=name: fh.write(b"new " + n.encode()))
+    except OSError:
+        assert fail_at < 4
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    else:
+        assert fail_at == 4
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == {
+            n: b"new " + n.encode() for n in names
+        }
+
+
+def test_ome_outputs_join_a_set_and_leave_nothing_on_failure(tmp_path: Path) -> None:
+    pytest.importorskip("yaozarrs")
+    img = np.zeros((4, 6), np.uint16)
+    maps = (np.ones((4, 6), np.float32), np.zeros((4, 6), np.float32))
+    meta = {"pixel_size_um": 0.5, "z_um": [1.0, 2.0], "channel_names": ["c"]}
+    with pytest.raises(KeyboardInterrupt), nio.OutputSet() as outputs:
+        nio.write_fusion_ome(tmp_path / "a.ome.zarr", img, *maps, **meta, outputs=outputs)
+        nio.write_fusion_ome(tmp_path / "a.ome.tif", img, *maps, **meta, outputs=outputs)
+        raise KeyboardInterrupt
+    assert _visible(tmp_path) == []
+    with nio.OutputSet() as outputs:
+        nio.write_fusion_ome(tmp_path / "a.ome.zarr", img, *maps, **meta, outputs=outputs)
+        nio.write_fusion_ome(tmp_path / "a.ome.tif", img, *maps, **meta, outputs=outputs)
+    assert _visible(tmp_path) == ["a.ome.tif", "a.ome.zarr"]
+    with nio.OutputSet() as outputs:  # a store replaces the old store
+        nio.write_fusion_ome(
+            tmp_path / "a.ome.zarr", img + 1, *maps, **meta, overwrite=True, outputs=outputs
+        )
+    assert _visible(tmp_path) == ["a.ome.tif", "a.ome.zarr"]

@@ -218,3 +218,98 @@ def test_a_damaged_ihdr_is_refused(tmp_path: Path) -> None:
     path.write_bytes(good[:30])
     with pytest.raises(ValueError, match="IHDR cut short"):
         nio.read_image(path)
+
+
+# ------------------------------------------------------------------ PNGs decoded by Pillow
+
+
+def test_a_palette_png_with_a_damaged_height_is_refused(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "p.png"
+    Image.fromarray(np.arange(48, dtype=np.uint8).reshape(6, 8)).convert("P").save(path)
+    data = path.read_bytes()
+    assert nio.read_image(path).shape == (6, 8, 3)
+    ihdr = bytearray(data[16:29])
+    ihdr[7] = 5  # height 6 -> 5, with a valid CRC: Pillow alone reads 5 rows
+    path.write_bytes(data[:8] + _chunk(b"IHDR", bytes(ihdr)) + data[33:])
+    with pytest.raises(ValueError, match=r"p\.png: PNG image data holds more than"):
+        nio.read_image(path)
+
+
+@pytest.mark.parametrize(("width", "height"), [(1, 1), (5, 3), (9, 10), (17, 2)])
+def test_interlaced_pngs_need_exactly_their_adam7_data(tmp_path: Path, width, height) -> None:
+    from nanoro_optics.io._png import PngHeader, filtered_size
+
+    # Adam7 by hand: every pass's rows of (1 filter byte + its pixels), 8-bit grey
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4))
+    passes += ((1, 0, 2, 2), (0, 1, 1, 2))
+    need = 0
+    for x0, y0, dx, dy in passes:
+        cols = len(range(x0, width, dx))
+        rows = len(range(y0, height, dy))
+        need += rows * (1 + cols) if cols else 0
+    assert filtered_size(PngHeader(width, height, 8, 0, 1)) == need
+    path = tmp_path / "i.png"
+    path.write_bytes(_png(width, height, interlace=1, data=b"\0" * need))
+    np.testing.assert_array_equal(nio.read_image(path), np.zeros((height, width), np.uint8))
+    path.write_bytes(_png(width, height, interlace=1, data=b"\0" * (need - 1)))
+    with pytest.raises(ValueError, match=rf"i\.png: PNG image data has {need - 1} bytes"):
+        nio.read_image(path)
+
+
+def _set_strip_byte_count(path: Path, count: int) -> None:
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages.first.tags["StripByteCounts"]
+        offset, fmt = tag.valueoffset, "<I" if tag.dtype == 4 else "<H"
+    data = bytearray(path.read_bytes())
+    data[offset : offset + struct.calcsize(fmt)] = struct.pack(fmt, count)
+    path.write_bytes(bytes(data))
+
+
+def test_a_compressed_tiff_strip_without_data_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.tif"
+    tifffile.imwrite(path, np.ones((24, 32), np.uint16), compression="zlib")
+    _set_strip_byte_count(path, 0)  # tifffile alone decodes it to zeros
+    with pytest.raises(ValueError, match=r"s\.tif: damaged TIFF.*holds no data"):
+        nio.read_image(path)
+
+
+@pytest.mark.parametrize("count", [0, 100])
+def test_an_uncompressed_strip_with_a_bogus_count_is_read_as_libtiff_does(
+    tmp_path: Path, count: int
+) -> None:
+    path = tmp_path / "s.tif"
+    tifffile.imwrite(path, np.ones((24, 32), np.uint16), photometric="minisblack")
+    _set_strip_byte_count(path, count)
+    np.testing.assert_array_equal(nio.read_image(path), np.ones((24, 32), np.uint16))
+    path.write_bytes(path.read_bytes()[:-1000])  # and now the pixels are not all there
+    with pytest.raises(ValueError, match=r"s\.tif"):
+        nio.read_image(path)
+
+
+def test_a_one_bit_tiff_is_still_read(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.eye(16, dtype=bool)).save(tmp_path / "bit.tif")
+    assert int(nio.read_image(tmp_path / "bit.tif").sum()) == 16
+
+
+@pytest.mark.parametrize(
+    ("tag", "value", "message"),
+    [
+        ("StripOffsets", 0, "starts at byte 0, inside the file header"),
+        ("SamplesPerPixel", 0, "has SamplesPerPixel 0"),
+    ],
+)
+def test_impossible_tiff_tags_are_refused(tmp_path: Path, tag, value, message) -> None:
+    path = tmp_path / "t.tif"
+    tifffile.imwrite(path, np.ones((24, 32), np.uint16), compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        entry = tif.pages.first.tags[tag]
+        offset, fmt = entry.valueoffset, {3: "<H", 4: "<I", 16: "<Q"}[entry.dtype]
+    data = bytearray(path.read_bytes())
+    data[offset : offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
+    path.write_bytes(bytes(data))  # tifffile alone decodes the header as pixels / ignores it
+    with pytest.raises(ValueError, match=rf"t\.tif: damaged TIFF, .*{message}"):
+        nio.read_image(path)

@@ -19,8 +19,6 @@ ALLOWED: dict[str, set[str]] = {
     "_numba": set(),
     "_lazy": set(),
     "_text": set(),
-    "_png": {"_png_kernels"},
-    "_png_kernels": {"_numba"},
     "optics": {"_validation"},
     "psf": {"_validation", "_numba", "optics", "psf"},
     "beamtilt": {"_validation", "_numba", "optics", "beamtilt"},

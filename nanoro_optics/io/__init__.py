@@ -1,9 +1,10 @@
 """Reading and writing focus stacks, images and depth maps.
 
 The package's rooms: ``_sources`` (listing stacks, globs, natural order), ``_read`` (frames
-from TIFF pages, the PNG codec or Pillow), ``_png`` (the PNG codec), ``_write`` (images and
-maps), ``_records`` (what an output is), ``_ome`` (OME-TIFF / OME-Zarr) and ``_atomic`` (the
-one atomic-write helper every writer uses).
+from the PNG codec, TIFF pages or Pillow), ``_tiff`` (every page of a TIFF), ``_png`` +
+``_png_kernels`` (the PNG codec), ``_limits`` (the pixel limit), ``_write`` (images, maps,
+JSON), ``_records`` (what an output is), ``_ome`` (OME-TIFF / OME-Zarr) and ``_atomic`` (the
+one atomic-write helper every writer uses, and :class:`OutputSet`).
 
 A *stack source* is a folder, a file (a multi-page TIFF or OME-TIFF holds a whole stack; any other
 image file holds one frame), a glob pattern, or a list of those. Files found in a folder or by a
@@ -20,6 +21,12 @@ format, a full disk, an interrupt) never leaves a partial file or clobbers an ex
 outputs of one run can be committed together, all or none, with one :class:`OutputSet`.
 TIFF keeps every dtype (16-bit and float included); PNG holds 8- and 16-bit integers (16-bit
 colour included, which Pillow alone truncates to 8 bits); JPEG holds 8-bit only.
+
+Sizes read from headers are checked against :data:`MAX_PIXELS` before any memory is taken
+(see ``io/_limits.py``), so a damaged file or a decompression bomb is refused with a
+ValueError naming the file, the size and the limit. Outputs carry a record of what they are
+(:func:`output_record`: a fused image, a depth or confidence map, with the settings and the
+pixel size), so that a later run can leave them out of a stack.
 
 JPEG (and PNG) frames are returned upright: the EXIF orientation tag is applied, as a viewer
 would show them [1]_.
@@ -47,8 +54,8 @@ from ._read import (
     read_stack,
 )
 
-# private names that fusion.stack and distributed.batch still import from here; they stay
-# until those callers go through the file pipeline
+# _FileDecoder (fusion.stack), _is_glob and _natural_key (distributed.batch): private names
+# still imported from here; they stay until those callers go through the file pipeline
 from ._read import _FileDecoder as _FileDecoder
 from ._records import (
     DEPTH_MAP_KEY,

@@ -106,6 +106,8 @@ def _signals_deferred() -> Iterator[None]:
     old: dict[int, Any] = {}
     sig: int
     for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is None:  # a handler set outside Python: left alone
+            continue
         try:
             old[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
         except (ValueError, OSError):  # not settable here
@@ -214,6 +216,8 @@ class OutputSet:
             )
         if not isinstance(overwrite, bool):
             raise TypeError(f"overwrite must be a bool, got {overwrite!r}")
+        if not isinstance(directory, bool):
+            raise TypeError(f"directory must be a bool, got {directory!r}")
         dest = Path(path)
         folder = dest.parent if str(dest.parent) else Path(".")
         if not folder.is_dir():

@@ -178,6 +178,98 @@ def _inflate(data: Any, size: int, path: Path, buffers: PngBuffers | None) -> np
     return np.asarray(raw)
 
 
+def _chunks(blob: Any, path: Path) -> tuple[list[tuple[int, int]], bool]:
+    """Walk the chunks up to IEND, checking every CRC.
+
+    Returns the ``(offset, length)`` of each IDAT chunk's data and whether there is an
+    ``eXIf`` chunk.
+    """
+    idat: list[tuple[int, int]] = []
+    exif = False
+    pos = 8
+    while True:
+        if pos + 12 > len(blob):
+            raise ValueError(f"cannot read {path}: truncated PNG (no IEND chunk)")
+        (length,) = struct.unpack(">I", blob[pos : pos + 4])
+        kind = bytes(blob[pos + 4 : pos + 8])
+        end = pos + 12 + length
+        if end > len(blob):
+            raise ValueError(f"cannot read {path}: truncated PNG (chunk {kind!r} cut short)")
+        body = blob[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", blob[end - 4 : end])
+        if zlib.crc32(body, zlib.crc32(kind)) & 0xFFFFFFFF != crc:
+            raise ValueError(f"cannot read {path}: corrupt PNG (bad CRC in chunk {kind!r})")
+        if kind == b"IDAT":
+            idat.append((pos + 8, length))
+        elif kind == b"eXIf":
+            exif = True
+        elif kind == b"IEND":
+            return idat, exif
+        pos = end
+
+
+#: Adam7 passes: first column, first row, column step, row step (PNG spec, section 8.2)
+_ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+
+
+def filtered_size(header: PngHeader) -> int:
+    """Bytes the image data of ``header`` inflates to: filter bytes and packed samples."""
+    bits = header.samples * header.bit_depth
+    if not header.interlace:
+        return header.data_bytes()
+    total = 0
+    for x0, y0, dx, dy in _ADAM7:
+        pw = (header.width - x0 + dx - 1) // dx
+        ph = (header.height - y0 + dy - 1) // dy
+        if pw > 0 and ph > 0:
+            total += ph * (1 + (pw * bits + 7) // 8)
+    return total
+
+
+def verify_png(path: Path, header: PngHeader) -> None:
+    """Check a PNG that Pillow will decode: every chunk's CRC, and image data of exact size.
+
+    Pillow skips the CRC of image data and decodes an image from a stream longer than
+    the header needs (libpng warns of "extra compressed data"); a damaged height or width
+    would then pass unseen. The data is inflated with a bound, never past the size needed.
+    """
+    blob = memoryview(path.read_bytes())
+    idat, _ = _chunks(blob, path)
+    if not idat:
+        raise ValueError(f"cannot read {path}: invalid PNG, no IDAT chunk")
+    need = filtered_size(header)
+    inflater = zlib.decompressobj()
+    got = 0
+    try:
+        for offset, length in idat:
+            got += len(inflater.decompress(blob[offset : offset + length], need + 1 - got))
+            if got > need or inflater.unconsumed_tail:
+                break
+        complete = inflater.eof
+    except zlib.error as exc:
+        raise ValueError(f"cannot read {path}: corrupt PNG data ({exc})") from exc
+    if got > need or inflater.unconsumed_tail:
+        raise ValueError(
+            f"cannot read {path}: PNG image data holds more than the {need} bytes its header "
+            "needs (a damaged width or height)"
+        )
+    if got < need:
+        raise ValueError(
+            f"cannot read {path}: PNG image data has {got} bytes, expected {need} "
+            "(truncated or corrupt file)"
+        )
+    if not complete:
+        raise ValueError(f"cannot read {path}: corrupt PNG data (the stream does not end)")
+
+
 def read_png(
     path: Path, *, buffers: PngBuffers | None = None, max_pixels: int | None = None
 ) -> np.ndarray | None:
@@ -206,27 +298,9 @@ def read_png(
     if colour not in CHANNELS or depth not in (8, 16) or header.interlace:
         return None
     channels = CHANNELS[colour]
-    idat: list[tuple[int, int]] = []
-    pos = 8
-    while True:
-        if pos + 12 > len(blob):
-            raise ValueError(f"cannot read {path}: truncated PNG (no IEND chunk)")
-        (length,) = struct.unpack(">I", blob[pos : pos + 4])
-        kind = bytes(blob[pos + 4 : pos + 8])
-        end = pos + 12 + length
-        if end > len(blob):
-            raise ValueError(f"cannot read {path}: truncated PNG (chunk {kind!r} cut short)")
-        body = blob[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack(">I", blob[end - 4 : end])
-        if zlib.crc32(body, zlib.crc32(kind)) & 0xFFFFFFFF != crc:
-            raise ValueError(f"cannot read {path}: corrupt PNG (bad CRC in chunk {kind!r})")
-        if kind == b"IDAT":
-            idat.append((pos + 8, length))
-        elif kind == b"eXIf":
-            return None  # Pillow applies the orientation it may carry
-        elif kind == b"IEND":
-            break
-        pos = end
+    idat, has_exif = _chunks(blob, path)
+    if has_exif:
+        return None  # Pillow applies the orientation it may carry
     bpp = channels * depth // 8
     stride = 1 + width * bpp
     if not idat:

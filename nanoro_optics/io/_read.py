@@ -133,7 +133,7 @@ def _read_single(path: Path, buffers: Any, max_pixels: int) -> np.ndarray:
 
         header = read_header(path)
         if header is not None:
-            from ._png import read_png
+            from ._png import read_png, verify_png
 
             header.check_size(path, max_pixels, path.stat().st_size)
             image = read_png(path, buffers=buffers, max_pixels=max_pixels)
@@ -143,6 +143,7 @@ def _read_single(path: Path, buffers: Any, max_pixels: int) -> np.ndarray:
                 raise ValueError(
                     f"cannot read {path}: interlaced 16-bit colour PNG is not supported"
                 )
+            verify_png(path, header)  # what Pillow does not check
         return _read_pil(path, max_pixels)
     except ValueError as exc:
         if str(path) in str(exc):
@@ -224,9 +225,11 @@ def iter_frames(
     Raises
     ------
     ValueError
-        An unreadable or truncated file (the message names it); a frame whose shape or dtype
-        differs from the first frame's, or a float frame with NaN or infinite pixels (the
-        message names the frame index and file); an empty stack.
+        An unreadable, damaged or truncated file, or one whose header claims more than
+        ``max_pixels`` (the message names it, the size and the limit); a TIFF page whose
+        shape or dtype differs from the file's first (naming file, page, shape and dtype); a
+        frame whose shape or dtype differs from the first frame's, or a float frame with NaN
+        or infinite pixels (the message names the frame index and file); an empty stack.
     FileNotFoundError
         A path that does not exist.
     """
@@ -276,8 +279,10 @@ def iter_stack(
     ----------
     source : path, glob pattern, or sequence of them
         A folder, a file, a glob pattern or a list of them (see :func:`list_stack_files`).
-        A multi-page TIFF or OME-TIFF yields its pages (the first image series; pages holding
-        a volume are split into planes; planar RGB is returned as ``(H, W, 3)``).
+        A multi-page TIFF or OME-TIFF yields every page of every image series (a file
+        written one page per write included; ImageJ and OME hyperstacks along their Z or T
+        axis; pages holding a volume are split into planes; planar RGB is returned as
+        ``(H, W, 3)``; reduced-resolution pages are skipped).
     as_gray : bool, optional
         Yield float32 Rec. 709 luminance in the file's units instead of the stored pixels.
     max_pixels : int, optional

@@ -49,14 +49,46 @@ class _Refused(ValueError):
 
 
 def _check_page_in_file(page: Any, size: int, path: Path, k: int) -> None:
-    offsets = getattr(page, "dataoffsets", ()) or ()
-    counts = getattr(page, "databytecounts", ()) or ()
-    for off, cnt in zip(offsets, counts, strict=False):
+    """Refuse a page whose strips or tiles lie past the end of the file or hold no data.
+
+    tifffile decodes a compressed strip of byte count 0 to zeros: pixels the file does not
+    hold. A single uncompressed strip with a bogus byte count is read, as libtiff reads it,
+    when the pixels its shape needs lie inside the file.
+    """
+    offsets: tuple[int, ...] = tuple(getattr(page, "dataoffsets", ()) or ())
+    counts: tuple[int, ...] = tuple(getattr(page, "databytecounts", ()) or ())
+    compressed = getattr(page, "compression", 1) != 1
+    tags = getattr(page, "tags", None)
+    samples = tags.get("SamplesPerPixel") if tags is not None else None
+    if samples is not None and not int(samples.value) >= 1:  # tifffile reads it as 1
+        raise _Refused(
+            f"cannot read {path}: damaged TIFF, page {k} has SamplesPerPixel {samples.value}"
+        )
+    for i, (off, cnt) in enumerate(zip(offsets, counts, strict=False)):
+        if cnt and off < 8:  # bytes 0-7 are the TIFF header: never pixel data
+            raise _Refused(
+                f"cannot read {path}: damaged TIFF, strip/tile {i} of page {k} starts at "
+                f"byte {off}, inside the file header"
+            )
         if off + cnt > size:
             raise _Refused(
                 f"cannot read {path}: truncated TIFF, page {k} needs bytes up to {off + cnt} "
                 f"but the file has {size}"
             )
+        if cnt == 0 and compressed:
+            raise _Refused(
+                f"cannot read {path}: damaged TIFF, strip/tile {i} of page {k} holds no data "
+                "(byte count 0)"
+            )
+    nbytes = int(getattr(page, "nbytes", 0) or 0)
+    whole_bytes = int(getattr(page, "bitspersample", 0) or 0) % 8 == 0  # 1-bit pages pack
+    if compressed or not whole_bytes or not counts or sum(counts) >= nbytes:
+        return
+    if len(offsets) != 1 or offsets[0] + nbytes > size:
+        raise _Refused(
+            f"cannot read {path}: damaged TIFF, page {k} holds {sum(counts)} bytes of "
+            f"uncompressed pixels but its shape needs {nbytes}"
+        )
 
 
 def _frame_format(shape: tuple[int, ...], axes: str) -> tuple[int, ...]:
