@@ -64,8 +64,9 @@ HELP: dict[str, str] = {
     "averages more of the flat, noise-only regions",
     "levels": "pyramid levels including the low-pass residual, 1 to 32 (default: halve until "
     "the short side is about 8 px)",
-    "align": "align every frame onto the reference frame before fusing (focus breathing: "
-    "scale; drift: translation); the result has that frame's pixel grid",
+    "align": "align every frame onto the reference frame (the first of the stack, or the "
+    "middle one: reference) before fusing (focus breathing: scale; drift: translation); the "
+    "result has that frame's pixel grid",
     "reference": "with alignment, the frame whose pixel grid the result keeps: 'first' "
     "(default) or 'middle' (half the largest warp; the frames are read twice)",
     "crop": "with alignment, crop the result to the area every frame covers",
