@@ -34,13 +34,16 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._validation import check_int, check_positive
+from ._validation import check_bool, check_int, check_positive
+
+if TYPE_CHECKING:
+    from .fusion import FusionOptions
 
 __all__ = ["AutoRangeSummary", "DemoSummary", "run_auto_range_demo", "run_demo"]
 
@@ -82,6 +85,8 @@ class DemoSummary:
         ``{"fused": ..., "depth": ..., "summary": ...}`` paths written.
     seed : int
         The seed used.
+    options : dict
+        The fusion's settings (:meth:`~nanoro_optics.fusion.FusionOptions.to_json`).
     """
 
     objective: str
@@ -100,6 +105,7 @@ class DemoSummary:
     seconds: float
     files: dict[str, str]
     seed: int
+    options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
@@ -150,6 +156,8 @@ def run_demo(
     spacing_um: float | None = None,
     stage_backlash_um: float = 0.3,
     position_noise_um: float = 0.02,
+    options: FusionOptions | None = None,
+    overwrite: bool = False,
 ) -> DemoSummary:
     """Plan, acquire (simulated), fuse while acquiring, write and score a focus stack.
 
@@ -157,7 +165,7 @@ def run_demo(
     ----------
     out_dir : str or os.PathLike
         Folder for ``fused.tif``, ``depth_um.tif`` and ``summary.json`` (created if
-        missing; files in it with those names are replaced).
+        missing), written together (all or none).
     seed : int, keyword-only
         Seed of the specimen, the stage noise and the camera noise.
     objective : str, keyword-only
@@ -174,6 +182,12 @@ def run_demo(
     stage_backlash_um, position_noise_um : float, keyword-only
         Mechanical play and positioning noise of the mock stage; the executor overshoots
         by ``stage_backlash_um + 0.2`` um to approach every position from above.
+    options : FusionOptions, keyword-only, optional
+        The fusion's settings (default ``FusionOptions()``); the z positions come from the
+        acquisition, so ``z_um`` and ``z_step_um`` must be None.
+    overwrite : bool, keyword-only
+        Replace the files of an earlier demo in ``out_dir``; by default a folder that holds
+        any of them is refused before anything runs.
 
     Returns
     -------
@@ -183,13 +197,15 @@ def run_demo(
     ------
     ValueError, TypeError
         For bad arguments (nothing is written).
+    FileExistsError
+        ``out_dir`` holds an earlier demo's files and ``overwrite`` is False.
     """
     from . import optics
     from .acquire import run_zscan
-    from .fusion import StackFuser
+    from .fusion import FusionOptions, StackFuser
     from .hardware import MockZStage
     from .hardware.sim_camera import DEFAULT_CAMERA_PIXEL_UM, SimulatedCamera, Specimen
-    from .io import write_depth_map, write_image, write_json
+    from .pipeline import FusionOutputs, write_outputs
     from .zscan import ZScanLimits, plan_for_sample
 
     t0 = time.perf_counter()
@@ -204,6 +220,25 @@ def run_demo(
     noise = check_positive(position_noise_um, "position_noise_um", allow_zero=True)
     if not isinstance(colour, bool):
         raise TypeError(f"colour must be a bool, got {colour!r}")
+    overwrite = check_bool(overwrite, "overwrite")
+    opts = FusionOptions() if options is None else options
+    if not isinstance(opts, FusionOptions):
+        raise TypeError(f"options must be a FusionOptions, got {type(opts).__name__}")
+    if opts.z_um is not None or opts.z_step_um is not None:
+        raise ValueError(
+            "the demo takes z positions from its acquisition: options.z_um and "
+            "options.z_step_um must be None"
+        )
+    out = Path(out_dir)
+    outputs = FusionOutputs(out / "fused.tif", out / "depth_um.tif")
+    summary_path = out / "summary.json"
+    if not overwrite:
+        earlier = [p for p in (outputs.image, outputs.depth, summary_path) if p and p.exists()]
+        if earlier:
+            raise FileExistsError(
+                f"{out} holds an earlier demo's output ({', '.join(p.name for p in earlier)}); "
+                "give --overwrite (overwrite=True) to replace it, or another folder"
+            )
 
     # the finest texture matches the objective's resolution on the camera's pixels, so every
     # objective sees detail it can resolve (and not detail only a better one could)
@@ -216,7 +251,6 @@ def run_demo(
         specimen.top_um, specimen.bottom_um, spacing_um=spacing_um, objective=obj
     )
     assert plan.start_um is not None
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     stage = MockZStage(
@@ -232,7 +266,7 @@ def run_demo(
         stage,
         camera,
         backlash_um=overshoot,
-        fuser=StackFuser(),
+        fuser=StackFuser(opts),
         limits=ZScanLimits.for_objective(obj),
     )
     fused = stack.fused
@@ -250,11 +284,7 @@ def run_demo(
         else math.nan
     )
 
-    files = {
-        "fused": str(write_image(out / "fused.tif", fused.image)),
-        "depth": str(write_depth_map(out / "depth_um.tif", depth, unit=fused.depth_unit)),
-        "summary": str(out / "summary.json"),
-    }
+    files = {"fused": str(outputs.image), "depth": str(outputs.depth), "summary": str(summary_path)}
     summary = DemoSummary(
         objective=obj.name,
         depth_of_field_um=obj.depth_of_field(),
@@ -272,8 +302,17 @@ def run_demo(
         seconds=time.perf_counter() - t0,
         files=files,
         seed=seed,
+        options=opts.to_json(),
     )
-    write_json(out / "summary.json", summary.to_dict(), sort_keys=False)
+    write_outputs(  # the three files together, or none
+        outputs,
+        fused.image,
+        depth=depth.astype(np.float32),
+        depth_unit=fused.depth_unit,
+        options=opts,
+        overwrite=overwrite,
+        records={summary_path: summary.to_dict()},
+    )
     return summary
 
 

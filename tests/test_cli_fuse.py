@@ -14,9 +14,10 @@ import tifffile
 from scipy import ndimage
 
 from nanoro_optics.cli import main
-from nanoro_optics.cli.fuse import HandOff, _Progress
+from nanoro_optics.cli.fuse import _Progress
 from nanoro_optics.fusion import fuse_stack
 from nanoro_optics.io import read_image, write_image
+from nanoro_optics.pipeline import _HandOff as HandOff
 
 
 def _stack(n: int = 4, shape: tuple[int, int] = (48, 64), *, rgb: bool = True) -> np.ndarray:
@@ -88,11 +89,16 @@ def test_z_step_and_quiet_and_multipage_tiff(tmp_path: Path, capsys) -> None:
     assert read_image(out).shape == frames.shape[1:]
 
 
-def test_single_frame_comes_back_as_is(tmp_path: Path) -> None:
+def test_copies_of_one_frame_come_back_as_it_is(tmp_path: Path) -> None:
     frame = np.random.default_rng(1).integers(0, 65535, (20, 30, 3)).astype(np.uint16)
-    write_image(tmp_path / "only.png", frame)
-    assert main(["fuse", str(tmp_path / "only.png"), "-o", str(tmp_path / "o.tif"), "-q"]) == 0
+    write_image(tmp_path / "a.png", frame)
+    write_image(tmp_path / "b.png", frame)
+    files = [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert main(["fuse", *files, "-o", str(tmp_path / "o.tif"), "-q"]) == 0
     np.testing.assert_array_equal(read_image(tmp_path / "o.tif"), frame)
+    # one frame alone is refused (the policy of every front end), nothing written
+    assert main(["fuse", files[0], "-o", str(tmp_path / "p.tif"), "-q"]) == 2
+    assert not (tmp_path / "p.tif").exists()
 
 
 def test_align_and_crop(tmp_path: Path) -> None:
@@ -154,13 +160,19 @@ def test_nan_pixels_in_a_float_stack(tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
-        (["-o", "{in}/frame2.png"], r"frame2\.png exists already; give --overwrite"),
-        (["{in}/frame2.png", "-o", "{in}/frame2.png", "--overwrite"], "is one of the input files"),
+        (["-o", "{in}/frame2.png"], r"-o .*frame2\.png is also an input frame"),
+        (["-o", "{in}/frame2.png", "--overwrite"], r"-o .*frame2\.png is also an input frame"),
+        (["{in}/frame2.png", "-o", "{in}/frame2.png", "--overwrite"], "is also an input frame"),
         (["-o", "{tmp}/o.png", "--depth-map", "{in}/frame1.png"], r"depth map is a float32 TIFF"),
         (["-o", "{tmp}/o.gif"], "unknown image format '.gif'"),
         (["-o", "{tmp}/missing/o.png"], "does not exist"),
         (["-o", "{tmp}/o.png", "--crop"], "--crop needs --align"),
         (["-o", "{tmp}/o.png", "--z-step-um", "0"], "must not be 0"),
+        (["-o", "{tmp}/o.png", "--na", "1.2"], "missing --n-immersion, --n-sample"),
+        (
+            ["-o", "{tmp}/o.png", "--n-immersion", "1.5", "--n-sample", "1.3", "--na", "1"],
+            "give --z-step-um",
+        ),
         (["-o", "{tmp}/o.tif", "--depth-map", "{tmp}/o.tif"], "same file"),
     ],
 )
@@ -270,7 +282,7 @@ def test_mmap_threshold_returns_freed_frame_buffers_at_once() -> None:
         pytest.skip("mallopt's mmap threshold is glibc's")
     script = """
 import threading, numpy as np
-from nanoro_optics.cli._memory import fix_mmap_threshold
+from nanoro_optics.pipeline import _fix_mmap_threshold as fix_mmap_threshold
 def rss():
     return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20
 fixed = fix_mmap_threshold()
@@ -288,3 +300,30 @@ print(fixed, round(rss() - before))
     fixed, kept_mb = out.stdout.split()
     assert fixed == "True"
     assert int(kept_mb) < 5  # every 30 MiB buffer was unmapped when freed
+
+
+def test_downward_scan_and_index_mismatch_from_the_command_line(tmp_path: Path) -> None:
+    from nanoro_optics.fusion import FusionOptions
+    from nanoro_optics.io import output_record
+    from nanoro_optics.psf import IndexMismatch
+
+    frames = _stack(4)
+    _write_pngs(tmp_path / "in", frames)
+    base = ["fuse", str(tmp_path / "in"), "--z-step-um", "-2", "-q"]
+    assert main([*base, "-o", str(tmp_path / "a.tif"), "--depth-map", str(tmp_path / "d.tif")]) == 0
+    ref = fuse_stack(frames, z_step_um=-2.0)  # a scan moving down: frame k at -2k um
+    nominal = tifffile.imread(tmp_path / "d.tif")
+    np.testing.assert_array_equal(nominal, ref.depth)
+    assert np.nanmax(nominal) <= 0.0 and np.nanmin(nominal) >= -6.0
+    mismatch = ["--n-immersion", "1.518", "--n-sample", "1.33", "--na", "1.2"]
+    out = ["-o", str(tmp_path / "b.tif"), "--depth-map", str(tmp_path / "e.tif")]
+    assert main([*base, *mismatch, *out]) == 0
+    water = IndexMismatch(
+        interface_um=0.0, na=1.2, n_immersion=1.518, n_sample=1.33, model="carlsson"
+    )
+    actual = tifffile.imread(tmp_path / "e.tif")
+    np.testing.assert_array_equal(actual, water.relabel(ref.depth, -2.0 * np.arange(4)))
+    assert np.nanmin(actual) > np.nanmin(nominal)  # water: shallower than the stage says
+    record = output_record(tmp_path / "e.tif")
+    assert record is not None
+    assert FusionOptions.from_json(record["settings"]).index_mismatch == water

@@ -24,9 +24,12 @@ from hypothesis import strategies as st
 from nanoro_optics._numba import uncached_kernels
 from nanoro_optics.cli._fusion_options import (
     FUSER_OPTIONS,
+    MISMATCH_FLAGS,
+    NO_FLAG,
     add_fusion_arguments,
     check_output_options,
     fuser_options,
+    fusion_options,
     unused_option_notes,
 )
 from nanoro_optics.fusion import StackFuser, fuse_stack, synthetic_stack
@@ -113,15 +116,50 @@ def test_contradicting_options_are_refused() -> None:
 @pytest.mark.parametrize(
     ("argv", "match"),
     [
-        (["--z-step-um", "nan"], "must be a finite number, got nan"),
-        (["--z-step-um", "inf"], "must be a finite number, got inf"),
-        (["--z-step-um", "0"], "must not be 0"),
+        (["--z-step-um", "nan"], "z_step_um must be finite, .*got nan"),
+        (["--z-step-um", "inf"], "z_step_um must be finite, .*got inf"),
+        (["--z-step-um", "0"], "z_step_um must not be 0"),
         (["--crop"], "--crop needs --align"),
     ],
 )
 def test_output_options_checked(argv: list[str], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         check_output_options(_parser().parse_args(argv))
+
+
+def test_every_options_field_has_a_flag_or_a_documented_reason() -> None:
+    import dataclasses
+
+    from nanoro_optics.fusion import FusionOptions
+    from nanoro_optics.fusion.options import HELP
+
+    fields = {f.name for f in dataclasses.fields(FusionOptions)}
+    flagged = {opt.keyword for opt in FUSER_OPTIONS}
+    assert flagged | set(NO_FLAG) == fields and not flagged & set(NO_FLAG)
+    assert all(NO_FLAG.values())
+    own_help = {"--hard", "--keep-depth-holes"}  # spellings of a value, not the field
+    for opt in FUSER_OPTIONS:  # the help text is the field's one text
+        if opt.flags[0] not in own_help:
+            assert opt.argparse_kwargs["help"] == HELP[opt.keyword]
+
+
+def test_index_mismatch_flags_build_the_correction() -> None:
+    from nanoro_optics.psf import IndexMismatch
+
+    argv = ["--z-step-um", "-2", "--n-immersion", "1.518", "--n-sample", "1.33", "--na", "1.2"]
+    opts = fusion_options(_parser().parse_args(argv))
+    assert opts.z_step_um == -2.0
+    assert opts.index_mismatch == IndexMismatch(
+        interface_um=0.0, na=1.2, n_immersion=1.518, n_sample=1.33, model="carlsson"
+    )
+    wave = _parser().parse_args([*argv, "--mismatch-model", "wave", "--wavelength-um", "0.5"])
+    assert fusion_options(wave).index_mismatch.model == "wave"
+    with pytest.raises(ValueError, match="needs wavelength_um"):
+        fusion_options(_parser().parse_args([*argv, "--mismatch-model", "wave"]))
+    with pytest.raises(ValueError, match="missing --na"):
+        fusion_options(_parser().parse_args(argv[:-2]))
+    with pytest.raises(ValueError, match="give --z-step-um"):
+        fusion_options(_parser().parse_args(argv[2:]))
 
 
 def test_notes_for_options_that_do_nothing() -> None:
@@ -142,11 +180,12 @@ def test_fuse_and_fuse_batch_offer_the_same_fusion_options(tmp_path: Path) -> No
     assert fuse.returncode == batch.returncode == 0
     flags = _fusion_group_flags(fuse.stdout)
     assert flags == _fusion_group_flags(batch.stdout)
-    expected = [opt.flags[0] for opt in FUSER_OPTIONS] + ["--crop", "--z-step-um"]
+    expected = [opt.flags[0] for opt in FUSER_OPTIONS] + [flag for _, flag, _ in MISMATCH_FLAGS]
     assert flags == expected
     # the alignment reference is documented, and can be chosen
     for out in (fuse.stdout, batch.stdout):
-        assert "first frame of the stack" in out and "{first,middle}" in out
+        assert "the frame whose pixel grid the result" in out and "{first,middle}" in out
+        assert "--n-immersion" in out and "--mismatch-model" in out
 
 
 # ---------------------------------------------------------------------- fuse: safe outputs
@@ -166,11 +205,12 @@ def test_outputs_inside_the_input_folder_are_not_read_back(tmp_path: Path) -> No
     assert again.returncode == 2
     assert "-o in/fused.png exists already; give --overwrite" in again.stderr
     assert (tmp_path / "in" / "fused.png").read_bytes() == before
-    # with --overwrite the outputs are left out of the stack (with a note) and replaced
+    # with --overwrite the outputs are left out of the stack (with a note: their records say
+    # what they are) and replaced
     over = _cli(*args, "--overwrite", cwd=tmp_path)
     assert over.returncode == 0, over.stderr
-    assert "in/fused.png is the output of -o: left out of the stack" in over.stderr
-    assert "in/depth.tif is the output of --depth-map: left out of the stack" in over.stderr
+    assert "in/fused.png is a fused image of an earlier run: left out of the stack" in over.stderr
+    assert "in/depth.tif is a depth map of an earlier run: left out of the stack" in over.stderr
     assert "fused 3 frames" in over.stdout
     np.testing.assert_array_equal(read_image(tmp_path / "in" / "fused.png"), fused)
 
@@ -180,7 +220,7 @@ def test_an_output_named_as_an_input_file_is_refused(tmp_path: Path) -> None:
     before = (tmp_path / "in" / "f1.png").read_bytes()
     res = _cli("fuse", "in/f0.png", "in/f1.png", "-o", "in/f1.png", "--overwrite", cwd=tmp_path)
     assert res.returncode == 2
-    assert "is one of the input files; refusing to overwrite it" in res.stderr
+    assert "-o in/f1.png is also an input frame" in res.stderr
     assert (tmp_path / "in" / "f1.png").read_bytes() == before
 
 
@@ -202,7 +242,7 @@ def test_z_step_without_depth_map_says_it_does_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_crop_prints_the_box_and_says_when_nothing_is_cropped(tmp_path: Path) -> None:
+def test_crop_prints_the_box(tmp_path: Path) -> None:
     _frames_folder(tmp_path / "drift", 4, shift_px=2)
     res = _cli("fuse", "drift", "-o", "a.tif", "--align", "--crop", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -211,20 +251,27 @@ def test_crop_prints_the_box_and_says_when_nothing_is_cropped(tmp_path: Path) ->
     y0, y1, x0, x1 = map(int, box.groups())
     assert read_image(tmp_path / "a.tif").shape[:2] == (y1 - y0, x1 - x0)
     assert x1 - x0 < 64  # the drift along x is cut off
-    # a single frame covers the whole image (any real motion crops at least a pixel)
+    # copies of one frame: the aligner's box keeps all but its conservative last pixel
     frame = synthetic_stack((64, 64), 1, dtype="uint8", seed=5).frames[0]
     write_image(tmp_path / "one.png", frame)
-    res = _cli("fuse", "one.png", "-o", "b.tif", "--align", "--crop", "-q", cwd=tmp_path)
+    write_image(tmp_path / "two.png", frame)
+    res = _cli("fuse", "one.png", "two.png", "-o", "b.tif", "--align", "--crop", "-q",
+               cwd=tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stderr
-    assert "--crop: nothing to crop, every frame covers the whole image" in res.stderr
-    assert read_image(tmp_path / "b.tif").shape == frame.shape
+    assert res.stderr == ""  # -q: no box printed
+    assert read_image(tmp_path / "b.tif").shape[:2] >= (63, 63)
 
 
-def test_single_frame_summary_says_frame_not_frames(tmp_path: Path) -> None:
+def test_a_stack_of_one_frame_is_refused_as_everywhere(tmp_path: Path) -> None:
+    from nanoro_optics.fusion.stack import ONE_FRAME_ERROR
+
     _frames_folder(tmp_path / "in", 1)
-    res = _cli("fuse", "in", "-o", "o.tif", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    assert "fused 1 frame (" in res.stdout
+    # before: exit 0 with a copy of the frame and an all-NaN "filled" depth map
+    res = _cli("fuse", "in", "-o", "o.tif", "--depth-map", "d.tif", cwd=tmp_path)
+    assert res.returncode == 2 and ONE_FRAME_ERROR in res.stderr
+    assert not (tmp_path / "o.tif").exists() and not (tmp_path / "d.tif").exists()
+    with pytest.raises(ValueError, match="holds 1 frame"):
+        fuse_stack(tmp_path / "in")
 
 
 @pytest.mark.slow
@@ -278,25 +325,42 @@ def test_uncached_kernels_sees_numba_cache_fill(tmp_path: Path, monkeypatch) -> 
         uncached_kernels("tinykern")  # type: ignore[arg-type]
 
 
-def test_compile_notice_on_an_empty_numba_cache(tmp_path: Path) -> None:
-    # NUMBA_CACHE_DIR is honoured: an empty one means every kernel would compile now
-    code = (
-        "import sys; from nanoro_optics.cli._first_run import announce_compile; "
-        "print(announce_compile(depth=True, align=True, depth_um=True), "
-        "announce_compile(depth=True, align=True), announce_compile(depth=False, align=False))"
-    )
-    env = {
-        **os.environ,
-        "NUMBA_CACHE_DIR": str(tmp_path / "cache"),
-        "PYTHONPATH": str(ROOT),
-    }
-    res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert res.returncode == 0, res.stderr
-    with_all, frames_unit, core = map(float, res.stdout.split())
-    assert with_all > frames_unit > core > 0  # the um depth map's kernel counts too
-    assert res.stderr.count("compiling fast kernels (first run only, about ") == 3
+def test_compile_notice_only_when_numba_compiles() -> None:
+    import io as _io
+
+    import numba
+
+    from nanoro_optics.cli._first_run import NOTICE, compile_notice
+
+    fresh = numba.njit(lambda x: x + 1)  # never compiled, not cached
+    stream = _io.StringIO()
+    with compile_notice(stream) as said:
+        assert fresh(1) == 2 and fresh(2) == 3  # compiles once
+    assert said.said and stream.getvalue() == NOTICE + "\n"  # once, whatever compiles
+    quiet = _io.StringIO()
+    with compile_notice(quiet) as said:
+        assert fresh(3) == 4  # compiled already: nothing to say
+    assert not said.said and quiet.getvalue() == ""
+    off = _io.StringIO()
+    with compile_notice(off, enabled=False):
+        numba.njit(lambda x: x - 1)(1)
+    assert off.getvalue() == ""
+    later = _io.StringIO()  # the listener is gone after the block
+    numba.njit(lambda x: x * 2)(1)
+    assert later.getvalue() == ""
+
+
+def test_no_compile_notice_on_a_warm_cache(tmp_path: Path) -> None:
+    # before: "compiling fast kernels" on every run (a kernel the command never calls was
+    # counted); the notice now follows numba's own compile events
+    _frames_folder(tmp_path / "in", 3)
+    warm = _cli("fuse", "in", "-o", "a.tif", "--depth-map", "d.tif", "--z-step-um", "-2",
+                cwd=tmp_path)  # fmt: skip
+    assert warm.returncode == 0, warm.stderr
+    again = _cli("fuse", "in", "-o", "b.tif", "--depth-map", "e.tif", "--z-step-um", "-2",
+                 cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "compiling" not in again.stderr
 
 
 @pytest.mark.slow
@@ -386,20 +450,22 @@ def test_reference_middle_keeps_the_middle_frames_grid(tmp_path: Path) -> None:
     assert "--reference does nothing without --align" in note.stderr
 
 
-def test_maps_of_an_earlier_run_beside_the_frames_are_left_out(tmp_path: Path, capsys) -> None:
-    from nanoro_optics.cli.fuse import _stack_files
+def test_maps_of_an_earlier_run_beside_the_frames_are_left_out(tmp_path: Path) -> None:
     from nanoro_optics.io import write_depth_map
+    from nanoro_optics.pipeline import stack_files
+
+    notes: list[str] = []
 
     frames = _frames_folder(tmp_path / "in")
     depth = np.zeros(frames.shape[1:3], np.float32)
     write_depth_map(tmp_path / "in" / "old_depth.tif", depth, unit="frame")
     write_depth_map(tmp_path / "in" / "old_conf.tif", depth, kind="confidence")
     tifffile.imwrite(tmp_path / "in" / "f9.tif", frames[0])  # a TIFF frame stays a frame
-    got = _stack_files([str(tmp_path / "in")], [])
+    got = stack_files([str(tmp_path / "in")], note=notes.append)
     assert [p.name for p in got] == ["f0.png", "f1.png", "f2.png", "f9.tif"]
-    err = capsys.readouterr().err
+    err = "\n".join(notes)
     assert "old_depth.tif is a depth map of an earlier run: left out of the stack" in err
     assert "old_conf.tif is a confidence map of an earlier run: left out of the stack" in err
     # named as an input itself, a map is refused rather than fused as a frame
     with pytest.raises(ValueError, match=r"old_depth\.tif is a depth map written by nanoro-optics"):
-        _stack_files([str(tmp_path / "in" / "f0.png"), str(tmp_path / "in" / "old_depth.tif")], [])
+        stack_files([str(tmp_path / "in" / "f0.png"), str(tmp_path / "in" / "old_depth.tif")])

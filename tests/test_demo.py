@@ -100,3 +100,20 @@ def test_psnr() -> None:
     assert psnr_db(a, a + 10.0, data_range=100.0) == pytest.approx(20.0)
     with pytest.raises(ValueError, match="same shape"):
         psnr_db(a, np.zeros(3))
+
+
+def test_demo_refuses_to_overwrite_an_earlier_demo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # before: a second demo into the same folder replaced its files without a word
+    argv = ["demo", "--out", str(tmp_path), "--size", "32", "--relief-um", "3"]
+    assert main(argv) == 0
+    before = (tmp_path / "fused.tif").read_bytes()
+    capsys.readouterr()
+    assert main([*argv, "--seed", "4"]) == 2
+    assert "give --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "fused.tif").read_bytes() == before
+    assert main([*argv, "--seed", "4", "--overwrite"]) == 0
+    assert (tmp_path / "fused.tif").read_bytes() != before
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["seed"] == 4 and summary["options"]["format"].startswith("nanoro_optics.")

@@ -292,7 +292,7 @@ def test_coarse_window_is_used_from_the_third_level_on(small_stack, coarse):
 
 @settings(max_examples=10, deadline=None)
 @given(
-    n=st.integers(1, 5),
+    n=st.integers(2, 5),
     dtype=st.sampled_from([np.uint8, np.uint16]),
     grey=st.booleans(),
     sharpness=st.sampled_from([None, 1, 4, 16]),
@@ -307,14 +307,18 @@ def test_copies_of_one_image_fuse_to_it_exactly(n, dtype, grey, sharpness, seed)
     np.testing.assert_array_equal(res.image, img)
 
 
-def test_single_frame_comes_back_as_is():
+def test_single_frame_comes_back_as_is_but_has_no_depth():
     img = np.random.default_rng(1).random((20, 30))  # float64
-    res = fuse_stack(img[None])
-    np.testing.assert_array_equal(res.image, img)
-    assert res.image.dtype == np.float64
-    assert res.n_frames == 1
-    assert np.isnan(res.depth).all()
-    assert (res.confidence == 0).all()
+    fuser = StackFuser()
+    fuser.add(img)
+    image = fuser.image()
+    np.testing.assert_array_equal(image, img)
+    assert image.dtype == np.float64
+    # one policy everywhere: a one-frame stack is refused, never an all-NaN "filled" depth
+    with pytest.raises(ValueError, match="holds 1 frame: focus fusion needs at least 2"):
+        fuser.result()
+    with pytest.raises(ValueError, match="holds 1 frame"):
+        fuse_stack(img[None])
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
@@ -325,9 +329,11 @@ def test_single_integer_frame_comes_back_from_its_pyramid_exactly(dtype, shape):
     rng = np.random.default_rng(len(shape))
     img = rng.integers(0, top, shape, endpoint=True).astype(dtype)
     img.flat[:2] = (0, top)  # both ends of the range
-    res = fuse_stack(img[None])
-    assert res.image.dtype == dtype
-    np.testing.assert_array_equal(res.image, img)
+    fuser = StackFuser()
+    fuser.add(img)
+    image = fuser.image()
+    assert image.dtype == dtype
+    np.testing.assert_array_equal(image, img)
 
 
 def test_frame_order_does_not_change_the_image(small_stack):
@@ -514,27 +520,28 @@ def test_image_alone_is_the_result_image(small_stack):
 
 
 def test_reserve_gives_the_same_result_and_fixes_shape_and_dtype(small_stack):
+    # (StackFuser._reserve: the file pipeline's, while the first frame is decoded)
     frames = small_stack.frames
     fuser = StackFuser(sharpness=None)
-    fuser.reserve(frames.shape[1:], np.uint8)
+    fuser._reserve(frames.shape[1:], np.uint8)
     assert fuser.n_frames == 0
     for f in frames:
         fuser.add(f)
     np.testing.assert_array_equal(fuser.result().image, fuse_stack(frames, sharpness=None).image)
     reserved = StackFuser()
-    reserved.reserve(frames.shape[1:], "uint8")
-    with pytest.raises(ValueError, match=r"frame 0 has shape .* \(the shape of reserve\(\)\)"):
+    reserved._reserve(frames.shape[1:], "uint8")
+    with pytest.raises(ValueError, match=r"frame 0 has shape .* \(the shape of _reserve\(\)\)"):
         reserved.add(frames[0][:, :-1])
-    with pytest.raises(TypeError, match=r"frame 0 has dtype uint16.*reserve\(\)"):
+    with pytest.raises(TypeError, match=r"frame 0 has dtype uint16.*_reserve\(\)"):
         reserved.add(frames[0].astype(np.uint16))
     with pytest.raises(ValueError, match="must come before the first frame"):
-        fuser.reserve(frames.shape[1:], np.uint8)
+        fuser._reserve(frames.shape[1:], np.uint8)
     # float64 frames are fused in float32 and a single one comes back as is
     grey = frames[..., 1].astype(np.float64) / 255.0
     floats = StackFuser()
-    floats.reserve(grey.shape[1:], grey.dtype)
+    floats._reserve(grey.shape[1:], grey.dtype)
     floats.add(grey[0])
-    np.testing.assert_array_equal(floats.result().image, grey[0])
+    np.testing.assert_array_equal(floats.image(), grey[0])
     for f in grey[1:]:
         floats.add(f)
     # a result taken after one frame fixed the noise from that frame alone
@@ -555,7 +562,7 @@ def test_reserve_gives_the_same_result_and_fixes_shape_and_dtype(small_stack):
 )
 def test_reserve_refuses_what_is_not_a_frame(shape, dtype, error, match):
     with pytest.raises(error, match=match):
-        StackFuser().reserve(shape, dtype)
+        StackFuser()._reserve(shape, dtype)
 
 
 # --------------------------------------------------------------------------------------
@@ -758,15 +765,22 @@ def test_aligned_depth_is_nan_where_some_frames_hold_no_data():
     from nanoro_optics.fusion.synthetic import _magnify
 
     s = synthetic_stack((160, 160), 7, seed=8, breathing=0.014)
-    fuser = StackFuser(align=True)
+    fuser = StackFuser(align=True, fill_depth=False)
+    filled = StackFuser(align=True)
     for f in s.frames:
         fuser.add(f)
+        filled.add(f)
     res = fuser.result()
     y0, y1, x0, x1 = fuser.valid_bbox
     assert 0 < y0 < y1 < 160 and 0 < x0 < x1 < 160
     inside = np.zeros((160, 160), bool)
     inside[y0:y1, x0:x1] = True
     assert np.isnan(res.depth[~inside]).all() and (res.confidence[~inside] == 0).all()
+    # a filled depth map leaves no NaN at the aligned border: the border takes the nearest
+    # covered pixel's depth, and its confidence 0 marks it
+    full = filled.result()
+    assert not np.isnan(full.depth).any() and (full.confidence[~inside] == 0).all()
+    assert full.depth[0, 0] == full.depth[y0, x0] and full.depth[-1, x0] == full.depth[y1 - 1, x0]
     truth0 = _magnify(s.depth.astype(np.float64), float(s.magnification[0]), 1)
     ok = inside & ~np.isnan(res.depth)
     assert ok.mean() > 0.6
@@ -775,6 +789,7 @@ def test_aligned_depth_is_nan_where_some_frames_hold_no_data():
 
 
 def test_on_copied_lets_the_caller_reuse_its_buffer_at_once(small_stack):
+    # (StackFuser._add: the file pipeline's decoding thread refills the buffer at once)
     frames = small_stack.frames
     expected = fuse_stack(frames).image
     fuser = StackFuser()
@@ -787,13 +802,11 @@ def test_on_copied_lets_the_caller_reuse_its_buffer_at_once(small_stack):
 
     for frame in frames:
         buffer[...] = frame
-        fuser.add(buffer, on_copied=scribble)
+        fuser._add(buffer, None, scribble)
     assert calls == list(range(len(frames)))  # once per frame, before it is counted
     np.testing.assert_array_equal(fuser.result().image, expected)
-    with pytest.raises(TypeError, match="on_copied must be callable"):
-        fuser.add(frames[0], on_copied=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="frame 7 has shape"):
-        fuser.add(frames[0][:-1], on_copied=scribble)
+        fuser._add(frames[0][:-1], None, scribble)
     assert len(calls) == len(frames)  # not called when add refuses the frame
 
 

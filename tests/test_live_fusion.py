@@ -194,7 +194,7 @@ class OpenCounter:
     max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    n_z=st.integers(1, 4),
+    n_z=st.integers(2, 4),
     n_pos=st.integers(1, 2),
     n_t=st.integers(1, 2),
     order=st.sampled_from(["tpcz", "tpzc"]),
@@ -759,3 +759,22 @@ def test_index_mismatch_arguments_are_checked() -> None:
         im.relabel(np.zeros((2, 2)), [])
     with pytest.raises(dataclasses.FrozenInstanceError):
         im.na = 1.0  # type: ignore[misc]
+
+
+def test_live_fusion_takes_one_options_object() -> None:
+    from nanoro_optics.fusion import FusionOptions
+    from nanoro_optics.psf import IndexMismatch
+
+    opts = FusionOptions(levels=3, sharpness=None)
+    live = LiveFusion(options=opts)
+    assert live.options == opts
+    assert LiveFusion(options=FusionOptions(levels=5), levels=3, sharpness=None).options == opts
+    settings = live.settings()
+    assert FusionOptions.from_json({k: settings[k] for k in opts.to_json()}) == opts
+    with pytest.raises(ValueError, match=r"options\.z_step_um must be None"):
+        LiveFusion(options=FusionOptions(z_step_um=1.0))
+    water = IndexMismatch(interface_um=0.0, model="carlsson", **MISMATCH)
+    moved = LiveFusion(options=FusionOptions(index_mismatch=water))
+    assert moved.index_mismatch == water and moved.options.index_mismatch is None
+    with pytest.raises(ValueError, match="give index_mismatch once"):
+        LiveFusion(options=FusionOptions(index_mismatch=water), index_mismatch=water)

@@ -23,7 +23,9 @@ ALLOWED: dict[str, set[str]] = {
     "psf": {"_validation", "_numba", "optics", "psf"},
     "beamtilt": {"_validation", "_numba", "optics", "beamtilt"},
     "zscan": {"_validation", "optics", "zscan"},
-    "fusion": {"_validation", "_numba", "_lazy", "fusion", "io"},
+    # (psf: the index-mismatch correction; pipeline: fuse_stack's lazy delegate for paths)
+    "fusion": {"_validation", "_numba", "_lazy", "fusion", "psf", "pipeline"},
+    "pipeline": {"_validation", "_numba", "fusion", "io"},
     "io": {"_validation", "_numba"},
     "hardware": {"_validation", "_numba", "_lazy", "optics", "psf", "fusion", "hardware"},
     "acquire": {"_validation", "_text", "optics", "zscan", "hardware", "fusion", "io"},
@@ -50,6 +52,7 @@ ALLOWED: dict[str, set[str]] = {
         "acquire",
         "psf",
         "autofocus",
+        "pipeline",
     },
     "testing": {
         "_validation",
@@ -62,7 +65,7 @@ ALLOWED: dict[str, set[str]] = {
         "testing",
         "autofocus",
     },
-    "distributed": {"_validation", "_text", "_lazy", "fusion", "io", "distributed"},
+    "distributed": {"_validation", "_text", "_lazy", "fusion", "io", "distributed", "pipeline"},
     # cli: the widget's tooltips are the command line's help, its first-run notice the CLI's
     # (see test_nothing_imports_cli)
     "napari": {"fusion", "io", "napari", "cli"},

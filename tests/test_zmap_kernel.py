@@ -46,7 +46,7 @@ def test_index_to_z_two_frames() -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_relabel_equals_numpy_interp(seed: int) -> None:
-    from nanoro_optics.fusion._zmap_kernels import relabel
+    from nanoro_optics.psf._mismatch_kernels import relabel
 
     rng = np.random.default_rng(seed)
     n = int(rng.integers(2, 30))

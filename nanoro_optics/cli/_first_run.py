@@ -1,73 +1,99 @@
-"""Tell the user when the fusion kernels compile for the first time (it takes a while).
+"""Tell the user when numba compiles a kernel (the first run on a machine takes a while).
 
-numba compiles the fusion kernels on their first call and caches the machine code on disk
-(``cache=True``), so only the first run on a machine (or after an upgrade) pays for it.
-:func:`announce_compile` looks for the cache cheaply, without compiling or loading anything,
-and prints one line on stderr if the kernels a command needs are not cached yet.
+numba compiles a kernel on its first call and caches the machine code on disk
+(``cache=True``), so only the first run on a machine (or after an upgrade) pays for it. Which
+kernels a command needs depends on its options, the frames' dtype and the code paths taken;
+rather than keep a table of them, :func:`compile_notice` listens to numba's own
+``"numba:compile"`` event, which numba raises only when a kernel is really compiled (not when
+it is loaded from the cache), and prints one line on stderr the first time it fires. A run
+whose kernels are all cached prints nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import TextIO
+import threading
+from collections.abc import Iterator
+from typing import Any, TextIO
 
-__all__ = ["ALIGN_KERNELS", "DEPTH_KERNELS", "FUSION_KERNELS", "Z_KERNELS", "announce_compile"]
+__all__ = ["NOTICE", "compile_notice"]
 
-#: kernels of :mod:`nanoro_optics.fusion._kernels` every fusion calls, with a rough compile
-#: time each on one core of a 2-core machine (``benchmarks/bench_import.py`` measures the total)
-FUSION_KERNELS: dict[str, float] = {"fuse_level": 10.0, "reduce_level": 2.0, "expand_add": 2.0}
-#: ... those the depth map adds
-DEPTH_KERNELS: dict[str, float] = {"depth_update": 1.0, "depth_estimate": 1.0}
-#: ... a depth map in um adds (frame index to z, :mod:`nanoro_optics.fusion._zmap_kernels`)
-Z_KERNELS: dict[str, float] = {"index_to_z": 0.5}
-#: ... and those frame alignment adds
-ALIGN_KERNELS: dict[str, float] = {
-    "luminance_block_mean": 1.0,
-    "spline_coefficients": 2.0,
-    "warp_cubic_frame": 3.0,
-}
+#: the line printed when the first kernel starts compiling
+NOTICE = "compiling fast kernels (first run only: numba caches them; this takes a minute or so)..."
 
 
-def announce_compile(
-    *, depth: bool, align: bool, depth_um: bool = False, stream: TextIO | None = None
-) -> float:
-    """Print a notice on ``stream`` (default stderr) if the fusion kernels must compile now.
+class _Notice:
+    """A numba event listener that prints :data:`NOTICE` once, at the first compile."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+        self.said = False
+        self._lock = threading.Lock()
+
+    def on_start(self, event: Any) -> None:
+        with self._lock:
+            if self.said:
+                return
+            self.said = True
+        print(NOTICE, file=sys.stderr if self.stream is None else self.stream, flush=True)
+
+    def on_end(self, event: Any) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def compile_notice(
+    stream: TextIO | None = None, *, enabled: bool = True, background: bool = False
+) -> Iterator[_Notice]:
+    """Print :data:`NOTICE` on ``stream`` (default stderr) if numba compiles inside the block.
 
     Parameters
     ----------
-    depth, align : bool, keyword-only
-        Whether the command tracks depth and aligns frames (each needs more kernels).
-    depth_um : bool, optional
-        Whether the depth map is given in um (z positions known): one more kernel.
     stream : text stream, optional
         Where the notice goes.
+    enabled : bool, keyword-only
+        False: listen to nothing (``--quiet``).
+    background : bool, keyword-only
+        Import numba in a thread of its own (so that a command whose first frame is being
+        decoded meanwhile does not wait for numba's import); a compile that starts before
+        the import ends is not announced, the ones after it are.
 
-    Returns
-    -------
-    float
-        The estimated compile time in s (0 when every kernel needed is cached: nothing is
-        printed then).
+    Yields
+    ------
+    object
+        The listener; its ``said`` attribute tells whether the notice was printed.
     """
-    from .._numba import uncached_kernels
-    from ..fusion import _kernels, _zmap_kernels
+    listener = _Notice(stream)
+    if not enabled:
+        yield listener
+        return
+    state: dict[str, Any] = {}
 
-    needed = dict(FUSION_KERNELS)
-    if depth:
-        needed.update(DEPTH_KERNELS)
-    if align:
-        needed.update(ALIGN_KERNELS)
-    missing = uncached_kernels(_kernels, needed)
-    if depth and depth_um:
-        needed.update(Z_KERNELS)
-        missing += uncached_kernels(_zmap_kernels, Z_KERNELS)
-    if not missing:
-        return 0.0
-    # integer frames compile each kernel twice (the finest level in the frames' dtype, the
-    # coarser ones in float32), so the estimate doubles the per-kernel figures
-    seconds = 2.0 * sum(needed[name] for name in missing)
-    print(
-        f"compiling fast kernels (first run only, about {seconds:.0f} s)...",
-        file=sys.stderr if stream is None else stream,
-        flush=True,
-    )
-    return seconds
+    def install() -> None:
+        from numba.core import event
+
+        class Listener(event.Listener):
+            def on_start(self, ev: Any) -> None:
+                listener.on_start(ev)
+
+            def on_end(self, ev: Any) -> None:
+                listener.on_end(ev)
+
+        state["listener"] = Listener()
+        state["event"] = event
+        event.register("numba:compile", state["listener"])
+
+    thread = None
+    if background:
+        thread = threading.Thread(target=install, daemon=True)
+        thread.start()
+    else:
+        install()
+    try:
+        yield listener
+    finally:
+        if thread is not None:
+            thread.join()
+        if "listener" in state:
+            state["event"].unregister("numba:compile", state["listener"])

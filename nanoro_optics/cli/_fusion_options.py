@@ -1,14 +1,12 @@
 """The fusion options ``nanoro-optics fuse`` and ``nanoro-optics fuse-batch`` share.
 
-Both commands call :func:`add_fusion_arguments` on their parser and :func:`fuser_options` on
-the parsed arguments, so an option is spelled, documented, checked and passed on the same way
-in both. Each option is one :class:`FuserOption` of :data:`FUSER_OPTIONS`: adding an option of
-:class:`~nanoro_optics.fusion.StackFuser` (or :func:`~nanoro_optics.fusion.fuse_stack`) to both
-commands is adding one entry there. Options about what is written (``--crop``,
-``--z-step-um``) are added by :func:`add_fusion_arguments` too, and checked by
-:func:`check_output_options`; the commands apply them. :func:`unused_option_notes` lists the
-options that do nothing in the combination given, for the commands to print on stderr (a
-command whose depth map is optional passes whether it writes one).
+Every field of :class:`~nanoro_optics.fusion.FusionOptions` has a flag here (or a reason in
+:data:`NO_FLAG`; a test keeps the two in step), with the field's one help text
+(:data:`nanoro_optics.fusion.options.HELP`). Both commands call :func:`add_fusion_arguments`
+on their parser and :func:`fusion_options` on the parsed arguments, which builds the one
+``FusionOptions`` the command passes on (validated there: the message names the field, its
+value and the limit). :func:`unused_option_notes` lists the options that do nothing in the
+combination given, for the commands to print on stderr.
 
 Frame alignment (``--align``) registers every frame onto the *first* frame of the stack (the
 first file in stack order), or with ``--reference middle`` onto the middle one: the fused
@@ -18,17 +16,22 @@ image has that frame's pixel grid and magnification.
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..fusion.options import HELP, REFERENCES, FusionOptions
+from ..psf.scaling import SCALING_MODELS
+
 __all__ = [
     "FUSER_OPTIONS",
+    "MISMATCH_FLAGS",
+    "NO_FLAG",
     "FuserOption",
     "add_fusion_arguments",
     "check_output_options",
     "fuser_options",
+    "fusion_options",
     "unused_option_notes",
 ]
 
@@ -79,131 +82,132 @@ class FuserOption:
     convert: Callable[[Any], Any] = _identity
 
 
-#: The options that set keywords of StackFuser / fuse_stack, in ``--help`` order.
+def _opt(
+    flag: str,
+    field_name: str,
+    dest: str | None = None,
+    convert: Callable[[Any], Any] = _identity,
+    **kwargs: Any,
+) -> FuserOption:
+    """One flag of field ``field_name``, with the field's help text unless ``help`` is given."""
+    kwargs.setdefault("help", HELP[field_name])
+    return FuserOption((flag,), dest or field_name, field_name, kwargs, convert)
+
+
+#: The flags that set fields of FusionOptions, in ``--help`` order.
 FUSER_OPTIONS: tuple[FuserOption, ...] = (
-    FuserOption(
-        ("--align",),
-        "align",
-        "align",
-        {
-            "action": "store_true",
-            "help": "align every frame onto the first frame of the stack (or the one "
-            "--reference names) before fusing (focus breathing: scale; drift: translation); "
-            "the result has that frame's pixel grid",
-        },
-    ),
-    FuserOption(
-        ("--reference",),
-        "reference",
-        "reference",
-        {
-            "choices": ("first", "middle"),
-            "help": "with --align, the frame whose pixel grid the result keeps: the first "
-            "(default) or the middle one (half the largest warp; the files are read twice)",
-        },
-    ),
-    FuserOption(
-        ("--levels",),
-        "levels",
-        "levels",
-        {"type": int, "metavar": "N", "help": "pyramid levels, 1 to 32 (default: from the size)"},
-    ),
-    FuserOption(
-        ("--sharpness",),
+    _opt("--align", "align", action="store_true"),
+    _opt("--reference", "reference", choices=REFERENCES),
+    _opt("--crop", "crop", action="store_true"),
+    _opt("--levels", "levels", type=int, metavar="N"),
+    _opt(
+        "--sharpness",
         "sharpness",
-        "sharpness",
-        {
-            "type": _sharpness,
-            "metavar": "N|hard",
-            "help": "exponent of the soft selection weights (a / a_max)^N, 1 to 64 (default 4; "
-            "larger is closer to a hard pick); 'hard' is the hard maximum-activity rule",
-        },
-        lambda v: None if v == HARD else v,
+        convert=lambda v: None if v == HARD else v,
+        type=_sharpness,
+        metavar="N|hard",
     ),
-    FuserOption(
-        ("--hard",),
+    _opt(
+        "--hard",
+        "sharpness",
         "hard",
-        "sharpness",
-        {"action": "store_true", "help": "the same as --sharpness hard"},
         lambda v: None,
+        action="store_true",
+        help="the same as --sharpness hard",
     ),
-    FuserOption(
-        ("--window",),
-        "window_px",
-        "window_px",
-        {
-            "type": int,
-            "metavar": "PX",
-            "help": "side of the activity window in px at the two finest levels, odd, 1 to 15 "
-            "(default 5)",
-        },
-    ),
-    FuserOption(
-        ("--coarse-window",),
-        "coarse_window_px",
-        "coarse_window_px",
-        {
-            "type": int,
-            "metavar": "PX",
-            "help": "the same from the third level on (default: --window); 1 measures each "
-            "coefficient's own energy there, which keeps sharp occluding edges from "
-            "spreading onto the background",
-        },
-    ),
-    FuserOption(
-        ("--inherit",),
-        "inherit",
-        "inherit",
-        {
-            "type": float,
-            "metavar": "W",
-            "help": "weight of the finer level's activity in a level's activity, 0 to 100 "
-            "(default 1; the guard against halos next to sharp edges)",
-        },
-    ),
-    FuserOption(
-        ("--bit-depth",),
-        "bit_depth",
-        "bit_depth",
-        {
-            "type": int,
-            "metavar": "BITS",
-            "help": "bits the camera records (e.g. 12 for 12-bit data in 16-bit files); a frame "
-            "with a larger value is refused",
-        },
-    ),
-    FuserOption(
-        ("--noise-dn",),
-        "noise_dn",
-        "noise_dn",
-        {
-            "type": float,
-            "metavar": "SIGMA",
-            "help": "noise standard deviation in DN (default: estimated from the first frame); "
-            "activity is measured in units of the noise",
-        },
-    ),
-    FuserOption(
-        ("--keep-depth-holes",),
-        "keep_depth_holes",
+    _opt("--window", "window_px", type=int, metavar="PX"),
+    _opt("--coarse-window", "coarse_window_px", type=int, metavar="PX"),
+    _opt("--inherit", "inherit", type=float, metavar="W"),
+    _opt("--focus-levels", "focus_levels", type=int, metavar="N"),
+    _opt("--noise-floor", "noise_floor", type=float, metavar="F"),
+    _opt("--bit-depth", "bit_depth", type=int, metavar="BITS"),
+    _opt("--noise-dn", "noise_dn", None, tuple, type=float, nargs="+", metavar="SIGMA"),
+    _opt("--guide-channel", "guide_channel", type=int, metavar="C"),
+    _opt(
+        "--keep-depth-holes",
         "fill_depth",
-        {
-            "action": "store_true",
-            "help": "leave the depth map NaN where no frame is confidently in focus (default: "
-            "fill those pixels from their confident neighbours; the confidence map marks them)",
-        },
+        "keep_depth_holes",
         lambda v: False,
+        action="store_true",
+        help="leave the depth map NaN where no frame is confidently in focus (default: "
+        "fill those pixels from their confident neighbours; the confidence map marks them)",
+    ),
+    _opt("--min-confidence", "min_confidence", type=float, metavar="C"),
+    _opt("--z-step-um", "z_step_um", type=float, metavar="UM"),
+)
+
+#: flags that build ``index_mismatch`` (:class:`~nanoro_optics.psf.IndexMismatch`): dest, flag,
+#: argparse keywords; ``--n-immersion``, ``--n-sample`` and ``--na`` are needed together
+MISMATCH_FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    (
+        "n_immersion",
+        "--n-immersion",
+        {
+            "type": float,
+            "metavar": "N",
+            "help": "refractive index of the immersion medium the "
+            "objective is designed for (e.g. 1.518 for oil)",
+        },
+    ),
+    (
+        "n_sample",
+        "--n-sample",
+        {
+            "type": float,
+            "metavar": "N",
+            "help": "refractive index of the sample (e.g. 1.33 for water)",
+        },
+    ),
+    ("na", "--na", {"type": float, "metavar": "NA", "help": "numerical aperture"}),
+    (
+        "mismatch_model",
+        "--mismatch-model",
+        {
+            "choices": SCALING_MODELS,
+            "default": "carlsson",
+            "help": "axial scaling model of "
+            "nanoro_optics.psf.actual_depth_um (default "
+            "carlsson; loginov and wave need --wavelength-um)",
+        },
+    ),
+    (
+        "wavelength_um",
+        "--wavelength-um",
+        {
+            "type": float,
+            "metavar": "UM",
+            "help": "vacuum wavelength in um (for the loginov and wave models)",
+        },
+    ),
+    (
+        "interface_um",
+        "--interface-um",
+        {
+            "type": float,
+            "metavar": "UM",
+            "default": 0.0,
+            "help": "z (um, from the first frame, up positive) at "
+            "which the focus lies on the interface (default 0: the "
+            "first frame)",
+        },
     ),
 )
 
+#: fields without a flag of their own, and why
+NO_FLAG: dict[str, str] = {
+    "z_um": "files carry no z positions; --z-step-um gives evenly spaced ones",
+    "index_mismatch": "built from --n-immersion, --n-sample, --na and --mismatch-model "
+    "(MISMATCH_FLAGS)",
+}
+
 
 def add_fusion_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the shared fusion options, and ``--crop`` and ``--z-step-um``, to ``parser``.
+    """Add a flag for every field of FusionOptions to ``parser`` (groups "fusion", "depth").
 
     Parameters
     ----------
     parser : argparse.ArgumentParser
-        A command's parser; the options go into an argument group "fusion".
+        A command's parser.
     """
     group = parser.add_argument_group("fusion")
     for opt in FUSER_OPTIONS:
@@ -211,30 +215,25 @@ def add_fusion_arguments(parser: argparse.ArgumentParser) -> None:
         if kwargs.get("action") != "store_true":
             kwargs.setdefault("default", None)
         group.add_argument(*opt.flags, dest=opt.dest, **kwargs)
-    group.add_argument(
-        "--crop",
-        action="store_true",
-        help="with --align, crop the result to the area every frame covers (the box is printed)",
+    depth = parser.add_argument_group(
+        "depth correction for an index mismatch",
+        HELP["index_mismatch"] + "; needs --z-step-um",
     )
-    group.add_argument(
-        "--z-step-um",
-        type=float,
-        metavar="UM",
-        help="focus step between frames in um; the depth map is then in um from the first frame",
-    )
+    for dest, flag, kwargs in MISMATCH_FLAGS:
+        depth.add_argument(flag, dest=dest, **{"default": None, **kwargs})
 
 
 def fuser_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Return the keyword options for ``StackFuser`` / ``fuse_stack`` from parsed arguments.
+    """Return the fields the command line sets, as ``{field: value}`` (``align`` always).
 
-    Only options given on the command line appear (``align`` always), so the library's
-    defaults apply to the rest. The values are checked by the fuser itself, which names the
-    keyword and its limit.
+    Only options given on the command line appear, so the library's defaults apply to the
+    rest; the values are checked by :class:`~nanoro_optics.fusion.FusionOptions`.
 
     Raises
     ------
     ValueError
-        If two options set the same keyword to different values (``--hard --sharpness 8``).
+        If two options set the same field to different values (``--hard --sharpness 8``),
+        or the index-mismatch flags are incomplete.
 
     Examples
     --------
@@ -260,11 +259,60 @@ def fuser_options(args: argparse.Namespace) -> dict[str, Any]:
             )
         out[opt.keyword] = converted
         given_by[opt.keyword] = opt.flags[0]
+    if getattr(args, "reference", None) is not None and not out["align"]:
+        del out["reference"]  # a note says it does nothing (unused_option_notes)
+    mismatch = _index_mismatch(args)
+    if mismatch is not None:
+        out["index_mismatch"] = mismatch
     return out
 
 
+def _index_mismatch(args: argparse.Namespace) -> Any:
+    needed = ("n_immersion", "n_sample", "na")
+    given = [d for d in needed if getattr(args, d, None) is not None]
+    if not given:
+        if getattr(args, "wavelength_um", None) is not None:
+            raise ValueError(
+                "--wavelength-um is for the index-mismatch correction: give "
+                "--n-immersion, --n-sample and --na too"
+            )
+        return None
+    if len(given) < len(needed):
+        missing = [f"--{d.replace('_', '-')}" for d in needed if d not in given]
+        raise ValueError(
+            f"the index-mismatch correction needs --n-immersion, --n-sample and --na; "
+            f"missing {', '.join(missing)}"
+        )
+    if args.z_step_um is None:
+        raise ValueError(
+            "the index-mismatch correction (--n-immersion ...) corrects a depth map in um: "
+            "give --z-step-um"
+        )
+    from ..psf import IndexMismatch
+
+    return IndexMismatch(
+        interface_um=args.interface_um,
+        na=args.na,
+        n_immersion=args.n_immersion,
+        n_sample=args.n_sample,
+        model=args.mismatch_model,
+        wavelength_um=args.wavelength_um,
+    )
+
+
+def fusion_options(args: argparse.Namespace) -> FusionOptions:
+    """Build the command's :class:`~nanoro_optics.fusion.FusionOptions` (validated there).
+
+    Raises
+    ------
+    ValueError, TypeError
+        Naming the field, its value and the limit.
+    """
+    return FusionOptions(**fuser_options(args))
+
+
 def check_output_options(args: argparse.Namespace) -> None:
-    """Check ``--z-step-um`` (finite, not 0) and ``--crop`` (needs ``--align``).
+    """Check ``--z-step-um`` by the options' one rule, and ``--crop`` (needs ``--align``).
 
     Raises
     ------
@@ -278,13 +326,10 @@ def check_output_options(args: argparse.Namespace) -> None:
     >>> check_output_options(p.parse_args(["--z-step-um", "nan"]))
     Traceback (most recent call last):
     ...
-    ValueError: --z-step-um must be a finite number, got nan
+    ValueError: z_step_um must be finite, >= -1e+09 and <= 1e+09, got nan
     """
-    step = args.z_step_um
-    if step is not None and not math.isfinite(step):
-        raise ValueError(f"--z-step-um must be a finite number, got {step}")
-    if step == 0:
-        raise ValueError("--z-step-um must not be 0 (frames must be at distinct z positions)")
+    if args.z_step_um is not None:
+        FusionOptions(z_step_um=args.z_step_um)  # finite, not 0; negative: a scan moving down
     if args.crop and not args.align:
         raise ValueError("--crop needs --align (without alignment every frame covers the image)")
 

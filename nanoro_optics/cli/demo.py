@@ -45,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="find the specimen's top and bottom by image (autofocus), plan and scan that "
         "range; report found vs true (writes no files)",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the files of an earlier demo in --out (default: refuse, write nothing)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,19 +57,24 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..demo import run_demo
-    from ._first_run import announce_compile
+    from ._first_run import compile_notice
 
     if args.auto_range:
         return _run_auto_range(args)
-    announce_compile(depth=True, align=False, depth_um=True, stream=sys.stderr)
-    s = run_demo(
-        args.out,
-        seed=args.seed,
-        objective=args.objective,
-        shape=(args.size, args.size),
-        relief_um=args.relief_um,
-        colour=args.colour,
-    )
+    try:
+        with compile_notice(sys.stderr):
+            s = run_demo(
+                args.out,
+                seed=args.seed,
+                objective=args.objective,
+                shape=(args.size, args.size),
+                relief_um=args.relief_um,
+                colour=args.colour,
+                overwrite=args.overwrite,
+            )
+    except FileExistsError as exc:
+        print(f"nanoro-optics {COMMAND}: error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(s.to_dict(), indent=2))
         return 0

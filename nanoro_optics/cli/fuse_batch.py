@@ -8,11 +8,11 @@ import sys
 from typing import Any
 
 from .._text import plural
-from ._first_run import announce_compile
+from ._first_run import compile_notice
 from ._fusion_options import (
     add_fusion_arguments,
     check_output_options,
-    fuser_options,
+    fusion_options,
     unused_option_notes,
 )
 
@@ -60,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ..distributed import fuse_many
 
     check_output_options(args)
-    options = fuser_options(args)
-    align = options.pop("align")
+    options = fusion_options(args)
     if args.workers is not None and args.scheduler is not None:
         raise ValueError("--workers sizes the local cluster; it cannot be used with --scheduler")
     for text in unused_option_notes(args, depth_written=True):
@@ -87,26 +86,21 @@ def run(args: argparse.Namespace) -> int:
 
     if not quiet:
         print(f"fusing into {args.out} ...", flush=True)
-    if args.scheduler is None:  # the local cluster's kernels compile here, before it starts
-        announce_compile(
-            depth=True, align=align, depth_um=args.z_step_um is not None, stream=sys.stderr
-        )
     try:
-        report = fuse_many(
-            args.stacks,
-            args.out,
-            client=args.scheduler,
-            n_workers=args.workers,
-            align=align,
-            crop=args.crop,
-            image_suffix=args.format,
-            overwrite=args.overwrite,
-            timeout_s=args.timeout,
-            progress=progress,
-            on_start=on_start,
-            z_step_um=args.z_step_um,
-            **options,
-        )
+        # a local cluster's kernels compile here, before it starts: said if they do
+        with compile_notice(sys.stderr, enabled=args.scheduler is None):
+            report = fuse_many(
+                args.stacks,
+                args.out,
+                options,
+                client=args.scheduler,
+                n_workers=args.workers,
+                image_suffix=args.format,
+                overwrite=args.overwrite,
+                timeout_s=args.timeout,
+                progress=progress,
+                on_start=on_start,
+            )
     except ConnectionError as exc:
         print(f"nanoro-optics {COMMAND}: error: {exc}", file=sys.stderr)
         return 2

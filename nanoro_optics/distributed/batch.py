@@ -1,10 +1,10 @@
 """Fuse many focus stacks on a dask cluster, resumably: :func:`fuse_many`.
 
-One task per stack streams the stack's frames from disk into a
-:class:`~nanoro_optics.fusion.StackFuser` (:func:`~nanoro_optics.fusion.fuse_stack` over
-:func:`~nanoro_optics.io.iter_stack`), so a worker holds one frame and one fused pyramid at a
-time, whatever the number of frames. Each task writes, with :func:`os.replace` from a temporary
-name, the fused image, the depth map and last a JSON record; the record's presence (status
+One task per stack runs the file pipeline the ``fuse`` command runs
+(:func:`nanoro_optics.pipeline.fuse_to_files`, with the batch's one
+:class:`~nanoro_optics.fusion.FusionOptions`), so a worker holds one frame and one fused
+pyramid at a time, whatever the number of frames. Each task writes the fused image and the
+depth map together (all or none), then a JSON record; the record's presence (status
 ``"done"``) with its two output files is what marks a stack as finished, so a batch stopped
 by a killed worker, a cancelled job or a power cut is resumed by running it again: finished
 stacks are skipped and only the missing ones are fused.
@@ -38,12 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from nanoro_optics._text import plural
-from nanoro_optics._validation import (
-    check_choice,
-    check_finite_real,
-    check_int,
-    check_positive,
-)
+from nanoro_optics._validation import check_choice, check_int, check_positive
+from nanoro_optics.fusion.options import FusionOptions
 
 from . import require_distributed
 
@@ -205,11 +201,8 @@ class _Job:
     source: StackSpec
     out_dir: str
     image_suffix: str
-    align: bool
-    crop: bool
-    options: dict[str, Any]
+    options: FusionOptions
     numba_threads: int | None
-    z_step_um: float | None = None
 
 
 def _paths(out_dir: str, name: str, image_suffix: str) -> tuple[Path, Path, Path]:
@@ -233,21 +226,10 @@ def _limit_numba_threads(n: int | None) -> None:
     numba.set_num_threads(max(1, min(n, most)))
 
 
-def _frames_of(source: StackSpec) -> tuple[Iterable[Any], tuple[str, ...]]:
-    from nanoro_optics.io import iter_stack, list_stack_files
-
-    if callable(source):
-        return source(), ()
-    files = list_stack_files(source)
-    return iter_stack(files), tuple(str(f) for f in files)
-
-
 def _fuse_one(job: _Job) -> StackRecord:
-    """Fuse one stack and write its outputs (runs on a worker)."""
-    import numpy as np
-
+    """Fuse one stack and write its outputs, together (runs on a worker)."""
     from nanoro_optics.fusion import fuse_stack
-    from nanoro_optics.io import write_depth_map, write_image
+    from nanoro_optics.pipeline import FusionOutputs, fuse_to_files, write_outputs
 
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -259,19 +241,33 @@ def _fuse_one(job: _Job) -> StackRecord:
         "depth_path": str(depth_path),
         "record_path": str(record_path),
         "worker": f"{socket.gethostname()}:{os.getpid()}",
-        "options": _options_json(job),
+        "options": job.options.to_json(),
     }
+    outputs = FusionOutputs(image_path, depth_path)
     sources: tuple[str, ...] = ()
     try:
-        frames, sources = _frames_of(job.source)
-        if job.options.get("reference") == "middle" and sources:
-            frames = list(sources)  # the files themselves: reference="middle" reads them twice
-        res = fuse_stack(frames, align=job.align, crop=job.crop, **job.options)
-        depth, unit = res.depth, res.depth_unit
-        if job.z_step_um is not None:  # frame k at k * step: the depth scales with it
-            depth, unit = depth * np.float32(job.z_step_um), "um"
-        write_image(image_path, res.image)
-        write_depth_map(depth_path, depth, unit=unit)
+        if callable(job.source):  # frames from the caller's function: arrays in
+            res = fuse_stack(job.source(), job.options)
+            write_outputs(
+                outputs,
+                res.image,
+                depth=res.depth,
+                depth_unit=res.depth_unit,
+                options=job.options,
+                overwrite=True,
+            )
+            n_frames, shape, dtype, unit = (
+                res.n_frames,
+                res.image.shape,
+                res.image.dtype,
+                res.depth_unit,
+            )
+        else:  # the file pipeline, as the fuse command
+            from nanoro_optics.io import list_stack_files
+
+            sources = tuple(str(f) for f in list_stack_files(job.source))
+            done = fuse_to_files(job.source, outputs, job.options, overwrite=True)
+            n_frames, shape, dtype, unit = done.n_frames, done.shape, done.dtype, done.depth_unit
     except (ValueError, TypeError, OSError) as exc:
         # bad input: the record says why, the batch goes on
         rec = StackRecord(
@@ -286,9 +282,9 @@ def _fuse_one(job: _Job) -> StackRecord:
         return rec
     rec = StackRecord(
         status="done",
-        n_frames=res.n_frames,
-        shape=tuple(int(n) for n in res.image.shape),
-        dtype=str(res.image.dtype),
+        n_frames=n_frames,
+        shape=tuple(int(n) for n in shape),
+        dtype=str(dtype),
         depth_unit=unit,
         seconds=time.perf_counter() - t0,
         cpu_seconds=time.process_time() - c0,
@@ -299,17 +295,6 @@ def _fuse_one(job: _Job) -> StackRecord:
     return rec
 
 
-def _options_json(job: _Job) -> dict[str, Any]:
-    step = {} if job.z_step_um is None else {"z_step_um": job.z_step_um}
-    return json.loads(
-        json.dumps(
-            {"align": job.align, "crop": job.crop, **step, **job.options},
-            sort_keys=True,
-            default=str,
-        )
-    )
-
-
 def _finished(job: _Job) -> StackRecord | None:
     """Return the record of an earlier run that fused this stack with the same options, if any."""
     image_path, depth_path, record_path = _paths(job.out_dir, job.name, job.image_suffix)
@@ -318,7 +303,7 @@ def _finished(job: _Job) -> StackRecord | None:
             rec = StackRecord.from_json(json.load(fh))
     except (OSError, ValueError, TypeError):
         return None
-    if rec.status != "done" or rec.options != _options_json(job):
+    if rec.status != "done" or rec.options != job.options.to_json():
         return None
     if not (image_path.is_file() and depth_path.is_file()):
         return None
@@ -557,7 +542,7 @@ def _failed_from_exception(job: _Job, exc: BaseException, retries: int) -> Stack
         depth_path=str(depth_path),
         record_path=str(record_path),
         error=reason,
-        options=_options_json(job),
+        options=job.options.to_json(),
     )
     try:
         _write_json_atomic(record_path, rec.to_json())
@@ -569,11 +554,10 @@ def _failed_from_exception(job: _Job, exc: BaseException, retries: int) -> Stack
 def fuse_many(
     stacks: Mapping[str, StackSpec] | Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
+    options: FusionOptions | None = None,
     *,
     client: Any = None,
     n_workers: int | None = None,
-    align: bool = False,
-    crop: bool = False,
     image_suffix: str = ".tif",
     overwrite: bool = False,
     retries: int = 2,
@@ -581,8 +565,7 @@ def fuse_many(
     timeout_s: float = 10.0,
     progress: Callable[[StackRecord, int, int], None] | None = None,
     on_start: Callable[[str, int, int], None] | None = None,
-    z_step_um: float | None = None,
-    **fusion_options: Any,
+    **overrides: Any,
 ) -> BatchReport:
     """Fuse many focus stacks on a dask cluster, one task per stack, resumably.
 
@@ -597,6 +580,10 @@ def fuse_many(
         that does not exist is refused before anything runs.
     out_dir : path
         Output folder (created if missing); see the module docstring for its layout.
+    options : FusionOptions, optional
+        The fusion's settings, the same for every stack (recorded in each stack's record; a
+        stack finished with other options is fused again). ``z_um`` is refused (each stack
+        has its own frames); ``z_step_um`` puts frame ``k`` at ``k * z_step_um``.
     client : None, str or distributed.Client, optional
         ``None`` starts a LocalCluster of single-threaded worker processes (``n_workers``,
         default one per core) and closes it at the end; a scheduler address
@@ -604,8 +591,6 @@ def fuse_many(
         and the sources at the same paths; a :class:`distributed.Client` is used as is.
     n_workers : int, optional
         Workers of the LocalCluster started when ``client`` is None.
-    align, crop : bool, optional
-        Passed to :func:`~nanoro_optics.fusion.fuse_stack`.
     image_suffix : {".tif", ".tiff", ".png"}, optional
         Format of the fused image (TIFF keeps every dtype; PNG 8/16-bit integers only).
     overwrite : bool, optional
@@ -624,12 +609,9 @@ def fuse_many(
     on_start : callable, optional
         Called as ``on_start(dashboard_link, n_workers, n_to_fuse)`` once the cluster is
         reached, before any task is submitted (not called when every stack is finished).
-    z_step_um : float, optional
-        Focus step between frames in um (finite, not 0): the depth maps are then in um from
-        each stack's first frame (frame ``k`` at ``k * z_step_um``) instead of frame units.
-    **fusion_options
-        ``levels`` and :class:`~nanoro_optics.fusion.FusionRule` options, the same for every
-        stack.
+    **overrides
+        Fields of ``options`` to set (``align=True``, ``z_step_um=2.0``, ...), checked here
+        by :meth:`~nanoro_optics.fusion.FusionOptions.replace`, which names an unknown one.
 
     Returns
     -------
@@ -667,9 +649,8 @@ def fuse_many(
     named = _named_stacks(stacks)
     if not isinstance(out_dir, (str, os.PathLike)):
         raise TypeError(f"out_dir must be a path, got {type(out_dir).__name__} {out_dir!r}")
-    for flag, value in (("align", align), ("crop", crop), ("overwrite", overwrite)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{flag} must be a bool, got {type(value).__name__} {value!r}")
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__} {overwrite!r}")
     suffix = check_choice(image_suffix, "image_suffix", IMAGE_SUFFIXES)
     retries = check_int(retries, "retries", 0, 100)
     if numba_threads is not None:
@@ -680,23 +661,14 @@ def fuse_many(
             raise TypeError(f"{cb_name} must be callable, got {type(cb).__name__}")
     if n_workers is not None:
         n_workers = check_int(n_workers, "n_workers", 1)
-    _check_fusion_options(fusion_options)
-    if z_step_um is not None:
-        z_step_um = check_finite_real(z_step_um, "z_step_um")
-        if z_step_um == 0:
-            raise ValueError("z_step_um must not be 0 (frames must be at distinct z positions)")
+    opts = _fusion_options(options, overrides)
     _check_client(client)
     named = {name: _absolute(src) for name, src in named.items()}
     _check_sources_exist(named)
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    jobs = [
-        _Job(
-            name, src, str(out), suffix, align, crop, dict(fusion_options), numba_threads, z_step_um
-        )
-        for name, src in named.items()
-    ]
+    jobs = [_Job(name, src, str(out), suffix, opts, numba_threads) for name, src in named.items()]
     records: dict[str, StackRecord] = {}
     todo = []
     for job in jobs:
@@ -715,7 +687,11 @@ def fuse_many(
     if todo:
         warm = _frame_dtypes(todo) if client is None else _WORK_DTYPES
         dask_client, owned = connect(
-            client, n_workers=n_workers, timeout_s=timeout_s, warm_dtypes=warm, warm_align=align
+            client,
+            n_workers=n_workers,
+            timeout_s=timeout_s,
+            warm_dtypes=warm,
+            warm_align=opts.align,
         )
         try:
             n_workers_seen = len(dask_client.scheduler_info().get("workers", {}))
@@ -736,19 +712,16 @@ def fuse_many(
     )
 
 
-def _check_fusion_options(options: Mapping[str, Any]) -> None:
-    """Refuse bad fusion options here, before any task runs, with the fuser's own message."""
-    from nanoro_optics.fusion import StackFuser
+def _fusion_options(options: FusionOptions | None, overrides: Mapping[str, Any]) -> FusionOptions:
+    """Build the batch's options here, before any task runs (the message names the field)."""
+    from nanoro_optics.fusion.options import merge
 
-    reserved = {"z_um", "progress", "frames"} & set(options)
-    if reserved:
-        raise TypeError(
-            f"fuse_many does not take {sorted(reserved)}: the options are shared by every stack"
+    opts = merge(options, overrides)
+    if opts.z_um is not None:
+        raise ValueError(
+            "fuse_many does not take z_um: the options are shared by every stack (give z_step_um)"
         )
-    try:
-        StackFuser(**options)
-    except TypeError as exc:
-        raise TypeError(f"unknown fusion option in {sorted(options)}: {exc}") from exc
+    return opts
 
 
 def _run(

@@ -1,13 +1,16 @@
 """Focus fusion: Laplacian-pyramid focus stacking, streaming, depth map, alignment.
 
-``fuse_stack(frames)`` fuses a stack (an array or any iterable of frames) into one sharp image
-and a depth map; :class:`StackFuser` does the same frame by frame as a camera delivers them,
-with memory independent of the number of frames. Importing this package is cheap: the numba
-kernels compile (once per machine, cached) on first use.
+Arrays in, arrays out: ``fuse_stack(frames, options)`` fuses a stack (an array or any
+iterable of frames) into one sharp image and a depth map; :class:`StackFuser` does the same
+frame by frame as a camera delivers them, with memory independent of the number of frames;
+:class:`FusionOptions` holds every setting. Files are read and written by
+:mod:`nanoro_optics.pipeline`, not here. Importing this package is cheap: the numba kernels
+compile (once per machine, cached) on first use.
 
 Public names
 ------------
 fuse_stack, StackFuser, FusionResult   fusion (:mod:`.stack`)
+FusionOptions                          every setting of a fusion, one frozen value (:mod:`.options`)
 FusionRule                             the selection rule's options (:mod:`.rule`)
 laplacian_pyramid, gaussian_pyramid, collapse_pyramid   pyramids (:mod:`.pyramid`)
 synthetic_stack, SyntheticStack        stacks with ground truth (:mod:`.synthetic`)
@@ -22,6 +25,7 @@ from .._lazy import lazy_exports
 __all__ = [
     "AlignResult",
     "FrameAligner",
+    "FusionOptions",
     "FusionResult",
     "FusionRule",
     "SceneStack",
@@ -41,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "StackFuser": "stack",
     "fuse_stack": "stack",
     "FusionRule": "rule",
+    "FusionOptions": "options",
     "laplacian_pyramid": "pyramid",
     "gaussian_pyramid": "pyramid",
     "collapse_pyramid": "pyramid",

@@ -1,4 +1,4 @@
-"""numba kernels of the depth map's z axis: frame index to z, and z relabelled (private).
+"""numba kernel of the depth map's z axis: frame index to z (private).
 
 ``index_to_z`` gives exactly what ``np.interp(depth, np.arange(n), z_um)`` gives (then
 rounded to float32), pixel for pixel, but runs in parallel without numpy's binary search:
@@ -9,12 +9,7 @@ result time. The arithmetic is numpy's (``numpy/_core/src/multiarray/compiled_ba
 a grid point, the end values outside the grid, NaN for NaN; numba compiles it without
 fast-math, so no operation is fused or reordered. The test compares the two bit for bit.
 
-``relabel`` maps a depth map in um through a piecewise-linear function given at knots (the
-index-mismatch correction of :class:`nanoro_optics.mmcore.LiveFusion`: nominal stage z to
-actual height, known at the frames' z positions): a binary search per pixel, as
-``np.interp`` does, in parallel.
-
-Kept apart from ``_kernels.py`` so that they compile on their own (two small kernels).
+Kept apart from ``_kernels.py`` so that it compiles on its own (a small kernel).
 """
 
 from __future__ import annotations
@@ -52,37 +47,3 @@ def index_to_z(src, z, out):
     """Write ``np.interp(src, arange(len(z)), z)`` as float32 into ``out`` (``len(z) >= 2``)."""
     for r in prange(src.shape[0]):
         _index_to_z_row(src, z, out, np.int64(r))
-
-
-@njit()
-def _relabel_row(src, xk, yk, out, r):
-    n = xk.shape[0]
-    for j in range(src.shape[1]):
-        x = np.float64(src[r, j])
-        if np.isnan(x):
-            out[r, j] = np.float32(np.nan)
-        elif x <= xk[0]:
-            out[r, j] = np.float32(yk[0])
-        elif x >= xk[n - 1]:
-            out[r, j] = np.float32(yk[n - 1])
-        else:
-            lo, hi = 0, n - 1
-            while hi - lo > 1:  # xk[lo] < x < xk[hi]
-                mid = (lo + hi) // 2
-                if xk[mid] <= x:
-                    lo = mid
-                else:
-                    hi = mid
-            t = (x - xk[lo]) / (xk[hi] - xk[lo])
-            out[r, j] = np.float32(yk[lo] + t * (yk[hi] - yk[lo]))
-
-
-@njit(parallel=True)
-def relabel(src, xk, yk, out):
-    """Write the piecewise-linear map through ``(xk, yk)`` of ``src`` into ``out`` (float32).
-
-    ``xk`` strictly increasing (at least 2 knots); values beyond the knots take the end
-    values, NaN stays NaN (``np.interp(src, xk, yk)`` up to rounding).
-    """
-    for r in prange(src.shape[0]):
-        _relabel_row(src, xk, yk, out, np.int64(r))

@@ -7,10 +7,10 @@ fixed point for uint8 frames, else float32) and one map of the frames' activitie
 maximum, or their p-norm for the soft rule; for integer frames as 16-bit codes, else
 float32), plus the depth tracker on the half-resolution level and the frames' per-pixel
 range: for a uint8 RGB frame about ``4/3 * (6 + 2) + 11 / 4 + 6`` bytes per pixel (without
-the tracker, ``depth=False``, the third term goes; without the range, ``keep_range=False``,
-the last), and the per-frame work buffers (the frame in planar form, its next Gaussian
-level). Memory does not grow with the number of frames, and frames can be fused as a
-camera delivers them.
+the tracker, ``depth=False``, the third term goes; without the range, which the file
+pipeline hands over after a second read of the files, the last), and the per-frame work
+buffers (the frame in planar form, its next Gaussian level). Memory does not grow with the
+number of frames, and frames can be fused as a camera delivers them.
 
 References
 ----------
@@ -23,26 +23,42 @@ References
 from __future__ import annotations
 
 import operator
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nanoro_optics._validation import as_float_array, check_bool, check_choice, check_int
+from nanoro_optics._validation import as_float_array, check_bool
 
 from .depth import DepthTracker
+from .options import UNSET, FusionOptions, _Unset, check_monotonic, merge
 from .pyramid import auto_levels
-from .rule import FusionRule
 
-__all__ = ["FusionResult", "StackFuser", "frame_range", "fuse_stack"]
+if TYPE_CHECKING:
+    from nanoro_optics.psf import IndexMismatch
+
+__all__ = [
+    "ONE_FRAME_ERROR",
+    "FrameRange",
+    "FusionResult",
+    "StackFuser",
+    "frame_range",
+    "fuse_stack",
+]
 
 #: smallest noise standard deviation (DN) assumed for integer frames: the rounding to
 #: integers alone gives 1 / sqrt(12) DN and cameras add read noise; below 1 DN the
 #: quantisation steps of blurred frames pass for detail (the depth of a clean synthetic
 #: 8-bit stack: 0.68 frame RMS at 0.29 DN, 0.15 at 1 DN; the fused image the same)
 _SIGMA_MIN_DN = 1.0
+#: the one answer to a stack of one frame, in every front end (a depth needs two frames)
+ONE_FRAME_ERROR = (
+    "the stack holds 1 frame: focus fusion needs at least 2 (one frame has nothing to fuse "
+    "and no depth to measure)"
+)
 #: activity floor (noise energies) of the depth estimate and its confidence: below one
 #: noise energy the focus profile is noise, whatever floor the fusion weights use
 DEPTH_FLOOR = 1.0
@@ -149,6 +165,9 @@ class FusionResult:
         Number of frames fused.
     depth_unit : str
         ``"frame"`` or ``"um"``.
+    depth_kind : str
+        ``"nominal"`` (stage z of best focus, or frame index) or ``"actual"`` (height in the
+        sample, corrected for an index mismatch: ``FusionOptions.index_mismatch``).
     """
 
     image: np.ndarray
@@ -156,6 +175,19 @@ class FusionResult:
     confidence: np.ndarray
     n_frames: int
     depth_unit: str = "frame"
+    depth_kind: str = "nominal"
+
+    def cropped(self, bbox: tuple[int, int, int, int]) -> FusionResult:
+        """Return the result cut to ``bbox = (y0, y1, x0, x1)`` (contiguous copies)."""
+        y0, y1, x0, x1 = (int(v) for v in bbox)
+        return FusionResult(
+            image=np.ascontiguousarray(self.image[y0:y1, x0:x1]),
+            depth=np.ascontiguousarray(self.depth[y0:y1, x0:x1]),
+            confidence=np.ascontiguousarray(self.confidence[y0:y1, x0:x1]),
+            n_frames=self.n_frames,
+            depth_unit=self.depth_unit,
+            depth_kind=self.depth_kind,
+        )
 
 
 def _collapse(accs: list[np.ndarray], scale: float, dtype: np.dtype, kernels: Any) -> np.ndarray:
@@ -211,53 +243,25 @@ class StackFuser:
 
     Parameters
     ----------
-    z_um : sequence of float, optional
-        z position of every frame in um, in the order the frames will be added; the depth map
-        is then in um. Alternatively pass ``z_um`` to each :meth:`add`.
-    levels : int, optional
-        Pyramid levels including the low-pass residual (default: halve until the short side
-        is about 8 px, :func:`~nanoro_optics.fusion.pyramid.auto_levels`).
-    align : bool, optional
-        Warp each frame onto the first one with a
-        :class:`~nanoro_optics.fusion.align.FrameAligner` before fusing it (focus breathing,
-        drift). The depth map is then NaN (confidence 0) outside :attr:`valid_bbox`, where
-        some frames hold no data.
+    options : FusionOptions, optional
+        Every setting of the fusion (:class:`~nanoro_optics.fusion.FusionOptions`, whose
+        fields document each one); default ``FusionOptions()``.
+    sharpness, window_px, coarse_window_px, inherit, focus_levels, noise_floor, levels, \
+align, reference, crop, bit_depth, noise_dn, guide_channel, fill_depth, min_confidence, \
+z_step_um, z_um, index_mismatch : keyword-only, optional
+        Override that field of ``options`` (validated as :meth:`FusionOptions.replace`
+        does). z positions may also be given to each :meth:`add`. ``reference="middle"``
+        needs ``align_reference`` (a streaming fuser sees each frame once); ``crop`` is
+        applied by :func:`fuse_stack` and :mod:`nanoro_optics.pipeline` (the fuser's
+        result keeps the full grid, :attr:`valid_bbox` says what to crop).
     depth : bool, optional
         Track the frame of best focus for the depth map (default). With ``False`` the fuser
         keeps no depth tracker (at 12 MP about 63 MB less and a little less work per frame)
         and only :meth:`image` gives a result; :meth:`result` then raises.
-    bit_depth : int, optional
-        Bits the camera records (e.g. 12 for a 12-bit camera writing uint16 frames):
-        integer frames holding a value above ``2**bit_depth - 1`` are refused (naming the
-        frame, value and pixel), and the activity maps may then use their compact 16-bit
-        codes. The fusion itself measures every channel against its noise, so it does not
-        need this to fuse dim data well.
-    noise_dn : float or sequence of float, optional
-        Noise standard deviation in DN, one value or one per channel, instead of the
-        estimate from the first two frames (:func:`noise_sigma`; the first frame is then
-        fused when the second arrives).
     align_reference : array_like, optional
         With ``align``, the 2x3 matrix of the frame whose pixel grid the result takes
         (:func:`~nanoro_optics.fusion.align.reference_transform` over the same frames, a
         first pass); by default the first frame's grid.
-    keep_range : bool, optional
-        Keep the frames' per-pixel range as frames arrive (default), to keep the fused
-        image inside it. With ``False`` the fuser holds two frame-size maps less and
-        the range must be handed over after the last frame with :meth:`set_range` (e.g.
-        from :func:`frame_range` over a second read of the files, as the CLI does: it
-        first calls ``close(collapse=True)``, so that the fused pyramid is already the
-        image while the files are read again, two at a time).
-    guide_channel : int, optional
-        Measure sharpness on this channel alone (e.g. the DAPI plane of a multi-channel
-        frame) and blend every channel with its weights: the other channels follow the
-        guide's selection, with the same pyramid blending (no per-pixel pick, no seams),
-        and the depth map and confidence are the guide's. The guide's energy keeps the
-        weight ``1 / sigma_g**2`` of a single-channel fusion, so the guide channel fuses
-        exactly as it would alone. Checked against the first frame's channels.
-    **rule_options
-        Options of :class:`~nanoro_optics.fusion.rule.FusionRule`: ``sharpness``,
-        ``window_px``, ``coarse_window_px``, ``inherit``, ``min_confidence``, ``focus_levels``,
-        ``noise_floor``, ``fill_depth``.
 
     Notes
     -----
@@ -294,44 +298,65 @@ class StackFuser:
 
     def __init__(
         self,
+        options: FusionOptions | None = None,
         *,
-        z_um: Sequence[float] | None = None,
-        levels: int | None = None,
-        align: bool = False,
+        sharpness: int | _Unset | None = UNSET,
+        window_px: int | _Unset = UNSET,
+        coarse_window_px: int | _Unset | None = UNSET,
+        inherit: float | _Unset = UNSET,
+        focus_levels: int | _Unset = UNSET,
+        noise_floor: float | _Unset = UNSET,
+        levels: int | _Unset | None = UNSET,
+        align: bool | _Unset = UNSET,
+        reference: str | _Unset = UNSET,
+        crop: bool | _Unset = UNSET,
+        bit_depth: int | _Unset | None = UNSET,
+        noise_dn: float | Sequence[float] | _Unset | None = UNSET,
+        guide_channel: int | _Unset | None = UNSET,
+        fill_depth: bool | _Unset = UNSET,
+        min_confidence: float | _Unset = UNSET,
+        z_step_um: float | _Unset | None = UNSET,
+        z_um: Sequence[float] | _Unset | None = UNSET,
+        index_mismatch: IndexMismatch | _Unset | None = UNSET,
         depth: bool = True,
-        bit_depth: int | None = None,
-        noise_dn: float | Sequence[float] | None = None,
-        keep_range: bool = True,
         align_reference: Any = None,
-        guide_channel: int | None = None,
-        **rule_options: Any,
     ) -> None:
-        self.rule = FusionRule(**rule_options)
-        self.guide_channel = (
-            None if guide_channel is None else check_int(guide_channel, "guide_channel", 0, 15)
+        opts = merge(
+            options,
+            {
+                "sharpness": sharpness,
+                "window_px": window_px,
+                "coarse_window_px": coarse_window_px,
+                "inherit": inherit,
+                "focus_levels": focus_levels,
+                "noise_floor": noise_floor,
+                "levels": levels,
+                "align": align,
+                "reference": reference,
+                "crop": crop,
+                "bit_depth": bit_depth,
+                "noise_dn": noise_dn,
+                "guide_channel": guide_channel,
+                "fill_depth": fill_depth,
+                "min_confidence": min_confidence,
+                "z_step_um": z_step_um,
+                "z_um": z_um,
+                "index_mismatch": index_mismatch,
+            },
         )
+        self.options = opts
+        self.rule = opts.rule
+        self.guide_channel = opts.guide_channel
         self.depth = check_bool(depth, "depth")
-        self.keep_range = check_bool(keep_range, "keep_range")
-        self.bit_depth = None if bit_depth is None else check_int(bit_depth, "bit_depth", 1, 32)
-        self._noise_opt: np.ndarray | None = None
-        if noise_dn is not None:
-            sig = np.atleast_1d(as_float_array(noise_dn, "noise_dn"))
-            if sig.ndim != 1 or np.any(sig <= 0):
-                raise ValueError(
-                    f"noise_dn must be a noise standard deviation > 0 (one, or one per "
-                    f"channel), got {noise_dn!r}"
-                )
-            self._noise_opt = sig
+        self._keep_range = True  # the file pipeline hands the range over instead (_set_range)
+        self.bit_depth = opts.bit_depth
+        self._noise_opt: np.ndarray | None = (
+            None if opts.noise_dn is None else np.atleast_1d(np.asarray(opts.noise_dn, float))
+        )
         self.noise_dn: np.ndarray | None = None
-        self._z_init: np.ndarray | None = None
-        if z_um is not None:
-            z = as_float_array(z_um, "z_um")
-            if z.ndim != 1:
-                raise ValueError(f"z_um must be a 1-D sequence of positions, got shape {z.shape}")
-            _check_monotonic(z, "z_um")
-            self._z_init = z
-        self._levels_opt = None if levels is None else check_int(levels, "levels", 1, 32)
-        self.align = check_bool(align, "align")
+        self._z_init = None if opts.z_um is None else np.asarray(opts.z_um, np.float64)
+        self._levels_opt = opts.levels
+        self.align = opts.align
         self._aligner: Any = None
         if align_reference is not None:
             if not self.align:
@@ -339,6 +364,12 @@ class StackFuser:
             from .align import FrameAligner
 
             self._aligner = FrameAligner(reference=align_reference)  # checks the matrix
+        elif opts.reference != "first":
+            raise ValueError(
+                f"reference={opts.reference!r}: a StackFuser sees each frame once, so it "
+                "takes the reference frame's transform as align_reference= (fuse_stack and "
+                "nanoro_optics.pipeline compute it from a first pass over the frames)"
+            )
         self._z_frames: list[float] = []
         self._n = 0
         self._shape: tuple[int, ...] | None = None
@@ -351,7 +382,7 @@ class StackFuser:
         self._closed = False
         self._rows0: np.ndarray | None = None  # frame 0's noise rows while it waits
         self._acc: list[np.ndarray] = []
-        self._built: np.ndarray | None = None  # the image collapsed by close(collapse=True)
+        self._built: np.ndarray | None = None  # the image collapsed by _close(collapse=True)
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -436,6 +467,14 @@ class StackFuser:
 
     def _take_z(self, z_um: Any) -> None:
         k = self._n
+        step = self.options.z_step_um
+        if z_um is not None and step is not None:
+            raise ValueError(
+                f"frame {k}: z_um={z_um!r} was given to add() but the options set "
+                f"z_step_um={step}; give one"
+            )
+        if z_um is None and step is not None:
+            z_um = k * step  # frame k at k * z_step_um from the first frame
         if z_um is None:
             if self._z_frames:
                 raise ValueError(f"frame {k} has no z_um but the frames before it had one")
@@ -498,15 +537,14 @@ class StackFuser:
         """Return the dtype frames are fused in: uint8 and uint16 as given, else float32."""
         return dtype if dtype in (np.uint8, np.uint16) else np.dtype(np.float32)
 
-    def reserve(self, shape: Sequence[int], dtype: Any) -> None:
+    def _reserve(self, shape: Sequence[int], dtype: Any) -> None:
         """Allocate the working memory for frames of ``shape`` and ``dtype`` before the first.
 
         Otherwise the first :meth:`add` pays for it: at 12 MP about 0.3 GB of new memory,
-        whose pages the system maps in as they are first written (0.3 to 0.9 s on a
-        virtual machine). An acquisition loop can call this while the stage moves to the
-        first position; the CLI calls it while the first frame is being decoded (the work
-        is done outside the GIL, so it runs beside a decoding thread). Every frame added
-        afterwards must have this shape and dtype.
+        whose pages the system maps in as they are first written. The file pipeline
+        (:mod:`nanoro_optics.pipeline`) calls it while the first frame is being decoded (the
+        work is done outside the GIL, so it runs beside a decoding thread). Every frame
+        added afterwards must have this shape and dtype.
 
         Parameters
         ----------
@@ -526,7 +564,7 @@ class StackFuser:
             raise RuntimeError("this StackFuser was released by result(release=True)")
         if self._shape is not None:
             raise ValueError(
-                f"reserve() must come before the first frame; this fuser already has frames "
+                f"_reserve() must come before the first frame; this fuser already has frames "
                 f"of shape {self._shape}"
             )
         try:
@@ -546,7 +584,7 @@ class StackFuser:
             raise TypeError(f"dtype must be an integer or float type, got {kind}")
         c = dims[2] if len(dims) == 3 else 1
         self._check_guide(c, f"the reserved shape {dims}")
-        self._shape, self._dtype, self._shape_source = dims, kind, "reserve()"
+        self._shape, self._dtype, self._shape_source = dims, kind, "_reserve()"
         self._allocate(dims[0], dims[1], c, self._work_dtype(kind))
         assert self._plane is not None
         maps: list[np.ndarray] = [*self._acc, *self._wnorm, *self._gbuf, *self._rbuf]
@@ -600,14 +638,14 @@ class StackFuser:
         self._gbuf = [np.empty((c, hh, ww), acc_dtype) for hh, ww in shapes[1:]]
         self._rbuf = [np.empty((hh, ww), np.float32) for hh, ww in shapes[1:]]
         # level 0 is read planar: every frame is first copied into this buffer, after which
-        # the caller may reuse its own (``add(..., on_copied=...)``)
+        # the caller may reuse its own (``_add(frame, z, on_copied)``)
         # (uint16 frames are copied into float32: level 0 then runs the same compiled
         # kernels as the coarser levels, one specialisation less of each to compile on a
         # first run, for 2 bytes a sample more; uint8 frames keep their compact plane)
         plane_dtype = np.float32 if work_dtype == np.uint16 else work_dtype
         self._plane: np.ndarray | None = np.empty((c, h, w), plane_dtype)
         # the frames' per-pixel range: the fused image is kept inside it (see result())
-        keep = self.keep_range
+        keep = self._keep_range
         self._lo: np.ndarray | None = np.empty((c, h, w), work_dtype) if keep else None
         self._hi: np.ndarray | None = np.empty((c, h, w), work_dtype) if keep else None
         self._dummy2 = np.zeros((1, 1), np.float32)
@@ -619,13 +657,7 @@ class StackFuser:
     def _tracker_arrays(self) -> tuple[np.ndarray, ...]:
         return () if self._tracker is None else self._tracker.arrays()
 
-    def add(
-        self,
-        frame: Any,
-        *,
-        z_um: float | None = None,
-        on_copied: Callable[[], None] | None = None,
-    ) -> None:
+    def add(self, frame: Any, *, z_um: float | None = None) -> None:
         """Fuse one more frame into the result.
 
         Parameters
@@ -633,12 +665,8 @@ class StackFuser:
         frame : array_like, shape (H, W) or (H, W, C)
             The next frame, same shape and dtype as the first one.
         z_um : float, optional
-            Its z position in um (then every frame needs one, strictly monotonic).
-        on_copied : callable, optional
-            Called with no argument as soon as the fuser holds its own copy of ``frame``,
-            before the fusing itself (most of the time of ``add``). A camera or decoding
-            loop can then refill the frame's buffer while the frame is fused, instead of
-            keeping a second buffer. Not called when ``add`` raises.
+            Its z position in um (then every frame needs one, strictly monotonic; not with
+            the options' ``z_um`` or ``z_step_um``).
 
         Raises
         ------
@@ -647,12 +675,18 @@ class StackFuser:
         TypeError
             Not numeric, or dtype differs from frame 0.
         """
+        self._add(frame, z_um, None)
+
+    def _add(self, frame: Any, z_um: float | None, on_copied: Callable[[], None] | None) -> None:
+        """:meth:`add`; ``on_copied()`` is called once the fuser holds its copy of the frame.
+
+        The file pipeline's decoding thread then refills the frame's buffer while the frame
+        is fused. Not called when the frame is refused.
+        """
         if self._released:
             raise RuntimeError("this StackFuser was released by result(release=True)")
         if self._closed:
             raise RuntimeError("this StackFuser was closed (close()): it takes no more frames")
-        if on_copied is not None and not callable(on_copied):
-            raise TypeError(f"on_copied must be callable, got {type(on_copied).__name__}")
         raw = frame
         frame = self._check_frame(frame)
         self._take_z(z_um)
@@ -752,23 +786,23 @@ class StackFuser:
             g = gn
             inherited = reduced
 
-    def close(self, *, collapse: bool = False) -> None:
+    def close(self) -> None:
         """Take no more frames: free the per-frame work buffers now.
 
         The fused pyramid (and the depth tracker and kept range) stay for :meth:`image` and
-        :meth:`result`. A caller with more work to do before asking for the result (such as
-        reading the frames again for :func:`frame_range`) calls this first, so the two do
-        not add up in memory. Adding a frame afterwards raises ``RuntimeError``.
-
-        Parameters
-        ----------
-        collapse : bool, optional
-            Also build the fused image now and free the fused pyramid (for uint8 RGB frames
-            8 bytes a pixel, the image 3). The image is brought inside the frames' range
-            when it is asked for, so :meth:`set_range` may still follow. Costs the time of
-            the collapse if no result is asked for after all.
+        :meth:`result`. A caller with more work to do before asking for the result calls
+        this first, so the two do not add up in memory. Adding a frame afterwards raises
+        ``RuntimeError``.
         """
-        collapse = check_bool(collapse, "collapse")
+        self._close(collapse=False)
+
+    def _close(self, *, collapse: bool) -> None:
+        """:meth:`close`; with ``collapse`` also build the fused image now.
+
+        The fused pyramid is then freed (for uint8 RGB frames 8 bytes a pixel, the image 3)
+        before the file pipeline reads the files again for their range; the image is brought
+        inside that range when it is asked for, after :meth:`_set_range`.
+        """
         self._fold_pending()
         self._closed = True
         self._wnorm, self._gbuf, self._rbuf = [], [], []
@@ -842,18 +876,20 @@ class StackFuser:
             self._tracker.release()  # no depth map: its maps can go before the collapse
         return self._image(release=release)
 
-    def set_range(self, lo: Any, hi: Any) -> None:
-        """Hand over the frames' per-pixel range, for a fuser made with ``keep_range=False``.
+    def _drop_range(self) -> None:
+        """Keep no per-pixel range of the frames: :meth:`_set_range` hands it over after them.
 
-        The fuser takes the arrays (the caller should drop its own references: the fuser
-        frees them once the image is built with ``release=True``) and closes itself
-        (:meth:`close`): no frame may follow.
+        Two frame-size maps less while fusing; the file pipeline reads the files a second
+        time for the range (:class:`FrameRange`). Must come before the first frame.
+        """
+        if self._allocated or self._n:
+            raise ValueError("_drop_range() must come before the first frame")
+        self._keep_range = False
 
-        Parameters
-        ----------
-        lo, hi : array_like
-            Per-pixel minimum and maximum of every frame added, each of a frame's shape and
-            dtype (:func:`frame_range`).
+    def _set_range(self, lo: Any, hi: Any) -> None:
+        """Hand over the frames' per-pixel range, for a fuser that keeps none (:meth:`_drop_range`).
+
+        The fuser takes the arrays and closes itself (:meth:`close`): no frame may follow.
 
         Raises
         ------
@@ -861,24 +897,24 @@ class StackFuser:
             A fuser that keeps its own range, no frame yet, or arrays of the wrong shape or
             dtype, or ``lo > hi`` somewhere.
         """
-        if self.keep_range:
+        if self._keep_range:
             raise ValueError(
-                "set_range() is for a StackFuser made with keep_range=False; this one keeps "
-                "the frames' range itself"
+                "_set_range() is for a StackFuser that keeps no range (_drop_range()); this "
+                "one keeps the frames' range itself"
             )
         if self._n == 0 or self._shape is None:
-            raise ValueError("set_range() comes after the frames: none was added yet")
+            raise ValueError("_set_range() comes after the frames: none was added yet")
         planar = []
         for name, arr in (("lo", lo), ("hi", hi)):
             a = np.asarray(arr)
             if a.shape != self._shape or a.dtype != self._dtype:
                 raise ValueError(
-                    f"set_range {name} has shape {a.shape} and dtype {a.dtype}, expected "
+                    f"_set_range {name} has shape {a.shape} and dtype {a.dtype}, expected "
                     f"{self._shape} and {self._dtype} (the frames')"
                 )
             planar.append(_planar_view(a))
         if np.any(planar[0] > planar[1]):
-            raise ValueError("set_range lo exceeds hi somewhere: give (minimum, maximum)")
+            raise ValueError("_set_range lo exceeds hi somewhere: give (minimum, maximum)")
         self.close()
         self._lo, self._hi = planar
 
@@ -891,8 +927,8 @@ class StackFuser:
         self._fold_pending()  # a single frame so far: its noise from itself
         if self._lo is None and self._n > 1:
             raise ValueError(
-                "this StackFuser keeps no range of the frames (keep_range=False): hand it "
-                "over with set_range(lo, hi) first, e.g. set_range(*frame_range(frames))"
+                "this StackFuser keeps no range of the frames (_drop_range()): hand it "
+                "over with _set_range(lo, hi) first, e.g. _set_range(*frame_range(frames))"
             )
         if release:  # the collapse needs only the fused means; free the rest before it
             self._released = True
@@ -901,7 +937,7 @@ class StackFuser:
         if self._n == 1 and self._first is not None:
             image = self._first.copy()
         else:
-            if self._built is not None:  # collapsed by close(collapse=True)
+            if self._built is not None:  # collapsed by _close(collapse=True)
                 image3 = self._built if release else self._built.copy()
             else:
                 accs = self._acc if release else list(self._acc)
@@ -924,14 +960,23 @@ class StackFuser:
     def _result(self, *, release: bool) -> FusionResult:
         if self._released:
             raise RuntimeError("this StackFuser was released by result(release=True)")
+        if self._n == 1:
+            raise ValueError(ONE_FRAME_ERROR)
         z = self._z_positions()
+        mismatch = self.options.index_mismatch
+        if mismatch is not None and z is None:
+            raise ValueError(
+                "index_mismatch corrects a depth map in um: give z positions (z_step_um or "
+                "z_um in the options, or z_um to add())"
+            )
         image = self._image(release=release)
         assert self._tracker is not None
+        fill = self.rule.fill_depth
         depth, conf = self._tracker.finish(
             z_um=z,
             min_confidence=self.rule.min_confidence,
             release=release,
-            fill=self.rule.fill_depth,
+            fill=fill,
             # the depth estimate counts activity above a floor of one noise energy (on the
             # tracked level the floors of the finer levels add up through ``inherit``)
             extra_floor=max(DEPTH_FLOOR - self._eps, 0.0)
@@ -940,18 +985,29 @@ class StackFuser:
         bbox = self.valid_bbox
         if bbox is not None:
             # where some aligned frames have no data (edge-filled), the focus profile is not
-            # measured: no depth there
+            # measured: confidence 0 there, and no depth, unless the depth is filled: then
+            # from the nearest pixel every frame covers (as the fill takes the confident
+            # pixels around a hole)
             y0, y1, x0, x1 = bbox
+            h, w = depth.shape
             outside = np.ones(depth.shape, dtype=bool)
             outside[y0:y1, x0:x1] = False
-            depth[outside] = np.nan
+            if fill and y1 > y0 and x1 > x0:
+                inner = depth[y0:y1, x0:x1]
+                depth = np.pad(inner, ((y0, h - y1), (x0, w - x1)), mode="edge")
+            else:
+                depth[outside] = np.nan
             conf[outside] = 0.0
+        kind = "nominal"
+        if mismatch is not None and z is not None:
+            depth, kind = mismatch.relabel(depth, z), "actual"
         return FusionResult(
             image=image,
             depth=depth,
             confidence=conf,
             n_frames=self._n,
             depth_unit="frame" if z is None else "um",
+            depth_kind=kind,
         )
 
 
@@ -960,20 +1016,15 @@ def _planar_view(a: np.ndarray) -> np.ndarray:
     return np.moveaxis(a if a.ndim == 3 else a[:, :, None], -1, 0)
 
 
-def frame_range(frames: Any, *, threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel minimum and maximum of a stack's frames (for :meth:`StackFuser.set_range`).
+def frame_range(frames: Iterable[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel minimum and maximum of a stack's frames.
 
     Parameters
     ----------
-    frames : iterable of array_like, or path, glob pattern or sequence of paths
-        The frames, all of one shape and dtype (an iterator reading files is consumed one
-        frame at a time; each frame's buffer may be reused for the next), or the files that
-        hold them (:func:`nanoro_optics.io.is_stack_source`): those are then decoded
-        ``threads`` files at a time. The range does not depend on the order of the frames.
-    threads : int, optional
-        Files decoded at once, each by its own thread into its own buffers (decoding a
-        PNG or TIFF releases the GIL, so two threads on two cores take about half the
-        time of one, for one decoded frame more in memory). Only for files; 1 to 64.
+    frames : iterable of array_like
+        The frames, all of one shape and dtype (an iterator is consumed one frame at a time;
+        each frame's buffer may be reused for the next). The range does not depend on the
+        order of the frames.
 
     Returns
     -------
@@ -984,9 +1035,7 @@ def frame_range(frames: Any, *, threads: int = 2) -> tuple[np.ndarray, np.ndarra
     ------
     ValueError, TypeError
         No frame, frames of different shapes or dtypes, or a float frame with a NaN or
-        infinite pixel (the message names the file, when the frames come from files).
-    FileNotFoundError
-        A file that does not exist.
+        infinite pixel.
 
     Examples
     --------
@@ -995,19 +1044,20 @@ def frame_range(frames: Any, *, threads: int = 2) -> tuple[np.ndarray, np.ndarra
     >>> lo.tolist(), hi.tolist()
     ([[1, 2]], [[3, 5]])
     """
-    threads = check_int(threads, "threads", 1, 64)
-    from nanoro_optics import io as nio
-
-    if nio.is_stack_source(frames):
-        return _files_range(nio.list_stack_files(frames), threads)
-    acc = _RangeAccumulator()
+    if isinstance(frames, (str, bytes)) or not isinstance(frames, Iterable):
+        raise TypeError(f"frames must be an iterable of frames, got {type(frames).__name__}")
+    acc = FrameRange()
     for k, frame in enumerate(frames):
         acc.add(frame, f"frame {k}")
     return acc.maps()
 
 
-class _RangeAccumulator:
-    """Running per-pixel minimum and maximum of frames (shared by threads under a lock)."""
+class FrameRange:
+    """Running per-pixel minimum and maximum of frames; threads may add frames at once.
+
+    :func:`frame_range` over one iterable; the file pipeline (:mod:`nanoro_optics.pipeline`)
+    adds the frames two decoding threads read.
+    """
 
     def __init__(self) -> None:
         self.lo: np.ndarray | None = None
@@ -1016,6 +1066,7 @@ class _RangeAccumulator:
         self._lock = threading.Lock()
 
     def add(self, frame: Any, name: str) -> None:
+        """Fold ``frame`` in (``name`` says which frame in messages)."""
         from . import _kernels
 
         f = np.asarray(frame)
@@ -1041,101 +1092,71 @@ class _RangeAccumulator:
             )
 
     def maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(lo, hi)``."""
         if self.lo is None or self.hi is None:
             raise ValueError("frames is empty: a range needs at least one frame")
         return self.lo, self.hi
 
 
-def _files_range(files: list[Any], n_threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`frame_range` of the frames in ``files``, decoded ``n_threads`` files at once."""
-    from nanoro_optics import io as nio
-    from nanoro_optics._numba import threads
-
-    acc = _RangeAccumulator()
-    todo = iter(files)
-    take = threading.Lock()
-    failed: list[BaseException] = []
-
-    def work() -> None:  # one of n threads: the other decoders hold the other cores
-        with threads(1):
-            read_files()
-
-    def read_files() -> None:
-        decoder = nio._FileDecoder()  # this thread's own: a frame lives until its next read
-        while not failed:
-            with take:
-                path = next(todo, None)
-            if path is None:
-                return
-            try:
-                for page, image in enumerate(decoder.frames(path)):
-                    acc.add(image, str(path) if page == 0 else f"{path}, page {page}")
-                    if failed:
-                        return
-            except BaseException as exc:  # handed to the caller, which re-raises it
-                failed.append(exc)
-                return
-
-    n = min(n_threads, len(files))
-    if n <= 1:
-        read_files()
-    else:
-        pool = [threading.Thread(target=work, daemon=True) for _ in range(n)]
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-    if failed:
-        raise failed[0]
-    return acc.maps()
+_check_monotonic = check_monotonic
 
 
-def _check_monotonic(z: np.ndarray, name: str) -> None:
-    if z.size < 2:
-        return
-    d = np.diff(z)
-    if not (np.all(d > 0) or np.all(d < 0)):
-        bad = int(np.argmax(d <= 0) if d[0] > 0 else np.argmax(d >= 0)) + 1
-        raise ValueError(
-            f"{name} must be strictly monotonic (frames in focus order), but position {bad} "
-            f"({z[bad]!r}) does not continue from {z[bad - 1]!r}"
-        )
+def _is_path_source(frames: Any) -> bool:
+    """Say whether ``frames`` names files (for :mod:`nanoro_optics.pipeline` to read)."""
+    if isinstance(frames, (str, os.PathLike)):
+        return True
+    return (
+        isinstance(frames, (list, tuple))
+        and len(frames) > 0
+        and all(isinstance(f, (str, os.PathLike)) for f in frames)
+    )
 
 
 def fuse_stack(
     frames: Any,
+    options: FusionOptions | None = None,
     *,
-    z_um: Sequence[float] | None = None,
-    align: bool = False,
-    crop: bool = False,
-    reference: str = "first",
+    sharpness: int | _Unset | None = UNSET,
+    window_px: int | _Unset = UNSET,
+    coarse_window_px: int | _Unset | None = UNSET,
+    inherit: float | _Unset = UNSET,
+    focus_levels: int | _Unset = UNSET,
+    noise_floor: float | _Unset = UNSET,
+    levels: int | _Unset | None = UNSET,
+    align: bool | _Unset = UNSET,
+    reference: str | _Unset = UNSET,
+    crop: bool | _Unset = UNSET,
+    bit_depth: int | _Unset | None = UNSET,
+    noise_dn: float | Sequence[float] | _Unset | None = UNSET,
+    guide_channel: int | _Unset | None = UNSET,
+    fill_depth: bool | _Unset = UNSET,
+    min_confidence: float | _Unset = UNSET,
+    z_step_um: float | _Unset | None = UNSET,
+    z_um: Sequence[float] | _Unset | None = UNSET,
+    index_mismatch: IndexMismatch | _Unset | None = UNSET,
     progress: Callable[[int, int | None], None] | None = None,
-    **options: Any,
 ) -> FusionResult:
     """Fuse a focus stack into one sharp image and a depth map.
 
     Parameters
     ----------
     frames : array_like, iterable of array_like, or path
-        An array ``(N, H, W)`` or ``(N, H, W, C)``, any iterable of frames (a generator
+        An array ``(N, H, W)`` or ``(N, H, W, C)``, or any iterable of frames (a generator
         reading files or a camera is consumed one frame at a time; the stack is never held in
-        memory), or a folder, glob pattern, list of image files or multi-page TIFF, read
-        frame by frame (:func:`nanoro_optics.io.as_frames`).
-    z_um : sequence of float, optional
-        z position of every frame in um (strictly monotonic); the depth map is then in um.
-    align : bool, optional
-        Align every frame onto the first one (focus breathing, drift) before fusing.
-    crop : bool, optional
-        With ``align``, crop the result to the area covered by every frame.
-    reference : {"first", "middle"}, optional
-        With ``align``, the frame whose pixel grid (position, magnification) the result
-        takes. ``"middle"`` (frame ``N // 2``; half the largest warp of an end frame) reads
-        the frames twice, so ``frames`` must be an array or a path, not a one-shot iterator.
+        memory). For compatibility a folder, glob pattern, image file or list of them is
+        also taken: that is handed to :func:`nanoro_optics.pipeline.fuse_files` (imported
+        then), the file route the CLI takes.
+    options : FusionOptions, optional
+        Every setting of the fusion (:class:`~nanoro_optics.fusion.FusionOptions`).
+    sharpness, window_px, coarse_window_px, inherit, focus_levels, noise_floor, levels, \
+align, reference, crop, bit_depth, noise_dn, guide_channel, fill_depth, min_confidence, \
+z_step_um, z_um, index_mismatch : keyword-only, optional
+        Override that field of ``options`` (:meth:`FusionOptions.replace`).
+        ``reference="middle"`` (with ``align``) makes a first pass over the frames, so they
+        must be an array (or files), not a one-shot iterator. ``crop`` cuts the result to
+        the area every aligned frame covers.
     progress : callable, optional
         Called as ``progress(frames_done, n_frames_or_None)`` after each frame.
-    **options
-        ``levels``, ``guide_channel`` (blend every channel with the weights of one,
-        :class:`StackFuser`) and the :class:`~nanoro_optics.fusion.rule.FusionRule` options.
 
     Returns
     -------
@@ -1145,7 +1166,8 @@ def fuse_stack(
     Raises
     ------
     ValueError
-        Empty stack, frames of different shapes, NaN pixels (the message names the frame).
+        Fewer than 2 frames (:data:`ONE_FRAME_ERROR`), frames of different shapes, NaN
+        pixels (the message names the frame).
     TypeError
         Frames of different dtypes or non-numeric data.
 
@@ -1162,23 +1184,35 @@ def fuse_stack(
     >>> res.image.shape, res.image.dtype, res.n_frames
     ((96, 96, 3), dtype('uint8'), 5)
     """
-    check_bool(crop, "crop")
-    from nanoro_optics.io import as_frames, is_stack_source
+    opts = merge(
+        options,
+        {
+            "sharpness": sharpness,
+            "window_px": window_px,
+            "coarse_window_px": coarse_window_px,
+            "inherit": inherit,
+            "focus_levels": focus_levels,
+            "noise_floor": noise_floor,
+            "levels": levels,
+            "align": align,
+            "reference": reference,
+            "crop": crop,
+            "bit_depth": bit_depth,
+            "noise_dn": noise_dn,
+            "guide_channel": guide_channel,
+            "fill_depth": fill_depth,
+            "min_confidence": min_confidence,
+            "z_step_um": z_step_um,
+            "z_um": z_um,
+            "index_mismatch": index_mismatch,
+        },
+    )
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable, got {type(progress).__name__}")
+    if _is_path_source(frames):
+        from nanoro_optics.pipeline import fuse_files  # the file route (reads, no writes)
 
-    check_choice(reference, "reference", ("first", "middle"))
-    if reference == "middle":
-        if not align:
-            raise ValueError("reference='middle' is for align=True (it sets the output grid)")
-        if not (isinstance(frames, np.ndarray) or is_stack_source(frames)):
-            raise TypeError(
-                "reference='middle' reads the frames twice: give an array or a path, not a "
-                f"one-shot {type(frames).__name__}"
-            )
-        from .align import reference_transform
-
-        first_pass = frames if isinstance(frames, np.ndarray) else as_frames(frames)
-        options = {**options, "align_reference": reference_transform(first_pass, "middle")}
-    frames = as_frames(frames)  # a folder, glob, file list or multi-page TIFF: read lazily
+        return fuse_files(frames, opts, progress=progress)
     total: int | None = None
     iterator: Iterable[Any]
     if isinstance(frames, np.ndarray):
@@ -1196,11 +1230,22 @@ def fuse_stack(
         if hasattr(frames, "__len__"):
             total = len(frames)  # type: ignore[arg-type]
         iterator = frames
-    fuser = StackFuser(z_um=z_um, align=align, **options)
-    if z_um is not None and total is not None and len(z_um) != total:
+    align_reference = None
+    if opts.reference == "middle":
+        if not isinstance(frames, np.ndarray):
+            raise TypeError(
+                "reference='middle' reads the frames twice: give an array or a path, not a "
+                f"one-shot {type(frames).__name__}"
+            )
+        from .align import reference_transform
+
+        align_reference = reference_transform(frames, "middle")
+    if opts.z_um is not None and total is not None and len(opts.z_um) != total:
         raise ValueError(
-            f"z_um has {len(z_um)} positions but {total} frames were given (one position per frame)"
+            f"z_um has {len(opts.z_um)} positions but {total} frames were given (one position "
+            "per frame)"
         )
+    fuser = StackFuser(opts, align_reference=align_reference)
     for frame in iterator:
         fuser.add(frame)
         if progress is not None:
@@ -1209,13 +1254,6 @@ def fuse_stack(
         raise ValueError("frames is empty: a focus stack needs at least one frame")
     res = fuser.result(release=True)
     bbox = fuser.valid_bbox
-    if crop and bbox is not None:
-        y0, y1, x0, x1 = bbox
-        res = FusionResult(
-            image=np.ascontiguousarray(res.image[y0:y1, x0:x1]),
-            depth=np.ascontiguousarray(res.depth[y0:y1, x0:x1]),
-            confidence=np.ascontiguousarray(res.confidence[y0:y1, x0:x1]),
-            n_frames=res.n_frames,
-            depth_unit=res.depth_unit,
-        )
+    if opts.crop and bbox is not None:
+        res = res.cropped(bbox)
     return res

@@ -27,8 +27,6 @@ References
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import logging
 import os
 import queue
@@ -53,13 +51,15 @@ from .._validation import (
     check_positive,
     check_range,
 )
+from ..fusion.options import FusionOptions
+from ..psf.mismatch import IndexMismatch
 
 __all__ = ["FusedGroup", "IndexMismatch", "LiveFusion", "check_mda_sequence"]
 
 _log = logging.getLogger(__name__)
 
-#: StackFuser options LiveFusion sets itself, refused among ``fusion_options``
-_OWN_OPTIONS = ("z_um", "guide_channel")
+#: fusion options LiveFusion sets itself (from the events, and guide_channel by name)
+_OWN_OPTIONS = ("z_um", "z_step_um", "guide_channel")
 #: refractive indices and vacuum wavelengths (um) accepted: the ranges of the simulated camera
 #: (``hardware.sim_camera.MAX_INDEX``, ``WAVELENGTH_UM_RANGE``), inside which depths stay finite
 MAX_INDEX = 5.0
@@ -110,170 +110,6 @@ class FusedGroup:
     pixel_size_um: float | None
     path: Path | None
     depth_kind: str = "nominal"
-
-
-@dataclass(frozen=True)
-class IndexMismatch:
-    """Correct the depth map for the focal shift at an interface of mismatched index.
-
-    Focusing through an interface from the immersion medium (index ``n_immersion``) into
-    a sample of another index (``n_sample``) moves the focus by more or less than the
-    stage: a focus at nominal depth ``d`` below the interface (stage travel) lies at the
-    actual depth :func:`nanoro_optics.psf.actual_depth_um` ``(d)``. Stage z is taken to grow
-    upwards, away from the sample, as in :class:`~nanoro_optics.hardware.SimulatedCamera`:
-    a stage z below ``interface_um`` focuses at nominal depth ``interface_um - z``, which
-    is moved to the actual height ``interface_um - actual_depth_um(interface_um - z)``;
-    a stage z at or above the interface is left as it is.
-
-    Parameters
-    ----------
-    interface_um : float
-        Stage z (um) at which the focus lies on the interface (e.g. the cover glass's
-        lower face for an immersion objective looking into an aqueous sample).
-    na, n_immersion, n_sample : float
-        Numerical aperture and the refractive indices of the immersion medium and the
-        sample (as for :func:`~nanoro_optics.psf.actual_depth_um`; indices from 1 to
-        ``MAX_INDEX`` = 5).
-    model : str, optional
-        One of :data:`nanoro_optics.psf.SCALING_MODELS` (default ``"wave"``).
-    wavelength_um : float, optional
-        Vacuum wavelength (um); required by ``"loginov"`` and ``"wave"``.
-
-    Notes
-    -----
-    :class:`LiveFusion` applies the correction to the z positions of a group's frames
-    (the knots, with the interface when it lies inside the loop) and maps the nominal
-    depth map through the piecewise-linear function they define, the way the depth map
-    itself interpolates between the frames' z positions. For the constant-factor models
-    this is the per-pixel ``actual_depth_um`` up to float32 rounding; for the
-    depth-dependent ones (``"loginov"``, ``"wave"``) the factor is exact at the frames'
-    planes and interpolated between them. (``"wave"`` costs a vectorial focus search,
-    a few ms, per z position: once per distinct z-loop of a sequence, not per pixel.)
-
-    Examples
-    --------
-    >>> im = IndexMismatch(interface_um=100.0, na=1.3, n_immersion=1.518, n_sample=1.33,
-    ...                    model="carlsson")
-    >>> im.actual_z_um([90.0, 100.0, 104.0]).round(3).tolist()
-    [91.238, 100.0, 104.0]
-    """
-
-    interface_um: float
-    na: float
-    n_immersion: float
-    n_sample: float
-    model: str = "wave"
-    wavelength_um: float | None = None
-
-    def __post_init__(self) -> None:
-        from nanoro_optics.psf import SCALING_MODELS, axial_scaling_factor
-
-        set_ = object.__setattr__
-        set_(self, "interface_um", check_finite_real(self.interface_um, "interface_um"))
-        set_(self, "na", check_positive(self.na, "na"))
-        for name in ("n_immersion", "n_sample"):  # finite depths for finite z
-            set_(self, name, check_range(getattr(self, name), name, 1.0, MAX_INDEX))
-        check_choice(self.model, "model", SCALING_MODELS)
-        depth_model = self.model in ("loginov", "wave")
-        if self.wavelength_um is not None:
-            set_(self, "wavelength_um", check_positive(self.wavelength_um, "wavelength_um"))
-        elif depth_model:
-            raise ValueError(f"model {self.model!r} needs wavelength_um, got None")
-        # the indices and NA as the model needs them (the wave model's own focus search is
-        # not run here: it checks NA < n_immersion, as the cheap Carlsson factor does)
-        axial_scaling_factor(
-            self.na,
-            n_immersion=self.n_immersion,
-            n_sample=self.n_sample,
-            model="carlsson" if self.model == "wave" else self.model,
-            nfp_um=1.0 if self.model == "loginov" else None,
-            wavelength_um=self.wavelength_um if self.model == "loginov" else None,
-        )
-
-    def actual_z_um(self, z_um: Any) -> np.ndarray:
-        """Return the actual heights (um, stage coordinates) focused at stage z ``z_um``.
-
-        Parameters
-        ----------
-        z_um : array_like
-            Finite nominal stage z positions (um).
-
-        Returns
-        -------
-        numpy.ndarray
-            float64, of ``z_um``'s shape.
-        """
-        from nanoro_optics.psf import actual_depth_um
-
-        from .._validation import as_float_array
-
-        z = np.array(as_float_array(z_um, "z_um"), dtype=np.float64)
-        below = z < self.interface_um
-        if np.any(below):
-            nominal = self.interface_um - z[below]
-            z[below] = self.interface_um - actual_depth_um(
-                nominal,
-                na=self.na,
-                n_immersion=self.n_immersion,
-                n_sample=self.n_sample,
-                model=self.model,
-                wavelength_um=self.wavelength_um,
-            )
-        return z
-
-    def relabel(self, depth_um: Any, z_um: Any) -> np.ndarray:
-        """Map a nominal depth map (um) of frames at ``z_um`` to actual heights (um).
-
-        The correction is computed at the frames' z positions (and the interface, when
-        it lies between them) and interpolated linearly between them; NaN stays NaN.
-
-        Parameters
-        ----------
-        depth_um : array_like
-            ``(H, W)`` nominal stage z of best focus (um), NaN where unknown.
-        z_um : sequence of float
-            The frames' nominal z positions (um), at least one.
-
-        Returns
-        -------
-        numpy.ndarray
-            float32 ``(H, W)``.
-        """
-        from nanoro_optics.fusion._zmap_kernels import relabel
-
-        from .._validation import as_float_array
-
-        raw = np.asarray(depth_um)
-        if raw.dtype.kind not in "uif" or raw.ndim != 2:
-            raise TypeError(
-                f"depth_um must be a real (H, W) map, got shape {raw.shape} and dtype {raw.dtype}"
-            )
-        d = np.ascontiguousarray(raw, dtype=np.float32)
-        if np.isinf(d).any():
-            raise ValueError("depth_um has infinite values (NaN marks an unknown depth)")
-        z = as_float_array(z_um, "z_um")
-        if z.ndim != 1 or z.size == 0:
-            raise ValueError(f"z_um must be a non-empty 1-D sequence, got shape {z.shape}")
-        knots = np.unique(z)
-        if knots[0] < self.interface_um < knots[-1]:  # the correction's kink
-            knots = np.unique(np.append(knots, self.interface_um))
-        if knots.size == 1:
-            knots = np.array([knots[0], knots[0] + 1.0])  # one plane: a constant offset
-        out = np.empty(d.shape, np.float32)
-        relabel(d, knots, _actual_at(self, tuple(knots.tolist())), out)
-        return out
-
-    def settings(self) -> dict[str, Any]:
-        """Return the correction's parameters (JSON-serialisable), as recorded in files."""
-        return {**dataclasses.asdict(self), "function": "nanoro_optics.psf.actual_depth_um"}
-
-
-@functools.lru_cache(maxsize=64)
-def _actual_at(mismatch: IndexMismatch, knots: tuple[float, ...]) -> np.ndarray:
-    """``mismatch.actual_z_um(knots)``, kept: time points repeat a position's z-loop."""
-    out = mismatch.actual_z_um(np.asarray(knots))
-    out.setflags(write=False)
-    return out
 
 
 def _import_useq() -> Any:
@@ -357,9 +193,13 @@ class LiveFusion:
         meanwhile waits for them (a non-daemon thread watches the finishing thread); the
         next sequence's start waits for them too. Default False: when ``core.mda.run``
         returns, every output is done. :meth:`run` always waits.
+    options : FusionOptions, keyword-only, optional
+        The fusion's settings (:class:`~nanoro_optics.fusion.FusionOptions`), checked here;
+        z positions come from the events and the guide from ``guide_channel``, so its
+        ``z_um``, ``z_step_um`` and ``guide_channel`` must be None. Its ``index_mismatch``
+        is the same as the argument's.
     **fusion_options
-        Options of :class:`~nanoro_optics.fusion.StackFuser` (``levels``, ``align``,
-        ``bit_depth``, ``noise_dn``, the rule's options), checked here.
+        Fields of ``options`` to set (``levels=3``, ...), checked here.
 
     Attributes
     ----------
@@ -414,7 +254,7 @@ class LiveFusion:
     >>> live.check(useq.MDASequence(channels=["DAPI"]))
     Traceback (most recent call last):
     ...
-    ValueError: the sequence has no z plan: live fusion needs a z-loop of at least 1 position
+    ValueError: the sequence has no z plan: live fusion needs a z-loop of at least 2 positions
     """
 
     def __init__(
@@ -430,9 +270,10 @@ class LiveFusion:
         index_mismatch: IndexMismatch | None = None,
         threads: int = 1,
         finish_in_background: bool = False,
+        options: FusionOptions | None = None,
         **fusion_options: Any,
     ) -> None:
-        from nanoro_optics.fusion import StackFuser
+        from nanoro_optics.fusion.options import merge
 
         if on_result is not None and not callable(on_result):
             raise TypeError(f"on_result must be callable, got {type(on_result).__name__}")
@@ -470,8 +311,20 @@ class LiveFusion:
                 f"{', '.join(own)} cannot be given to LiveFusion: it takes z positions from "
                 "the events and the guide as guide_channel="
             )
-        StackFuser(**fusion_options)  # checks the options now, not at the first frame
-        self.fusion_options = dict(fusion_options)
+        opts = merge(options, fusion_options)  # checked now, not at the first frame
+        set_here = [k for k in _OWN_OPTIONS if getattr(opts, k) is not None]
+        if set_here:
+            raise ValueError(
+                f"options.{', options.'.join(set_here)} must be None for LiveFusion: it takes z "
+                "positions from the events and the guide as guide_channel="
+            )
+        if opts.index_mismatch is not None:  # applied here, to the group's z positions
+            if index_mismatch is not None:
+                raise ValueError("give index_mismatch once: as an argument or in options")
+            self.index_mismatch = opts.index_mismatch
+            opts = opts.replace(index_mismatch=None)
+        #: the options every group's fuser is made with
+        self.options = opts
         self.errors: list[tuple[tuple[tuple[str, int], ...], Exception]] = []
         self.incomplete: list[tuple[tuple[str, int], ...]] = []
         self.n_done = 0
@@ -518,8 +371,12 @@ class LiveFusion:
         nz = len(list(seq.z_plan)) if seq.z_plan is not None else 0
         if nz == 0:
             raise ValueError(
-                "the sequence has no z plan: live fusion needs a z-loop of at least 1 position"
+                "the sequence has no z plan: live fusion needs a z-loop of at least 2 positions"
             )
+        if nz == 1:  # the policy of every front end for a one-frame stack
+            from nanoro_optics.fusion.stack import ONE_FRAME_ERROR
+
+            raise ValueError(f"the sequence's z plan has 1 position: {ONE_FRAME_ERROR}")
         subs = [i for i, pos in enumerate(seq.stage_positions) if pos.sequence is not None]
         if subs:
             raise ValueError(
@@ -811,7 +668,7 @@ class LiveFusion:
                 raise ValueError(
                     f"with a guide channel the frames must be grey (H, W), got shape {frame.shape}"
                 )
-            fuser = StackFuser(guide_channel=self._guide, **self.fusion_options)
+            fuser = StackFuser(self.options, guide_channel=self._guide)
             group = {"fuser": fuser, "z": [], "next": 0, "slice": None, "seen": set()}
             self._open[key] = group
         if self._px is None and isinstance(meta, dict):
@@ -914,9 +771,9 @@ class LiveFusion:
                 else "actual: height in the sample, index mismatch corrected "
                 "(LiveFusion index_mismatch)"
             ),
+            **self.options.to_json(),
             "index_mismatch": None if im is None else im.settings(),
             "guide_channel": guide,
-            **{k: v for k, v in sorted(self.fusion_options.items())},
         }
 
 

@@ -10,7 +10,8 @@ from which this package derives:
 - :func:`focal_scan_psf` -- the z-stack of a bead at a fixed depth (psfmodels' geometry);
 - :func:`apparent_focal_position` -- where the focus really is for a nominal depth;
 - :func:`axial_scaling_factor` and :func:`actual_depth_um` -- constant and depth-dependent
-  models that map nominal to actual depth.
+  models that map nominal to actual depth;
+- :class:`IndexMismatch` -- that correction applied to a depth map in stage z.
 
 Conventions: lengths in micrometres; ``nfp_um`` is the nominal focal position (depth of the
 nominal focus below the interface); ``z_um`` is measured from the nominal focus, positive
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 from ._integrals import vectorial_integrals
 from .focal import ApparentFocus, apparent_focal_position, axial_intensity
+from .mismatch import IndexMismatch
 from .scaling import SCALING_MODELS, actual_depth_um, axial_scaling_factor
 from .volume import POLARIZATIONS, focal_scan_psf, psfmodels_to_nominal, vectorial_psf
 
@@ -35,6 +37,7 @@ __all__ = [
     "POLARIZATIONS",
     "SCALING_MODELS",
     "ApparentFocus",
+    "IndexMismatch",
     "actual_depth_um",
     "apparent_focal_position",
     "axial_intensity",
