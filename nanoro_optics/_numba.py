@@ -9,10 +9,9 @@ only lazily, from inside the public functions that need them.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import ModuleType
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -64,56 +63,58 @@ def threads(n: int) -> Iterator[None]:
         numba.set_num_threads(prev)
 
 
-def uncached_kernels(module: ModuleType, names: Iterable[str] | None = None) -> list[str]:
-    """Return the names of ``module``'s kernels that numba's on-disk cache does not hold.
+#: what a front end tells the user when :func:`on_first_compile` fires
+COMPILE_NOTICE = (
+    "compiling fast kernels (first run only: numba caches them; this takes a minute or so)..."
+)
 
-    A kernel counts as cached when its cache index (the ``.nbi`` file numba keeps next to the
-    compiled code, in the folder numba's own cache locator chose: ``NUMBA_CACHE_DIR`` when
-    set, else the module's ``__pycache__``, else the user-wide cache) exists and is not older
-    than the module's source. This is cheap (one ``stat`` per kernel, nothing compiled or
-    unpickled), and it answers "is this the first run?": a cached kernel may still compile a
-    specialisation for new argument types, which takes seconds, not the first run's minute.
+
+def on_first_compile(callback: Callable[[], Any]) -> Callable[[], None]:
+    """Call ``callback()`` once, when numba next compiles a kernel; return the un-register call.
+
+    numba raises its ``"numba:compile"`` event only when a kernel is really compiled, not when
+    it is loaded from the on-disk cache, so a front end can tell the user about the first run
+    on a machine (a minute or so) without keeping a table of the kernels it needs. The event
+    is global: a compile in any thread counts. ``callback`` runs in the compiling thread,
+    before the compile; it must be quick and thread-safe (a GUI posts a message to its own
+    thread).
 
     Parameters
     ----------
-    module : module
-        A kernel module (already imported: importing one compiles nothing).
-    names : iterable of str, optional
-        Check only these kernels (those a command calls); names the module does not define
-        are ignored. Default: every cached kernel of the module.
+    callback : callable
+        Called with no arguments, at most once.
 
     Returns
     -------
-    list of str
-        Names of the kernels without a usable cache index, in definition order; empty when
-        every kernel is cached or the module has no cached kernels.
-
-    Examples
-    --------
-    >>> import types
-    >>> uncached_kernels(types.ModuleType("no_kernels"))
-    []
+    callable
+        Stops listening (idempotent); call it when the work is done.
     """
-    if not isinstance(module, ModuleType):
-        raise TypeError(f"module must be a module, got {type(module).__name__} {module!r}")
-    source = getattr(module, "__file__", None)
-    try:
-        source_mtime = os.stat(source).st_mtime if source else 0.0
-    except OSError:
-        source_mtime = 0.0
-    wanted = None if names is None else set(names)
-    missing = []
-    for name, obj in vars(module).items():
-        if wanted is not None and name not in wanted:
-            continue
-        cache_file = getattr(getattr(obj, "_cache", None), "_cache_file", None)
-        index = getattr(cache_file, "_index_path", None)
-        if not isinstance(index, str):  # not a cached numba dispatcher
-            continue
-        try:
-            fresh = os.stat(index).st_mtime >= source_mtime
-        except OSError:
-            fresh = False
-        if not fresh:
-            missing.append(name)
-    return missing
+    if not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    from numba.core import event
+
+    lock = threading.Lock()
+    state = {"said": False, "registered": True}
+
+    class _Listener(event.Listener):  # type: ignore[misc,unused-ignore]
+        def on_start(self, ev: Any) -> None:
+            with lock:
+                if state["said"]:
+                    return
+                state["said"] = True
+            callback()
+
+        def on_end(self, ev: Any) -> None:
+            return None
+
+    listener = _Listener()
+    event.register("numba:compile", listener)
+
+    def stop() -> None:
+        with lock:
+            if not state["registered"]:
+                return
+            state["registered"] = False
+        event.unregister("numba:compile", listener)
+
+    return stop

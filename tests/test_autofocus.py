@@ -362,8 +362,7 @@ def test_auto_zscan_covers_the_found_range() -> None:
 def test_mmcore_adapters_and_useq_plan() -> None:
     pytest.importorskip("pymmcore_plus")
     useq = pytest.importorskip("useq")
-    from nanoro_optics.mmcore import MMCoreCamera, MMCoreZStage, simulated_core
-    from nanoro_optics.mmcore import check_mda_sequence
+    from nanoro_optics.mmcore import MMCoreCamera, MMCoreZStage, check_mda_sequence, simulated_core
     from nanoro_optics.zscan import plan_for_sample
 
     mock, cam = _rig("tilted", 15.0, relief_um=4 * DOF, seed=3)

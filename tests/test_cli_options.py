@@ -21,7 +21,7 @@ import tifffile
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nanoro_optics._numba import uncached_kernels
+from nanoro_optics._numba import on_first_compile
 from nanoro_optics.cli._fusion_options import (
     FUSER_OPTIONS,
     MISMATCH_FLAGS,
@@ -294,7 +294,7 @@ def test_bad_fusion_option_is_refused_before_reading(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------- first run
 
 
-def test_uncached_kernels_sees_numba_cache_fill(tmp_path: Path, monkeypatch) -> None:
+def test_on_first_compile_fires_once_per_listening_and_stops(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "tinykern.py").write_text(
         textwrap.dedent(
             """
@@ -308,8 +308,9 @@ def test_uncached_kernels_sees_numba_cache_fill(tmp_path: Path, monkeypatch) -> 
             def thrice(x):
                 return 3 * x
 
-            def plain(x):
-                return x
+            @njit()
+            def four(x):
+                return 4 * x
             """
         )
     )
@@ -317,12 +318,21 @@ def test_uncached_kernels_sees_numba_cache_fill(tmp_path: Path, monkeypatch) -> 
     monkeypatch.delitem(sys.modules, "tinykern", raising=False)
     mod = importlib.import_module("tinykern")
     monkeypatch.setitem(sys.modules, "tinykern", mod)  # removed again after the test
-    assert uncached_kernels(mod) == ["twice", "thrice"]
-    assert mod.twice(2) == 4  # compiles and writes the cache
-    assert uncached_kernels(mod) == ["thrice"]
-    assert uncached_kernels(mod, ["twice", "not_a_kernel"]) == []
-    with pytest.raises(TypeError, match="module must be a module"):
-        uncached_kernels("tinykern")  # type: ignore[arg-type]
+    calls: list[int] = []
+    stop = on_first_compile(lambda: calls.append(1))
+    try:
+        assert calls == []  # registering compiles nothing
+        assert mod.twice(2) == 4  # a real compile (a new module: nothing cached)
+        assert calls == [1]
+        assert mod.thrice(2) == 6  # another compile: the callback is not called again
+        assert calls == [1]
+    finally:
+        stop()
+    stop()  # idempotent
+    assert mod.four(2) == 8  # compiles after stop(): nobody listens
+    assert calls == [1]
+    with pytest.raises(TypeError, match="callback must be callable"):
+        on_first_compile("not callable")  # type: ignore[arg-type]
 
 
 def test_compile_notice_only_when_numba_compiles() -> None:

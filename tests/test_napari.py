@@ -687,7 +687,7 @@ def test_a_re_run_replaces_the_previous_result_or_keeps_it_named(viewer: Any, qt
 
 
 def test_controls_say_auto_show_the_z_step_and_have_the_cli_s_tooltips(viewer: Any) -> None:
-    from nanoro_optics.cli._fusion_options import option_help
+    from nanoro_optics.fusion import FusionOptions
 
     src = viewer.add_image(np.zeros((3, 8, 8)), name="s", scale=(5.0, 1, 1), translate=(2, 0, 0))
     w = _widget_on(viewer, src)
@@ -700,12 +700,11 @@ def test_controls_say_auto_show_the_z_step_and_have_the_cli_s_tooltips(viewer: A
     assert w.z_info.value == "z step in use: -1.5 um (typed), 0 at the first frame"
     w.depth_unit.value = DEPTH_FRAMES
     assert w.z_info.value == "depth in frames (0 = first frame)"
-    cli = option_help()
-    same = {"levels", "sharpness", "window_px", "align", "bit_depth", "noise_dn"}
-    same |= {"keep_depth_holes", "z_step_um"}
-    for name in same:
-        assert getattr(w, name).tooltip == cli[name], name
-    assert cli["hard"] in str(w.hard.tooltip)
+    same = {"levels", "sharpness", "window_px", "align", "bit_depth", "noise_dn", "z_step_um"}
+    for name in same:  # the options' one help text, which the CLI's --help shows too
+        assert getattr(w, name).tooltip == FusionOptions.help(name), name
+    assert w.keep_depth_holes.tooltip == FusionOptions.help("fill_depth")
+    assert FusionOptions.help("sharpness") in str(w.hard.tooltip)
     untipped = [c for c in w if not c.tooltip]
     assert untipped == [w.z_info, w.progress, w.message]  # every control has one
 
@@ -713,30 +712,36 @@ def test_controls_say_auto_show_the_z_step_and_have_the_cli_s_tooltips(viewer: A
 def test_first_run_notice_while_kernels_compile(
     viewer: Any, qtbot: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nanoro_optics.cli import _first_run
+    from numba.core import event
 
-    asked: list[dict[str, Any]] = []
+    from nanoro_optics._numba import COMPILE_NOTICE
+    from nanoro_optics.napari import _widget
 
-    def cold_cache(*, depth: bool, align: bool, depth_um: bool = False, stream: Any) -> float:
-        asked.append({"depth": depth, "align": align, "depth_um": depth_um})
-        print("compiling fast kernels (first run only, about 42 s)...", file=stream)
-        return 42.0
+    real = _widget.fuse_frames
+    compiled = threading.Event()
+
+    def compiling_first(data: Any, fuser: Any, n: int) -> Any:
+        # numba's compile event, raised in the worker as numba raises it for a real compile
+        event.start_event("numba:compile", data={"dispatcher": None, "args": None})
+        event.end_event("numba:compile", data={"dispatcher": None, "args": None})
+        compiled.set()
+        return (yield from real(data, fuser, n))
 
     frames = synthetic_stack((32, 32), 3, seed=9, channels=1, dtype=np.uint16).frames
     w = _widget_on(viewer, viewer.add_image(frames, name="s"))
-    monkeypatch.setattr(_first_run, "announce_compile", cold_cache)
-    assert w.run() is not None
-    assert w.message.value == (
-        "fusing 3 frames of 's'; compiling fast kernels (first run only, about 42 s)..."
-    )
-    assert asked == [{"depth": True, "align": False, "depth_um": True}]
-    _wait(qtbot, w)
-    # the kernels are cached: the command line's check prints nothing, the widget adds nothing
-    monkeypatch.setattr(_first_run, "announce_compile", lambda **kw: 0.0)
-    w.align.value = True
+    monkeypatch.setattr(_widget, "fuse_frames", compiling_first)
     assert w.run() is not None
     assert w.message.value == "fusing 3 frames of 's'..."
+    # the notice reaches the GUI thread while the worker runs (queued from the worker)
+    qtbot.waitUntil(lambda: COMPILE_NOTICE in str(w.message.value), timeout=30_000)
+    assert w.message.value == f"fusing 3 frames of 's'; {COMPILE_NOTICE}"
+    assert compiled.is_set()
     _wait(qtbot, w)
+    # the same run again: its kernels compiled (or loaded) in the first, nothing is said
+    monkeypatch.setattr(_widget, "fuse_frames", real)
+    assert w.run() is not None
+    _wait(qtbot, w)
+    assert COMPILE_NOTICE not in str(w.message.value)
 
 
 # -- the height surface ----------------------------------------------------------------------

@@ -66,9 +66,7 @@ ALLOWED: dict[str, set[str]] = {
         "autofocus",
     },
     "distributed": {"_validation", "_text", "_lazy", "fusion", "io", "distributed", "pipeline"},
-    # cli: the widget's tooltips are the command line's help, its first-run notice the CLI's
-    # (see test_nothing_imports_cli)
-    "napari": {"fusion", "io", "napari", "cli"},
+    "napari": {"_numba", "fusion", "io", "napari"},
     "cli": {"*"},
     "__main__": {"cli"},
     "__init__": {"_lazy"},
@@ -137,9 +135,7 @@ def test_dependencies_point_one_way(path: Path) -> None:
 def test_nothing_imports_cli() -> None:
     for path in SOURCES:
         top = _top(path)
-        # napari: the CLI's option help (tooltips) and first-run check, until both have a
-        # home below the front ends
-        if top in {"cli", "__main__", "napari"}:
+        if top in {"cli", "__main__"}:
             continue
         assert "cli" not in _package_imports(path), f"{path.relative_to(PKG)} imports cli"
 

@@ -17,29 +17,24 @@ import threading
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from .._numba import COMPILE_NOTICE
+
 __all__ = ["NOTICE", "compile_notice"]
 
 #: the line printed when the first kernel starts compiling
-NOTICE = "compiling fast kernels (first run only: numba caches them; this takes a minute or so)..."
+NOTICE = COMPILE_NOTICE
 
 
 class _Notice:
-    """A numba event listener that prints :data:`NOTICE` once, at the first compile."""
+    """Prints :data:`NOTICE` once on ``stream`` (default stderr); ``said`` tells if it did."""
 
     def __init__(self, stream: TextIO | None) -> None:
         self.stream = stream
         self.said = False
-        self._lock = threading.Lock()
 
-    def on_start(self, event: Any) -> None:
-        with self._lock:
-            if self.said:
-                return
-            self.said = True
+    def __call__(self) -> None:
+        self.said = True
         print(NOTICE, file=sys.stderr if self.stream is None else self.stream, flush=True)
-
-    def on_end(self, event: Any) -> None:
-        return None
 
 
 @contextlib.contextmanager
@@ -64,25 +59,16 @@ def compile_notice(
     object
         The listener; its ``said`` attribute tells whether the notice was printed.
     """
-    listener = _Notice(stream)
+    from .._numba import on_first_compile
+
+    notice = _Notice(stream)
     if not enabled:
-        yield listener
+        yield notice
         return
-    state: dict[str, Any] = {}
+    stops: list[Any] = []
 
     def install() -> None:
-        from numba.core import event
-
-        class Listener(event.Listener):
-            def on_start(self, ev: Any) -> None:
-                listener.on_start(ev)
-
-            def on_end(self, ev: Any) -> None:
-                listener.on_end(ev)
-
-        state["listener"] = Listener()
-        state["event"] = event
-        event.register("numba:compile", state["listener"])
+        stops.append(on_first_compile(notice))
 
     thread = None
     if background:
@@ -91,9 +77,9 @@ def compile_notice(
     else:
         install()
     try:
-        yield listener
+        yield notice
     finally:
         if thread is not None:
             thread.join()
-        if "listener" in state:
-            state["event"].unregister("numba:compile", state["listener"])
+        for stop in stops:
+            stop()

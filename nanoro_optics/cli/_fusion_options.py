@@ -366,19 +366,3 @@ def unused_option_notes(args: argparse.Namespace, *, depth_written: bool) -> lis
             "--z-step-um does nothing without --depth-map (it sets the unit of the depth map)"
         )
     return notes
-
-
-def option_help() -> dict[str, str]:
-    """Return the ``--help`` text of every fusion option, by its destination (``args.<dest>``).
-
-    For front ends other than the command line (the napari widget's tooltips), so that an
-    option is described in one place.
-
-    Examples
-    --------
-    >>> option_help()["levels"]
-    'pyramid levels, 1 to 32 (default: from the size)'
-    """
-    parser = argparse.ArgumentParser(add_help=False)
-    add_fusion_arguments(parser)
-    return {a.dest: str(a.help) for a in parser._actions if a.help}

@@ -19,9 +19,10 @@ options: :func:`fusion_options` is the one place where the controls become fuser
 A layer the fuser cannot take (one frame, multiscale, extra axes, non-numeric) is refused
 with a message in the widget (:func:`~._layers.stack_from_layer`), and errors of the fusion
 itself (a NaN pixel, a frame above the bit depth) are shown there too, not as a traceback.
-The controls' tooltips are the command line's ``--help`` texts
-(:func:`nanoro_optics.cli._fusion_options.option_help`), and the first run says in the
-widget that the kernels compile (:func:`compile_notice`, the command line's check).
+The controls' tooltips are the options' one help text, which the command line's ``--help``
+shows too (:meth:`nanoro_optics.fusion.FusionOptions.help`), and the first run says in the
+widget that the kernels compile, as soon as numba starts compiling
+(:func:`nanoro_optics._numba.on_first_compile`, the command line's notice too).
 *Show as height surface* adds the depth map as a 3-D Surface layer
 (:func:`~._surface.height_surface`).
 """
@@ -29,7 +30,6 @@ widget that the kernels compile (:func:`compile_notice`, the command line's chec
 from __future__ import annotations
 
 import inspect
-import io
 import threading
 import time
 import weakref
@@ -49,6 +49,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from nanoro_optics._numba import COMPILE_NOTICE
 from nanoro_optics.fusion import StackFuser
 
 from ._layers import (
@@ -75,7 +76,6 @@ __all__ = [
     "FusionRun",
     "FusionWidget",
     "LayerStack",
-    "compile_notice",
     "fuse_frames",
     "fusion_options",
     "result_layers",
@@ -152,18 +152,44 @@ def fusion_options(
     return out
 
 
-def compile_notice(*, align: bool, depth_um: bool) -> str:
-    """Return the command line's first-run notice if the fusion kernels must compile, else "".
+def option_tips() -> dict[str, str]:
+    """Return the tooltip of each option control: the options' one help text.
 
-    The same check as ``nanoro-optics fuse`` makes
-    (:func:`nanoro_optics.cli._first_run.announce_compile`): a look for numba's cache files,
-    nothing compiled.
+    :meth:`~nanoro_optics.fusion.FusionOptions.help` gives the command line's ``--help``
+    text too, so the two front ends describe an option in the same words. The widget's
+    ``hard`` and ``keep_depth_holes`` controls are the ``sharpness=None`` and
+    ``fill_depth=False`` of the options.
     """
-    from nanoro_optics.cli import _first_run
+    from nanoro_optics.fusion.options import HELP
 
-    buf = io.StringIO()
-    _first_run.announce_compile(depth=True, align=align, depth_um=depth_um, stream=buf)
-    return buf.getvalue().strip()
+    tips = dict(HELP)
+    tips["hard"] = "the hard maximum-activity rule: " + HELP["sharpness"]
+    tips["keep_depth_holes"] = HELP["fill_depth"]
+    return tips
+
+
+def _on_first_compile_in_gui(callback: Any) -> Any:
+    """Call ``callback()`` in the GUI thread when numba first compiles; return the stop call.
+
+    numba raises its compile event in the compiling thread (the worker); a signal of a
+    QObject made here, in the GUI thread, queues the call to it.
+    """
+    from qtpy.QtCore import QObject, Signal
+
+    from nanoro_optics._numba import on_first_compile
+
+    class _Relay(QObject):  # type: ignore[misc]
+        fire = Signal()
+
+    relay = _Relay()
+    relay.fire.connect(callback)
+    stop = on_first_compile(relay.fire.emit)
+
+    def stop_listening() -> None:
+        stop()
+        relay.deleteLater()
+
+    return stop_listening
 
 
 def fuse_frames(data: Any, fuser: StackFuser, n_frames: int) -> Generator[int, None, FusionRun]:
@@ -236,6 +262,7 @@ class _Run:
     confidence: bool
     keep: bool
     stopped: str | None = None  # the message to show once the worker ended
+    stop_listening: Any = None  # ends the first-compile notice's listening (set by run)
 
 
 #: wording of the widget's own controls (the fusion options' come from the CLI's help)
@@ -284,8 +311,6 @@ class FusionWidget(Container):
     """
 
     def __init__(self, napari_viewer: Any) -> None:
-        from nanoro_optics.cli._fusion_options import option_help
-
         super().__init__(labels=True)
         self.viewer = napari_viewer
         self.worker: Any = None
@@ -294,7 +319,7 @@ class FusionWidget(Container):
         self._pending: list[Any] = []  # result layers to add, then _ARRANGE and _LEGEND
         self._placed: dict[str, Any] = {}
         self._last_layers: dict[str, Any] = {}
-        cli = option_help()
+        cli = option_tips()
         self.layer_box = ComboBox(label="z-stack", choices=self._stack_layers, nullable=True)
         # "auto" (0) or a number: a list, as superqt's large-int spin box has no special text
         counts = [(AUTO, 0)] + [(str(n), n) for n in range(1, 33)]
@@ -309,7 +334,7 @@ class FusionWidget(Container):
         self.hard = CheckBox(
             text="hard rule (maximum activity)",
             value=False,
-            tooltip=f"{cli['hard']}: {cli['sharpness']}",
+            tooltip=cli["hard"],
         )
         self.window_px = SpinBox(
             label="window (px)",
@@ -589,6 +614,8 @@ class FusionWidget(Container):
                 self._live = None
 
         def finished() -> None:
+            if run.stop_listening is not None:
+                run.stop_listening()
             self.worker = None
             if run.stopped is not None and not self._closed:
                 self._say(run.stopped)
@@ -603,10 +630,14 @@ class FusionWidget(Container):
         self.progress.value = 0
         self.run_button.enabled = False
         self.cancel_button.enabled = True
-        notice = compile_notice(align=bool(self.align.value), depth_um=z_um is not None)
-        self._say(
-            f"fusing {stack.n_frames} frames of {run.name!r}" + (f"; {notice}" if notice else "...")
-        )
+        start = f"fusing {stack.n_frames} frames of {run.name!r}"
+        self._say(start + "...")
+
+        def compiling() -> None:  # in the GUI thread (queued from the compiling worker)
+            if run is self._live and not self._closed:
+                self._say(f"{start}; {COMPILE_NOTICE}")
+
+        run.stop_listening = _on_first_compile_in_gui(compiling)
         self.worker = worker
         worker.start()
         return worker
