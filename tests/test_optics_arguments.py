@@ -1,0 +1,252 @@
+"""Every public function of the optics rooms under extreme arguments.
+
+Each function is called with valid arguments, then with one argument at a time replaced by
+an extreme value (NaN, +-inf, 0, the smallest subnormal, 1e308, negative, huge sizes, wrong
+types). It must either return finite numbers, or raise ``ValueError`` / ``TypeError`` whose
+message names the argument. Before, ``psf.actual_depth_um`` and
+``psf.apparent_focal_position`` raised raw ZeroDivisionError / OverflowError at 5e-324 or
+1e308, ``optics.depth_of_field(na=5e-324)`` returned inf, ``vectorial_psf(n_sample=5e-324)``
+all NaN, and messages such as "Maximum allowed size exceeded" named no argument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import numbers
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from nanoro_optics import optics, psf
+
+#: values every numeric argument is tried with
+EXTREMES: list[Any] = [
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+    0.0,
+    5e-324,
+    -5e-324,
+    1e-300,
+    1e-9,
+    -1.0,
+    1e5,
+    1e9,
+    -1e9,
+    1e12,
+    1e300,
+    1e308,
+    -1e308,
+    "x",
+    None,
+    1j,
+    True,
+    [[1.0, 2.0], [3.0]],
+]
+#: ... and every size (tuple) argument with these
+SIZES: list[Any] = [(10**6, 10**6, 10**6), (10**12, 8), (0, 8, 8), (-1, 8, 8), (2.5, 8, 8), (3, 8)]
+#: ... and every integer option with these
+INTS: list[Any] = [10**18, 2**63, -1, 0]
+
+PSF = {"na": 1.4, "n_immersion": 1.518, "n_sample": 1.33}
+PSF_SMALL = {**PSF, "wavelength_um": 0.5, "n_nodes": 40}
+CASES: dict[str, tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = {
+    "psf.actual_depth_um wave": (
+        psf.actual_depth_um,
+        (10.0,),
+        {**PSF, "model": "wave", "wavelength_um": 0.5},
+    ),
+    "psf.actual_depth_um carlsson": (psf.actual_depth_um, (10.0,), {**PSF, "model": "carlsson"}),
+    "psf.actual_depth_um loginov": (
+        psf.actual_depth_um,
+        (10.0,),
+        {**PSF, "na": 1.2, "model": "loginov", "wavelength_um": 0.5},
+    ),
+    "psf.apparent_focal_position": (
+        psf.apparent_focal_position,
+        (10.0,),
+        {**PSF, "wavelength_um": 0.5, "emission_wavelength_um": 0.6},
+    ),
+    "psf.axial_intensity": (
+        psf.axial_intensity,
+        ([-1.0, 0.0, 1.0],),
+        {**PSF, "nfp_um": 5.0, "wavelength_um": 0.5},
+    ),
+    "psf.axial_scaling_factor": (
+        psf.axial_scaling_factor,
+        (1.4,),
+        {
+            "n_immersion": 1.518,
+            "n_sample": 1.33,
+            "model": "wave",
+            "nfp_um": 10.0,
+            "wavelength_um": 0.5,
+        },
+    ),
+    "psf.focal_scan_psf": (
+        psf.focal_scan_psf,
+        ((3, 8, 8),),
+        {**PSF_SMALL, "spacing_um": 0.2, "depth_um": 5.0, "nfp_center_um": 5.0},
+    ),
+    "psf.psfmodels_to_nominal": (
+        psf.psfmodels_to_nominal,
+        ([0.0, 1.0],),
+        {"pz_um": 5.0, "n_immersion": 1.518, "n_sample": 1.33},
+    ),
+    "psf.vectorial_integrals": (
+        psf.vectorial_integrals,
+        ([0.0, 0.1], [0.0, 0.1]),
+        {**PSF_SMALL, "nfp_um": 5.0},
+    ),
+    "psf.vectorial_psf": (
+        psf.vectorial_psf,
+        ((3, 8, 8),),
+        {**PSF_SMALL, "spacing_um": 0.1, "nfp_um": 5.0, "z_center_um": 0.5},
+    ),
+    "optics.Objective": (
+        optics.Objective,
+        (),
+        {
+            "name": "x",
+            "magnification": 20.0,
+            "na": 0.5,
+            "immersion": "air",
+            "n_immersion": 1.0,
+            "working_distance_um": 1000.0,
+        },
+    ),
+    "optics.beam_radius": (
+        optics.beam_radius,
+        (1.0,),
+        {"na": 0.5, "wavelength_um": 0.55, "n": 1.0},
+    ),
+    "optics.gouy_phase": (optics.gouy_phase, (1.0,), {"na": 0.5, "wavelength_um": 0.55, "n": 1.0}),
+    "optics.beam_waist": (optics.beam_waist, (0.5,), {"wavelength_um": 0.55}),
+    "optics.lateral_resolution": (optics.lateral_resolution, (0.5,), {"wavelength_um": 0.55}),
+    "optics.light_sheet_thickness": (optics.light_sheet_thickness, (0.1,), {"wavelength_um": 0.55}),
+    "optics.berek_depth_of_field": (
+        optics.berek_depth_of_field,
+        (0.5,),
+        {"wavelength_um": 0.55, "total_magnification": 200.0, "n": 1.0},
+    ),
+    "optics.depth_of_field": (
+        optics.depth_of_field,
+        (0.5,),
+        {"wavelength_um": 0.55, "n": 1.0, "magnification": 20.0, "detector_um": 6.5},
+    ),
+    "optics.effective_na": (optics.effective_na, (1.4,), {"n_immersion": 1.518, "n_sample": 1.33}),
+    "optics.focal_shift_ratio": (
+        optics.focal_shift_ratio,
+        (1.2,),
+        {"n_immersion": 1.518, "n_sample": 1.33},
+    ),
+}
+for _name in (
+    "axial_fwhm",
+    "axial_resolution",
+    "confocal_parameter",
+    "inoue_axial_depth",
+    "light_sheet_field_of_view",
+    "rayleigh_range",
+    "wave_optical_depth",
+):
+    CASES[f"optics.{_name}"] = (getattr(optics, _name), (0.5,), {"wavelength_um": 0.55, "n": 1.0})
+
+
+def _finite(x: Any, depth: int = 0) -> bool:
+    """True if every number in ``x`` (arrays, tuples, dataclass fields) is finite."""
+    if depth > 4 or x is None or isinstance(x, (str, bool)):
+        return True
+    if isinstance(x, numbers.Number):
+        return bool(np.isfinite(x))
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind not in "fc" or bool(np.isfinite(x).all())
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return all(_finite(getattr(x, f.name), depth + 1) for f in dataclasses.fields(x))
+    if isinstance(x, (tuple, list)):
+        return all(_finite(v, depth + 1) for v in x)
+    return True
+
+
+def _variants(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> list[tuple[str, Any, tuple[Any, ...], dict[str, Any]]]:
+    """(argument name, value, args, kwargs) with one argument replaced by an extreme."""
+    names = list(inspect.signature(fn).parameters)
+    out = []
+    slots: list[tuple[str, int | None, Any]] = [(names[i], i, a) for i, a in enumerate(args)]
+    slots += [(k, None, v) for k, v in kwargs.items()]
+    for name, pos, base in slots:
+        values = list(EXTREMES)
+        if isinstance(base, tuple):
+            values += SIZES
+        elif isinstance(base, int) and not isinstance(base, bool):
+            values += INTS
+        elif isinstance(base, str):
+            values = ["not-a-choice", None, 1.0]
+        for v in values:
+            a, kw = list(args), dict(kwargs)
+            if pos is None:
+                kw[name] = v
+            else:
+                a[pos] = v
+            out.append((name, v, tuple(a), kw))
+    return out
+
+
+def check_extremes(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list:
+    """Return the (argument, value, outcome) of every call that breaks the contract."""
+    assert _finite(fn(*args, **kwargs)), "the valid call itself is not finite"
+    broken = []
+    for name, value, a, kw in _variants(fn, args, kwargs):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # a numpy overflow warning is a failure too
+                result = fn(*a, **kw)
+        except (ValueError, TypeError) as exc:
+            if name not in str(exc):
+                broken.append((name, value, f"{type(exc).__name__} not naming it: {exc}"))
+            continue
+        except Exception as exc:  # ZeroDivisionError, OverflowError, MemoryError, ...
+            broken.append((name, value, f"{type(exc).__name__}: {exc}"))
+            continue
+        if not _finite(result):
+            broken.append((name, value, "returned inf or NaN"))
+    return broken
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_extreme_arguments_give_finite_results_or_named_errors(case):
+    fn, args, kwargs = CASES[case]
+    broken = check_extremes(fn, args, kwargs)
+    assert not broken, "\n".join(f"{case}({n}={v!r}): {what}" for n, v, what in broken)
+
+
+def test_named_examples():
+    """The cases of the report, with their limits in the messages."""
+    with pytest.raises(ValueError, match=r"na must be within \[0.001, 5.0\].*5e-324"):
+        optics.depth_of_field(5e-324, wavelength_um=0.55)
+    with pytest.raises(ValueError, match=r"n_sample must be >= 1.0, got 5e-324"):
+        psf.vectorial_psf(
+            (3, 8, 8),
+            spacing_um=0.1,
+            nfp_um=5.0,
+            na=1.4,
+            n_immersion=1.518,
+            n_sample=5e-324,
+            wavelength_um=0.5,
+        )
+    with pytest.raises(ValueError, match=r"wavelength_um must be <= 100.0, got 1e\+308"):
+        psf.actual_depth_um(10.0, **PSF, model="wave", wavelength_um=1e308)
+    with pytest.raises(ValueError, match=r"na must be >= 0.001, got 5e-324"):
+        psf.apparent_focal_position(10.0, **{**PSF, "na": 5e-324}, wavelength_um=0.5)
+    with pytest.raises(ValueError, match=r"nominal_um=1000000000.0 um .* than the limit 100000"):
+        psf.actual_depth_um(1e9, **PSF, model="wave", wavelength_um=0.5)
+    with pytest.raises(ValueError, match=r"shape\[0\] must be <= 65536, got 1000000"):
+        psf.vectorial_psf((10**6,) * 3, spacing_um=0.1, nfp_um=5.0, **PSF, wavelength_um=0.5)
+    with pytest.raises(ValueError, match=r"shape \(4096, 4096, 4096\) holds 68719476736 voxels"):
+        psf.vectorial_psf((4096,) * 3, spacing_um=0.1, nfp_um=5.0, **PSF, wavelength_um=0.5)
