@@ -1,4 +1,4 @@
-"""Every public function of the optics rooms under extreme arguments.
+"""Every public function of optics, psf, beamtilt and zscan under extreme arguments.
 
 Each function is called with valid arguments, then with one argument at a time replaced by
 an extreme value (NaN, +-inf, 0, the smallest subnormal, 1e308, negative, huge sizes, wrong
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nanoro_optics import optics, psf
+from nanoro_optics import beamtilt, optics, psf, zscan
 
 #: values every numeric argument is tried with
 EXTREMES: list[Any] = [
@@ -155,6 +155,120 @@ for _name in (
     "wave_optical_depth",
 ):
     CASES[f"optics.{_name}"] = (getattr(optics, _name), (0.5,), {"wavelength_um": 0.55, "n": 1.0})
+
+_TILTS = [5.0, 5j, -5.0, -5j]
+_SHIFTS = beamtilt.displacement_px(
+    beamtilt.btid_displacement(_TILTS, defocus_um=1.0, cs_mm=2.0), pixel_size_nm=0.5
+)
+_IMAGE = np.random.default_rng(0).random((32, 32))
+CASES.update(
+    {
+        "beamtilt.apparent_defocus": (
+            beamtilt.apparent_defocus,
+            (1.0,),
+            {"tilt_mrad": 5.0, "cs_mm": 2.0},
+        ),
+        "beamtilt.btid_displacement": (
+            beamtilt.btid_displacement,
+            (5.0,),
+            {
+                "defocus_um": 1.0,
+                "astigmatism_um": 0.1,
+                "coma_um": 0.1,
+                "three_fold_um": 0.1,
+                "cs_mm": 2.0,
+            },
+        ),
+        "beamtilt.defocus_error_budget": (
+            beamtilt.defocus_error_budget,
+            (0.1,),
+            {"pixel_size_nm": 0.5, "tilt_difference_mrad": 10.0},
+        ),
+        "beamtilt.displacement_px": (
+            beamtilt.displacement_px,
+            (1.0,),
+            {"pixel_size_nm": 0.5, "image_rotation_deg": 10.0},
+        ),
+        "beamtilt.extended_focus_levels": (
+            beamtilt.extended_focus_levels,
+            (),
+            {
+                "regular_um": (-36.0, 36.0),
+                "lower_um": -300.0,
+                "upper_um": 100.0,
+                "interval_um": 20.0,
+            },
+        ),
+        "beamtilt.focus_levels": (
+            beamtilt.focus_levels,
+            (),
+            {"range_um": 72.0, "n_levels": 13, "offset_um": 0.0},
+        ),
+        "beamtilt.tilt_pair_displacement": (
+            beamtilt.tilt_pair_displacement,
+            (5.0,),
+            {"misalignment_mrad": 0.1, "defocus_um": 1.0},
+        ),
+        "beamtilt.simulate_tilt_series": (
+            beamtilt.simulate_tilt_series,
+            (),
+            {
+                "tilts_mrad": [5.0, -5.0],
+                "shape": (32, 32),
+                "pixel_size_nm": 0.5,
+                "defocus_um": 1.0,
+                "cs_mm": 2.0,
+                "image_rotation_deg": 0.0,
+                "contrast": 0.3,
+                "feature_size_px": 1.5,
+                "drift_px": (0.5, 0.5),
+                "dose_e_per_px": 100.0,
+                "seed": 0,
+            },
+        ),
+        "beamtilt.solve_btid_astigmatism": (
+            beamtilt.solve_btid_astigmatism,
+            (_SHIFTS, _TILTS),
+            {"pixel_size_nm": 0.5, "image_rotation_deg": 0.0, "cs_mm": 2.0},
+        ),
+        "beamtilt.measure_shift": (
+            beamtilt.measure_shift,
+            (_IMAGE, np.roll(_IMAGE, 2, 0)),
+            {
+                "whitening": 1.0,
+                "lowpass_cycles_per_px": 0.125,
+                "highpass_cycles_per_px": 0.01,
+                "taper": 0.15,
+                "max_shift_px": 8.0,
+                "min_peak_snr": 2.0,
+                "workers": 1,
+            },
+        ),
+        "zscan.ZScanPlan": (zscan.ZScanPlan, (10.0, 1.0, 10), {"start_um": 100.0}),
+        "zscan.focus_levels": (zscan.focus_levels, (72.0, 13), {"offset_um": 0.0}),
+        "zscan.extended_focus_levels": (
+            zscan.extended_focus_levels,
+            (72.0, 13),
+            {"lower_um": -300.0, "upper_um": 100.0, "interval_um": 20.0, "offset_um": 0.0},
+        ),
+        "zscan.plan_for_sample": (
+            zscan.plan_for_sample,
+            (100.0, 90.0),
+            {"spacing_um": 1.0, "margin_steps": 1},
+        ),
+        "zscan.ZScanLimits": (
+            zscan.ZScanLimits,
+            (0.1, 1.0, 10.0),
+            {
+                "max_distance_um": 1000.0,
+                "default_distance_um": 10.0,
+                "min_count": 0,
+                "default_count": 1,
+                "max_count": 99,
+            },
+        ),
+    }
+)
 
 
 def _finite(x: Any, depth: int = 0) -> bool:

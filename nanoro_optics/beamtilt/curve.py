@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._validation import as_float_array, check_int, check_positive, check_range
+from .._validation import as_float_array, check_int, check_interval, check_positive, check_range
+from .model import ABERRATION_MAX_UM
 
 __all__ = [
     "CurveComparison",
@@ -82,9 +83,11 @@ def focus_levels(
     >>> focus_levels()[[0, 6, 12]].tolist()
     [-36.0, 0.0, 36.0]
     """
-    r = check_positive(range_um, "range_um")
-    n = check_int(n_levels, "n_levels", 3)
-    off = check_range(offset_um, "offset_um")
+    r = check_range(range_um, "range_um", 0.0, ABERRATION_MAX_UM)
+    if r <= 0:
+        raise ValueError(f"range_um must be > 0, got {r!r}")
+    n = check_int(n_levels, "n_levels", 3, 10_000)
+    off = check_range(offset_um, "offset_um", -ABERRATION_MAX_UM, ABERRATION_MAX_UM)
     return off - r / 2.0 + np.arange(n) * r / (n - 1)
 
 
@@ -119,12 +122,13 @@ def extended_focus_levels(
     >>> extended_focus_levels(regular_um=(-36.0, 36.0), lower_um=-100.0, upper_um=60.0).tolist()
     [-100.0, -84.0, -68.0, -52.0, 48.0, 60.0]
     """
-    lo_reg, hi_reg = (check_range(v, "regular_um") for v in regular_um)
-    if not lo_reg < hi_reg:
-        raise ValueError(f"regular_um must be (low, high) with low < high, got {regular_um!r}")
-    lo = check_range(lower_um, "lower_um", hi=lo_reg)
-    hi = check_range(upper_um, "upper_um", lo=hi_reg)
-    step = check_range(interval_um, "interval_um", 6.0)
+    lim = ABERRATION_MAX_UM
+    lo_reg, hi_reg = check_interval(regular_um, "regular_um")
+    check_range(lo_reg, "regular_um[0]", -lim, lim)
+    check_range(hi_reg, "regular_um[1]", -lim, lim)
+    lo = check_range(lower_um, "lower_um", -lim, lo_reg)
+    hi = check_range(upper_um, "upper_um", hi_reg, lim)
+    step = check_range(interval_um, "interval_um", 6.0, 2 * lim)
 
     def side(span: float) -> np.ndarray:
         if span <= 0:

@@ -42,34 +42,39 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._validation import as_float_array, check_positive
-from .model import as_complex_array
+from .._validation import as_float_array, as_float_array_in, check_positive
+from .model import SHIFT_MAX_PX, TILT_MAX_MRAD, as_complex_array
 
 __all__ = ["BeamTiltCalibration", "DefocusStigResult", "solve_defocus_stig"]
 
 
 def _tilt_vectors(tilts_mrad: Any, name: str = "tilts_mrad") -> np.ndarray:
     """``(n, 2)`` tilt vectors ``(tx, ty)`` from complex numbers or ``(n, 2)`` reals."""
-    arr = np.asarray(tilts_mrad)
+    try:
+        arr = np.asarray(tilts_mrad)
+    except ValueError as exc:  # ragged nested sequences
+        raise TypeError(f"{name} must be 1-D complex or (n, 2) reals: {exc}") from exc
     if arr.dtype.kind == "c" or arr.ndim <= 1:
-        c = np.atleast_1d(as_complex_array(tilts_mrad, name))
+        c = np.atleast_1d(as_complex_array(tilts_mrad, name, TILT_MAX_MRAD))
         if c.ndim != 1:
             raise ValueError(f"{name} must be 1-D complex or (n, 2) reals, got shape {c.shape}")
         return np.stack([c.real, c.imag], axis=-1)
-    v = as_float_array(tilts_mrad, name)
+    v = as_float_array_in(tilts_mrad, name, -TILT_MAX_MRAD, TILT_MAX_MRAD)
     if v.ndim != 2 or v.shape[1] != 2:
         raise ValueError(f"{name} must be 1-D complex or (n, 2) reals, got shape {v.shape}")
     return v
 
 
 def _shifts(shifts_px: Any, n: int | None, name: str = "shifts_px") -> np.ndarray:
-    s = as_float_array(shifts_px, name)
+    s = as_float_array_in(shifts_px, name, -SHIFT_MAX_PX, SHIFT_MAX_PX)
     if s.ndim == 1 and s.shape == (2,):
         s = s[None, :]
     if s.ndim != 2 or s.shape[1] != 2:
         raise ValueError(f"{name} must have shape (n, 2) of (dy, dx), got {s.shape}")
     if n is not None and s.shape[0] != n:
-        raise ValueError(f"{name} must have one (dy, dx) row per tilt ({n}), got {s.shape[0]}")
+        raise ValueError(
+            f"{name} must have one (dy, dx) row per tilt of tilts_mrad ({n}), got {s.shape[0]}"
+        )
     return s
 
 
