@@ -196,7 +196,7 @@ def test_noise_floor_below_its_limit_is_refused_naming_it(floor):
 
 def test_noise_dn_too_small_for_the_data_is_refused_naming_it():
     frames = synthetic_stack((32, 32), 3, seed=0, dtype="float32").frames
-    with pytest.raises(ValueError, match=r"noise_dn=\[1e-30\] is too small"):
+    with pytest.raises(ValueError, match=r"noise_dn=\[1e-30\] does not fit these frames: from"):
         fuse_stack(frames, noise_dn=1e-30)
     # the same noise at the data's own scale is fine
     image = fuse_stack(np.ldexp(frames, -100), noise_dn=2.0**-100 / 255).image

@@ -38,8 +38,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._validation import as_float_array, check_int, check_interval, check_positive, check_range
-from .model import ABERRATION_MAX_UM
+from .._validation import (
+    as_float_array,
+    as_float_array_in,
+    check_int,
+    check_interval,
+    check_range,
+)
+from .model import ABERRATION_MAX_UM, TILT_MAX_MRAD, TILT_MIN_MRAD
 
 __all__ = [
     "CurveComparison",
@@ -278,7 +284,7 @@ class FocusCalibrationCurve:
             raise ValueError(f"defocus_um must be 1-D with >= 3 levels, got shape {z.shape}")
         if s.shape != (z.size, 2):
             raise ValueError(f"shifts must have shape ({z.size}, 2) of (dy, dx), got {s.shape}")
-        t = as_float_array(tilt_mrad, "tilt_mrad", positive=True)
+        t = as_float_array_in(tilt_mrad, "tilt_mrad", TILT_MIN_MRAD, TILT_MAX_MRAD)
         if t.ndim > 1 or (t.ndim == 1 and t.size != z.size):
             raise ValueError(
                 f"tilt_mrad must be a scalar or one per level ({z.size}), got {t.shape}"
@@ -349,7 +355,7 @@ class FocusCalibrationCurve:
             Defocus (um, re-zeroed); a float for a single shift.
         """
         q = as_float_array(shift_px, "shift_px")
-        t = check_positive(tilt_mrad, "tilt_mrad")
+        t = check_range(tilt_mrad, "tilt_mrad", TILT_MIN_MRAD, TILT_MAX_MRAD)
         single = q.shape == (2,)
         if single:
             q = q[None]
@@ -360,8 +366,8 @@ class FocusCalibrationCurve:
 
     def shift_at(self, defocus_um: npt.ArrayLike, *, tilt_mrad: float = 1.0) -> np.ndarray:
         """Shift ``(dy, dx)`` (px) the curve predicts at a defocus (linear between levels)."""
-        zq = as_float_array(defocus_um, "defocus_um")
-        t = check_positive(tilt_mrad, "tilt_mrad")
+        zq = as_float_array_in(defocus_um, "defocus_um", -ABERRATION_MAX_UM, ABERRATION_MAX_UM)
+        t = check_range(tilt_mrad, "tilt_mrad", TILT_MIN_MRAD, TILT_MAX_MRAD)
         z = self.defocus_um
         k = np.clip(np.searchsorted(z, zq) - 1, 0, len(z) - 2)
         u = (zq - z[k]) / (z[k + 1] - z[k])
@@ -425,7 +431,7 @@ class FocusCalibrationCurve:
             raise ValueError(
                 f"defocus_um (n,) and shifts (n, 2) must match, got {z.shape} and {s.shape}"
             )
-        t = as_float_array(tilt_mrad, "tilt_mrad", positive=True)
+        t = as_float_array_in(tilt_mrad, "tilt_mrad", TILT_MIN_MRAD, TILT_MAX_MRAD)
         per = s / (t[:, None] if t.ndim else t)
         lo, hi = self.raw_defocus_um[0], self.raw_defocus_um[-1]
         keep = (z < lo) | (z > hi)

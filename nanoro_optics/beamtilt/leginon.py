@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._validation import as_float_array, as_float_array_in, check_positive
-from .model import SHIFT_MAX_PX, TILT_MAX_MRAD, as_complex_array
+from .._validation import as_float_array, as_float_array_in, check_positive, check_range
+from .model import CS_MAX_MM, SHIFT_MAX_PX, TILT_MAX_MRAD, TILT_MIN_MRAD, as_complex_array
 
 __all__ = ["BeamTiltCalibration", "DefocusStigResult", "solve_defocus_stig"]
 
@@ -164,7 +164,7 @@ class BeamTiltCalibration:
         ----------
         Leginon ``calibrationclient`` (Suloway et al. 2005, doi:10.1016/j.jsb.2005.03.010).
         """
-        t = check_positive(tilt_mrad, "tilt_mrad")
+        t = check_range(tilt_mrad, "tilt_mrad", TILT_MIN_MRAD, TILT_MAX_MRAD)
         z = as_float_array(defocus_um, "defocus_um")
         if z.shape != (2,) or z[0] == z[1]:
             raise ValueError(f"defocus_um must be two different levels (z0, z1), got {z}")
@@ -220,7 +220,7 @@ class BeamTiltCalibration:
         -------
         BeamTiltCalibration
         """
-        t = check_positive(tilt_mrad, "tilt_mrad")
+        t = check_range(tilt_mrad, "tilt_mrad", TILT_MIN_MRAD, TILT_MAX_MRAD)
         axes = (complex(t, 0.0), complex(0.0, t))
 
         def shift(tilt: complex, z: float, stig: tuple[float, float]) -> np.ndarray:
@@ -381,7 +381,7 @@ def solve_defocus_stig(
     rhs = s.copy()
     cs_offset = None
     if cs_mm is not None:
-        cs = check_positive(cs_mm, "cs_mm", allow_zero=True)
+        cs = check_range(cs_mm, "cs_mm", 0.0, CS_MAX_MM)
         t2 = (np.hypot(t[:, 0], t[:, 1]) * 1e-3) ** 2  # rad^2
         offsets = cs * 1e3 * t2  # um: the apparent extra defocus of each tilt
         rhs = rhs - cols[0] * offsets[:, None]

@@ -295,6 +295,8 @@ def simulate_tilt_pair(*, tilt_mrad: Any, **options: Any) -> TiltPair:
     if "tilts_mrad" in options:
         raise TypeError("simulate_tilt_pair takes tilt_mrad (half the separation), not tilts_mrad")
     t = as_tilt(tilt_mrad)
+    if abs(t) > TILT_MAX_MRAD:
+        raise ValueError(f"tilt_mrad must be at most {TILT_MAX_MRAD!r} in magnitude, got {t!r}")
     series = simulate_tilt_series(tilts_mrad=[-t, t], **options)
     cs_um = series.cs_mm * 1e3
     return TiltPair(

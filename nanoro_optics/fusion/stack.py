@@ -638,11 +638,12 @@ class StackFuser:
             if frame3.dtype.kind in "ui":  # 1 DN at least (this also bounds the codes)
                 sigma = np.maximum(sigma, _SIGMA_MIN_DN)
             sigma = np.ldexp(sigma, self._exp)  # in the working units (_set_scale)
-            if np.any(sigma < _SIGMA_TINY):
+            if np.any(sigma < _SIGMA_TINY) or np.any(sigma > 1.0 / _SIGMA_TINY):
                 raise ValueError(
-                    f"noise_dn={self._noise_opt.tolist()!r} is too small for these frames: "
-                    f"at least {math.ldexp(_SIGMA_TINY, -self._exp):.6g} (2**-60 of "
-                    f"the frames' scale), else the noise energy overflows float32"
+                    f"noise_dn={self._noise_opt.tolist()!r} does not fit these frames: "
+                    f"from {math.ldexp(_SIGMA_TINY, -self._exp):.6g} to "
+                    f"{math.ldexp(1.0 / _SIGMA_TINY, -self._exp):.6g} (2**-60 to 2**60 of "
+                    f"the frames' scale), else the noise energy leaves float32"
                 )
         else:  # (at least 2**-60 of the frames' scale: far below float32's resolution)
             sigma = np.maximum(noise_sigma(frame3, next_frame), _SIGMA_TINY)
