@@ -233,3 +233,24 @@ def test_fused_image_is_finite_and_inside_the_frames_for_every_dtype_and_scale(d
     if image.dtype.kind == "f":
         assert np.isfinite(image).all()
     assert _inside(image, frames)
+
+
+@pytest.mark.parametrize(
+    ("z_um", "message"),
+    [
+        ([-1.7e308, 0.0, 1.7e308], r"z_um must be within \+-1000000000.0 um, got -1.7e\+308"),
+        ([0.0, 5e-324, 1e-323], r"z_um steps must be at least 1e-06 um .* position 1 \(5e-324\)"),
+        ([1e8, 1e8 + 1e-3, 1e8 + 2e-3], r"z_um steps must be at least 47.7 um"),
+    ],
+)
+def test_z_positions_the_float32_depth_map_cannot_hold_are_refused(z_um, message):
+    """They gave a depth map of inf, or of zeros (steps below float32's resolution)."""
+    frames = synthetic_stack((32, 32), 3, seed=0).frames
+    with pytest.raises(ValueError, match=message):
+        fuse_stack(frames, z_um=z_um)
+    fuser = StackFuser()  # the same check when z comes frame by frame
+    with pytest.raises(ValueError, match=message):
+        for frame, z in zip(frames, z_um, strict=True):
+            fuser.add(frame, z_um=z)
+    depth = fuse_stack(frames, z_um=[1e5, 1e5 + 0.05, 1e5 + 0.1]).depth
+    assert np.isfinite(depth).all() and depth.min() >= 1e5 and depth.max() <= 1e5 + 0.1
