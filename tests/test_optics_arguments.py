@@ -428,6 +428,36 @@ CASES.update(
     }
 )
 
+_EXT_Z = np.linspace(12.0, 40.0, 5)
+_EXT_SHIFTS = beamtilt.displacement_px(
+    beamtilt.tilt_pair_displacement(0.5, defocus_um=_EXT_Z, cs_mm=2.0), pixel_size_nm=0.5
+)
+CASES.update(
+    {
+        "beamtilt.measure_triple_shot": (
+            beamtilt.measure_triple_shot,
+            (_IMAGE, np.roll(_IMAGE, 2, 0), np.roll(_IMAGE, 4, 0)),
+            {"lowpass_cycles_per_px": 0.125, "taper": 0.15},
+        ),
+        "beamtilt.FocusCalibrationCurve.with_extended_range": (
+            _CURVE.with_extended_range,
+            (_EXT_Z, _EXT_SHIFTS),
+            {"tilt_mrad": 0.5},
+        ),
+        "zscan.to_useq": (zscan.to_useq, (_PLAN,), {"start_um": 100.0}),
+    }
+)
+try:
+    import useq
+except ImportError:  # pragma: no cover - useq is a test dependency
+    pass
+else:
+    CASES["zscan.from_useq"] = (
+        zscan.from_useq,
+        (useq.ZRangeAround(range=10.0, step=1.0),),
+        {"current_um": 100.0},
+    )
+
 
 def _finite(x: Any, depth: int = 0) -> bool:
     """True if every number in ``x`` (arrays, tuples, dataclass fields) is finite."""
