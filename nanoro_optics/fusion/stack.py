@@ -525,6 +525,10 @@ class StackFuser:
     def _to_work(self, frame: np.ndarray) -> np.ndarray:
         """Return a frame in the float32 working units of :meth:`_set_scale`."""
         if frame.dtype.kind == "f":  # (magnitudes checked: below 2**100 once scaled)
+            if self._exp == 0:
+                return frame.astype(np.float32)
+            if frame.dtype == np.float32:  # (ldexp is exact up to the one final rounding)
+                return np.ldexp(frame, self._exp)
             return np.ldexp(frame.astype(np.float64, copy=False), self._exp).astype(np.float32)
         if self._offset is None:  # exact in float32 below 2**24, rounded (no wrap) above
             return frame.astype(np.float32)
