@@ -751,27 +751,6 @@ def depth_update(act, k, prev, best, idx, before, after, amin, coded, inv_floor)
 
 
 @njit(parallel=True)
-def has_nan(img):
-    """Index (flat) of the first NaN or infinity in a float image, or -1."""
-    flat = img.ravel()
-    n = flat.size
-    nchunk = 64
-    found = np.full(nchunk, -1, dtype=np.int64)
-    step = (n + nchunk - 1) // nchunk
-    for t in prange(nchunk):
-        lo = t * step
-        hi = min(lo + step, n)
-        for i in range(lo, hi):
-            if not np.isfinite(flat[i]):
-                found[t] = i
-                break
-    for t in range(nchunk):
-        if found[t] >= 0:
-            return found[t]
-    return -1
-
-
-@njit(parallel=True)
 def finite_absmax(img):
     """Return the flat index of the first NaN or infinity in a float image and its range.
 
