@@ -16,7 +16,12 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "INDEX_RANGE",
+    "LENGTH_MAX_UM",
+    "NA_MIN",
+    "WAVELENGTH_RANGE_UM",
     "as_float_array",
+    "as_float_array_in",
     "check_choice",
     "check_finite_real",
     "check_int",
@@ -24,6 +29,19 @@ __all__ = [
     "check_range",
     "return_like",
 ]
+
+
+#: Ranges of the optical arguments that the formulas accept. Outside them the results
+#: overflow or underflow float64 (``depth_of_field(na=5e-324)`` was inf) or describe no
+#: light microscope: numerical apertures from 0.001 (and at most the medium's index),
+#: refractive indices from 1 (vacuum) to 5 (beyond germanium in the infrared), vacuum
+#: wavelengths from 10 nm (extreme UV) to 100 um (far infrared).
+NA_MIN = 1e-3
+INDEX_RANGE = (1.0, 5.0)
+WAVELENGTH_RANGE_UM = (0.01, 100.0)
+#: Largest distance (um) a formula takes: 1 km, so that squares of ratios of lengths stay
+#: far inside float64.
+LENGTH_MAX_UM = 1e9
 
 
 def _describe(value: Any) -> str:
@@ -105,6 +123,18 @@ def as_float_array(
         bad = ~(arr >= 0) & ~np.isnan(arr)
         if bad.any():
             raise ValueError(f"{name} must be >= 0, got {_first_bad(arr, bad)}")
+    return arr
+
+
+def as_float_array_in(
+    value: npt.ArrayLike, name: str, lo: float, hi: float, what: str = ""
+) -> np.ndarray:
+    """:func:`as_float_array` with every element inside ``[lo, hi]`` (``what`` says why)."""
+    arr = as_float_array(value, name)
+    bad = (arr < lo) | (arr > hi)
+    if bad.any():
+        why = f" ({what})" if what else ""
+        raise ValueError(f"{name} must be within [{lo!r}, {hi!r}]{why}, got {_first_bad(arr, bad)}")
     return arr
 
 

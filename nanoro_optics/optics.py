@@ -52,9 +52,13 @@ import numpy as np
 import numpy.typing as npt
 
 from ._validation import (
-    as_float_array,
+    INDEX_RANGE,
+    LENGTH_MAX_UM,
+    NA_MIN,
+    WAVELENGTH_RANGE_UM,
+    as_float_array_in,
     check_choice,
-    check_positive,
+    check_range,
     return_like,
 )
 
@@ -98,9 +102,31 @@ _FWHM_CONFOCAL = 0.637801
 _BEREK_ACCOMMODATION_UM = 340.0
 
 
+#: magnifications (lateral, or total visual) the formulas take
+_MAGNIFICATION_RANGE = (1e-3, 1e6)
+
+
+def _na(na: npt.ArrayLike) -> np.ndarray:
+    return as_float_array_in(na, "na", NA_MIN, INDEX_RANGE[1], "numerical aperture")
+
+
+def _index(n: npt.ArrayLike, name: str) -> np.ndarray:
+    return as_float_array_in(n, name, *INDEX_RANGE, "refractive index")
+
+
+def _wavelength(wavelength_um: npt.ArrayLike) -> np.ndarray:
+    return as_float_array_in(
+        wavelength_um, "wavelength_um", *WAVELENGTH_RANGE_UM, "vacuum wavelength in um"
+    )
+
+
+def _positive_in(value: npt.ArrayLike, name: str, lo: float, hi: float) -> np.ndarray:
+    return as_float_array_in(value, name, lo, hi)
+
+
 def _na_and_index(na: npt.ArrayLike, n: npt.ArrayLike, n_name: str = "n") -> tuple[Any, Any]:
-    na_arr = as_float_array(na, "na", positive=True)
-    n_arr = as_float_array(n, n_name, positive=True)
+    na_arr = _na(na)
+    n_arr = _index(n, n_name)
     bad = na_arr > n_arr
     if np.any(bad):
         na_b, n_b = np.broadcast_arrays(na_arr, n_arr)
@@ -145,7 +171,7 @@ def wave_optical_depth(
     11.2
     """
     na_arr, n_arr = _na_and_index(na, n)
-    lam = as_float_array(wavelength_um, "wavelength_um", positive=True)
+    lam = _wavelength(wavelength_um)
     return return_like(lam * n_arr / na_arr**2, na, wavelength_um, n)
 
 
@@ -208,11 +234,11 @@ def depth_of_field(
             f"magnification={magnification!r}, detector_um={detector_um!r}"
         )
     na_arr, n_arr = _na_and_index(na, n)
-    lam = as_float_array(wavelength_um, "wavelength_um", positive=True)
+    lam = _wavelength(wavelength_um)
     total = lam * n_arr / na_arr**2
     if magnification is not None and detector_um is not None:
-        mag = as_float_array(magnification, "magnification", positive=True)
-        e = as_float_array(detector_um, "detector_um", positive=True)
+        mag = _positive_in(magnification, "magnification", *_MAGNIFICATION_RANGE)
+        e = _positive_in(detector_um, "detector_um", 1e-6, LENGTH_MAX_UM)
         total = total + n_arr * e / (mag * na_arr)
         return return_like(total, na, wavelength_um, n, magnification, detector_um)
     return return_like(total, na, wavelength_um, n)
@@ -254,8 +280,8 @@ def berek_depth_of_field(
        Depth of Focus".
     """
     na_arr, n_arr = _na_and_index(na, n)
-    lam = as_float_array(wavelength_um, "wavelength_um", positive=True)
-    mag = as_float_array(total_magnification, "total_magnification", positive=True)
+    lam = _wavelength(wavelength_um)
+    mag = _positive_in(total_magnification, "total_magnification", *_MAGNIFICATION_RANGE)
     out = n_arr * (lam / (2 * na_arr**2) + _BEREK_ACCOMMODATION_UM / (na_arr * mag))
     return return_like(out, na, wavelength_um, total_magnification, n)
 
@@ -287,7 +313,7 @@ def inoue_axial_depth(
     .. [1] S. Inoue and K. R. Spring, *Video Microscopy*, 2nd ed., Plenum (1997), ch. 2.
     """
     na_arr, n_arr = _na_and_index(na, n)
-    lam = as_float_array(wavelength_um, "wavelength_um", positive=True)
+    lam = _wavelength(wavelength_um)
     return return_like(2.0 * lam * n_arr / na_arr**2, na, wavelength_um, n)
 
 
@@ -327,7 +353,7 @@ def axial_resolution(
     0.727
     """
     na_arr, n_arr = _na_and_index(na, n)
-    lam = as_float_array(wavelength_um, "wavelength_um", positive=True)
+    lam = _wavelength(wavelength_um)
     # n - sqrt(n^2 - NA^2) written as NA^2 / (n + sqrt(n^2 - NA^2)): no cancellation at small NA
     delta = na_arr**2 / (n_arr + np.sqrt(n_arr**2 - na_arr**2))
     return return_like(lam / delta, na, wavelength_um, n)
@@ -402,8 +428,8 @@ def lateral_resolution(na: npt.ArrayLike, *, wavelength_um: npt.ArrayLike) -> An
     >>> round(lateral_resolution(1.4, wavelength_um=0.5), 4)
     0.2179
     """
-    na_arr = as_float_array(na, "na", positive=True)
-    lam = as_float_array(wavelength_um, "wavelength_um", positive=True)
+    na_arr = _na(na)
+    lam = _wavelength(wavelength_um)
     return return_like(0.61 * lam / na_arr, na, wavelength_um)
 
 
@@ -434,7 +460,7 @@ def effective_na(na: npt.ArrayLike, *, n_immersion: npt.ArrayLike, n_sample: npt
        Springer (2006), ch. 20, doi:10.1007/978-0-387-45524-2_20
     """
     na_arr, n_i = _na_and_index(na, n_immersion, "n_immersion")
-    n_s = as_float_array(n_sample, "n_sample", positive=True)
+    n_s = _index(n_sample, "n_sample")
     out = np.where(n_i > n_s, np.minimum(na_arr, n_s), na_arr)
     return return_like(out, na, n_immersion, n_sample)
 
@@ -510,8 +536,8 @@ def beam_waist(na: npt.ArrayLike, *, wavelength_um: npt.ArrayLike) -> Any:
     >>> round(beam_waist(0.1, wavelength_um=0.488), 4)
     1.5534
     """
-    na_arr = as_float_array(na, "na", positive=True)
-    lam = as_float_array(wavelength_um, "wavelength_um", positive=True)
+    na_arr = _na(na)
+    lam = _wavelength(wavelength_um)
     return return_like(lam / (np.pi * na_arr), na, wavelength_um)
 
 
@@ -548,7 +574,7 @@ def rayleigh_range(
     20.66
     """
     na_arr, n_arr = _na_and_index(na, n)
-    lam = as_float_array(wavelength_um, "wavelength_um", positive=True)
+    lam = _wavelength(wavelength_um)
     return return_like(n_arr * lam / (np.pi * na_arr**2), na, wavelength_um, n)
 
 
@@ -610,7 +636,7 @@ def beam_radius(
     ----------
     .. [1] A. E. Siegman, *Lasers*, University Science Books (1986), ch. 17.
     """
-    z = as_float_array(z_um, "z_um")
+    z = as_float_array_in(z_um, "z_um", -LENGTH_MAX_UM, LENGTH_MAX_UM)
     w0 = np.asarray(beam_waist(na, wavelength_um=wavelength_um))
     zr = np.asarray(rayleigh_range(na, wavelength_um=wavelength_um, n=n))
     return return_like(w0 * np.sqrt(1.0 + (z / zr) ** 2), z_um, na, wavelength_um, n)
@@ -645,7 +671,7 @@ def gouy_phase(
     ----------
     .. [1] A. E. Siegman, *Lasers*, University Science Books (1986), ch. 17.
     """
-    z = as_float_array(z_um, "z_um")
+    z = as_float_array_in(z_um, "z_um", -LENGTH_MAX_UM, LENGTH_MAX_UM)
     zr = np.asarray(rayleigh_range(na, wavelength_um=wavelength_um, n=n))
     return return_like(np.arctan(z / zr), z_um, na, wavelength_um, n)
 
@@ -759,19 +785,21 @@ class Objective:
         if not isinstance(self.immersion, str) or not self.immersion:
             raise ValueError(f"immersion must be a non-empty string, got {self.immersion!r}")
         object.__setattr__(
-            self, "magnification", check_positive(self.magnification, "magnification")
+            self,
+            "magnification",
+            check_range(self.magnification, "magnification", *_MAGNIFICATION_RANGE),
         )
-        object.__setattr__(self, "na", check_positive(self.na, "na"))
-        n_imm = check_positive(self.n_immersion, "n_immersion")
-        if n_imm < 1.0:
-            raise ValueError(f"n_immersion must be >= 1.0, got {n_imm!r}")
+        object.__setattr__(self, "na", check_range(self.na, "na", NA_MIN, INDEX_RANGE[1]))
+        n_imm = check_range(self.n_immersion, "n_immersion", *INDEX_RANGE)
         object.__setattr__(self, "n_immersion", n_imm)
         if self.na > n_imm:
             raise ValueError(
                 f"na must not be greater than n_immersion; got na={self.na!r} > "
                 f"n_immersion={n_imm!r}"
             )
-        wd = check_positive(self.working_distance_um, "working_distance_um")
+        wd = check_range(self.working_distance_um, "working_distance_um", 0.0, LENGTH_MAX_UM)
+        if wd <= 0:
+            raise ValueError(f"working_distance_um must be > 0, got {wd!r}")
         object.__setattr__(self, "working_distance_um", wd)
 
     def replace(self, **changes: Any) -> Objective:

@@ -238,7 +238,7 @@ BROADCASTING = [
     lambda na, lam: optics.light_sheet_field_of_view(na, wavelength_um=lam),
     lambda na, lam: optics.beam_radius(lam, na=na, wavelength_um=lam),
     lambda na, lam: optics.gouy_phase(lam, na=na, wavelength_um=lam),
-    lambda na, lam: optics.effective_na(na, n_immersion=1.0, n_sample=lam + 0.5),
+    lambda na, lam: optics.effective_na(na, n_immersion=1.6, n_sample=lam + 1.0),
     lambda na, lam: optics.focal_shift_ratio(na, n_immersion=1.0, n_sample=1.0 + lam),
 ]
 

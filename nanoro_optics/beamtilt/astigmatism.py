@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from .._validation import check_positive, check_range
+from .._validation import check_range
 from .leginon import _shifts, _tilt_vectors
+from .model import CS_MAX_MM, PIXEL_SIZE_RANGE_NM, TILT_MIN_MRAD
 
 __all__ = ["AstigmatismResult", "solve_btid_astigmatism"]
 
@@ -122,16 +123,19 @@ def solve_btid_astigmatism(
     """
     t = _tilt_vectors(tilts_mrad)
     s = _shifts(shifts_px, t.shape[0])
-    px = check_positive(pixel_size_nm, "pixel_size_nm")
+    px = check_range(pixel_size_nm, "pixel_size_nm", *PIXEL_SIZE_RANGE_NM)
     rot = check_range(image_rotation_deg, "image_rotation_deg", -360.0, 360.0)
     tc = (t[:, 0] + 1j * t[:, 1]) * 1e-3  # rad
-    if np.any(tc == 0):
-        raise ValueError("tilts_mrad must all be non-zero")
+    if np.any(np.abs(tc) < TILT_MIN_MRAD * 1e-3):
+        raise ValueError(
+            f"tilts_mrad must all be at least {TILT_MIN_MRAD!r} mrad in magnitude, got "
+            f"{complex(tc[np.argmin(np.abs(tc))] * 1e3)!r}"
+        )
     # measured shifts as complex displacements (um) in the tilt frame
     d = (s[:, 1] + 1j * s[:, 0]) * (px * 1e-3) * np.exp(-1j * math.radians(rot))
     rhs = d.copy()
     if cs_mm is not None:
-        cs = check_positive(cs_mm, "cs_mm", allow_zero=True) * 1e3
+        cs = check_range(cs_mm, "cs_mm", 0.0, CS_MAX_MM) * 1e3
         rhs = rhs - 2.0 * cs * np.abs(tc) ** 2 * tc
     # unknowns (C1, a, b): 2 C1 t + 2 (a + i b) conj(t)
     cols = np.stack([2.0 * tc, 2.0 * np.conj(tc), 2j * np.conj(tc)], axis=1)  # (n, 3) complex

@@ -114,7 +114,10 @@ class ShiftResult:
 def _check_image(image: Any, name: str) -> np.ndarray:
     if isinstance(image, (bool, np.bool_)):
         raise TypeError(f"{name} must be a 2-D real image, got bool {image!r}")
-    arr = np.asarray(image)
+    try:
+        arr = np.asarray(image)
+    except ValueError as exc:  # ragged nested sequences
+        raise TypeError(f"{name} must be a 2-D array of real numbers: {exc}") from exc
     if arr.dtype.kind not in "iuf":
         raise TypeError(
             f"{name} must be a 2-D array of real numbers, got dtype {arr.dtype} (shape {arr.shape})"
@@ -467,8 +470,22 @@ def measure_shift(
         )
     p = check_range(whitening, "whitening", 0.0, 1.0)
     fc = check_range(lowpass_cycles_per_px, "lowpass_cycles_per_px", 0.0, 0.5, lo_inclusive=False)
-    fh = check_range(highpass_cycles_per_px, "highpass_cycles_per_px", 0.0, fc, hi_inclusive=False)
+    fh = check_range(highpass_cycles_per_px, "highpass_cycles_per_px", 0.0)
+    if fh >= fc:
+        raise ValueError(
+            f"highpass_cycles_per_px must be < lowpass_cycles_per_px={fc!r}, got {fh!r}"
+        )
     tap = check_range(taper, "taper", 0.0, 0.5)
+    # (tiny positive cut-offs and tapers divided by ~0: NaN results and overflows)
+    side = float(max(ref.shape))
+    if fc < 1.0 / side:
+        raise ValueError(
+            f"lowpass_cycles_per_px must be >= 1 / {side:g} (one cycle over the image), got {fc!r}"
+        )
+    if 0.0 < fh < 0.25 / side:
+        raise ValueError(f"highpass_cycles_per_px must be 0 or >= 0.25 / {side:g}, got {fh!r}")
+    if 0.0 < tap < 1.0 / side:
+        raise ValueError(f"taper must be 0 or >= 1 / {side:g} (one pixel), got {tap!r}")
     wk = check_int(workers, "workers")
     if wk == 0:
         raise ValueError("workers must be a positive thread count or negative, got 0")

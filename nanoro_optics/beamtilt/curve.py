@@ -38,7 +38,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._validation import as_float_array, check_int, check_positive, check_range
+from .._validation import (
+    as_float_array,
+    as_float_array_in,
+    check_int,
+    check_interval,
+    check_range,
+)
+from .model import ABERRATION_MAX_UM, TILT_MAX_MRAD, TILT_MIN_MRAD
 
 __all__ = [
     "CurveComparison",
@@ -82,9 +89,11 @@ def focus_levels(
     >>> focus_levels()[[0, 6, 12]].tolist()
     [-36.0, 0.0, 36.0]
     """
-    r = check_positive(range_um, "range_um")
-    n = check_int(n_levels, "n_levels", 3)
-    off = check_range(offset_um, "offset_um")
+    r = check_range(range_um, "range_um", 0.0, ABERRATION_MAX_UM)
+    if r <= 0:
+        raise ValueError(f"range_um must be > 0, got {r!r}")
+    n = check_int(n_levels, "n_levels", 3, 10_000)
+    off = check_range(offset_um, "offset_um", -ABERRATION_MAX_UM, ABERRATION_MAX_UM)
     return off - r / 2.0 + np.arange(n) * r / (n - 1)
 
 
@@ -119,12 +128,13 @@ def extended_focus_levels(
     >>> extended_focus_levels(regular_um=(-36.0, 36.0), lower_um=-100.0, upper_um=60.0).tolist()
     [-100.0, -84.0, -68.0, -52.0, 48.0, 60.0]
     """
-    lo_reg, hi_reg = (check_range(v, "regular_um") for v in regular_um)
-    if not lo_reg < hi_reg:
-        raise ValueError(f"regular_um must be (low, high) with low < high, got {regular_um!r}")
-    lo = check_range(lower_um, "lower_um", hi=lo_reg)
-    hi = check_range(upper_um, "upper_um", lo=hi_reg)
-    step = check_range(interval_um, "interval_um", 6.0)
+    lim = ABERRATION_MAX_UM
+    lo_reg, hi_reg = check_interval(regular_um, "regular_um")
+    check_range(lo_reg, "regular_um[0]", -lim, lim)
+    check_range(hi_reg, "regular_um[1]", -lim, lim)
+    lo = check_range(lower_um, "lower_um", -lim, lo_reg)
+    hi = check_range(upper_um, "upper_um", hi_reg, lim)
+    step = check_range(interval_um, "interval_um", 6.0, 2 * lim)
 
     def side(span: float) -> np.ndarray:
         if span <= 0:
@@ -274,7 +284,7 @@ class FocusCalibrationCurve:
             raise ValueError(f"defocus_um must be 1-D with >= 3 levels, got shape {z.shape}")
         if s.shape != (z.size, 2):
             raise ValueError(f"shifts must have shape ({z.size}, 2) of (dy, dx), got {s.shape}")
-        t = as_float_array(tilt_mrad, "tilt_mrad", positive=True)
+        t = as_float_array_in(tilt_mrad, "tilt_mrad", TILT_MIN_MRAD, TILT_MAX_MRAD)
         if t.ndim > 1 or (t.ndim == 1 and t.size != z.size):
             raise ValueError(
                 f"tilt_mrad must be a scalar or one per level ({z.size}), got {t.shape}"
@@ -345,7 +355,7 @@ class FocusCalibrationCurve:
             Defocus (um, re-zeroed); a float for a single shift.
         """
         q = as_float_array(shift_px, "shift_px")
-        t = check_positive(tilt_mrad, "tilt_mrad")
+        t = check_range(tilt_mrad, "tilt_mrad", TILT_MIN_MRAD, TILT_MAX_MRAD)
         single = q.shape == (2,)
         if single:
             q = q[None]
@@ -356,8 +366,8 @@ class FocusCalibrationCurve:
 
     def shift_at(self, defocus_um: npt.ArrayLike, *, tilt_mrad: float = 1.0) -> np.ndarray:
         """Shift ``(dy, dx)`` (px) the curve predicts at a defocus (linear between levels)."""
-        zq = as_float_array(defocus_um, "defocus_um")
-        t = check_positive(tilt_mrad, "tilt_mrad")
+        zq = as_float_array_in(defocus_um, "defocus_um", -ABERRATION_MAX_UM, ABERRATION_MAX_UM)
+        t = check_range(tilt_mrad, "tilt_mrad", TILT_MIN_MRAD, TILT_MAX_MRAD)
         z = self.defocus_um
         k = np.clip(np.searchsorted(z, zq) - 1, 0, len(z) - 2)
         u = (zq - z[k]) / (z[k + 1] - z[k])
@@ -421,7 +431,7 @@ class FocusCalibrationCurve:
             raise ValueError(
                 f"defocus_um (n,) and shifts (n, 2) must match, got {z.shape} and {s.shape}"
             )
-        t = as_float_array(tilt_mrad, "tilt_mrad", positive=True)
+        t = as_float_array_in(tilt_mrad, "tilt_mrad", TILT_MIN_MRAD, TILT_MAX_MRAD)
         per = s / (t[:, None] if t.ndim else t)
         lo, hi = self.raw_defocus_um[0], self.raw_defocus_um[-1]
         keep = (z < lo) | (z > hi)

@@ -42,34 +42,39 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._validation import as_float_array, check_positive
-from .model import as_complex_array
+from .._validation import as_float_array, as_float_array_in, check_positive, check_range
+from .model import CS_MAX_MM, SHIFT_MAX_PX, TILT_MAX_MRAD, TILT_MIN_MRAD, as_complex_array
 
 __all__ = ["BeamTiltCalibration", "DefocusStigResult", "solve_defocus_stig"]
 
 
 def _tilt_vectors(tilts_mrad: Any, name: str = "tilts_mrad") -> np.ndarray:
     """``(n, 2)`` tilt vectors ``(tx, ty)`` from complex numbers or ``(n, 2)`` reals."""
-    arr = np.asarray(tilts_mrad)
+    try:
+        arr = np.asarray(tilts_mrad)
+    except ValueError as exc:  # ragged nested sequences
+        raise TypeError(f"{name} must be 1-D complex or (n, 2) reals: {exc}") from exc
     if arr.dtype.kind == "c" or arr.ndim <= 1:
-        c = np.atleast_1d(as_complex_array(tilts_mrad, name))
+        c = np.atleast_1d(as_complex_array(tilts_mrad, name, TILT_MAX_MRAD))
         if c.ndim != 1:
             raise ValueError(f"{name} must be 1-D complex or (n, 2) reals, got shape {c.shape}")
         return np.stack([c.real, c.imag], axis=-1)
-    v = as_float_array(tilts_mrad, name)
+    v = as_float_array_in(tilts_mrad, name, -TILT_MAX_MRAD, TILT_MAX_MRAD)
     if v.ndim != 2 or v.shape[1] != 2:
         raise ValueError(f"{name} must be 1-D complex or (n, 2) reals, got shape {v.shape}")
     return v
 
 
 def _shifts(shifts_px: Any, n: int | None, name: str = "shifts_px") -> np.ndarray:
-    s = as_float_array(shifts_px, name)
+    s = as_float_array_in(shifts_px, name, -SHIFT_MAX_PX, SHIFT_MAX_PX)
     if s.ndim == 1 and s.shape == (2,):
         s = s[None, :]
     if s.ndim != 2 or s.shape[1] != 2:
         raise ValueError(f"{name} must have shape (n, 2) of (dy, dx), got {s.shape}")
     if n is not None and s.shape[0] != n:
-        raise ValueError(f"{name} must have one (dy, dx) row per tilt ({n}), got {s.shape[0]}")
+        raise ValueError(
+            f"{name} must have one (dy, dx) row per tilt of tilts_mrad ({n}), got {s.shape[0]}"
+        )
     return s
 
 
@@ -159,7 +164,7 @@ class BeamTiltCalibration:
         ----------
         Leginon ``calibrationclient`` (Suloway et al. 2005, doi:10.1016/j.jsb.2005.03.010).
         """
-        t = check_positive(tilt_mrad, "tilt_mrad")
+        t = check_range(tilt_mrad, "tilt_mrad", TILT_MIN_MRAD, TILT_MAX_MRAD)
         z = as_float_array(defocus_um, "defocus_um")
         if z.shape != (2,) or z[0] == z[1]:
             raise ValueError(f"defocus_um must be two different levels (z0, z1), got {z}")
@@ -215,7 +220,7 @@ class BeamTiltCalibration:
         -------
         BeamTiltCalibration
         """
-        t = check_positive(tilt_mrad, "tilt_mrad")
+        t = check_range(tilt_mrad, "tilt_mrad", TILT_MIN_MRAD, TILT_MAX_MRAD)
         axes = (complex(t, 0.0), complex(0.0, t))
 
         def shift(tilt: complex, z: float, stig: tuple[float, float]) -> np.ndarray:
@@ -376,7 +381,7 @@ def solve_defocus_stig(
     rhs = s.copy()
     cs_offset = None
     if cs_mm is not None:
-        cs = check_positive(cs_mm, "cs_mm", allow_zero=True)
+        cs = check_range(cs_mm, "cs_mm", 0.0, CS_MAX_MM)
         t2 = (np.hypot(t[:, 0], t[:, 1]) * 1e-3) ** 2  # rad^2
         offsets = cs * 1e3 * t2  # um: the apparent extra defocus of each tilt
         rhs = rhs - cols[0] * offsets[:, None]

@@ -46,7 +46,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._validation import as_float_array, check_positive, return_like
+from .._validation import (
+    as_float_array,
+    as_float_array_in,
+    check_finite_real,
+    check_range,
+    return_like,
+)
 
 __all__ = [
     "apparent_defocus",
@@ -59,9 +65,23 @@ __all__ = [
 _MRAD = 1e-3
 _MM_IN_UM = 1e3
 
+#: Magnitudes the model takes (beyond them its products overflow float64 or describe no
+#: electron microscope): beam tilts up to 1 rad, aberration coefficients and defocus up to
+#: 1 m, Cs up to 10 m, displacements up to 1 m, pixels from 1e-6 nm to 1 m.
+TILT_MAX_MRAD = 1e3
+ABERRATION_MAX_UM = 1e6
+CS_MAX_MM = 1e4
+PIXEL_SIZE_RANGE_NM = (1e-6, 1e9)
+#: ... measured image shifts up to 1e12 px, tilts of a fit at least 1e-6 mrad
+SHIFT_MAX_PX = 1e12
+TILT_MIN_MRAD = 1e-6
 
-def as_complex_array(value: Any, name: str) -> np.ndarray:
-    """Complex128 array from real or complex numbers; refuses bools, strings, non-finite."""
+
+def as_complex_array(value: Any, name: str, limit: float | None = None) -> np.ndarray:
+    """Complex128 array from real or complex numbers; refuses bools, strings, non-finite.
+
+    With ``limit``, also every element of magnitude above it (naming the limit).
+    """
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a real or complex number, got bool {value!r}")
     try:
@@ -77,7 +97,19 @@ def as_complex_array(value: Any, name: str) -> np.ndarray:
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0]) if arr.ndim else ()
         raise ValueError(f"{name} must be finite, got {complex(arr[idx])!r} at index {idx}")
+    if limit is not None:
+        big = np.abs(arr) > limit
+        if big.any():
+            idx = tuple(int(i) for i in np.argwhere(big)[0]) if arr.ndim else ()
+            raise ValueError(
+                f"{name} must be at most {limit!r} in magnitude, got {complex(arr[idx])!r}"
+                f"{f' at index {idx}' if idx else ''}"
+            )
     return arr
+
+
+def _real(value: Any, name: str, limit: float) -> np.ndarray:
+    return as_float_array_in(value, name, -limit, limit)
 
 
 def as_tilt(value: Any, name: str = "tilt_mrad") -> complex:
@@ -139,12 +171,12 @@ def btid_displacement(
     >>> round(d.real * 1e3, 4)  # nm: z a + Cs a^3 = -5 nm + 0.3375 nm
     -4.6625
     """
-    w = as_complex_array(tilt_mrad, "tilt_mrad") * _MRAD
-    c1 = as_float_array(defocus_um, "defocus_um")
-    a1 = as_complex_array(astigmatism_um, "astigmatism_um")
-    b2 = as_complex_array(coma_um, "coma_um")
-    a2 = as_complex_array(three_fold_um, "three_fold_um")
-    c3 = as_float_array(cs_mm, "cs_mm") * _MM_IN_UM
+    w = as_complex_array(tilt_mrad, "tilt_mrad", 2 * TILT_MAX_MRAD) * _MRAD
+    c1 = _real(defocus_um, "defocus_um", ABERRATION_MAX_UM)
+    a1 = as_complex_array(astigmatism_um, "astigmatism_um", ABERRATION_MAX_UM)
+    b2 = as_complex_array(coma_um, "coma_um", ABERRATION_MAX_UM)
+    a2 = as_complex_array(three_fold_um, "three_fold_um", ABERRATION_MAX_UM)
+    c3 = _real(cs_mm, "cs_mm", CS_MAX_MM) * _MM_IN_UM
     wc = np.conj(w)
     w2 = (w * wc).real
     out = c1 * w + a1 * wc + b2 * w * w + 2.0 * np.conj(b2) * w2 + a2 * wc * wc + c3 * w2 * w
@@ -182,8 +214,8 @@ def tilt_pair_displacement(
     >>> round(tilt_pair_displacement(5.0, defocus_um=-1.0).real * 1e3, 6)  # nm
     -10.0
     """
-    t = as_complex_array(tilt_mrad, "tilt_mrad")
-    u = as_complex_array(misalignment_mrad, "misalignment_mrad")
+    t = as_complex_array(tilt_mrad, "tilt_mrad", TILT_MAX_MRAD)
+    u = as_complex_array(misalignment_mrad, "misalignment_mrad", TILT_MAX_MRAD)
     out = np.asarray(btid_displacement(u + t, **aberrations)) - np.asarray(
         btid_displacement(u - t, **aberrations)
     )
@@ -213,9 +245,9 @@ def displacement_px(
     numpy.ndarray
         Shape ``(..., 2)``: ``(dy, dx)`` in pixels.
     """
-    d = as_complex_array(displacement_um, "displacement_um")
-    px = check_positive(pixel_size_nm, "pixel_size_nm")
-    rot = np.exp(1j * math.radians(float(image_rotation_deg)))
+    d = as_complex_array(displacement_um, "displacement_um", ABERRATION_MAX_UM)
+    px = check_range(pixel_size_nm, "pixel_size_nm", *PIXEL_SIZE_RANGE_NM)
+    rot = np.exp(1j * math.radians(check_finite_real(image_rotation_deg, "image_rotation_deg")))
     z = d * rot * (1e3 / px)
     return np.stack([z.imag, z.real], axis=-1)
 
@@ -244,9 +276,9 @@ def apparent_defocus(
     >>> round(apparent_defocus(0.0, tilt_mrad=5.0, cs_mm=2.7) * 1e3, 2)  # nm
     67.5
     """
-    z = as_float_array(defocus_um, "defocus_um")
-    t = np.abs(as_complex_array(tilt_mrad, "tilt_mrad")) * _MRAD
-    cs = as_float_array(cs_mm, "cs_mm") * _MM_IN_UM
+    z = _real(defocus_um, "defocus_um", ABERRATION_MAX_UM)
+    t = np.abs(as_complex_array(tilt_mrad, "tilt_mrad", TILT_MAX_MRAD)) * _MRAD
+    cs = _real(cs_mm, "cs_mm", CS_MAX_MM) * _MM_IN_UM
     return return_like(z + cs * t * t, defocus_um, np.abs(np.asarray(tilt_mrad)), cs_mm)
 
 
@@ -278,8 +310,8 @@ def defocus_error_budget(
     0.005
     """
     e = as_float_array(shift_error_px, "shift_error_px")
-    p = as_float_array(pixel_size_nm, "pixel_size_nm", positive=True)
-    dt = as_float_array(tilt_difference_mrad, "tilt_difference_mrad", positive=True)
+    p = as_float_array_in(pixel_size_nm, "pixel_size_nm", *PIXEL_SIZE_RANGE_NM)
+    dt = as_float_array_in(tilt_difference_mrad, "tilt_difference_mrad", 1e-6, 2 * TILT_MAX_MRAD)
     return return_like(
         e * p * 1e-3 / (dt * _MRAD), shift_error_px, pixel_size_nm, tilt_difference_mrad
     )

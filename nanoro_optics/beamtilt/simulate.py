@@ -16,14 +16,30 @@ rotation changes with defocus, and camera MTF.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from .._validation import as_float_array, check_int, check_positive, check_range
-from .model import as_complex_array, btid_displacement, displacement_px
+from .._validation import (
+    as_float_array_in,
+    check_int,
+    check_positive,
+    check_range,
+)
+from .model import (
+    PIXEL_SIZE_RANGE_NM,
+    SHIFT_MAX_PX,
+    TILT_MAX_MRAD,
+    as_complex_array,
+    btid_displacement,
+    displacement_px,
+)
+
+#: largest electron dose per pixel simulated (Poisson noise beyond it is negligible)
+_DOSE_MAX_E_PER_PX = 1e12
 
 __all__ = ["TiltPair", "TiltSeries", "simulate_tilt_pair", "simulate_tilt_series"]
 
@@ -175,23 +191,29 @@ def simulate_tilt_series(
     >>> [round(v, 3) for v in s.shift_between(0, 1)]  # 2 z t / pixel = -20 px along x
     [0.0, -20.0]
     """
-    tilts = np.atleast_1d(as_complex_array(tilts_mrad, "tilts_mrad"))
+    tilts = np.atleast_1d(as_complex_array(tilts_mrad, "tilts_mrad", TILT_MAX_MRAD))
     if tilts.ndim != 1:
         raise ValueError(f"tilts_mrad must be a 1-D sequence, got shape {tilts.shape}")
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+        raise TypeError(f"shape must be (rows, columns), got {shape!r}")
     if len(shape) != 2:
         raise ValueError(f"shape must be (rows, columns), got {shape!r}")
     ny = check_int(shape[0], "shape[0]", 16, 16384)
     nx = check_int(shape[1], "shape[1]", 16, 16384)
-    px = check_positive(pixel_size_nm, "pixel_size_nm")
-    drift = as_float_array(drift_px, "drift_px")
+    px = check_range(pixel_size_nm, "pixel_size_nm", *PIXEL_SIZE_RANGE_NM)
+    drift = as_float_array_in(drift_px, "drift_px", -SHIFT_MAX_PX, SHIFT_MAX_PX)
     if drift.shape != (2,):
         raise ValueError(f"drift_px must be (dy, dx), got shape {drift.shape}")
     c = check_range(contrast, "contrast", 0.0, 2.0, lo_inclusive=False)
     feat = check_range(feature_size_px, "feature_size_px", 0.5, 50.0)
     dose = None if dose_e_per_px is None else check_positive(dose_e_per_px, "dose_e_per_px")
+    if dose is not None and dose > _DOSE_MAX_E_PER_PX:
+        raise ValueError(f"dose_e_per_px must be <= {_DOSE_MAX_E_PER_PX!r}, got {dose!r}")
+    if seed is not None and not isinstance(seed, np.random.Generator):
+        seed = check_int(seed, "seed", 0)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     rot = check_range(image_rotation_deg, "image_rotation_deg", -360.0, 360.0)
-    u = complex(as_complex_array(misalignment_mrad, "misalignment_mrad"))
+    u = complex(as_complex_array(misalignment_mrad, "misalignment_mrad", TILT_MAX_MRAD))
 
     d_um = np.asarray(
         btid_displacement(
@@ -209,7 +231,9 @@ def simulate_tilt_series(
     if reach > 4 * max(ny, nx):
         raise ValueError(
             f"the simulated displacement reaches {reach:.0f} px, more than 4 image sides "
-            f"({4 * max(ny, nx)} px); reduce the tilt or defocus"
+            f"({4 * max(ny, nx)} px); reduce tilts_mrad, misalignment_mrad, defocus_um, "
+            f"the other aberrations (astigmatism_um, coma_um, three_fold_um, cs_mm) or "
+            f"drift_px, or raise pixel_size_nm or shape"
         )
 
     import scipy.fft as sfft
@@ -271,6 +295,8 @@ def simulate_tilt_pair(*, tilt_mrad: Any, **options: Any) -> TiltPair:
     if "tilts_mrad" in options:
         raise TypeError("simulate_tilt_pair takes tilt_mrad (half the separation), not tilts_mrad")
     t = as_tilt(tilt_mrad)
+    if abs(t) > TILT_MAX_MRAD:
+        raise ValueError(f"tilt_mrad must be at most {TILT_MAX_MRAD!r} in magnitude, got {t!r}")
     series = simulate_tilt_series(tilts_mrad=[-t, t], **options)
     cs_um = series.cs_mm * 1e3
     return TiltPair(

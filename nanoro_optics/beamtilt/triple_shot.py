@@ -72,6 +72,10 @@ def measure_triple_shot(
     ----------
     SerialEM help, "Autofocus" (module reference [1]_).
     """
+    from .correlation import _check_image
+
+    for image, name in ((first, "first"), (second, "second"), (third, "third")):
+        _check_image(image, name)  # (measure_shift names them reference and moving)
     r1 = measure_shift(first, second, **options)
     r2 = measure_shift(second, third, **options)
     p1 = np.asarray(r1.shift_px)

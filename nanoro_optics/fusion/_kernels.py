@@ -30,6 +30,10 @@ from ._codes import CODE_MAX, CODE_ONE, CODE_UNKNOWN
 #: rows per parallel band in the fusion kernel (even: a band maps onto whole rows of the
 #: next, half-size level)
 BAND_ROWS = 64
+#: largest activity (noise energies) the fusion kernel holds: energies of frames ~2**50
+#: times their noise (frames of very different scales in one stack) saturate here instead
+#: of overflowing float32 to inf; ordinary stacks stay below 2**50 noise energies
+ACTIVITY_MAX = 2.0**100
 
 
 @njit()
@@ -396,6 +400,7 @@ def _fuse_band(
     fbuf = np.empty(w if coded else 0, dtype=np.float32)
     ubuf = fbuf.view(np.uint32)
     inv_eps = np.float32(1.0) / eps
+    amax = np.float32(ACTIVITY_MAX)
     unknown = np.float32(CODE_UNKNOWN) if coded else np.float32(np.nan)
     # pass 1: Laplacian coefficients and the box sum of their channels' weighted energy
     for q in range(ext):
@@ -440,6 +445,8 @@ def _fuse_band(
             for d in range(2 * rad + 1):
                 for j in range(w):
                     abuf[t, j] += win * hbuf[t + d, j]
+        for j in range(w):  # saturate, never inf (whose ratios are NaN weights)
+            abuf[t, j] = min(abuf[t, j], amax)
     # pass 3: the running fusion of the band's own rows; ``acc`` holds the weighted mean of
     # the coefficients, as float32 or (``quant``) as int16 in steps of ``1 / qscale``
     inv_q = np.float32(1.0) / qscale
@@ -744,24 +751,33 @@ def depth_update(act, k, prev, best, idx, before, after, amin, coded, inv_floor)
 
 
 @njit(parallel=True)
-def has_nan(img):
-    """Index (flat) of the first NaN or infinity in a float image, or -1."""
+def finite_absmax(img):
+    """Return the flat index of the first NaN or infinity in a float image and its range.
+
+    ``(index, magnitude)``: the index is -1 if there is none; the magnitude is the
+    largest of the finite pixels scanned (float64).
+    """
     flat = img.ravel()
     n = flat.size
     nchunk = 64
     found = np.full(nchunk, -1, dtype=np.int64)
+    top = np.zeros(nchunk, dtype=np.float64)
     step = (n + nchunk - 1) // nchunk
     for t in prange(nchunk):
         lo = t * step
         hi = min(lo + step, n)
+        m = np.float64(0.0)
         for i in range(lo, hi):
-            if not np.isfinite(flat[i]):
+            v = np.float64(abs(flat[i]))
+            if not np.isfinite(v):
                 found[t] = i
                 break
+            m = max(m, v)
+        top[t] = m
     for t in range(nchunk):
         if found[t] >= 0:
-            return found[t]
-    return -1
+            return found[t], top.max()
+    return np.int64(-1), top.max()
 
 
 # ---------------------------------------------------------------------------------------

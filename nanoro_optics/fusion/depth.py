@@ -48,8 +48,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
+
+from nanoro_optics._validation import as_float_array
 
 __all__ = ["DepthTracker", "fill_depth", "subframe_offset"]
 
@@ -94,14 +97,29 @@ def subframe_offset(before: np.ndarray, best: np.ndarray, after: np.ndarray) -> 
     >>> round(float(subframe_offset(a[:1], a[1:2], a[2:])[0]), 6)
     0.3
     """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ym = np.log(before.astype(np.float64))
-        y0 = np.log(best.astype(np.float64))
-        yp = np.log(after.astype(np.float64))
+    before, best, after = (
+        as_float_array(v, n, allow_nan=True)
+        for v, n in ((before, "before"), (best, "best"), (after, "after"))
+    )
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ym = np.log(before)
+        y0 = np.log(best)
+        yp = np.log(after)
         den = ym - 2.0 * y0 + yp
         delta = 0.5 * (ym - yp) / den
     delta = np.where(np.isfinite(delta) & (den < 0), delta, 0.0)
     return np.clip(delta, -0.5, 0.5)
+
+
+def _real_array(value: Any, name: str) -> np.ndarray:
+    """``value`` as an integer or float array, without a copy (maps can be frame-size)."""
+    try:
+        arr = np.asarray(value)
+    except ValueError as exc:  # ragged nested sequences
+        raise TypeError(f"{name} must be a real array: {exc}") from exc
+    if arr.dtype.kind not in "uif":
+        raise TypeError(f"{name} must be a real array, got dtype {arr.dtype}")
+    return arr
 
 
 def fill_depth(depth: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -140,6 +158,19 @@ def fill_depth(depth: np.ndarray, weight: np.ndarray) -> np.ndarray:
     >>> fill_depth(d, w).tolist()
     [[1.0, 2.0], [2.0, 3.0]]
     """
+    depth, weight = _real_array(depth, "depth"), _real_array(weight, "weight")
+    if depth.ndim != 2 or weight.shape != depth.shape:
+        raise ValueError(
+            f"depth and weight must be 2-D arrays of one shape, got {depth.shape} and "
+            f"{weight.shape}"
+        )
+    if not (weight >= 0).all():  # (NaN too)
+        pos = tuple(int(i) for i in np.argwhere(~(weight >= 0))[0])
+        raise ValueError(f"weight must be >= 0 (0 marks a hole), got {weight[pos]!r} at {pos}")
+    bad = (weight > 0) & ~np.isfinite(depth)
+    if bad.any():
+        pos = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"depth must be finite where weight > 0, got {depth[pos]!r} at {pos}")
     w0 = np.where(weight > 0, weight, 0).astype(np.float32)
     d0 = np.where(w0 > 0, depth, 0).astype(np.float32)
     ws, fs = [w0], [w0 * d0]

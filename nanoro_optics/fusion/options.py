@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nanoro_optics._validation import as_float_array, check_bool, check_choice, check_int
+from nanoro_optics._validation import (
+    LENGTH_MAX_UM,
+    as_float_array,
+    check_bool,
+    check_choice,
+    check_int,
+)
 
 from .rule import FusionRule
 
@@ -112,11 +118,32 @@ def _positions(value: Any, name: str) -> tuple[float, ...]:
     return tuple(float(v) for v in arr)
 
 
+#: smallest step between z positions (um): 1 pm, and 4 float32 steps of the largest |z|
+#: (the depth map is float32: finer steps, or |z| beyond 1e9 um, gave 0 or inf there)
+_Z_STEP_MIN_UM = 1e-6
+
+
 def check_monotonic(z: np.ndarray, name: str) -> None:
-    """Refuse z positions that are not strictly monotonic (frames must be in focus order)."""
+    """Refuse z positions the depth map cannot hold or that are not strictly monotonic.
+
+    Positions must lie within ``+-LENGTH_MAX_UM`` (the float32 depth map holds them), steps
+    must be resolvable in float32, and the frames must be in focus order.
+    """
+    big = np.abs(z) > LENGTH_MAX_UM
+    if np.any(big):
+        raise ValueError(
+            f"{name} must be within +-{LENGTH_MAX_UM!r} um, got {float(z[np.argmax(big)])!r}"
+        )
     if z.size < 2:
         return
     d = np.diff(z)
+    least = max(_Z_STEP_MIN_UM, 4 * float(np.finfo(np.float32).eps) * float(np.max(np.abs(z))))
+    if np.any((d != 0) & (np.abs(d) < least)):
+        k = int(np.argmax((d != 0) & (np.abs(d) < least))) + 1
+        raise ValueError(
+            f"{name} steps must be at least {least:.3g} um (the depth map is float32), but "
+            f"position {k} ({float(z[k])!r}) is {abs(float(d[k - 1])):.3g} um from the one before"
+        )
     if not (np.all(d > 0) or np.all(d < 0)):
         bad = int(np.argmax(d <= 0) if d[0] > 0 else np.argmax(d >= 0)) + 1
         raise ValueError(

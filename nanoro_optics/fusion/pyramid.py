@@ -16,6 +16,7 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -41,14 +42,19 @@ def auto_levels(shape: tuple[int, ...]) -> int:
     >>> auto_levels((5, 7))
     1
     """
-    short = min(int(shape[0]), int(shape[1]))
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or len(shape) < 2:
+        raise TypeError(f"shape must be a sequence (rows, cols, ...), got {shape!r}")
+    short = min(check_int(shape[0], "shape[0]", 1), check_int(shape[1], "shape[1]", 1))
     if short < 2 * MIN_TOP_PX:
         return 1
     return 1 + math.floor(math.log2(short / MIN_TOP_PX))
 
 
 def _as_image3(image: Any, name: str = "image") -> tuple[np.ndarray, bool]:
-    arr = np.asarray(image)
+    try:
+        arr = np.asarray(image)
+    except ValueError as exc:  # ragged nested sequences
+        raise TypeError(f"{name} must be an integer or float array: {exc}") from exc
     if arr.dtype.kind not in "uif" or arr.dtype.itemsize > 8:
         raise TypeError(f"{name} must be an integer or float array, got dtype {arr.dtype}")
     if arr.ndim == 2:
@@ -180,12 +186,22 @@ def collapse_pyramid(pyramid: list[np.ndarray], *, dtype: Any = np.float32) -> n
     """
     from . import _kernels
 
+    if isinstance(pyramid, (str, bytes, np.ndarray)) or not isinstance(pyramid, Sequence):
+        raise TypeError(f"pyramid must be a list of levels, got {type(pyramid).__name__}")
     if len(pyramid) == 0:
         raise ValueError("pyramid must have at least one level, got an empty list")
     grey = np.ndim(pyramid[0]) == 2
     levels: list[np.ndarray] = []
-    for p in pyramid:
-        arr = np.asarray(p, dtype=np.float32)
+    for k, p in enumerate(pyramid):
+        try:
+            arr = np.asarray(p, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"pyramid level {k} is not a numeric array: {exc}") from exc
+        if arr.ndim != (2 if grey else 3):
+            raise ValueError(
+                f"pyramid level {k} has shape {arr.shape}; every level must be 2-D (grey) "
+                f"or 3-D (rows, cols, channels) like level 0"
+            )
         arr = arr[None] if grey else np.moveaxis(arr, -1, 0)
         levels.append(np.ascontiguousarray(arr))
     for k in range(1, len(levels)):
@@ -198,10 +214,12 @@ def collapse_pyramid(pyramid: list[np.ndarray], *, dtype: Any = np.float32) -> n
     out_dtype = np.dtype(dtype)
     is_int = out_dtype.kind in "ui"
     lo, hi = (float(np.iinfo(out_dtype).min), float(np.iinfo(out_dtype).max)) if is_int else (0, 0)
+    if is_int and int(hi) > np.iinfo(out_dtype).max:  # float64 of a 64-bit maximum rounds up
+        hi = float(np.nextafter(hi, 0.0))  # (a value above it would wrap when stored)
     if len(levels) == 1:
         img = np.moveaxis(levels[0], 0, -1)
         if is_int:
-            img = np.clip(np.rint(img), lo, hi)
+            img = np.clip(np.rint(img.astype(np.float64)), lo, hi)  # (float32: hi rounds up)
         img = np.ascontiguousarray(img, dtype=out_dtype)
         return img[:, :, 0] if grey else img
     cur = levels[-1]

@@ -61,6 +61,9 @@ from nanoro_optics._validation import check_bool, check_int, check_range
 
 __all__ = ["FusionRule"]
 
+#: smallest ``noise_floor`` (noise energies): a normal float32 whose inverse is finite
+NOISE_FLOOR_MIN = 1e-12
+
 
 @dataclass(frozen=True)
 class FusionRule:
@@ -86,8 +89,9 @@ class FusionRule:
         Number of the finest band-pass levels whose own energy measures focus, 1 to 32;
         coarser levels follow them (default 3: scales up to about 8 px).
     noise_floor : float, optional
-        Activity floor in units of the noise energy (> 0); larger values average more of
-        the flat, noise-only regions and select less of the detail near the noise.
+        Activity floor in units of the noise energy, ``1e-12`` to ``1e6``; larger values
+        average more of the flat, noise-only regions and select less of the detail near
+        the noise.
     fill_depth : bool, optional
         Fill the pixels of low depth confidence from their confident neighbours
         (:func:`~nanoro_optics.fusion.depth.fill_depth`; default), or leave them NaN.
@@ -121,9 +125,9 @@ class FusionRule:
             self, "focus_levels", check_int(self.focus_levels, "focus_levels", 1, 32)
         )
         object.__setattr__(self, "fill_depth", check_bool(self.fill_depth, "fill_depth"))
-        floor = check_range(self.noise_floor, "noise_floor", 0.0, 1e6)
-        if floor <= 0:
-            raise ValueError(f"noise_floor must be > 0, got {floor}")
+        # (the kernels divide by the floor in float32: 1e-300 was 0 there, a numba
+        # ZeroDivisionError; below 1e-12 noise energies it selects nothing more anyway)
+        floor = check_range(self.noise_floor, "noise_floor", NOISE_FLOOR_MIN, 1e6)
         object.__setattr__(self, "noise_floor", floor)
 
     def window_at(self, level: int) -> int:

@@ -22,6 +22,7 @@ References
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 import threading
@@ -31,7 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nanoro_optics._validation import as_float_array, check_bool
+from nanoro_optics._validation import (
+    as_float_array,
+    check_bool,
+)
 
 from .depth import DepthTracker
 from .options import UNSET, FusionOptions, _Unset, check_monotonic, merge
@@ -194,6 +198,9 @@ def _collapse(accs: list[np.ndarray], scale: float, dtype: np.dtype, kernels: An
     """Rebuild the image (H, W, C) in ``dtype`` from the fused levels (``acc * scale``)."""
     top = len(accs) - 1
     nc, h, w = accs[0].shape
+    # other dtypes are fused in float32 working units: built as float32, mapped back exactly
+    # by StackFuser._from_work (the kernel's float clip cannot hold 64-bit limits)
+    dtype = dtype if dtype in (np.uint8, np.uint16) else np.dtype(np.float32)
     is_int = dtype.kind in "ui"
     lo, hi = (float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)) if is_int else (0.0, 0.0)
     sc = np.float32(scale)
@@ -236,6 +243,54 @@ def _activity_bound(levels: int, inherit: float, energy: float) -> float:
 #: int16 steps per DN of the fused coefficients of uint8 frames: coefficients of a uint8
 #: image lie in [-255, 255], so 128 steps per DN fit int16 and keep 1/256 DN rounding
 _QSCALE_UINT8 = 128.0
+
+#: float frames whose largest magnitude lies in this window are fused at their own scale;
+#: others are first multiplied by a power of two (exact) that brings it to [0.5, 1): the
+#: float32 energies (coefficient squared over noise squared) then neither overflow nor
+#: underflow (float32 frames at 1e20 or 1e-20 fused to NaN before)
+_FLOAT_SCALE_WINDOW = (2.0**-24, 2.0**24)
+#: integer frames (other than uint8 and uint16) whose first frame lies in +-2**24 are fused
+#: as they are (float32 holds them exactly); wider ones relative to the midpoint of the
+#: first frame's range, scaled by a power of two to a span of at most 2**24
+_INT_EXACT = 2**24
+#: smallest noise standard deviation the fuser works with, in its float32 working units
+#: (the data scaled as above): 1 / (C sigma**2) stays finite in float32 (2**-60 is far
+#: below float32's resolution of data of magnitude >= 2**-24)
+_SIGMA_TINY = 2.0**-60
+#: a float frame of magnitude 2**this in the working units (frame 0 at most 2**24 there)
+#: is refused: its pyramid sums would near float32's 2**128 (the fusion kernel saturates
+#: the energies, ``_kernels.ACTIVITY_MAX``, so they do not overflow before)
+_WORK_MAX_EXP = 100
+_SIGN_BIT = np.uint64(1 << 63)
+
+
+def _biased(a: np.ndarray) -> np.ndarray:
+    """Map an integer array onto uint64, order-preserving (signed: the sign bit flipped)."""
+    if a.dtype.kind == "u":
+        return a.astype(np.uint64)
+    return a.astype(np.int64).view(np.uint64) ^ _SIGN_BIT
+
+
+def _unbiased(u: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Inverse of :func:`_biased` (``u`` must hold values of ``dtype``)."""
+    if dtype.kind == "u":
+        return u.astype(dtype)
+    return (u ^ _SIGN_BIT).view(np.int64).astype(dtype)
+
+
+def _bias_of(dtype: np.dtype) -> int:
+    return 1 << 63 if dtype.kind == "i" else 0
+
+
+def _saturating_add(base: int, steps: np.ndarray) -> np.ndarray:
+    """Add integral float64 ``steps`` to ``base`` in uint64, saturated to ``[0, 2**64 - 1]``."""
+    big = np.float64(2.0**64 - 2048)  # the largest float64 below 2**64
+    ub = np.uint64(base)
+    up = np.minimum(np.maximum(steps, 0.0), big).astype(np.uint64)
+    down = np.minimum(np.maximum(-steps, 0.0), big).astype(np.uint64)
+    top = np.uint64(2**64 - 1) - ub
+    out = np.where(up > top, np.uint64(2**64 - 1), ub + np.minimum(up, top))
+    return np.where(down > ub, np.uint64(0), out - np.minimum(down, ub))
 
 
 class StackFuser:
@@ -281,7 +336,13 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
     so far. For uint8 frames it is stored as int16 fixed point, 128 steps per DN
     (coefficients of a uint8 image lie within +-255 DN): half the memory and memory traffic
     of float32, at a rounding of 1/256 DN per frame, far below the output's 1 DN step.
-    Other dtypes are fused in float32 (16-bit frames keep their full precision).
+    Other dtypes are fused in float32 (16-bit frames keep their full precision): float
+    frames scaled by a power of two when frame 0's largest magnitude lies outside
+    ``2**-24`` to ``2**24``, integers wider than 24 bits relative to the midpoint of frame
+    0's range, and mapped back exactly (:meth:`_set_scale`), so that every integer width
+    (int8 to uint64) and every finite float scale (float16 to float64) fuses to a finite
+    image inside the frames' range. A float frame ``2**100`` times frame 0's scale is
+    refused (its pyramid would overflow float32).
 
     Examples
     --------
@@ -436,19 +497,118 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
                     f"{int(white)}, the largest of bit_depth={self.bit_depth}"
                 )
         if frame.dtype.kind == "f":
-            # the pyramid works in float32 whatever the input precision
-            frame = np.ascontiguousarray(frame, dtype=np.float32)
-            bad = self._kern().has_nan(frame)
+            # checked at the frame's own precision (float32 of a finite 1e300 is inf); the
+            # pyramid works in float32 whatever the input precision (float16: exactly)
+            frame = np.ascontiguousarray(frame, dtype=np.promote_types(frame.dtype, np.float32))
+            bad, top = self._kern().finite_absmax(frame)
             if bad >= 0:
                 pos = np.unravel_index(int(bad), frame.shape)
                 raise ValueError(
                     f"frame {k} has a non-finite pixel ({frame.flat[int(bad)]}) at "
                     f"{tuple(int(p) for p in pos)}"
                 )
-        work = self._work_dtype(frame.dtype)
-        if frame.dtype != work:  # other integer types go through float32 (exact below 2**24)
-            frame = frame.astype(work)
+            if k == 0:
+                self._set_scale(frame, float(top))
+            if top > 0 and math.frexp(top)[1] + self._exp > _WORK_MAX_EXP:
+                raise ValueError(
+                    f"frame {k} has a pixel of magnitude {float(top)!r}, at least "
+                    f"2**{_WORK_MAX_EXP - self._exp}, this stack's limit: the fuser works in "
+                    f"float32 scaled to frame 0 (largest magnitude {self._scale0!r}), where "
+                    f"pixels must stay below 2**{_WORK_MAX_EXP}"
+                )
+        elif k == 0:
+            self._set_scale(frame, 0.0)
+        if self._work_dtype(self._in_dtype) != frame.dtype or self._exp != 0:
+            frame = self._to_work(frame)  # float32 working units (see _set_scale)
         return frame  # copied into the planar buffer, whatever its strides
+
+    def _set_scale(self, frame: np.ndarray, top: float) -> None:
+        """Choose, from frame 0, how frames map onto the float32 working units.
+
+        A frame ``x`` is fused as ``(x - offset) * 2**exp`` in float32. uint8 and uint16
+        frames, float frames whose largest magnitude lies in :data:`_FLOAT_SCALE_WINDOW`
+        and integer frames within ``+-2**24`` keep ``offset = 0, exp = 0`` (fused as they
+        are). Other float frames are scaled by a power of two (exactly) to a largest
+        magnitude in ``[0.5, 1)``; other integer frames are taken relative to the midpoint
+        of frame 0's range (``offset``, exact in 64-bit integers) and scaled by a power of
+        two to a span of at most ``2**24``. The fused image is mapped back exactly
+        (:meth:`_from_work`), so any integer width and any finite float scale fuse
+        finite and inside the frames' range.
+        """
+        self._exp = 0
+        self._offset: int | None = None  # in the biased uint64 domain of _biased()
+        self._scale0 = top  # frame 0's largest magnitude (float frames)
+        if frame.dtype in (np.uint8, np.uint16):
+            return
+        if frame.dtype.kind == "f":
+            if top > 0 and not _FLOAT_SCALE_WINDOW[0] <= top <= _FLOAT_SCALE_WINDOW[1]:
+                self._exp = -math.frexp(top)[1]
+            return
+        lo, hi = int(frame.min()), int(frame.max())
+        if -_INT_EXACT <= lo and hi <= _INT_EXACT:
+            return
+        self._offset = _bias_of(frame.dtype) + (lo + hi) // 2
+        self._exp = -max(0, (hi - lo).bit_length() - 24)
+
+    def _to_work(self, frame: np.ndarray) -> np.ndarray:
+        """Return a frame in the float32 working units of :meth:`_set_scale`."""
+        if frame.dtype.kind == "f":  # (magnitudes checked: below 2**100 once scaled)
+            if self._exp == 0:
+                return frame.astype(np.float32)
+            if frame.dtype == np.float32:  # (ldexp is exact up to the one final rounding)
+                return np.ldexp(frame, self._exp)
+            return np.ldexp(frame.astype(np.float64, copy=False), self._exp).astype(np.float32)
+        if self._offset is None:  # exact in float32 below 2**24, rounded (no wrap) above
+            return frame.astype(np.float32)
+        return np.ldexp(self._steps(frame), self._exp).astype(np.float32)
+
+    def _steps(self, frame: np.ndarray) -> np.ndarray:
+        """``frame - offset`` as float64, computed exactly in uint64 (then rounded once)."""
+        assert self._offset is not None
+        u = _biased(frame)
+        base = np.uint64(self._offset)
+        above = u >= base
+        return np.where(
+            above,
+            (u - np.where(above, base, u)).astype(np.float64),
+            -(np.where(above, u, base) - u).astype(np.float64),
+        )
+
+    def _from_work(
+        self, image3: np.ndarray, lo: np.ndarray | None, hi: np.ndarray | None
+    ) -> np.ndarray:
+        """Map a float32 image ``(H, W, C)`` of working units back to the frames' dtype.
+
+        Exactly: integers rounded half to even from the offset in 64-bit integers and
+        saturated at the dtype's limits, floats scaled back by the power of two; then
+        clamped to the planar per-pixel range ``lo``, ``hi`` (the frames' dtype) in that
+        exact arithmetic, so that no pixel leaves the data (nor wraps around).
+        """
+        dtype = self._dtype
+        assert dtype is not None
+        out = np.empty(image3.shape, dtype)
+        step = 256  # rows at a time: the float64 / uint64 temporaries stay small
+        for r0 in range(0, image3.shape[0], step):
+            rows = slice(r0, r0 + step)
+            y = np.ldexp(image3[rows].astype(np.float64), -self._exp)
+            b = None if lo is None or hi is None else (lo[:, rows], hi[:, rows])
+            if dtype.kind == "f":
+                if b is not None:  # lo, hi are values of dtype: its rounding keeps y inside
+                    y = np.minimum(np.maximum(y, _interleaved(b[0])), _interleaved(b[1]))
+                with np.errstate(over="ignore"):
+                    out[rows] = y.astype(dtype)
+                continue
+            base = _bias_of(dtype) if self._offset is None else self._offset
+            u = _saturating_add(base, np.rint(y))
+            info = np.iinfo(dtype)
+            lim = _biased(np.array([info.min, info.max], dtype))
+            u = np.minimum(np.maximum(u, lim[0]), lim[1])
+            if b is not None:
+                u = np.minimum(
+                    np.maximum(u, _biased(_interleaved(b[0]))), _biased(_interleaved(b[1]))
+                )
+            out[rows] = _unbiased(u, dtype)
+        return out
 
     def _check_guide(self, c: int, source: str) -> None:
         g = self.guide_channel
@@ -523,9 +683,17 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
             sigma = np.broadcast_to(self._noise_opt, (c,)).astype(np.float64)
             if frame3.dtype.kind in "ui":  # 1 DN at least (this also bounds the codes)
                 sigma = np.maximum(sigma, _SIGMA_MIN_DN)
-        else:
-            sigma = noise_sigma(frame3, next_frame)
-        self.noise_dn = sigma
+            sigma = np.ldexp(sigma, self._exp)  # in the working units (_set_scale)
+            if np.any(sigma < _SIGMA_TINY) or np.any(sigma > 1.0 / _SIGMA_TINY):
+                raise ValueError(
+                    f"noise_dn={self._noise_opt.tolist()!r} does not fit these frames: "
+                    f"from {math.ldexp(_SIGMA_TINY, -self._exp):.6g} to "
+                    f"{math.ldexp(1.0 / _SIGMA_TINY, -self._exp):.6g} (2**-60 to 2**60 of "
+                    f"the frames' scale), else the noise energy leaves float32"
+                )
+        else:  # (at least 2**-60 of the frames' scale: far below float32's resolution)
+            sigma = np.maximum(noise_sigma(frame3, next_frame), _SIGMA_TINY)
+        self.noise_dn = np.ldexp(sigma, -self._exp)  # in DN of the frames
         if g is None:
             self._lum = (1.0 / (c * sigma**2)).astype(np.float32)
         else:  # the guide alone, weighed as in a single-channel fusion of it
@@ -645,9 +813,10 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
         plane_dtype = np.float32 if work_dtype == np.uint16 else work_dtype
         self._plane: np.ndarray | None = np.empty((c, h, w), plane_dtype)
         # the frames' per-pixel range: the fused image is kept inside it (see result())
+        # (in the frames' own dtype: exact for every dtype, as _set_range gives it)
         keep = self._keep_range
-        self._lo: np.ndarray | None = np.empty((c, h, w), work_dtype) if keep else None
-        self._hi: np.ndarray | None = np.empty((c, h, w), work_dtype) if keep else None
+        self._lo: np.ndarray | None = np.empty((c, h, w), self._dtype) if keep else None
+        self._hi: np.ndarray | None = np.empty((c, h, w), self._dtype) if keep else None
         self._dummy2 = np.zeros((1, 1), np.float32)
         self._dummy3 = np.zeros((c, 1, 1), acc_dtype)
         # placeholders of the tracker's maps on the levels it does not follow (a tracker of
@@ -724,10 +893,35 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
         if on_copied is not None:
             on_copied()
         if self._lo is not None:
-            self._kern().update_range(self._plane, self._lo, self._hi, first)
+            if self._dtype in (np.uint8, np.uint16) or (
+                self._dtype == np.float32 and self._exp == 0
+            ):  # the plane holds the frame's values exactly
+                self._kern().update_range(self._plane, self._lo, self._hi, first)
+            else:
+                self._update_range(None if self.align else raw, frame3, first)
         if self._rows0 is None:
             self._fold(first)
         self._n += 1
+
+    def _update_range(self, raw: Any, work3: np.ndarray, first: bool) -> None:
+        """Fold a frame into the range maps, in the frames' own dtype (exact).
+
+        The frame as given, or (``raw`` None: aligned) its warped working-unit values
+        mapped back to the dtype.
+        """
+        assert self._lo is not None and self._hi is not None
+        if raw is None:
+            src3 = self._from_work(work3, None, None)
+        else:
+            src3 = np.asarray(raw)
+            src3 = src3 if src3.ndim == 3 else src3[:, :, None]
+        src = _planar_view(src3)
+        if first:
+            self._lo[...] = src
+            self._hi[...] = src
+        else:
+            np.minimum(self._lo, src, out=self._lo)
+            np.maximum(self._hi, src, out=self._hi)
 
     def _fold_pending(self, rows1: np.ndarray | None = None) -> None:
         """Set the noise from frame 0's rows (and frame 1's) and fold frame 0 in."""
@@ -946,9 +1140,9 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
             # from different frames (frames that differ in brightness or position at coarse
             # scales), their sum can overshoot; this bounds it by the data
             lo, hi = self._lo, self._hi
-            if lo is not None and hi is not None:  # (a single frame needs no range)
-                if lo.dtype != image3.dtype:  # frames fused in float32 for another dtype
-                    lo, hi = lo.astype(image3.dtype), hi.astype(image3.dtype)
+            if image3.dtype != self._dtype or self._exp != 0:  # fused in working units
+                image3 = self._from_work(image3, lo, hi)  # back, and clamped exactly
+            elif lo is not None and hi is not None:  # (a single frame needs no range)
                 self._kern().clamp_to_range(image3, lo, hi)
             image = image3 if len(self._shape) == 3 else image3[:, :, 0]
         if release:
@@ -1009,6 +1203,11 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
             depth_unit="frame" if z is None else "um",
             depth_kind=kind,
         )
+
+
+def _interleaved(a: np.ndarray) -> np.ndarray:
+    """Return a planar ``(C, H, W)`` array as an interleaved ``(H, W, C)`` view."""
+    return np.moveaxis(a, 0, -1)
 
 
 def _planar_view(a: np.ndarray) -> np.ndarray:

@@ -178,7 +178,7 @@ def _on_first_compile_in_gui(callback: Any) -> Any:
 
     from nanoro_optics._numba import on_first_compile
 
-    class _Relay(QObject):  # type: ignore[misc]
+    class _Relay(QObject):  # type: ignore[misc,unused-ignore]
         fire = Signal()
 
     relay = _Relay()

@@ -49,7 +49,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._validation import as_float_array, check_int, check_positive
+from .._validation import (
+    INDEX_RANGE,
+    LENGTH_MAX_UM,
+    NA_MIN,
+    WAVELENGTH_RANGE_UM,
+    as_float_array_in,
+    check_int,
+    check_range,
+)
 
 __all__ = ["Optics", "check_optics", "vectorial_integrals"]
 
@@ -92,14 +100,32 @@ class Optics:
         return tc if tc < self.alpha else None
 
 
+def check_length(value: Any, name: str, *, nonnegative: bool = False) -> np.ndarray:
+    """Return a length (array) in um within ``[0 or -LENGTH_MAX_UM, LENGTH_MAX_UM]``.
+
+    (Longer ones overflowed the phases or the node counts; the integrals refuse depths
+    whose phase needs more than ``_MAX_NODES`` nodes, naming them.)
+    """
+    lo = 0.0 if nonnegative else -LENGTH_MAX_UM
+    return as_float_array_in(value, name, lo, LENGTH_MAX_UM, "um")
+
+
+def check_scalar_length(value: Any, name: str, *, nonnegative: bool = False) -> float:
+    """Return :func:`check_length` of a single number as a float."""
+    arr = check_length(value, name, nonnegative=nonnegative)
+    if arr.ndim != 0:
+        raise ValueError(f"{name} must be a number, got an array of shape {arr.shape}")
+    return float(arr)
+
+
 def check_optics(
     na: Any, n_immersion: Any, n_sample: Any, wavelength_um: Any, name: str = "wavelength_um"
 ) -> Optics:
     """Validate scalar optics arguments; ``na`` must be below ``n_immersion``."""
-    n1 = check_positive(n_immersion, "n_immersion")
-    n2 = check_positive(n_sample, "n_sample")
-    a = check_positive(na, "na")
-    lam = check_positive(wavelength_um, name)
+    n1 = check_range(n_immersion, "n_immersion", *INDEX_RANGE)
+    n2 = check_range(n_sample, "n_sample", *INDEX_RANGE)
+    a = check_range(na, "na", NA_MIN)
+    lam = check_range(wavelength_um, name, *WAVELENGTH_RANGE_UM)
     if a >= n1:
         raise ValueError(
             f"na must be smaller than n_immersion (NA = n_immersion sin(alpha) < n_immersion); "
@@ -311,9 +337,9 @@ def vectorial_integrals(
     True
     """
     opt = check_optics(na, n_immersion, n_sample, wavelength_um)
-    nfp = check_positive(nfp_um, "nfp_um", allow_zero=True)
-    r = as_float_array(r_um, "r_um", nonnegative=True)
-    z = as_float_array(z_um, "z_um")
+    nfp = check_scalar_length(nfp_um, "nfp_um", nonnegative=True)
+    r = check_length(r_um, "r_um", nonnegative=True)
+    z = check_length(z_um, "z_um")
     check_depth(z, nfp, opt)
     if n_nodes is None:
         n_nodes = auto_nodes(opt, nfp, float(z.min()), float(z.max()), float(r.max()))

@@ -21,8 +21,16 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._validation import as_float_array, check_positive
-from ._integrals import Optics, auto_nodes, check_depth, check_optics, on_axis_field, pupil
+from ._integrals import (
+    Optics,
+    auto_nodes,
+    check_depth,
+    check_length,
+    check_optics,
+    check_scalar_length,
+    on_axis_field,
+    pupil,
+)
 
 __all__ = ["ApparentFocus", "apparent_focal_position", "axial_intensity"]
 
@@ -146,8 +154,8 @@ def axial_intensity(
     1.0
     """
     opts = _setups(na, n_immersion, n_sample, wavelength_um, emission_wavelength_um)
-    nfp = check_positive(nfp_um, "nfp_um", allow_zero=True)
-    z = as_float_array(z_um, "z_um")
+    nfp = check_scalar_length(nfp_um, "nfp_um", nonnegative=True)
+    z = check_length(z_um, "z_um")
     check_depth(z, nfp, opts[0])
     model = _AxialModel(opts, nfp, float(z.min()), float(z.max()))
     return _return(model(z), z_um)
@@ -185,9 +193,9 @@ def _find_peak(opts: list[Optics], nfp: float) -> tuple[float, float]:
     for o in opts[1:]:
         lo2, hi2, step2 = _geometric_bracket(o, nfp)
         lo, hi, step = min(lo, lo2), max(hi, hi2), min(step, step2)
+    model = _AxialModel(opts, nfp, lo, hi)  # (refuses a depth too deep to integrate)
     n = max(16, math.ceil((hi - lo) / step) + 1)
     grid = np.linspace(lo, hi, n)
-    model = _AxialModel(opts, nfp, lo, hi)
     values = model(grid)
     i = int(np.argmax(values))
     a, b = grid[max(i - 1, 0)], grid[min(i + 1, n - 1)]
@@ -263,7 +271,7 @@ def apparent_focal_position(
     -0.55
     """
     opts = _setups(na, n_immersion, n_sample, wavelength_um, emission_wavelength_um)
-    nfp = as_float_array(nfp_um, "nfp_um", nonnegative=True)
+    nfp = check_length(nfp_um, "nfp_um", nonnegative=True)
     afp = np.empty(nfp.shape)
     peak = np.empty(nfp.shape)
     for idx in np.ndindex(nfp.shape):

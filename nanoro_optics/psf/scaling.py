@@ -52,7 +52,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._validation import as_float_array, check_choice, check_positive
+from .._validation import (
+    INDEX_RANGE,
+    NA_MIN,
+    WAVELENGTH_RANGE_UM,
+    as_float_array_in,
+    check_choice,
+    check_range,
+)
+from ._integrals import check_length
 from .focal import apparent_focal_position
 
 __all__ = ["SCALING_MODELS", "actual_depth_um", "axial_scaling_factor"]
@@ -224,9 +232,9 @@ def axial_scaling_factor(
     import warnings
 
     check_choice(model, "model", SCALING_MODELS)
-    na_a = as_float_array(na, "na", positive=True)
-    n1 = as_float_array(n_immersion, "n_immersion", positive=True)
-    n2 = as_float_array(n_sample, "n_sample", positive=True)
+    na_a = as_float_array_in(na, "na", NA_MIN, INDEX_RANGE[1], "numerical aperture")
+    n1 = as_float_array_in(n_immersion, "n_immersion", *INDEX_RANGE, "refractive index")
+    n2 = as_float_array_in(n_sample, "n_sample", *INDEX_RANGE, "refractive index")
     _check_na(na_a, n1, "n_immersion", strict=True)
     if model in _NEEDS_NA_LE_N2:
         _check_na(na_a, n2, "n_sample", strict=False, model=model)
@@ -243,8 +251,8 @@ def axial_scaling_factor(
         raise ValueError(f"model {model!r} depends on depth: nfp_um is required, got None")
     if wavelength_um is None:
         raise ValueError(f"model {model!r} needs wavelength_um, got None")
-    lam = check_positive(wavelength_um, "wavelength_um")
-    nfp = as_float_array(nfp_um, "nfp_um", nonnegative=True)
+    lam = check_range(wavelength_um, "wavelength_um", *WAVELENGTH_RANGE_UM)
+    nfp = check_length(nfp_um, "nfp_um", nonnegative=True)
     if model == "loginov":
         na_b, n1_b, n2_b, nfp_b = np.broadcast_arrays(na_a, n1, n2, nfp)
         out = _loginov(na_b, n1_b, n2_b, nfp_b, lam)
@@ -338,13 +346,20 @@ def actual_depth_um(
     8.762
     """
     check_choice(model, "model", SCALING_MODELS)
-    nominal = as_float_array(nominal_um, "nominal_um", nonnegative=True)
+    nominal = check_length(nominal_um, "nominal_um", nonnegative=True)
     if model == "wave":
         if wavelength_um is None:
             raise ValueError("model 'wave' needs wavelength_um, got None")
-        afp = apparent_focal_position(
-            nominal, na=na, n_immersion=n_immersion, n_sample=n_sample, wavelength_um=wavelength_um
-        ).afp_um
+        try:
+            afp = apparent_focal_position(
+                nominal,
+                na=na,
+                n_immersion=n_immersion,
+                n_sample=n_sample,
+                wavelength_um=wavelength_um,
+            ).afp_um
+        except ValueError as exc:  # name the argument as the caller gave it
+            raise ValueError(str(exc).replace("nfp_um", "nominal_um")) from exc
         out = np.asarray(afp, dtype=np.float64)
     elif model == "loginov":
         sf = axial_scaling_factor(
@@ -358,7 +373,7 @@ def actual_depth_um(
         out = np.asarray(sf) * nominal
     else:
         if wavelength_um is not None:
-            check_positive(wavelength_um, "wavelength_um")
+            check_range(wavelength_um, "wavelength_um", *WAVELENGTH_RANGE_UM)
         sf = axial_scaling_factor(na, n_immersion=n_immersion, n_sample=n_sample, model=model)
         out = sf * nominal
     if np.ndim(nominal_um) == 0 and not isinstance(nominal_um, np.ndarray):

@@ -21,14 +21,22 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import as_float_array, check_choice, check_int, check_positive
+from .._validation import (
+    INDEX_RANGE,
+    as_float_array,
+    check_choice,
+    check_int,
+    check_range,
+)
 from ._integrals import (
     _MAX_NODES,
     Optics,
     auto_nodes,
     bessel_012,
     check_depth,
+    check_length,
     check_optics,
+    check_scalar_length,
     pupil,
 )
 from .focal import _interface_norm
@@ -40,7 +48,9 @@ POLARIZATIONS = ("unpolarized", "x", "y")
 
 
 def _spacing(spacing_um: Any) -> tuple[float, float, float]:
-    arr = as_float_array(spacing_um, "spacing_um", positive=True)
+    arr = check_length(spacing_um, "spacing_um", nonnegative=True)
+    if np.any(arr <= 0):
+        raise ValueError(f"spacing_um must be > 0, got {spacing_um!r}")
     if arr.ndim == 0:
         s = float(arr)
         return s, s, s
@@ -53,12 +63,22 @@ def _spacing(spacing_um: Any) -> tuple[float, float, float]:
     )
 
 
+#: largest side and number of voxels of a PSF volume (refused before any allocation)
+_MAX_SIDE = 65536
+_MAX_VOXELS = 2**28
+
+
 def _shape(shape: Any) -> tuple[int, int, int]:
     if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
         raise TypeError(f"shape must be a sequence of 3 integers (nz, ny, nx), got {shape!r}")
     if len(shape) != 3:
         raise ValueError(f"shape must have 3 entries (nz, ny, nx), got {tuple(shape)!r}")
-    nz, ny, nx = (check_int(v, f"shape[{i}]", 1) for i, v in enumerate(shape))
+    nz, ny, nx = (check_int(v, f"shape[{i}]", 1, _MAX_SIDE) for i, v in enumerate(shape))
+    if nz * ny * nx > _MAX_VOXELS:
+        raise ValueError(
+            f"shape {(nz, ny, nx)!r} holds {nz * ny * nx} voxels, more than the limit "
+            f"{_MAX_VOXELS} (2 GB of float64)"
+        )
     return nz, ny, nx
 
 
@@ -174,10 +194,15 @@ def vectorial_psf(
     nz, ny, nx = _shape(shape)
     dz, dy, dx = _spacing(spacing_um)
     opts = _optics_list(na, n_immersion, n_sample, wavelength_um, emission_wavelength_um)
-    nfp = check_positive(nfp_um, "nfp_um", allow_zero=True)
-    zc = _scalar(z_center_um, "z_center_um")
+    nfp = check_scalar_length(nfp_um, "nfp_um", nonnegative=True)
+    zc = check_scalar_length(z_center_um, "z_center_um")
     z = zc + (np.arange(nz) - nz // 2) * dz
-    check_depth(z, nfp, opts[0])
+    try:
+        check_depth(z, nfp, opts[0])
+    except ValueError as exc:  # the planes come from z_center_um and spacing_um
+        raise ValueError(
+            f"the {nz} planes of spacing_um={dz!r} around z_center_um={zc!r}: {exc}"
+        ) from exc
     return _volume(opts, polarization, np.full(nz, nfp), z, (ny, nx), (dy, dx), n_nodes, normalize)
 
 
@@ -249,13 +274,13 @@ n_nodes, normalize
     nz, ny, nx = _shape(shape)
     dz, dy, dx = _spacing(spacing_um)
     opts = _optics_list(na, n_immersion, n_sample, wavelength_um, emission_wavelength_um)
-    depth = check_positive(depth_um, "depth_um", allow_zero=True)
-    center = _scalar(nfp_center_um, "nfp_center_um")
+    depth = check_scalar_length(depth_um, "depth_um", nonnegative=True)
+    center = check_scalar_length(nfp_center_um, "nfp_center_um")
     nfp = center + (np.arange(nz) - nz // 2) * dz
     if nfp.min() < -1e-9:
         raise ValueError(
             f"every plane's nominal focal position must be >= 0: nfp_center_um={center!r} "
-            f"with {nz} planes of {dz!r} um gives {float(nfp.min())!r}"
+            f"with {nz} planes of spacing_um={dz!r} gives {float(nfp.min())!r}"
         )
     nfp = np.maximum(nfp, 0.0)
     return _volume(opts, polarization, nfp, depth - nfp, (ny, nx), (dy, dx), n_nodes, normalize)
@@ -386,10 +411,10 @@ def psfmodels_to_nominal(
     >>> psfmodels_to_nominal(10.0, pz_um=10.0, n_immersion=1.5, n_sample=1.25)
     (12.0, -2.0)
     """
-    n1 = check_positive(n_immersion, "n_immersion")
-    n2 = check_positive(n_sample, "n_sample")
-    pz = check_positive(pz_um, "pz_um", allow_zero=True)
-    zv = as_float_array(zv_um, "zv_um")
+    n1 = check_range(n_immersion, "n_immersion", *INDEX_RANGE)
+    n2 = check_range(n_sample, "n_sample", *INDEX_RANGE)
+    pz = check_scalar_length(pz_um, "pz_um", nonnegative=True)
+    zv = check_length(zv_um, "zv_um")
     nfp = zv + pz * (n1 / n2 - 1.0)
     z = pz - nfp
     if np.ndim(zv_um) == 0 and not isinstance(zv_um, np.ndarray):

@@ -7,7 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import check_finite_real, check_int, check_positive
+from .._validation import LENGTH_MAX_UM, check_int, check_positive, check_range
+
+#: most regular focus levels, and most levels in all with the extended range (8 MB)
+_MAX_LEVELS = 10_000
+_MAX_ALL_LEVELS = 1_000_000
 
 __all__ = ["ExtendedFocusLevels", "extended_focus_levels", "focus_levels"]
 
@@ -50,8 +54,10 @@ def focus_levels(total_range_um: float, n_levels: int, *, offset_um: float = 0.0
     [-40.0, -30.0, -20.0, -10.0, 0.0, 10.0, 20.0]
     """
     span = check_positive(total_range_um, "total_range_um")
-    n = check_int(n_levels, "n_levels", 2, 10_000)
-    offset = check_finite_real(offset_um, "offset_um")
+    if span > 2 * LENGTH_MAX_UM:
+        raise ValueError(f"total_range_um must be <= {2 * LENGTH_MAX_UM!r}, got {span!r}")
+    n = check_int(n_levels, "n_levels", 2, _MAX_LEVELS)
+    offset = check_range(offset_um, "offset_um", -LENGTH_MAX_UM, LENGTH_MAX_UM)
     low, high = offset - span / 2.0, offset + span / 2.0
     # start + i x interval, not a running sum; the far end is set exactly
     levels = low + np.arange(n, dtype=np.float64) * (span / (n - 1))
@@ -149,14 +155,19 @@ def extended_focus_levels(
     """
     regular = focus_levels(total_range_um, n_levels, offset_um=offset_um)
     low, high = float(regular[0]), float(regular[-1])
-    lower = check_finite_real(lower_um, "lower_um")
-    upper = check_finite_real(upper_um, "upper_um")
+    lower = check_range(lower_um, "lower_um", -2 * LENGTH_MAX_UM, 2 * LENGTH_MAX_UM)
+    upper = check_range(upper_um, "upper_um", -2 * LENGTH_MAX_UM, 2 * LENGTH_MAX_UM)
     step = check_positive(interval_um, "interval_um")
     regular_step = float(total_range_um) / (n_levels - 1)
+    given = f"(total_range_um={total_range_um!r} around offset_um={offset_um!r})"
     if lower > low:
-        raise ValueError(f"lower_um={lower!r} must be <= the regular range's low end {low!r}")
+        raise ValueError(
+            f"lower_um={lower!r} must be <= the regular range's low end {low!r} {given}"
+        )
     if upper < high:
-        raise ValueError(f"upper_um={upper!r} must be >= the regular range's high end {high!r}")
+        raise ValueError(
+            f"upper_um={upper!r} must be >= the regular range's high end {high!r} {given}"
+        )
     if step < regular_step * (1.0 - _FILL_RTOL):
         raise ValueError(
             f"interval_um={step!r} must be >= the regular interval {regular_step!r} "
@@ -164,6 +175,11 @@ def extended_focus_levels(
         )
     k_low, d_low = _fill(low - lower, step)
     k_high, d_high = _fill(upper - high, step)
+    if k_low + k_high + regular.size > _MAX_ALL_LEVELS:
+        raise ValueError(
+            f"lower_um={lower!r} and upper_um={upper!r} at interval_um={step!r} give "
+            f"{k_low + k_high + regular.size} levels, more than {_MAX_ALL_LEVELS}"
+        )
     below = lower + d_low * np.arange(k_low, dtype=np.float64)
     above = upper - d_high * np.arange(k_high - 1, -1, -1, dtype=np.float64)
     levels = np.concatenate([below, regular, above])

@@ -6,7 +6,13 @@ import math
 from dataclasses import dataclass, field
 
 from .. import optics
-from .._validation import check_choice, check_finite_real, check_int, check_positive
+from .._validation import (
+    LENGTH_MAX_UM,
+    check_choice,
+    check_int,
+    check_positive,
+    check_range,
+)
 from ._plan import MAX_COUNT, SYNC_RTOL, ZScanPlan, _count_for, _fmt
 
 __all__ = ["ZScanLimits", "plan_for_sample"]
@@ -86,7 +92,9 @@ class ZScanLimits:
             )
         cmin = check_int(self.min_count, "min_count", 0, MAX_COUNT)
         cmax = check_int(self.max_count, "max_count", cmin, MAX_COUNT)
-        cdef = check_int(self.default_count, "default_count", cmin, cmax)
+        cdef = check_int(self.default_count, "default_count", cmin)
+        if cdef > cmax:
+            raise ValueError(f"default_count={cdef} must be <= max_count={cmax}")
         dmax = (
             cmax * hi
             if self.max_distance_um is None
@@ -270,8 +278,8 @@ def plan_for_sample(
     >>> plan_for_sample(40.0, 0.0, spacing_um=8.0).positions_um().tolist()
     [48.0, 40.0, 32.0, 24.0, 16.0, 8.0, 0.0, -8.0]
     """
-    top = check_finite_real(top_um, "top_um")
-    bottom = check_finite_real(bottom_um, "bottom_um")
+    top = check_range(top_um, "top_um", -LENGTH_MAX_UM, LENGTH_MAX_UM)
+    bottom = check_range(bottom_um, "bottom_um", -LENGTH_MAX_UM, LENGTH_MAX_UM)
     if top < bottom:
         raise ValueError(f"top_um={top!r} must be >= bottom_um={bottom!r}")
     margin = check_int(margin_steps, "margin_steps", 0, MAX_COUNT)
@@ -291,9 +299,13 @@ def plan_for_sample(
                 )
     else:
         s = check_positive(spacing_um, "spacing_um")
+    if s > LENGTH_MAX_UM:
+        raise ValueError(f"spacing_um must be <= {LENGTH_MAX_UM!r}, got {s!r}")
 
     depth = top - bottom
-    what = f"a {depth:.6g} um deep sample at spacing_um={s!r}"
+    what = (
+        f"a {depth:.6g} um deep sample (top_um={top!r}, bottom_um={bottom!r}) at spacing_um={s!r}"
+    )
     steps = _count_for(depth / s, rounding, what)
     count = steps + 2 * margin
     if count > MAX_COUNT:

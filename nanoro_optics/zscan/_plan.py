@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .._validation import check_choice, check_finite_real, check_int, check_positive
+from .._validation import (
+    LENGTH_MAX_UM,
+    check_choice,
+    check_finite_real,
+    check_int,
+    check_positive,
+)
 
 if TYPE_CHECKING:
     from ._limits import ZScanLimits
@@ -238,6 +244,8 @@ class ZScanPlan:
                 f"the spacing is undefined for distance_um={d!r} and count={n}; "
                 "give the spacing instead (ZScanPlan.from_spacing_count)"
             )
+        if d / n == 0:  # (a subnormal distance)
+            raise ValueError(f"distance_um={d!r} over count={n} steps gives a spacing of 0")
         return cls(d, d / n, n, start_um=start_um)
 
     @classmethod
@@ -252,6 +260,8 @@ class ZScanPlan:
         6.0
         """
         s = check_positive(spacing_um, "spacing_um")
+        if s > LENGTH_MAX_UM:
+            raise ValueError(f"spacing_um must be <= {LENGTH_MAX_UM!r}, got {s!r}")
         n = check_int(count, "count", 0, MAX_COUNT)
         return cls(s * n, s, n, start_um=start_um)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_finite_real, check_positive
+from .._validation import LENGTH_MAX_UM, check_positive, check_range
 from ._plan import MAX_COUNT, ZScanPlan
 
 __all__ = ["EVEN_RTOL", "from_useq", "to_useq"]
@@ -153,7 +153,11 @@ def from_useq(
             f"zplan has {visited.size} positions; a Z-scan plan takes at most {MAX_COUNT + 1}"
         )
     relative = bool(zplan.is_relative)
-    current = None if current_um is None else check_finite_real(current_um, "current_um")
+    current = (
+        None
+        if current_um is None
+        else check_range(current_um, "current_um", -LENGTH_MAX_UM, LENGTH_MAX_UM)
+    )
     if not relative and current is not None:
         warnings.warn(
             f"current_um={current!r} is ignored: {type(zplan).__name__} is absolute",
