@@ -221,12 +221,21 @@ def test_fusion_depth_map_follows_the_true_depth(ex: FocusStackExample) -> None:
 
 @settings(max_examples=10, deadline=None)
 @given(focus_stacks(shape=SMALL_SHAPES, n_frames=1))
-def test_fusing_a_single_frame_returns_it(ex: FocusStackExample) -> None:
-    from nanoro_optics.fusion import fuse_stack
+def test_a_single_frame_is_refused_by_fusion_and_returned_as_the_image(
+    ex: FocusStackExample,
+) -> None:
+    from nanoro_optics.fusion import StackFuser, fuse_stack
+    from nanoro_optics.fusion.stack import ONE_FRAME_ERROR
 
-    res = fuse_stack(ex.frames)
-    np.testing.assert_array_equal(res.image, ex.frames[0])
-    assert res.image.dtype == ex.frames.dtype
+    # the one policy of every front end: one frame has nothing to fuse and no depth
+    with pytest.raises(ValueError) as err:
+        fuse_stack(ex.frames)
+    assert str(err.value) == ONE_FRAME_ERROR
+    fuser = StackFuser(depth=False)
+    fuser.add(ex.frames[0])
+    image = fuser.image()  # the image alone: the frame as it is
+    np.testing.assert_array_equal(image, ex.frames[0])
+    assert image.dtype == ex.frames.dtype
 
 
 # ------------------------------------------------------------------------------ beam tilt
