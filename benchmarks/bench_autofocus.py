@@ -23,6 +23,28 @@ Trials (each with its own seed: specimen, position, noise):
 Objectives: 40x/0.65 (DoF 1.71 um, relief 4 DoF) and 10x/0.25 (DoF 11.8 um, relief
 2 DoF); 128 x 128 px frames at 6.5 um / M.
 
+Slopes covered (printed by the benchmark as "surface slopes", |grad height| of the
+specimens over the trials' seeds): the relief at 40x was reduced from 8 to 4 DoF because
+the simulator renders each pixel with the defocus of its own height (a layered model),
+which is only sound where the surface is not steeper than the objective's acceptance cone
+(half-angle asin(NA): 40.5 deg, slope 0.86, at 40x; 14.5 deg, slope 0.26, at 10x); at
+8 DoF the 40x hills reached slope 3.2 (73 deg). At 4 DoF, at 40x: the tilted and sparse
+planes slope 0.24-0.26 (13-15 deg), inside the cone; the bump 0.53 median, 0.90 at most
+(3.6 % of its area beyond the cone); the hills (two layers, low contrast, noisy) 0.30
+median, 1.25 at the 99th percentile, 1.61 (58 deg) at most (8.9 % beyond). At 10x (2 DoF)
+the tilted and sparse planes (0.20-0.22) are inside the narrow cone, the bump (74 %) and
+the hills (50 %) largely outside it. So the 40x relief trials cover gentle to moderate
+slopes; surfaces mostly steeper than ~40 deg are not covered, and where the hills and the
+10x trials pass the cone the simulator is least faithful.
+
+Sparse fluorescence at 40x is the weak case. Its failures come from spotless tiles on
+the field's border: the simulator renders the field periodically (FFT), so the blur discs
+of bright spots at the opposite border, up to 3 DoF away on the tilt, wrap in, and their
+rims read as structure above the top or below the bottom. The same happens with bright
+objects just outside a real field, which no in-field test can see. (On seeds 100-119, not
+used here, the rings of border tiles left out and the truth taken inside them, 18 of 20
+trials pass; with them, 11.)
+
 Run ``python benchmarks/bench_autofocus.py [--trials N] [--faults N] [--json PATH]``.
 """
 
@@ -32,11 +54,14 @@ import argparse
 import functools
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
 
 from nanoro_optics import optics
 from nanoro_optics.autofocus import (
@@ -53,9 +78,10 @@ SHAPE = (128, 128)
 RANGE_DOF = 30.0
 FOCUS_KINDS = ("texture", "sparse", "low_contrast", "noisy", "blank")
 RANGE_KINDS = ("tilted", "bump", "two_layers", "sparse", "low_contrast", "noisy", "blank")
-#: relief in DoF: 4 DoF (6.9 um) on the 40x's 21 um field keeps the surface's slopes near
-#: the objective's acceptance cone (tan 40.5 deg = 0.86), where the simulator's layered
-#: defocus model holds; 8 DoF made 4:1 slopes (see the report of the first run)
+#: relief in DoF: 4 DoF (6.9 um) on the 40x's 21 um field keeps most of the surface's
+#: slopes inside the objective's acceptance cone (tan 40.5 deg = 0.86), where the
+#: simulator's layered defocus model holds; at 8 DoF the hills reached 3.2 (73 deg). See
+#: slope_table() for what each kind covers (the hills still pass the cone in places).
 RELIEF_DOF = {"Nikon MRP70401": 4.0, "Nikon MRP70101": 2.0}
 NOISY_SIGNAL_E_PER_MS = 20.0  # 100x fewer photons than the default camera
 
@@ -87,6 +113,53 @@ def rig(obj: optics.Objective, kind: str, *, relief: float, seed: int, search: f
     cam = SimulatedCamera(stage, spec, objective=obj, **cam_opts)
     del d
     return stage, cam, spec
+
+
+def cone_slope(obj: optics.Objective) -> float:
+    """tan of the objective's acceptance half-angle asin(NA) (in air)."""
+    return obj.na / math.sqrt(1.0 - obj.na**2)
+
+
+def slope_table(n: int) -> dict[str, Any]:
+    """Surface slopes of the relief trials' specimens against the acceptance cone."""
+    out: dict[str, Any] = {}
+    print("\nsurface slopes of the relief specimens (|grad height|, over the trials' seeds)")
+    print(
+        f"{'objective':16}{'kind':14}{'median':>8}{'p99':>8}{'max':>8}{'max deg':>9}{'> cone':>9}"
+    )
+    for name in OBJECTIVES:
+        obj = optics.OBJECTIVES[name]
+        d = obj.depth_of_field()
+        px = 6.5 / obj.magnification
+        cone = cone_slope(obj)
+        for kind in RANGE_KINDS:
+            if kind == "blank":
+                continue
+            grads = []
+            for seed in range(n):
+                _, _, spec = rig(
+                    obj, kind, relief=RELIEF_DOF[name] * d, seed=seed, search=RANGE_DOF * d
+                )
+                gy, gx = np.gradient(spec.height_um, px)
+                grads.append(np.hypot(gx, gy).ravel())
+            g = np.concatenate(grads)
+            row = {
+                "median": float(np.median(g)),
+                "p99": float(np.percentile(g, 99)),
+                "max": float(g.max()),
+                "fraction_beyond_cone": float(np.mean(g > cone)),
+                "cone": cone,
+            }
+            out[f"{name}/{kind}"] = row
+            print(
+                f"{name:16}{kind:14}{row['median']:8.2f}{row['p99']:8.2f}{row['max']:8.2f}"
+                f"{math.degrees(math.atan(row['max'])):9.0f}{row['fraction_beyond_cone']:9.1%}"
+            )
+        print(
+            f"{'':16}(acceptance cone of {name}: slope {cone:.2f}, "
+            f"{math.degrees(math.atan(cone)):.1f} deg; relief {RELIEF_DOF[name]:g} DoF)"
+        )
+    return out
 
 
 def true_range(spec, kind: str) -> tuple[float, float]:
@@ -365,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     focus = focus_trials(args.trials)
     rng = range_trials(args.trials)
     out = summarise(focus, rng)
+    out["slopes"] = slope_table(args.trials)
     if args.faults > 0:
         faults = fault_run(args.faults)
         print(

@@ -64,6 +64,14 @@ KeyboardInterrupt               calls ``stage.stop()``, moves no more, raises
                                 (a ``KeyboardInterrupt``) carrying the frames so far
 =============================== ============================================================
 
+Safe motion for other procedures
+--------------------------------
+The rules above are public, so that a procedure that moves the stage and snaps (the
+focus searches of :mod:`nanoro_optics.autofocus`) keeps them the same way:
+:class:`MotionGuard` (checked moves and snaps under real-time deadlines, a safe stop),
+:class:`ReadingCheck` (what a measured position must satisfy) and :func:`check_frame`
+(the frame rules and the owned copy). :func:`run_zscan` is built on them.
+
 With a fuser, ``err.partial.fused`` holds the fused result of the frames captured before
 the fault, so a scan run with ``keep_frames=False`` loses neither its image nor its
 positions.
@@ -92,6 +100,7 @@ from ._text import plural
 from ._validation import (
     as_float_array,
     check_choice,
+    check_finite_real,
     check_interval,
     check_positive,
     check_range,
@@ -115,8 +124,11 @@ __all__ = [
     "MAX_TIMEOUT_S",
     "POSITION_TOLERANCE_SPACINGS",
     "FrameInfo",
+    "MotionGuard",
+    "ReadingCheck",
     "StackFuserLike",
     "ZStack",
+    "check_frame",
     "run_zscan",
     "scan_targets_um",
 ]
@@ -456,10 +468,9 @@ def run_zscan(
     ):
         raise TypeError(f"fuser must have add(frame, *, z_um) and result(), got {fuser!r}")
     clock = getattr(stage, "clock", None)
-    clock_sleep, clock_time = getattr(clock, "sleep", None), getattr(clock, "time", None)
+    clock_sleep = getattr(clock, "sleep", None)
     if sleep is None:
         sleep = clock_sleep if callable(clock_sleep) else time.sleep
-    now: Callable[[], float] = clock_time if callable(clock_time) else time.monotonic
 
     problems = plan.problems(limits)
     if problems:
@@ -470,27 +481,15 @@ def run_zscan(
         position_tol = POSITION_TOLERANCE_SPACINGS * float(plan.spacing_um)
     lo, hi = _check_limits(stage)
 
-    def deadline(what: str, t0: float) -> float | None:
-        """Time left of what began at ``t0``; StageTimeoutError once it has run out."""
-        if timeout is None:
-            return None
-        spent = now() - t0
-        if spent > timeout:
-            raise StageTimeoutError(
-                f"{what} took {spent:.6g} s, beyond timeout_s={timeout!r} s (the stage did "
-                "not keep to its timeout)"
-            )
-        return timeout - spent
-
-    calls = _DeviceCalls(timeout)  # the real-time deadline of every device call
+    guard = MotionGuard(stage, camera, timeout_s=timeout)  # every device call
     if plan.start_um is not None:
         start = float(plan.start_um)
         positions = plan.positions_um()
     else:
         try:
-            start = _read_start(stage, timeout, deadline, now, readout_tol, calls=calls)
+            start = _read_start(guard, readout_tol)
         finally:
-            calls.close()  # a new worker for the scan: the set-up may end here
+            guard.close()  # a new worker for the scan: the set-up may end here
         positions = plan.positions_um(start_um=start)
     targets = scan_targets_um(positions, backlash_um=backlash)
     bad = [z for z in targets if not lo <= z <= hi]
@@ -503,7 +502,7 @@ def run_zscan(
     below = [z for z in targets if z < start]
     if below:  # cannot happen with a valid plan; a last guard for the lens
         raise StageLimitError(f"target {below[0]!r} um is below the start {start!r} um")
-    reading = _ReadingCheck(start, lo, hi, readout_tol, position_tol)
+    reading = ReadingCheck(start, lo, hi, readout_tol, position_tol)
 
     # ---------------------------------------------------------------- execution
     n_images = len(positions)
@@ -512,7 +511,6 @@ def run_zscan(
     measured: list[float] = []
     t_begin = time.perf_counter()
     last_commanded = math.nan
-    first: _FrameSpec | None = None
 
     def fused_so_far() -> Any:
         """Return the fuser's result of the frames so far (None if it fails)."""
@@ -541,21 +539,13 @@ def run_zscan(
     def move(z: float) -> None:
         nonlocal last_commanded
         last_commanded = z
-
-        def command_and_wait() -> None:
-            t0 = now()
-            stage.move_to_um(z, timeout_s=timeout)
-            stage.wait_until_idle(timeout_s=deadline(f"the move to {z!r} um", t0))
-            deadline(f"the move to {z!r} um", t0)
-
-        calls.stage(command_and_wait, f"the move to {z!r} um")
+        guard.move(z)
 
     def read(z: float, index: int | None, *, overshoot: bool = False) -> float:
-        raw = calls.stage(stage.get_position_um, "get_position_um()")
-        return reading(raw, z, index, overshoot=overshoot)
+        return guard.read(z, index=index, check=reading, overshoot=overshoot)
 
     def fail_stage(exc: BaseException, index: int) -> AcquisitionError:
-        _safe_stop(stage, calls=calls)
+        guard.stop()
         kept = f"{len(commanded)} frame(s) {'kept' if keep_frames else 'fused'}"
         if commanded:
             kept += f" (at {commanded[0]!r} .. {commanded[-1]!r} um)"
@@ -567,7 +557,7 @@ def run_zscan(
         )
 
     def interrupted(index: int) -> AcquisitionInterrupted:
-        _safe_stop(stage, calls=calls)
+        guard.stop()
         return AcquisitionInterrupted(
             f"Z scan interrupted at frame {index} of {n_images}; the stage was stopped; "
             f"{len(commanded)} frame(s) {'kept' if keep_frames else 'fused'}",
@@ -603,10 +593,7 @@ def run_zscan(
                 raise fail_stage(exc, i) from exc
             # the camera / processing part: the stage is healthy
             try:
-                raw = calls.camera(lambda: camera.snap(timeout_s=timeout), f"snap {i}")
-                frame = _own_frame(raw, i, first)
-                if first is None:
-                    first = _FrameSpec(frame.shape, frame.dtype)
+                frame = guard.snap(i)
                 if keep_frames:
                     frames.append(frame)
                 commanded.append(z)
@@ -648,7 +635,7 @@ def run_zscan(
             except Exception as exc:
                 raise fail_stage(exc, n_images) from exc
     finally:
-        calls.close()
+        guard.close()
     fused = None
     if fuser is not None:
         try:
@@ -661,20 +648,6 @@ def run_zscan(
                 returned_to_start=returned,
             ) from exc
     return snapshot(returned=returned, complete=True, fused=fused)
-
-
-def _safe_stop(stage: Any, *, calls: _DeviceCalls | None = None) -> None:
-    """Call ``stage.stop()``; a failing (or, with ``calls``, hanging) stop hides nothing.
-
-    The caller raises the original error whatever ``stop()`` did.
-    """
-    try:
-        if calls is None:
-            stage.stop()
-        else:
-            calls.stage(stage.stop, "stop()")
-    except Exception:  # best effort: the caller raises the original fault
-        pass
 
 
 class _DeviceCalls:
@@ -796,33 +769,26 @@ def _as_reading(
     return z
 
 
-def _read_start(
-    stage: Any,
-    timeout: float | None,
-    deadline: Callable[[str, float], float | None],
-    now: Callable[[], float],
-    tolerance_um: float,
-    *,
-    calls: _DeviceCalls | None = None,
-) -> float:
+def _read_start(guard: MotionGuard, tolerance_um: float) -> float:
     """Wait until the stage is idle, then read the start twice; they must agree.
 
     Any failure of the stage (the wait, or a reading that raises) stops it first.
     """
-    calls = _DeviceCalls(None) if calls is None else calls
+    stage, calls = guard.stage, guard._calls
+    what = "waiting for the stage to be idle before reading the start"
 
     def wait() -> None:
-        t0 = now()
-        stage.wait_until_idle(timeout_s=timeout)
-        deadline("waiting for the stage to be idle before reading the start", t0)
+        t0 = guard.now()
+        stage.wait_until_idle(timeout_s=guard.timeout_s)
+        guard._deadline(what, t0)
 
     where = "as the start (nothing was moved)"
     try:
-        calls.stage(wait, "waiting for the stage to be idle before reading the start")
+        calls.stage(wait, what)
         first = calls.stage(stage.get_position_um, "get_position_um()")
         second = calls.stage(stage.get_position_um, "get_position_um()")
     except BaseException:  # the stage may still be moving: stop it, commanding nothing
-        _safe_stop(stage, calls=calls)
+        guard.stop()
         raise
     first = _as_reading(first, where)
     second = _as_reading(second, where)
@@ -838,23 +804,73 @@ def _read_start(
 
 
 @dataclass(frozen=True)
-class _ReadingCheck:
-    """The rules a measured position must follow (see the module's Faults table)."""
+class ReadingCheck:
+    """The rules a measured stage position must follow (see the module's Faults table).
 
-    start_um: float
+    A reading must be a finite number, inside ``[lo_um, hi_um]`` and not below
+    ``floor_um`` (both to ``readout_tolerance_um``), and within ``position_tolerance_um``
+    of the commanded position (except after a backlash overshoot, which the stage's play
+    makes land short by design). Calling the check returns the reading as a float or
+    raises :class:`~nanoro_optics.hardware.errors.StagePositionError` saying what is wrong.
+
+    Parameters
+    ----------
+    floor_um : float
+        Lowest position a reading may report: the start of a scan, the bottom of a
+        search range (the side towards the specimen).
+    lo_um, hi_um : float
+        The stage limits (``lo_um <= hi_um``).
+    readout_tolerance_um : float
+        How far a reading may lie below the floor or past a limit (>= 0).
+    position_tolerance_um : float
+        How far a reading may lie from the commanded position (>= 0).
+    floor_name : str
+        What the floor is, for the messages (default ``"the start"``).
+
+    Examples
+    --------
+    >>> check = ReadingCheck(10.0, 0.0, 100.0, 0.1, 0.5)
+    >>> check(12.2, 12.0, 0)
+    12.2
+    >>> check.problem(9.0, 9.0)
+    '1 um below the start 10.0 um (readout tolerance 0.1 um)'
+    """
+
+    floor_um: float
     lo_um: float
     hi_um: float
     readout_tolerance_um: float
     position_tolerance_um: float
+    floor_name: str = "the start"
+
+    def __post_init__(self) -> None:
+        lo, hi = check_interval((self.lo_um, self.hi_um), "(lo_um, hi_um)")
+        object.__setattr__(self, "lo_um", lo)
+        object.__setattr__(self, "hi_um", hi)
+        object.__setattr__(self, "floor_um", check_finite_real(self.floor_um, "floor_um"))
+        for name in ("readout_tolerance_um", "position_tolerance_um"):
+            value = check_positive(getattr(self, name), name, allow_zero=True)
+            object.__setattr__(self, name, value)
+        if not isinstance(self.floor_name, str):
+            raise TypeError(f"floor_name must be a str, got {self.floor_name!r}")
 
     def __call__(
         self, raw: Any, commanded_um: float, index: int | None, *, overshoot: bool = False
     ) -> float:
         """Return the reading as a float, or raise StagePositionError saying what is wrong.
 
-        With ``overshoot`` (the backlash overshoot move, which the stage's play makes land
-        short by design) the reading is not compared with the commanded position, only
-        with the limits and the start.
+        Parameters
+        ----------
+        raw : object
+            What ``get_position_um()`` returned.
+        commanded_um : float
+            The position commanded last.
+        index : int or None
+            The frame the reading precedes (for the message and the error); None after the
+            move back to the start.
+        overshoot : bool, keyword-only
+            The reading follows a backlash overshoot: it is not compared with the
+            commanded position, only with the limits and the floor.
         """
         if overshoot:
             where = f"after the backlash overshoot to {commanded_um!r} um"
@@ -875,12 +891,13 @@ class _ReadingCheck:
 
     def problem(self, z_um: float, commanded_um: float, *, check_target: bool = True) -> str | None:
         """Return what is wrong with the finite reading ``z_um``, or None."""
-        r, lo, hi, start = self.readout_tolerance_um, self.lo_um, self.hi_um, self.start_um
+        r, lo, hi, floor = self.readout_tolerance_um, self.lo_um, self.hi_um, self.floor_um
         if not lo - r <= z_um <= hi + r:
             return f"outside the stage limits [{lo!r}, {hi!r}] um (readout tolerance {r!r} um)"
-        if z_um < start - r:
+        if z_um < floor - r:
             return (
-                f"{start - z_um:.6g} um below the start {start!r} um (readout tolerance {r!r} um)"
+                f"{floor - z_um:.6g} um below {self.floor_name} {floor!r} um "
+                f"(readout tolerance {r!r} um)"
             )
         p = self.position_tolerance_um
         if check_target and abs(z_um - commanded_um) > p:
@@ -891,8 +908,45 @@ class _ReadingCheck:
         return None
 
 
-def _own_frame(frame: Any, index: int, first: Any) -> np.ndarray:
-    """Check a snapped frame against the rules and the first frame; return a read-only copy."""
+#: The class's former private name, kept so that code patching it (the fault audit's own
+#: test patches ``_ReadingCheck.problem``) patches the class :func:`run_zscan` uses.
+_ReadingCheck = ReadingCheck
+
+
+def check_frame(frame: Any, *, index: int, like: Any = None) -> np.ndarray:
+    """Check a frame a camera returned; return a read-only C-order copy the caller owns.
+
+    The frame must be a numpy array, 2-D or 3-D (colour), not empty, of an integer or float
+    dtype (bool, complex, object, string and time frames are refused), finite (a float
+    frame with a NaN or infinite pixel is refused) and, given ``like``, of its shape and
+    dtype. The finiteness is checked on the copy, so a camera reusing its buffer cannot
+    change what was checked.
+
+    Parameters
+    ----------
+    frame : object
+        What ``snap`` returned.
+    index : int, keyword-only
+        The frame's index, for the messages.
+    like : object with ``shape`` and ``dtype``, keyword-only
+        The first frame of the sequence (or anything with its shape and dtype); None for
+        the first frame itself.
+
+    Returns
+    -------
+    numpy.ndarray
+        The read-only copy.
+
+    Raises
+    ------
+    CameraError
+        Naming the frame index and what is wrong.
+
+    Examples
+    --------
+    >>> check_frame(np.zeros((2, 3), np.uint16), index=0).flags.writeable
+    False
+    """
     if not isinstance(frame, np.ndarray):
         raise CameraError(f"frame {index} is a {type(frame).__name__}, not a numpy array")
     if frame.dtype.kind not in "iuf":
@@ -902,14 +956,14 @@ def _own_frame(frame: Any, index: int, first: Any) -> np.ndarray:
         )
     if frame.ndim not in (2, 3) or frame.size == 0:
         raise CameraError(f"frame {index} has shape {frame.shape}; expected 2-D or colour 3-D")
-    if first is not None:
-        if frame.shape != first.shape:
+    if like is not None:
+        if frame.shape != like.shape:
             raise CameraError(
-                f"frame {index} has shape {frame.shape}, unlike the first frame's {first.shape}"
+                f"frame {index} has shape {frame.shape}, unlike the first frame's {like.shape}"
             )
-        if frame.dtype != first.dtype:
+        if frame.dtype != like.dtype:
             raise CameraError(
-                f"frame {index} has dtype {frame.dtype}, unlike the first frame's {first.dtype}"
+                f"frame {index} has dtype {frame.dtype}, unlike the first frame's {like.dtype}"
             )
     own = np.array(frame, copy=True, order="C")  # the camera may reuse its buffer
     own.setflags(write=False)
@@ -921,3 +975,164 @@ def _own_frame(frame: Any, index: int, first: Any) -> np.ndarray:
                 "must be finite"
             )
     return own
+
+
+class MotionGuard:
+    """A stage and a camera under the executor's rules: every call has a real-time deadline.
+
+    The safe-motion layer of :func:`run_zscan`, public so that other procedures that move
+    the stage and snap (the focus searches of :mod:`nanoro_optics.autofocus`) keep the same
+    rules. With ``timeout_s`` each device call runs in a worker thread and the caller waits
+    for it at most ``timeout_s`` seconds of real time (:func:`time.monotonic`): past that,
+    :class:`~nanoro_optics.hardware.errors.StageTimeoutError` or
+    :class:`~nanoro_optics.hardware.errors.CameraTimeoutError` is raised on time and the
+    blocked call is abandoned (Python cannot interrupt it; its late result is dropped).
+    Moves are also timed on the stage's clock (``stage.clock.time()``) when it has one, as
+    the simulated stages do, so a simulated stage ignoring its ``timeout_s`` times out too.
+    Without ``timeout_s`` every call runs in the caller's thread, with no limit.
+
+    The guard starts its worker thread on the first call; :meth:`close` (or leaving a
+    ``with`` block) lets it end, and a later call starts a new one.
+
+    Parameters
+    ----------
+    stage : ZStage
+        The focus drive.
+    camera : Camera, optional
+        The camera (needed by :meth:`snap` only).
+    timeout_s : float, keyword-only
+        Deadline of each call (s, > 0, at most :data:`MAX_TIMEOUT_S`): a move (the command
+        and the wait for idle together), a reading, a snap (also passed to ``snap``), a
+        ``stop()``. None (default): no limit.
+
+    Examples
+    --------
+    >>> from nanoro_optics.hardware import MockZStage
+    >>> stage = MockZStage(position_um=100.0)
+    >>> check = ReadingCheck(100.0, *stage.limits_um, 0.1, 0.5)
+    >>> with MotionGuard(stage, timeout_s=5.0) as guard:
+    ...     guard.move(102.0)
+    ...     guard.read(102.0, index=0, check=check)
+    102.0
+    """
+
+    def __init__(
+        self, stage: ZStage, camera: Camera | None = None, *, timeout_s: float | None = None
+    ) -> None:
+        if not isinstance(stage, ZStage):
+            raise TypeError(f"stage must follow the ZStage protocol, got {type(stage).__name__}")
+        if camera is not None and not isinstance(camera, Camera):
+            raise TypeError(f"camera must follow the Camera protocol, got {type(camera).__name__}")
+        self.stage = stage
+        self.camera = camera
+        self.timeout_s: float | None = (
+            None
+            if timeout_s is None
+            else check_range(timeout_s, "timeout_s", 0.0, MAX_TIMEOUT_S, lo_inclusive=False)
+        )
+        clock_time = getattr(getattr(stage, "clock", None), "time", None)
+        #: The clock moves are timed on: the stage's own when it has one, else monotonic.
+        self.now: Callable[[], float] = clock_time if callable(clock_time) else time.monotonic
+        self._calls = _DeviceCalls(self.timeout_s)
+        self._first: _FrameSpec | None = None
+
+    def __enter__(self) -> MotionGuard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def abandoned(self) -> int:
+        """Number of device calls abandoned past their deadline."""
+        return self._calls.abandoned
+
+    def _deadline(self, what: str, t0: float) -> float | None:
+        """Time left of what began at ``t0`` (stage clock); StageTimeoutError once run out."""
+        if self.timeout_s is None:
+            return None
+        spent = self.now() - t0
+        if spent > self.timeout_s:
+            raise StageTimeoutError(
+                f"{what} took {spent:.6g} s, beyond timeout_s={self.timeout_s!r} s (the stage "
+                "did not keep to its timeout)"
+            )
+        return self.timeout_s - spent
+
+    def move(self, z_um: float) -> None:
+        """Command ``z_um`` and wait until the stage is idle, within one deadline.
+
+        The caller checks the target against its limits first: the guard only moves.
+
+        Raises
+        ------
+        StageTimeoutError
+            When the command and the wait together pass ``timeout_s`` (real time, or the
+            stage's clock); any error of the stage as it is.
+        """
+        timeout = self.timeout_s
+        what = f"the move to {z_um!r} um"
+
+        def command_and_wait() -> None:
+            t0 = self.now()
+            self.stage.move_to_um(z_um, timeout_s=timeout)
+            self.stage.wait_until_idle(timeout_s=self._deadline(what, t0))
+            self._deadline(what, t0)
+
+        self._calls.stage(command_and_wait, what)
+
+    def read(
+        self,
+        commanded_um: float,
+        *,
+        index: int | None,
+        check: ReadingCheck,
+        overshoot: bool = False,
+    ) -> float:
+        """Read the position (within the deadline) and check it; return it as a float.
+
+        See :meth:`ReadingCheck.__call__` for ``commanded_um``, ``index`` and
+        ``overshoot``.
+
+        Raises
+        ------
+        StagePositionError
+            For a reading the check refuses; StageTimeoutError past the deadline.
+        """
+        raw = self._calls.stage(self.stage.get_position_um, "get_position_um()")
+        return check(raw, commanded_um, index, overshoot=overshoot)
+
+    def snap(self, index: int) -> np.ndarray:
+        """Snap a frame (within the deadline) and check it; return the owned copy.
+
+        The first frame snapped through the guard sets the shape and dtype the later ones
+        must have (see :func:`check_frame`).
+
+        Raises
+        ------
+        CameraError
+            For a frame :func:`check_frame` refuses; CameraTimeoutError past the deadline.
+        """
+        camera = self.camera
+        if camera is None:
+            raise TypeError("this MotionGuard has no camera: MotionGuard(stage, camera)")
+        timeout = self.timeout_s
+        raw = self._calls.camera(lambda: camera.snap(timeout_s=timeout), f"snap {index}")
+        frame = check_frame(raw, index=index, like=self._first)
+        if self._first is None:
+            self._first = _FrameSpec(frame.shape, frame.dtype)
+        return frame
+
+    def stop(self) -> None:
+        """Call ``stage.stop()`` (within the deadline); a failing or hanging stop hides nothing.
+
+        Best effort: the caller raises the fault that made it stop, whatever ``stop()`` did.
+        """
+        try:
+            self._calls.stage(self.stage.stop, "stop()")
+        except Exception:  # best effort: the caller raises the original fault
+            pass
+
+    def close(self) -> None:
+        """Let the worker thread end (a later call starts a new one)."""
+        self._calls.close()

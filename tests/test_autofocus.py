@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import math
 import re
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -25,10 +27,18 @@ from nanoro_optics.autofocus import (
     tile_scores,
 )
 from nanoro_optics.autofocus.measures import noise_threshold
-from nanoro_optics.hardware import MockZStage, SimulatedCamera, StageLimitError
+from nanoro_optics.hardware import (
+    CameraTimeoutError,
+    MockZStage,
+    SimulatedCamera,
+    StageLimitError,
+    StagePositionError,
+    StageTimeoutError,
+)
 from nanoro_optics.hardware.specimen_kinds import specimen_of_kind
 from nanoro_optics.testing import (
     FocusCurveCamera,
+    ReversedStage,
     autofocus_scenarios,
     check_autofocus_contract,
     check_autofocus_scenario,
@@ -335,6 +345,85 @@ def test_stage_fault_stops_and_keeps_the_curve() -> None:
         find_focus(stage, cam, search_um=(0.0, 60.0), spacing_um=1.0)
     assert e.value.stage_stopped and stage.stop_count == 1 and len(e.value.curve) == 4
     assert [ev.kind for ev in stage.log].count("move") == 5
+
+
+#: real-time deadline of the blocking-device tests, and how late the search may raise
+#: (thread start, the stop() after a stage fault, a loaded machine)
+BLOCK_TIMEOUT_S = 0.2
+BLOCK_SLACK_S = 1.0
+
+
+class _BlockingSnapCamera(FocusCurveCamera):
+    """A focus-curve camera whose snap number ``block_on`` blocks until released."""
+
+    def __init__(self, *args, block_on: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.block_on, self.snaps, self.gate = block_on, 0, threading.Event()
+
+    def snap(self, timeout_s=None):
+        self.snaps += 1
+        if self.snaps == self.block_on:
+            self.gate.wait(30.0)  # ignores timeout_s, as a hung SDK call does
+        return super().snap(timeout_s)
+
+
+class _BlockingWaitStage(MockZStage):
+    """A stage whose wait after accepted move ``block_on`` blocks until released."""
+
+    def __init__(self, *, block_on: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.block_on, self.gate = block_on, threading.Event()
+
+    def wait_until_idle(self, timeout_s=None) -> None:
+        if self.move_count == self.block_on:
+            self.gate.wait(30.0)  # ignores timeout_s; the simulated clock does not move
+        super().wait_until_idle(timeout_s)
+
+
+def test_a_blocking_snap_raises_on_time_with_the_curve_so_far() -> None:
+    stage = MockZStage(limits_um=(-5.0, 80.0), position_um=0.0)
+    cam = _BlockingSnapCamera(stage, focus_um=30.0, block_on=5)
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(FocusSearchError, match="frame 4 of the focus search failed") as e:
+            find_focus(stage, cam, search_um=(0.0, 60.0), spacing_um=1.0, timeout_s=BLOCK_TIMEOUT_S)
+        took = time.perf_counter() - t0
+    finally:
+        cam.gate.set()
+    assert isinstance(e.value.__cause__, CameraTimeoutError)
+    assert "real time" in str(e.value.__cause__)
+    assert took < BLOCK_TIMEOUT_S + BLOCK_SLACK_S
+    assert len(e.value.curve) == 4 and e.value.curve is e.value.partial
+    assert not e.value.stage_stopped  # a camera fault: the stage is healthy, left in place
+
+
+def test_a_blocking_stage_wait_raises_on_time_and_stops_the_stage() -> None:
+    for search in (find_focus, find_sample_range):
+        stage = _BlockingWaitStage(limits_um=(-5.0, 80.0), position_um=0.0, block_on=4)
+        cam = FocusCurveCamera(stage, focus_um=30.0)
+        t0 = time.perf_counter()
+        try:
+            with pytest.raises(FocusSearchError, match="stage fault") as e:
+                search(stage, cam, search_um=(0.0, 60.0), spacing_um=1.0, timeout_s=BLOCK_TIMEOUT_S)
+            took = time.perf_counter() - t0
+        finally:
+            stage.gate.set()
+        assert isinstance(e.value.__cause__, StageTimeoutError), search
+        assert "real time" in str(e.value.__cause__)
+        assert took < BLOCK_TIMEOUT_S + BLOCK_SLACK_S, search
+        assert len(e.value.curve) == 3 and e.value.stage_stopped and stage.stop_count == 1
+        assert [ev.kind for ev in stage.log].count("move") == 4  # no move after the fault
+
+
+def test_a_reversed_stage_is_stopped_after_the_overshoot() -> None:
+    # the overshoot's reading is checked too: a stage that moves the wrong way is stopped
+    # after its first move below the search range, before any second move
+    stage = ReversedStage(limits_um=(-80.0, 80.0), position_um=0.0, reversed_on_move=1)
+    cam = FocusCurveCamera(stage, focus_um=30.0)
+    with pytest.raises(FocusSearchError, match="below the bottom of the search range") as e:
+        find_focus(stage, cam, search_um=(0.0, 60.0), spacing_um=1.0, backlash_um=0.5)
+    assert isinstance(e.value.__cause__, StagePositionError) and e.value.stage_stopped
+    assert [ev.kind for ev in stage.log].count("move") == 1 and len(e.value.curve) == 0
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -166,3 +166,102 @@ def test_cli_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
 def test_every_export_resolves() -> None:
     for name in nanoro_optics.__all__:
         assert getattr(nanoro_optics, name) is not None, name
+
+
+# Private names used across parts: (importing file, "module:name") pairs known today. The
+# rule holds for new code; each entry here is a debt to pay by giving the part a public
+# name for what is used.
+PRIVATE_IMPORTS_ALLOWED: set[tuple[str, str]] = {
+    # the first-run warm-up compiles fusion's numba kernels by importing them directly
+    ("cli/_first_run.py", "fusion:_kernels"),
+    ("cli/_first_run.py", "fusion:_zmap_kernels"),
+    # batch fusion reuses io's glob test and natural sort of file names
+    ("distributed/batch.py", "io:_is_glob"),
+    ("distributed/batch.py", "io:_natural_key"),
+    # the MDA adapter resolves an objective as zscan's limits do
+    ("mmcore/mda.py", "zscan._limits:_resolve_objective"),
+    # the MDA adapter relabels depth maps with fusion's kernel
+    ("mmcore/mda.py", "fusion._zmap_kernels:relabel"),
+}
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _private_imports(path: Path, source: str | None = None) -> set[str]:
+    """``"module:name"`` of each private name (or name from a private module) that ``path``
+    imports from another top-level part of the package.
+
+    The shared helper modules at the root (``_validation``, ``_text``, ``_numba``,
+    ``_lazy``, ``_png``) are parts of their own whose public names every part may use;
+    their private names are not.
+    """
+    text = path.read_text() if source is None else source
+    tree = ast.parse(text, filename=str(path))
+    rel_parts = path.relative_to(PKG).parts
+    depth = len(rel_parts) - 1
+    own = _top(path)
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                mod = node.module or ""
+                if not (mod == "nanoro_optics" or mod.startswith("nanoro_optics.")):
+                    continue
+                target = mod.split(".")[1:]
+            else:
+                up = node.level - 1
+                if up > depth:
+                    continue
+                target = list(rel_parts[: depth - up]) + (
+                    node.module.split(".") if node.module else []
+                )
+                target = [t.removesuffix(".py") for t in target]
+            for alias in node.names:
+                parts = [*target, alias.name]
+                if parts[0] == own:
+                    continue
+                if any(_private(p) for p in parts[1:]):
+                    found.add(f"{'.'.join(target)}:{alias.name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] != "nanoro_optics" or len(parts) < 2 or parts[1] == own:
+                    continue
+                if any(_private(p) for p in parts[2:]):
+                    found.add(f"{'.'.join(parts[1:-1])}:{parts[-1]}")
+    return found
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PKG)))
+def test_no_private_name_crosses_parts(path: Path) -> None:
+    rel = str(path.relative_to(PKG))
+    bad = {f for f in _private_imports(path) if (rel, f) not in PRIVATE_IMPORTS_ALLOWED}
+    assert not bad, (
+        f"{rel} imports private names of other parts: {sorted(bad)}; give the part a public "
+        "name for what is used"
+    )
+
+
+def test_the_private_import_check_sees_a_violation() -> None:
+    # as the first autofocus session imported the executor's private checks
+    probe = PKG / "autofocus" / "probe.py"
+    src = (
+        "from ..acquire import MotionGuard, _ReadingCheck\n"
+        "from .measures import _grey\n"  # the same part: allowed
+        "from .. import _validation\n"  # a shared helper module: allowed
+        "import nanoro_optics.fusion._kernels\n"
+        "def f():\n    from nanoro_optics.io import _natural_key\n"
+    )
+    assert _private_imports(probe, src) == {
+        "acquire:_ReadingCheck",
+        "fusion:_kernels",
+        "io:_natural_key",
+    }
+
+
+def test_the_private_import_allow_list_has_no_stale_entry() -> None:
+    seen = {(str(p.relative_to(PKG)), f) for p in SOURCES for f in _private_imports(p)}
+    stale = PRIVATE_IMPORTS_ALLOWED - seen
+    assert not stale, f"these allowed private imports are gone; remove them: {sorted(stale)}"

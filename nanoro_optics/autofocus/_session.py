@@ -1,36 +1,32 @@
 """The safe motion and capture of a focus search: one place that moves the stage and snaps.
 
 Every search of :mod:`nanoro_optics.autofocus` goes through :class:`_Session`, which keeps
-the executor's rules (:mod:`nanoro_optics.acquire`): the search range is checked against the
-stage limits before anything moves, every commanded position (an overshoot included) is
-inside the search range and the limits, each move has a deadline kept on the stage's
-clock, each reading is checked (finite, inside the limits, not below the bottom of the
-search range, close to the commanded position), each frame is copied and checked against
-the first, a stage fault stops the stage and moves it no more, and every error carries
-the focus curve measured so far.
+the executor's rules through its public safe-motion layer
+(:class:`~nanoro_optics.acquire.MotionGuard`, :class:`~nanoro_optics.acquire.ReadingCheck`):
+the search range is checked against the stage limits before anything moves, every commanded
+position (an overshoot included) is inside the search range and the limits, every device
+call has a deadline of ``timeout_s`` kept in real time (and moves on the stage's clock too),
+each reading is checked after every move, the overshoot's included (finite, inside the
+limits, not below the bottom of the search range, close to the commanded position), each
+frame is copied and checked against the first (NaN frames refused), a stage fault stops
+the stage and moves it no more, and every error carries the focus curve measured so far.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-# The executor's private checks are reused as they are (one set of rules for scans and
-# searches); they should become public helpers of nanoro_optics.acquire.
-from ..acquire import _own_frame, _ReadingCheck, _safe_stop
+from ..acquire import MotionGuard, ReadingCheck
 from ..hardware.errors import (
     AcquisitionError,
     AcquisitionInterrupted,
     StageLimitError,
     StagePositionError,
-    StageTimeoutError,
 )
-from ..hardware.protocols import Camera, ZStage
 from .measures import (
     FocusBand,
     _as_frame,
@@ -127,23 +123,23 @@ class _Session:
         readout_tolerance_um: float,
         max_frames: int,
     ) -> None:
-        if not isinstance(stage, ZStage):
-            raise TypeError(f"stage must follow the ZStage protocol, got {type(stage).__name__}")
-        if not isinstance(camera, Camera):
-            raise TypeError(f"camera must follow the Camera protocol, got {type(camera).__name__}")
+        if camera is None:  # the guard accepts a stage alone; a search needs both
+            raise TypeError("camera must follow the Camera protocol, got NoneType")
+        self.guard = MotionGuard(stage, camera, timeout_s=timeout_s)
         self.stage, self.camera = stage, camera
         self.lo, self.hi = search
         self.limits = limits
         self.fine, self.coarse, self.tile_px = fine, coarse, tile_px
-        self.timeout = timeout_s
         self.backlash = backlash_um
         self.max_frames = max_frames
-        self.check = _ReadingCheck(
-            self.lo, limits[0], limits[1], readout_tolerance_um, position_tolerance_um
+        self.check = ReadingCheck(
+            self.lo,
+            limits[0],
+            limits[1],
+            readout_tolerance_um,
+            position_tolerance_um,
+            floor_name="the bottom of the search range",
         )
-        clock = getattr(stage, "clock", None)
-        clock_time = getattr(clock, "time", None)
-        self.now: Callable[[], float] = clock_time if callable(clock_time) else time.monotonic
         self.commanded: list[float] = []
         self.measured: list[float] = []
         #: per view (False: the frames as they are; True: square-root stabilised, see
@@ -200,17 +196,6 @@ class _Session:
         return noise_threshold("bandpass", self.coarse[index].sigmas_px, n)
 
     # ------------------------------------------------------------------ motion
-    def _deadline(self, what: str, t0: float) -> float | None:
-        if self.timeout is None:
-            return None
-        spent = self.now() - t0
-        if spent > self.timeout:
-            raise StageTimeoutError(
-                f"{what} took {spent:.6g} s, beyond timeout_s={self.timeout!r} s (the stage "
-                "did not keep to its timeout)"
-            )
-        return self.timeout - spent
-
     def _command(self, z: float) -> None:
         # the last guard: nothing outside the search range or the limits is ever sent
         if not (self.lo <= z <= self.hi and self.limits[0] <= z <= self.limits[1]):
@@ -219,19 +204,21 @@ class _Session:
                 f"the stage limits {self.limits}"
             )
         self.moves.append(z)
-        t0 = self.now()
-        self.stage.move_to_um(z, timeout_s=self.timeout)
-        self.stage.wait_until_idle(timeout_s=self._deadline(f"the move to {z!r} um", t0))
-        self._deadline(f"the move to {z!r} um", t0)
+        self.guard.move(z)
         self.last_target = z
 
     def _go(self, z: float) -> float:
-        """Move to ``z`` (from above when the stage has play), check the reading."""
+        """Move to ``z`` (from above when the stage has play), check the readings.
+
+        The reading after an overshoot is checked too (the limits and the floor only), so
+        a stage moving the wrong way is stopped before its second move.
+        """
         if self.backlash > 0 and (self.last_target is None or z > self.last_target):
-            self._command(min(z + self.backlash, self.hi))
+            top = min(z + self.backlash, self.hi)
+            self._command(top)
+            self.guard.read(top, index=self.frames, check=self.check, overshoot=True)
         self._command(z)
-        raw = self.stage.get_position_um()
-        z_meas = self.check(raw, z, self.frames)
+        z_meas = self.guard.read(z, index=self.frames, check=self.check)
         if z_meas > self.hi + self.check.readout_tolerance_um:
             raise StagePositionError(
                 f"the stage reported {z_meas!r} um, above the search range's top {self.hi!r} um",
@@ -243,7 +230,7 @@ class _Session:
         return z_meas
 
     def _stage_fault(self, exc: BaseException) -> FocusSearchError:
-        _safe_stop(self.stage)
+        self.guard.stop()
         return FocusSearchError(
             f"stage fault during the focus search after {self.frames} frame(s) "
             f"({type(exc).__name__}: {exc}); the stage was stopped",
@@ -252,15 +239,24 @@ class _Session:
         )
 
     def _interrupted(self) -> AcquisitionInterrupted:
-        _safe_stop(self.stage)
+        self.guard.stop()
         return AcquisitionInterrupted(
             f"focus search interrupted after {self.frames} frame(s); the stage was stopped",
             partial=self.curve(),
         )
 
     def snap_at(self, z: float) -> int:
-        """Take one frame at ``z``; return its index. Raises FocusSearchError on a fault."""
-        z = float(z)
+        """Take one frame at ``z``; return its index. Raises FocusSearchError on a fault.
+
+        The guard's worker thread ends with each frame, so a search that stops between
+        frames (a refusal) leaves no thread behind.
+        """
+        try:
+            return self._snap_at(float(z))
+        finally:
+            self.guard.close()
+
+    def _snap_at(self, z: float) -> int:
         if self.frames >= self.max_frames:
             raise FocusSearchError(
                 f"the search needs more than max_frames={self.max_frames} frames; stopped "
@@ -274,7 +270,7 @@ class _Session:
         except Exception as exc:
             raise self._stage_fault(exc) from exc
         try:
-            frame = _own_frame(self.camera.snap(timeout_s=self.timeout), self.frames, self.first)
+            frame = self.guard.snap(self.frames)
             self._score(frame)
         except KeyboardInterrupt:
             raise self._interrupted() from None
@@ -298,6 +294,8 @@ class _Session:
             raise self._interrupted() from None
         except Exception as exc:
             raise self._stage_fault(exc) from exc
+        finally:
+            self.guard.close()
 
     # ------------------------------------------------------------------ scoring
     def _score(self, frame: np.ndarray) -> None:

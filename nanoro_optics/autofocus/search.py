@@ -24,10 +24,12 @@ Safety
 As the executor's (:func:`nanoro_optics.acquire.run_zscan`): the search range is checked
 against the stage limits before any motion; every commanded position, an overshoot
 included, lies inside the search range and the limits, never below ``search_um[0]`` (the
-side towards the specimen); each move has a deadline of ``timeout_s`` kept on the stage's
-clock; each reading is checked; a stage fault stops the stage and moves it no more; every
-error carries the curve measured so far (:class:`FocusSearchError` for a device fault,
-:class:`FocusNotFoundError` for a refusal). The stage is moved to the found focus only
+side towards the specimen); every device call has a deadline of ``timeout_s`` kept in real
+time (:class:`~nanoro_optics.acquire.MotionGuard`, and moves on the stage's clock too);
+each reading is checked, after every move (the overshoot's included); a stage fault stops
+the stage and moves it no more; every error carries the curve measured so far
+(:class:`FocusSearchError` for a device fault, :class:`FocusNotFoundError` for a refusal).
+The stage is moved to the found focus only
 after success; after a refusal or a camera fault it stays at the last frame's position.
 
 References
@@ -393,7 +395,12 @@ def find_focus(
     min_score, min_contrast : float, keyword-only
         Refusal thresholds (see step 2).
     timeout_s : float, keyword-only
-        Deadline of each move (the command and the wait together) and of each snap.
+        Deadline (s, > 0, at most :data:`~nanoro_optics.acquire.MAX_TIMEOUT_S`) of each
+        move (the command and the wait together), each reading, each snap and each
+        ``stop()``, kept in real time as :func:`~nanoro_optics.acquire.run_zscan` keeps it
+        (:class:`~nanoro_optics.acquire.MotionGuard`): a call that blocks past it raises
+        :class:`FocusSearchError` on time (its cause a ``StageTimeoutError`` or
+        ``CameraTimeoutError``), with the curve so far. None (default): no limit.
     backlash_um : float, keyword-only
         Approach every position from above by this much (>= 0); the highest frame is then
         ``search_um[1] - backlash_um`` so the overshoot stays inside the range.
