@@ -672,9 +672,10 @@ class FusionWidget(Container):
     def _add_next_layer(self) -> None:
         """Take the next step of adding a result, and schedule the one after it.
 
-        napari takes 0.1 to 0.2 s to add a 2048^2 layer (its Qt controls and vispy node), and
-        about as long to show a colour bar: one such step per turn of the event loop keeps
-        the viewer's longest pause to one step's. The steps: each result layer
+        Adding a large layer (its Qt controls and vispy node) and showing a colour bar each
+        block the event loop for a noticeable time (``benchmarks/bench_napari_latency.py``
+        measures it): one such step per turn of the event loop keeps the viewer's longest
+        pause to one step's. The steps: each result layer
         (:meth:`_place`), then :data:`_ARRANGE` (the fused image on top and selected, the
         depth map below it), then :data:`_LEGEND` (the depth's colour bar).
         """
