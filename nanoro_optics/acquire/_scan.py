@@ -96,8 +96,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ._text import plural
-from ._validation import (
+from .._text import plural
+from .._validation import (
     as_float_array,
     check_choice,
     check_finite_real,
@@ -105,7 +105,7 @@ from ._validation import (
     check_positive,
     check_range,
 )
-from .hardware.errors import (
+from ..hardware.errors import (
     AcquisitionError,
     AcquisitionInterrupted,
     CameraError,
@@ -114,10 +114,10 @@ from .hardware.errors import (
     StagePositionError,
     StageTimeoutError,
 )
-from .hardware.protocols import Camera, ZStage
+from ..hardware.protocols import Camera, ZStage
 
 if TYPE_CHECKING:
-    from .zscan import ZScanLimits, ZScanPlan
+    from ..zscan import ZScanLimits, ZScanPlan
 
 __all__ = [
     "DEFAULT_READOUT_TOLERANCE_UM",
@@ -474,7 +474,7 @@ def run_zscan(
 
     problems = plan.problems(limits)
     if problems:
-        from .zscan import PlanProblemsError
+        from ..zscan import PlanProblemsError
 
         raise PlanProblemsError(problems)
     if position_tol is None:
