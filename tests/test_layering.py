@@ -104,7 +104,7 @@ def _private_uses(path: Path) -> set[str]:
                 if name != own:
                     aliases[name] = name
     tree = ast.parse(path.read_text(), filename=str(path))
-    for node in ast.walk(tree):  # nio._FileDecoder through "from . import io as nio"
+    for node in ast.walk(tree):  # nio._name through "from . import io as nio"
         if isinstance(node, ast.ImportFrom):
             for alias in node.names:
                 if alias.name in {"io", "zscan", "fusion", "psf", "optics", "hardware"}:
