@@ -309,7 +309,7 @@ def _files_range(files: list[Path], n_threads: int) -> tuple[np.ndarray, np.ndar
             read_files()
 
     def read_files() -> None:
-        decoder = nio._FileDecoder()  # this thread's own: a frame lives until its next read
+        decoder = nio.FileDecoder()  # this thread's own: a frame lives until its next read
         while not failed:
             with take:
                 path = next(todo, None)

@@ -17,13 +17,7 @@ SOURCES = sorted(PKG.rglob("*.py"))
 NOT_IN_FUSION = {"io", "cli", "hardware", "mmcore", "napari", "distributed", "acquire", "demo"}
 
 #: private names used across parts today, and why; a new one fails the test
-KNOWN_PRIVATE: dict[tuple[str, str], str] = {
-    ("pipeline.py", "io._FileDecoder"): "io offers no public per-thread decoder with own buffers",
-    ("distributed/batch.py", "io._is_glob"): "glob expansion of stack lists (io's own rule)",
-    ("distributed/batch.py", "io._natural_key"): "the natural order io lists folders in",
-    ("mmcore/mda.py", "zscan._limits"): "the MDA Z-plan check resolves objectives like zscan does",
-    ("mmcore/mda.py", "zscan._resolve_objective"): "(the same)",
-}
+KNOWN_PRIVATE: dict[tuple[str, str], str] = {}
 
 
 def _part(path: Path) -> str:
@@ -110,7 +104,7 @@ def _private_uses(path: Path) -> set[str]:
                 if name != own:
                     aliases[name] = name
     tree = ast.parse(path.read_text(), filename=str(path))
-    for node in ast.walk(tree):  # nio._FileDecoder through "from . import io as nio"
+    for node in ast.walk(tree):  # nio._name through "from . import io as nio"
         if isinstance(node, ast.ImportFrom):
             for alias in node.names:
                 if alias.name in {"io", "zscan", "fusion", "psf", "optics", "hardware"}:

@@ -43,13 +43,13 @@ def test_the_files_fuse_as_the_arrays_do(tmp_path: Path) -> None:
 def test_each_file_is_decoded_at_most_twice(tmp_path: Path, monkeypatch) -> None:
     _folder(tmp_path / "in", 5, shift_px=1)
     decoded: Counter[str] = Counter()
-    original = nio._FileDecoder.frames
+    original = nio.FileDecoder.frames
 
-    def counting(self, path):  # every decode of the pipeline goes through a _FileDecoder
+    def counting(self, path):  # every decode of the pipeline goes through a FileDecoder
         decoded[Path(path).name] += 1
         return original(self, path)
 
-    monkeypatch.setattr(nio._FileDecoder, "frames", counting)
+    monkeypatch.setattr(nio.FileDecoder, "frames", counting)
     for opts in (
         FusionOptions(),  # fusing pass + range pass
         FusionOptions(align=True, reference="middle"),  # first pass + fusing pass

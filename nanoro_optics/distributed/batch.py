@@ -333,7 +333,7 @@ def _expand_stack_globs(stacks: Iterable[Any]) -> list[str | os.PathLike[str]]:
     in natural order, each one stack, as a shell would expand an unquoted pattern.
     """
     from nanoro_optics.io import IMAGE_SUFFIXES as FRAME_SUFFIXES
-    from nanoro_optics.io import _is_glob, _natural_key
+    from nanoro_optics.io import is_glob, natural_key
 
     out: list[str | os.PathLike[str]] = []
     for src in stacks:
@@ -343,7 +343,7 @@ def _expand_stack_globs(stacks: Iterable[Any]) -> list[str | os.PathLike[str]]:
                 f"sources), got {type(src).__name__} {src!r}"
             )
         text = os.fspath(src)
-        if os.path.exists(os.path.expanduser(text)) or not _is_glob(text):
+        if os.path.exists(os.path.expanduser(text)) or not is_glob(text):
             out.append(src)
             continue
         matches = [
@@ -353,7 +353,7 @@ def _expand_stack_globs(stacks: Iterable[Any]) -> list[str | os.PathLike[str]]:
         ]
         if not matches:
             raise FileNotFoundError(f"the pattern {text!r} matches no stack (folder or image file)")
-        out.extend(sorted(matches, key=lambda p: _natural_key(str(p))))
+        out.extend(sorted(matches, key=lambda p: natural_key(str(p))))
     return out
 
 

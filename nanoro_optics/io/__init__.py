@@ -1,7 +1,8 @@
 """Reading and writing focus stacks, images and depth maps.
 
-The package's rooms: ``_sources`` (listing stacks, globs, natural order), ``_read`` (frames
-from the PNG codec, TIFF pages or Pillow), ``_tiff`` (every page of a TIFF), ``_png`` +
+The package's rooms: ``_sources`` (listing stacks, globs, natural order: :func:`is_glob`,
+:func:`natural_key`), ``_read`` (frames from the PNG codec, TIFF pages or Pillow;
+:class:`FileDecoder`, one per thread), ``_tiff`` (every page of a TIFF), ``_png`` +
 ``_png_kernels`` (the PNG codec), ``_limits`` (the pixel limit), ``_write`` (images, maps,
 JSON), ``_records`` (what an output is), ``_ome`` (OME-TIFF / OME-Zarr) and ``_atomic`` (the
 one atomic-write helper every writer uses, and :class:`OutputSet`).
@@ -45,6 +46,7 @@ from ._atomic import OutputSet
 from ._limits import DEFAULT_MAX_PIXELS
 from ._ome import FUSION_OME_NAMESPACE, FUSION_OME_SUFFIXES, write_fusion_ome
 from ._read import (
+    FileDecoder,
     StackFrame,
     as_frames,
     iter_frames,
@@ -53,10 +55,6 @@ from ._read import (
     read_image,
     read_stack,
 )
-
-# _FileDecoder (fusion.stack), _is_glob and _natural_key (distributed.batch): private names
-# still imported from here; they stay until those callers go through the file pipeline
-from ._read import _FileDecoder as _FileDecoder
 from ._records import (
     DEPTH_MAP_KEY,
     DEPTH_MAP_KINDS,
@@ -71,11 +69,11 @@ from ._sources import (
     WRITE_SUFFIXES,
     PathLike,
     StackSource,
+    is_glob,
     is_stack_source,
     list_stack_files,
+    natural_key,
 )
-from ._sources import _is_glob as _is_glob
-from ._sources import _natural_key as _natural_key
 from ._write import check_image_format, write_depth_map, write_image, write_json
 
 #: Frames whose header claims more pixels (height x width) are refused before they are read;
@@ -94,17 +92,20 @@ __all__ = [
     "OUTPUT_KINDS",
     "RECORD_KEY",
     "WRITE_SUFFIXES",
+    "FileDecoder",
     "OutputSet",
     "PathLike",
     "StackFrame",
     "StackSource",
     "as_frames",
     "check_image_format",
+    "is_glob",
     "is_stack_source",
     "iter_frames",
     "iter_stack",
     "list_stack_files",
     "map_record",
+    "natural_key",
     "output_record",
     "png_frame_format",
     "read_image",

@@ -160,15 +160,25 @@ def _iter_file(path: Path, buffers: Any, max_pixels: int) -> Iterator[np.ndarray
         yield _read_single(path, buffers, max_pixels)
 
 
-class _FileDecoder:
+class FileDecoder:
     """Decodes stack files one after another (one decoder per thread).
 
     With ``reuse_buffer`` (default) it decodes into buffers of its own: 8-bit PNG frames
     land in the same memory every time, so a frame lives only until the next file is read
-    with the same decoder.
+    with the same decoder. A decoder is not thread-safe: give each thread its own.
+
+    Parameters
+    ----------
+    reuse_buffer : bool, keyword-only
+        Decode into the decoder's own buffers (default True); False gives every frame
+        memory of its own.
+    max_pixels : int, keyword-only, optional
+        Refuse a frame whose header claims more pixels (height x width) than this; default
+        :data:`nanoro_optics.io.MAX_PIXELS`.
     """
 
-    def __init__(self, reuse_buffer: bool = True, *, max_pixels: int | None = None) -> None:
+    def __init__(self, *, reuse_buffer: bool = True, max_pixels: int | None = None) -> None:
+        check_bool(reuse_buffer, "reuse_buffer")
         self._max_pixels = resolve_max_pixels(max_pixels)
         self._buffers: Any = None
         if reuse_buffer:
@@ -236,7 +246,7 @@ def iter_frames(
     check_bool(as_gray, "as_gray")
     check_bool(reuse_buffer, "reuse_buffer")
     files = list_stack_files(source)
-    decoder = _FileDecoder(reuse_buffer, max_pixels=max_pixels)
+    decoder = FileDecoder(reuse_buffer=reuse_buffer, max_pixels=max_pixels)
     first: tuple[str, tuple[int, ...], np.dtype] | None = None
     index = 0
     for path in files:

@@ -21,12 +21,49 @@ PathLike = str | os.PathLike[str]
 StackSource = PathLike | Sequence[PathLike]
 
 
-def _natural_key(text: str) -> tuple[Any, ...]:
+def natural_key(text: str) -> tuple[Any, ...]:
+    """Return the sort key of the natural order io lists files in (``f2`` before ``f10``).
+
+    Runs of digits compare as numbers, the rest case-folded.
+
+    Parameters
+    ----------
+    text : str
+        A file name or path.
+
+    Returns
+    -------
+    tuple
+        Alternating case-folded text and integers.
+
+    Examples
+    --------
+    >>> from nanoro_optics.io import natural_key
+    >>> sorted(["f10.png", "F2.png", "f1.png"], key=natural_key)
+    ['f1.png', 'F2.png', 'f10.png']
+    """
     parts = re.split(r"(\d+)", text)
     return tuple(int(p) if i % 2 else p.casefold() for i, p in enumerate(parts))
 
 
-def _is_glob(text: str) -> bool:
+def is_glob(text: str) -> bool:
+    """Return whether ``text`` is a glob pattern (holds ``*``, ``?`` or ``[``), io's rule.
+
+    Parameters
+    ----------
+    text : str
+        A path or pattern.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> from nanoro_optics.io import is_glob
+    >>> is_glob("stacks/*/"), is_glob("stacks/a")
+    (True, False)
+    """
     return any(ch in text for ch in "*?[")
 
 
@@ -49,15 +86,15 @@ def _expand(item: PathLike) -> list[Path]:
                 f"empty stack: folder {path} holds no image files "
                 f"(looked for {', '.join(IMAGE_SUFFIXES)})"
             )
-        return sorted(found, key=lambda p: _natural_key(p.name))
+        return sorted(found, key=lambda p: natural_key(p.name))
     if path.is_file():
         return [path]
-    if _is_glob(text):
+    if is_glob(text):
         matches = [Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True)]
         matches = [m for m in matches if m.is_file()]
         if not matches:
             raise ValueError(f"empty stack: the pattern {text!r} matches no file")
-        return sorted(matches, key=lambda p: _natural_key(str(p)))
+        return sorted(matches, key=lambda p: natural_key(str(p)))
     raise FileNotFoundError(f"no such file or folder: {text}")
 
 
@@ -87,7 +124,7 @@ def list_stack_files(source: StackSource) -> list[Path]:
 
     Examples
     --------
-    >>> sorted(["f10.png", "f2.png", "f1.png"], key=_natural_key)
+    >>> sorted(["f10.png", "f2.png", "f1.png"], key=natural_key)
     ['f1.png', 'f2.png', 'f10.png']
     """
     if isinstance(source, (str, os.PathLike)):

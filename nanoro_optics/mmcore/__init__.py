@@ -11,7 +11,8 @@ name                            what it is
                                 stages and cameras (:mod:`.adapters`)
 :class:`LiveFusion`             an MDA output handler fusing every z-loop as it is acquired,
                                 :class:`FusedGroup` its result (:mod:`.mda`)
-:func:`check_mda_sequence`      the Z-plan rules for a useq ``MDASequence`` (:mod:`.mda`)
+:func:`check_mda_sequence`      the Z-plan rules for a useq ``MDASequence``
+                                (:func:`nanoro_optics.zscan.check_mda_sequence`)
 :class:`IndexMismatch`          the index-mismatch correction of the depth map (:mod:`.mda`)
 =============================== ==============================================================
 

@@ -14,9 +14,10 @@ is acquired.
 Only the open groups hold a fuser (and at most one more group is being finished), so
 memory is bounded by the groups open at once (one, or one per channel), not by frames.
 
-:func:`check_mda_sequence` checks a sequence's Z plan against this library's rules (never
-below the start, inside the stage limits, steps no larger than the objective's depth of
-field) before anything moves.
+:func:`check_mda_sequence` (defined in :mod:`nanoro_optics.zscan`, beside the useq
+interchange, and re-exported here) checks a sequence's Z plan against this library's rules
+(never below the start, inside the stage limits, steps no larger than the objective's depth
+of field) before anything moves.
 
 References
 ----------
@@ -45,14 +46,13 @@ from .._numba import threads as numba_threads
 from .._validation import (
     check_bool,
     check_choice,
-    check_finite_real,
     check_int,
-    check_interval,
     check_positive,
     check_range,
 )
 from ..fusion.options import FusionOptions
 from ..psf.mismatch import IndexMismatch
+from ..zscan import check_mda_sequence
 
 __all__ = ["FusedGroup", "IndexMismatch", "LiveFusion", "check_mda_sequence"]
 
@@ -785,128 +785,3 @@ def _focus_position_um(core: Any) -> float | None:
         return None
     z = float(core.getPosition(device))
     return z if np.isfinite(z) else None
-
-
-def check_mda_sequence(
-    sequence: Any,
-    *,
-    limits_um: tuple[float, float],
-    objective: optics.Objective | str,
-    current_um: float | None = None,
-    wavelength_um: float = optics.DEFAULT_WAVELENGTH_UM,
-) -> None:
-    """Refuse an MDA whose Z plan breaks this library's rules, naming the positions.
-
-    Every z position the sequence will visit (``sequence.iter_events()``, as the engine
-    moves the stage) is checked: never below its start, the z where the user placed the
-    lens (the stage position's ``z``, else ``current_um``; Urwin 2021, the scan never goes
-    below the start), inside the stage limits, and the gaps between a z-loop's sorted
-    positions no larger than the objective's depth of field
-    (:meth:`~nanoro_optics.optics.Objective.depth_of_field`), so that every depth is in
-    focus in some frame.
-
-    Parameters
-    ----------
-    sequence : useq.MDASequence
-        The sequence to run.
-    limits_um : (float, float), keyword-only
-        The stage's travel limits ``(lo, hi)`` in um.
-    objective : Objective or str, keyword-only
-        The objective (or a preset name of :data:`nanoro_optics.optics.OBJECTIVES`).
-    current_um : float, keyword-only, optional
-        The stage's z now: the start of positions without a ``z`` of their own (and of a
-        sequence without stage positions). Required when there are such positions.
-    wavelength_um : float, keyword-only
-        Wavelength of the depth of field (default
-        :data:`~nanoro_optics.optics.DEFAULT_WAVELENGTH_UM`).
-
-    Raises
-    ------
-    nanoro_optics.zscan.PlanProblemsError
-        A ``ValueError`` listing every problem (``.problems``), each naming the stage
-        position, its z positions and the limit broken.
-    ValueError, TypeError
-        Bad arguments, or a position without a start and no ``current_um``.
-
-    Notes
-    -----
-    useq computes a relative Z plan (``ZRangeAround``, ``ZAboveBelow``, relative lists)
-    around the stage position's ``z``; a sequence without stage positions gets the
-    offsets themselves as absolute positions (around 0 um, whatever the stage's z), which
-    this check then refuses as below the start or outside the limits.
-
-    References
-    ----------
-    .. [1] I. Urwin, "Nanoro Microscope Focus Stacking", method of procedure, rev. 1 (2021).
-
-    Examples
-    --------
-    >>> import useq
-    >>> seq = useq.MDASequence(stage_positions=[(0, 0, 100.0)],
-    ...     z_plan=useq.ZRelativePositions(relative=[4.0, 2.0, 0.0]))
-    >>> check_mda_sequence(seq, limits_um=(0, 200), objective="Nikon MRP70101")
-    >>> seq = useq.MDASequence(stage_positions=[(0, 0, 100.0)],
-    ...     z_plan=useq.ZRangeAround(range=4.0, step=1.0))
-    >>> check_mda_sequence(seq, limits_um=(0, 200), objective="Nikon MRP70101")
-    Traceback (most recent call last):
-    ...
-    nanoro_optics.zscan._plan.PlanProblemsError: Z-scan plan cannot run: position 0: z 98, 99 um below its start 100 um
-    """  # noqa: E501
-    from nanoro_optics.zscan import PlanProblemsError
-    from nanoro_optics.zscan._limits import _resolve_objective
-
-    seq = _check_sequence_type(sequence)
-    lo, hi = check_interval(limits_um, "limits_um")
-    obj = _resolve_objective(objective)
-    lam = check_range(wavelength_um, "wavelength_um", *WAVELENGTH_UM_RANGE)
-    dof = obj.depth_of_field(wavelength_um=lam)
-    start_now = None if current_um is None else check_finite_real(current_um, "current_um")
-    starts: dict[int, float] = {}
-    loops: dict[tuple[tuple[str, int], ...], list[float]] = {}
-    for ev in seq.iter_events():
-        if ev.z_pos is None:
-            continue
-        index = _index(ev)
-        p = index.get("p", 0)
-        if p not in starts:
-            pos = seq.stage_positions[p] if seq.stage_positions else None
-            start = pos.z if pos is not None and pos.z is not None else start_now
-            if start is None:
-                raise ValueError(
-                    f"position {p} has no z of its own: give current_um (the stage's z, "
-                    "where the lens was placed) to check it"
-                )
-            starts[p] = float(start)
-        key = tuple(sorted((k, v) for k, v in index.items() if k != "z"))
-        loops.setdefault(key, []).append(float(ev.z_pos))
-    problems: list[str] = []
-    seen: set[tuple[int, str]] = set()
-
-    def fmt(values: Any) -> str:
-        return ", ".join(f"{v:g}" for v in sorted(set(values)))
-
-    def report(p: int, kind: str, text: str) -> None:
-        if (p, kind) not in seen:  # one line per position and rule, not per time point
-            seen.add((p, kind))
-            problems.append(f"position {p}: {text}")
-
-    tol = 1e-9
-    for key, zs in loops.items():
-        p = dict(key).get("p", 0)
-        z = np.asarray(zs)
-        below = z[z < starts[p] - tol]
-        if below.size:
-            report(p, "start", f"z {fmt(below)} um below its start {starts[p]:g} um")
-        out = z[(z < lo) | (z > hi)]
-        if out.size:
-            report(p, "limits", f"z {fmt(out)} um outside the stage limits [{lo:g}, {hi:g}] um")
-        gaps = np.diff(np.sort(z))
-        if gaps.size and float(gaps.max()) > dof + tol:
-            report(
-                p,
-                "dof",
-                f"z step {float(gaps.max()):g} um exceeds the depth of field {dof:.3g} um of "
-                f"{obj.name}",
-            )
-    if problems:
-        raise PlanProblemsError(problems)

@@ -9,7 +9,9 @@ the top and bottom of a sample. Scans run top to bottom and never go below the s
 
 Also here: SerialEM-style focus-range sampling (:func:`focus_levels`,
 :func:`extended_focus_levels`) and interchange with useq-schema Z plans
-(:func:`to_useq`, :func:`from_useq`; needs the ``useq`` extra).
+(:func:`to_useq`, :func:`from_useq`, and :func:`check_mda_sequence` for a whole
+``useq.MDASequence``; these need the ``useq`` extra). :func:`resolve_objective` turns a
+preset name into its :class:`~nanoro_optics.optics.Objective`.
 
 References
 ----------
@@ -22,9 +24,9 @@ References
 from __future__ import annotations
 
 from ._levels import ExtendedFocusLevels, extended_focus_levels, focus_levels
-from ._limits import ZScanLimits, plan_for_sample
+from ._limits import ZScanLimits, plan_for_sample, resolve_objective
 from ._plan import MAX_COUNT, ROUNDING, SYNC_RTOL, PlanProblemsError, Rounding, ZScanPlan
-from ._useq import EVEN_RTOL, from_useq, to_useq
+from ._useq import EVEN_RTOL, check_mda_sequence, from_useq, to_useq
 
 __all__ = [
     "EVEN_RTOL",
@@ -36,9 +38,11 @@ __all__ = [
     "Rounding",
     "ZScanLimits",
     "ZScanPlan",
+    "check_mda_sequence",
     "extended_focus_levels",
     "focus_levels",
     "from_useq",
     "plan_for_sample",
+    "resolve_objective",
     "to_useq",
 ]

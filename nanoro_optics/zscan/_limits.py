@@ -15,7 +15,7 @@ from .._validation import (
 )
 from ._plan import MAX_COUNT, SYNC_RTOL, ZScanPlan, _count_for, _fmt
 
-__all__ = ["ZScanLimits", "plan_for_sample"]
+__all__ = ["ZScanLimits", "plan_for_sample", "resolve_objective"]
 
 
 def _dof_at(
@@ -32,7 +32,32 @@ def _dof_at(
     )
 
 
-def _resolve_objective(objective: optics.Objective | str) -> optics.Objective:
+def resolve_objective(objective: optics.Objective | str) -> optics.Objective:
+    """Return ``objective`` itself, or the preset of that name in :data:`optics.OBJECTIVES`.
+
+    Parameters
+    ----------
+    objective : Objective or str
+        An objective, or a preset name of :data:`nanoro_optics.optics.OBJECTIVES`.
+
+    Returns
+    -------
+    Objective
+        The objective.
+
+    Raises
+    ------
+    ValueError
+        An unknown preset name (the message lists the known ones).
+    TypeError
+        Neither an ``Objective`` nor a string.
+
+    Examples
+    --------
+    >>> from nanoro_optics.zscan import resolve_objective
+    >>> resolve_objective("Nikon MRP70101").name
+    'Nikon MRP70101'
+    """
     if isinstance(objective, optics.Objective):
         return objective
     if isinstance(objective, str):
@@ -165,7 +190,7 @@ class ZScanLimits:
         .. [2] I. Urwin, "Nanoro Microscope Focus Stacking", rev. 1 (2021), "Defaults and
            Limits".
         """
-        obj = _resolve_objective(objective)
+        obj = resolve_objective(objective)
         lam = check_positive(wavelength_um, "wavelength_um")
         e = check_positive(detector_um, "detector_um")
         dry = 1.0 if obj.na <= 1.0 else obj.n_immersion
