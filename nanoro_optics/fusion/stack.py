@@ -223,7 +223,7 @@ def _collapse(accs: list[np.ndarray], scale: float, dtype: np.dtype, kernels: An
     return out if is_int else out.astype(dtype, copy=False)
 
 
-#: activity / eps that 16-bit activity codes hold (``_kernels._encode_row``), with a margin
+#: activity / eps that 16-bit activity codes hold (``_kernel_common._encode_row``), with a margin
 _CODE_RANGE = 2.0**31
 
 
@@ -259,7 +259,7 @@ _INT_EXACT = 2**24
 _SIGMA_TINY = 2.0**-60
 #: a float frame of magnitude 2**this in the working units (frame 0 at most 2**24 there)
 #: is refused: its pyramid sums would near float32's 2**128 (the fusion kernel saturates
-#: the energies, ``_kernels.ACTIVITY_MAX``, so they do not overflow before)
+#: the energies, ``_blend_kernels.ACTIVITY_MAX``, so they do not overflow before)
 _WORK_MAX_EXP = 100
 _SIGN_BIT = np.uint64(1 << 63)
 
@@ -439,6 +439,7 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
         self._shape_source = "frame 0"
         self._allocated = False
         self._kernels: Any = None
+        self._pyr_kernels: Any = None
         self._released = False
         self._closed = False
         self._rows0: np.ndarray | None = None  # frame 0's noise rows while it waits
@@ -620,10 +621,17 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
 
     def _kern(self) -> Any:
         if self._kernels is None:
-            from . import _kernels
+            from . import _blend_kernels
 
-            self._kernels = _kernels
+            self._kernels = _blend_kernels
         return self._kernels
+
+    def _pyr(self) -> Any:
+        if self._pyr_kernels is None:
+            from . import _pyramid_kernels
+
+            self._pyr_kernels = _pyramid_kernels
+        return self._pyr_kernels
 
     def _take_z(self, z_um: Any) -> None:
         k = self._n
@@ -889,7 +897,7 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
             self._set_noise(frame3)
         elif self._rows0 is not None:
             self._fold_pending(np.asarray(frame3[noise_rows(frame3.shape[0])]))
-        self._kern().to_planar(frame3, self._plane)
+        self._pyr().to_planar(frame3, self._plane)
         if on_copied is not None:
             on_copied()
         if self._lo is not None:
@@ -933,6 +941,7 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
 
     def _fold(self, first: bool) -> None:
         kern = self._kern()
+        pyr = self._pyr()
         rule = self.rule
         hard = rule.sharpness is None
         power = 1 if rule.sharpness is None else int(rule.sharpness)
@@ -946,7 +955,7 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
             else:
                 gn = self._gbuf[lev]
                 # uint8: Gaussian levels as int16 in steps of 1 / qscale (rounded)
-                kern.reduce_level(g, False, gn, self._qscale if lev == 0 else 1.0, self._quant)
+                pyr.reduce_level(g, False, gn, self._qscale if lev == 0 else 1.0, self._quant)
                 reduced = self._rbuf[lev]
             g_scale = 1.0 if lev == 0 else 1.0 / self._qscale
             want_act = lev == self._depth_level
@@ -1004,7 +1013,7 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
         if collapse and self._built is None and self._acc and not self._released:
             if not (self._n == 1 and self._first is not None):  # (that one is returned as is)
                 assert self._dtype is not None
-                self._built = _collapse(self._acc, 1.0 / self._qscale, self._dtype, self._kern())
+                self._built = _collapse(self._acc, 1.0 / self._qscale, self._dtype, self._pyr())
                 self._acc = []
 
     def _fused_levels(self) -> list[np.ndarray]:
@@ -1135,7 +1144,7 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
                 image3 = self._built if release else self._built.copy()
             else:
                 accs = self._acc if release else list(self._acc)
-                image3 = _collapse(accs, 1.0 / self._qscale, self._dtype, self._kern())
+                image3 = _collapse(accs, 1.0 / self._qscale, self._dtype, self._pyr())
             # no fused pixel outside the range the frames recorded there: where levels come
             # from different frames (frames that differ in brightness or position at coarse
             # scales), their sum can overshoot; this bounds it by the data
@@ -1266,7 +1275,7 @@ class FrameRange:
 
     def add(self, frame: Any, name: str) -> None:
         """Fold ``frame`` in (``name`` says which frame in messages)."""
-        from . import _kernels
+        from . import _blend_kernels
 
         f = np.asarray(frame)
         if f.dtype.kind not in "uif" or f.ndim not in (2, 3):
@@ -1286,7 +1295,7 @@ class FrameRange:
                 )
             # one parallel pass over the frame for both maps, whatever its strides (the
             # lock keeps the threads' calls of the parallel kernel one at a time)
-            _kernels.update_range(
+            _blend_kernels.update_range(
                 _planar_view(f), _planar_view(self.lo), _planar_view(self.hi), first
             )
 
