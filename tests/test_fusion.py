@@ -594,7 +594,8 @@ def test_activity_codes_round_to_the_nearest_step_and_keep_the_order(x, floor):
 
 def test_activity_codes_cover_the_largest_activity_of_integer_frames():
     from nanoro_optics.fusion._codes import CODE_MAX
-    from nanoro_optics.fusion.stack import _CODE_RANGE, _SIGMA_MIN_DN, _activity_bound
+    from nanoro_optics.fusion.noise import _SIGMA_MIN_DN
+    from nanoro_optics.fusion.stack import _CODE_RANGE, _activity_bound
 
     # the worst case: full-scale checkerboards (every coefficient near the full scale)
     yy, xx = np.mgrid[:64, :64]

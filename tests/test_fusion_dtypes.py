@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nanoro_optics.fusion import StackFuser, fuse_stack, scene_stack, synthetic_stack
+from nanoro_optics.fusion.frame_range import frame_range
 from nanoro_optics.fusion.rule import NOISE_FLOOR_MIN, FusionRule
-from nanoro_optics.fusion.stack import frame_range
 
 INT_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
 WIDE_INTS = [np.int32, np.uint32, np.int64, np.uint64]

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from nanoro_optics.fusion import StackFuser, fuse_stack
 from nanoro_optics.fusion.depth import fill_depth
+from nanoro_optics.fusion.frame_range import frame_range
+from nanoro_optics.fusion.noise import estimate_noise
 from nanoro_optics.fusion.scenes import scene_stack
-from nanoro_optics.fusion.stack import estimate_noise, frame_range
 
 DATA = Path(__file__).parent / "data"
 
