@@ -33,8 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from .fusion.frame_range import FrameRange
 from .fusion.options import FusionOptions
-from .fusion.stack import ONE_FRAME_ERROR, FrameRange, FusionResult, StackFuser
+from .fusion.result import ONE_FRAME_ERROR, FusionResult
+from .fusion.stack import StackFuser
 
 __all__ = [
     "FusedFiles",

@@ -296,11 +296,11 @@ def test_spline_coefficients_match_scipy_spline_filter(shape, pad) -> None:
     # of eight and columns in blocks, against scipy's one-line-at-a-time float64 filter
     from scipy import ndimage
 
-    from nanoro_optics.fusion import _kernels
+    from nanoro_optics.fusion import _align_kernels
 
     frame = np.random.default_rng(shape[0]).random(shape) * 255
     out = np.empty((shape[2], shape[0] + 2 * pad, shape[1] + 2 * pad), np.float32)
-    _kernels.spline_coefficients(frame, pad, out)
+    _align_kernels.spline_coefficients(frame, pad, out)
     for c in range(shape[2]):
         ext = np.pad(frame[..., c], pad, mode="edge")
         ref = ndimage.spline_filter(ext, order=3, mode="mirror", output=np.float64)
@@ -309,14 +309,14 @@ def test_spline_coefficients_match_scipy_spline_filter(shape, pad) -> None:
 
 @pytest.mark.parametrize(("shape", "d"), [((37, 53, 3), 4), ((40, 41), 3), ((20, 22, 2), 2)])
 def test_one_pass_luminance_block_mean_matches_numpy(shape, d) -> None:
-    from nanoro_optics.fusion import _kernels
+    from nanoro_optics.fusion import _align_kernels
     from nanoro_optics.fusion.align import _block_mean, _luminance
 
     frame = (np.random.default_rng(d).random(shape) * 65535).astype(np.uint16)
     f3 = frame[..., None] if frame.ndim == 2 else frame
     weights = np.array([0.2125, 0.7154, 0.0721]) if f3.shape[2] >= 3 else np.ones(1)
     out = np.empty((shape[0] // d, shape[1] // d), np.float32)
-    _kernels.luminance_block_mean(f3[..., : len(weights)], weights, d, out)
+    _align_kernels.luminance_block_mean(f3[..., : len(weights)], weights, d, out)
     np.testing.assert_allclose(out, _block_mean(_luminance(frame), d), rtol=1e-6)
 
 

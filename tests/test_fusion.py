@@ -578,22 +578,24 @@ CODE_RTOL = 2.0**-12
     floor=st.floats(1e-6, 1e6),
 )
 def test_activity_codes_round_to_the_nearest_step_and_keep_the_order(x, floor):
-    from nanoro_optics.fusion import _kernels
+    from nanoro_optics.fusion import _kernel_common
+    from nanoro_optics.fusion._codes import CODE_UNKNOWN
 
     a = (np.sort(np.asarray(x, np.float32)) * np.float32(floor)).astype(np.float32)
     keys = np.empty_like(a)
-    _kernels._encode_row(a, np.float32(1.0 / floor), np.empty_like(a), keys)
+    _kernel_common._encode_row(a, np.float32(1.0 / floor), np.empty_like(a), keys)
     np.testing.assert_array_equal(keys, ref_activity_codes(a, floor))
     assert (np.diff(keys) >= 0).all()  # monotonic: comparisons need no decoding
-    logs = np.array([_kernels._log_code(np.uint16(k)) for k in keys])
+    logs = np.array([_kernel_common._log_code(np.uint16(k)) for k in keys])
     exact = np.log(np.maximum(a.astype(np.float64) * np.float32(1.0 / floor), 1.0))
     np.testing.assert_allclose(logs, exact, rtol=0, atol=CODE_RTOL + 1e-6)
-    assert np.isnan(_kernels._log_code(np.uint16(_kernels.CODE_UNKNOWN)))
+    assert np.isnan(_kernel_common._log_code(np.uint16(CODE_UNKNOWN)))
 
 
 def test_activity_codes_cover_the_largest_activity_of_integer_frames():
-    from nanoro_optics.fusion import _kernels
-    from nanoro_optics.fusion.stack import _CODE_RANGE, _SIGMA_MIN_DN, _activity_bound
+    from nanoro_optics.fusion._codes import CODE_MAX
+    from nanoro_optics.fusion.noise import _SIGMA_MIN_DN
+    from nanoro_optics.fusion.stack import _CODE_RANGE, _activity_bound
 
     # the worst case: full-scale checkerboards (every coefficient near the full scale)
     yy, xx = np.mgrid[:64, :64]
@@ -605,7 +607,7 @@ def test_activity_codes_cover_the_largest_activity_of_integer_frames():
             fuser.add(f)
         assert fuser._coded
         top = max(int(w.max()) for w in fuser._wnorm)
-        assert top < _kernels.CODE_MAX
+        assert top < CODE_MAX
         bound = _activity_bound(fuser.levels, inherit, 255.0**2 / _SIGMA_MIN_DN**2 / fuser._eps)
         assert 2.0 ** (top / 2048.0) < bound < _CODE_RANGE
     # where the bound does not fit (large inherit, many levels) the maps stay float32
@@ -616,7 +618,7 @@ def test_activity_codes_cover_the_largest_activity_of_integer_frames():
 
 
 def test_coded_depth_tracker_agrees_with_the_float_one():
-    from nanoro_optics.fusion import _kernels
+    from nanoro_optics.fusion import _depth_kernels
     from nanoro_optics.fusion.depth import DepthTracker
 
     rng = np.random.default_rng(5)
@@ -637,7 +639,7 @@ def test_coded_depth_tracker_agrees_with_the_float_one():
     frac = []
     for tr in (exact, coded):
         f, c = np.empty(shape, np.float32), np.empty(shape, np.float32)
-        _kernels.depth_estimate(tr.idx, tr.before, tr.best, tr.after, tr.amin, tr.coded, 0.0,
+        _depth_kernels.depth_estimate(tr.idx, tr.before, tr.best, tr.after, tr.amin, tr.coded, 0.0,
                                 float(np.log(3.0)), float(np.log(8.0)), f, c)  # fmt: skip
         frac.append(f)
     # each log activity within CODE_RTOL: the vertex moves by at most about

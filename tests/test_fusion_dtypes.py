@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nanoro_optics.fusion import StackFuser, fuse_stack, scene_stack, synthetic_stack
+from nanoro_optics.fusion.frame_range import frame_range
 from nanoro_optics.fusion.rule import NOISE_FLOOR_MIN, FusionRule
-from nanoro_optics.fusion.stack import frame_range
 
 INT_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
 WIDE_INTS = [np.int32, np.uint32, np.int64, np.uint64]
@@ -259,15 +259,15 @@ def test_z_positions_the_float32_depth_map_cannot_hold_are_refused(z_um, message
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_finite_absmax_kernel_matches_numpy(dtype):
-    from nanoro_optics.fusion import _kernels
+    from nanoro_optics.fusion import _blend_kernels
 
     rng = np.random.default_rng(3)
     img = ((rng.random((37, 53, 3)) - 0.5) * 1e30).astype(dtype)
-    bad, top = _kernels.finite_absmax(img)
+    bad, top = _blend_kernels.finite_absmax(img)
     assert bad == -1 and top == float(np.abs(img).max())
     for value in (np.nan, np.inf, -np.inf):
         img2 = img.copy()
         img2[20, 7, 1] = value
         img2[30, 2, 0] = np.nan
-        bad, _ = _kernels.finite_absmax(img2)
+        bad, _ = _blend_kernels.finite_absmax(img2)
         assert bad == int(np.flatnonzero(~np.isfinite(img2))[0])  # the first, in flat order

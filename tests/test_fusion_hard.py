@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from nanoro_optics.fusion import StackFuser, fuse_stack
 from nanoro_optics.fusion.depth import fill_depth
+from nanoro_optics.fusion.frame_range import frame_range
+from nanoro_optics.fusion.noise import estimate_noise
 from nanoro_optics.fusion.scenes import scene_stack
-from nanoro_optics.fusion.stack import estimate_noise, frame_range
 
 DATA = Path(__file__).parent / "data"
 
@@ -189,7 +190,7 @@ def test_depth_of_a_thick_sample_is_covered_and_sub_frame(n):
 
 
 def test_spread_discount_matches_a_numpy_reference():
-    from nanoro_optics.fusion import _kernels
+    from nanoro_optics.fusion import _depth_kernels
 
     rng = np.random.default_rng(3)
     est = rng.uniform(0, 12, (30, 40)).astype(np.float32)
@@ -199,7 +200,7 @@ def test_spread_discount_matches_a_numpy_reference():
     fsum = (est * conf).astype(np.float32)
     qsum = (est * est * conf + rng.uniform(0, 9, est.shape) * conf).astype(np.float32)
     got = conf.copy()
-    _kernels.discount_spread(got, wsum, fsum, qsum, 1.5, 3.0)
+    _depth_kernels.discount_spread(got, wsum, fsum, qsum, 1.5, 3.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         m = fsum.astype(float) / wsum
         sd = np.sqrt(np.maximum(qsum.astype(float) / wsum - m * m, 0.0))

@@ -60,7 +60,7 @@ def test_fusion_imports_nothing_of_files_front_ends_or_hardware(path: Path) -> N
         top = mod.split(".")[0]
         assert top not in NOT_IN_FUSION, f"{path.relative_to(PKG)} imports {mod}"
         if top == "pipeline":  # fuse_stack's documented delegate for paths, and only that
-            assert lazy and path.name == "stack.py", f"{path.relative_to(PKG)} imports pipeline"
+            assert lazy and path.name == "fuse.py", f"{path.relative_to(PKG)} imports pipeline"
 
 
 def test_fusion_runs_without_io(tmp_path: Path) -> None:

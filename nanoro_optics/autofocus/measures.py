@@ -2,7 +2,7 @@
 
 Every measure here is an energy of some (high-pass or band-pass) filter output divided by
 the energy the same filter gives for white noise of the frame's own noise level
-(:func:`nanoro_optics.fusion.stack.noise_sigma`, the fuser's estimate), so that a frame of
+(:func:`nanoro_optics.fusion.noise.noise_sigma`, the fuser's estimate), so that a frame of
 pure noise scores 1 whatever its brightness, bit depth or camera, and a score of 9 means
 "nine times the energy noise alone would give". A blank field therefore scores about 1 at
 every focus position, and the search functions of :mod:`nanoro_optics.autofocus` can refuse
@@ -199,7 +199,7 @@ def _as_frame(frame: Any) -> np.ndarray:
 def frame_noise(frame: np.ndarray) -> float:
     """Noise standard deviation of the channel mean of ``frame`` (DN).
 
-    The fuser's per-channel estimate (:func:`nanoro_optics.fusion.stack.noise_sigma`:
+    The fuser's per-channel estimate (:func:`nanoro_optics.fusion.noise.noise_sigma`:
     robust MAD of second differences in the flattest quarter of the frame, at least 1 DN
     for integer frames) combined for the mean of ``C`` channels,
     ``sqrt(sum sigma_c^2) / C`` (independent channel noise).
@@ -213,7 +213,7 @@ def frame_noise(frame: np.ndarray) -> float:
     -------
     float
     """
-    from ..fusion.stack import noise_sigma
+    from ..fusion.noise import noise_sigma
 
     f3 = _as_frame(frame)
     sig = np.asarray(noise_sigma(f3), dtype=np.float64)

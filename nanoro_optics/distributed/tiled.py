@@ -490,7 +490,7 @@ def fuse_tiled(
     if rule_options.get("noise_dn") is None:
         # the untiled fuser measures the noise on rows of the whole first two frames: so
         # must every tile (the same rows, read here once)
-        from nanoro_optics.fusion.stack import noise_rows, noise_sigma
+        from nanoro_optics.fusion.noise import noise_rows, noise_sigma
 
         def rows_of(k: int) -> np.ndarray:
             rows = np.stack([frames.region(k, r, r + 1, 0, w)[0] for r in noise_rows(h)])

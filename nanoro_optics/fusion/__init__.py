@@ -9,7 +9,7 @@ compile (once per machine, cached) on first use.
 
 Public names
 ------------
-fuse_stack, StackFuser, FusionResult   fusion (:mod:`.stack`)
+fuse_stack, StackFuser, FusionResult   fusion (:mod:`.fuse`, :mod:`.stack`, :mod:`.result`)
 FusionOptions                          every setting of a fusion, one frozen value (:mod:`.options`)
 FusionRule                             the selection rule's options (:mod:`.rule`)
 laplacian_pyramid, gaussian_pyramid, collapse_pyramid   pyramids (:mod:`.pyramid`)
@@ -41,9 +41,9 @@ __all__ = [
 ]
 
 _EXPORTS: dict[str, str] = {
-    "FusionResult": "stack",
+    "FusionResult": "result",
     "StackFuser": "stack",
-    "fuse_stack": "stack",
+    "fuse_stack": "fuse",
     "FusionRule": "rule",
     "FusionOptions": "options",
     "laplacian_pyramid": "pyramid",

@@ -1,4 +1,4 @@
-"""The 16-bit activity codes' constants (private; numba-free, see ``_kernels``).
+"""The 16-bit activity codes' constants (private; numba-free, see ``_kernel_common``).
 
 An activity ``a`` at or above a floor ``f`` is stored in 16 bits as the float32 bit pattern
 of ``x = a / f`` (in ``[1, 2**32)``) less that of 1, rounded to 11 mantissa bits: 5 bits of

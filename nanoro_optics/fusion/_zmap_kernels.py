@@ -9,7 +9,7 @@ result time. The arithmetic is numpy's (``numpy/_core/src/multiarray/compiled_ba
 a grid point, the end values outside the grid, NaN for NaN; numba compiles it without
 fast-math, so no operation is fused or reordered. The test compares the two bit for bit.
 
-Kept apart from ``_kernels.py`` so that it compiles on its own (a small kernel).
+Kept apart from the other kernel modules so that it compiles on its own (a small kernel).
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ def _prepare(frame: np.ndarray, d: int) -> np.ndarray:
     from scipy import ndimage
 
     if d > 1 and frame.dtype.kind in "uif" and frame.dtype.itemsize <= 4:
-        from . import _kernels
+        from . import _align_kernels
 
         # in one pass: the luminance is linear, so its block means are those of the frame
         frame3 = frame[..., None] if frame.ndim == 2 else frame
@@ -124,7 +124,7 @@ def _prepare(frame: np.ndarray, d: int) -> np.ndarray:
             weights = np.ones(1, dtype=np.float64)
             frame3 = frame3[..., :1]
         small = np.empty((frame.shape[0] // d, frame.shape[1] // d), np.float32)
-        _kernels.luminance_block_mean(frame3, weights, d, small)
+        _align_kernels.luminance_block_mean(frame3, weights, d, small)
     else:
         small = _block_mean(_luminance(frame), d)
     low = ndimage.gaussian_filter(small, _LOWPASS_SIGMA_PX, mode="nearest")
@@ -218,10 +218,10 @@ class _Pair:
         h, w = image.shape
         cubic = order == 3
         if cubic:  # the numba warp's coefficients (edge-extended as scipy's "nearest")
-            from . import _kernels
+            from . import _align_kernels
 
             coeffs = np.empty((1, h + 2 * _SPLINE_PAD, w + 2 * _SPLINE_PAD), np.float32)
-            _kernels.spline_coefficients(image[:, :, None], _SPLINE_PAD, coeffs)
+            _align_kernels.spline_coefficients(image[:, :, None], _SPLINE_PAD, coeffs)
             y0, y1, x0, x1 = self.box
             sampled32 = np.empty((y1 - y0, x1 - x0, 1), np.float32)
         else:
@@ -238,7 +238,7 @@ class _Pair:
                 # the template box is a grid, so the points are an affine map of it:
                 # image (row, col) = (w10 x + w11 y + w12, w00 x + w01 y + w02) at
                 # (y, x) = (y0 + r, x0 + j)
-                _kernels.warp_cubic_frame(
+                _align_kernels.warp_cubic_frame(
                     coeffs,
                     _SPLINE_PAD,
                     float(warp[1, 1]),
@@ -432,7 +432,7 @@ def _warp_cubic(
     or holding that plane from an earlier call) lets a caller warping frame after frame
     reuse it rather than map fresh memory each time.
     """
-    from . import _kernels
+    from . import _align_kernels
 
     h, w, nc = planes.shape
     size = (1, h + 2 * _SPLINE_PAD, w + 2 * _SPLINE_PAD)
@@ -450,8 +450,8 @@ def _warp_cubic(
         else (0.0, 0.0)
     )
     for c in range(nc):
-        _kernels.spline_coefficients(planes[..., c : c + 1], _SPLINE_PAD, coeffs)
-        _kernels.warp_cubic_frame(
+        _align_kernels.spline_coefficients(planes[..., c : c + 1], _SPLINE_PAD, coeffs)
+        _align_kernels.warp_cubic_frame(
             coeffs,
             _SPLINE_PAD,
             float(rc[0, 0]),

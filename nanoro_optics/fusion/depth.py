@@ -275,7 +275,7 @@ class DepthTracker:
         """Prepare for one more frame and return its index (for kernels that track in place).
 
         The caller must then fold the frame's activity into :meth:`arrays` (as
-        ``_kernels.depth_update`` does); the index map is widened first if it would overflow.
+        ``_depth_kernels.depth_update`` does); the index map is widened first if it would overflow.
         """
         if self.count >= np.iinfo(self.idx.dtype).max:
             wider = {1: np.uint16, 2: np.int32}.get(self.idx.dtype.itemsize, np.int64)
@@ -285,10 +285,10 @@ class DepthTracker:
 
     def update(self, activity: np.ndarray) -> None:
         """Fold the activity map of the next frame in."""
-        from . import _kernels
+        from . import _depth_kernels
 
         k = self.next_frame()
-        _kernels.depth_update(
+        _depth_kernels.depth_update(
             np.ascontiguousarray(activity, dtype=np.float32),
             k,
             self.prev,
@@ -323,11 +323,11 @@ class DepthTracker:
         if self.count < 2:
             depth = np.full(self.full_shape, np.nan, np.float32)
             return depth, np.zeros(self.full_shape, np.float32)
-        from . import _kernels
+        from . import _depth_kernels
 
         frac = np.empty(self.shape, np.float32)
         conf = np.empty(self.shape, np.float32)
-        _kernels.depth_estimate(
+        _depth_kernels.depth_estimate(
             self.idx,
             self.before,
             self.best,
@@ -356,9 +356,9 @@ class DepthTracker:
             del weighted
             wsum, qsum = pending.result(), squares.result()
         shown = conf.copy()  # the confidence reported; the fill and NaN follow ``conf``
-        _kernels.discount_spread(shown, wsum, fsum, qsum, SPREAD_LO, SPREAD_HI)
+        _depth_kernels.discount_spread(shown, wsum, fsum, qsum, SPREAD_LO, SPREAD_HI)
         del qsum
-        _kernels.normalize_depth(frac, wsum, fsum, float(self.count - 1))
+        _depth_kernels.normalize_depth(frac, wsum, fsum, float(self.count - 1))
         del wsum, fsum
         if fill:
             sure = conf >= min_confidence
@@ -368,7 +368,7 @@ class DepthTracker:
                 frac[...] = np.nan
         depth = np.empty(self.full_shape, np.float32)
         conf_full = np.empty(self.full_shape, np.float32)
-        _kernels.upsample_depth(
+        _depth_kernels.upsample_depth(
             frac,
             conf,
             shown,

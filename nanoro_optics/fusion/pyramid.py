@@ -72,7 +72,7 @@ def _check_levels(levels: int | None, shape: tuple[int, ...]) -> int:
 
 def _planar_gaussian(img: np.ndarray, n: int) -> list[np.ndarray]:
     """Planar levels ``G_1 .. G_{n-1}`` of an interleaved image (C-contiguous)."""
-    from . import _kernels
+    from . import _pyramid_kernels
 
     h, w, c = img.shape
     out: list[np.ndarray] = []
@@ -80,7 +80,7 @@ def _planar_gaussian(img: np.ndarray, n: int) -> list[np.ndarray]:
     for _ in range(n - 1):
         h, w = (h + 1) // 2, (w + 1) // 2
         nxt = np.empty((c, h, w), dtype=np.float32)
-        _kernels.reduce_level(src, interleaved, nxt, 1.0, False)
+        _pyramid_kernels.reduce_level(src, interleaved, nxt, 1.0, False)
         out.append(nxt)
         src, interleaved = nxt, False
     return out
@@ -145,7 +145,7 @@ def laplacian_pyramid(image: Any, *, levels: int | None = None) -> list[np.ndarr
     >>> bool(np.array_equal(collapse_pyramid(pyr, dtype=np.uint16), img))
     True
     """
-    from . import _kernels
+    from . import _pyramid_kernels
 
     img, grey = _as_image3(image)
     n = _check_levels(levels, img.shape)
@@ -158,7 +158,7 @@ def laplacian_pyramid(image: Any, *, levels: int | None = None) -> list[np.ndarr
     for k in range(n - 1):
         c, h, w = gauss[k + 1].shape[0], *(gauss[k].shape[:2] if k == 0 else gauss[k].shape[1:])
         lap = np.empty((c, h, w), dtype=np.float32)
-        _kernels.laplacian_level(gauss[k], k == 0, gauss[k + 1], lap)
+        _pyramid_kernels.laplacian_level(gauss[k], k == 0, gauss[k + 1], lap)
         out.append(lap)
     out.append(gauss[-1])
     return [_interleave(p, grey) for p in out]
@@ -184,7 +184,7 @@ def collapse_pyramid(pyramid: list[np.ndarray], *, dtype: Any = np.float32) -> n
     ----------
     .. [1] Burt & Adelson (1983), https://doi.org/10.1109/TCOM.1983.1095851
     """
-    from . import _kernels
+    from . import _pyramid_kernels
 
     if isinstance(pyramid, (str, bytes, np.ndarray)) or not isinstance(pyramid, Sequence):
         raise TypeError(f"pyramid must be a list of levels, got {type(pyramid).__name__}")
@@ -225,11 +225,11 @@ def collapse_pyramid(pyramid: list[np.ndarray], *, dtype: Any = np.float32) -> n
     cur = levels[-1]
     for k in range(len(levels) - 2, 0, -1):
         nxt = np.empty_like(levels[k])
-        _kernels.expand_add(levels[k], np.float32(1.0), cur, nxt, False, False, 0.0, 0.0)
+        _pyramid_kernels.expand_add(levels[k], np.float32(1.0), cur, nxt, False, False, 0.0, 0.0)
         cur = nxt
     c, h, w = levels[0].shape
     out = np.empty((h, w, c), dtype=out_dtype if is_int else np.float32)
     one = np.float32(1.0)
-    _kernels.expand_add(levels[0], one, cur, out, True, is_int, float(lo), float(hi))
+    _pyramid_kernels.expand_add(levels[0], one, cur, out, True, is_int, float(lo), float(hi))
     img = out if is_int else out.astype(out_dtype, copy=False)
     return img[:, :, 0] if grey else img

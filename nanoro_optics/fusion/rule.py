@@ -5,7 +5,7 @@ For every coefficient of the finest ``focus_levels`` band-pass levels the rule m
 third level on), of the energy of the Laplacian
 coefficients summed over the channels, each channel weighted by ``1 / (C sigma_c**2)``
 where ``sigma_c`` is that channel's noise (estimated from the first frame, see
-:func:`~nanoro_optics.fusion.stack.estimate_noise`, or given as ``noise_dn``) -- the
+:func:`~nanoro_optics.fusion.noise.estimate_noise`, or given as ``noise_dn``) -- the
 "window-based activity" of Li et al. [2]_ in units of the noise energy -- plus a floor of
 ``noise_floor`` noise energies, plus ``inherit`` times the activity of the finer level
 filtered by ``[1, 2, 1] / 4`` and decimated (so a coarse coefficient also answers to the

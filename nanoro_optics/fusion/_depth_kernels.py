@@ -1,0 +1,178 @@
+"""numba kernels of the depth map (private; imported lazily by :mod:`.depth` and the fuser).
+
+The depth tracker's per-pixel update (:func:`depth_update`; the fusion kernel calls its row
+function, :func:`_track_row`, as it blends), the sub-frame estimate and its confidence, the
+discount of spread estimates, the normalisation of the smoothing and the upsampling. Maps
+are ``(rows, cols)``, float32 activities or their 16-bit codes (:mod:`._kernel_common`).
+
+The slow, obvious numpy versions these kernels are checked against live in the tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from nanoro_optics._numba import njit
+
+from ._codes import CODE_UNKNOWN
+from ._kernel_common import _encode_row, _log_code
+
+
+@njit()
+def _track_row(act_row, r, k, prev, best, idx, before, after, amin, unknown):
+    """Fold row ``r`` of frame ``k``'s activity into the depth tracker's maps.
+
+    ``act_row`` holds activities, or their codes when the maps are uint16 codes;
+    ``unknown`` marks a neighbour not yet seen (NaN, or :data:`CODE_UNKNOWN`).
+    """
+    for j in range(act_row.shape[0]):
+        a = act_row[j]
+        if k == 0:
+            best[r, j] = a
+            idx[r, j] = 0
+            before[r, j] = unknown
+            after[r, j] = unknown
+            amin[r, j] = a
+        else:
+            if a > best[r, j]:
+                best[r, j] = a
+                idx[r, j] = k
+                before[r, j] = prev[r, j]
+                after[r, j] = unknown
+            elif idx[r, j] == k - 1:
+                after[r, j] = a
+            if a < amin[r, j]:
+                amin[r, j] = a
+        prev[r, j] = a
+
+
+@njit(parallel=True)
+def depth_update(act, k, prev, best, idx, before, after, amin, coded, inv_floor):
+    """Track, per pixel, the frame of largest activity and its neighbours' activities.
+
+    Frames are assumed to arrive in focus order. ``before``/``after`` hold the activity of
+    frames ``idx - 1``/``idx + 1`` (NaN, or :data:`CODE_UNKNOWN`, while unknown), ``prev``
+    the previous frame's activity (``act`` once this returns) and ``amin`` the smallest
+    activity seen. With ``coded`` the maps hold 16-bit codes of ``act * inv_floor``.
+    """
+    w = act.shape[1]
+    unknown = np.float32(CODE_UNKNOWN) if coded else np.float32(np.nan)
+    for r in prange(act.shape[0]):
+        row = act[r]
+        if coded:
+            row = np.empty(w, np.float32)
+            _encode_row(act[r], inv_floor, np.empty(w, np.float32), row)
+        _track_row(row, np.int64(r), k, prev, best, idx, before, after, amin, unknown)
+
+
+# ---------------------------------------------------------------------------------------
+# depth map
+# ---------------------------------------------------------------------------------------
+@njit(parallel=True)
+def depth_estimate(idx, before, best, after, amin, coded, extra, log_noise, log_full, frac, conf):
+    """Sub-frame depth (parabola vertex through log activities) and confidence per pixel.
+
+    With ``y = log(activity + extra)``: ``frac = idx + delta`` with
+    ``delta = (y- - y+) / (2 (y- - 2 y0 + y+))`` limited to ``[-0.5, 0.5]`` (0 when a
+    neighbour is missing or the parabola is not concave);
+    ``conf = clip((y0 - y_min - log_noise) / log_full, 0, 1)``. With ``coded`` the maps hold
+    16-bit codes of ``activity / floor`` and ``extra`` is in units of the floor too.
+    """
+    h, w = idx.shape
+    half = np.float32(0.5)
+    zero = np.float32(0.0)
+    ln = np.float32(log_noise)
+    inv_full = np.float32(1.0 / log_full)
+    ex = np.float32(extra)
+    for r in prange(h):
+        for j in range(w):
+            # float32 logs: activities are float32, their log differences need no more
+            if coded:
+                y0 = np.log(np.exp(_log_code(best[r, j])) + ex)
+                ym = np.log(np.exp(_log_code(before[r, j])) + ex)
+                yp = np.log(np.exp(_log_code(after[r, j])) + ex)
+                ymin = np.log(np.exp(_log_code(amin[r, j])) + ex)
+            else:
+                y0 = np.log(best[r, j] + ex)
+                ym = np.log(before[r, j] + ex)
+                yp = np.log(after[r, j] + ex)
+                ymin = np.log(amin[r, j] + ex)
+            den = ym - np.float32(2.0) * y0 + yp
+            d = zero
+            if np.isfinite(den) and den < zero:
+                d = half * (ym - yp) / den
+                d = min(max(d, -half), half)
+            frac[r, j] = np.float32(idx[r, j]) + d
+            c = (y0 - ymin - ln) * inv_full
+            conf[r, j] = min(max(c, zero), np.float32(1.0))
+
+
+@njit(parallel=True)
+def discount_spread(conf, wsum, fsum, qsum, s_lo, s_hi):
+    """In place: ``conf *= clip((s_hi - s) / (s_hi - s_lo), 0, 1)`` where ``wsum > 1e-6``.
+
+    ``s = sqrt(qsum / wsum - (fsum / wsum) ** 2)`` is the weighted standard deviation of the
+    estimates under the smoothing window (``wsum``, ``fsum``, ``qsum``: the window's sums of
+    the weights, of the weighted estimates and of the weighted squares), computed in float64.
+    """
+    h, w = conf.shape
+    tiny = 1e-6
+    span = s_hi - s_lo
+    for r in prange(h):
+        for j in range(w):
+            ws = np.float64(wsum[r, j])
+            if ws > tiny:
+                m = np.float64(fsum[r, j]) / ws
+                s = np.sqrt(max(np.float64(qsum[r, j]) / ws - m * m, 0.0))
+                f = min(max((s_hi - s) / span, 0.0), 1.0)
+                conf[r, j] = np.float32(np.float64(conf[r, j]) * f)
+
+
+@njit(parallel=True)
+def normalize_depth(frac, wsum, fsum, hi):
+    """In place: ``frac = fsum / wsum`` where ``wsum > 1e-6`` (else kept), clipped to ``[0, hi]``.
+
+    The last step of the confidence-weighted (normalised-convolution) smoothing.
+    """
+    h, w = frac.shape
+    tiny = np.float32(1e-6)
+    top = np.float32(hi)
+    for r in prange(h):
+        for j in range(w):
+            v = fsum[r, j] / wsum[r, j] if wsum[r, j] > tiny else frac[r, j]
+            frac[r, j] = min(max(v, np.float32(0.0)), top)
+
+
+@njit(parallel=True)
+def upsample_depth(frac, conf, shown, factor, min_conf, depth_out, conf_out):
+    """Upsample the depth and the confidence ``shown`` bilinearly by ``factor``.
+
+    Input sample ``i`` sits at output ``factor * i``; ``depth_out`` is NaN where the
+    upsampled ``conf`` (which may differ from ``shown``) is below ``min_conf``.
+    """
+    h, w = frac.shape
+    ho, wo = depth_out.shape
+    inv = 1.0 / factor
+    one = np.float32(1.0)
+    lim = np.float32(min_conf)
+    nan = np.float32(np.nan)
+    for r in prange(ho):
+        y = min(r * inv, h - 1.0)
+        y0 = min(int(y), h - 1)
+        y1 = min(y0 + 1, h - 1)
+        ty = np.float32(y - y0)
+        for j in range(wo):
+            x = min(j * inv, w - 1.0)
+            x0 = min(int(x), w - 1)
+            x1 = min(x0 + 1, w - 1)
+            tx = np.float32(x - x0)
+            top = conf[y0, x0] * (one - tx) + conf[y0, x1] * tx
+            bot = conf[y1, x0] * (one - tx) + conf[y1, x1] * tx
+            c = top * (one - ty) + bot * ty
+            top = shown[y0, x0] * (one - tx) + shown[y0, x1] * tx
+            bot = shown[y1, x0] * (one - tx) + shown[y1, x1] * tx
+            conf_out[r, j] = top * (one - ty) + bot * ty
+            top = frac[y0, x0] * (one - tx) + frac[y0, x1] * tx
+            bot = frac[y1, x0] * (one - tx) + frac[y1, x1] * tx
+            depth_out[r, j] = top * (one - ty) + bot * ty if c >= lim else nan

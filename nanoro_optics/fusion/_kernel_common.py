@@ -1,0 +1,62 @@
+"""numba device functions the fusion kernel modules share (private; imported lazily).
+
+The mirrored border index (``_refl``) of every level of the pyramids, and the 16-bit activity
+codes (``_encode_row``, ``_log_code``) that the fusion kernel (:mod:`._blend_kernels`) and the
+depth tracker's kernels (:mod:`._depth_kernels`) both read and write. numba compiles a call
+to them into the calling kernel wherever that kernel is defined.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nanoro_optics._numba import njit
+
+from ._codes import CODE_MAX, CODE_ONE, CODE_UNKNOWN
+
+
+@njit()
+def _refl(i, n):
+    """Mirror index ``i`` into ``[0, n)`` without repeating the edge (reflect-101)."""
+    if n == 1:
+        return 0
+    while i < 0 or i >= n:
+        if i < 0:
+            i = -i
+        if i >= n:
+            i = 2 * n - 2 - i
+    return i
+
+
+# ---------------------------------------------------------------------------------------
+# 16-bit activity codes
+# ---------------------------------------------------------------------------------------
+# (the format and its constants are described in the numba-free ``_codes``, so that
+# allocating a fuser's maps does not import numba)
+
+
+@njit()
+def _encode_row(a, inv_floor, fbuf, keys):
+    """Codes of the activities ``a`` (floor ``1 / inv_floor``), as float32 into ``keys``.
+
+    ``fbuf`` is float32 scratch of the row's length. Values below the floor take the
+    floor's code (0); the fuser's activities never are (they include the floor).
+    """
+    ubuf = fbuf.view(np.uint32)
+    one = np.float32(1.0)
+    for j in range(a.shape[0]):
+        fbuf[j] = max(a[j] * inv_floor, one)
+    for j in range(a.shape[0]):
+        code = (ubuf[j] - np.uint32(CODE_ONE) + np.uint32(0x800)) >> np.uint32(12)
+        keys[j] = np.float32(min(code, np.uint32(CODE_MAX)))
+
+
+@njit()
+def _log_code(code):
+    """Natural log of ``a / floor`` for a code of :func:`_encode_row` (NaN if unknown)."""
+    c = np.uint32(code)
+    if c >= CODE_UNKNOWN:
+        return np.float32(np.nan)
+    e = np.float32(c >> np.uint32(11))
+    m = np.float32(c & np.uint32(0x7FF)) * np.float32(1.0 / 2048.0)
+    return e * np.float32(np.log(2.0)) + np.log1p(m)

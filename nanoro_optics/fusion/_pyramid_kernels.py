@@ -1,0 +1,231 @@
+"""numba kernels of the Laplacian pyramids: REDUCE, EXPAND and their steps (private).
+
+Imported lazily by :mod:`.pyramid` and the fuser (:mod:`.stack`), never at package import.
+Level 0 is read either interleaved ``(rows, cols, channels)`` as given or planar in the
+frame's dtype; every other image here is planar ``(channels, rows, cols)`` float32 (or the
+fuser's int16 fixed point). The Burt-Adelson generating kernel is the 5-tap binomial
+``[1, 4, 6, 4, 1] / 16``; borders are mirrored without repeating the edge sample
+("reflect-101"), on every level, in both REDUCE and EXPAND, so the Laplacian pyramid
+``L_k = G_k - EXPAND(G_{k+1})`` reconstructs ``G_k`` exactly (up to float32 rounding)
+whatever the image size.
+
+Parallel kernels are thin ``prange`` loops over a plain ``@njit`` row function: numba
+compiles that much faster than one large parallel body. The loop index is passed on as
+``np.int64``: numba's parallel loops hand out signed or unsigned indices, and each kind would
+compile the row function once more.
+
+The slow, obvious numpy versions these kernels are checked against live in the tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from nanoro_optics._numba import njit
+
+from ._kernel_common import _refl
+
+
+# ---------------------------------------------------------------------------------------
+# REDUCE and EXPAND
+# ---------------------------------------------------------------------------------------
+@njit()
+def _reduce_row(src, interleaved, dst, i, tmp, gain, to_int):
+    """Row ``i`` of every channel of ``gain * REDUCE(src)`` into planar ``dst``."""
+    if interleaved:
+        h, w, nc = src.shape
+    else:
+        nc, h, w = src.shape
+    wo = dst.shape[2]
+    r0 = _refl(2 * i - 2, h)
+    r1 = _refl(2 * i - 1, h)
+    r2 = _refl(2 * i, h)
+    r3 = _refl(2 * i + 1, h)
+    r4 = _refl(2 * i + 2, h)
+    f4 = np.float32(4.0)
+    f6 = np.float32(6.0)
+    k16 = np.float32(1.0 / 16.0)
+    for c in range(nc):
+        if interleaved:
+            for j in range(w):
+                tmp[j] = (
+                    np.float32(src[r0, j, c])
+                    + np.float32(src[r4, j, c])
+                    + f4 * (np.float32(src[r1, j, c]) + np.float32(src[r3, j, c]))
+                    + f6 * np.float32(src[r2, j, c])
+                )
+        else:
+            for j in range(w):
+                tmp[j] = (
+                    np.float32(src[c, r0, j])
+                    + np.float32(src[c, r4, j])
+                    + f4 * (np.float32(src[c, r1, j]) + np.float32(src[c, r3, j]))
+                    + f6 * np.float32(src[c, r2, j])
+                )
+        k = k16 * k16 * gain
+        for jo in range(1, wo - 1):
+            j = 2 * jo
+            v = (tmp[j - 2] + tmp[j + 2] + f4 * (tmp[j - 1] + tmp[j + 1]) + f6 * tmp[j]) * k
+            dst[c, i, jo] = np.rint(v) if to_int else v
+        for jo in (0, wo - 1):
+            if jo < 0:
+                continue
+            j = 2 * jo
+            v = (
+                tmp[_refl(j - 2, w)]
+                + tmp[_refl(j + 2, w)]
+                + f4 * (tmp[_refl(j - 1, w)] + tmp[_refl(j + 1, w)])
+                + f6 * tmp[j]
+            ) * k
+            dst[c, i, jo] = np.rint(v) if to_int else v
+
+
+@njit(parallel=True)
+def reduce_level(src, interleaved, dst, gain, to_int):
+    """Burt-Adelson REDUCE: 5-tap binomial blur, then every other row and column.
+
+    ``src`` is ``(H, W, C)`` when ``interleaved``, else planar ``(C, H, W)``, of any real
+    dtype; ``dst`` is planar ``(C, ceil(H/2), ceil(W/2))`` and receives ``gain`` times the
+    result: float32, or (``to_int``) an integer type, then rounded half to even (the fuser's
+    fixed-point Gaussian levels).
+    """
+    ho = dst.shape[1]
+    w = src.shape[1] if interleaved else src.shape[2]
+    g = np.float32(gain)
+    for i in prange(ho):
+        tmp = np.empty(w, dtype=np.float32)
+        _reduce_row(src, interleaved, dst, np.int64(i), tmp, g, to_int)
+
+
+@njit()
+def _expand_row(gc, r, out_w, vtmp, out):
+    """Row ``r`` of EXPAND(gc) for one planar channel ``gc`` (rows, cols) into ``out[:out_w]``.
+
+    EXPAND inserts zeros between samples and filters with twice the generating kernel, so an
+    even output sample is ``(g[n-1] + 6 g[n] + g[n+1]) / 8`` and an odd one
+    ``(g[n] + g[n+1]) / 2`` along each axis.
+    """
+    hg, wg = gc.shape
+    n = r // 2
+    f6 = np.float32(6.0)
+    k8 = np.float32(0.125)
+    half = np.float32(0.5)
+    if r % 2 == 0:
+        a = _refl(n - 1, hg)
+        b = _refl(n, hg)
+        d = _refl(n + 1, hg)
+        for j in range(wg):
+            vtmp[j] = (np.float32(gc[a, j]) + np.float32(gc[d, j]) + f6 * np.float32(gc[b, j])) * k8
+    else:
+        b = _refl(n, hg)
+        d = _refl(n + 1, hg)
+        for j in range(wg):
+            vtmp[j] = (np.float32(gc[b, j]) + np.float32(gc[d, j])) * half
+    for m in range(1, wg - 1):
+        out[2 * m] = (vtmp[m - 1] + vtmp[m + 1] + f6 * vtmp[m]) * k8
+        out[2 * m + 1] = (vtmp[m] + vtmp[m + 1]) * half
+    lo = min(2, out_w)
+    hi = max(2 * (wg - 1), lo)
+    for j in range(lo):
+        _expand_edge(vtmp, wg, j, out)
+    for j in range(hi, out_w):
+        _expand_edge(vtmp, wg, j, out)
+
+
+@njit()
+def _expand_edge(vtmp, wg, j, out):
+    m = j // 2
+    if j % 2 == 0:
+        out[j] = (
+            vtmp[_refl(m - 1, wg)] + vtmp[_refl(m + 1, wg)] + np.float32(6.0) * vtmp[_refl(m, wg)]
+        ) * np.float32(0.125)
+    else:
+        out[j] = (vtmp[_refl(m, wg)] + vtmp[_refl(m + 1, wg)]) * np.float32(0.5)
+
+
+@njit()
+def _laplacian_row(g, interleaved, gn, out, r, vtmp, erow):
+    nc = gn.shape[0]
+    w = out.shape[2]
+    for c in range(nc):
+        _expand_row(gn[c], r, w, vtmp, erow)
+        if interleaved:
+            for j in range(w):
+                out[c, r, j] = np.float32(g[r, j, c]) - erow[j]
+        else:
+            for j in range(w):
+                out[c, r, j] = np.float32(g[c, r, j]) - erow[j]
+
+
+@njit(parallel=True)
+def laplacian_level(g, interleaved, gn, out):
+    """Planar ``out = g - EXPAND(gn)``; ``g`` interleaved (any dtype) or planar float32."""
+    h = out.shape[1]
+    for r in prange(h):
+        vtmp = np.empty(gn.shape[2], dtype=np.float32)
+        erow = np.empty(out.shape[2], dtype=np.float32)
+        _laplacian_row(g, interleaved, gn, out, np.int64(r), vtmp, erow)
+
+
+@njit()
+def _expand_add_row(acc, scale, gn, out, r, interleaved_out, rounding, lo, hi, vtmp, erow):
+    nc, w = acc.shape[0], acc.shape[2]
+    for c in range(nc):
+        _expand_row(gn[c], r, w, vtmp, erow)
+        for j in range(w):
+            v = np.float32(acc[c, r, j]) * scale + erow[j]
+            if interleaved_out:
+                if rounding:
+                    x = np.rint(np.float64(v))
+                    if x < lo:
+                        x = lo
+                    elif x > hi:
+                        x = hi
+                    out[r, j, c] = x
+                else:
+                    out[r, j, c] = v
+            else:
+                out[c, r, j] = v
+
+
+@njit(parallel=True)
+def expand_add(acc, scale, gn, out, interleaved_out, rounding, lo, hi):
+    """One step of collapsing a pyramid: ``out = acc * scale + EXPAND(gn)``.
+
+    ``acc`` (float32, or int16 fixed point with ``scale`` its step) and ``gn`` are planar;
+    ``out`` is planar float32, or interleaved ``(H, W, C)`` when ``interleaved_out``, then
+    optionally rounded half to even and clipped to ``[lo, hi]`` (fusion can overshoot the
+    input range by a fraction of a DN next to a sharp edge; the overshoot is clipped to the
+    dtype's range when the image is stored).
+    """
+    h = acc.shape[1]
+    for r in prange(h):
+        vtmp = np.empty(gn.shape[2], dtype=np.float32)
+        erow = np.empty(acc.shape[2], dtype=np.float32)
+        _expand_add_row(
+            acc, scale, gn, out, np.int64(r), interleaved_out, rounding, lo, hi, vtmp, erow
+        )
+
+
+@njit(parallel=True)
+def scale_into(acc, scale, out):
+    """Planar float32 ``out = acc * scale`` (the coarsest level of the fused pyramid)."""
+    nc, h, w = acc.shape
+    for r in prange(h):
+        for c in range(nc):
+            for j in range(w):
+                out[c, r, j] = np.float32(acc[c, r, j]) * scale
+
+
+@njit(parallel=True)
+def to_planar(src, dst):
+    """Copy an interleaved ``(H, W, C)`` frame into planar ``(C, H, W)`` ``dst`` (any strides).
+
+    The level-0 kernels read planar rows about twice as fast as interleaved pixels.
+    """
+    h, w, nc = src.shape
+    for r in prange(h):
+        for c in range(nc):
+            for j in range(w):
+                dst[c, r, j] = src[r, j, c]
