@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import check_positive
 from .fusion.frame_range import FrameRange
 from .fusion.options import FusionOptions
 from .fusion.result import ONE_FRAME_ERROR, FusionResult
@@ -66,13 +67,22 @@ class FusionOutputs:
         Fused image: ``.tif``/``.tiff`` (any dtype), ``.png`` (8/16-bit), ``.jpg`` (8-bit).
     depth, confidence : pathlib.Path or None
         float32 TIFFs of the depth map and its confidence.
+    pixel_size_um : float or None
+        The frames' pixel size in the specimen (um), when known: every output records it
+        (its record's ``pixel_size_um`` and the format's own resolution tags), so that a
+        viewer (the napari reader) shows the maps on the true x/y scale.
     """
 
     image: Path
     depth: Path | None = None
     confidence: Path | None = None
+    pixel_size_um: float | None = None
 
     def __post_init__(self) -> None:
+        if self.pixel_size_um is not None:
+            object.__setattr__(
+                self, "pixel_size_um", check_positive(self.pixel_size_um, "pixel_size_um")
+            )
         for name in ("image", "depth", "confidence"):
             value = getattr(self, name)
             if value is None and name != "image":
@@ -615,7 +625,11 @@ def write_outputs(
     settings = None if options is None else options.to_json()
     # each output's record says what it is (a later run leaves it out of a stack) and which
     # options made it
-    common: dict[str, Any] = {"overwrite": overwrite, "settings": settings}
+    common: dict[str, Any] = {
+        "overwrite": overwrite,
+        "settings": settings,
+        "pixel_size_um": outputs.pixel_size_um,
+    }
     with nio.OutputSet() as outs:  # committed together when the block ends, or none
         written = [nio.write_image(outputs.image, image, kind="fused", outputs=outs, **common)]
         if outputs.depth is not None:

@@ -61,6 +61,26 @@ def test_fuse_folder_writes_image_and_depth(tmp_path: Path, capsys) -> None:
     assert "fused 4 frames (48x64x3 uint8)" in capsys.readouterr().out
 
 
+def test_pixel_size_reaches_every_output_and_the_viewer_scale(tmp_path: Path) -> None:
+    from nanoro_optics.io import output_record
+
+    _write_pngs(tmp_path / "in", _stack(3))
+    out, depth = tmp_path / "fused.tif", tmp_path / "depth.tif"
+    args = ["fuse", str(tmp_path / "in"), "-o", str(out), "--depth-map", str(depth)]
+    assert main([*args, "--z-step-um", "2", "--pixel-size-um", "0.65"]) == 0
+    for path in (out, depth):
+        assert output_record(path)["pixel_size_um"] == 0.65
+        with tifffile.TiffFile(path) as tif:  # the standard tags: pixels per cm
+            x_num, x_den = tif.pages[0].tags["XResolution"].value
+            assert tif.pages[0].tags["ResolutionUnit"].value == 3
+            assert abs(1e4 / (x_num / x_den) - 0.65) < 1e-6
+    pytest.importorskip("napari")
+    from nanoro_optics.napari._reader import napari_get_reader
+
+    [(_, meta, _)] = napari_get_reader(str(depth))(str(depth))
+    assert tuple(meta["scale"]) == (0.65, 0.65) and tuple(meta["units"]) == ("um", "um")
+
+
 def test_exif_rotated_png_frames_fuse_in_their_displayed_orientation(tmp_path: Path) -> None:
     # the CLI prepares for the shape in the first PNG's header; an eXIf rotation swaps it
     from PIL import Image
@@ -174,6 +194,8 @@ def test_nan_pixels_in_a_float_stack(tmp_path: Path, capsys) -> None:
             "give --z-step-um",
         ),
         (["-o", "{tmp}/o.tif", "--depth-map", "{tmp}/o.tif"], "same file"),
+        (["-o", "{tmp}/o.tif", "--pixel-size-um", "-0.5"], "pixel_size_um must be > 0"),
+        (["-o", "{tmp}/o.tif", "--pixel-size-um", "nan"], "pixel_size_um"),
     ],
 )
 def test_bad_arguments_write_nothing(tmp_path: Path, capsys, extra, match) -> None:

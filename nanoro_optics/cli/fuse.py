@@ -55,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "was filled from neighbouring pixels",
     )
     parser.add_argument(
+        "--pixel-size-um",
+        type=float,
+        metavar="UM",
+        help="the frames' pixel size in the specimen (um, > 0): recorded in every output "
+        "(record and resolution tags), so viewers show the maps on the true x/y scale",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace outputs that exist already (default: refuse, and write nothing)",
@@ -115,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_options(args)
     options = fusion_options(args)
-    outputs = FusionOutputs(args.output, args.depth_map, args.confidence)
+    outputs = FusionOutputs(
+        args.output, args.depth_map, args.confidence, pixel_size_um=args.pixel_size_um
+    )
     depth_written = outputs.depth is not None
     for text in unused_option_notes(args, depth_written=depth_written):
         _note(text)
