@@ -1,13 +1,13 @@
-"""Lazy re-exports for the package and its sub-packages.
+"""Lazy re-exports for the package and its sub-packages, through ``lazy_loader``.
 
 A package's ``__init__`` lists which of its sub-modules defines each public name; the module is
 imported the first time one of its names is used, so importing the package stays cheap (no
-numba, scipy or dask until needed).
+numba, scipy or dask until needed). scikit-image's ``lazy_loader`` does the work; this module
+only turns the package's ``{name: sub-module}`` table into its ``submod_attrs``.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -31,17 +31,18 @@ def lazy_exports(
     submodules : iterable of str, optional
         Sub-modules that are themselves returned as attributes.
     """
-    package = namespace["__name__"]
-    subs = frozenset(submodules)
+    import lazy_loader
+
+    by_module: dict[str, list[str]] = {}
+    for name, module in exports.items():
+        by_module.setdefault(module, []).append(name)
+    attach_getattr, _, _ = lazy_loader.attach(
+        namespace["__name__"], submodules=sorted(submodules), submod_attrs=by_module
+    )
 
     def __getattr__(name: str) -> Any:
-        if name in subs:
-            return importlib.import_module(f".{name}", package)
-        module = exports.get(name)
-        if module is None:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f".{module}", package), name)
-        namespace[name] = value
+        value = attach_getattr(name)
+        namespace[name] = value  # the next access skips the look-up
         return value
 
     def __dir__() -> list[str]:

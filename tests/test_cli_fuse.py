@@ -281,7 +281,7 @@ def test_progress_bar_only_on_a_terminal() -> None:
     bar = _Progress(4, tty, enabled=True)
     bar.update(2)
     bar.close()
-    assert "[###############...............] 2/4 frames" in tty.getvalue()
+    assert "fusing" in tty.getvalue() and "2/4" in tty.getvalue()
     assert tty.getvalue().endswith("\n")
     pipe = stdio.StringIO()
     bar = _Progress(4, pipe, enabled=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from .._text import plural
 from ._first_run import compile_notice
@@ -76,36 +76,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class _Progress:
-    """A one-line text progress bar on a terminal (nothing when not a TTY)."""
+    """The fusing pass's progress bar (tqdm) on a terminal; nothing when not a TTY or quiet."""
 
     def __init__(self, total: int | None, stream: TextIO, enabled: bool) -> None:
         self.total = total
         self.stream = stream
         self.enabled = enabled and bool(getattr(stream, "isatty", lambda: False)())
-        self.start = time.perf_counter()
-        self.shown = False
+        self._bar: Any = None
 
     def update(self, done: int, total: int | None = None) -> None:
         if total is not None:
             self.total = total
         if not self.enabled:
             return
-        elapsed = time.perf_counter() - self.start
-        if self.total:
-            width = 30
-            filled = min(width, round(width * done / self.total))
-            bar = "#" * filled + "." * (width - filled)
-            text = f"\rfusing [{bar}] {done}/{self.total} frames, {elapsed:.1f} s"
-        else:
-            text = f"\rfusing: {done} frames, {elapsed:.1f} s"
-        self.stream.write(text)
-        self.stream.flush()
-        self.shown = True
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, file=self.stream, desc="fusing", unit="frame")
+        elif self.total is not None and self._bar.total != self.total:
+            self._bar.total = self.total
+        self._bar.update(done - self._bar.n)
 
     def close(self) -> None:
-        if self.shown:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _note(text: str) -> None:
