@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .options import UNSET, FusionOptions, _Unset, merge
+from .options import UNSET, FusionOptions, _Unset, field_values, merge
 from .result import FusionResult
 from .stack import StackFuser
 
@@ -106,29 +106,7 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
     >>> res.image.shape, res.image.dtype, res.n_frames
     ((96, 96, 3), dtype('uint8'), 5)
     """
-    opts = merge(
-        options,
-        {
-            "sharpness": sharpness,
-            "window_px": window_px,
-            "coarse_window_px": coarse_window_px,
-            "inherit": inherit,
-            "focus_levels": focus_levels,
-            "noise_floor": noise_floor,
-            "levels": levels,
-            "align": align,
-            "reference": reference,
-            "crop": crop,
-            "bit_depth": bit_depth,
-            "noise_dn": noise_dn,
-            "guide_channel": guide_channel,
-            "fill_depth": fill_depth,
-            "min_confidence": min_confidence,
-            "z_step_um": z_step_um,
-            "z_um": z_um,
-            "index_mismatch": index_mismatch,
-        },
-    )
+    opts = merge(options, field_values(locals()))
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable, got {type(progress).__name__}")
     if _is_path_source(frames):

@@ -46,7 +46,15 @@ from .rule import FusionRule
 if TYPE_CHECKING:
     from nanoro_optics.psf import IndexMismatch
 
-__all__ = ["HELP", "OPTIONS_FORMAT", "REFERENCES", "UNSET", "FusionOptions", "merge"]
+__all__ = [
+    "HELP",
+    "OPTIONS_FORMAT",
+    "REFERENCES",
+    "UNSET",
+    "FusionOptions",
+    "field_values",
+    "merge",
+]
 
 #: ``"format"`` of :meth:`FusionOptions.to_json`
 OPTIONS_FORMAT = "nanoro_optics.FusionOptions/1"
@@ -438,3 +446,14 @@ def merge(options: FusionOptions | None, overrides: Mapping[str, Any]) -> Fusion
         raise TypeError(f"options must be a FusionOptions, got {type(options).__name__}")
     given = {k: v for k, v in overrides.items() if v is not UNSET}
     return options.replace(**given) if given else options
+
+
+def field_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the :class:`FusionOptions` fields among ``values`` (a signature's ``locals()``).
+
+    For the functions whose signatures list every field as a keyword-only override
+    (:func:`~nanoro_optics.fusion.fuse_stack`, :class:`~nanoro_optics.fusion.StackFuser`):
+    ``merge(options, field_values(locals()))``. A field the signature lacks is a
+    ``KeyError`` naming it, so a field added here cannot be forgotten there.
+    """
+    return {f.name: values[f.name] for f in dataclasses.fields(FusionOptions)}

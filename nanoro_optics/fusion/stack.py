@@ -39,7 +39,7 @@ from ._output import _collapse, _FusedOutput
 from .depth import DepthTracker
 from .frame_range import _planar_view
 from .noise import _SIGMA_MIN_DN, noise_rows
-from .options import UNSET, FusionOptions, _Unset, merge
+from .options import UNSET, FusionOptions, _Unset, field_values, merge
 from .pyramid import auto_levels
 from .result import ONE_FRAME_ERROR
 
@@ -160,29 +160,7 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
         depth: bool = True,
         align_reference: Any = None,
     ) -> None:
-        opts = merge(
-            options,
-            {
-                "sharpness": sharpness,
-                "window_px": window_px,
-                "coarse_window_px": coarse_window_px,
-                "inherit": inherit,
-                "focus_levels": focus_levels,
-                "noise_floor": noise_floor,
-                "levels": levels,
-                "align": align,
-                "reference": reference,
-                "crop": crop,
-                "bit_depth": bit_depth,
-                "noise_dn": noise_dn,
-                "guide_channel": guide_channel,
-                "fill_depth": fill_depth,
-                "min_confidence": min_confidence,
-                "z_step_um": z_step_um,
-                "z_um": z_um,
-                "index_mismatch": index_mismatch,
-            },
-        )
+        opts = merge(options, field_values(locals()))
         self.options = opts
         self.rule = opts.rule
         self.guide_channel = opts.guide_channel
