@@ -64,6 +64,25 @@ def test_hard_rule_wide_window_and_z() -> None:
     _assert_same(res, ref)
 
 
+def test_options_object_and_z_step_as_in_fuse_stack() -> None:
+    from nanoro_optics.fusion import FusionOptions
+    from nanoro_optics.psf import IndexMismatch
+
+    s = synthetic_stack((120, 100), 4, seed=6, dtype=np.uint16, noise_dn=30.0)
+    opts = FusionOptions(levels=3, sharpness=None, coarse_window_px=1, z_step_um=-2.0)
+    ref = fuse_stack(s.frames, opts, fill_depth=False)
+    res = fuse_tiled(s.frames, opts.replace(fill_depth=False), tile_px=24)
+    assert res.depth_unit == ref.depth_unit == "um"
+    _assert_same(res, ref)
+    # the options' fill (True by default) is applied to the assembled map
+    filled = fuse_tiled(s.frames, opts, tile_px=24)
+    assert not np.isnan(filled.depth).any()
+    with pytest.raises(ValueError, match="index mismatch"):
+        water = IndexMismatch(interface_um=0.0, na=0.5, n_immersion=1.0, n_sample=1.33,
+                              model="carlsson")  # fmt: skip
+        fuse_tiled(s.frames, opts, index_mismatch=water)
+
+
 def test_margin_is_needed(monkeypatch: pytest.MonkeyPatch) -> None:
     """A test that can fail: too small an overlap changes the result near tile edges."""
     from nanoro_optics.fusion.depth import SMOOTH_PX

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from nanoro_optics._validation import check_int
+from nanoro_optics.fusion.options import UNSET, FusionOptions, Unset, field_values, merge
 
 from .batch import _limit_numba_threads
 
@@ -297,16 +298,15 @@ def _tiles(h: int, w: int, tile: int, margin: int, align: int) -> Iterator[tuple
 def _fuse_tile(
     frames: _Frames,
     box: tuple[int, ...],
-    levels: int,
     z_um: Sequence[float] | None,
-    options: dict[str, Any],
+    options: FusionOptions,
     numba_threads: int | None,
 ) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray, str]:
     from nanoro_optics.fusion import StackFuser
 
     _limit_numba_threads(numba_threads)
     cy0, cy1, cx0, cx1, ry0, ry1, rx0, rx1 = box
-    fuser = StackFuser(z_um=z_um, levels=levels, **options)
+    fuser = StackFuser(options, z_um=z_um)
     for k in range(frames.n_frames):
         fuser.add(frames.region(k, ry0, ry1, rx0, rx1))
     res = fuser.result()
@@ -383,17 +383,33 @@ class _Output:
 
 def fuse_tiled(
     source: Any,
+    options: FusionOptions | None = None,
     *,
-    levels: int | None = None,
     tile_px: int = 2048,
-    z_um: Sequence[float] | None = None,
     image_path: str | os.PathLike[str] | None = None,
     depth_path: str | os.PathLike[str] | None = None,
     confidence_path: str | os.PathLike[str] | None = None,
     client: Any = None,
     numba_threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    **rule_options: Any,
+    sharpness: int | Unset | None = UNSET,
+    window_px: int | Unset = UNSET,
+    coarse_window_px: int | Unset | None = UNSET,
+    inherit: float | Unset = UNSET,
+    focus_levels: int | Unset = UNSET,
+    noise_floor: float | Unset = UNSET,
+    levels: int | Unset | None = UNSET,
+    align: bool | Unset = UNSET,
+    reference: str | Unset = UNSET,
+    crop: bool | Unset = UNSET,
+    bit_depth: int | Unset | None = UNSET,
+    noise_dn: float | Sequence[float] | Unset | None = UNSET,
+    guide_channel: int | Unset | None = UNSET,
+    fill_depth: bool | Unset = UNSET,
+    min_confidence: float | Unset = UNSET,
+    z_step_um: float | Unset | None = UNSET,
+    z_um: Sequence[float] | Unset | None = UNSET,
+    index_mismatch: Any = UNSET,
 ) -> TiledResult:
     """Fuse one large focus stack tile by tile; equal to the untiled fusion.
 
@@ -404,14 +420,19 @@ def fuse_tiled(
         uncompressed, read strip by strip through zarr otherwise), a folder or list of
         single-frame TIFFs, or an array ``(N, H, W[, C])`` with numpy slicing
         (``numpy.memmap``, ``zarr.Array``).
-    levels : int, optional
-        Pyramid levels. Default ``min(auto_levels((H, W)), MAX_DEFAULT_LEVELS)``, which is
-        the untiled fuser's default for images up to 2047 px on the short side; the overlap
-        grows as ``2**levels`` (:func:`tile_margin_px`).
+    options : FusionOptions, optional
+        The fusion's settings (:class:`~nanoro_optics.fusion.FusionOptions`), as for
+        :func:`~nanoro_optics.fusion.fuse_stack`; the keyword-only fields below override
+        single ones. Differences here: ``levels`` defaults to ``min(auto_levels((H, W)),
+        MAX_DEFAULT_LEVELS)`` (the untiled fuser's default for images up to 2047 px on the
+        short side; the overlap grows as ``2**levels``, :func:`tile_margin_px`);
+        ``fill_depth`` defaults to False unless ``options`` or the keyword sets it (the
+        fill is a pass over the whole depth map, so the tiles leave low-confidence depth
+        NaN, and ``fill_depth=True`` fills the assembled map at the end, in memory, at full
+        size); alignment, crop and the index-mismatch correction are refused (alignment is
+        estimated from whole frames: align the frames first).
     tile_px : int, optional
         Side of a tile's core, 16 px or more (the tile read is ``tile_px + 2 margin``).
-    z_um : sequence of float, optional
-        z of every frame (um); the depth map is then in um.
     image_path, depth_path, confidence_path : path, optional
         Write these outputs into memory-mapped TIFFs (moved into place when complete) instead
         of holding them in memory; the result then holds read-only memory maps.
@@ -422,11 +443,8 @@ def fuse_tiled(
         numba threads per tile (default: numba's setting in-process, 1 on a cluster).
     progress : callable, optional
         Called as ``progress(tiles_done, n_tiles)``.
-    **rule_options
-        :class:`~nanoro_optics.fusion.FusionRule` options (``sharpness``, ``window_px``, ...)
-        and ``noise_dn`` / ``bit_depth``. ``fill_depth`` defaults to False here: the fill is
-        a pass over the whole depth map, so the tiles leave low-confidence depth NaN, and
-        ``fill_depth=True`` fills the assembled map at the end (in memory, at full size).
+    sharpness, window_px, ..., index_mismatch : keyword-only
+        Override the field of ``options`` of the same name (see above).
 
     Returns
     -------
@@ -460,34 +478,40 @@ def fuse_tiled(
     >>> bool(np.array_equal(tiled.image, fuse_stack(frames, levels=3).image))
     True
     """
-    from nanoro_optics.fusion import StackFuser
     from nanoro_optics.fusion.pyramid import auto_levels
 
     t0 = time.perf_counter()
-    if "align" in rule_options or "crop" in rule_options:
+    fill_given = (options is not None) or fill_depth is not UNSET
+    opts = merge(options, field_values(locals()))
+    if opts.align or opts.crop or opts.reference != "first":
         raise ValueError(
             "fuse_tiled cannot align frames (alignment is estimated from whole frames); "
             "align the stack first"
         )
+    if opts.index_mismatch is not None:
+        raise ValueError(
+            "fuse_tiled does not correct the depth for index mismatch: relabel the assembled "
+            "depth map with IndexMismatch.relabel"
+        )
     frames = _Frames(source)
     h, w = frames.frame_shape[:2]
-    n_levels = (
-        min(auto_levels((h, w)), MAX_DEFAULT_LEVELS)
-        if levels is None
-        else check_int(levels, "levels", 1, 32)
-    )
+    n_levels = min(auto_levels((h, w)), MAX_DEFAULT_LEVELS) if opts.levels is None else opts.levels
     tile = check_int(tile_px, "tile_px", 16)
     if numba_threads is not None:
         numba_threads = check_int(numba_threads, "numba_threads", 1)
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable, got {type(progress).__name__}")
-    z = None if z_um is None else [float(v) for v in np.asarray(z_um, dtype=np.float64).ravel()]
+    z: list[float] | None = None
+    if opts.z_um is not None:
+        z = list(opts.z_um)
+    elif opts.z_step_um is not None:
+        z = [k * opts.z_step_um for k in range(frames.n_frames)]
     if z is not None and len(z) != frames.n_frames:
         raise ValueError(f"z_um has {len(z)} positions but the stack has {frames.n_frames} frames")
-    fill = rule_options.pop("fill_depth", False)
-    StackFuser(z_um=z, levels=n_levels, fill_depth=fill, **rule_options)  # validates them
-    rule_options = {**rule_options, "fill_depth": False}
-    if rule_options.get("noise_dn") is None:
+    fill = opts.fill_depth if fill_given else False
+    # each tile: the same rule, levels and noise, no fill, z given with the tile
+    tile_opts = opts.replace(levels=n_levels, fill_depth=False, z_um=None, z_step_um=None)
+    if tile_opts.noise_dn is None:
         # the untiled fuser measures the noise on rows of the whole first two frames: so
         # must every tile (the same rows, read here once)
         from nanoro_optics.fusion.noise import noise_rows, noise_sigma
@@ -499,10 +523,11 @@ def fuse_tiled(
             return rows.reshape(len(rows), w, -1)
 
         second = rows_of(1) if frames.n_frames > 1 else None
-        rule_options = {**rule_options, "noise_dn": noise_sigma(rows_of(0), second)}
+        sigma = noise_sigma(rows_of(0), second)
+        tile_opts = tile_opts.replace(noise_dn=tuple(float(v) for v in np.ravel(sigma)))
     # the widest window any level uses
-    window = int(rule_options.get("window_px", 5))
-    window = max(window, int(rule_options.get("coarse_window_px") or window))
+    window = tile_opts.window_px
+    window = max(window, int(tile_opts.coarse_window_px or window))
     margin = tile_margin_px(n_levels, window_px=window)
     boxes = list(_tiles(h, w, tile, margin, 2 ** (n_levels - 1)))
 
@@ -529,17 +554,17 @@ def fuse_tiled(
 
         if client is None:
             for box in boxes:
-                store(_fuse_tile(frames, box, n_levels, z, rule_options, numba_threads))
+                store(_fuse_tile(frames, box, z, tile_opts, numba_threads))
         else:
-            _run_on_cluster(client, frames, boxes, n_levels, z, rule_options, numba_threads, store)
+            _run_on_cluster(client, frames, boxes, z, tile_opts, numba_threads, store)
         if fill:  # the assembled map, filled as one (the tiles left their holes NaN)
-            from nanoro_optics.fusion.depth import fill_depth
+            from nanoro_optics.fusion.depth import fill_depth as fill_holes
 
             dep, conf = outputs["depth"], outputs["confidence"]
             full_dep = dep.read()
             known = np.isfinite(full_dep)
             if known.any():
-                dep.write(0, h, 0, w, fill_depth(full_dep, np.where(known, conf.read(), 0.0)))
+                dep.write(0, h, 0, w, fill_holes(full_dep, np.where(known, conf.read(), 0.0)))
         arrays = {k: o.finish() for k, o in outputs.items()}
     except BaseException:
         for o in outputs.values():
@@ -563,9 +588,8 @@ def _run_on_cluster(
     client: Any,
     frames: _Frames,
     boxes: list[tuple[int, ...]],
-    levels: int,
     z: Sequence[float] | None,
-    options: dict[str, Any],
+    options: FusionOptions,
     numba_threads: int | None,
     store: Callable[[Any], None],
 ) -> None:
@@ -582,9 +606,7 @@ def _run_on_cluster(
     try:
         threads = 1 if numba_threads is None else numba_threads
         futures = [
-            dask_client.submit(
-                _fuse_tile, frames, box, levels, z, options, threads, pure=False, retries=2
-            )
+            dask_client.submit(_fuse_tile, frames, box, z, options, threads, pure=False, retries=2)
             for box in boxes
         ]
         try:

@@ -52,6 +52,7 @@ __all__ = [
     "REFERENCES",
     "UNSET",
     "FusionOptions",
+    "Unset",
     "field_values",
     "merge",
 ]
@@ -424,6 +425,8 @@ class _Unset(enum.Enum):
 
 #: default of the keyword overrides of :func:`fuse_stack` and :class:`StackFuser`: not given
 UNSET = _Unset.UNSET
+#: the type of :data:`UNSET`, for the signatures of functions that take keyword overrides
+Unset = _Unset
 
 
 def merge(options: FusionOptions | None, overrides: Mapping[str, Any]) -> FusionOptions:
