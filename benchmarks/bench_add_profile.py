@@ -1,0 +1,168 @@
+"""Benchmark: what one ``StackFuser.add`` costs, in units of the memory's own speed.
+
+The unit is one float32 read + write pass over the frame (``np.multiply(a, 1.0, out=b)`` on
+two ``H x W`` float32 arrays), timed in the same process between the fusion runs: the
+machine may be shared, so only ratios measured side by side mean something. A Laplacian
+pyramid step must at least read the frame, write its level-0 band and read and write the
+accumulators and the depth tracker once: some 6 to 10 such passes.
+
+Each configuration adds the same ``--frames`` frames (2048 x 2048 uint16, 12-bit, by default)
+to a fresh fuser after a warm-up fuser has compiled the kernels; a round's figure is
+the median over frames 2 to N of one ``add``, with numba limited to ``--threads`` (1, and
+all); the configurations alternate within each round and the table gives the median over
+``--rounds`` rounds (the shares below are differences of medians: on a noisy machine a small
+one can come out negative, which says it is within the noise).
+The configurations differ in one thing each, so their differences split the cost by stage:
+
+============  ==============================================================================
+full          the default fuser (depth tracking on): what ``LiveFusion`` and ``fuse`` pay
+no_depth      ``depth=False``: the depth tracker's share is ``full - no_depth``
+levels_1/2    ``levels=1`` / ``levels=2`` without depth: level 0 alone (reduce, band,
+              activity, weights, blend at full size), and what the first coarse level adds;
+              the coarser levels' share is ``no_depth - levels_2``
+float32_in    frames given as float32 instead of uint16: the input conversion's share
+hard          ``sharpness=None`` (the hard rule) without depth: the soft weights' share
+============  ==============================================================================
+
+Prints a table and writes JSON (``--json``). Usage:
+``python benchmarks/bench_add_profile.py [--side 2048] [--frames 8] [--rounds 3] [--threads 1 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
+
+from nanoro_optics.fusion import FusionOptions, StackFuser, synthetic_stack
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "no_depth": {"depth": False},
+    "levels_1": {"depth": False, "levels": 1},
+    "levels_2": {"depth": False, "levels": 2},
+    "float32_in": {"float32": True},
+    "hard": {"depth": False, "sharpness": None},
+}
+
+
+def pass_time_s(h: int, w: int, repeats: int = 15) -> float:
+    """Median time of one float32 read + write pass over an ``h x w`` frame."""
+    a = np.random.default_rng(0).random((h, w), dtype=np.float32)
+    b = np.empty_like(a)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.multiply(a, 1.0, out=b)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def add_times_s(frames: np.ndarray, config: dict[str, Any]) -> list[float]:
+    """Times of every ``add`` but the first (which sets the fuser up) of a fresh fuser."""
+    cfg = dict(config)
+    as_float = cfg.pop("float32", False)
+    depth = cfg.pop("depth", True)
+    opts = FusionOptions(bit_depth=None if as_float else 12, **cfg)
+    data = frames.astype(np.float32) if as_float else frames
+    fuser = StackFuser(opts, depth=depth)
+    times = []
+    for k, frame in enumerate(data):
+        t0 = time.perf_counter()
+        fuser.add(frame)
+        if k > 0:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--side", type=int, default=2048, help="frame side in px")
+    ap.add_argument("--frames", type=int, default=8, help="frames per configuration (>= 3)")
+    ap.add_argument(
+        "--threads", type=int, nargs="+", default=None, help="numba thread counts (default 1, all)"
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per configuration")
+    ap.add_argument("--json", default="bench_results/add_profile.json", help="output JSON path")
+    args = ap.parse_args(argv)
+    if args.frames < 3 or args.side < 64 or args.rounds < 1:
+        ap.error("--frames must be >= 3, --side >= 64 and --rounds >= 1")
+    import numba
+
+    all_threads = numba.config.NUMBA_NUM_THREADS
+    thread_counts = args.threads or sorted({1, all_threads})
+    stack = synthetic_stack((args.side, args.side), args.frames, seed=1, dtype=np.uint16)
+    frames = (stack.frames >> 4).astype(np.uint16)  # 12-bit data in 16-bit frames
+    for config in CONFIGS.values():  # compile (or load) every kernel first
+        add_times_s(frames[:3, :128, :128], config)
+    rows = []
+    print(
+        f"one add on {args.side} x {args.side} uint16 (12-bit): median over {args.rounds} "
+        f"rounds (configurations alternating) of the median of {args.frames - 1} adds"
+    )
+    print(f"{'threads':>7}  {'config':<11} {'add ms':>8} {'passes':>7} {'pass ms':>8}")
+    names = list(CONFIGS)
+    for n_threads in thread_counts:
+        numba.set_num_threads(n_threads)
+        per: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+        for r in range(args.rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                before = pass_time_s(args.side, args.side)
+                t = statistics.median(add_times_s(frames, CONFIGS[name]))
+                unit = statistics.median([before, pass_time_s(args.side, args.side)])
+                per[name].append((t, unit))
+        for name in names:
+            t = statistics.median(v[0] for v in per[name])
+            unit = statistics.median(v[1] for v in per[name])
+            passes = statistics.median(v[0] / v[1] for v in per[name])
+            rows.append(
+                {
+                    "threads": n_threads,
+                    "config": name,
+                    "add_ms": 1e3 * t,
+                    "pass_ms": 1e3 * unit,
+                    "passes": passes,
+                    "passes_by_round": [v[0] / v[1] for v in per[name]],
+                }
+            )
+            print(f"{n_threads:>7}  {name:<11} {1e3 * t:>8.1f} {passes:>7.1f} {1e3 * unit:>8.2f}")
+    by = {(r["threads"], r["config"]): r["passes"] for r in rows}
+    print("\nshares (in passes), from the differences:")
+    for n_threads in thread_counts:
+
+        def p(name: str, n: int = n_threads) -> float:
+            return by[(n, name)]
+
+        print(
+            f"  {n_threads} thread(s): level 0 {p('levels_1'):.1f}, first coarse level "
+            f"{p('levels_2') - p('levels_1'):.1f}, coarser levels "
+            f"{p('no_depth') - p('levels_2'):.1f}, depth tracking "
+            f"{p('full') - p('no_depth'):.1f}, float32 input vs uint16 "
+            f"{p('float32_in') - p('full'):+.1f}, soft vs hard weights "
+            f"{p('no_depth') - p('hard'):+.1f}"
+        )
+    out = {
+        "side": args.side,
+        "frames": args.frames,
+        "numba_threads_max": all_threads,
+        "load_average": list(os.getloadavg()),
+        "rows": rows,
+    }
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
