@@ -72,9 +72,6 @@ def _interleaved(a: np.ndarray) -> np.ndarray:
     return np.moveaxis(a, 0, -1)
 
 
-_check_monotonic = check_monotonic
-
-
 class _FrameIntake:
     """Frame intake of :class:`~nanoro_optics.fusion.stack.StackFuser` (see the module)."""
 
@@ -278,7 +275,7 @@ class _FrameIntake:
             raise ValueError(f"frame {k} has z_um={z_um!r} but the frames before it had none")
         z = float(as_float_array(z_um, "z_um"))
         zs = [*self._z_frames, z]
-        _check_monotonic(np.asarray(zs), "z_um")
+        check_monotonic(np.asarray(zs), "z_um")
         self._z_frames.append(z)
 
     def _white_level(self, dtype: np.dtype) -> float:

@@ -161,6 +161,19 @@ def check_monotonic(z: np.ndarray, name: str) -> None:
         )
 
 
+#: the fields that are :class:`~nanoro_optics.fusion.FusionRule`'s (validated by it)
+_RULE_FIELDS = (
+    "sharpness",
+    "window_px",
+    "coarse_window_px",
+    "inherit",
+    "min_confidence",
+    "focus_levels",
+    "noise_floor",
+    "fill_depth",
+)
+
+
 @dataclass(frozen=True)
 class FusionOptions:
     """Every setting of a focus fusion, validated once (see :data:`HELP` for each field).
@@ -243,26 +256,8 @@ class FusionOptions:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        rule = FusionRule(  # the rule's own checks name the field, value and limit
-            sharpness=self.sharpness,
-            window_px=self.window_px,
-            coarse_window_px=self.coarse_window_px,
-            inherit=self.inherit,
-            min_confidence=self.min_confidence,
-            focus_levels=self.focus_levels,
-            noise_floor=self.noise_floor,
-            fill_depth=self.fill_depth,
-        )
-        for name in (
-            "sharpness",
-            "window_px",
-            "coarse_window_px",
-            "inherit",
-            "min_confidence",
-            "focus_levels",
-            "noise_floor",
-            "fill_depth",
-        ):
+        rule = self.rule  # the rule's own checks name the field, value and limit
+        for name in _RULE_FIELDS:
             set_(self, name, getattr(rule, name))
         if self.levels is not None:
             set_(self, "levels", check_int(self.levels, "levels", 1, 32))
@@ -311,16 +306,7 @@ class FusionOptions:
     @property
     def rule(self) -> FusionRule:
         """The selection rule these options set (:class:`~nanoro_optics.fusion.FusionRule`)."""
-        return FusionRule(
-            sharpness=self.sharpness,
-            window_px=self.window_px,
-            coarse_window_px=self.coarse_window_px,
-            inherit=self.inherit,
-            min_confidence=self.min_confidence,
-            focus_levels=self.focus_levels,
-            noise_floor=self.noise_floor,
-            fill_depth=self.fill_depth,
-        )
+        return FusionRule(**{name: getattr(self, name) for name in _RULE_FIELDS})
 
     def z_of_frame(self, k: int) -> float | None:
         """Z (um) of frame ``k`` from ``z_step_um`` or ``z_um``; None without either."""

@@ -56,6 +56,8 @@ import numpy as np
 
 from .. import optics
 from .._validation import (
+    INDEX_RANGE,
+    WAVELENGTH_RANGE_UM,
     as_float_array,
     check_choice,
     check_finite_real,
@@ -75,10 +77,11 @@ LADDER_STEP = 0.25
 DEFAULT_CAMERA_PIXEL_UM = 6.5
 #: Object-space pixel sizes (um) the simulation accepts: 0.1 nm to 1 mm.
 PIXEL_UM_RANGE = (1e-4, 1e3)
-#: Vacuum wavelengths (um) the simulation accepts: 10 nm (soft X-ray) to 100 um (far IR).
-WAVELENGTH_UM_RANGE = (0.01, 100.0)
+#: Vacuum wavelengths (um) the simulation accepts: 10 nm (soft X-ray) to 100 um (far IR),
+#: the optical arguments' range (``_validation.WAVELENGTH_RANGE_UM``).
+WAVELENGTH_UM_RANGE = WAVELENGTH_RANGE_UM
 #: Largest refractive index accepted (of the medium, or the sample).
-MAX_INDEX = 5.0
+MAX_INDEX = INDEX_RANGE[1]
 #: Largest defocus (um) :func:`defocus_otf` computes (1 m); beyond it the phase is noise.
 MAX_DEFOCUS_UM = 1e6
 #: Largest exposure (ms) accepted: about 2.8 hours.

@@ -60,10 +60,6 @@ _log = logging.getLogger(__name__)
 
 #: fusion options LiveFusion sets itself (from the events, and guide_channel by name)
 _OWN_OPTIONS = ("z_um", "z_step_um", "guide_channel")
-#: refractive indices and vacuum wavelengths (um) accepted: the ranges of the simulated camera
-#: (``hardware.sim_camera.MAX_INDEX``, ``WAVELENGTH_UM_RANGE``), inside which depths stay finite
-MAX_INDEX = 5.0
-WAVELENGTH_UM_RANGE = (0.01, 100.0)
 #: file suffix of each output format
 _SUFFIXES = {"ome-tiff": ".ome.tif", "ome-zarr": ".ome.zarr"}
 #: index axes of an MDA event other than z and channel (position, grid, time)

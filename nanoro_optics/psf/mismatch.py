@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from nanoro_optics._validation import (
+    INDEX_RANGE,
     as_float_array,
     check_choice,
     check_finite_real,
@@ -24,9 +25,6 @@ from nanoro_optics._validation import (
 )
 
 from .scaling import SCALING_MODELS, actual_depth_um, axial_scaling_factor
-
-#: largest refractive index :class:`IndexMismatch` accepts (depths stay finite below it)
-MAX_INDEX = 5.0
 
 __all__ = ["IndexMismatch"]
 
@@ -52,7 +50,7 @@ class IndexMismatch:
     na, n_immersion, n_sample : float
         Numerical aperture and the refractive indices of the immersion medium and the
         sample (as for :func:`~nanoro_optics.psf.actual_depth_um`; indices from 1 to
-        ``MAX_INDEX`` = 5).
+        5, ``INDEX_RANGE``).
     model : str, optional
         One of :data:`nanoro_optics.psf.SCALING_MODELS` (default ``"wave"``).
     wavelength_um : float, optional
@@ -90,7 +88,7 @@ class IndexMismatch:
         set_(self, "interface_um", check_finite_real(self.interface_um, "interface_um"))
         set_(self, "na", check_positive(self.na, "na"))
         for name in ("n_immersion", "n_sample"):  # finite depths for finite z
-            set_(self, name, check_range(getattr(self, name), name, 1.0, MAX_INDEX))
+            set_(self, name, check_range(getattr(self, name), name, *INDEX_RANGE))
         check_choice(self.model, "model", SCALING_MODELS)
         depth_model = self.model in ("loginov", "wave")
         if self.wavelength_um is not None:

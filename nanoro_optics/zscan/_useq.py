@@ -15,6 +15,7 @@ import numpy as np
 from .. import optics
 from .._validation import (
     LENGTH_MAX_UM,
+    WAVELENGTH_RANGE_UM,
     check_finite_real,
     check_interval,
     check_positive,
@@ -27,9 +28,8 @@ __all__ = ["EVEN_RTOL", "check_mda_sequence", "from_useq", "to_useq"]
 
 #: Relative tolerance on each gap when deciding that positions are evenly spaced.
 EVEN_RTOL = 1e-6
-#: vacuum wavelengths (um) :func:`check_mda_sequence` accepts: the simulated camera's range
-#: (``hardware.sim_camera.WAVELENGTH_UM_RANGE``)
-WAVELENGTH_UM_RANGE = (0.01, 100.0)
+#: vacuum wavelengths (um) :func:`check_mda_sequence` accepts: the optical arguments' range
+WAVELENGTH_UM_RANGE = WAVELENGTH_RANGE_UM
 
 
 def _import_useq() -> Any:
