@@ -44,6 +44,45 @@ def max_threads() -> int:
     return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
 
 
+def fusion_threads(*, busy: int = 0, limit: int | None = None) -> int:
+    """Return how many numba threads a fusion step takes: the one thread-count policy.
+
+    Every front end asks here (the CLI while its decoder runs, ``LiveFusion`` while the
+    MDA acquires and after it, the batch and tiled workers), so the rule lives in one place:
+    all of numba's threads (:func:`max_threads`) less the ``busy`` threads that keep a core
+    of their own meanwhile (a decoder, an acquisition loop), never fewer than one and never
+    more than ``limit``. A parallel kernel runs as a team whose threads spin while they
+    wait for each other, so a team that counts on a core another thread holds loses more
+    to the wait than the extra thread gains (see :func:`threads`).
+
+    Parameters
+    ----------
+    busy : int, keyword-only
+        Threads outside numba that stay busy while the fusion runs, 0 or more.
+    limit : int or None, keyword-only
+        Upper bound (a user's or a worker's share of the machine), 1 or more; None: none.
+
+    Returns
+    -------
+    int
+        From 1 to :func:`max_threads`.
+
+    Examples
+    --------
+    >>> 1 <= fusion_threads(busy=1) <= fusion_threads() == max_threads()
+    True
+    >>> fusion_threads(limit=1)
+    1
+    """
+    from ._validation import check_int
+
+    busy = check_int(busy, "busy", 0)
+    most = max_threads()
+    if limit is not None:
+        most = min(most, check_int(limit, "limit", 1))
+    return max(1, most - busy)
+
+
 @contextmanager
 def threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` numba threads in this thread, then restore its setting.

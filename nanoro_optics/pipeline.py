@@ -396,7 +396,7 @@ def _fuse(
 ) -> _Fused:
     """Read ``files`` and fuse them: the fusing pass, then (unaligned) the range pass."""
     from . import io as nio
-    from ._numba import max_threads, threads
+    from ._numba import fusion_threads, threads
 
     # aligned frames are warped, so their range is kept while fusing; otherwise it comes
     # from a second read of the files (two frame-size maps less at the peak)
@@ -423,7 +423,7 @@ def _fuse(
     # the decoding thread keeps a core busy: the fuser takes the others (a team of numba
     # threads waiting for the core the decoder holds is slower than one thread less); the
     # finish afterwards has them all
-    with threads(max(1, max_threads() - 1)):
+    with threads(fusion_threads(busy=1)):
         try:
             if expected is not None:
                 # map the fuser's memory in while the first frame is being decoded

@@ -16,7 +16,7 @@ PKG = Path(nanoro_optics.__file__).parent
 # top-level module -> the package modules it may import (GUIDE.md, "The house")
 ALLOWED: dict[str, set[str]] = {
     "_validation": set(),
-    "_numba": set(),
+    "_numba": {"_validation"},
     "_lazy": set(),
     "_text": set(),
     "optics": {"_validation"},
@@ -65,7 +65,16 @@ ALLOWED: dict[str, set[str]] = {
         "testing",
         "autofocus",
     },
-    "distributed": {"_validation", "_text", "_lazy", "fusion", "io", "distributed", "pipeline"},
+    "distributed": {
+        "_validation",
+        "_numba",
+        "_text",
+        "_lazy",
+        "fusion",
+        "io",
+        "distributed",
+        "pipeline",
+    },
     "napari": {"_numba", "fusion", "io", "napari"},
     "cli": {"*"},
     "__main__": {"cli"},

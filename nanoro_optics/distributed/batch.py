@@ -222,8 +222,9 @@ def _limit_numba_threads(n: int | None) -> None:
         return
     import numba
 
-    most = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
-    numba.set_num_threads(max(1, min(n, most)))
+    from .._numba import fusion_threads
+
+    numba.set_num_threads(fusion_threads(limit=n))
 
 
 def _fuse_one(job: _Job) -> StackRecord:

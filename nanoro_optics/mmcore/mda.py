@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from .. import optics
-from .._numba import max_threads
+from .._numba import fusion_threads, max_threads
 from .._numba import threads as numba_threads
 from .._validation import (
     check_bool,
@@ -178,7 +178,9 @@ class LiveFusion:
     threads : int, keyword-only, optional
         numba threads for the handler's work while the MDA still acquires (each frame's
         fusion, and the results and files of groups before the last one), from 1 to
-        numba's thread count; default 1. The last group's result and file, once the
+        numba's thread count; default (None): the package's thread-count policy
+        (:func:`nanoro_optics._numba.fusion_threads`), every thread but one, which the
+        acquisition keeps (1 on two cores). The last group's result and file, once the
         acquisition is over, use all of numba's threads. See Notes.
     finish_in_background : bool, keyword-only
         Let :meth:`sequenceFinished` return while the last group is still being finished,
@@ -264,7 +266,7 @@ class LiveFusion:
         overwrite: bool = False,
         file_format: str = "ome-tiff",
         index_mismatch: IndexMismatch | None = None,
-        threads: int = 1,
+        threads: int | None = None,
         finish_in_background: bool = False,
         options: FusionOptions | None = None,
         **fusion_options: Any,
@@ -293,7 +295,11 @@ class LiveFusion:
         )
         self.overwrite = check_bool(overwrite, "overwrite")
         self.file_format = check_choice(file_format, "file_format", _SUFFIXES)
-        self.threads = check_int(threads, "threads", 1, max_threads())
+        self.threads = (
+            fusion_threads(busy=1)  # the acquisition keeps a core
+            if threads is None
+            else check_int(threads, "threads", 1, max_threads())
+        )
         self.finish_in_background = check_bool(finish_in_background, "finish_in_background")
         self._finisher: threading.Thread | None = None
         if index_mismatch is not None and not isinstance(index_mismatch, IndexMismatch):
@@ -633,7 +639,7 @@ class LiveFusion:
             job = None
             try:
                 # the last group's end has the CPU to itself: the acquisition is over
-                with numba_threads(max_threads() if last else self.threads):
+                with numba_threads(fusion_threads() if last else self.threads):
                     self._emit(key, group)
             except Exception as exc:  # recorded: the MDA goes on with the other groups
                 _log.error("live fusion dropped group %s: %s", key, exc)
