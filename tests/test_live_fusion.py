@@ -778,3 +778,176 @@ def test_live_fusion_takes_one_options_object() -> None:
     assert moved.index_mismatch == water and moved.options.index_mismatch is None
     with pytest.raises(ValueError, match="give index_mismatch once"):
         LiveFusion(options=FusionOptions(index_mismatch=water), index_mismatch=water)
+
+
+# ------------------------------------------------------------------ backlog: bound and warning
+
+BACKLOG = 2  # max_backlog_frames of these tests
+N_Z_BACKLOG = 8  # z-slices per group
+#: the warning's rates and backlog, as printed
+BACKLOG_TEXT = (
+    r"frames arrive at (?P<arrival>\d+\.\d) frames/s and are fused at (?P<fusion>\d+\.\d) "
+    r"frames/s; (?P<behind>\d+) frames \((?P<seconds>\d+\.\d\d) s of fusion\) wait"
+)
+
+
+class SlowFusion:
+    """Acquisition and fusion in lockstep without sleeps: a listener on ``core.mda.events``
+    counts the frames acquired (it runs before LiveFusion's, in the acquisition thread), and
+    the handler's fusion of frame k waits until ``k + lead`` frames were acquired."""
+
+    def __init__(self, live: LiveFusion, lead: int, n_frames: int) -> None:
+        import threading
+
+        self.live, self.lead, self.n_frames = live, lead, n_frames
+        self.cond = threading.Condition()
+        self.acquired = 0
+        self.fused = 0
+        self.gaps: list[int] = []  # acquired - fused, as each frame was acquired
+        self.frames: list[tuple[dict[str, int], float, np.ndarray]] = []
+        self._take = live._take
+        live._take = self.take  # type: ignore[method-assign]
+
+    def acquired_frame(self, image: Any, event: Any, meta: Any) -> None:
+        index = {str(k): int(v) for k, v in dict(event.index).items()}
+        with self.cond:
+            self.acquired += 1
+            self.gaps.append(self.acquired - self.fused)
+            self.frames.append((index, float(event.z_pos), np.array(image, copy=True)))
+            self.cond.notify_all()
+
+    def take(self, *args: Any) -> None:
+        with self.cond:
+            due = min(self.fused + 1 + self.lead, self.n_frames)
+            assert self.cond.wait_for(lambda: self.acquired >= due, timeout=60.0), "deadlock"
+        self._take(*args)
+        with self.cond:
+            self.fused += 1
+
+    def group(self, p: int) -> tuple[np.ndarray, list[float]]:
+        got = [(z, f) for i, z, f in self.frames if i.get("p", 0) == p]
+        return np.stack([f for _, f in got]), [z for z, _ in got]
+
+
+def _backlog_sequence(n_pos: int) -> Any:
+    return _sequence(
+        channels=["A"],
+        stage_positions=[(None, None, 10.0 + 2 * i) for i in range(n_pos)],
+        z_plan=useq.ZRelativePositions(relative=[float(z) for z in range(N_Z_BACKLOG)]),
+    )
+
+
+def _check_report_text(report: Any, text: str) -> None:
+    """The warning's numbers are the report's, and the report's are measured (> 0)."""
+    import re
+
+    m = re.search(BACKLOG_TEXT, text)
+    assert m is not None, text
+    assert report.arrival_fps > 0 and report.fusion_fps > 0
+    assert m["arrival"] == f"{report.arrival_fps:.1f}" and m["fusion"] == f"{report.fusion_fps:.1f}"
+    assert int(m["behind"]) == report.frames_behind
+    assert report.seconds_behind == pytest.approx(report.frames_behind / report.fusion_fps)
+    assert m["seconds"] == f"{report.seconds_behind:.2f}"
+    assert str(report.index) in text and f"max_backlog_frames={BACKLOG}" in text
+
+
+def test_run_makes_the_acquisition_wait_at_the_backlog_bound(rig: Any) -> None:
+    """live.run: when frames come faster than they fuse, at most max_backlog_frames wait
+    (plus the one being fused and the one the acquisition holds), the acquisition waits
+    instead of dropping a frame, and each group warns once with the rates."""
+    from nanoro_optics.mmcore import LiveFusionBacklogWarning
+
+    core, _ = rig
+    n_pos = 2
+    n = n_pos * N_Z_BACKLOG
+    got: list[FusedGroup] = []
+    live = LiveFusion(got.append, levels=2, max_backlog_frames=BACKLOG)
+    # fusion of frame k waits for frame k + BACKLOG + 1: exactly the frame that finds the
+    # queue full, so the bound is reached at every frame from the 4th on
+    slow = SlowFusion(live, lead=BACKLOG + 1, n_frames=n)
+    core.mda.events.frameReady.connect(slow.acquired_frame)
+    try:
+        with pytest.warns(LiveFusionBacklogWarning) as caught:
+            live.run(core, _backlog_sequence(n_pos), **RUN)
+    finally:
+        core.mda.events.frameReady.disconnect(slow.acquired_frame)
+    assert live.errors == [] and live.n_done == n_pos and slow.fused == n
+    # the bound: BACKLOG queued + 1 being fused + the one just acquired, reached, never passed
+    assert max(slow.gaps) == BACKLOG + 2
+    # one warning per group, bounded, with the measured rates
+    texts = [str(w.message) for w in caught if w.category is LiveFusionBacklogWarning]
+    assert len(texts) == n_pos == len(live.backlog_reports)
+    assert [r.index for r in live.backlog_reports] == [(("c", 0), ("p", p)) for p in range(n_pos)]
+    for report, text in zip(live.backlog_reports, texts, strict=True):
+        assert report.bounded and report.frames_behind == BACKLOG
+        _check_report_text(report, text)
+        assert "the acquisition now waits for fusion" in text.lower()
+    # no frame was dropped: every group equals offline fusion of what the camera gave
+    for g in got:
+        frames, zs = slow.group(dict(g.index)["p"])
+        assert len(zs) == N_Z_BACKLOG and list(g.z_um) == zs
+        ref = fuse_stack(frames, z_um=zs, levels=2)
+        _assert_same(g.image, ref.image)
+        _assert_same(g.depth_um, ref.depth)
+
+
+@pytest.mark.parametrize("as_error", [False, True])
+def test_pymmcore_relay_backlog_is_reported_not_bounded(rig: Any, as_error: bool) -> None:
+    """core.mda.run(output=live): pymmcore-plus' relay queue is not the handler's to bound;
+    the handler says how many frames wait there. A warning made an error is kept in
+    live.errors and never raised into the MDA (that would stop pymmcore-plus' relay)."""
+    import warnings
+
+    from nanoro_optics.mmcore import LiveFusionBacklogWarning
+
+    core, _ = rig
+    n = N_Z_BACKLOG
+    got: list[FusedGroup] = []
+    live = LiveFusion(got.append, levels=2, max_backlog_frames=BACKLOG)
+    slow = SlowFusion(live, lead=n, n_frames=n)  # the first frame waits for the last
+    core.mda.events.frameReady.connect(slow.acquired_frame)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("error" if as_error else "always", LiveFusionBacklogWarning)
+            core.mda.run(_backlog_sequence(1), output=live)
+    finally:
+        core.mda.events.frameReady.disconnect(slow.acquired_frame)
+    assert live.n_done == 1 and slow.fused == n and len(got) == 1
+    assert max(slow.gaps) == n  # nothing held the acquisition back
+    [report] = live.backlog_reports
+    assert not report.bounded and report.index == (("c", 0), ("p", 0))
+    # said at the second frame (the first interval between frames gives the arrival rate):
+    # frames 3..n wait behind it (and perhaps the sequence's end signal)
+    assert report.frames_behind in (n - 2, n - 1)
+    if as_error:
+        [(key, exc)] = live.errors
+        assert key == report.index and isinstance(exc, LiveFusionBacklogWarning)
+        text = str(exc)
+    else:
+        assert live.errors == []
+        [text] = [str(w.message) for w in caught if w.category is LiveFusionBacklogWarning]
+    _check_report_text(report, text)
+    assert "pymmcore-plus' queue, which this handler cannot bound" in text
+    frames, zs = slow.group(0)
+    _assert_same(got[0].image, fuse_stack(frames, z_um=zs, levels=2).image)
+
+
+def test_max_backlog_frames_and_attached_are_checked(rig: Any) -> None:
+    core, _ = rig
+    with pytest.raises(ValueError, match=r"max_backlog_frames must be >= 1, got 0"):
+        LiveFusion(max_backlog_frames=0)
+    with pytest.raises(ValueError, match=r"max_backlog_frames must be <= 10000, got 10001"):
+        LiveFusion(max_backlog_frames=10_001)
+    with pytest.raises(TypeError, match=r"max_backlog_frames must be an integer, got float"):
+        LiveFusion(max_backlog_frames=4.0)  # type: ignore[arg-type]
+    assert LiveFusion().max_backlog_frames == 16
+    live = LiveFusion()
+    with pytest.raises(TypeError, match=r"core must be a pymmcore_plus\.CMMCorePlus"):
+        with live.attached(object()):
+            pass
+    with live.attached(core):
+        with pytest.raises(RuntimeError, match="attached already"):
+            with live.attached(core):
+                pass
+    with live.attached(core):  # detached on the way out: it attaches again
+        pass

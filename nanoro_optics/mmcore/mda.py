@@ -29,11 +29,17 @@ References
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import re
+import statistics
 import threading
-from collections.abc import Callable
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +60,14 @@ from ..fusion.options import FusionOptions
 from ..psf.mismatch import IndexMismatch
 from ..zscan import check_mda_sequence
 
-__all__ = ["FusedGroup", "IndexMismatch", "LiveFusion", "check_mda_sequence"]
+__all__ = [
+    "BacklogReport",
+    "FusedGroup",
+    "IndexMismatch",
+    "LiveFusion",
+    "LiveFusionBacklogWarning",
+    "check_mda_sequence",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -64,6 +77,84 @@ _OWN_OPTIONS = ("z_um", "z_step_um", "guide_channel")
 _SUFFIXES = {"ome-tiff": ".ome.tif", "ome-zarr": ".ome.zarr"}
 #: index axes of an MDA event other than z and channel (position, grid, time)
 _OUTER_AXES = ("p", "g", "t")
+#: default of LiveFusion's max_backlog_frames (16 frames of 2048 x 2048 uint16: 128 MiB)
+DEFAULT_MAX_BACKLOG_FRAMES = 16
+#: largest max_backlog_frames accepted (a backlog is memory: frames, not a time)
+MAX_BACKLOG_FRAMES_LIMIT = 10_000
+#: frames over which the arrival and fusion rates are measured (medians of the intervals)
+_RATE_WINDOW = 16
+
+
+class LiveFusionBacklogWarning(RuntimeWarning):
+    """Frames reach :class:`LiveFusion` faster than it fuses them.
+
+    Issued at most once per group, with the measured rates (see :class:`BacklogReport`,
+    which :attr:`LiveFusion.backlog_reports` keeps for every warning).
+    """
+
+
+@dataclass(frozen=True)
+class BacklogReport:
+    """Frames waiting for :class:`LiveFusion` when its backlog reached ``max_backlog_frames``.
+
+    Attributes
+    ----------
+    index : tuple of (str, int)
+        The group the waiting frame belongs to (as :attr:`FusedGroup.index`).
+    frames_behind : int
+        Frames acquired and not yet fused, besides the one being fused.
+    seconds_behind : float
+        ``frames_behind / fusion_fps``: how long fusion needs to catch up (in s).
+    arrival_fps : float
+        Frames per second the acquisition delivers, from the median interval between
+        frames over the last frames (the time the acquisition spent waiting for fusion
+        excluded); NaN when not measured yet.
+    fusion_fps : float
+        Frames per second the handler fuses, from the median time it spent on a frame
+        over the last frames; NaN when not measured yet.
+    bounded : bool
+        True: the acquisition waits for fusion (:meth:`LiveFusion.attached`, used by
+        :meth:`LiveFusion.run`), the backlog stays at ``max_backlog_frames``. False: the
+        frames wait in pymmcore-plus' own queue (``core.mda.run(seq, output=live)``),
+        which the handler cannot bound, and the backlog goes on growing.
+    max_backlog_frames : int
+        The handler's bound.
+    """
+
+    index: tuple[tuple[str, int], ...]
+    frames_behind: int
+    seconds_behind: float
+    arrival_fps: float
+    fusion_fps: float
+    bounded: bool
+    max_backlog_frames: int
+
+    def message(self) -> str:
+        """Return the warning's text: the group, the two rates and how far behind."""
+        head = (
+            f"live fusion is falling behind (group {self.index}): frames arrive at "
+            f"{self.arrival_fps:.1f} frames/s and are fused at {self.fusion_fps:.1f} frames/s; "
+            f"{self.frames_behind} frames ({self.seconds_behind:.2f} s of fusion) wait"
+        )
+        if self.bounded:
+            return (
+                f"{head}. The acquisition now waits for fusion whenever "
+                f"max_backlog_frames={self.max_backlog_frames} frames wait: the MDA slows "
+                "to the fusion rate and no frame is dropped (longer exposures, smaller "
+                "frames, fewer levels or more threads= keep pace)"
+            )
+        return (
+            f"{head} in pymmcore-plus' queue, which this handler cannot bound "
+            "(core.mda.run(seq, output=live)): it grows for as long as frames come faster. "
+            "Use live.run(core, seq, ...) or 'with live.attached(core): core.mda.run(seq)' "
+            f"to make the acquisition wait at max_backlog_frames={self.max_backlog_frames}"
+        )
+
+
+def _fps(intervals_s: deque[float]) -> float:
+    """Frames per second from the median of positive intervals (NaN if none)."""
+    vals = [v for v in intervals_s if v > 0]
+    return 1.0 / statistics.median(vals) if vals else math.nan
 
 
 @dataclass(frozen=True)
@@ -191,6 +282,16 @@ class LiveFusion:
         meanwhile waits for them (a non-daemon thread watches the finishing thread); the
         next sequence's start waits for them too. Default False: when ``core.mda.run``
         returns, every output is done. :meth:`run` always waits.
+    max_backlog_frames : int, keyword-only
+        At most this many frames wait to be fused (besides the one being fused), from 1
+        to 10000, default 16 (128 MiB of 2048 x 2048 uint16 frames). With
+        :meth:`run` or :meth:`attached`, the acquisition waits when they are reached
+        (backpressure: the MDA slows to the fusion rate, no frame is ever dropped);
+        with ``core.mda.run(seq, output=live)`` the frames wait in pymmcore-plus' queue,
+        which the handler can measure but not bound. Either way, the first time in a
+        group that the backlog reaches the bound, a :class:`LiveFusionBacklogWarning`
+        states the arrival and fusion rates in frames/s and how far behind fusion is
+        (:attr:`backlog_reports` keeps them). See Notes.
     options : FusionOptions, keyword-only, optional
         The fusion's settings (:class:`~nanoro_optics.fusion.FusionOptions`), checked here;
         z positions come from the events and the guide from ``guide_channel``, so its
@@ -211,6 +312,9 @@ class LiveFusion:
         they get no output.
     n_done : int
         Groups fused and emitted in the last sequence.
+    backlog_reports : list of BacklogReport
+        One per :class:`LiveFusionBacklogWarning` of the last sequence (at most one per
+        group): the rates and the backlog when it reached ``max_backlog_frames``.
 
     Notes
     -----
@@ -224,16 +328,29 @@ class LiveFusion:
     Each frame is copied into the fuser (or, with a guide, into a one-slice buffer) before
     the handler returns, so the engine may reuse its buffers.
 
-    pymmcore-plus calls output handlers from a relay thread fed by a queue: acquisition
-    does not wait for fusion. When a group's z-loop ends, its result, file and callback
-    are handed to a finishing thread of the handler, so the relay thread goes on fusing
-    the next group's frames meanwhile; at most one group is being finished at a time (the
-    relay thread waits for the previous one first), so the handler holds its open groups
-    plus at most one. :meth:`sequenceFinished` waits for the finishing thread: when
-    ``core.mda.run`` returns, every result, file and callback is done (unless
-    ``finish_in_background``: then :meth:`wait` says when). If frames come
-    faster than they fuse (short exposures of large frames), pymmcore-plus' queue holds
-    the frames waiting; ``benchmarks/bench_live_mda.py`` measures the rate.
+    Frames are fused in a thread other than the acquisition's, so that exposures and
+    fusion overlap: the acquisition does not wait for fusion until the backlog is full.
+    :meth:`run` and :meth:`attached` connect the handler to ``core.mda.events``
+    themselves, through a queue of ``max_backlog_frames`` frames and a fusing thread
+    of the handler (``LiveFusion-fuse``); when the queue is full the acquisition thread
+    waits, in ``frameReady``, until a frame has been fused: the backlog, and the memory
+    it holds (``max_backlog_frames`` frames plus the one being fused and the one the
+    acquisition holds), is bounded, and when frames come faster than they fuse the MDA
+    goes at the fusion rate instead of falling minutes behind. ``core.mda.run(seq,
+    output=live)`` uses pymmcore-plus' relay thread instead, fed by a queue the handler
+    cannot bound: there the handler warns once per group when ``max_backlog_frames``
+    frames wait (it asks the relay thread how many), and nothing slows the acquisition.
+    Frames are held, not copied, while they wait (as pymmcore-plus' relay holds them);
+    each is copied into the fuser (or, with a guide, into a one-slice buffer) when fused.
+
+    When a group's z-loop ends, its result, file and callback are handed to a finishing
+    thread of the handler, so the fusing thread goes on with the next group's frames
+    meanwhile; at most one group is being finished at a time (the fusing thread waits
+    for the previous one first), so the handler holds its open groups plus at most one.
+    :meth:`sequenceFinished` waits for the finishing thread: when ``core.mda.run``
+    returns, every result, file and callback is done (unless ``finish_in_background``:
+    then :meth:`wait` says when). ``benchmarks/bench_live_mda.py`` measures the
+    wall-time cost per exposure.
 
     Threads: numba's parallel kernels run as OpenMP teams whose threads spin while they
     wait for each other; next to an MDA that needs the CPU too (the acquisition thread,
@@ -268,6 +385,7 @@ class LiveFusion:
         index_mismatch: IndexMismatch | None = None,
         threads: int | None = None,
         finish_in_background: bool = False,
+        max_backlog_frames: int = DEFAULT_MAX_BACKLOG_FRAMES,
         options: FusionOptions | None = None,
         **fusion_options: Any,
     ) -> None:
@@ -301,7 +419,11 @@ class LiveFusion:
             else check_int(threads, "threads", 1, max_threads())
         )
         self.finish_in_background = check_bool(finish_in_background, "finish_in_background")
+        self.max_backlog_frames = check_int(
+            max_backlog_frames, "max_backlog_frames", 1, MAX_BACKLOG_FRAMES_LIMIT
+        )
         self._finisher: threading.Thread | None = None
+        self._attached = False
         if index_mismatch is not None and not isinstance(index_mismatch, IndexMismatch):
             raise TypeError(
                 f"index_mismatch must be an IndexMismatch, got {type(index_mismatch).__name__}"
@@ -330,6 +452,7 @@ class LiveFusion:
         self.errors: list[tuple[tuple[tuple[str, int], ...], Exception]] = []
         self.incomplete: list[tuple[tuple[str, int], ...]] = []
         self.n_done = 0
+        self.backlog_reports: list[BacklogReport] = []
         self._reset()
 
     def _reset(self) -> None:
@@ -345,6 +468,12 @@ class LiveFusion:
         self._n_ended = 0
         self._jobs: queue.SimpleQueue[Any] | None = None
         self._slot = threading.Semaphore(1)  # one group being finished at a time
+        # the rates of the backlog warnings: intervals between frames (s), fusion times (s)
+        self._stats_lock = threading.Lock()
+        self._arrival_s: deque[float] = deque(maxlen=_RATE_WINDOW)
+        self._fusion_s: deque[float] = deque(maxlen=_RATE_WINDOW)
+        self._last_arrival: float | None = None  # the previous frame's time (s)
+        self._warned: set[tuple[tuple[str, int], ...]] = set()
 
     @property
     def n_open(self) -> int:
@@ -472,9 +601,12 @@ class LiveFusion:
         Afterwards the first entry of :attr:`errors` is raised (as ``RuntimeError`` with it
         as the cause).
 
+        The handler is connected to the MDA by :meth:`attached`: frames wait in a queue
+        of ``max_backlog_frames``, and the acquisition waits when it is full.
         ``core.mda.run(sequence, output=handler)`` runs the same MDA without the Z-plan
         check (pymmcore-plus tells a handler of the sequence from another thread, once
-        the engine is already moving): call :func:`check_mda_sequence` first.
+        the engine is already moving) and without the bound on the backlog: call
+        :func:`check_mda_sequence` first.
 
         Parameters
         ----------
@@ -514,7 +646,8 @@ class LiveFusion:
                     "the core has no pixel size calibration (getPixelSizeUm() is 0): give "
                     "pixel_size_um= or calibrate the pixel size before writing files"
                 )
-        core.mda.run(sequence, output=self)
+        with self.attached(core):  # bounded: the acquisition waits at max_backlog_frames
+            core.mda.run(sequence)
         self.wait()
         if self.errors:
             key, exc = self.errors[0]
@@ -528,6 +661,7 @@ class LiveFusion:
         self._stop_finisher()
         self._reset()
         self.errors, self.incomplete, self.n_done = [], [], 0
+        self.backlog_reports = []
         try:
             self._nz, self._channels, self._guide = self._plan(sequence)
             self._n_groups = self._n_planned
@@ -554,13 +688,38 @@ class LiveFusion:
         self._finisher.start()
 
     def frameReady(self, image: Any, event: Any, meta: Any = None) -> None:
-        """Take one frame (pymmcore-plus calls this for every frame)."""
+        """Fuse one frame (pymmcore-plus calls this for every frame).
+
+        Called by pymmcore-plus' relay thread (``core.mda.run(seq, output=live)``), it
+        then asks that thread how many frames wait behind this one and warns once per group
+        (:class:`LiveFusionBacklogWarning`) when ``max_backlog_frames`` do. Called
+        directly, it fuses the frame before it returns.
+        """
         if self._sequence is None:
             return  # refused or not started
+        now = time.perf_counter()
+        runner_ms = meta.get("runner_time_ms") if isinstance(meta, dict) else None
+        t = float(runner_ms) / 1000.0 if isinstance(runner_ms, (int, float)) else now
+        with self._stats_lock:  # the acquisition's time of the frame when it is known
+            if self._last_arrival is not None and t > self._last_arrival:
+                self._arrival_s.append(t - self._last_arrival)
+            self._last_arrival = t
+        key = self._fuse(image, event, meta)
+        # what queued up in pymmcore-plus' relay while this frame was fused
+        remaining = getattr(threading.current_thread(), "remaining", None)
+        behind = int(remaining()) if callable(remaining) else 0
+        if key is not None and behind >= self.max_backlog_frames:
+            self._backlog(key, behind, bounded=False)
+
+    def _fuse(self, image: Any, event: Any, meta: Any) -> tuple[tuple[str, int], ...] | None:
+        """Fuse one frame in this thread; return its group (None if nothing was done)."""
+        if self._sequence is None:
+            return None  # refused or not started
         index = _index(event)
         key = self._key(index, self._guide is not None)
         if key in self._dropped:
-            return
+            return None
+        t0 = time.perf_counter()
         try:
             with numba_threads(self.threads):
                 self._take(key, index, image, event, meta)
@@ -571,6 +730,76 @@ class LiveFusion:
             group = self._open.pop(key, None)
             if group is not None:
                 group["fuser"].close()
+            return key
+        with self._stats_lock:
+            self._fusion_s.append(time.perf_counter() - t0)
+        return key
+
+    def _backlog(self, key: tuple[tuple[str, int], ...], behind: int, *, bounded: bool) -> None:
+        """Warn (once per group) that ``behind`` frames wait, with the rates measured."""
+        with self._stats_lock:
+            arrival, fusion = _fps(self._arrival_s), _fps(self._fusion_s)
+            if key in self._warned or math.isnan(arrival) or math.isnan(fusion):
+                return  # said already, or not measured yet (the next frame will say it)
+            self._warned.add(key)
+        report = BacklogReport(
+            index=key,
+            frames_behind=int(behind),
+            seconds_behind=behind / fusion if fusion > 0 else math.nan,
+            arrival_fps=arrival,
+            fusion_fps=fusion,
+            bounded=bounded,
+            max_backlog_frames=self.max_backlog_frames,
+        )
+        self.backlog_reports.append(report)
+        try:
+            warnings.warn(report.message(), LiveFusionBacklogWarning, stacklevel=3)
+        except Exception as exc:  # warnings made errors: kept, never raised into the MDA
+            self.errors.append((key, exc))
+
+    @contextmanager
+    def attached(self, core: Any) -> Iterator[None]:
+        """Connect the handler to ``core``'s MDA through a bounded queue, in a ``with``.
+
+        Inside, ``core.mda.run(sequence)`` (without ``output=``: the handler is already
+        connected) hands every frame, in the acquisition thread, to a queue of
+        ``max_backlog_frames`` frames that the handler's fusing thread empties. When it
+        is full, the acquisition thread waits until a frame has been fused (and warns
+        once per group, :class:`LiveFusionBacklogWarning`, with the rates): the MDA
+        slows to the fusion rate; no frame is dropped. :meth:`run` does this.
+
+        Parameters
+        ----------
+        core : pymmcore_plus.CMMCorePlus
+            The core whose ``mda.events`` to connect to.
+
+        Raises
+        ------
+        RuntimeError
+            The handler is attached already (to this core or another).
+        TypeError
+            ``core`` has no ``mda.events`` (not a pymmcore-plus core).
+        """
+        events = getattr(getattr(core, "mda", None), "events", None)
+        if events is None:
+            raise TypeError(
+                f"core must be a pymmcore_plus.CMMCorePlus (with mda.events), got "
+                f"{type(core).__name__}"
+            )
+        if self._attached:
+            raise RuntimeError("this LiveFusion is attached already: one MDA at a time")
+        relay = _BoundedRelay(self)
+        names = ("sequenceStarted", "frameReady", "sequenceFinished")
+        self._attached = True
+        for name in names:
+            getattr(events, name).connect(getattr(relay, name))
+        try:
+            yield
+        finally:
+            for name in names:
+                getattr(events, name).disconnect(getattr(relay, name))
+            relay.close()
+            self._attached = False
 
     def sequenceFinished(self, sequence: Any) -> None:
         """End a sequence: wait for the groups being finished; unfinished z-loops get nothing."""
@@ -777,6 +1006,84 @@ class LiveFusion:
             "index_mismatch": None if im is None else im.settings(),
             "guide_channel": guide,
         }
+
+
+class _BoundedRelay:
+    """Hands an MDA's frames to a :class:`LiveFusion` through a bounded queue.
+
+    Its methods are connected to ``core.mda.events`` and run in the acquisition thread;
+    a fusing thread takes the frames from the queue and fuses them. ``put`` waits when
+    ``max_backlog_frames`` frames wait: backpressure on the acquisition.
+    """
+
+    def __init__(self, live: LiveFusion) -> None:
+        self.live = live
+        self.jobs: queue.Queue[Any] | None = None
+        self.thread: threading.Thread | None = None
+        self.last_return: float | None = None  # when the previous frame's put returned
+
+    def sequenceStarted(self, sequence: Any, meta: Any = None) -> None:
+        self.close()  # a previous sequence that was never finished
+        self.live.sequenceStarted(sequence, meta)
+        jobs: queue.Queue[Any] = queue.Queue(maxsize=self.live.max_backlog_frames)
+        self.jobs, self.last_return = jobs, None
+        self.thread = threading.Thread(
+            target=self._fuse_loop, args=(jobs,), name="LiveFusion-fuse", daemon=True
+        )
+        self.thread.start()
+
+    def frameReady(self, image: Any, event: Any, meta: Any = None) -> None:
+        jobs, thread = self.jobs, self.thread
+        if jobs is None or thread is None:
+            return
+        live = self.live
+        t_call = time.perf_counter()
+        if self.last_return is not None:  # the acquisition's own time for this frame
+            with live._stats_lock:
+                live._arrival_s.append(t_call - self.last_return)
+        item = (image, event, meta)
+        waited = False
+        try:
+            jobs.put_nowait(item)
+        except queue.Full:
+            waited = True
+            while True:  # backpressure: the acquisition waits for a frame to be fused
+                try:
+                    jobs.put(item, timeout=1.0)
+                    break
+                except queue.Full:
+                    if not thread.is_alive():  # never: the loop catches what fails
+                        exc = RuntimeError("the fusing thread stopped; frame not fused")
+                        live.errors.append(((), exc))
+                        return
+        self.last_return = time.perf_counter()
+        if waited:
+            key = live._key(_index(event), live._guide is not None)
+            live._backlog(key, live.max_backlog_frames, bounded=True)
+
+    def sequenceFinished(self, sequence: Any) -> None:
+        self.close()
+        self.live.sequenceFinished(sequence)
+
+    def close(self) -> None:
+        """Let the fusing thread fuse every frame given, and wait for it."""
+        jobs, thread = self.jobs, self.thread
+        self.jobs, self.thread = None, None
+        if jobs is not None and thread is not None:
+            jobs.put(None)
+            thread.join()
+
+    def _fuse_loop(self, jobs: queue.Queue[Any]) -> None:
+        while True:
+            item = jobs.get()
+            if item is None:
+                return
+            try:
+                self.live._fuse(*item)
+            except Exception as exc:  # _fuse keeps what fails; this is the last guard
+                _log.error("live fusion failed on a frame: %s", exc)
+                self.live.errors.append(((), exc))
+            item = None  # the frame goes before the next one is taken
 
 
 def _focus_position_um(core: Any) -> float | None:
