@@ -951,3 +951,38 @@ def test_max_backlog_frames_and_attached_are_checked(rig: Any) -> None:
                 pass
     with live.attached(core):  # detached on the way out: it attaches again
         pass
+
+
+# ------------------------------------------------------------------ the benchmark, smoke
+
+
+def test_bench_live_mda_runs_on_a_tiny_grid() -> None:
+    """benchmarks/bench_live_mda.py's grid on 32 x 32 frames: the cells, both finishes,
+    the table and the JSON-ready result (timings are not checked: they are the bench's)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_live_mda.py"
+    spec = importlib.util.spec_from_file_location("bench_live_mda", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    lines: list[str] = []
+    result = bench.run_grid(
+        side=32, n_z=2, exposures_ms=(0.0,), positions=(1, 2), repeats=1, progress=lines.append
+    )
+    assert [(r["positions"], r["exposure_ms"]) for r in result["rows"]] == [(1, 0.0), (2, 0.0)]
+    for row in result["rows"]:
+        assert row["frames"] == 2 * row["positions"] and len(row["plain_s"]) == 1
+        for finish in ("default", "background"):
+            cell = row[finish]
+            assert len(cell["mda_s"]) == len(cell["outputs_s"]) == 1
+            assert cell["outputs_median_s"] >= cell["mda_median_s"] > 0
+            assert np.isfinite(cell["overhead_pct"]) and np.isfinite(cell["fusion_fps"])
+    assert "estimated grid time" in lines[0] and len(lines) == 3
+    json.dumps(result)  # the JSON the bench writes
+    table = bench.format_table(result)
+    version = result["versions"]["pymmcore-plus"]
+    assert version and f"pymmcore-plus {version}" in table
+    assert table.count("\n| ") == 1 + 2  # header + one line per cell
+    with pytest.raises(ValueError, match="connect must be one of"):
+        bench.run_grid(side=32, n_z=3, connect="relay", progress=None)

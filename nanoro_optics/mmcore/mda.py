@@ -476,6 +476,23 @@ class LiveFusion:
         self._warned: set[tuple[tuple[str, int], ...]] = set()
 
     @property
+    def arrival_fps(self) -> float:
+        """Frames per second the acquisition delivers (the last 16 frames; NaN before 2).
+
+        From the median interval between frames: with :meth:`attached` the acquisition's
+        own time per frame (time waiting for fusion excluded), through pymmcore-plus'
+        relay the frames' ``runner_time_ms``, called directly the times of the calls.
+        """
+        with self._stats_lock:
+            return _fps(self._arrival_s)
+
+    @property
+    def fusion_fps(self) -> float:
+        """Frames per second the handler fuses (the last 16 frames' median; NaN before 1)."""
+        with self._stats_lock:
+            return _fps(self._fusion_s)
+
+    @property
     def n_open(self) -> int:
         """Groups open now, each holding one fuser (at most one more is being finished)."""
         return len(self._open)
