@@ -277,7 +277,7 @@ class LiveFusion:
         Let :meth:`sequenceFinished` return while the last group is still being finished,
         so that ``core.mda.run`` returns (and the microscope is free for the next
         sequence) as soon as the last frame is fused: its result, file and callback follow
-        in the finishing thread (``benchmarks/bench_live_mda.py --background`` times it). Call
+        in the finishing thread (``benchmarks/bench_live_mda.py`` times both finishes). Call
         :meth:`wait` before reading the files or :attr:`errors`. An interpreter that exits
         meanwhile waits for them (a non-daemon thread watches the finishing thread); the
         next sequence's start waits for them too. Default False: when ``core.mda.run``
