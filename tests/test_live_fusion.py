@@ -932,6 +932,42 @@ def test_pymmcore_relay_backlog_is_reported_not_bounded(rig: Any, as_error: bool
     _assert_same(got[0].image, fuse_stack(frames, z_um=zs, levels=2).image)
 
 
+def test_cancelled_attached_mda_fuses_what_was_queued(rig: Any) -> None:
+    """live.run cancelled midway: the frames already queued are fused (the finished group
+    is emitted, equal to offline fusion), the open group is named incomplete, and the
+    fusing thread is gone."""
+    import threading
+
+    from nanoro_optics.mmcore import LiveFusionBacklogWarning
+
+    core, _ = rig
+    n = {"frames": 0}
+
+    def cancel_midway(*_: Any) -> None:  # synchronous: runs in the MDA's own thread
+        n["frames"] += 1
+        if n["frames"] == N_Z_BACKLOG + 3:  # group p1 has three of its frames
+            core.mda.cancel()
+
+    got: list[FusedGroup] = []
+    live = LiveFusion(got.append, levels=2, max_backlog_frames=BACKLOG)
+    slow = SlowFusion(live, lead=BACKLOG + 1, n_frames=N_Z_BACKLOG + 3)  # the queue fills
+    core.mda.events.frameReady.connect(slow.acquired_frame)
+    core.mda.events.frameReady.connect(cancel_midway)
+    try:
+        with pytest.warns(LiveFusionBacklogWarning):  # the queue was full in both groups
+            live.run(core, _backlog_sequence(2), **RUN)
+    finally:
+        core.mda.events.frameReady.disconnect(cancel_midway)
+        core.mda.events.frameReady.disconnect(slow.acquired_frame)
+    assert live.errors == [] and slow.fused == N_Z_BACKLOG + 3 == len(slow.frames)
+    assert [r.index for r in live.backlog_reports] == [(("c", 0), ("p", p)) for p in (0, 1)]
+    assert [g.index for g in got] == [(("c", 0), ("p", 0))]
+    assert live.incomplete == [(("c", 0), ("p", 1))]
+    frames, zs = slow.group(0)
+    _assert_same(got[0].image, fuse_stack(frames, z_um=zs, levels=2).image)
+    assert not [t for t in threading.enumerate() if t.name == "LiveFusion-fuse"]
+
+
 def test_max_backlog_frames_and_attached_are_checked(rig: Any) -> None:
     core, _ = rig
     with pytest.raises(ValueError, match=r"max_backlog_frames must be >= 1, got 0"):
