@@ -891,6 +891,48 @@ def test_run_makes_the_acquisition_wait_at_the_backlog_bound(rig: Any) -> None:
         _assert_same(g.depth_um, ref.depth)
 
 
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(bound=st.integers(1, 4), n_z=st.integers(2, 5), n_pos=st.integers(1, 2))
+def test_backlog_bound_property(rig: Any, bound: int, n_z: int, n_pos: int) -> None:
+    """Whatever the bound and the plan, with fusion always behind the acquisition: the
+    frames acquired and not fused reach bound + 2 (bound queued, one fusing, one held by
+    the waiting acquisition) and never more, every group whose frames found the queue
+    full warns once, and every group equals offline fusion (no frame dropped)."""
+    import warnings
+
+    from nanoro_optics.mmcore import LiveFusionBacklogWarning
+
+    core, _ = rig
+    n = n_pos * n_z
+    got: list[FusedGroup] = []
+    live = LiveFusion(got.append, levels=2, max_backlog_frames=bound)
+    slow = SlowFusion(live, lead=bound + 1, n_frames=n)
+    seq = _sequence(
+        channels=["A"],
+        stage_positions=[(None, None, 10.0 + 2 * i) for i in range(n_pos)],
+        z_plan=useq.ZRelativePositions(relative=[float(z) for z in range(n_z)]),
+    )
+    core.mda.events.frameReady.connect(slow.acquired_frame)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LiveFusionBacklogWarning)
+            live.run(core, seq, **RUN)
+    finally:
+        core.mda.events.frameReady.disconnect(slow.acquired_frame)
+    assert live.errors == [] and slow.fused == n and len(got) == n_pos
+    assert max(slow.gaps) == min(bound + 2, n)
+    # the frames that found the queue full: the (bound + 2)-th to the last (0-based j)
+    waited = sorted({j // n_z for j in range(bound + 1, n)})
+    assert [r.index for r in live.backlog_reports] == [(("c", 0), ("p", p)) for p in waited]
+    assert len([w for w in caught if w.category is LiveFusionBacklogWarning]) == len(waited)
+    assert all(r.bounded and r.frames_behind == bound for r in live.backlog_reports)
+    for g in got:
+        frames, zs = slow.group(dict(g.index)["p"])
+        _assert_same(g.image, fuse_stack(frames, z_um=zs, levels=2).image)
+
+
 @pytest.mark.parametrize("as_error", [False, True])
 def test_pymmcore_relay_backlog_is_reported_not_bounded(rig: Any, as_error: bool) -> None:
     """core.mda.run(output=live): pymmcore-plus' relay queue is not the handler's to bound;
