@@ -792,14 +792,15 @@ BACKLOG_TEXT = (
 
 
 class SlowFusion:
-    """Acquisition and fusion in lockstep without sleeps: a listener on ``core.mda.events``
+    """Acquisition and fusion in lockstep, on conditions: a listener on ``core.mda.events``
     counts the frames acquired (it runs before LiveFusion's, in the acquisition thread), and
-    the handler's fusion of frame k waits until ``k + lead`` frames were acquired."""
+    the handler's fusion of frame k waits until ``k + lead`` frames were acquired (or all
+    of them) and, with ``gate``, until that last one waits for room in the backlog."""
 
-    def __init__(self, live: LiveFusion, lead: int, n_frames: int) -> None:
+    def __init__(self, live: LiveFusion, lead: int, n_frames: int, *, gate: bool = True) -> None:
         import threading
 
-        self.live, self.lead, self.n_frames = live, lead, n_frames
+        self.live, self.lead, self.n_frames, self.gate = live, lead, n_frames, gate
         self.cond = threading.Condition()
         self.acquired = 0
         self.fused = 0
@@ -817,9 +818,17 @@ class SlowFusion:
             self.cond.notify_all()
 
     def take(self, *args: Any) -> None:
+        import time
+
         with self.cond:
-            due = min(self.fused + 1 + self.lead, self.n_frames)
+            due = self.fused + 1 + self.lead
+            blocks = self.gate and due <= self.n_frames
+            due = min(due, self.n_frames)
             assert self.cond.wait_for(lambda: self.acquired >= due, timeout=60.0), "deadlock"
+        t_end = time.monotonic() + 60.0
+        while blocks and not self.live.acquisition_waiting:  # frame `due` is on its way to
+            assert time.monotonic() < t_end, "the acquisition never waited"  # the full
+            time.sleep(0.0005)  # backlog: it will wait (polled: nothing notifies us)
         self._take(*args)
         with self.cond:
             self.fused += 1
@@ -894,12 +903,13 @@ def test_run_makes_the_acquisition_wait_at_the_backlog_bound(rig: Any) -> None:
 @settings(
     max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(bound=st.integers(1, 4), n_z=st.integers(2, 5), n_pos=st.integers(1, 2))
+@given(bound=st.integers(1, 4), n_z=st.integers(2, 6), n_pos=st.integers(1, 2))
 def test_backlog_bound_property(rig: Any, bound: int, n_z: int, n_pos: int) -> None:
     """Whatever the bound and the plan, with fusion always behind the acquisition: the
     frames acquired and not fused reach bound + 2 (bound queued, one fusing, one held by
     the waiting acquisition) and never more, every group whose frames found the queue
-    full warns once, and every group equals offline fusion (no frame dropped)."""
+    full once 4 frames were measured warns once, and every group equals offline fusion
+    (no frame dropped)."""
     import warnings
 
     from nanoro_optics.mmcore import LiveFusionBacklogWarning
@@ -923,8 +933,9 @@ def test_backlog_bound_property(rig: Any, bound: int, n_z: int, n_pos: int) -> N
         core.mda.events.frameReady.disconnect(slow.acquired_frame)
     assert live.errors == [] and slow.fused == n and len(got) == n_pos
     assert max(slow.gaps) == min(bound + 2, n)
-    # the frames that found the queue full: the (bound + 2)-th to the last (0-based j)
-    waited = sorted({j // n_z for j in range(bound + 1, n)})
+    # frame j (0-based) finds the queue full from j = bound + 1 on; when it is let in,
+    # j - bound frames are fused: it is reported once 4 are (MIN_MEASURED_FRAMES)
+    waited = sorted({j // n_z for j in range(bound + 4, n)})
     assert [r.index for r in live.backlog_reports] == [(("c", 0), ("p", p)) for p in waited]
     assert len([w for w in caught if w.category is LiveFusionBacklogWarning]) == len(waited)
     assert all(r.bounded and r.frames_behind == bound for r in live.backlog_reports)
@@ -946,7 +957,7 @@ def test_pymmcore_relay_backlog_is_reported_not_bounded(rig: Any, as_error: bool
     n = N_Z_BACKLOG
     got: list[FusedGroup] = []
     live = LiveFusion(got.append, levels=2, max_backlog_frames=BACKLOG)
-    slow = SlowFusion(live, lead=n, n_frames=n)  # the first frame waits for the last
+    slow = SlowFusion(live, lead=n, n_frames=n, gate=False)  # the first waits for the last
     core.mda.events.frameReady.connect(slow.acquired_frame)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -958,9 +969,9 @@ def test_pymmcore_relay_backlog_is_reported_not_bounded(rig: Any, as_error: bool
     assert max(slow.gaps) == n  # nothing held the acquisition back
     [report] = live.backlog_reports
     assert not report.bounded and report.index == (("c", 0), ("p", 0))
-    # said at the second frame (the first interval between frames gives the arrival rate):
-    # frames 3..n wait behind it (and perhaps the sequence's end signal)
-    assert report.frames_behind in (n - 2, n - 1)
+    # said once 4 intervals between frames are measured (MIN_MEASURED_FRAMES), after the
+    # 5th frame: frames 6..n wait behind it (and perhaps the sequence's end signal)
+    assert report.frames_behind in (n - 5, n - 4)
     if as_error:
         [(key, exc)] = live.errors
         assert key == report.index and isinstance(exc, LiveFusionBacklogWarning)

@@ -33,7 +33,6 @@ import math
 import os
 import queue
 import re
-import statistics
 import threading
 import time
 import warnings
@@ -81,8 +80,11 @@ _OUTER_AXES = ("p", "g", "t")
 DEFAULT_MAX_BACKLOG_FRAMES = 16
 #: largest max_backlog_frames accepted (a backlog is memory: frames, not a time)
 MAX_BACKLOG_FRAMES_LIMIT = 10_000
-#: frames over which the arrival and fusion rates are measured (medians of the intervals)
+#: frames over which the arrival and fusion rates are measured (throughputs)
 _RATE_WINDOW = 16
+#: frames fused, and intervals between frames, measured before a backlog is reported: the
+#: first frames of a process may wait for numba to load its kernels, once
+MIN_MEASURED_FRAMES = 4
 
 
 class LiveFusionBacklogWarning(RuntimeWarning):
@@ -106,12 +108,12 @@ class BacklogReport:
     seconds_behind : float
         ``frames_behind / fusion_fps``: how long fusion needs to catch up (in s).
     arrival_fps : float
-        Frames per second the acquisition delivers, from the median interval between
-        frames over the last frames (the time the acquisition spent waiting for fusion
-        excluded); NaN when not measured yet.
+        Frames per second the acquisition delivers over the last 16 frames (their count
+        over the sum of the intervals between them, the time the acquisition spent
+        waiting for fusion excluded); NaN when not measured yet.
     fusion_fps : float
-        Frames per second the handler fuses, from the median time it spent on a frame
-        over the last frames; NaN when not measured yet.
+        Frames per second the handler fuses over the last 16 frames (their count over
+        the time it spent on them); NaN when not measured yet.
     bounded : bool
         True: the acquisition waits for fusion (:meth:`LiveFusion.attached`, used by
         :meth:`LiveFusion.run`), the backlog stays at ``max_backlog_frames``. False: the
@@ -152,9 +154,13 @@ class BacklogReport:
 
 
 def _fps(intervals_s: deque[float]) -> float:
-    """Frames per second from the median of positive intervals (NaN if none)."""
+    """Frames per second over a window: its count over its total time (NaN if empty).
+
+    A throughput, not a median: with a guide channel every other frame is only buffered,
+    and how far behind fusion falls depends on the mean time per frame.
+    """
     vals = [v for v in intervals_s if v > 0]
-    return 1.0 / statistics.median(vals) if vals else math.nan
+    return len(vals) / math.fsum(vals) if vals else math.nan
 
 
 @dataclass(frozen=True)
@@ -289,9 +295,10 @@ class LiveFusion:
         (backpressure: the MDA slows to the fusion rate, no frame is ever dropped);
         with ``core.mda.run(seq, output=live)`` the frames wait in pymmcore-plus' queue,
         which the handler can measure but not bound. Either way, the first time in a
-        group that the backlog reaches the bound, a :class:`LiveFusionBacklogWarning`
-        states the arrival and fusion rates in frames/s and how far behind fusion is
-        (:attr:`backlog_reports` keeps them). See Notes.
+        group that the backlog reaches the bound (once 4 frames have been fused and
+        timed), a :class:`LiveFusionBacklogWarning` states the arrival and fusion rates
+        in frames/s and how far behind fusion is (:attr:`backlog_reports` keeps them).
+        See Notes.
     options : FusionOptions, keyword-only, optional
         The fusion's settings (:class:`~nanoro_optics.fusion.FusionOptions`), checked here;
         z positions come from the events and the guide from ``guide_channel``, so its
@@ -423,7 +430,7 @@ class LiveFusion:
             max_backlog_frames, "max_backlog_frames", 1, MAX_BACKLOG_FRAMES_LIMIT
         )
         self._finisher: threading.Thread | None = None
-        self._attached = False
+        self._relay: _BoundedRelay | None = None  # while attached
         if index_mismatch is not None and not isinstance(index_mismatch, IndexMismatch):
             raise TypeError(
                 f"index_mismatch must be an IndexMismatch, got {type(index_mismatch).__name__}"
@@ -479,7 +486,7 @@ class LiveFusion:
     def arrival_fps(self) -> float:
         """Frames per second the acquisition delivers (the last 16 frames; NaN before 2).
 
-        From the median interval between frames: with :meth:`attached` the acquisition's
+        From the intervals between frames: with :meth:`attached` the acquisition's
         own time per frame (time waiting for fusion excluded), through pymmcore-plus'
         relay the frames' ``runner_time_ms``, called directly the times of the calls.
         """
@@ -488,9 +495,15 @@ class LiveFusion:
 
     @property
     def fusion_fps(self) -> float:
-        """Frames per second the handler fuses (the last 16 frames' median; NaN before 1)."""
+        """Frames per second the handler fuses (the last 16 frames; NaN before 1)."""
         with self._stats_lock:
             return _fps(self._fusion_s)
+
+    @property
+    def acquisition_waiting(self) -> bool:
+        """True while the acquisition waits for fusion (:meth:`attached`, backlog full)."""
+        relay = self._relay
+        return relay is not None and relay.waiting
 
     @property
     def n_open(self) -> int:
@@ -752,12 +765,28 @@ class LiveFusion:
             self._fusion_s.append(time.perf_counter() - t0)
         return key
 
-    def _backlog(self, key: tuple[tuple[str, int], ...], behind: int, *, bounded: bool) -> None:
-        """Warn (once per group) that ``behind`` frames wait, with the rates measured."""
+    def _measured(self) -> tuple[int, float, float]:
+        """Return the frames measured (the fewer of the two windows) and both rates."""
         with self._stats_lock:
-            arrival, fusion = _fps(self._arrival_s), _fps(self._fusion_s)
-            if key in self._warned or math.isnan(arrival) or math.isnan(fusion):
-                return  # said already, or not measured yet (the next frame will say it)
+            n = min(len(self._arrival_s), len(self._fusion_s))
+            return n, _fps(self._arrival_s), _fps(self._fusion_s)
+
+    def _backlog(
+        self,
+        key: tuple[tuple[str, int], ...],
+        behind: int,
+        *,
+        bounded: bool,
+        snapshot: tuple[int, float, float] | None = None,
+    ) -> None:
+        """Warn (once per group) that ``behind`` frames wait, with the rates measured.
+
+        ``snapshot``: :meth:`_measured` taken when the backlog was seen (default now).
+        """
+        measured, arrival, fusion = self._measured() if snapshot is None else snapshot
+        with self._stats_lock:
+            if key in self._warned or measured < MIN_MEASURED_FRAMES:
+                return  # said already, or not measured yet (a later frame will say it)
             self._warned.add(key)
         report = BacklogReport(
             index=key,
@@ -803,11 +832,10 @@ class LiveFusion:
                 f"core must be a pymmcore_plus.CMMCorePlus (with mda.events), got "
                 f"{type(core).__name__}"
             )
-        if self._attached:
+        if self._relay is not None:
             raise RuntimeError("this LiveFusion is attached already: one MDA at a time")
-        relay = _BoundedRelay(self)
+        relay = self._relay = _BoundedRelay(self)
         names = ("sequenceStarted", "frameReady", "sequenceFinished")
-        self._attached = True
         for name in names:
             getattr(events, name).connect(getattr(relay, name))
         try:
@@ -816,7 +844,7 @@ class LiveFusion:
             for name in names:
                 getattr(events, name).disconnect(getattr(relay, name))
             relay.close()
-            self._attached = False
+            self._relay = None
 
     def sequenceFinished(self, sequence: Any) -> None:
         """End a sequence: wait for the groups being finished; unfinished z-loops get nothing."""
@@ -1026,57 +1054,56 @@ class LiveFusion:
 
 
 class _BoundedRelay:
-    """Hands an MDA's frames to a :class:`LiveFusion` through a bounded queue.
+    """Hands an MDA's frames to a :class:`LiveFusion` through a bounded buffer.
 
     Its methods are connected to ``core.mda.events`` and run in the acquisition thread;
-    a fusing thread takes the frames from the queue and fuses them. ``put`` waits when
-    ``max_backlog_frames`` frames wait: backpressure on the acquisition.
+    a fusing thread takes the frames from the buffer and fuses them. ``frameReady`` waits
+    while ``max_backlog_frames`` frames wait: backpressure on the acquisition. The fusing
+    thread notes the measurements when it lets a waiting acquisition in, so that what
+    the warning states is the state at that moment.
     """
 
     def __init__(self, live: LiveFusion) -> None:
         self.live = live
-        self.jobs: queue.Queue[Any] | None = None
+        self.cond = threading.Condition()
+        self.buf: deque[Any] = deque()
         self.thread: threading.Thread | None = None
-        self.last_return: float | None = None  # when the previous frame's put returned
+        self.waiting = False  # the acquisition waits for room
+        self.snapshot: tuple[int, float, float] | None = None  # taken when room was made
+        self.last_return: float | None = None  # when the previous frame was let in
 
     def sequenceStarted(self, sequence: Any, meta: Any = None) -> None:
         self.close()  # a previous sequence that was never finished
         self.live.sequenceStarted(sequence, meta)
-        jobs: queue.Queue[Any] = queue.Queue(maxsize=self.live.max_backlog_frames)
-        self.jobs, self.last_return = jobs, None
-        self.thread = threading.Thread(
-            target=self._fuse_loop, args=(jobs,), name="LiveFusion-fuse", daemon=True
-        )
+        self.buf, self.last_return = deque(), None
+        self.thread = threading.Thread(target=self._fuse_loop, name="LiveFusion-fuse", daemon=True)
         self.thread.start()
 
     def frameReady(self, image: Any, event: Any, meta: Any = None) -> None:
-        jobs, thread = self.jobs, self.thread
-        if jobs is None or thread is None:
+        thread = self.thread
+        if thread is None:
             return
         live = self.live
         t_call = time.perf_counter()
         if self.last_return is not None:  # the acquisition's own time for this frame
             with live._stats_lock:
                 live._arrival_s.append(t_call - self.last_return)
-        item = (image, event, meta)
         waited = False
-        try:
-            jobs.put_nowait(item)
-        except queue.Full:
-            waited = True
-            while True:  # backpressure: the acquisition waits for a frame to be fused
-                try:
-                    jobs.put(item, timeout=1.0)
-                    break
-                except queue.Full:
-                    if not thread.is_alive():  # never: the loop catches what fails
-                        exc = RuntimeError("the fusing thread stopped; frame not fused")
-                        live.errors.append(((), exc))
-                        return
+        with self.cond:
+            while len(self.buf) >= live.max_backlog_frames:  # backpressure
+                waited = self.waiting = True
+                if not self.cond.wait(timeout=1.0) and not thread.is_alive():
+                    self.waiting = False  # never: the loop catches what fails
+                    live.errors.append(((), RuntimeError("the fusing thread stopped")))
+                    return
+            self.waiting = False
+            self.buf.append((image, event, meta))
+            snapshot, self.snapshot = self.snapshot, None
+            self.cond.notify_all()
         self.last_return = time.perf_counter()
         if waited:
             key = live._key(_index(event), live._guide is not None)
-            live._backlog(key, live.max_backlog_frames, bounded=True)
+            live._backlog(key, live.max_backlog_frames, bounded=True, snapshot=snapshot)
 
     def sequenceFinished(self, sequence: Any) -> None:
         self.close()
@@ -1084,22 +1111,30 @@ class _BoundedRelay:
 
     def close(self) -> None:
         """Let the fusing thread fuse every frame given, and wait for it."""
-        jobs, thread = self.jobs, self.thread
-        self.jobs, self.thread = None, None
-        if jobs is not None and thread is not None:
-            jobs.put(None)
+        thread, self.thread = self.thread, None
+        if thread is not None:
+            with self.cond:
+                self.buf.append(None)  # the end: past the bound, nothing waits for it
+                self.cond.notify_all()
             thread.join()
 
-    def _fuse_loop(self, jobs: queue.Queue[Any]) -> None:
+    def _fuse_loop(self) -> None:
+        live = self.live
         while True:
-            item = jobs.get()
+            with self.cond:
+                while not self.buf:
+                    self.cond.wait()
+                item = self.buf.popleft()
+                if self.waiting and self.snapshot is None:  # room for a waiting
+                    self.snapshot = live._measured()  # acquisition: what it will say
+                self.cond.notify_all()
             if item is None:
                 return
             try:
-                self.live._fuse(*item)
+                live._fuse(*item)
             except Exception as exc:  # _fuse keeps what fails; this is the last guard
                 _log.error("live fusion failed on a frame: %s", exc)
-                self.live.errors.append(((), exc))
+                live.errors.append(((), exc))
             item = None  # the frame goes before the next one is taken
 
 
