@@ -91,7 +91,10 @@ class LiveFusionBacklogWarning(RuntimeWarning):
     """Frames reach :class:`LiveFusion` faster than it fuses them.
 
     Issued at most once per group, with the measured rates (see :class:`BacklogReport`,
-    which :attr:`LiveFusion.backlog_reports` keeps for every warning).
+    which :attr:`LiveFusion.backlog_reports` keeps for every warning). The rates are over
+    the last 16 frames: in the first sequence of a process they include the time numba
+    takes to load (or compile) its kernels at the first frames, which can fill a small
+    backlog once.
     """
 
 
@@ -332,9 +335,6 @@ class LiveFusion:
     points (``acquire_every``) are refused by :meth:`check`: their groups do not have one
     z-loop of the sequence's length.
 
-    Each frame is copied into the fuser (or, with a guide, into a one-slice buffer) before
-    the handler returns, so the engine may reuse its buffers.
-
     Frames are fused in a thread other than the acquisition's, so that exposures and
     fusion overlap: the acquisition does not wait for fusion until the backlog is full.
     :meth:`run` and :meth:`attached` connect the handler to ``core.mda.events``
@@ -343,12 +343,16 @@ class LiveFusion:
     waits, in ``frameReady``, until a frame has been fused: the backlog, and the memory
     it holds (``max_backlog_frames`` frames plus the one being fused and the one the
     acquisition holds), is bounded, and when frames come faster than they fuse the MDA
-    goes at the fusion rate instead of falling minutes behind. ``core.mda.run(seq,
+    goes at the fusion rate instead of falling minutes behind (:attr:`acquisition_waiting`
+    says when it waits; :attr:`arrival_fps` and :attr:`fusion_fps` give the rates, and
+    no frame is ever dropped). ``core.mda.run(seq,
     output=live)`` uses pymmcore-plus' relay thread instead, fed by a queue the handler
     cannot bound: there the handler warns once per group when ``max_backlog_frames``
     frames wait (it asks the relay thread how many), and nothing slows the acquisition.
-    Frames are held, not copied, while they wait (as pymmcore-plus' relay holds them);
+    Frames are held, not copied, while they wait (as pymmcore-plus' relay holds them):
+    an engine must not reuse an image array it has handed on (pymmcore-plus' does not);
     each is copied into the fuser (or, with a guide, into a one-slice buffer) when fused.
+    Called directly, :meth:`frameReady` fuses the frame before it returns.
 
     When a group's z-loop ends, its result, file and callback are handed to a finishing
     thread of the handler, so the fusing thread goes on with the next group's frames
