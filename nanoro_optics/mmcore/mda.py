@@ -107,16 +107,18 @@ class BacklogReport:
     index : tuple of (str, int)
         The group the waiting frame belongs to (as :attr:`FusedGroup.index`).
     frames_behind : int
-        Frames acquired and not yet fused, besides the one being fused.
+        Frames acquired and not yet fused, besides the one being fused (in
+        pymmcore-plus' queue: what waits there, which besides frames holds at most the
+        sequence's end).
     seconds_behind : float
         ``frames_behind / fusion_fps``: how long fusion needs to catch up (in s).
     arrival_fps : float
         Frames per second the acquisition delivers over the last 16 frames (their count
         over the sum of the intervals between them, the time the acquisition spent
-        waiting for fusion excluded); NaN when not measured yet.
+        waiting for fusion excluded).
     fusion_fps : float
         Frames per second the handler fuses over the last 16 frames (their count over
-        the time it spent on them); NaN when not measured yet.
+        the time it spent on them).
     bounded : bool
         True: the acquisition waits for fusion (:meth:`LiveFusion.attached`, used by
         :meth:`LiveFusion.run`), the backlog stays at ``max_backlog_frames``. False: the
