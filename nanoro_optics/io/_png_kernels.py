@@ -2,10 +2,10 @@
 
 A Paeth row is a serial chain through its left pixel, so its bytes cannot be decoded side
 by side; what can run at once is the pixel's samples (one vector of lanes) and neighbouring
-rows (row ``y + 1`` needs only pixels ``x - 1`` and ``x`` of row ``y``). For 8-bit RGB and
-RGBA, :func:`_paeth_rows_simd` decodes four rows together, each pixel as one vector of four
-16-bit lanes (LLVM IR written here: numba does not vectorize the scalar form), about twice
-as fast as two rows of scalar code; everything else takes the scalar paths.
+rows (row ``y + 1`` needs only pixels ``x - 1`` and ``x`` of row ``y``). Runs of four Paeth
+rows are decoded together, each pixel's bytes as one vector of 16-bit lanes (4 lanes for
+pixels of 1 to 4 bytes, 8 for 6 and 8; LLVM IR written here: numba does not vectorize the
+scalar form): for 8-bit RGB about twice as fast as two rows of scalar code.
 
 References
 ----------
@@ -26,18 +26,25 @@ from .._numba import njit
 SIMD_ROWS = 4
 
 _I8, _I16, _I32, _I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
-_V8, _V16 = ir.VectorType(_I8, 4), ir.VectorType(_I16, 4)
+
+
+def _lanes(bpp: int) -> int:
+    """Vector lanes for ``bpp``-byte pixels: 4, or 8 for 6- and 8-byte pixels (16-bit colour)."""
+    return 4 if bpp <= 4 else 8
 
 
 def _simd_rows(bpp: int):
-    """Build the intrinsic that Paeth-decodes ``SIMD_ROWS`` rows of ``bpp``-byte pixels (3 or 4).
+    """Build the intrinsic that Paeth-decodes ``SIMD_ROWS`` rows of ``bpp``-byte pixels.
 
     ``rows(addr, stride, npix)``: the first row's first pixel byte is at address ``addr``,
     each row ``stride`` bytes after the one before, the row above the first fully decoded;
     pixel 0 of every row already decoded; decodes pixels ``1 .. npix - 1``. Each pixel is
-    read and written as four bytes: with 3-byte pixels the fourth is the next pixel's first
-    sample, written back as it was read, so ``npix`` must leave the row's last pixel out.
+    read and written as :func:`_lanes` bytes: the bytes past the pixel belong to the next
+    pixels, not decoded yet, and are written back as they were read; ``npix`` must leave
+    out the pixels whose vector would reach past the row.
     """
+    lanes = _lanes(bpp)
+    v8, v16 = ir.VectorType(_I8, lanes), ir.VectorType(_I16, lanes)
 
     @intrinsic
     def rows(typingctx, addr, stride, npix):
@@ -46,7 +53,7 @@ def _simd_rows(bpp: int):
         def codegen(context, builder, signature, args):
             start, step, n = args
             i8p = _I8.as_pointer()
-            v8p = _V8.as_pointer()
+            v8p = v8.as_pointer()
             row = [
                 builder.inttoptr(builder.add(start, builder.mul(step, ir.Constant(_I64, k))), i8p)
                 for k in range(SIMD_ROWS)
@@ -57,8 +64,8 @@ def _simd_rows(bpp: int):
                 return builder.load(builder.bitcast(builder.gep(base, [off]), v8p), align=1)
 
             zero = ir.Constant(_I64, 0)
-            lefts = [builder.zext(load(r, zero), _V16) for r in row]
-            corner = builder.zext(load(above, zero), _V16)
+            lefts = [builder.zext(load(r, zero), v16) for r in row]
+            corner = builder.zext(load(above, zero), v16)
             entry = builder.block
             head = builder.append_basic_block("head")
             body = builder.append_basic_block("body")
@@ -66,8 +73,8 @@ def _simd_rows(bpp: int):
             builder.branch(head)
             builder.position_at_end(head)
             x = builder.phi(_I64)
-            a = [builder.phi(_V16) for _ in row]
-            c0 = builder.phi(_V16)
+            a = [builder.phi(v16) for _ in row]
+            c0 = builder.phi(v16)
             x.add_incoming(ir.Constant(_I64, 1), entry)
             for phi, value in zip(a, lefts, strict=True):
                 phi.add_incoming(value, entry)
@@ -75,14 +82,17 @@ def _simd_rows(bpp: int):
             builder.cbranch(builder.icmp_signed("<", x, n), body, done)
             builder.position_at_end(body)
             off = builder.mul(x, ir.Constant(_I64, bpp))
-            zeros = ir.Constant(_V16, [0] * 4)
-            low = ir.Constant(_V16, [0xFF] * 4)
-            keep = ir.Constant(ir.VectorType(_I32, 4), [0, 1, 2, 7 if bpp == 3 else 3])
+            zeros = ir.Constant(v16, [0] * lanes)
+            low = ir.Constant(v16, [0xFF] * lanes)
+            # the pixel's bytes from the result, the rest as read
+            keep = ir.Constant(
+                ir.VectorType(_I32, lanes), [*range(bpp), *range(lanes + bpp, 2 * lanes)]
+            )
 
             def vabs(v):
                 return builder.select(builder.icmp_signed("<", v, zeros), builder.sub(zeros, v), v)
 
-            b0 = builder.zext(load(above, off), _V16)
+            b0 = builder.zext(load(above, off), v16)
             b, c = b0, c0
             new = []
             for k in range(SIMD_ROWS):
@@ -95,8 +105,8 @@ def _simd_rows(bpp: int):
                     builder.icmp_signed("<=", pa, pb), builder.icmp_signed("<=", pa, pc)
                 )
                 pred = builder.select(take_a, a[k], other)
-                value = builder.and_(builder.add(builder.zext(raw8, _V16), pred), low)
-                out = builder.shuffle_vector(builder.trunc(value, _V8), raw8, keep)
+                value = builder.and_(builder.add(builder.zext(raw8, v16), pred), low)
+                out = builder.shuffle_vector(builder.trunc(value, v8), raw8, keep)
                 builder.store(out, builder.bitcast(builder.gep(row[k], [off]), v8p), align=1)
                 new.append(value)
                 b, c = value, a[k]  # the next row's above and upper-left
@@ -113,8 +123,12 @@ def _simd_rows(bpp: int):
     return rows
 
 
+_paeth_rows_simd1 = _simd_rows(1)
+_paeth_rows_simd2 = _simd_rows(2)
 _paeth_rows_simd3 = _simd_rows(3)
 _paeth_rows_simd4 = _simd_rows(4)
+_paeth_rows_simd6 = _simd_rows(6)
+_paeth_rows_simd8 = _simd_rows(8)
 
 
 @njit(inline="always")
@@ -192,18 +206,32 @@ def _all_paeth(data, y):
 
 @njit()
 def _paeth_block(data, out, y, bpp, npix):
-    """Paeth-decode rows ``y .. y + SIMD_ROWS - 1`` (``y > 0``) of 8-bit RGB or RGBA."""
+    """Paeth-decode rows ``y .. y + SIMD_ROWS - 1`` (``y > 0``) of ``bpp``-byte pixels."""
     n = out.shape[1]
     for r in range(y, y + SIMD_ROWS):  # pixel 0: no left pixel, predicts the byte above
         for x in range(bpp):
             out[r, x] = (out[r, x] + out[r - 1, x]) & 0xFF
+    # the vectors read 4 (8) bytes a pixel: the last pixels whose vector would reach past
+    # the row are left to the scalar loop below
+    lanes = 4 if bpp <= 4 else 8
+    end = npix - (lanes + bpp - 1) // bpp + 1
     addr = data.ctypes.data + y * data.strides[0] + 1
-    if bpp == 3:
-        _paeth_rows_simd3(addr, data.strides[0], npix - 1)
-    else:
-        _paeth_rows_simd4(addr, data.strides[0], npix - 1)
-    for r in range(y, y + SIMD_ROWS):  # the last pixel (the vectors read 4 bytes a pixel)
-        for x in range(n - bpp, n):
+    step = data.strides[0]
+    if end > 1:
+        if bpp == 1:
+            _paeth_rows_simd1(addr, step, end)
+        elif bpp == 2:
+            _paeth_rows_simd2(addr, step, end)
+        elif bpp == 3:
+            _paeth_rows_simd3(addr, step, end)
+        elif bpp == 4:
+            _paeth_rows_simd4(addr, step, end)
+        elif bpp == 6:
+            _paeth_rows_simd6(addr, step, end)
+        else:
+            _paeth_rows_simd8(addr, step, end)
+    for r in range(y, y + SIMD_ROWS):
+        for x in range(max(end, 1) * bpp, n):
             pred = _paeth(
                 np.int32(out[r, x - bpp]), np.int32(out[r - 1, x]), np.int32(out[r - 1, x - bpp])
             )
@@ -225,7 +253,7 @@ def unfilter(data, bpp):
     h, n = out.shape
     npix = n // bpp if bpp > 0 else 0
     # rows at a constant stride of bytes: the vector path addresses them directly
-    simd = (bpp == 3 or bpp == 4) and npix >= 2 and data.strides[1] == 1
+    simd = bpp in (1, 2, 3, 4, 6, 8) and npix >= 2 and data.strides[1] == 1
     y = -1
     while y + 1 < h:
         y += 1
