@@ -418,8 +418,8 @@ def test_png_decoder_matches_reference_encoder(
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("c", [1, 2, 3, 4])
-@pytest.mark.parametrize("h", [4, 5, 13])
-@pytest.mark.parametrize("w", [2, 3, 5, 67])
+@pytest.mark.parametrize("h", [5, 13])
+@pytest.mark.parametrize("w", [2, 5, 67])
 @pytest.mark.parametrize("filters", [[4], [4, 4, 4, 2], [1, 4, 4, 4, 4, 4, 3]])
 def test_paeth_runs_decode_exactly(tmp_path, dtype, c, h, w, filters) -> None:
     # runs of four Paeth rows take the vector path (from pixel 1 to the last whose vector
