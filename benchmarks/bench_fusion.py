@@ -134,15 +134,6 @@ def peer_commands(files: list[Path], folder: Path, out: Path, align: bool) -> di
     return cmds
 
 
-def best_run(cmd: list[str], repeats: int) -> tuple[float, float]:
-    """(wall s, peak RSS MB) of the fastest of ``repeats`` runs of ``cmd``."""
-    best = (np.inf, np.nan)
-    for _ in range(repeats):
-        w, r, _ = timed_run(cmd)
-        best = min(best, (w, r))
-    return best
-
-
 def ours_cli(files: list[Path], out: Path, align: bool, depth_map: Path | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "nanoro_optics", "fuse", *map(str, files), "-o", str(out), "-q"]
     cmd += ["--overwrite"]  # repeated runs write the same outputs
@@ -270,9 +261,40 @@ def hard_case(kind: str, n: int, size: int, tmp: Path, peers: bool) -> list[dict
     return rows
 
 
+def alternating_runs(
+    cmds: dict[str, list[str]], rounds: int
+) -> tuple[dict[str, list[tuple[float, float]]], dict[str, str]]:
+    """Run every command once per round, in turn: ``{name: [(wall s, peak RSS MB), ...]}``.
+
+    On a shared machine the load drifts over minutes; runs of two tools side by side in the
+    same round see about the same load, so the ratio of each round is steadier than the
+    ratio of two separate minimums. A command that fails is dropped (its error returned).
+    """
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in cmds}
+    errors: dict[str, str] = {}
+    for _ in range(rounds):
+        for name, cmd in cmds.items():
+            if name in errors:
+                continue
+            try:
+                w, r, _ = timed_run(cmd)
+            except Exception as exc:
+                errors[name] = str(exc)[:200]
+                continue
+            runs[name].append((w, r))
+    return runs, errors
+
+
 def speed_case(
     shape: tuple[int, int], n: int, tmp: Path, repeats: int, peers: bool
 ) -> list[dict[str, Any]]:
+    """The 12 MP case: in memory, then every tool from PNG files in alternating rounds.
+
+    Each round runs this CLI, the CLI with a depth map, then every peer found, once each
+    (at least 3 rounds); a row gives the median wall time and the largest peak RSS of its
+    runs, and a peer's row ``ratio_to_ours_median`` (the median over rounds of the peer's
+    wall time divided by this CLI's in the same round) and each round's ratio.
+    """
     rows = []
     t0 = time.perf_counter()
     stack = synthetic_stack(shape, n, seed=7)
@@ -299,44 +321,38 @@ def speed_case(
     truth = stack.truth
     del stack, res
     out = tmp / "large_ours.png"
-    best = best_run(ours_cli(files, out, False), repeats)
-    rows.append(
-        dict(
-            case=f"{mp:.0f}MP x{n} files",
-            tool="nanoro_optics (CLI)",
-            wall_s=best[0],
-            peak_rss_mb=best[1],
-            rss_mb_per_mp=best[1] / mp,
-            psnr_db=psnr(read_image(out), truth, 255.0),
-        )
-    )
-    # the same with a depth map (the tracker's maps and the depth finish on top)
-    best_d = best_run(ours_cli(files, out, False, tmp / "large_depth.tif"), repeats)
-    rows.append(
-        dict(
-            case=f"{mp:.0f}MP x{n} files",
-            tool="nanoro_optics (CLI, --depth-map)",
-            wall_s=best_d[0],
-            peak_rss_mb=best_d[1],
-            rss_mb_per_mp=best_d[1] / mp,
-        )
-    )
+    ours, ours_d = "nanoro_optics (CLI)", "nanoro_optics (CLI, --depth-map)"
+    cmds = {ours: ours_cli(files, out, False), ours_d: ours_cli(files, out, False, tmp / "d.tif")}
+    outputs = {ours: out}
     if peers:
         for tool, (cmd, pout) in peer_commands(files, folder, tmp / "large_out", False).items():
-            try:
-                w, r = best_run(cmd, repeats)  # the same repeats as ours: min against min
-                rows.append(
-                    dict(
-                        case=f"{mp:.0f}MP x{n} files",
-                        tool=tool,
-                        wall_s=w,
-                        peak_rss_mb=r,
-                        rss_mb_per_mp=r / mp,
-                        psnr_db=psnr(read_image(pout)[..., :3], truth, 255.0),
-                    )
-                )
-            except Exception as exc:
-                rows.append(dict(case=f"{mp:.0f}MP x{n} files", tool=tool, error=str(exc)[:200]))
+            cmds[tool] = cmd
+            outputs[tool] = pout
+    rounds = max(3, repeats)
+    runs, errors = alternating_runs(cmds, rounds)
+    if ours in errors:
+        raise RuntimeError(f"{ours}: {errors[ours]}")
+    ours_walls = [w for w, _ in runs[ours]]
+    for tool in cmds:
+        row: dict[str, Any] = dict(case=f"{mp:.0f}MP x{n} files", tool=tool)
+        if tool in errors:
+            rows.append(dict(row, error=errors[tool]))
+            continue
+        walls = [w for w, _ in runs[tool]]
+        peak = max(r for _, r in runs[tool])
+        row.update(
+            wall_s=float(np.median(walls)),
+            wall_runs_s=walls,
+            peak_rss_mb=peak,
+            rss_mb_per_mp=peak / mp,
+        )
+        if tool not in (ours, ours_d):
+            ratios = [w / o for w, o in zip(walls, ours_walls, strict=False)]
+            row.update(ratio_to_ours_median=float(np.median(ratios)), ratio_runs=ratios)
+        if tool in outputs:
+            row["psnr_db"] = psnr(read_image(outputs[tool])[..., :3], truth, 255.0)
+        rows.append(row)
+    best = (float(np.median(ours_walls)), max(r for _, r in runs[ours]))
     # memory against the number of frames (files cycled)
     for count in (10, 40):
         cyc = [files[k % len(files)] for k in range(count)]

@@ -1,7 +1,5 @@
 """``python -m nanoro_optics`` runs the command line."""
 
-import sys
+from .cli import exit_main
 
-from .cli import main
-
-sys.exit(main())
+exit_main()

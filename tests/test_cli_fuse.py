@@ -349,3 +349,41 @@ def test_downward_scan_and_index_mismatch_from_the_command_line(tmp_path: Path) 
     record = output_record(tmp_path / "e.tif")
     assert record is not None
     assert FusionOptions.from_json(record["settings"]).index_mismatch == water
+
+
+def test_the_program_entry_runs_atexit_flushes_and_keeps_the_status(tmp_path: Path) -> None:
+    # exit_main ends the process without finalization: what finalization would have done
+    # for the user (atexit handlers, buffered output through a pipe, the status) must stay
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a buffered pipe
+    _write_pngs(tmp_path / "in", _stack(3, (16, 24)))
+    script = (
+        "import atexit, sys\n"
+        "from nanoro_optics.cli import exit_main\n"
+        "atexit.register(lambda: print('handler ran', file=sys.stderr))\n"
+        "sys.argv = ['nanoro-optics', 'fuse', *sys.argv[1:]]\n"
+        "exit_main()\n"
+    )
+    ok = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "in"), "-o", str(tmp_path / "f.png")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert re.match(r"fused 3 frames \(16x24x3 uint8\) into .*f\.png in [0-9.]+ s\n$", ok.stdout)
+    assert "handler ran" in ok.stderr
+    assert read_image(tmp_path / "f.png").shape == (16, 24, 3)
+    bad = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "missing"), "-o", str(tmp_path / "g.png")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert bad.returncode == 2
+    assert "no such file" in bad.stderr and "handler ran" in bad.stderr

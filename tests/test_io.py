@@ -416,6 +416,24 @@ def test_png_decoder_matches_reference_encoder(
             np.testing.assert_array_equal(np.asarray(im), arr)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("c", [1, 2, 3, 4])
+@pytest.mark.parametrize("h", [5, 13])
+@pytest.mark.parametrize("w", [2, 5, 67])
+@pytest.mark.parametrize("filters", [[4], [4, 4, 4, 2], [1, 4, 4, 4, 4, 4, 3]])
+def test_paeth_runs_decode_exactly(tmp_path, dtype, c, h, w, filters) -> None:
+    # runs of four Paeth rows take the vector path (from pixel 1 to the last whose vector
+    # stays inside the row, four rows at once); the pixels after it, runs cut short and
+    # every other row, the scalar ones
+    top = np.iinfo(dtype).max + 1
+    arr = np.random.default_rng(h * 100 + w).integers(0, top, (h, w, c)).astype(dtype)
+    arr = arr[:, :, 0] if c == 1 else arr
+    path = tmp_path / "f.png"
+    path.write_bytes(_reference_png(arr, filters))
+    np.testing.assert_array_equal(read_png(path), arr)
+    np.testing.assert_array_equal(read_png(path, buffers=_SHARED_BUFFERS), arr)
+
+
 @pytest.mark.parametrize("ftype", [0, 1, 2, 3, 4])
 @pytest.mark.parametrize(
     ("c", "dtype"), [(1, np.uint8), (3, np.uint8), (4, np.uint8), (3, np.uint16)]

@@ -384,20 +384,16 @@ def encode_png(
     filtered[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 arithmetic wraps mod 256
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+    def chunk(kind: bytes, body: bytes) -> list[bytes]:
+        crc = zlib.crc32(body, zlib.crc32(kind)) & 0xFFFFFFFF  # (no copy of a large body)
+        return [struct.pack(">I", len(body)), kind, body, struct.pack(">I", crc)]
 
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
-    extra = b""
+    parts = [PNG_SIGNATURE, *chunk(b"IHDR", ihdr)]
     if pixels_per_metre is not None:
-        extra += chunk(b"pHYs", struct.pack(">IIB", pixels_per_metre, pixels_per_metre, 1))
+        parts += chunk(b"pHYs", struct.pack(">IIB", pixels_per_metre, pixels_per_metre, 1))
     for key, value in (text or {}).items():
-        extra += chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1"))
-    return (
-        PNG_SIGNATURE
-        + chunk(b"IHDR", ihdr)
-        + extra
-        + chunk(b"IDAT", _deflate(filtered, level))
-        + chunk(b"IEND", b"")
-    )
+        parts += chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1"))
+    parts += chunk(b"IDAT", _deflate(filtered, level))
+    parts += chunk(b"IEND", b"")
+    return b"".join(parts)  # one copy of the image data

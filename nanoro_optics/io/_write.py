@@ -113,8 +113,6 @@ def _encode(
             **resolution,
         )
         return
-    from PIL import Image
-
     if image.dtype == np.bool_:
         image = image.astype(np.uint8) * 255
     if image.ndim == 3 and image.shape[2] == 1:
@@ -130,6 +128,8 @@ def _encode(
             )
         )
         return
+    from PIL import Image  # (JPEG only: the PNG encoder above needs no Pillow)
+
     extra: dict[str, Any] = {}
     if record is not None:
         extra["comment"] = record_text({RECORD_KEY: record})
