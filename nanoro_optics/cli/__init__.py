@@ -14,6 +14,7 @@ import importlib
 import os
 import pkgutil
 import sys
+import threading
 from collections.abc import Sequence
 from types import ModuleType
 from typing import NoReturn
@@ -71,14 +72,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def exit_main() -> NoReturn:
     """Run :func:`main` as the program, then end the process without tearing it down.
 
-    The entry point of ``python -m nanoro_optics``. Once numba has loaded kernels, the
-    interpreter's finalization (numba's registries and LLVM's engine freed object by object)
-    takes 0.3-2 s, longer than a small fusion. Every command has written and committed its
-    outputs when ``main`` returns, so the process runs the ``atexit`` handlers, flushes its
+    The entry point of ``python -m nanoro_optics`` and of the ``nanoro-optics`` script.
+    Once numba has loaded kernels, the interpreter's finalization (numba's registries and
+    LLVM's engine freed object by object) takes 0.3-2 s, longer than a small fusion. Every
+    command has written and committed its outputs when ``main`` returns, so the process
+    waits for any thread that is not a daemon, runs the ``atexit`` handlers, flushes its
     streams and ends with ``main``'s status. An exception leaving ``main`` ends the process
     the usual way (traceback, finalization).
     """
     code = main()
+    for thread in threading.enumerate():  # what finalization would wait for
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
     atexit._run_exitfuncs()  # what finalization would run first (logging's flush, ...)
     for stream in (sys.stdout, sys.stderr):
         try:
