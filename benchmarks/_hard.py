@@ -1,12 +1,14 @@
 """Hard-scene cases of ``bench_fusion.py``: metrics, the max-abs pyramid yardstick, peers.
 
 Scenes come from :func:`nanoro_optics.fusion.scenes.scene_stack` (pillbox defocus, photon
-and read noise, occlusion). Metrics, all against the noise-free all-in-focus truth:
+and read noise, occlusion) and :func:`nanoro_optics.fusion.scenes.occlusion_stack` (layered
+occlusion, pillbox, Gaussian or vectorial defocus). Metrics, all against the noise-free
+all-in-focus truth:
 
 * PSNR (full scale = the camera's white level) and SSIM;
-* halo-band ratio: RMS error within ``HALO_BAND_PX`` of object edges over the RMS error of
-  pixels farther than ``FAR_PX`` from any edge (1 = no worse next to edges), and both RMS
-  errors in DN (the ratio also falls when the far error grows: read it with them);
+* halo-band PSNR: the PSNR over the halo band alone (same full scale), the scene's own band
+  (:attr:`SceneStack.band`: the background within the largest blur radius of an occluder)
+  or, for the scenes without one, the pixels within ``HALO_BAND_PX`` of an object edge;
 * flat-region PSNR (fluorescence): over the background, farther than ``FAR_PX`` from objects;
 * depth RMSE (frames) over every pixel with a defined true depth, after no fit, and the
   coverage (finite fraction of those pixels); pixels of a depth map left NaN count as
@@ -97,22 +99,29 @@ def oracle_selection(frames: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.clip(img, frames.min(0), frames.max(0))
 
 
+def halo_band(scene: Any) -> np.ndarray | None:
+    """The scene's halo band, or the pixels within ``HALO_BAND_PX`` of its edges, or None."""
+    from scipy import ndimage
+
+    band = getattr(scene, "band", None)
+    if band is not None:
+        return np.asarray(band, bool)
+    if not scene.edges.any():
+        return None
+    return np.asarray(ndimage.distance_transform_edt(~scene.edges) <= HALO_BAND_PX)
+
+
 def scores(img: np.ndarray, scene: Any) -> dict[str, float]:
     from scipy import ndimage
 
     full = float(scene.white_level)
     img = np.asarray(img, np.float64)
     out = dict(psnr_db=psnr(img, scene.truth, full), ssim=ssim(img, scene.truth, full))
+    band = halo_band(scene)
+    if band is not None and band.any():
+        out["band_psnr_db"] = psnr(img, scene.truth, full, band)
     if scene.edges.any():
-        dist = ndimage.distance_transform_edt(~scene.edges)
-        band, far = dist <= HALO_BAND_PX, dist > FAR_PX
-        if far.any():
-            err = (img - scene.truth) ** 2
-            if err.ndim == 3:
-                err = err.mean(-1)
-            out["halo_ratio"] = float(np.sqrt(err[band].mean() / err[far].mean()))
-            out["band_rmse_dn"] = float(np.sqrt(err[band].mean()))
-            out["far_rmse_dn"] = float(np.sqrt(err[far].mean()))
+        far = ndimage.distance_transform_edt(~scene.edges) > FAR_PX
         if scene.kind == "fluorescence":
             flat = far & np.isnan(scene.depth)
             out["flat_psnr_db"] = psnr(img, scene.truth, full, flat)
@@ -158,11 +167,19 @@ def enfuse_command(files: list[Path], out: Path, *, bits: int | None = None) -> 
     return [*cmd, f"--output={out}", *map(str, files)]
 
 
-def peer_images(scene: Any, tmp: Path) -> dict[str, tuple[np.ndarray | None, float, str]]:
-    """Run every installed peer on the scene's frames: {tool: (image, wall s, error)}."""
+def peer_images(
+    scene: Any, tmp: Path, *, name: str | None = None, align: bool = False
+) -> dict[str, tuple[np.ndarray | None, float, str]]:
+    """Run every installed peer on the scene's frames: {tool: (image, wall s, error)}.
+
+    ``name`` names the folder of the frames (default from the kind and the frame count);
+    ``align`` lets the peers that can align do so (focusweave; enfuse cannot). Images come
+    back in the scale of the scene's frames (a peer writing another integer type is
+    rescaled by the types' ranges).
+    """
     import tifffile
 
-    folder = tmp / f"{scene.kind}_{scene.n_frames}"
+    folder = tmp / (name or f"{scene.kind}_{scene.n_frames}")
     files = write_tiffs(scene.frames, folder)
     out: dict[str, tuple[np.ndarray | None, float, str]] = {}
     cmds: dict[str, tuple[list[str], Path]] = {}
@@ -172,7 +189,8 @@ def peer_images(scene: Any, tmp: Path) -> dict[str, tuple[np.ndarray | None, flo
     if shutil.which("focusweave"):
         o = tmp / "fw.tif"
         cmds["focusweave"] = (
-            ["focusweave", str(folder), "--output", str(o), "--keep-size", "--no-align"],
+            ["focusweave", str(folder), "--output", str(o), "--keep-size"]
+            + ([] if align else ["--no-align"]),
             o,
         )
     for tool, (cmd, path) in cmds.items():
@@ -188,5 +206,8 @@ def peer_images(scene: Any, tmp: Path) -> dict[str, tuple[np.ndarray | None, flo
             img = img[..., 0]
         if img.ndim == 3 and img.shape[-1] == 4:
             img = img[..., :3]
+        if img.dtype != scene.frames.dtype and img.dtype.kind in "ui":
+            scale = np.iinfo(scene.frames.dtype).max / np.iinfo(img.dtype).max
+            img = img.astype(np.float64) * scale
         out[tool] = (img, wall, "")
     return out
