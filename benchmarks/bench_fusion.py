@@ -425,6 +425,18 @@ def halo_case(
             wall_s=time.perf_counter() - t0,
         )
     )
+    if not align:  # not a peer: the bound of any rule that picks among the frames' coefficients
+        t0 = time.perf_counter()
+        band, whole = score(_hard.oracle_selection(scene.frames, scene.truth))
+        rows.append(
+            dict(
+                common,
+                tool="oracle selection (knows the truth)",
+                band_psnr_db=band,
+                psnr_db=whole,
+                wall_s=time.perf_counter() - t0,
+            )
+        )
     if peers:
         label = case.replace(" ", "_")
         for tool, (img, wall_s, err) in _hard.peer_images(
@@ -515,6 +527,54 @@ def halo_neutral_cases(size: int, n: int, modes: list[str | None]) -> list[dict[
         print("  ", json.dumps(row, default=float), flush=True)
         rows.append(row)
     return rows
+
+
+def halo_real_case(
+    folder: Path, modes: list[str | None], crops: Path, crop_px: int = 256
+) -> dict[str, Any]:
+    """A real stack (a folder of frames, sorted by name): ours with each halo setting.
+
+    Reports each setting's wall time and what its result tells of the correction; with
+    two settings also where they differ (share of pixels more than 2 DN apart, the largest
+    difference) and writes side-by-side crops (off | auto, ``crop_px`` square) of the
+    three places they differ most to ``crops`` for a look: no truth here.
+    """
+    import imageio.v3 as iio
+
+    names = sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif")
+    )
+    frames = np.stack([read_image(p) for p in names])
+    row: dict[str, Any] = dict(case=f"real {folder.name}", frames=len(names))
+    images = {}
+    for mode in modes:
+        res, wall = fuse_ours(frames, mode, True)
+        key = mode or "default"
+        images[key] = np.asarray(res.image, np.float64)
+        row[f"wall_{key}_s"] = wall
+        row.update({f"{k}_{key}": v for k, v in halo_report(res).items()})
+    if len(images) == 2:
+        diff = np.abs(images["auto"] - images["off"])
+        diff = diff.max(-1) if diff.ndim == 3 else diff
+        row["changed_share_2dn"] = float(np.mean(diff > 2.0))
+        row["max_change_dn"] = float(diff.max())
+        crops.mkdir(parents=True, exist_ok=True)
+        h, w = diff.shape
+        c = min(crop_px, h, w)
+        score = diff.copy()
+        for k in range(3):
+            if score.max() <= 0:  # no more places where they differ
+                break
+            y, x = np.unravel_index(int(np.argmax(score)), score.shape)
+            y0, x0 = int(np.clip(y - c // 2, 0, h - c)), int(np.clip(x - c // 2, 0, w - c))
+            pair = [images[m][y0 : y0 + c, x0 : x0 + c] for m in ("off", "auto")]
+            side = np.concatenate([pair[0], np.zeros_like(pair[0][:, :4]), pair[1]], axis=1)
+            out = crops / f"{folder.name}_{k}_y{y0}_x{x0}.png"
+            iio.imwrite(out, np.clip(np.rint(side), 0, 255).astype(np.uint8))
+            score[max(y0 - c // 2, 0) : y0 + 3 * c // 2, max(x0 - c // 2, 0) : x0 + 3 * c // 2] = -1
+        row["crops"] = str(crops)
+    print("  ", json.dumps(row, default=float), flush=True)
+    return row
 
 
 def print_table(rows: list[dict[str, Any]], cols: list[str]) -> None:
@@ -659,6 +719,16 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated halo cases (" + ", ".join(c[0] for c in HALO_CASES) + ")",
     )
     ap.add_argument("--no-neutral", action="store_true", help="skip the no-occlusion check")
+    ap.add_argument(
+        "--real",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of a real stack's frames for the halo section (repeatable)",
+    )
+    ap.add_argument(
+        "--crops", default="bench_results/halo_crops", help="where the real stacks' crops go"
+    )
     args = ap.parse_args(argv)
     halo_psfs = [p for p in args.halo_psf.split(",") if p]
     halo_names = [v for v in args.halo_variants.split(",") if v]
@@ -708,6 +778,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_halo and not args.no_neutral:
             print(f"case no occlusion {halo_size}^2 x {halo_n}", flush=True)
             neutral = halo_neutral_cases(halo_size, halo_n, modes)
+        real = [halo_real_case(Path(d), modes, Path(args.crops)) for d in args.real]
         for kind, n_hard in [] if args.no_hard else HARD_CASES:
             print(f"case hard {kind} x {n_hard}", flush=True)
             new = hard_case(kind, n_hard, size, tmp, peers)
@@ -783,6 +854,9 @@ def main(argv: list[str] | None = None) -> int:
     if neutral:
         print(f"\nno occlusion: ours, whole-image PSNR (aim: auto within {HALO_NEUTRAL_DB} dB)")
         print_table(neutral, list(dict.fromkeys(k for r in neutral for k in r)))
+    if real:
+        print("\nreal stacks: ours with each halo setting (crops of where they differ)")
+        print_table(real, list(dict.fromkeys(k for r in real for k in r)))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
@@ -794,6 +868,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows=rows,
                 halo_summary=summary,
                 halo_neutral=neutral,
+                halo_real=real,
             ),
             indent=1,
             default=float,
