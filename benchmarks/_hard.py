@@ -211,3 +211,48 @@ def peer_images(
             img = img.astype(np.float64) * scale
         out[tool] = (img, wall, "")
     return out
+
+
+def oracle_inversion(scene: Any, fused: np.ndarray, *, floor: float = 0.05) -> np.ndarray | None:
+    """A bound for a halo correction: the layered inversion with the true layers and PSFs.
+
+    In the frame focused on the background (frame 0), the occluders are peeled off front to
+    back with their true colour, matte and kernel in that frame: ``J = (I - h*(F a)) / (1 -
+    h*a)`` (where ``1 - h*a >= floor``), then the layers are composited again through their
+    in-focus kernels. That replaces ``fused`` inside the halo band (where the background is
+    seen); elsewhere ``fused`` is kept. It knows the answer's ingredients, so it is not a
+    fuser: it tells what a correction with a perfect model of the scene reaches through the
+    frame's noise. None for scenes without layers or with focus breathing.
+    """
+    from nanoro_optics.fusion.scenes import _fold
+
+    if not getattr(scene, "layers", ()) or scene.magnification is not None:
+        return None
+    layers, kernels = scene.layers, scene.kernels
+    h, w = scene.truth.shape[:2]
+
+    def conv(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+        otf = np.fft.rfft2(_fold(kernel, (h, w)))
+        if img.ndim == 3:
+            return np.fft.irfft2(
+                np.fft.rfft2(img, axes=(0, 1)) * otf[..., None], s=(h, w), axes=(0, 1)
+            )
+        return np.fft.irfft2(np.fft.rfft2(img) * otf, s=(h, w))
+
+    j = scene.frames[0].astype(np.float64)
+    ok = np.ones((h, w), bool)
+    for i in range(len(layers) - 1, 0, -1):  # front to back
+        lay, k = layers[i], kernels[i][0]
+        d = 1.0 - conv(lay.matte, k)
+        ok &= d >= floor
+        j = (j - conv(lay.colour * lay.matte[..., None], k)) / np.maximum(d, floor)[..., None]
+    est = j
+    for i in range(1, len(layers)):  # back to front, each layer in focus
+        lay = layers[i]
+        k = kernels[i][int(lay.depth)]
+        a = conv(lay.matte, k)
+        est = conv(lay.colour * lay.matte[..., None], k) + (1.0 - a)[..., None] * est
+    out = np.asarray(fused, np.float64).copy()
+    use = scene.band & ok
+    out[use] = est[use]
+    return out

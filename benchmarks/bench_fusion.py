@@ -21,7 +21,9 @@ Cases (``--quick`` shrinks every one):
   when :class:`~nanoro_optics.fusion.FusionOptions` has that field, else its default),
   the yardstick, enfuse and focusweave; the best peer per scene and the margins of ours
   over it in dB (the aim: band >= best peer + 3 dB, whole >= best peer + 1.5 dB), and the
-  time the correction costs; then the scenes without occlusion (clean, noisy, breathing,
+  time the correction costs; beside them two bounds that know the answer (not peers): the
+  oracle selection and the layered inversion with the true layers and PSFs
+  (``_hard.oracle_inversion``); then the scenes without occlusion (clean, noisy, breathing,
   16-bit, thick, fluorescence), whole-image PSNR of ours off and auto (the aim: within
   0.05 dB).
 
@@ -401,8 +403,10 @@ def halo_case(
     score = halo_scorer(scene, align)
     common = dict(case=case, variant=variant, psf=psf, bits=bits, band_px=scene.band_px)
     rows = []
+    first = None
     for mode in modes:
         res, wall = fuse_ours(scene.frames, mode, align)
+        first = res.image if first is None else first
         band, whole = score(res.image)
         rows.append(
             dict(
@@ -425,6 +429,20 @@ def halo_case(
             wall_s=time.perf_counter() - t0,
         )
     )
+    # not a peer: a perfect model of the scene inverted in the band, ours elsewhere
+    t0 = time.perf_counter()
+    bound = _hard.oracle_inversion(scene, first)
+    if bound is not None:
+        band, whole = score(bound)
+        rows.append(
+            dict(
+                common,
+                tool="oracle inversion (knows layers and PSFs)",
+                band_psnr_db=band,
+                psnr_db=whole,
+                wall_s=time.perf_counter() - t0,
+            )
+        )
     if not align:  # not a peer: the bound of any rule that picks among the frames' coefficients
         t0 = time.perf_counter()
         band, whole = score(_hard.oracle_selection(scene.frames, scene.truth))

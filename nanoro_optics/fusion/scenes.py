@@ -709,7 +709,8 @@ def occlusion_stack(
       frame, pixel-integrated (3 x 3 samples per pixel);
 
     the first two through the diffraction Gaussian (sigma ``DIFFRACTION_PX``), each kernel
-    normalised to sum 1 (one per distinct defocus). Variants: ``"opaque"`` bright discs
+    normalised to sum 1 (one per distinct defocus; the vectorial one per layer and frame,
+    its aberration changing with depth). Variants: ``"opaque"`` bright discs
     and bars; ``"fibres"`` arcs 1 to 3 px wide; ``"holes"`` plates with holes up to the
     blur's size; ``"dim"`` dark occluders over a brighter background (the glow is a
     shadow); ``"translucent"`` occluders of matte 0.55 to 0.85 inside; ``"layers3"`` a
