@@ -265,3 +265,25 @@ def test_bad_optics_are_refused(kw, match):
 def test_optics_with_a_geometric_psf_is_warned_about():
     with pytest.warns(UserWarning, match="optics is ignored with psf='pillbox'"):
         occlusion_stack((32, 32), 2, psf="pillbox", optics=VectorialOptics())
+
+
+@pytest.mark.parametrize("variant, psf", [("layers3", "pillbox"), ("translucent", "vectorial")])
+def test_layers_and_kernels_render_the_frames(variant, psf):
+    # the ingredients the scene hands out are the ones it rendered with: compositing the
+    # layers front over back through their kernels gives every frame up to the rounding
+    from nanoro_optics.fusion.scenes import _fold
+
+    s = occlusion_stack((48, 56), 4, variant=variant, psf=psf, noise=False, seed=7)
+
+    def conv(img, kernel):
+        otf = np.fft.rfft2(_fold(kernel, img.shape[:2]))
+        if img.ndim == 3:
+            otf = otf[..., None]
+        return np.fft.irfft2(np.fft.rfft2(img, axes=(0, 1)) * otf, s=img.shape[:2], axes=(0, 1))
+
+    for k in range(s.n_frames):
+        acc = conv(s.layers[0].colour, s.kernels[0][k])
+        for lay, row in zip(s.layers[1:], s.kernels[1:], strict=True):
+            a = conv(lay.matte, row[k])
+            acc = conv(lay.colour * lay.matte[..., None], row[k]) + (1 - a)[..., None] * acc
+        assert np.abs(s.frames[k] - acc).max() <= 0.5 + 1e-6
