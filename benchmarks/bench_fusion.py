@@ -327,6 +327,32 @@ def fuse_ours(frames: np.ndarray, mode: str | None, align: bool) -> tuple[Any, f
     return res, time.perf_counter() - t0
 
 
+#: kinds of stack (dtype, ndim, align) the fuser has already run on: its kernels compiled
+_WARM: set[tuple[str, int, bool]] = set()
+
+
+def best_of(
+    frames: np.ndarray, modes: list[str | None], align: bool, repeats: int
+) -> tuple[dict[str | None, Any], dict[str | None, float]]:
+    """Each halo setting ``repeats`` times, the settings alternating: results, min wall s.
+
+    The first stack of a kind (dtype, channels, alignment) is preceded by an untimed run
+    of every setting on a 96 px corner, so that compiling kernels is not timed.
+    """
+    results: dict[str | None, Any] = {}
+    walls: dict[str | None, float] = {m: np.inf for m in modes}
+    kind = (frames.dtype.str, frames.ndim, align)
+    if kind not in _WARM:
+        for mode in modes:
+            fuse_ours(np.ascontiguousarray(frames[:, :96, :96]), mode, align)
+        _WARM.add(kind)
+    for _ in range(repeats):
+        for mode in modes:
+            results[mode], wall = fuse_ours(frames, mode, align)
+            walls[mode] = min(walls[mode], wall)
+    return results, walls
+
+
 def halo_report(res: Any) -> dict[str, Any]:
     """What the fuser's result tells of its halo correction (any ``halo*`` attribute)."""
     out: dict[str, Any] = {}
@@ -383,6 +409,7 @@ def halo_case(
     tmp: Path,
     peers: bool,
     modes: list[str | None],
+    repeats: int = 1,
 ) -> list[dict[str, Any]]:
     """One occlusion scene: this fuser (each halo mode), the yardstick and the peers."""
     import _hard
@@ -404,8 +431,9 @@ def halo_case(
     common = dict(case=case, variant=variant, psf=psf, bits=bits, band_px=scene.band_px)
     rows = []
     first = None
+    results, walls = best_of(scene.frames, modes, align, repeats)
     for mode in modes:
-        res, wall = fuse_ours(scene.frames, mode, align)
+        res, wall = results[mode], walls[mode]
         first = res.image if first is None else first
         band, whole = score(res.image)
         rows.append(
@@ -504,11 +532,14 @@ def halo_summary(rows: list[dict[str, Any]], modes: list[str | None]) -> list[di
             row["off_band_db"] = got[base]["band_psnr_db"]
             row["off_whole_db"] = got[base]["psnr_db"]
             row["correction_s"] = got[mine]["wall_s"] - got[base]["wall_s"]
+            row["correction_share"] = row["correction_s"] / got[base]["wall_s"]
         out.append(row)
     return out
 
 
-def halo_neutral_cases(size: int, n: int, modes: list[str | None]) -> list[dict[str, Any]]:
+def halo_neutral_cases(
+    size: int, n: int, modes: list[str | None], repeats: int = 1
+) -> list[dict[str, Any]]:
     """Scenes without occlusion: whole-image PSNR of ours with each halo mode."""
     from _hard import psnr
 
@@ -528,8 +559,9 @@ def halo_neutral_cases(size: int, n: int, modes: list[str | None]) -> list[dict[
         m = int(0.03 * size) if align else 0
         sl = (slice(m, size - m), slice(m, size - m))
         row: dict[str, Any] = dict(case=f"no occlusion {name}")
+        results, walls = best_of(stack.frames, modes, align, repeats)
         for mode in modes:
-            res, wall = fuse_ours(stack.frames, mode, align)
+            res, wall = results[mode], walls[mode]
             truth = stack.truth
             if align:  # the geometry the aligner keeps: the truth or the first frame's
                 from nanoro_optics.fusion.synthetic import _magnify
@@ -541,6 +573,7 @@ def halo_neutral_cases(size: int, n: int, modes: list[str | None]) -> list[dict[
             row[f"wall_{key}_s"] = wall
         if len(modes) == 2:
             row["auto_minus_off_db"] = row["psnr_auto_db"] - row["psnr_off_db"]
+            row["correction_share"] = row["wall_auto_s"] / row["wall_off_s"] - 1.0
             row["meets_aim"] = bool(abs(row["auto_minus_off_db"]) <= HALO_NEUTRAL_DB)
         print("  ", json.dumps(row, default=float), flush=True)
         rows.append(row)
@@ -787,7 +820,17 @@ def main(argv: list[str] | None = None) -> int:
             for psf in halo_psfs:
                 print(f"case halo {name} {psf}", flush=True)
                 new = halo_case(
-                    name, variant, psf, bits, breathing, halo_size, halo_n, tmp, peers, modes
+                    name,
+                    variant,
+                    psf,
+                    bits,
+                    breathing,
+                    halo_size,
+                    halo_n,
+                    tmp,
+                    peers,
+                    modes,
+                    repeats,
                 )
                 for r in new:
                     print("  ", json.dumps(r, default=float), flush=True)
@@ -795,7 +838,7 @@ def main(argv: list[str] | None = None) -> int:
         neutral: list[dict[str, Any]] = []
         if not args.no_halo and not args.no_neutral:
             print(f"case no occlusion {halo_size}^2 x {halo_n}", flush=True)
-            neutral = halo_neutral_cases(halo_size, halo_n, modes)
+            neutral = halo_neutral_cases(halo_size, halo_n, modes, repeats)
         real = [halo_real_case(Path(d), modes, Path(args.crops)) for d in args.real]
         for kind, n_hard in [] if args.no_hard else HARD_CASES:
             print(f"case hard {kind} x {n_hard}", flush=True)
@@ -865,6 +908,7 @@ def main(argv: list[str] | None = None) -> int:
                 "off_band_db",
                 "off_whole_db",
                 "correction_s",
+                "correction_share",
                 "meets_aim",
             ],
         )
