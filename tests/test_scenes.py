@@ -287,3 +287,30 @@ def test_layers_and_kernels_render_the_frames(variant, psf):
             a = conv(lay.matte, row[k])
             acc = conv(lay.colour * lay.matte[..., None], row[k]) + (1 - a)[..., None] * acc
         assert np.abs(s.frames[k] - acc).max() <= 0.5 + 1e-6
+
+
+@pytest.mark.parametrize("psf", ["pillbox", "gaussian"])
+def test_ray_rendering_departs_from_the_layered_formula_only_next_to_occluders(psf):
+    # both formations agree where at most one layer is out of focus (first and last
+    # frames) and far from the occluders; in between, next to them, the rays keep which
+    # part of the background each ray sees, which blurring the layers apart does not
+    kw = dict(psf=psf, noise=False, seed=5, blur_px_per_frame=2.0)
+    rays = occlusion_stack((64, 64), 5, render="rays", **kw)
+    flat = occlusion_stack((64, 64), 5, **kw)
+    assert rays.render == "rays" and flat.render == "layered"
+    assert np.array_equal(rays.frames[0], flat.frames[0])
+    assert np.array_equal(rays.frames[-1], flat.frames[-1])
+    far = _interior(rays.depth == 0, rays.band_px + CLEAR_PX)
+    diff = np.abs(rays.frames[2].astype(np.float64) - flat.frames[2]).max(-1)
+    assert diff[far].max() <= 1.0  # rounding
+    assert diff[rays.band].max() >= 3.0  # DN: the occlusion the layered formula misses
+    for row in rays.kernels:
+        for k in row:
+            assert abs(float(k.sum()) - 1.0) < KERNEL_SUM_TOL and k.min() >= 0.0
+
+
+def test_ray_rendering_needs_a_geometric_psf():
+    with pytest.raises(ValueError, match="render='rays' needs a geometric PSF"):
+        occlusion_stack((32, 32), 3, psf="vectorial", render="rays")
+    with pytest.raises(ValueError, match="render must be one of"):
+        occlusion_stack((32, 32), 3, render="paint")

@@ -51,6 +51,7 @@ from nanoro_optics._validation import check_int, check_positive
 __all__ = [
     "OCCLUSION_VARIANTS",
     "PSF_FAMILIES",
+    "RENDERS",
     "SCENES",
     "SceneLayer",
     "SceneStack",
@@ -67,6 +68,8 @@ DIFFRACTION_PX = 0.6
 PSF_FAMILIES = ("pillbox", "gaussian", "vectorial")
 #: variants of :func:`occlusion_stack`
 OCCLUSION_VARIANTS = ("opaque", "fibres", "holes", "dim", "translucent", "layers3")
+#: image formations of :func:`occlusion_stack`
+RENDERS = ("layered", "rays")
 #: share of a kernel's energy inside the radius that sets the halo band's width
 BAND_ENERGY = 0.95
 
@@ -134,6 +137,8 @@ class SceneStack:
     noise_e : tuple of float
         ``(full_well_e, read_noise_e)``: electrons at the white level and the read noise
         (electrons rms), ``(0, 0)`` for a noise-free stack.
+    render : str
+        Image formation of the occlusion scene (:data:`RENDERS`).
     """
 
     kind: str
@@ -151,6 +156,7 @@ class SceneStack:
     kernels: tuple[tuple[np.ndarray, ...], ...] = ()
     magnification: np.ndarray | None = None
     noise_e: tuple[float, float] = (0.0, 0.0)
+    render: str = "layered"
 
     @property
     def n_frames(self) -> int:
@@ -662,6 +668,77 @@ def _occlusion_layers(
     return layers
 
 
+def _aperture(family: str, radius_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sample the aperture scaled to ``radius_px``: integer offsets ``(M, 2)``, weights.
+
+    The weights (sum 1) are the disc's area per pixel, or the pixel-integrated Gaussian of
+    sigma ``radius_px / 2`` to 3 sigma.
+    """
+    from scipy import special
+
+    if family == "pillbox":
+        m = int(np.ceil(radius_px))
+        sub = 8
+        u = (np.arange((2 * m + 1) * sub) + 0.5) / sub - m - 0.5
+        inside = (np.hypot(u[:, None], u[None, :]) <= radius_px).astype(np.float64)
+        wts = inside.reshape(2 * m + 1, sub, 2 * m + 1, sub).mean(axis=(1, 3))
+    else:
+        sigma = radius_px / 2.0
+        m = int(np.ceil(3.0 * sigma))
+        edges = (np.arange(2 * m + 2) - m - 0.5) / (np.sqrt(2.0) * sigma)
+        p = np.diff(special.erf(edges))
+        wts = p[:, None] * p[None, :]
+    yy, xx = np.nonzero(wts > 0)
+    w = wts[yy, xx]
+    return np.stack([yy - m, xx - m], axis=1), w / w.sum()
+
+
+def _rays(
+    layers: list[SceneLayer], family: str, radii: np.ndarray
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Render one frame ray by ray, and each layer's kernel in it.
+
+    Every aperture sample ``u`` sees each layer shifted by its parallax ``u r`` (``r``
+    the layer's signed defocus radius) and composites them front over back along that ray;
+    the frame is the weighted mean over the aperture, through the diffraction Gaussian.
+    Unlike blurring each layer and compositing the blurs, this keeps which part of the
+    background each ray sees past the occluders [1]_ (module references).
+    """
+    from scipy import ndimage
+
+    big = float(np.max(np.abs(radii)))
+    offsets, weights = _aperture(family, big)
+    h, w = layers[0].matte.shape
+    stacks = [
+        np.concatenate([lay.colour * lay.matte[..., None], lay.matte[..., None]], axis=-1).astype(
+            np.float32
+        )
+        for lay in layers
+    ]
+    shifts = [np.rint(offsets * (r / big)).astype(int) for r in radii]
+    out = np.zeros((h, w, 3))
+    for j, wt in enumerate(weights):
+        acc: np.ndarray | None = None
+        for st, sh in zip(stacks, shifts, strict=True):
+            sy, sx = int(sh[j, 0]), int(sh[j, 1])
+            moved = np.roll(st, (sy, sx), axis=(0, 1)) if (sy or sx) else st
+            if acc is None:  # the background: matte 1
+                acc = moved[..., :3].copy()
+            else:
+                acc = moved[..., :3] + (1.0 - moved[..., 3:]) * acc
+        assert acc is not None
+        out += wt * acc
+    out = ndimage.gaussian_filter(out, (DIFFRACTION_PX, DIFFRACTION_PX, 0), mode="wrap")
+    kernels = []
+    half = int(np.abs(np.concatenate(shifts)).max()) + int(np.ceil(4 * DIFFRACTION_PX)) + 1
+    for sh in shifts:
+        k = np.zeros((2 * half + 1, 2 * half + 1))
+        np.add.at(k, (sh[:, 0] + half, sh[:, 1] + half), weights)
+        k = ndimage.gaussian_filter(k, DIFFRACTION_PX, mode="constant", truncate=6.0)
+        kernels.append(k / k.sum())
+    return out, kernels
+
+
 def _composite(layers: list[SceneLayer], spectra: list[tuple[Any, Any]], otfs: list[Any]):
     """Front-over-back composite of the layers, each through its OTF (periodic)."""
     shape = layers[0].matte.shape
@@ -691,6 +768,7 @@ def occlusion_stack(
     full_well_e: float = 20000.0,
     read_noise_e: float = 5.0,
     optics: VectorialOptics | None = None,
+    render: str = "layered",
 ) -> SceneStack:
     """Make a layered occlusion focus stack with a choice of defocus PSF, noise and variant.
 
@@ -746,6 +824,14 @@ def occlusion_stack(
     optics : VectorialOptics, optional
         Optics of the ``"vectorial"`` family (default :class:`VectorialOptics()`); warned
         about and ignored with the other families.
+    render : {"layered", "rays"}, optional
+        Image formation: ``"layered"`` blurs each layer and composites the blurs (above);
+        ``"rays"`` (``"pillbox"`` and ``"gaussian"`` only) composites along every ray of
+        the aperture, each layer shifted by its parallax, and averages over the aperture
+        (integer shifts, aperture sampled per pixel of the largest blur): geometric optics
+        of a layered scene, which the layered formula only approximates in the frames where
+        two layers are out of focus (up to about 12 DN at 8 bits next to the occluders).
+        Slower: about 0.1 s per frame and aperture sample count / 100 at 512^2.
 
     Returns
     -------
@@ -797,6 +883,12 @@ def occlusion_stack(
     breath = check_range(breathing, "breathing", 0.0, 0.2)
     noisy = check_bool(noise, "noise")
     well = check_range(full_well_e, "full_well_e", 10.0, 1e7)
+    how = check_choice(render, "render", RENDERS)
+    if how == "rays" and family == "vectorial":
+        raise ValueError(
+            "render='rays' needs a geometric PSF family ('pillbox' or 'gaussian'), got "
+            "psf='vectorial'"
+        )
     read = check_range(read_noise_e, "read_noise_e", 0.0, 1000.0)
     if optics is not None and not isinstance(optics, VectorialOptics):
         raise TypeError(f"optics must be a VectorialOptics, got {type(optics).__name__}")
@@ -839,8 +931,15 @@ def occlusion_stack(
     dtype = np.uint8 if bits == 8 else np.uint16
     frames = np.empty((n, h, w, 3), dtype)
     gain = well / white  # electrons per DN
+    rows = [list(kr) for kr in kernels]
     for k in range(n):
-        img = _composite(layers, spectra, [otf(kr[k]) for kr in kernels])
+        radii = np.array([blur * (lay.depth - k) for lay in layers])
+        if how == "rays" and np.count_nonzero(radii) >= 2:
+            img, ray_kernels = _rays(layers, family, radii)
+            for i, kk in enumerate(ray_kernels):
+                rows[i][k] = kk
+        else:  # with at most one layer out of focus, both formations agree
+            img = _composite(layers, spectra, [otf(kr[k]) for kr in kernels])
         if breath:
             from .synthetic import _magnify
 
@@ -879,7 +978,8 @@ def occlusion_stack(
         psf=family,
         variant=variant,
         layers=tuple(layers),
-        kernels=tuple(kernels),
+        kernels=tuple(tuple(r) for r in rows),
         magnification=mags if breath else None,
         noise_e=(well, read) if noisy else (0.0, 0.0),
+        render=how,
     )
