@@ -16,7 +16,8 @@ Cases (``--quick`` shrinks every one):
   picks among the frames' coefficients;
 * halo (:func:`nanoro_optics.fusion.scenes.occlusion_stack`), 512^2 x 11 RGB: every
   occlusion variant (opaque, fibres, holes, dim, translucent, three layers, breathing; 8-
-  and 12-bit) under every PSF family (pillbox, Gaussian, vectorial with index mismatch):
+  and 12-bit) under every PSF family (pillbox, Gaussian, vectorial with index mismatch),
+  and two rendered ray by ray (``render="rays"``, geometric families; slow to make):
   halo-band PSNR and whole-image PSNR of this fuser (with ``halo="off"`` and ``"auto"``
   when :class:`~nanoro_optics.fusion.FusionOptions` has that field, else its default),
   the yardstick, enfuse and focusweave; the best peer per scene and the margins of ours
@@ -286,15 +287,18 @@ def hard_case(kind: str, n: int, size: int, tmp: Path, peers: bool) -> list[dict
 
 
 # --- halo: layered occlusion scenes, band and whole-image PSNR ------------------------------
-#: (case name, variant, bit depth, breathing) of the halo section, each under every PSF family
+#: (case name, variant, bit depth, breathing, render) of the halo section, each under every
+#: PSF family (the ray-rendered ones under the geometric families only)
 HALO_CASES = (
-    ("opaque", "opaque", 8, 0.0),
-    ("fibres", "fibres", 8, 0.0),
-    ("holes", "holes", 8, 0.0),
-    ("dim", "dim", 12, 0.0),
-    ("translucent", "translucent", 12, 0.0),
-    ("layers3", "layers3", 12, 0.0),
-    ("breathing", "opaque", 8, 0.014),
+    ("opaque", "opaque", 8, 0.0, "layered"),
+    ("fibres", "fibres", 8, 0.0, "layered"),
+    ("holes", "holes", 8, 0.0, "layered"),
+    ("dim", "dim", 12, 0.0, "layered"),
+    ("translucent", "translucent", 12, 0.0, "layered"),
+    ("layers3", "layers3", 12, 0.0, "layered"),
+    ("breathing", "opaque", 8, 0.014, "layered"),
+    ("rays", "opaque", 8, 0.0, "rays"),
+    ("rays-layers3", "layers3", 12, 0.0, "rays"),
 )
 #: the aims of the halo correction (dB over the best peer; dB from ours without it)
 HALO_BAND_MARGIN_DB = 3.0
@@ -410,6 +414,7 @@ def halo_case(
     peers: bool,
     modes: list[str | None],
     repeats: int = 1,
+    render: str = "layered",
 ) -> list[dict[str, Any]]:
     """One occlusion scene: this fuser (each halo mode), the yardstick and the peers."""
     import _hard
@@ -418,7 +423,14 @@ def halo_case(
 
     t0 = time.perf_counter()
     scene = occlusion_stack(
-        (size, size), n, variant=variant, psf=psf, bit_depth=bits, breathing=breathing, seed=3
+        (size, size),
+        n,
+        variant=variant,
+        psf=psf,
+        bit_depth=bits,
+        breathing=breathing,
+        seed=3,
+        render=render,
     )
     case = f"halo {name} {psf}"
     print(
@@ -428,7 +440,9 @@ def halo_case(
     )
     align = breathing > 0
     score = halo_scorer(scene, align)
-    common = dict(case=case, variant=variant, psf=psf, bits=bits, band_px=scene.band_px)
+    common = dict(
+        case=case, variant=variant, psf=psf, bits=bits, render=render, band_px=scene.band_px
+    )
     rows = []
     first = None
     results, walls = best_of(scene.frames, modes, align, repeats)
@@ -814,10 +828,12 @@ def main(argv: list[str] | None = None) -> int:
             args.no_quality = args.no_large = args.no_halo = True
         if args.only_halo:
             args.no_quality = args.no_large = args.no_hard = True
-        for name, variant, bits, breathing in [] if args.no_halo else HALO_CASES:
+        for name, variant, bits, breathing, render in [] if args.no_halo else HALO_CASES:
             if name not in halo_names:
                 continue
             for psf in halo_psfs:
+                if render == "rays" and psf == "vectorial":
+                    continue  # the rays need a geometric aperture
                 print(f"case halo {name} {psf}", flush=True)
                 new = halo_case(
                     name,
@@ -831,6 +847,7 @@ def main(argv: list[str] | None = None) -> int:
                     peers,
                     modes,
                     repeats,
+                    render,
                 )
                 for r in new:
                     print("  ", json.dumps(r, default=float), flush=True)
