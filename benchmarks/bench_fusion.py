@@ -357,17 +357,29 @@ def best_of(
     return results, walls
 
 
-def halo_report(res: Any) -> dict[str, Any]:
-    """What the fuser's result tells of its halo correction (any ``halo*`` attribute)."""
+def halo_report(res: Any, band: np.ndarray | None = None) -> dict[str, Any]:
+    """What the fuser's result tells of its halo correction.
+
+    Scalars of ``res.halo`` (a frozen dataclass, e.g. the corrected fraction and the check's
+    residual) as ``halo_<field>``, arrays as their mean; with ``band``, the shares of the
+    band and of the rest of the image that ``res.halo.corrected`` marks.
+    """
+    import dataclasses
+
     out: dict[str, Any] = {}
-    for name in dir(res):
-        if not name.startswith("halo"):
-            continue
-        v = getattr(res, name)
+    report = getattr(res, "halo", None)
+    if report is None or not dataclasses.is_dataclass(report):
+        return out
+    for f in dataclasses.fields(report):
+        v = getattr(report, f.name)
         if isinstance(v, np.ndarray):
-            out[f"{name}_mean"] = float(np.mean(v)) if v.size else float("nan")
+            out[f"halo_{f.name}_mean"] = float(np.mean(v)) if v.size else float("nan")
         elif isinstance(v, (int, float, str, bool)):
-            out[name] = v
+            out[f"halo_{f.name}"] = v
+    corrected = getattr(report, "corrected", None)
+    if band is not None and isinstance(corrected, np.ndarray) and corrected.shape == band.shape:
+        out["corrected_in_band"] = float(np.mean(corrected[band])) if band.any() else 0.0
+        out["corrected_off_band"] = float(np.mean(corrected[~band])) if (~band).any() else 0.0
     return out
 
 
@@ -457,7 +469,7 @@ def halo_case(
                 band_psnr_db=band,
                 psnr_db=whole,
                 wall_s=wall,
-                **halo_report(res),
+                **halo_report(res, scene.band),
             )
         )
     t0 = time.perf_counter()
@@ -542,6 +554,9 @@ def halo_summary(rows: list[dict[str, Any]], modes: list[str | None]) -> list[di
                 band_margin >= HALO_BAND_MARGIN_DB and whole_margin >= HALO_WHOLE_MARGIN_DB
             ),
         )
+        for k in ("corrected_in_band", "corrected_off_band", "halo_residual_dn"):
+            if k in got[mine]:
+                row[k] = got[mine][k]
         if mine != base and base in got:
             row["off_band_db"] = got[base]["band_psnr_db"]
             row["off_whole_db"] = got[base]["psnr_db"]
@@ -585,6 +600,9 @@ def halo_neutral_cases(
             key = mode or "default"
             row[f"psnr_{key}_db"] = psnr(res.image[sl], truth[sl], full)
             row[f"wall_{key}_s"] = wall
+            corrected = halo_report(res).get("halo_corrected_fraction")
+            if corrected is not None:
+                row[f"corrected_{key}"] = corrected
         if len(modes) == 2:
             row["auto_minus_off_db"] = row["psnr_auto_db"] - row["psnr_off_db"]
             row["correction_share"] = row["wall_auto_s"] / row["wall_off_s"] - 1.0
@@ -926,6 +944,8 @@ def main(argv: list[str] | None = None) -> int:
                 "off_whole_db",
                 "correction_s",
                 "correction_share",
+                "corrected_in_band",
+                "corrected_off_band",
                 "meets_aim",
             ],
         )
