@@ -613,7 +613,7 @@ def halo_neutral_cases(
 
 
 def halo_real_case(
-    folder: Path, modes: list[str | None], crops: Path, crop_px: int = 256
+    folder: Path, modes: list[str | None], crops: Path, crop_px: int = 256, align: bool = True
 ) -> dict[str, Any]:
     """A real stack (a folder of frames, sorted by name): ours with each halo setting.
 
@@ -628,10 +628,10 @@ def halo_real_case(
         p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif")
     )
     frames = np.stack([read_image(p) for p in names])
-    row: dict[str, Any] = dict(case=f"real {folder.name}", frames=len(names))
+    row: dict[str, Any] = dict(case=f"real {folder.name}", frames=len(names), align=align)
     images = {}
     for mode in modes:
-        res, wall = fuse_ours(frames, mode, True)
+        res, wall = fuse_ours(frames, mode, align)
         key = mode or "default"
         images[key] = np.asarray(res.image, np.float64)
         row[f"wall_{key}_s"] = wall
@@ -812,6 +812,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--crops", default="bench_results/halo_crops", help="where the real stacks' crops go"
     )
+    ap.add_argument(
+        "--real-align",
+        choices=("on", "off"),
+        default="on",
+        help="align the real stacks' frames (default on)",
+    )
     args = ap.parse_args(argv)
     halo_psfs = [p for p in args.halo_psf.split(",") if p]
     halo_names = [v for v in args.halo_variants.split(",") if v]
@@ -874,7 +880,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_halo and not args.no_neutral:
             print(f"case no occlusion {halo_size}^2 x {halo_n}", flush=True)
             neutral = halo_neutral_cases(halo_size, halo_n, modes, repeats)
-        real = [halo_real_case(Path(d), modes, Path(args.crops)) for d in args.real]
+        real = [
+            halo_real_case(Path(d), modes, Path(args.crops), align=args.real_align == "on")
+            for d in args.real
+        ]
         for kind, n_hard in [] if args.no_hard else HARD_CASES:
             print(f"case hard {kind} x {n_hard}", flush=True)
             new = hard_case(kind, n_hard, size, tmp, peers)
