@@ -1,12 +1,14 @@
 """Hard-scene cases of ``bench_fusion.py``: metrics, the max-abs pyramid yardstick, peers.
 
 Scenes come from :func:`nanoro_optics.fusion.scenes.scene_stack` (pillbox defocus, photon
-and read noise, occlusion). Metrics, all against the noise-free all-in-focus truth:
+and read noise, occlusion) and :func:`nanoro_optics.fusion.scenes.occlusion_stack` (layered
+occlusion, pillbox, Gaussian or vectorial defocus). Metrics, all against the noise-free
+all-in-focus truth:
 
 * PSNR (full scale = the camera's white level) and SSIM;
-* halo-band ratio: RMS error within ``HALO_BAND_PX`` of object edges over the RMS error of
-  pixels farther than ``FAR_PX`` from any edge (1 = no worse next to edges), and both RMS
-  errors in DN (the ratio also falls when the far error grows: read it with them);
+* halo-band PSNR: the PSNR over the halo band alone (same full scale), the scene's own band
+  (:attr:`SceneStack.band`: the background within the largest blur radius of an occluder)
+  or, for the scenes without one, the pixels within ``HALO_BAND_PX`` of an object edge;
 * flat-region PSNR (fluorescence): over the background, farther than ``FAR_PX`` from objects;
 * depth RMSE (frames) over every pixel with a defined true depth, after no fit, and the
   coverage (finite fraction of those pixels); pixels of a depth map left NaN count as
@@ -97,22 +99,29 @@ def oracle_selection(frames: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.clip(img, frames.min(0), frames.max(0))
 
 
+def halo_band(scene: Any) -> np.ndarray | None:
+    """The scene's halo band, or the pixels within ``HALO_BAND_PX`` of its edges, or None."""
+    from scipy import ndimage
+
+    band = getattr(scene, "band", None)
+    if band is not None:
+        return np.asarray(band, bool)
+    if not scene.edges.any():
+        return None
+    return np.asarray(ndimage.distance_transform_edt(~scene.edges) <= HALO_BAND_PX)
+
+
 def scores(img: np.ndarray, scene: Any) -> dict[str, float]:
     from scipy import ndimage
 
     full = float(scene.white_level)
     img = np.asarray(img, np.float64)
     out = dict(psnr_db=psnr(img, scene.truth, full), ssim=ssim(img, scene.truth, full))
+    band = halo_band(scene)
+    if band is not None and band.any():
+        out["band_psnr_db"] = psnr(img, scene.truth, full, band)
     if scene.edges.any():
-        dist = ndimage.distance_transform_edt(~scene.edges)
-        band, far = dist <= HALO_BAND_PX, dist > FAR_PX
-        if far.any():
-            err = (img - scene.truth) ** 2
-            if err.ndim == 3:
-                err = err.mean(-1)
-            out["halo_ratio"] = float(np.sqrt(err[band].mean() / err[far].mean()))
-            out["band_rmse_dn"] = float(np.sqrt(err[band].mean()))
-            out["far_rmse_dn"] = float(np.sqrt(err[far].mean()))
+        far = ndimage.distance_transform_edt(~scene.edges) > FAR_PX
         if scene.kind == "fluorescence":
             flat = far & np.isnan(scene.depth)
             out["flat_psnr_db"] = psnr(img, scene.truth, full, flat)
@@ -158,11 +167,19 @@ def enfuse_command(files: list[Path], out: Path, *, bits: int | None = None) -> 
     return [*cmd, f"--output={out}", *map(str, files)]
 
 
-def peer_images(scene: Any, tmp: Path) -> dict[str, tuple[np.ndarray | None, float, str]]:
-    """Run every installed peer on the scene's frames: {tool: (image, wall s, error)}."""
+def peer_images(
+    scene: Any, tmp: Path, *, name: str | None = None, align: bool = False
+) -> dict[str, tuple[np.ndarray | None, float, str]]:
+    """Run every installed peer on the scene's frames: {tool: (image, wall s, error)}.
+
+    ``name`` names the folder of the frames (default from the kind and the frame count);
+    ``align`` lets the peers that can align do so (focusweave; enfuse cannot). Images come
+    back in the scale of the scene's frames (a peer writing another integer type is
+    rescaled by the types' ranges).
+    """
     import tifffile
 
-    folder = tmp / f"{scene.kind}_{scene.n_frames}"
+    folder = tmp / (name or f"{scene.kind}_{scene.n_frames}")
     files = write_tiffs(scene.frames, folder)
     out: dict[str, tuple[np.ndarray | None, float, str]] = {}
     cmds: dict[str, tuple[list[str], Path]] = {}
@@ -172,7 +189,8 @@ def peer_images(scene: Any, tmp: Path) -> dict[str, tuple[np.ndarray | None, flo
     if shutil.which("focusweave"):
         o = tmp / "fw.tif"
         cmds["focusweave"] = (
-            ["focusweave", str(folder), "--output", str(o), "--keep-size", "--no-align"],
+            ["focusweave", str(folder), "--output", str(o), "--keep-size"]
+            + ([] if align else ["--no-align"]),
             o,
         )
     for tool, (cmd, path) in cmds.items():
@@ -188,5 +206,53 @@ def peer_images(scene: Any, tmp: Path) -> dict[str, tuple[np.ndarray | None, flo
             img = img[..., 0]
         if img.ndim == 3 and img.shape[-1] == 4:
             img = img[..., :3]
+        if img.dtype != scene.frames.dtype and img.dtype.kind in "ui":
+            scale = np.iinfo(scene.frames.dtype).max / np.iinfo(img.dtype).max
+            img = img.astype(np.float64) * scale
         out[tool] = (img, wall, "")
+    return out
+
+
+def oracle_inversion(scene: Any, fused: np.ndarray, *, floor: float = 0.05) -> np.ndarray | None:
+    """A bound for a halo correction: the layered inversion with the true layers and PSFs.
+
+    In the frame focused on the background (frame 0), the occluders are peeled off front to
+    back with their true colour, matte and kernel in that frame: ``J = (I - h*(F a)) / (1 -
+    h*a)`` (where ``1 - h*a >= floor``), then the layers are composited again through their
+    in-focus kernels. That replaces ``fused`` inside the halo band (where the background is
+    seen); elsewhere ``fused`` is kept. It knows the answer's ingredients, so it is not a
+    fuser: it tells what a correction with a perfect model of the scene reaches through the
+    frame's noise. None for scenes without layers or with focus breathing.
+    """
+    from nanoro_optics.fusion.scenes import _fold
+
+    if not getattr(scene, "layers", ()) or scene.magnification is not None:
+        return None
+    layers, kernels = scene.layers, scene.kernels
+    h, w = scene.truth.shape[:2]
+
+    def conv(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+        otf = np.fft.rfft2(_fold(kernel, (h, w)))
+        if img.ndim == 3:
+            return np.fft.irfft2(
+                np.fft.rfft2(img, axes=(0, 1)) * otf[..., None], s=(h, w), axes=(0, 1)
+            )
+        return np.fft.irfft2(np.fft.rfft2(img) * otf, s=(h, w))
+
+    j = scene.frames[0].astype(np.float64)
+    ok = np.ones((h, w), bool)
+    for i in range(len(layers) - 1, 0, -1):  # front to back
+        lay, k = layers[i], kernels[i][0]
+        d = 1.0 - conv(lay.matte, k)
+        ok &= d >= floor
+        j = (j - conv(lay.colour * lay.matte[..., None], k)) / np.maximum(d, floor)[..., None]
+    est = j
+    for i in range(1, len(layers)):  # back to front, each layer in focus
+        lay = layers[i]
+        k = kernels[i][int(lay.depth)]
+        a = conv(lay.matte, k)
+        est = conv(lay.colour * lay.matte[..., None], k) + (1.0 - a)[..., None] * est
+    out = np.asarray(fused, np.float64).copy()
+    use = scene.band & ok
+    out[use] = est[use]
     return out

@@ -9,17 +9,31 @@ Cases (``--quick`` shrinks every one):
 * memory against the number of frames: the CLI on 10 and on 40 frames (files cycled);
 * hard scenes (:mod:`nanoro_optics.fusion.scenes`, pillbox defocus, photon and read noise):
   12-bit RGB fluorescence, 8-bit occlusion with glow, 12-bit grey thick sample at 15 and 40
-  frames; PSNR, SSIM, halo-band ratio, flat-region PSNR, depth RMSE and coverage beside the
+  frames; PSNR, SSIM, halo-band PSNR, flat-region PSNR, depth RMSE and coverage beside the
   peers and a plain max-abs Laplacian pyramid (the yardstick, written in ``_hard.py``);
   on the scenes with object edges also the oracle selection of ``_hard.py``, which picks
   per coefficient the frame nearest the truth: not a fuser, the bound of any rule that
-  picks among the frames' coefficients.
+  picks among the frames' coefficients;
+* halo (:func:`nanoro_optics.fusion.scenes.occlusion_stack`), 512^2 x 11 RGB: every
+  occlusion variant (opaque, fibres, holes, dim, translucent, three layers, breathing; 8-
+  and 12-bit) under every PSF family (pillbox, Gaussian, vectorial with index mismatch):
+  halo-band PSNR and whole-image PSNR of this fuser (with ``halo="off"`` and ``"auto"``
+  when :class:`~nanoro_optics.fusion.FusionOptions` has that field, else its default),
+  the yardstick, enfuse and focusweave; the best peer per scene and the margins of ours
+  over it in dB (the aim: band >= best peer + 3 dB, whole >= best peer + 1.5 dB), and the
+  time the correction costs; beside them two bounds that know the answer (not peers): the
+  oracle selection and the layered inversion with the true layers and PSFs
+  (``_hard.oracle_inversion``); then the scenes without occlusion (clean, noisy, breathing,
+  16-bit, thick, fluorescence), whole-image PSNR of ours off and auto (the aim: within
+  0.05 dB).
 
 Peers found on the machine are run in the same run: ``enfuse`` (Debian package,
 ``--contrast-weight=1 --hard-mask``), ``focusweave`` and ``openfocus`` (PyPI). Wall times are
 the minimum of ``--repeats`` runs; the machine is shared, so read the ratios.
 
-Usage: ``python benchmarks/bench_fusion.py [--quick] [--json PATH]``.
+Usage: ``python benchmarks/bench_fusion.py [--quick] [--json PATH]``; the halo section
+alone: ``python benchmarks/bench_fusion.py --only-halo [--halo off|auto|both]
+[--halo-psf pillbox,...] [--halo-variants opaque,...]``.
 """
 
 from __future__ import annotations
@@ -38,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from nanoro_optics.fusion import fuse_stack, synthetic_stack
+from nanoro_optics.fusion.scenes import PSF_FAMILIES
 from nanoro_optics.fusion.synthetic import _magnify
 
 
@@ -270,6 +285,359 @@ def hard_case(kind: str, n: int, size: int, tmp: Path, peers: bool) -> list[dict
     return rows
 
 
+# --- halo: layered occlusion scenes, band and whole-image PSNR ------------------------------
+#: (case name, variant, bit depth, breathing) of the halo section, each under every PSF family
+HALO_CASES = (
+    ("opaque", "opaque", 8, 0.0),
+    ("fibres", "fibres", 8, 0.0),
+    ("holes", "holes", 8, 0.0),
+    ("dim", "dim", 12, 0.0),
+    ("translucent", "translucent", 12, 0.0),
+    ("layers3", "layers3", 12, 0.0),
+    ("breathing", "opaque", 8, 0.014),
+)
+#: the aims of the halo correction (dB over the best peer; dB from ours without it)
+HALO_BAND_MARGIN_DB = 3.0
+HALO_WHOLE_MARGIN_DB = 1.5
+HALO_NEUTRAL_DB = 0.05
+#: tools that are not this fuser: the best of them per scene is "the best peer"
+PEER_TOOLS = ("max-abs pyramid (yardstick)", "enfuse", "focusweave")
+
+
+def halo_modes(wanted: str) -> list[str | None]:
+    """This fuser's halo settings to run: ``[None]`` (its default) until the option exists."""
+    from nanoro_optics.fusion import FusionOptions
+
+    if "halo" not in FusionOptions.__dataclass_fields__:
+        return [None]
+    return ["off", "auto"] if wanted == "both" else [wanted]
+
+
+def ours_tool(mode: str | None) -> str:
+    return "nanoro_optics" if mode is None else f"nanoro_optics halo={mode}"
+
+
+def fuse_ours(frames: np.ndarray, mode: str | None, align: bool) -> tuple[Any, float]:
+    """This fuser with the halo setting ``mode`` (None: its defaults); (result, wall s)."""
+    from nanoro_optics.fusion import FusionOptions
+
+    options = None if mode is None else FusionOptions(halo=mode)  # type: ignore[call-arg]
+    t0 = time.perf_counter()
+    res = fuse_stack(frames, options, align=align)
+    return res, time.perf_counter() - t0
+
+
+#: kinds of stack (dtype, ndim, align) the fuser has already run on: its kernels compiled
+_WARM: set[tuple[str, int, bool]] = set()
+
+
+def best_of(
+    frames: np.ndarray, modes: list[str | None], align: bool, repeats: int
+) -> tuple[dict[str | None, Any], dict[str | None, float]]:
+    """Each halo setting ``repeats`` times, the settings alternating: results, min wall s.
+
+    The first stack of a kind (dtype, channels, alignment) is preceded by an untimed run
+    of every setting on a 96 px corner, so that compiling kernels is not timed.
+    """
+    results: dict[str | None, Any] = {}
+    walls: dict[str | None, float] = {m: np.inf for m in modes}
+    kind = (frames.dtype.str, frames.ndim, align)
+    if kind not in _WARM:
+        for mode in modes:
+            fuse_ours(np.ascontiguousarray(frames[:, :96, :96]), mode, align)
+        _WARM.add(kind)
+    for _ in range(repeats):
+        for mode in modes:
+            results[mode], wall = fuse_ours(frames, mode, align)
+            walls[mode] = min(walls[mode], wall)
+    return results, walls
+
+
+def halo_report(res: Any) -> dict[str, Any]:
+    """What the fuser's result tells of its halo correction (any ``halo*`` attribute)."""
+    out: dict[str, Any] = {}
+    for name in dir(res):
+        if not name.startswith("halo"):
+            continue
+        v = getattr(res, name)
+        if isinstance(v, np.ndarray):
+            out[f"{name}_mean"] = float(np.mean(v)) if v.size else float("nan")
+        elif isinstance(v, (int, float, str, bool)):
+            out[name] = v
+    return out
+
+
+def halo_scorer(scene: Any, align: bool) -> Any:
+    """Score function (img -> band PSNR, whole PSNR) against the truth.
+
+    A margin of 8 px (3 % of the side with breathing) is left out of both; with
+    breathing the truth and its band are also tried at the first and last frames'
+    magnifications (the geometry an aligner may keep) and the best geometry is taken.
+    """
+    from _hard import psnr
+
+    from nanoro_optics.fusion.synthetic import _magnify
+
+    h, w = scene.truth.shape[:2]
+    m = max(8, int(0.03 * max(h, w))) if align else 8
+    sl = (slice(m, h - m), slice(m, w - m))
+    geoms = [(scene.truth, scene.band)]
+    if align and scene.magnification is not None:
+        for mag in (float(scene.magnification[0]), float(scene.magnification[-1])):
+            t = _magnify(scene.truth, mag, 3)
+            b = _magnify(scene.band.astype(np.float64), mag, 1) > 0.5
+            geoms.append((t, b))
+    full = float(scene.white_level)
+
+    def score(img: np.ndarray) -> tuple[float, float]:
+        img = np.asarray(img, np.float64)
+        best = max(geoms, key=lambda g: psnr(img[sl], g[0][sl], full))
+        t, b = best[0][sl], best[1][sl]
+        return psnr(img[sl], t, full, b), psnr(img[sl], t, full)
+
+    return score
+
+
+def halo_case(
+    name: str,
+    variant: str,
+    psf: str,
+    bits: int,
+    breathing: float,
+    size: int,
+    n: int,
+    tmp: Path,
+    peers: bool,
+    modes: list[str | None],
+    repeats: int = 1,
+) -> list[dict[str, Any]]:
+    """One occlusion scene: this fuser (each halo mode), the yardstick and the peers."""
+    import _hard
+
+    from nanoro_optics.fusion.scenes import occlusion_stack
+
+    t0 = time.perf_counter()
+    scene = occlusion_stack(
+        (size, size), n, variant=variant, psf=psf, bit_depth=bits, breathing=breathing, seed=3
+    )
+    case = f"halo {name} {psf}"
+    print(
+        f"  made {case} {size}^2 x {n} ({bits}-bit, band {scene.band_px:.1f} px, "
+        f"{100 * scene.band.mean():.1f} % of the image) in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
+    align = breathing > 0
+    score = halo_scorer(scene, align)
+    common = dict(case=case, variant=variant, psf=psf, bits=bits, band_px=scene.band_px)
+    rows = []
+    first = None
+    results, walls = best_of(scene.frames, modes, align, repeats)
+    for mode in modes:
+        res, wall = results[mode], walls[mode]
+        first = res.image if first is None else first
+        band, whole = score(res.image)
+        rows.append(
+            dict(
+                common,
+                tool=ours_tool(mode),
+                band_psnr_db=band,
+                psnr_db=whole,
+                wall_s=wall,
+                **halo_report(res),
+            )
+        )
+    t0 = time.perf_counter()
+    band, whole = score(_hard.maxabs_pyramid(scene.frames))
+    rows.append(
+        dict(
+            common,
+            tool=PEER_TOOLS[0],
+            band_psnr_db=band,
+            psnr_db=whole,
+            wall_s=time.perf_counter() - t0,
+        )
+    )
+    # not a peer: a perfect model of the scene inverted in the band, ours elsewhere
+    t0 = time.perf_counter()
+    bound = _hard.oracle_inversion(scene, first)
+    if bound is not None:
+        band, whole = score(bound)
+        rows.append(
+            dict(
+                common,
+                tool="oracle inversion (knows layers and PSFs)",
+                band_psnr_db=band,
+                psnr_db=whole,
+                wall_s=time.perf_counter() - t0,
+            )
+        )
+    if not align:  # not a peer: the bound of any rule that picks among the frames' coefficients
+        t0 = time.perf_counter()
+        band, whole = score(_hard.oracle_selection(scene.frames, scene.truth))
+        rows.append(
+            dict(
+                common,
+                tool="oracle selection (knows the truth)",
+                band_psnr_db=band,
+                psnr_db=whole,
+                wall_s=time.perf_counter() - t0,
+            )
+        )
+    if peers:
+        label = case.replace(" ", "_")
+        for tool, (img, wall_s, err) in _hard.peer_images(
+            scene, tmp, name=label, align=align
+        ).items():
+            if img is None:
+                rows.append(dict(common, tool=tool, error=err))
+                continue
+            if img.shape != scene.truth.shape:
+                rows.append(dict(common, tool=tool, error=f"output shape {img.shape}"))
+                continue
+            band, whole = score(img)
+            rows.append(dict(common, tool=tool, band_psnr_db=band, psnr_db=whole, wall_s=wall_s))
+    return rows
+
+
+def halo_summary(rows: list[dict[str, Any]], modes: list[str | None]) -> list[dict[str, Any]]:
+    """Per halo scene: ours (off, auto), the best peer per metric, the margins, the aims."""
+    out = []
+    mine = ours_tool(modes[-1])  # "auto" when it exists, else the default
+    base = ours_tool(modes[0])
+    for case in dict.fromkeys(r["case"] for r in rows if r["case"].startswith("halo ")):
+        got = {r["tool"]: r for r in rows if r["case"] == case and "psnr_db" in r}
+        peer = {t: got[t] for t in PEER_TOOLS if t in got}
+        if mine not in got or not peer:
+            continue
+        best_band = max(peer, key=lambda t: peer[t]["band_psnr_db"])
+        best_whole = max(peer, key=lambda t: peer[t]["psnr_db"])
+        band_margin = got[mine]["band_psnr_db"] - peer[best_band]["band_psnr_db"]
+        whole_margin = got[mine]["psnr_db"] - peer[best_whole]["psnr_db"]
+        row = dict(
+            case=case,
+            ours=mine,
+            ours_band_db=got[mine]["band_psnr_db"],
+            ours_whole_db=got[mine]["psnr_db"],
+            best_peer_band=best_band,
+            best_peer_band_db=peer[best_band]["band_psnr_db"],
+            best_peer_whole=best_whole,
+            best_peer_whole_db=peer[best_whole]["psnr_db"],
+            band_margin_db=band_margin,
+            whole_margin_db=whole_margin,
+            meets_aim=bool(
+                band_margin >= HALO_BAND_MARGIN_DB and whole_margin >= HALO_WHOLE_MARGIN_DB
+            ),
+        )
+        if mine != base and base in got:
+            row["off_band_db"] = got[base]["band_psnr_db"]
+            row["off_whole_db"] = got[base]["psnr_db"]
+            row["correction_s"] = got[mine]["wall_s"] - got[base]["wall_s"]
+            row["correction_share"] = row["correction_s"] / got[base]["wall_s"]
+        out.append(row)
+    return out
+
+
+def halo_neutral_cases(
+    size: int, n: int, modes: list[str | None], repeats: int = 1
+) -> list[dict[str, Any]]:
+    """Scenes without occlusion: whole-image PSNR of ours with each halo mode."""
+    from _hard import psnr
+
+    from nanoro_optics.fusion import scene_stack
+
+    scenes: list[tuple[str, Any, float, bool]] = [
+        ("clean", synthetic_stack((size, size), n, seed=11), 255.0, False),
+        ("noisy3DN", synthetic_stack((size, size), n, seed=11, noise_dn=3.0), 255.0, False),
+        ("breathing1.4%", synthetic_stack((size, size), n, seed=11, breathing=0.014), 255.0, True),
+        ("16bit", synthetic_stack((size, size), n, seed=11, dtype=np.uint16), 65535.0, False),
+    ]
+    for kind in ("thick", "fluorescence"):
+        s = scene_stack(kind, (size, size), n, seed=3)
+        scenes.append((kind, s, float(s.white_level), False))
+    rows = []
+    for name, stack, full, align in scenes:
+        m = int(0.03 * size) if align else 0
+        sl = (slice(m, size - m), slice(m, size - m))
+        row: dict[str, Any] = dict(case=f"no occlusion {name}")
+        results, walls = best_of(stack.frames, modes, align, repeats)
+        for mode in modes:
+            res, wall = results[mode], walls[mode]
+            truth = stack.truth
+            if align:  # the geometry the aligner keeps: the truth or the first frame's
+                from nanoro_optics.fusion.synthetic import _magnify
+
+                alt = _magnify(np.asarray(truth, np.float64), float(stack.magnification[0]), 3)
+                truth = max((truth, alt), key=lambda t: psnr(res.image[sl], t[sl], full))
+            key = mode or "default"
+            row[f"psnr_{key}_db"] = psnr(res.image[sl], truth[sl], full)
+            row[f"wall_{key}_s"] = wall
+        if len(modes) == 2:
+            row["auto_minus_off_db"] = row["psnr_auto_db"] - row["psnr_off_db"]
+            row["correction_share"] = row["wall_auto_s"] / row["wall_off_s"] - 1.0
+            row["meets_aim"] = bool(abs(row["auto_minus_off_db"]) <= HALO_NEUTRAL_DB)
+        print("  ", json.dumps(row, default=float), flush=True)
+        rows.append(row)
+    return rows
+
+
+def halo_real_case(
+    folder: Path, modes: list[str | None], crops: Path, crop_px: int = 256
+) -> dict[str, Any]:
+    """A real stack (a folder of frames, sorted by name): ours with each halo setting.
+
+    Reports each setting's wall time and what its result tells of the correction; with
+    two settings also where they differ (share of pixels more than 2 DN apart, the largest
+    difference) and writes side-by-side crops (off | auto, ``crop_px`` square) of the
+    three places they differ most to ``crops`` for a look: no truth here.
+    """
+    import imageio.v3 as iio
+
+    names = sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif")
+    )
+    frames = np.stack([read_image(p) for p in names])
+    row: dict[str, Any] = dict(case=f"real {folder.name}", frames=len(names))
+    images = {}
+    for mode in modes:
+        res, wall = fuse_ours(frames, mode, True)
+        key = mode or "default"
+        images[key] = np.asarray(res.image, np.float64)
+        row[f"wall_{key}_s"] = wall
+        row.update({f"{k}_{key}": v for k, v in halo_report(res).items()})
+    if len(images) == 2:
+        diff = np.abs(images["auto"] - images["off"])
+        diff = diff.max(-1) if diff.ndim == 3 else diff
+        row["changed_share_2dn"] = float(np.mean(diff > 2.0))
+        row["max_change_dn"] = float(diff.max())
+        crops.mkdir(parents=True, exist_ok=True)
+        h, w = diff.shape
+        c = min(crop_px, h, w)
+        score = diff.copy()
+        for k in range(3):
+            if score.max() <= 0:  # no more places where they differ
+                break
+            y, x = np.unravel_index(int(np.argmax(score)), score.shape)
+            y0, x0 = int(np.clip(y - c // 2, 0, h - c)), int(np.clip(x - c // 2, 0, w - c))
+            pair = [images[m][y0 : y0 + c, x0 : x0 + c] for m in ("off", "auto")]
+            side = np.concatenate([pair[0], np.zeros_like(pair[0][:, :4]), pair[1]], axis=1)
+            out = crops / f"{folder.name}_{k}_y{y0}_x{x0}.png"
+            iio.imwrite(out, np.clip(np.rint(side), 0, 255).astype(np.uint8))
+            score[max(y0 - c // 2, 0) : y0 + 3 * c // 2, max(x0 - c // 2, 0) : x0 + 3 * c // 2] = -1
+        row["crops"] = str(crops)
+    print("  ", json.dumps(row, default=float), flush=True)
+    return row
+
+
+def print_table(rows: list[dict[str, Any]], cols: list[str]) -> None:
+    print(" | ".join(cols))
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            cells.append(f"{v:.2f}" if isinstance(v, float) else str(v))
+        print(" | ".join(cells))
+
+
 def speed_case(
     shape: tuple[int, int], n: int, tmp: Path, repeats: int, peers: bool
 ) -> list[dict[str, Any]]:
@@ -383,9 +751,49 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-quality", action="store_true", help="skip the 1024^2 quality cases")
     ap.add_argument("--no-hard", action="store_true", help="skip the hard scenes")
     ap.add_argument("--only-hard", action="store_true", help="only the hard scenes")
+    ap.add_argument("--no-halo", action="store_true", help="skip the halo section")
+    ap.add_argument("--only-halo", action="store_true", help="only the halo section")
+    ap.add_argument(
+        "--halo",
+        choices=("off", "auto", "both"),
+        default="both",
+        help="this fuser's halo setting(s) in the halo section (when the option exists)",
+    )
+    ap.add_argument(
+        "--halo-psf",
+        default=",".join(PSF_FAMILIES),
+        help="comma-separated PSF families of the halo scenes",
+    )
+    ap.add_argument(
+        "--halo-variants",
+        default=",".join(c[0] for c in HALO_CASES),
+        help="comma-separated halo cases (" + ", ".join(c[0] for c in HALO_CASES) + ")",
+    )
+    ap.add_argument("--no-neutral", action="store_true", help="skip the no-occlusion check")
+    ap.add_argument(
+        "--real",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of a real stack's frames for the halo section (repeatable)",
+    )
+    ap.add_argument(
+        "--crops", default="bench_results/halo_crops", help="where the real stacks' crops go"
+    )
     args = ap.parse_args(argv)
+    halo_psfs = [p for p in args.halo_psf.split(",") if p]
+    halo_names = [v for v in args.halo_variants.split(",") if v]
+    for p in halo_psfs:
+        if p not in PSF_FAMILIES:
+            ap.error(f"--halo-psf: {p!r} is not one of {PSF_FAMILIES}")
+    for v in halo_names:
+        if v not in [c[0] for c in HALO_CASES]:
+            ap.error(f"--halo-variants: {v!r} is not one of {[c[0] for c in HALO_CASES]}")
     repeats = args.repeats or (1 if args.quick else 2)
     size, n = (384, 9) if args.quick else (1024, 15)
+    halo_size, halo_n = (256, 7) if args.quick else (512, 11)
+    modes = halo_modes(args.halo)
+    print("halo settings of this fuser:", ", ".join(ours_tool(m) for m in modes))
     large, n_large = ((1200, 900), 8) if args.quick else ((3000, 4000), 20)
 
     found = {t: shutil.which(t) for t in ("enfuse", "focusweave", "openfocus")}
@@ -403,7 +811,35 @@ def main(argv: list[str] | None = None) -> int:
             ("16bit", dict(dtype=np.uint16), 65535.0, False),
         ]
         if args.only_hard:
-            args.no_quality = args.no_large = True
+            args.no_quality = args.no_large = args.no_halo = True
+        if args.only_halo:
+            args.no_quality = args.no_large = args.no_hard = True
+        for name, variant, bits, breathing in [] if args.no_halo else HALO_CASES:
+            if name not in halo_names:
+                continue
+            for psf in halo_psfs:
+                print(f"case halo {name} {psf}", flush=True)
+                new = halo_case(
+                    name,
+                    variant,
+                    psf,
+                    bits,
+                    breathing,
+                    halo_size,
+                    halo_n,
+                    tmp,
+                    peers,
+                    modes,
+                    repeats,
+                )
+                for r in new:
+                    print("  ", json.dumps(r, default=float), flush=True)
+                rows += new
+        neutral: list[dict[str, Any]] = []
+        if not args.no_halo and not args.no_neutral:
+            print(f"case no occlusion {halo_size}^2 x {halo_n}", flush=True)
+            neutral = halo_neutral_cases(halo_size, halo_n, modes, repeats)
+        real = [halo_real_case(Path(d), modes, Path(args.crops)) for d in args.real]
         for kind, n_hard in [] if args.no_hard else HARD_CASES:
             print(f"case hard {kind} x {n_hard}", flush=True)
             new = hard_case(kind, n_hard, size, tmp, peers)
@@ -445,24 +881,60 @@ def main(argv: list[str] | None = None) -> int:
         "depth_coverage",
         "wrong_told",
         "right_told",
-        "halo_ratio",
-        "band_rmse_dn",
-        "far_rmse_dn",
+        "band_psnr_db",
         "flat_psnr_db",
         "error",
     ]
     print()
-    print(" | ".join(cols))
-    for r in rows:
-        cells = []
-        for c in cols:
-            v = r.get(c, "")
-            cells.append(f"{v:.3f}" if isinstance(v, float) else str(v))
-        print(" | ".join(cells))
+    print_table(rows, cols)
+    summary = halo_summary(rows, modes)
+    if summary:
+        print(
+            f"\nhalo: ours ({summary[0]['ours']}) against the best peer per scene; aim band >= "
+            f"+{HALO_BAND_MARGIN_DB} dB and whole >= +{HALO_WHOLE_MARGIN_DB} dB"
+        )
+        print_table(
+            summary,
+            [
+                "case",
+                "ours_band_db",
+                "best_peer_band",
+                "best_peer_band_db",
+                "band_margin_db",
+                "ours_whole_db",
+                "best_peer_whole",
+                "best_peer_whole_db",
+                "whole_margin_db",
+                "off_band_db",
+                "off_whole_db",
+                "correction_s",
+                "correction_share",
+                "meets_aim",
+            ],
+        )
+        print(f"scenes meeting the aim: {sum(r['meets_aim'] for r in summary)} of {len(summary)}")
+    if neutral:
+        print(f"\nno occlusion: ours, whole-image PSNR (aim: auto within {HALO_NEUTRAL_DB} dB)")
+        print_table(neutral, list(dict.fromkeys(k for r in neutral for k in r)))
+    if real:
+        print("\nreal stacks: ours with each halo setting (crops of where they differ)")
+        print_table(real, list(dict.fromkeys(k for r in real for k in r)))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
-        json.dumps(dict(peers_found=found, quick=args.quick, rows=rows), indent=1, default=float)
+        json.dumps(
+            dict(
+                peers_found=found,
+                quick=args.quick,
+                halo_modes=[ours_tool(m) for m in modes],
+                rows=rows,
+                halo_summary=summary,
+                halo_neutral=neutral,
+                halo_real=real,
+            ),
+            indent=1,
+            default=float,
+        )
     )
     print(f"\nwrote {out}")
     return 0
