@@ -494,12 +494,15 @@ def _fuse(
     if track:
         result = fuser.result(release=True)
         if options.halo != "off":  # reads the frames it needs near occluding edges again
-            from .fusion.halo import apply_halo
+            from .fusion.halo import aligned_frames, apply_halo
 
             dtype = np.dtype(result.image.dtype)
+            again: Any = _FramesAgain(files)
+            if fuser._aligner is not None:
+                again = aligned_frames(again, fuser._aligner)
             result = apply_halo(
                 result,
-                _FramesAgain(files),
+                again,
                 options,
                 noise_dn=fuser.noise_dn,
                 white_level=None if dtype.kind == "f" else fuser._white,

@@ -157,12 +157,15 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
         raise ValueError("frames is empty: a focus stack needs at least one frame")
     res = fuser.result(release=True)
     if opts.halo != "off":
-        from .halo import apply_halo
+        from .halo import aligned_frames, apply_halo
 
         white = None if fuser._dtype is None or fuser._dtype.kind == "f" else fuser._white
+        again: Any = frames if isinstance(frames, np.ndarray) else None
+        if again is not None and fuser._aligner is not None:
+            again = aligned_frames(again, fuser._aligner)
         res = apply_halo(
             res,
-            frames if isinstance(frames, np.ndarray) else None,
+            again,
             opts,
             noise_dn=fuser.noise_dn,
             white_level=white,

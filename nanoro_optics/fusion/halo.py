@@ -64,7 +64,14 @@ import numpy as np
 from .options import HALO_MODES, FusionOptions
 from .result import FusionResult
 
-__all__ = ["HALO_MODES", "HaloReport", "apply_halo", "correct_halo", "depth_in_frames"]
+__all__ = [
+    "HALO_MODES",
+    "HaloReport",
+    "aligned_frames",
+    "apply_halo",
+    "correct_halo",
+    "depth_in_frames",
+]
 
 #: side of the tiles the correction works in (px); each is read with a margin of the blur
 TILE_PX = 128
@@ -88,9 +95,6 @@ ZONE_PX = 12
 DAMPING = 0.02
 #: sigma (px) of the smallest Gaussian of the fitted point-spread functions (diffraction)
 SIGMA0_PX = 0.5
-_DEBUG: list[dict[str, Any]] | None = None
-_DEBUG_ACCEPT_ALL = False
-_DEBUG_SIZE: tuple[float, float] | None = None
 
 FrameSource = np.ndarray | Callable[[int], np.ndarray] | Sequence[np.ndarray]
 
@@ -331,7 +335,7 @@ def apply_halo(
     The finishing step of :func:`~nanoro_optics.fusion.fuse_stack` and the file pipeline:
     with ``halo="off"`` the result as it is (``halo`` None); with ``"auto"`` the image
     corrected by :func:`correct_halo` and its :class:`HaloReport` in ``result.halo``. When
-    the correction cannot run (``frames`` None, aligned frames, a depth map not in frames),
+    the correction cannot run (``frames`` None, a depth map not in frames),
     the image is left as it is and the report's ``note`` says why (``note`` given here).
 
     Parameters
@@ -339,7 +343,8 @@ def apply_halo(
     result : FusionResult
         The pyramid fusion's result (uncropped).
     frames : array, sequence or callable, or None
-        The frames again (see :func:`correct_halo`); None when they cannot be read again.
+        The frames again (see :func:`correct_halo`), on the result's pixel grid (aligned
+        frames warped again: :func:`aligned_frames`); None when they cannot be read again.
     options : FusionOptions
     noise_dn : float or array_like
         The fuser's noise estimate (DN, per channel).
@@ -359,9 +364,7 @@ def apply_halo(
     why = note
     if frames is None and not why:
         why = "the frames cannot be read again (a one-shot iterable)"
-    if options.align:
-        why = "aligned frames: the correction needs the frames on the result's grid"
-    elif depth is None:
+    if depth is None:
         why = "the depth map is corrected for an index mismatch (not in frames)"
     if why or frames is None or depth is None:
         return dataclasses.replace(result, halo=HaloReport.skipped(shape, why))
@@ -375,6 +378,35 @@ def apply_halo(
         confidence=result.confidence,
     )
     return dataclasses.replace(result, image=image, halo=report)
+
+
+def aligned_frames(frames: FrameSource, aligner: Any) -> Callable[[int], np.ndarray]:
+    """Frame ``k`` of ``frames`` warped onto the fused image's grid as the fuser warped it.
+
+    Parameters
+    ----------
+    frames : array, sequence or callable
+        The frames as recorded (see :func:`correct_halo`).
+    aligner : FrameAligner
+        The fuser's aligner (its ``transforms``: each frame's matrix to the output grid).
+
+    Returns
+    -------
+    callable
+        ``source(k)``: the warped frame ``k``.
+    """
+    from .align import warp_frame
+
+    get = _frame_getter(frames, len(aligner.transforms))
+
+    def source(k: int) -> np.ndarray:
+        frame = np.asarray(get(k))
+        matrix = aligner.transforms[k]
+        if np.array_equal(matrix, np.eye(3)[:2]):  # on the grid already (as the fuser does)
+            return frame
+        return warp_frame(frame, matrix, order=aligner.order)
+
+    return source
 
 
 # --------------------------------------------------------------------------------------------
@@ -639,8 +671,6 @@ def _solve_tile(
         return None
     _, cached, size, t, layers = min(tried, key=lambda v: v[0])
     size, t = layers.refine(size, t, fit_frames, narrow=cached)
-    if _DEBUG_SIZE is not None:
-        size, t = _DEBUG_SIZE
     done = layers.render(size, t, p.check_frames)
     if done is None:
         return None
@@ -649,11 +679,6 @@ def _solve_tile(
     # --- the check: the frames between the two layers' (not used above), re-rendered
     local = ndimage.uniform_filter(res2, CHECK_WINDOW_PX, mode="nearest")
     accept = band & (local <= CHECK_SIGMAS**2)
-    if _DEBUG is not None:
-        _DEBUG.append(
-            dict(win=p.win, kf=layers.kf, kb=layers.kb, size=size, t=t, local=local, band=band)
-        )
-        accept = band if _DEBUG_ACCEPT_ALL else accept
     return value, accept, band, res2 * float((sigma**2).mean())
 
 

@@ -62,6 +62,21 @@ class FusionResult:
     depth_kind: str = "nominal"
     halo: HaloReport | None = None
 
+    @property
+    def halo_map(self) -> np.ndarray | None:
+        """Bool ``(H, W)``: where the halo correction acted (None with ``halo="off"``)."""
+        return None if self.halo is None else self.halo.corrected
+
+    @property
+    def halo_fraction(self) -> float:
+        """Fraction of the image the halo correction replaced (0 with ``halo="off"``)."""
+        return 0.0 if self.halo is None else self.halo.corrected_fraction
+
+    @property
+    def halo_residual_dn(self) -> float:
+        """RMS residual (DN) of the halo correction's check over its map (NaN: none)."""
+        return float("nan") if self.halo is None else self.halo.residual_dn
+
     def cropped(self, bbox: tuple[int, int, int, int]) -> FusionResult:
         """Return the result cut to ``bbox = (y0, y1, x0, x1)`` (contiguous copies)."""
         y0, y1, x0, x1 = (int(v) for v in bbox)
