@@ -55,6 +55,7 @@ References
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -183,16 +184,36 @@ def psf_otf(shape: tuple[int, int], radius_px: float, sigma_px: float) -> np.nda
     """
     from scipy import special
 
-    h, w = shape
-    fy = np.fft.fftfreq(h)[:, None]
-    fx = np.fft.rfftfreq(w)[None, :]
-    f = np.hypot(fy, fx)
+    f = _frequencies(int(shape[0]), int(shape[1]))
     otf = np.exp(-2.0 * np.pi**2 * float(sigma_px) ** 2 * f**2)
     if radius_px > 0:
         x = 2.0 * np.pi * float(radius_px) * f
-        safe = np.where(x > 1e-8, x, 1.0)
-        otf = otf * np.where(x > 1e-8, 2.0 * special.j1(safe) / safe, 1.0)
+        if float(x.max()) <= _AIRY_X[-1]:  # the tabulated Airy amplitude (5e-6 at most off)
+            otf *= np.interp(x, _AIRY_X, _airy_table())
+        else:
+            safe = np.where(x > 1e-8, x, 1.0)
+            otf *= np.where(x > 1e-8, 2.0 * special.j1(safe) / safe, 1.0)
     return otf
+
+
+#: arguments of the tabulated ``2 J1(x) / x`` (a pillbox's transfer function)
+_AIRY_X = np.linspace(0.0, 2.0 * np.pi * 0.75 * 2 * 48.0, 2**17)
+
+
+@functools.lru_cache(maxsize=1)
+def _airy_table() -> np.ndarray:
+    from scipy import special
+
+    x = np.where(_AIRY_X > 0, _AIRY_X, 1.0)
+    return np.where(_AIRY_X > 0, 2.0 * special.j1(x) / x, 1.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _frequencies(h: int, w: int) -> np.ndarray:
+    """Radial frequency (cycles per px) of the ``rfft2`` layout of an ``(h, w)`` image."""
+    f = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :])
+    f.flags.writeable = False
+    return f
 
 
 def _family(size_px: float, shape_t: float) -> tuple[float, float]:
@@ -234,15 +255,32 @@ class _Blurrer:
 
 
 def _extend(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
-    """Normalised convolution: ``values`` (C, H, W) known where ``weight`` > 0, extended."""
+    """Normalised convolution: ``values`` (C, H, W) known where ``weight`` > 0, extended.
+
+    A Gaussian of ``sigma`` px; from 4 px on computed at half resolution (the fields it
+    extends are smooth at that scale) and interpolated back.
+    """
     from scipy import ndimage
 
-    den = ndimage.gaussian_filter(weight.astype(np.float64), sigma, mode="nearest")
-    out = np.empty(values.shape)
-    for c in range(values.shape[0]):
-        num = ndimage.gaussian_filter(values[c] * weight, sigma, mode="nearest")
-        out[c] = num / np.maximum(den, 1e-6)
-    return out
+    w = weight.astype(np.float64)
+    if sigma < 4.0:
+        den = ndimage.gaussian_filter(w, sigma, mode="nearest")
+        num = np.stack([ndimage.gaussian_filter(v * w, sigma, mode="nearest") for v in values])
+        return num / np.maximum(den, 1e-6)[None]
+    c, h, wd = values.shape
+    h2, w2 = (h + 1) // 2, (wd + 1) // 2
+    vw = np.pad(values * w[None], ((0, 0), (0, 2 * h2 - h), (0, 2 * w2 - wd)), mode="edge")
+    ww = np.pad(w, ((0, 2 * h2 - h), (0, 2 * w2 - wd)), mode="edge")
+    vw = vw.reshape(c, h2, 2, w2, 2).mean((2, 4))
+    ww = ww.reshape(h2, 2, w2, 2).mean((1, 3))
+    den = ndimage.gaussian_filter(ww, sigma / 2, mode="nearest")
+    small = np.stack([ndimage.gaussian_filter(v, sigma / 2, mode="nearest") for v in vw])
+    small /= np.maximum(den, 1e-6)[None]
+    # back to full resolution: each sample repeated over its 2 x 2 pixels, then a 2 x 2
+    # mean (bilinear weights between the samples)
+    big = np.repeat(np.repeat(small, 2, axis=1), 2, axis=2)
+    big = ndimage.uniform_filter(big, size=(1, 2, 2), mode="nearest", origin=(0, -1, -1))
+    return big[:, :h, :wd]
 
 
 def _edge_tiles(
@@ -776,26 +814,41 @@ class _Layers:
             blurrer=_Blurrer(np.concatenate([prem, alpha[None]], axis=0), pad),
         )
 
-    def _cost(self, size: float, t: float, sel: np.ndarray) -> float:
+    def _cost(
+        self, blurrer: _Blurrer, i_b: np.ndarray, size: float, t: float, sel: np.ndarray
+    ) -> float:
         """Misfit of frame kb by glow + attenuated background of one level per channel."""
-        bl = self.blurrer.blur(*_family(size, t))
-        i_b = self.crop[self.kb]
+        bl = blurrer.blur(*_family(size, t))
         y = (i_b - bl[: self.nc])[:, sel]
         x = (1.0 - bl[self.nc])[sel]
         mu = (y * x).sum(1) / max(float((x * x).sum()), 1e-12)
         return float(((y - mu[:, None] * x[None]) ** 2).mean())
 
     def coarse_fit(self) -> tuple[float, float]:
-        """Fit the PSF (size, shape) to frame kb's glow over a level background."""
-        sel = self.dist_edge <= MAX_BLUR_PX
-        sizes = np.geomspace(0.5, MAX_BLUR_PX / 2.5, 24)
-        costs = [self._cost(float(sz), 1.0, sel) for sz in sizes]
+        """Fit the PSF (size, shape) to frame kb's glow over a level background.
+
+        On the window at half resolution (2 x 2 means; sizes in half-resolution px, the
+        diffraction Gaussian's share neglected): a start for :meth:`refine`.
+        """
+
+        def half(a: np.ndarray) -> np.ndarray:
+            h2, w2 = a.shape[-2] // 2, a.shape[-1] // 2
+            a = a[..., : 2 * h2, : 2 * w2]
+            return a.reshape(*a.shape[:-2], h2, 2, w2, 2).mean((-3, -1))
+
+        planes = np.concatenate([self.prem, self.alpha[None]], axis=0)
+        blurrer = _Blurrer(half(planes), self.pad // 2 + 2)
+        i_b = half(self.crop[self.kb])
+        dist = half(self.dist_edge) / 2.0
+        sel = dist <= MAX_BLUR_PX / 2
+        sizes = np.geomspace(0.5, MAX_BLUR_PX / 2.5, 16)
+        costs = [self._cost(blurrer, i_b, float(sz) / 2, 1.0, sel) for sz in sizes]
         size = float(sizes[int(np.argmin(costs))])
-        sel = self.dist_edge <= min(2.5 * size + 4, MAX_BLUR_PX)
+        sel = dist <= min(2.5 * size + 4, MAX_BLUR_PX) / 2
         best = (np.inf, size, 1.0)
         for t in (0.0, 0.5, 1.0):
             for sz in size * np.geomspace(0.8, 1.25, 5):
-                c = self._cost(float(sz), t, sel)
+                c = self._cost(blurrer, i_b, float(sz) / 2, t, sel)
                 if c < best[0]:
                     best = (c, float(sz), t)
         return best[1], best[2]
@@ -804,8 +857,8 @@ class _Layers:
         self, size: float, t: float, frames: Sequence[int], *, narrow: bool
     ) -> tuple[float, float]:
         """Refine the PSF on re-rendered ``frames`` (not the inverted frame kb)."""
-        shapes = [t] if narrow else sorted({t, 0.0, 0.5, 1.0})
-        factors = (0.96, 1.0, 1.04) if narrow else (0.9, 0.95, 1.0, 1.05, 1.1)
+        shapes = [t] if narrow else sorted({t, 0.0, 1.0})
+        factors = (0.96, 1.0, 1.04) if narrow else (0.92, 1.0, 1.08)
         scored = []
         for tt in shapes:
             for f in factors:
@@ -815,7 +868,7 @@ class _Layers:
         if not scored:
             return size, t
         best = min(scored)
-        for f in (0.98, 1.02):
+        for f in (0.96, 0.98, 1.02, 1.04):
             out = self.render(best[1] * f, best[2], frames)
             if out is not None and out[3] < best[0]:
                 best = (out[3], best[1] * f, best[2])
@@ -836,9 +889,11 @@ class _Layers:
         i_b = self.crop[self.kb]
         bl = self.blurrer.blur(*_family(size, t))
         hp, tr = bl[:nc], 1.0 - bl[nc]
-        visible = (~self.front & self.fin & (self.dist_out > radius)).astype(np.float64)
-        # invert with damping (toward the local background level where the glow hides it)
-        prior = _extend(i_b, visible, max(radius / 2, 2.0))
+        # invert with damping, toward the local background level where the glow hides it:
+        # the undamped inversion averaged with its reliability (the transmission squared)
+        raw = (i_b - hp) / np.maximum(tr, 0.1)[None]
+        reliable = np.clip(tr, 0.0, 1.0) ** 2 * (~self.front & self.fin)
+        prior = _extend(raw, reliable, max(radius / 2, 2.0))
         back = ((i_b - hp) * tr[None] + DAMPING * prior) / (tr**2 + DAMPING)[None]
         value = self.prem + (1.0 - self.alpha)[None] * back
         band = (self.dist_out <= radius) & ~self.inner
