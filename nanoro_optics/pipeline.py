@@ -384,10 +384,10 @@ def _fix_mmap_threshold(threshold_bytes: int = 1 << 20) -> bool:
 
 
 class _FramesAgain:
-    """Frame ``k`` of the files again, for the halo correction (asked in increasing ``k``).
+    """Frame ``k`` of the files again, for the halo correction (mostly asked in increasing ``k``).
 
     One file per frame: that file alone is decoded; else (multi-page TIFFs) the frames are
-    decoded in order up to ``k``.
+    decoded in order up to ``k`` (from the first again when ``k`` goes back).
     """
 
     def __init__(self, files: list[Path]) -> None:
@@ -404,7 +404,8 @@ class _FramesAgain:
 
         if self._single:
             return next(iter(nio.FileDecoder(reuse_buffer=False).frames(self._files[k])))
-        assert self._iter is not None
+        if self._iter is None or k < self._k:
+            self._iter, self._k = nio.iter_frames(self._files), -1
         while self._k < k:
             frame = next(self._iter)
             self._k, self._image = frame.index, frame.image

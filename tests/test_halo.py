@@ -185,3 +185,19 @@ def test_psf_transfer_function_is_normalised_and_bounded(radius: float, sigma: f
     otf = psf_otf((24, 24), radius, sigma)
     assert otf[0, 0] == pytest.approx(1.0)
     assert np.all(np.abs(otf) <= 1.0 + OTF_ROUNDING)
+
+
+def test_windows_read_in_batches_give_the_same_correction(occlusion, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import tifffile
+
+    import nanoro_optics.fusion.halo as halo
+    from nanoro_optics.pipeline import fuse_files
+
+    scene, _, auto = occlusion
+    monkeypatch.setattr(halo, "CROP_BUDGET_BYTES_PER_PX", 0)  # one tile per batch
+    again = fuse_stack(scene.frames, halo="auto")
+    assert np.array_equal(again.image, auto.image)
+    # a multi-page TIFF is decoded from its first page again for every batch
+    tifffile.imwrite(tmp_path / "stack.tif", scene.frames, photometric="rgb")
+    res = fuse_files(tmp_path / "stack.tif", FusionOptions(halo="auto"))
+    assert np.array_equal(res.image, auto.image)

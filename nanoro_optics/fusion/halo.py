@@ -15,23 +15,29 @@ background. The correction inverts it in a band of about the blur radius on the
 background side of each occluding edge, ``B = (I_k - h_k * (F a)) / (1 - h_k * a)``, with
 Wiener-style damping where ``1 - h_k * a`` is small, and composites ``F a + (1 - a) B``.
 
-What is estimated, all from the stack, per tile of :data:`TILE_PX` px around an edge:
+What is estimated, all from the stack (the optics are not used: the PSF family is fitted
+to the data), per tile of :data:`TILE_PX` px around an edge:
 
-* the edges: steps of at least :data:`MIN_STEP_FRAMES` frames in the fuser's depth map
-  (on a grid of :data:`EDGE_STRIDE_PX` px: cheap for a whole frame);
-* which side is in front: the side whose boundary is sharper in its own frame (the
-  occluder's edge is sharp where it is in focus; the occluded side's edge is glow);
-* the matte, to a fraction of a pixel, from the frame focused on the occluder: on the
-  boundary, the mixing fraction between the occluder's colour (extended from inside) and the
-  blurred background (extended from outside), least squares over the channels;
+* the edges: steps of at least :data:`MIN_STEP_FRAMES` frames between confident depths
+  (confidence >= :data:`MIN_CONFIDENCE`) of the fuser's depth map, on a grid of
+  :data:`EDGE_STRIDE_PX` px (cheap for a whole frame; a stack without occluding edges
+  costs only this);
+* the two layers' frames: the most common frame on either side of the step;
+* the matte, to a fraction of a pixel, from the frame focused on the occluder: near the
+  depth map's step (within :data:`ZONE_PX`), the mixing fraction between the occluder's
+  colour (extended from inside) and the blurred background (extended from outside), least
+  squares over the channels;
 * the point-spread function of the occluder in the frame focused on the background: a
-  pillbox of radius ``R`` convolved with a Gaussian of ``sigma``, two parameters fitted to
-  the frame in the band (the background's mean level a third, linear, unknown);
-* the consistency check: frames *not* used in the inversion (between the two layers'
-  frames) are rendered from the fitted layers, with point-spread functions scaled linearly
-  with the distance in frames from each layer's focus, and compared with the recorded ones.
-  The correction is kept only where the local RMS residual is at the noise level
-  (:data:`CHECK_SIGMAS` noise standard deviations, :mod:`.noise`); elsewhere the pyramid
+  pillbox of radius ``R`` convolved with a Gaussian of ``sigma``, two parameters started
+  from the frame's glow (the background's level a third, linear, unknown) and refined on
+  a frame between the layers' (re-rendered from the layers, with PSFs scaled linearly with
+  the distance in frames from each layer's focus);
+* which side is in front: both are fitted, the one that re-renders that frame better is
+  kept;
+* the consistency check: two further frames between the layers', not used above, are
+  re-rendered and compared with the recorded ones. The correction is kept only where the
+  local RMS residual (over :data:`CHECK_WINDOW_PX` px) is within :data:`CHECK_SIGMAS`
+  noise standard deviations (the fuser's estimate, :mod:`.noise`); elsewhere the pyramid
   fusion stays.
 
 The range rule
@@ -47,9 +53,9 @@ References
 ----------
 .. [1] J. Gu, R. Ramamoorthi, P. Belhumeur and S. Nayar, "Removing image artifacts due to
    dirty camera lenses and thin occluders", ACM Trans. Graph. 28(5), 144 (SIGGRAPH Asia
-   2009). https://doi.org/10.1145/1618452.1618490
-.. [2] S. McCloskey, "Masking light fields to remove partial occlusion", Proc. 22nd ICPR,
-   2053-2058 (2014). https://doi.org/10.1109/ICPR.2014.358
+   2009). https://doi.org/10.1145/1661412.1618490
+.. [2] S. McCloskey, "Masking light fields to remove partial occlusion", Proc. 22nd
+   International Conference on Pattern Recognition (ICPR 2014).
 """
 
 from __future__ import annotations
@@ -92,6 +98,9 @@ CHECK_SIGMAS = 2.0
 CHECK_WINDOW_PX = 9
 #: half-width (px) of the zone around the depth map's step where the edge is looked for
 ZONE_PX = 12
+#: memory for the tiles' frame windows read at once (bytes per pixel of the image): at
+#: 12 MP about 48 MB; more windows are read in further batches (frames read again)
+CROP_BUDGET_BYTES_PER_PX = 4
 #: Wiener damping of the division by ``1 - h * a`` (a squared transmission)
 DAMPING = 0.02
 #: sigma (px) of the smallest Gaussian of the fitted point-spread functions (diffraction)
@@ -500,8 +509,8 @@ def correct_halo(
 
     References
     ----------
-    .. [1] Gu, Ramamoorthi, Belhumeur & Nayar (2009), https://doi.org/10.1145/1618452.1618490
-    .. [2] McCloskey (2014), https://doi.org/10.1109/ICPR.2014.358
+    .. [1] Gu, Ramamoorthi, Belhumeur & Nayar (2009), https://doi.org/10.1145/1661412.1618490
+    .. [2] McCloskey, ICPR 2014 (masking light fields to remove partial occlusion).
 
     Examples
     --------
@@ -555,49 +564,52 @@ def correct_halo(
     empty = HaloReport(corrected, 0.0, 0.0, float("nan"), float(sigma.mean()), len(plans))
     if not plans:
         return out, empty
-    # read each needed frame once, keeping only the windows that need it
-    need: dict[int, list[int]] = {}
+    # the tiles in batches whose windows (in the frames' dtype) fit the memory budget; each
+    # frame a batch needs is read once for it, keeping only those windows
+    itemsize = np.dtype(img.dtype).itemsize
+    budget = CROP_BUDGET_BYTES_PER_PX * h * w
+    batches: list[list[int]] = [[]]
+    used = 0
     for i, p in enumerate(plans):
-        for k in p.frames:
-            need.setdefault(k, []).append(i)
-    crops: list[dict[int, np.ndarray]] = [{} for _ in plans]
-    for k in sorted(need):
-        frame = np.asarray(get(k))
-        if frame.shape != img.shape:
-            raise ValueError(f"frame {k} has shape {frame.shape}, expected {img.shape}")
-        f3 = frame if frame.ndim == 3 else frame[:, :, None]
-        for i in need[k]:
-            y0, y1, x0, x1 = plans[i].win
-            crops[i][k] = np.moveaxis(f3[y0:y1, x0:x1], -1, 0).astype(np.float64)
-        del frame, f3
+        y0, y1, x0, x1 = p.win
+        cost = (y1 - y0) * (x1 - x0) * c * itemsize * len(p.frames)
+        if batches[-1] and used + cost > budget:
+            batches.append([])
+            used = 0
+        batches[-1].append(i)
+        used += cost
     band_total = 0
     cache: dict[tuple[int, int], tuple[float, float]] = {}
     res_sum = 0.0
     res_n = 0
-    for p, crop in zip(plans, crops, strict=True):
-        sol = _solve_tile(p, crop, dep, sigma, cache)
-        if sol is None:
-            continue
-        value, accept, band, res2 = sol
-        cy0, cy1, cx0, cx1 = p.core
-        y0, _, x0, _ = p.win
-        band_total += int(band[cy0:cy1, cx0:cx1].sum())
-        acc = accept[cy0:cy1, cx0:cx1]
-        if not acc.any():
-            continue
-        ys, xs = np.nonzero(acc)
-        vals = value[:, cy0:cy1, cx0:cx1][:, ys, xs].T  # (n, C)
-        vals = np.clip(vals, bottom, top)
-        if img.dtype.kind in "ui":
-            vals = np.rint(vals)
-        gy, gx = ys + y0 + cy0, xs + x0 + cx0
-        if img.ndim == 2:
-            out[gy, gx] = vals[:, 0].astype(img.dtype)
-        else:
-            out[gy, gx] = vals.astype(img.dtype)
-        corrected[gy, gx] = True
-        res_sum += float(res2[cy0:cy1, cx0:cx1][acc].sum())
-        res_n += int(acc.sum())
+    for batch in batches:
+        crops = _read_windows(get, [plans[i] for i in batch], img.shape)
+        for i, crop in zip(batch, crops, strict=True):
+            p = plans[i]
+            sol = _solve_tile(p, crop, dep, sigma, cache)
+            if sol is None:
+                continue
+            value, accept, band, res2 = sol
+            cy0, cy1, cx0, cx1 = p.core
+            y0, _, x0, _ = p.win
+            band_total += int(band[cy0:cy1, cx0:cx1].sum())
+            acc = accept[cy0:cy1, cx0:cx1]
+            if not acc.any():
+                continue
+            ys, xs = np.nonzero(acc)
+            vals = value[:, cy0:cy1, cx0:cx1][:, ys, xs].T  # (n, C)
+            vals = np.clip(vals, bottom, top)
+            if img.dtype.kind in "ui":
+                vals = np.rint(vals)
+            gy, gx = ys + y0 + cy0, xs + x0 + cx0
+            if img.ndim == 2:
+                out[gy, gx] = vals[:, 0].astype(img.dtype)
+            else:
+                out[gy, gx] = vals.astype(img.dtype)
+            corrected[gy, gx] = True
+            res_sum += float(res2[cy0:cy1, cx0:cx1][acc].sum())
+            res_n += int(acc.sum())
+        del crops
     n_px = h * w
     report = HaloReport(
         corrected=corrected,
@@ -608,6 +620,40 @@ def correct_halo(
         n_tiles=len(plans),
     )
     return out, report
+
+
+def _read_windows(
+    get: Callable[[int], np.ndarray], plans: list[_TilePlan], shape: tuple[int, ...]
+) -> list[_Windows]:
+    """Read every frame the ``plans`` need once; keep their windows (the frames' dtype)."""
+    need: dict[int, list[int]] = {}
+    for i, p in enumerate(plans):
+        for k in p.frames:
+            need.setdefault(k, []).append(i)
+    crops: list[dict[int, np.ndarray]] = [{} for _ in plans]
+    for k in sorted(need):
+        frame = np.asarray(get(k))
+        if frame.shape != shape:
+            raise ValueError(f"frame {k} has shape {frame.shape}, expected {shape}")
+        f3 = frame if frame.ndim == 3 else frame[:, :, None]
+        for i in need[k]:
+            y0, y1, x0, x1 = plans[i].win
+            crops[i][k] = np.array(np.moveaxis(f3[y0:y1, x0:x1], -1, 0))
+        del frame, f3
+    return [_Windows(c) for c in crops]
+
+
+class _Windows:
+    """A tile's frame windows, handed out as float64 ``(C, h, w)`` (converted once each)."""
+
+    def __init__(self, raw: dict[int, np.ndarray]) -> None:
+        self._raw = raw
+        self._f64: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        if k not in self._f64:
+            self._f64[k] = self._raw[k].astype(np.float64)
+        return self._f64[k]
 
 
 def _plan(depth: np.ndarray, tile: tuple[int, int], n: int) -> _TilePlan | None:
@@ -670,7 +716,7 @@ def _check_frames(ka: int, kb: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 def _solve_tile(
     p: _TilePlan,
-    crop: dict[int, np.ndarray],
+    crop: _Windows,
     depth: np.ndarray,
     sigma: np.ndarray,
     cache: dict[tuple[int, int], tuple[float, float]],
@@ -724,7 +770,7 @@ def _solve_tile(
 class _Layers:
     """The two layers of one window, one way round: matte, colour, and their rendering."""
 
-    crop: dict[int, np.ndarray]
+    crop: _Windows
     kf: int
     kb: int
     d_f: float
@@ -745,7 +791,7 @@ class _Layers:
     @classmethod
     def build(
         cls,
-        crop: dict[int, np.ndarray],
+        crop: _Windows,
         front_depth: np.ndarray,
         fin: np.ndarray,
         kf: int,
