@@ -830,7 +830,10 @@ class _Layers:
         if float(np.median(con2[zone])) < 25.0 * float((sigma**2).sum()):
             return None  # the front layer does not stand out from the back: no matte
         a_ls = np.clip((dev * f_dir).sum(0) / np.maximum(con2, 1e-12), 0.0, 1.0)
-        front = np.where(zone, a_ls > 0.5, def_in)
+        # inside the front layer too: holes smaller than the depth map resolves (their
+        # background is blurred in the front layer's frame, far from its colour)
+        front = ~def_out & (a_ls > 0.5)
+        front = ndimage.binary_opening(front) | (front & def_in)
         if front.sum() < 8 or (~front).sum() < 8:
             return None
         inner1 = ndimage.binary_erosion(front, iterations=1)
