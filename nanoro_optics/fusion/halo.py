@@ -94,6 +94,9 @@ MIN_STEP_FRAMES = 3.0
 MAX_BLUR_PX = 48.0
 #: noise standard deviations the check's local RMS residual may reach
 CHECK_SIGMAS = 2.0
+#: mean residual (noise variances) over the band of the better way round, before the PSF
+#: is refined, above which a tile is given up (refining gains a few noise variances)
+HOPELESS_SCORE = 50.0
 #: side (px) of the window the check's residual is averaged over
 CHECK_WINDOW_PX = 9
 #: half-width (px) of the zone around the depth map's step where the edge is looked for
@@ -753,7 +756,9 @@ def _solve_tile(
             tried.append((out[3], start is not None, size, t, layers))
     if not tried:
         return None
-    _, cached, size, t, layers = min(tried, key=lambda v: v[0])
+    score, cached, size, t, layers = min(tried, key=lambda v: v[0])
+    if score > HOPELESS_SCORE:
+        return None  # far from the noise either way round: not refined, not corrected
     size, t = layers.refine(size, t, fit_frames, narrow=cached)
     done = layers.render(size, t, p.check_frames)
     if done is None:
