@@ -196,36 +196,33 @@ def psf_otf(shape: tuple[int, int], radius_px: float, sigma_px: float) -> np.nda
     """
     from scipy import special
 
-    f = _frequencies(int(shape[0]), int(shape[1]))
-    otf = np.exp(-2.0 * np.pi**2 * float(sigma_px) ** 2 * f**2)
+    # a function of |f| alone: evaluated on a fine radial grid, then spread over the 2-D
+    # layout by linear interpolation (with the grid below, 2e-5 at most off for R <= 48 px)
+    i0, wgt = _radial_index(int(shape[0]), int(shape[1]))
+    fr = _RADIAL_F
+    prof = np.exp(-2.0 * np.pi**2 * float(sigma_px) ** 2 * fr**2)
     if radius_px > 0:
-        x = 2.0 * np.pi * float(radius_px) * f
-        if float(x.max()) <= _AIRY_X[-1]:  # the tabulated Airy amplitude (5e-6 at most off)
-            otf *= np.interp(x, _AIRY_X, _airy_table())
-        else:
-            safe = np.where(x > 1e-8, x, 1.0)
-            otf *= np.where(x > 1e-8, 2.0 * special.j1(safe) / safe, 1.0)
-    return otf
+        x = 2.0 * np.pi * float(radius_px) * fr
+        safe = np.where(x > 1e-8, x, 1.0)
+        prof *= np.where(x > 1e-8, 2.0 * special.j1(safe) / safe, 1.0)
+    return prof[i0] * (1.0 - wgt) + prof[i0 + 1] * wgt
 
 
-#: arguments of the tabulated ``2 J1(x) / x`` (a pillbox's transfer function)
-_AIRY_X = np.linspace(0.0, 2.0 * np.pi * 0.75 * 2 * 48.0, 2**17)
-
-
-@functools.lru_cache(maxsize=1)
-def _airy_table() -> np.ndarray:
-    from scipy import special
-
-    x = np.where(_AIRY_X > 0, _AIRY_X, 1.0)
-    return np.where(_AIRY_X > 0, 2.0 * special.j1(x) / x, 1.0)
+#: the radial frequencies (cycles per px, up to the corner's sqrt(1/2)) the OTFs are
+#: evaluated at before interpolation
+_RADIAL_F = np.linspace(0.0, np.sqrt(0.5) + 1e-9, 2**14)
 
 
 @functools.lru_cache(maxsize=8)
-def _frequencies(h: int, w: int) -> np.ndarray:
-    """Radial frequency (cycles per px) of the ``rfft2`` layout of an ``(h, w)`` image."""
+def _radial_index(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grid index and weight of every ``rfft2`` frequency of an ``(h, w)`` image."""
     f = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :])
-    f.flags.writeable = False
-    return f
+    pos = f / _RADIAL_F[-1] * (_RADIAL_F.size - 1)
+    i0 = np.minimum(pos.astype(np.intp), _RADIAL_F.size - 2)
+    wgt = pos - i0
+    i0.flags.writeable = False
+    wgt.flags.writeable = False
+    return i0, wgt
 
 
 def _family(size_px: float, shape_t: float) -> tuple[float, float]:
@@ -251,15 +248,17 @@ class _Blurrer:
         ph, pw = fft.next_fast_len(h + 2 * pad, real=True), fft.next_fast_len(w + 2 * pad, True)
         padded = np.pad(planes, ((0, 0), (pad, ph - h - pad), (pad, pw - w - pad)), mode="edge")
         self.full = (ph, pw)
-        self.spec = fft.rfft2(padded, axes=(-2, -1), workers=1)
+        # single precision: the data hold at most 16 bits, the fits far less
+        self.spec = fft.rfft2(padded.astype(np.float32), axes=(-2, -1), workers=1)
 
     def blur(self, radius: float, sigma: float) -> np.ndarray:
+        """Return the planes convolved with the PSF (float64, the window's shape)."""
         from scipy import fft
 
-        otf = psf_otf(self.full, radius, sigma)
+        otf = psf_otf(self.full, radius, sigma).astype(np.float32)
         out = fft.irfft2(self.spec * otf, s=self.full, axes=(-2, -1), workers=1)
         p = self.pad
-        return out[:, p : p + self.shape[0], p : p + self.shape[1]]
+        return out[:, p : p + self.shape[0], p : p + self.shape[1]].astype(np.float64)
 
 
 # --------------------------------------------------------------------------------------------
