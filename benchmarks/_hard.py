@@ -222,7 +222,9 @@ def oracle_inversion(scene: Any, fused: np.ndarray, *, floor: float = 0.05) -> n
     in-focus kernels. That replaces ``fused`` inside the halo band (where the background is
     seen); elsewhere ``fused`` is kept. It knows the answer's ingredients, so it is not a
     fuser: it tells what a correction with a perfect model of the scene reaches through the
-    frame's noise. None for scenes without layers or with focus breathing.
+    frame's noise (exact for the layered formation; for a ray-rendered frame 0 with two
+    occluders out of focus, the layered peel is itself an approximation). None for scenes
+    without layers or with focus breathing.
     """
     from nanoro_optics.fusion.scenes import _fold
 

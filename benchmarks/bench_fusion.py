@@ -16,7 +16,8 @@ Cases (``--quick`` shrinks every one):
   picks among the frames' coefficients;
 * halo (:func:`nanoro_optics.fusion.scenes.occlusion_stack`), 512^2 x 11 RGB: every
   occlusion variant (opaque, fibres, holes, dim, translucent, three layers, breathing; 8-
-  and 12-bit) under every PSF family (pillbox, Gaussian, vectorial with index mismatch):
+  and 12-bit) under every PSF family (pillbox, Gaussian, vectorial with index mismatch),
+  and two rendered ray by ray (``render="rays"``, geometric families; slow to make):
   halo-band PSNR and whole-image PSNR of this fuser (with ``halo="off"`` and ``"auto"``
   when :class:`~nanoro_optics.fusion.FusionOptions` has that field, else its default),
   the yardstick, enfuse and focusweave; the best peer per scene and the margins of ours
@@ -286,15 +287,18 @@ def hard_case(kind: str, n: int, size: int, tmp: Path, peers: bool) -> list[dict
 
 
 # --- halo: layered occlusion scenes, band and whole-image PSNR ------------------------------
-#: (case name, variant, bit depth, breathing) of the halo section, each under every PSF family
+#: (case name, variant, bit depth, breathing, render) of the halo section, each under every
+#: PSF family (the ray-rendered ones under the geometric families only)
 HALO_CASES = (
-    ("opaque", "opaque", 8, 0.0),
-    ("fibres", "fibres", 8, 0.0),
-    ("holes", "holes", 8, 0.0),
-    ("dim", "dim", 12, 0.0),
-    ("translucent", "translucent", 12, 0.0),
-    ("layers3", "layers3", 12, 0.0),
-    ("breathing", "opaque", 8, 0.014),
+    ("opaque", "opaque", 8, 0.0, "layered"),
+    ("fibres", "fibres", 8, 0.0, "layered"),
+    ("holes", "holes", 8, 0.0, "layered"),
+    ("dim", "dim", 12, 0.0, "layered"),
+    ("translucent", "translucent", 12, 0.0, "layered"),
+    ("layers3", "layers3", 12, 0.0, "layered"),
+    ("breathing", "opaque", 8, 0.014, "layered"),
+    ("rays", "opaque", 8, 0.0, "rays"),
+    ("rays-layers3", "layers3", 12, 0.0, "rays"),
 )
 #: the aims of the halo correction (dB over the best peer; dB from ours without it)
 HALO_BAND_MARGIN_DB = 3.0
@@ -353,17 +357,29 @@ def best_of(
     return results, walls
 
 
-def halo_report(res: Any) -> dict[str, Any]:
-    """What the fuser's result tells of its halo correction (any ``halo*`` attribute)."""
+def halo_report(res: Any, band: np.ndarray | None = None) -> dict[str, Any]:
+    """What the fuser's result tells of its halo correction.
+
+    Scalars of ``res.halo`` (a frozen dataclass, e.g. the corrected fraction and the check's
+    residual) as ``halo_<field>``, arrays as their mean; with ``band``, the shares of the
+    band and of the rest of the image that ``res.halo.corrected`` marks.
+    """
+    import dataclasses
+
     out: dict[str, Any] = {}
-    for name in dir(res):
-        if not name.startswith("halo"):
-            continue
-        v = getattr(res, name)
+    report = getattr(res, "halo", None)
+    if report is None or not dataclasses.is_dataclass(report):
+        return out
+    for f in dataclasses.fields(report):
+        v = getattr(report, f.name)
         if isinstance(v, np.ndarray):
-            out[f"{name}_mean"] = float(np.mean(v)) if v.size else float("nan")
+            out[f"halo_{f.name}_mean"] = float(np.mean(v)) if v.size else float("nan")
         elif isinstance(v, (int, float, str, bool)):
-            out[name] = v
+            out[f"halo_{f.name}"] = v
+    corrected = getattr(report, "corrected", None)
+    if band is not None and isinstance(corrected, np.ndarray) and corrected.shape == band.shape:
+        out["corrected_in_band"] = float(np.mean(corrected[band])) if band.any() else 0.0
+        out["corrected_off_band"] = float(np.mean(corrected[~band])) if (~band).any() else 0.0
     return out
 
 
@@ -410,6 +426,7 @@ def halo_case(
     peers: bool,
     modes: list[str | None],
     repeats: int = 1,
+    render: str = "layered",
 ) -> list[dict[str, Any]]:
     """One occlusion scene: this fuser (each halo mode), the yardstick and the peers."""
     import _hard
@@ -418,7 +435,14 @@ def halo_case(
 
     t0 = time.perf_counter()
     scene = occlusion_stack(
-        (size, size), n, variant=variant, psf=psf, bit_depth=bits, breathing=breathing, seed=3
+        (size, size),
+        n,
+        variant=variant,
+        psf=psf,
+        bit_depth=bits,
+        breathing=breathing,
+        seed=3,
+        render=render,
     )
     case = f"halo {name} {psf}"
     print(
@@ -428,7 +452,9 @@ def halo_case(
     )
     align = breathing > 0
     score = halo_scorer(scene, align)
-    common = dict(case=case, variant=variant, psf=psf, bits=bits, band_px=scene.band_px)
+    common = dict(
+        case=case, variant=variant, psf=psf, bits=bits, render=render, band_px=scene.band_px
+    )
     rows = []
     first = None
     results, walls = best_of(scene.frames, modes, align, repeats)
@@ -443,7 +469,7 @@ def halo_case(
                 band_psnr_db=band,
                 psnr_db=whole,
                 wall_s=wall,
-                **halo_report(res),
+                **halo_report(res, scene.band),
             )
         )
     t0 = time.perf_counter()
@@ -528,6 +554,9 @@ def halo_summary(rows: list[dict[str, Any]], modes: list[str | None]) -> list[di
                 band_margin >= HALO_BAND_MARGIN_DB and whole_margin >= HALO_WHOLE_MARGIN_DB
             ),
         )
+        for k in ("corrected_in_band", "corrected_off_band", "halo_residual_dn"):
+            if k in got[mine]:
+                row[k] = got[mine][k]
         if mine != base and base in got:
             row["off_band_db"] = got[base]["band_psnr_db"]
             row["off_whole_db"] = got[base]["psnr_db"]
@@ -571,6 +600,9 @@ def halo_neutral_cases(
             key = mode or "default"
             row[f"psnr_{key}_db"] = psnr(res.image[sl], truth[sl], full)
             row[f"wall_{key}_s"] = wall
+            corrected = halo_report(res).get("halo_corrected_fraction")
+            if corrected is not None:
+                row[f"corrected_{key}"] = corrected
         if len(modes) == 2:
             row["auto_minus_off_db"] = row["psnr_auto_db"] - row["psnr_off_db"]
             row["correction_share"] = row["wall_auto_s"] / row["wall_off_s"] - 1.0
@@ -581,7 +613,7 @@ def halo_neutral_cases(
 
 
 def halo_real_case(
-    folder: Path, modes: list[str | None], crops: Path, crop_px: int = 256
+    folder: Path, modes: list[str | None], crops: Path, crop_px: int = 256, align: bool = True
 ) -> dict[str, Any]:
     """A real stack (a folder of frames, sorted by name): ours with each halo setting.
 
@@ -596,10 +628,10 @@ def halo_real_case(
         p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif")
     )
     frames = np.stack([read_image(p) for p in names])
-    row: dict[str, Any] = dict(case=f"real {folder.name}", frames=len(names))
+    row: dict[str, Any] = dict(case=f"real {folder.name}", frames=len(names), align=align)
     images = {}
     for mode in modes:
-        res, wall = fuse_ours(frames, mode, True)
+        res, wall = fuse_ours(frames, mode, align)
         key = mode or "default"
         images[key] = np.asarray(res.image, np.float64)
         row[f"wall_{key}_s"] = wall
@@ -780,6 +812,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--crops", default="bench_results/halo_crops", help="where the real stacks' crops go"
     )
+    ap.add_argument(
+        "--real-align",
+        choices=("on", "off"),
+        default="on",
+        help="align the real stacks' frames (default on)",
+    )
     args = ap.parse_args(argv)
     halo_psfs = [p for p in args.halo_psf.split(",") if p]
     halo_names = [v for v in args.halo_variants.split(",") if v]
@@ -814,10 +852,12 @@ def main(argv: list[str] | None = None) -> int:
             args.no_quality = args.no_large = args.no_halo = True
         if args.only_halo:
             args.no_quality = args.no_large = args.no_hard = True
-        for name, variant, bits, breathing in [] if args.no_halo else HALO_CASES:
+        for name, variant, bits, breathing, render in [] if args.no_halo else HALO_CASES:
             if name not in halo_names:
                 continue
             for psf in halo_psfs:
+                if render == "rays" and psf == "vectorial":
+                    continue  # the rays need a geometric aperture
                 print(f"case halo {name} {psf}", flush=True)
                 new = halo_case(
                     name,
@@ -831,6 +871,7 @@ def main(argv: list[str] | None = None) -> int:
                     peers,
                     modes,
                     repeats,
+                    render,
                 )
                 for r in new:
                     print("  ", json.dumps(r, default=float), flush=True)
@@ -839,7 +880,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_halo and not args.no_neutral:
             print(f"case no occlusion {halo_size}^2 x {halo_n}", flush=True)
             neutral = halo_neutral_cases(halo_size, halo_n, modes, repeats)
-        real = [halo_real_case(Path(d), modes, Path(args.crops)) for d in args.real]
+        real = [
+            halo_real_case(Path(d), modes, Path(args.crops), align=args.real_align == "on")
+            for d in args.real
+        ]
         for kind, n_hard in [] if args.no_hard else HARD_CASES:
             print(f"case hard {kind} x {n_hard}", flush=True)
             new = hard_case(kind, n_hard, size, tmp, peers)
@@ -909,6 +953,8 @@ def main(argv: list[str] | None = None) -> int:
                 "off_whole_db",
                 "correction_s",
                 "correction_share",
+                "corrected_in_band",
+                "corrected_off_band",
                 "meets_aim",
             ],
         )

@@ -238,6 +238,16 @@ def test_old_scenes_unchanged_by_the_new_fields():
         (dict(full_well_e=1.0), ValueError, "full_well_e must be >= 10"),
         (dict(read_noise_e=-1.0), ValueError, "read_noise_e must be >= 0"),
         (dict(psf="vectorial", optics="air"), TypeError, "optics must be a VectorialOptics"),
+        (
+            dict(psf="vectorial", n_frames=12, blur_px_per_frame=6.0),
+            ValueError,
+            "blur_px_per_frame \\* \\(n_frames - 1\\) must be <= 64 px with psf='vectorial'",
+        ),
+        (
+            dict(render="rays", n_frames=9, blur_px_per_frame=6.0),
+            ValueError,
+            "must be <= 40 px with render='rays'.*got 48",
+        ),
     ],
 )
 def test_bad_arguments_are_refused(kw, err, match):

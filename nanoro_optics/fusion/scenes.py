@@ -70,6 +70,10 @@ PSF_FAMILIES = ("pillbox", "gaussian", "vectorial")
 OCCLUSION_VARIANTS = ("opaque", "fibres", "holes", "dim", "translucent", "layers3")
 #: image formations of :func:`occlusion_stack`
 RENDERS = ("layered", "rays")
+#: largest defocus radius (px) of the vectorial PSFs and of the ray rendering (their cost
+#: grows with its square)
+MAX_VECTORIAL_BLUR_PX = 64.0
+MAX_RAYS_BLUR_PX = 40.0
 #: share of a kernel's energy inside the radius that sets the halo band's width
 BAND_ENERGY = 0.95
 
@@ -812,7 +816,9 @@ def occlusion_stack(
     seed : int, optional
         Seed of the objects, textures and noise (>= 0): same seed, same stack.
     blur_px_per_frame : float, optional
-        Geometric defocus radius per frame of defocus (px), 0.1 to 10.
+        Geometric defocus radius per frame of defocus (px), 0.1 to 10; the largest radius,
+        ``blur_px_per_frame * (n_frames - 1)``, at most ``MAX_VECTORIAL_BLUR_PX`` (64) with
+        ``psf="vectorial"`` and ``MAX_RAYS_BLUR_PX`` (40) with ``render="rays"``.
     breathing : float, optional
         Relative magnification change from the middle frame to either end, 0 to 0.2.
     noise : bool, optional
@@ -889,6 +895,16 @@ def occlusion_stack(
             "render='rays' needs a geometric PSF family ('pillbox' or 'gaussian'), got "
             "psf='vectorial'"
         )
+    reach = blur * (n - 1)  # the largest defocus radius (px)
+    for name, limit, applies in (
+        ("psf='vectorial'", MAX_VECTORIAL_BLUR_PX, family == "vectorial"),
+        ("render='rays'", MAX_RAYS_BLUR_PX, how == "rays"),
+    ):
+        if applies and reach > limit:
+            raise ValueError(
+                f"blur_px_per_frame * (n_frames - 1) must be <= {limit:g} px with {name} "
+                f"(its cost grows with the square), got {reach:g}"
+            )
     read = check_range(read_noise_e, "read_noise_e", 0.0, 1000.0)
     if optics is not None and not isinstance(optics, VectorialOptics):
         raise TypeError(f"optics must be a VectorialOptics, got {type(optics).__name__}")
@@ -896,7 +912,7 @@ def occlusion_stack(
         warnings.warn(f"optics is ignored with psf={family!r}", UserWarning, stacklevel=2)
     white = float(2**bits - 1)
     rng = np.random.default_rng(seed)
-    layers = _occlusion_layers(variant, h, w, n, rng, white, blur * (n - 1))
+    layers = _occlusion_layers(variant, h, w, n, rng, white, reach)
 
     # one kernel per (layer, frame); geometric families share them by defocus
     kernels: list[tuple[np.ndarray, ...]] = []
