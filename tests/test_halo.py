@@ -74,6 +74,9 @@ def test_range_rule_holds_outside_the_corrected_map(occlusion) -> None:  # type:
     [
         pytest.param(lambda: synthetic_stack((128, 128), 8, seed=2).frames, id="smooth"),
         pytest.param(lambda: scene_stack("thick", (96, 96), 6, seed=0).frames, id="thick"),
+        pytest.param(
+            lambda: scene_stack("fluorescence", (192, 192), 8, seed=3).frames, id="fluorescence"
+        ),
     ],
 )
 def test_no_occlusion_no_action(frames) -> None:  # type: ignore[no-untyped-def]

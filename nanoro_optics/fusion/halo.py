@@ -97,6 +97,10 @@ CHECK_SIGMAS = 2.0
 #: mean residual (noise variances) over the band of the better way round, before the PSF
 #: is refined, above which a tile is given up (refining gains a few noise variances)
 HOPELESS_SCORE = 50.0
+#: detail the back layer must show (variance of its high-pass over the noise variance;
+#: about 0.5 for noise alone): without it the check cannot tell occlusion from light that
+#: adds up
+MIN_BACK_TEXTURE = 4.0
 #: side (px) of the window the check's residual is averaged over
 CHECK_WINDOW_PX = 9
 #: half-width (px) of the zone around the depth map's step where the edge is looked for
@@ -746,10 +750,14 @@ def _solve_tile(
         (fin & ~low_side, k_hi, k_lo, hi, lo),
     ):
         layers = _Layers.build(crop, front, fin, kf, kb, d_f, d_b, sigma)
-        if layers is None:
+        if layers is None or layers.back_texture() < MIN_BACK_TEXTURE:
+            # a background without detail (in its own frame) cannot tell occlusion (light
+            # attenuated) from light that adds up (fluorescence, a translucent glow): the
+            # check would pass either way
             continue
         start = cache.get((kf, kb))
         size, t = start if start is not None else layers.coarse_fit()
+        cache.setdefault((kf, kb), (size, t))  # the next tile's start, whatever comes of this
         out = layers.render(size, t, fit_frames)
         if out is not None:
             tried.append((out[3], start is not None, size, t, layers))
@@ -758,6 +766,7 @@ def _solve_tile(
     score, cached, size, t, layers = min(tried, key=lambda v: v[0])
     if score > HOPELESS_SCORE:
         return None  # far from the noise either way round: not refined, not corrected
+
     size, t = layers.refine(size, t, fit_frames, narrow=cached)
     done = layers.render(size, t, p.check_frames)
     if done is None:
@@ -866,6 +875,27 @@ class _Layers:
             nc=i_f.shape[0],
             blurrer=_Blurrer(np.concatenate([prem, alpha[None]], axis=0), pad),
         )
+
+    def back_texture(self) -> float:
+        """Detail of the back layer where it is visible and in focus, in noise variances.
+
+        The local variance (9 px windows) of frame kb less its 2-px Gaussian blur, its
+        median over the back layer's pixels beyond the widest glow (a few bright objects do
+        not make a dark background detailed), per channel over its noise variance, the
+        largest channel's.
+        """
+        from scipy import ndimage
+
+        seen = ~self.front & self.fin & (self.dist_out > MAX_BLUR_PX / 2)
+        if seen.sum() < 64:
+            return 0.0
+        i_b = self.crop[self.kb]
+        out = 0.0
+        for c in range(self.nc):
+            hp = i_b[c] - ndimage.gaussian_filter(i_b[c], 2.0, mode="nearest")
+            local = ndimage.uniform_filter(hp**2, 9, mode="nearest")
+            out = max(out, float(np.median(local[seen])) / float(self.sigma[c] ** 2))
+        return out
 
     def _cost(
         self, blurrer: _Blurrer, i_b: np.ndarray, size: float, t: float, sel: np.ndarray
