@@ -119,6 +119,9 @@ class FusedFiles:
         The frames' files, in stack order.
     seconds : float
         Wall time of reading, fusing and writing.
+    halo : HaloReport or None
+        With ``halo="auto"``: where the halo correction acted, its area and its check's
+        residual (:mod:`nanoro_optics.fusion.halo`; its map cropped as the image).
     """
 
     files: tuple[Path, ...]
@@ -130,6 +133,7 @@ class FusedFiles:
     grid_shape: tuple[int, int]
     sources: tuple[Path, ...]
     seconds: float
+    halo: Any = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,6 +383,36 @@ def _fix_mmap_threshold(threshold_bytes: int = 1 << 20) -> bool:
     return bool(mallopt(-3, int(threshold_bytes)))  # M_MMAP_THRESHOLD of <malloc.h>
 
 
+class _FramesAgain:
+    """Frame ``k`` of the files again, for the halo correction (mostly asked in increasing ``k``).
+
+    One file per frame: that file alone is decoded; else (multi-page TIFFs) the frames are
+    decoded in order up to ``k`` (from the first again when ``k`` goes back).
+    """
+
+    def __init__(self, files: list[Path]) -> None:
+        from . import io as nio
+
+        self._files = files
+        self._single = all(f.suffix.lower() not in (".tif", ".tiff") for f in files)
+        self._iter = None if self._single else nio.iter_frames(files)
+        self._k = -1
+        self._image: np.ndarray | None = None
+
+    def __call__(self, k: int) -> np.ndarray:
+        from . import io as nio
+
+        if self._single:
+            return next(iter(nio.FileDecoder(reuse_buffer=False).frames(self._files[k])))
+        if self._iter is None or k < self._k:
+            self._iter, self._k = nio.iter_frames(self._files), -1
+        while self._k < k:
+            frame = next(self._iter)
+            self._k, self._image = frame.index, frame.image
+        assert self._image is not None
+        return self._image
+
+
 @dataclass(frozen=True)
 class _Fused:
     result: FusionResult | None  # with the depth map
@@ -408,8 +442,11 @@ def _fuse(
         frames_again = (f.image for f in nio.iter_frames(files, reuse_buffer=True))
         align_reference = reference_transform(frames_again, "middle")
 
+    # the halo correction finishes from the depth map (tracked for it when not asked for)
+    track = depth or options.halo != "off"
+
     def new_fuser() -> StackFuser:
-        fuser = StackFuser(options, depth=depth, align_reference=align_reference)
+        fuser = StackFuser(options, depth=track, align_reference=align_reference)
         if not keep_range:
             fuser._drop_range()
         return fuser
@@ -455,8 +492,22 @@ def _fuse(
         fuser._close(collapse=True)
         fuser._set_range(*_files_range(files, 2))  # freed once the image is built
     result = None
-    if depth:
+    if track:
         result = fuser.result(release=True)
+        if options.halo != "off":  # reads the frames it needs near occluding edges again
+            from .fusion.halo import aligned_frames, apply_halo
+
+            dtype = np.dtype(result.image.dtype)
+            again: Any = _FramesAgain(files)
+            if fuser._aligner is not None:
+                again = aligned_frames(again, fuser._aligner)
+            result = apply_halo(
+                result,
+                again,
+                options,
+                noise_dn=fuser.noise_dn,
+                white_level=None if dtype.kind == "f" else fuser._white,
+            )
         image = result.image
     else:
         image = fuser.image(release=True)
@@ -702,12 +753,14 @@ def fuse_to_files(
     if fused.result is not None:
         depth, conf, unit = fused.result.depth, fused.result.confidence, fused.result.depth_unit
     bbox = fused.bbox if opts.crop else None
+    halo = None if fused.result is None else fused.result.halo
     grid = (int(image.shape[0]), int(image.shape[1]))
     if bbox is not None:
         y0, y1, x0, x1 = bbox
         image = image[y0:y1, x0:x1]
         depth = None if depth is None else depth[y0:y1, x0:x1]
         conf = None if conf is None else conf[y0:y1, x0:x1]
+        halo = None if halo is None else halo.cropped(bbox)
     written = write_outputs(
         outputs,
         image,
@@ -728,4 +781,5 @@ def fuse_to_files(
         grid_shape=grid,
         sources=tuple(files),
         seconds=time.perf_counter() - t0,
+        halo=halo,
     )

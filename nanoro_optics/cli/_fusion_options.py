@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..fusion.options import HELP, REFERENCES, FusionOptions
+from ..fusion.options import HALO_MODES, HELP, REFERENCES, FusionOptions
 from ..psf.scaling import SCALING_MODELS
 
 __all__ = [
@@ -134,6 +134,7 @@ FUSER_OPTIONS: tuple[FuserOption, ...] = (
     ),
     _opt("--min-confidence", "min_confidence", type=float, metavar="C"),
     _opt("--z-step-um", "z_step_um", type=float, metavar="UM"),
+    _opt("--halo", "halo", choices=HALO_MODES),
 )
 
 #: flags that build ``index_mismatch`` (:class:`~nanoro_optics.psf.IndexMismatch`): dest, flag,

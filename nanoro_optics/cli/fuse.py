@@ -164,4 +164,14 @@ def run(args: argparse.Namespace) -> int:
             f"fused {plural(done.n_frames, 'frame')} ({shape} {done.dtype}) into "
             f"{outputs.image}{extra} in {time.perf_counter() - t0:.1f} s"
         )
+        if done.halo is not None:
+            rep = done.halo
+            if rep.note:
+                _note(f"--halo auto: not applied ({rep.note})")
+            else:
+                print(
+                    f"halo correction: {100 * rep.corrected_fraction:.2f} % of the image "
+                    f"corrected ({rep.n_tiles} edge tiles examined, check residual "
+                    f"{rep.residual_dn:.2f} DN at noise {rep.noise_dn:.2f} DN)"
+                )
     return 0

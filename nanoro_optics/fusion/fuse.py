@@ -56,6 +56,7 @@ def fuse_stack(
     z_step_um: float | _Unset | None = UNSET,
     z_um: Sequence[float] | _Unset | None = UNSET,
     index_mismatch: IndexMismatch | _Unset | None = UNSET,
+    halo: str | _Unset = UNSET,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> FusionResult:
     """Fuse a focus stack into one sharp image and a depth map.
@@ -72,7 +73,7 @@ def fuse_stack(
         Every setting of the fusion (:class:`~nanoro_optics.fusion.FusionOptions`).
     sharpness, window_px, coarse_window_px, inherit, focus_levels, noise_floor, levels, \
 align, reference, crop, bit_depth, noise_dn, guide_channel, fill_depth, min_confidence, \
-z_step_um, z_um, index_mismatch : keyword-only, optional
+z_step_um, z_um, index_mismatch, halo : keyword-only, optional
         Override that field of ``options`` (:meth:`FusionOptions.replace`).
         ``reference="middle"`` (with ``align``) makes a first pass over the frames, so they
         must be an array (or files), not a one-shot iterator. ``crop`` cuts the result to
@@ -83,7 +84,9 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
     Returns
     -------
     FusionResult
-        ``image`` in the frames' dtype, ``depth``, ``confidence``, ``n_frames``.
+        ``image`` in the frames' dtype, ``depth``, ``confidence``, ``n_frames``; with
+        ``halo="auto"`` the halo correction applied (an array of frames is read again near
+        occluding edges; a one-shot iterable is not, and ``result.halo.note`` says so).
 
     Raises
     ------
@@ -153,6 +156,20 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
     if fuser.n_frames == 0:
         raise ValueError("frames is empty: a focus stack needs at least one frame")
     res = fuser.result(release=True)
+    if opts.halo != "off":
+        from .halo import aligned_frames, apply_halo
+
+        white = None if fuser._dtype is None or fuser._dtype.kind == "f" else fuser._white
+        again: Any = frames if isinstance(frames, np.ndarray) else None
+        if again is not None and fuser._aligner is not None:
+            again = aligned_frames(again, fuser._aligner)
+        res = apply_halo(
+            res,
+            again,
+            opts,
+            noise_dn=fuser.noise_dn,
+            white_level=white,
+        )
     bbox = fuser.valid_bbox
     if opts.crop and bbox is not None:
         res = res.cropped(bbox)

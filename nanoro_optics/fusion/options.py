@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from nanoro_optics.psf import IndexMismatch
 
 __all__ = [
+    "HALO_MODES",
     "HELP",
     "OPTIONS_FORMAT",
     "REFERENCES",
@@ -61,6 +62,8 @@ __all__ = [
 OPTIONS_FORMAT = "nanoro_optics.FusionOptions/1"
 #: the frames ``reference`` may name
 REFERENCES = ("first", "middle")
+#: the values of ``halo`` (:mod:`nanoro_optics.fusion.halo`)
+HALO_MODES = ("off", "auto")
 
 #: One help text per field (the CLI's ``--help``, a GUI's tooltips): :meth:`FusionOptions.help`.
 HELP: dict[str, str] = {
@@ -104,6 +107,11 @@ HELP: dict[str, str] = {
     "index_mismatch": "correct the depth map (in um) for the focal shift at an interface of "
     "mismatched refractive index: it then holds the actual height in the sample "
     "(nanoro_optics.psf.IndexMismatch)",
+    "halo": "halo correction next to occluding edges: 'auto' re-reads the frames near sharp "
+    "depth steps, fits a layered model (occluder's colour and matte, defocus PSF) and "
+    "replaces the pyramid's pixels where re-rendering the unused frames agrees to within the "
+    "noise, the only pixels that may then leave the frames' per-pixel range (the result "
+    "reports the map); 'off' (default) keeps the pyramid fusion everywhere",
 }
 
 
@@ -216,6 +224,11 @@ class FusionOptions:
     index_mismatch : nanoro_optics.psf.IndexMismatch or None
         Depth correction for an index-mismatched interface; needs z positions (``z_step_um``
         or ``z_um`` here, or ``z_um`` given to :meth:`StackFuser.add`).
+    halo : {"off", "auto"}
+        Halo correction next to occluding edges (:mod:`nanoro_optics.fusion.halo`):
+        ``"auto"`` applies it where its consistency check holds (:func:`fuse_stack` on an
+        array, and the file pipeline, which can read the frames again; a streaming
+        :class:`StackFuser` sees each frame once and does not); ``"off"`` never.
 
     Raises
     ------
@@ -253,6 +266,7 @@ class FusionOptions:
     z_step_um: float | None = None
     z_um: tuple[float, ...] | None = None
     index_mismatch: IndexMismatch | None = None
+    halo: str = "off"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -264,6 +278,9 @@ class FusionOptions:
         set_(self, "align", check_bool(self.align, "align"))
         check_choice(self.reference, "reference", REFERENCES)
         set_(self, "crop", check_bool(self.crop, "crop"))
+        if not isinstance(self.halo, str):
+            raise TypeError(f"halo must be a str, one of {HALO_MODES!r}, got {self.halo!r}")
+        check_choice(self.halo, "halo", HALO_MODES)
         if self.reference != "first" and not self.align:
             raise ValueError(
                 f"reference={self.reference!r} is for align=True (it sets the output grid)"

@@ -6,8 +6,12 @@ Also :data:`ONE_FRAME_ERROR`, every front end's answer to a stack of one frame (
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .halo import HaloReport
 
 __all__ = ["ONE_FRAME_ERROR", "FusionResult"]
 
@@ -43,6 +47,11 @@ class FusionResult:
     depth_kind : str
         ``"nominal"`` (stage z of best focus, or frame index) or ``"actual"`` (height in the
         sample, corrected for an index mismatch: ``FusionOptions.index_mismatch``).
+    halo : HaloReport or None
+        With ``FusionOptions.halo="auto"``: where the halo correction acted
+        (``halo.corrected``, the only pixels that may lie outside the frames' per-pixel
+        range), its area and the residual of its check (:mod:`nanoro_optics.fusion.halo`);
+        None with ``halo="off"``.
     """
 
     image: np.ndarray
@@ -51,6 +60,22 @@ class FusionResult:
     n_frames: int
     depth_unit: str = "frame"
     depth_kind: str = "nominal"
+    halo: HaloReport | None = None
+
+    @property
+    def halo_map(self) -> np.ndarray | None:
+        """Bool ``(H, W)``: where the halo correction acted (None with ``halo="off"``)."""
+        return None if self.halo is None else self.halo.corrected
+
+    @property
+    def halo_fraction(self) -> float:
+        """Fraction of the image the halo correction replaced (0 with ``halo="off"``)."""
+        return 0.0 if self.halo is None else self.halo.corrected_fraction
+
+    @property
+    def halo_residual_dn(self) -> float:
+        """RMS residual (DN) of the halo correction's check over its map (NaN: none)."""
+        return float("nan") if self.halo is None else self.halo.residual_dn
 
     def cropped(self, bbox: tuple[int, int, int, int]) -> FusionResult:
         """Return the result cut to ``bbox = (y0, y1, x0, x1)`` (contiguous copies)."""
@@ -62,4 +87,5 @@ class FusionResult:
             n_frames=self.n_frames,
             depth_unit=self.depth_unit,
             depth_kind=self.depth_kind,
+            halo=None if self.halo is None else self.halo.cropped(bbox),
         )

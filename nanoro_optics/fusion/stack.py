@@ -81,12 +81,15 @@ class StackFuser(_FusedOutput):
         fields document each one); default ``FusionOptions()``.
     sharpness, window_px, coarse_window_px, inherit, focus_levels, noise_floor, levels, \
 align, reference, crop, bit_depth, noise_dn, guide_channel, fill_depth, min_confidence, \
-z_step_um, z_um, index_mismatch : keyword-only, optional
+z_step_um, z_um, index_mismatch, halo : keyword-only, optional
         Override that field of ``options`` (validated as :meth:`FusionOptions.replace`
         does). z positions may also be given to each :meth:`add`. ``reference="middle"``
         needs ``align_reference`` (a streaming fuser sees each frame once); ``crop`` is
         applied by :func:`fuse_stack` and :mod:`nanoro_optics.pipeline` (the fuser's
-        result keeps the full grid, :attr:`valid_bbox` says what to crop).
+        result keeps the full grid, :attr:`valid_bbox` says what to crop). ``halo`` is
+        applied by :func:`fuse_stack` (arrays) and :mod:`nanoro_optics.pipeline` (files),
+        which can read the frames again (:mod:`.halo`); a streaming fuser sees each frame
+        once and leaves the pyramid fusion as it is.
     depth : bool, optional
         Track the frame of best focus for the depth map (default). With ``False`` the fuser
         keeps no depth tracker (at 12 MP about 63 MB less and a little less work per frame)
@@ -157,6 +160,7 @@ z_step_um, z_um, index_mismatch : keyword-only, optional
         z_step_um: float | _Unset | None = UNSET,
         z_um: Sequence[float] | _Unset | None = UNSET,
         index_mismatch: IndexMismatch | _Unset | None = UNSET,
+        halo: str | _Unset = UNSET,
         depth: bool = True,
         align_reference: Any = None,
     ) -> None:

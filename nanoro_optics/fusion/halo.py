@@ -1,0 +1,997 @@
+"""Halo correction next to occluding edges: :func:`correct_halo`.
+
+Next to a sharp, near occluder, no frame of a focus stack holds the background: where the
+background is in focus, the defocused occluder spreads a glow over it and hides part of
+each background point's light cone; where the occluder is in focus, the background is
+blurred. A rule that picks among the frames (the pyramid fusion of :mod:`.stack`) leaves a
+halo of about the blur radius there. The frame focused on the background obeys the
+layered image model of a thin occluder [1]_ [2]_
+
+    I_k = h_k * (F a) + (1 - h_k * a) B,
+
+with ``F`` and ``a`` the occluder's colour and matte (both sharp in the frame focused on
+it), ``h_k`` the defocus point-spread function of the occluder in frame ``k`` and ``B`` the
+background. The correction inverts it in a band of about the blur radius on the
+background side of each occluding edge, ``B = (I_k - h_k * (F a)) / (1 - h_k * a)``, with
+Wiener-style damping where ``1 - h_k * a`` is small, and composites ``F a + (1 - a) B``.
+
+What is estimated, all from the stack (the optics are not used: the PSF family is fitted
+to the data), per tile of :data:`TILE_PX` px around an edge:
+
+* the edges: steps of at least :data:`MIN_STEP_FRAMES` frames between confident depths
+  (confidence >= :data:`MIN_CONFIDENCE`) of the fuser's depth map, on a grid of
+  :data:`EDGE_STRIDE_PX` px (cheap for a whole frame; a stack without occluding edges
+  costs only this);
+* the two layers' frames: the most common frame on either side of the step;
+* the matte, to a fraction of a pixel, from the frame focused on the occluder: near the
+  depth map's step (within :data:`ZONE_PX`), the mixing fraction between the occluder's
+  colour (extended from inside) and the blurred background (extended from outside), least
+  squares over the channels;
+* the point-spread function of the occluder in the frame focused on the background: a
+  pillbox of radius ``R`` convolved with a Gaussian of ``sigma``, two parameters started
+  from the frame's glow (the background's level a third, linear, unknown) and refined on
+  a frame between the layers' (re-rendered from the layers, with PSFs scaled linearly with
+  the distance in frames from each layer's focus);
+* which side is in front: both are fitted, the one that re-renders that frame better is
+  kept;
+* the consistency check: two further frames between the layers', not used above, are
+  re-rendered and compared with the recorded ones. The correction is kept only where the
+  local RMS residual (over :data:`CHECK_WINDOW_PX` px) is within :data:`CHECK_SIGMAS`
+  noise standard deviations (the fuser's estimate, :mod:`.noise`); elsewhere the pyramid
+  fusion stays.
+
+The range rule
+--------------
+The fused image never leaves the per-pixel range ``[min_k, max_k]`` of the frames, except
+on the pixels of :attr:`HaloReport.corrected`: there the true background lies below every
+recorded frame (each holds some of the occluder's glow), and the corrected value, whose
+check re-rendered the unused frames to within the noise, is kept, clipped only to the
+dtype's (or camera's) limits. Outside that map every pixel is the pyramid fusion's,
+exactly, and so within the range.
+
+References
+----------
+.. [1] J. Gu, R. Ramamoorthi, P. Belhumeur and S. Nayar, "Removing image artifacts due to
+   dirty camera lenses and thin occluders", ACM Trans. Graph. 28(5), 144 (SIGGRAPH Asia
+   2009). https://doi.org/10.1145/1661412.1618490
+.. [2] S. McCloskey, "Masking light fields to remove partial occlusion", Proc. 22nd
+   International Conference on Pattern Recognition (ICPR 2014).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .options import HALO_MODES, FusionOptions
+from .result import FusionResult
+
+__all__ = [
+    "HALO_MODES",
+    "HaloReport",
+    "aligned_frames",
+    "apply_halo",
+    "correct_halo",
+    "depth_in_frames",
+]
+
+#: side of the tiles the correction works in (px); each is read with a margin of the blur
+TILE_PX = 128
+#: grid (px) on which the depth map is searched for steps
+EDGE_STRIDE_PX = 4
+#: grid steps (odd) within which two confident depths make a step
+EDGE_REACH = 5
+#: depth confidence from which a depth counts for the edge search
+MIN_CONFIDENCE = 0.5
+#: smallest depth step (frames) that counts as an occluding edge
+MIN_STEP_FRAMES = 3.0
+#: largest blur radius (px) the correction handles (the tiles' margin follows from it)
+MAX_BLUR_PX = 48.0
+#: noise standard deviations the check's local RMS residual may reach
+CHECK_SIGMAS = 2.0
+#: mean residual (noise variances) over the band of the better way round, before the PSF
+#: is refined, above which a tile is given up (refining gains a few noise variances)
+HOPELESS_SCORE = 50.0
+#: detail the back layer must show (variance of its high-pass over the noise variance;
+#: about 0.5 for noise alone): without it the check cannot tell occlusion from light that
+#: adds up
+MIN_BACK_TEXTURE = 4.0
+#: side (px) of the window the check's residual is averaged over
+CHECK_WINDOW_PX = 9
+#: half-width (px) of the zone around the depth map's step where the edge is looked for
+ZONE_PX = 12
+#: memory for the tiles' frame windows read at once (bytes per pixel of the image): at
+#: 12 MP about 48 MB; more windows are read in further batches (frames read again)
+CROP_BUDGET_BYTES_PER_PX = 4
+#: Wiener damping of the division by ``1 - h * a`` (a squared transmission)
+DAMPING = 0.02
+#: sigma (px) of the smallest Gaussian of the fitted point-spread functions (diffraction)
+SIGMA0_PX = 0.5
+
+FrameSource = np.ndarray | Callable[[int], np.ndarray] | Sequence[np.ndarray]
+
+
+@dataclass(frozen=True)
+class HaloReport:
+    """Where the halo correction acted and how well its check held.
+
+    Attributes
+    ----------
+    corrected : numpy.ndarray
+        bool ``(H, W)``: the pixels the correction replaced (outside them the image is the
+        pyramid fusion's, inside the frames' per-pixel range).
+    corrected_fraction : float
+        Fraction of the image's pixels in ``corrected``.
+    candidate_fraction : float
+        Fraction of the pixels in the bands around occluding edges that were examined.
+    residual_dn : float
+        RMS residual (DN) of the check's re-rendered frames over the corrected pixels (NaN
+        when none was corrected).
+    noise_dn : float
+        Noise standard deviation (DN) the check compared against (mean over channels).
+    n_tiles : int
+        Tiles with an occluding edge that were examined.
+    note : str
+        Why the correction did not run, when it did not ("" when it ran).
+    """
+
+    corrected: np.ndarray
+    corrected_fraction: float
+    candidate_fraction: float
+    residual_dn: float
+    noise_dn: float
+    n_tiles: int
+    note: str = ""
+
+    @classmethod
+    def skipped(cls, shape: tuple[int, int], note: str) -> HaloReport:
+        """Return the report of a correction that did not run (an empty map), saying why."""
+        return cls(np.zeros(shape, bool), 0.0, 0.0, float("nan"), float("nan"), 0, note)
+
+    def cropped(self, bbox: tuple[int, int, int, int]) -> HaloReport:
+        """Return the report with its map cut to ``bbox = (y0, y1, x0, x1)``."""
+        y0, y1, x0, x1 = (int(v) for v in bbox)
+        return dataclasses.replace(
+            self, corrected=np.ascontiguousarray(self.corrected[y0:y1, x0:x1])
+        )
+
+    def summary(self) -> dict[str, float | int | str]:
+        """Return the numbers of the report (no map), e.g. for a JSON record."""
+        return {
+            "corrected_fraction": self.corrected_fraction,
+            "candidate_fraction": self.candidate_fraction,
+            "residual_dn": self.residual_dn,
+            "noise_dn": self.noise_dn,
+            "n_tiles": self.n_tiles,
+            "note": self.note,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# point-spread functions
+
+
+def psf_otf(shape: tuple[int, int], radius_px: float, sigma_px: float) -> np.ndarray:
+    """Real-FFT transfer function of a pillbox of ``radius_px`` convolved with a Gaussian.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(H, W)`` of the (padded) image (``numpy.fft.rfft2`` layout).
+    radius_px, sigma_px : float
+        The pillbox's radius and the Gaussian's standard deviation (px), >= 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(H, W // 2 + 1)``, 1 at zero frequency: ``2 J1(2 pi R f) / (2 pi R f)
+        exp(-2 pi^2 sigma^2 f^2)``.
+
+    Examples
+    --------
+    >>> otf = psf_otf((32, 32), 2.0, 0.5)
+    >>> otf.shape, float(otf[0, 0])
+    ((32, 17), 1.0)
+    """
+    from scipy import special
+
+    # a function of |f| alone: evaluated on a fine radial grid, then spread over the 2-D
+    # layout by linear interpolation (with the grid below, 2e-5 at most off for R <= 48 px)
+    i0, wgt = _radial_index(int(shape[0]), int(shape[1]))
+    fr = _RADIAL_F
+    prof = np.exp(-2.0 * np.pi**2 * float(sigma_px) ** 2 * fr**2)
+    if radius_px > 0:
+        x = 2.0 * np.pi * float(radius_px) * fr
+        safe = np.where(x > 1e-8, x, 1.0)
+        prof *= np.where(x > 1e-8, 2.0 * special.j1(safe) / safe, 1.0)
+    return prof[i0] * (1.0 - wgt) + prof[i0 + 1] * wgt
+
+
+#: the radial frequencies (cycles per px, up to the corner's sqrt(1/2)) the OTFs are
+#: evaluated at before interpolation
+_RADIAL_F = np.linspace(0.0, np.sqrt(0.5) + 1e-9, 2**14)
+
+
+@functools.lru_cache(maxsize=8)
+def _radial_index(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grid index and weight of every ``rfft2`` frequency of an ``(h, w)`` image."""
+    f = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :])
+    pos = f / _RADIAL_F[-1] * (_RADIAL_F.size - 1)
+    i0 = np.minimum(pos.astype(np.intp), _RADIAL_F.size - 2)
+    wgt = pos - i0
+    i0.flags.writeable = False
+    wgt.flags.writeable = False
+    return i0, wgt
+
+
+def _family(size_px: float, shape_t: float) -> tuple[float, float]:
+    """``(radius, sigma)`` of the PSF of geometric std ``size_px`` (per axis), shape ``t``.
+
+    ``t = 1`` is a pillbox (std ``R / 2``), ``t = 0`` a Gaussian; the diffraction Gaussian
+    :data:`SIGMA0_PX` is added to every one.
+    """
+    radius = 2.0 * np.sqrt(shape_t) * size_px
+    sigma = float(np.sqrt((1.0 - shape_t) * size_px**2 + SIGMA0_PX**2))
+    return float(radius), sigma
+
+
+class _Blurrer:
+    """Convolve a few fixed images (planes of one window) with many PSFs, by FFT."""
+
+    def __init__(self, planes: np.ndarray, pad: int) -> None:
+        _, h, w = planes.shape
+        self.pad = pad
+        self.shape = (h, w)
+        from scipy import fft
+
+        ph, pw = fft.next_fast_len(h + 2 * pad, real=True), fft.next_fast_len(w + 2 * pad, True)
+        padded = np.pad(planes, ((0, 0), (pad, ph - h - pad), (pad, pw - w - pad)), mode="edge")
+        self.full = (ph, pw)
+        # single precision: the data hold at most 16 bits, the fits far less
+        self.spec = fft.rfft2(padded.astype(np.float32), axes=(-2, -1), workers=1)
+
+    def blur(self, radius: float, sigma: float) -> np.ndarray:
+        """Return the planes convolved with the PSF (float64, the window's shape)."""
+        from scipy import fft
+
+        otf = psf_otf(self.full, radius, sigma).astype(np.float32)
+        out = fft.irfft2(self.spec * otf, s=self.full, axes=(-2, -1), workers=1)
+        p = self.pad
+        return out[:, p : p + self.shape[0], p : p + self.shape[1]].astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _extend(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
+    """Normalised convolution: ``values`` (C, H, W) known where ``weight`` > 0, extended.
+
+    A Gaussian of ``sigma`` px; from 4 px on computed at half resolution (the fields it
+    extends are smooth at that scale) and interpolated back.
+    """
+    from scipy import ndimage
+
+    w = weight.astype(np.float64)
+    if sigma < 4.0:
+        den = ndimage.gaussian_filter(w, sigma, mode="nearest")
+        num = np.stack([ndimage.gaussian_filter(v * w, sigma, mode="nearest") for v in values])
+        return num / np.maximum(den, 1e-6)[None]
+    c, h, wd = values.shape
+    h2, w2 = (h + 1) // 2, (wd + 1) // 2
+    vw = np.pad(values * w[None], ((0, 0), (0, 2 * h2 - h), (0, 2 * w2 - wd)), mode="edge")
+    ww = np.pad(w, ((0, 2 * h2 - h), (0, 2 * w2 - wd)), mode="edge")
+    vw = vw.reshape(c, h2, 2, w2, 2).mean((2, 4))
+    ww = ww.reshape(h2, 2, w2, 2).mean((1, 3))
+    den = ndimage.gaussian_filter(ww, sigma / 2, mode="nearest")
+    small = np.stack([ndimage.gaussian_filter(v, sigma / 2, mode="nearest") for v in vw])
+    small /= np.maximum(den, 1e-6)[None]
+    # back to full resolution: each sample repeated over its 2 x 2 pixels, then a 2 x 2
+    # mean (bilinear weights between the samples)
+    big = np.repeat(np.repeat(small, 2, axis=1), 2, axis=2)
+    big = ndimage.uniform_filter(big, size=(1, 2, 2), mode="nearest", origin=(0, -1, -1))
+    return big[:, :h, :wd]
+
+
+def _edge_tiles(
+    depth: np.ndarray, confidence: np.ndarray | None, min_step: float
+) -> list[tuple[int, int]]:
+    """Tiles ``(ty, tx)`` of :data:`TILE_PX` near a depth step of ``min_step`` frames.
+
+    On a grid of :data:`EDGE_STRIDE_PX` px, between confident depths (confidence >=
+    :data:`MIN_CONFIDENCE`) within :data:`EDGE_REACH` grid steps: a step where the depth is
+    a guess (textureless areas) is no edge. The neighbours of such a tile are taken too
+    (the band reaches past the tile holding the step).
+    """
+    from scipy import ndimage
+
+    s = EDGE_STRIDE_PX
+    d = np.asarray(depth[::s, ::s], np.float64)
+    ok = np.isfinite(d)
+    if confidence is not None:
+        ok &= np.asarray(confidence[::s, ::s]) >= MIN_CONFIDENCE
+    hi = ndimage.maximum_filter(np.where(ok, d, -np.inf), size=EDGE_REACH, mode="nearest")
+    lo = ndimage.minimum_filter(np.where(ok, d, np.inf), size=EDGE_REACH, mode="nearest")
+    step = np.isfinite(hi) & np.isfinite(lo) & (hi - lo >= min_step)
+    ys, xs = np.nonzero(step)
+    per = TILE_PX // s
+    ny, nx = -(-depth.shape[0] // TILE_PX), -(-depth.shape[1] // TILE_PX)
+    hit = np.zeros((ny, nx), bool)
+    hit[ys // per, xs // per] = True
+    hit = ndimage.binary_dilation(hit, np.ones((3, 3), bool))
+    return [(int(y), int(x)) for y, x in zip(*np.nonzero(hit), strict=True)]
+
+
+@dataclass
+class _TilePlan:
+    ty: int
+    tx: int
+    win: tuple[int, int, int, int]  # window y0, y1, x0, x1 (with margin)
+    core: tuple[int, int, int, int]  # the tile, in window coordinates
+    d_front: float
+    d_back: float
+    frames: tuple[int, ...]  # the two layers', then every other frame to read
+    fit_frames: tuple[int, ...]
+    check_frames: tuple[int, ...]
+    shape: tuple[int, int]  # the image's
+
+
+def _frame_getter(frames: Any, n_frames: int) -> Callable[[int], np.ndarray]:
+    if isinstance(frames, np.ndarray):
+        return lambda k: frames[k]
+    if callable(frames):
+        return frames
+    return lambda k: np.asarray(frames[k])
+
+
+# --------------------------------------------------------------------------------------------
+# the fuser's finishing step
+
+
+def depth_in_frames(result: FusionResult, options: FusionOptions) -> np.ndarray | None:
+    """Return the depth map of ``result`` in frames (0 = first frame), or None.
+
+    A depth map in um (z positions given) is mapped back through the frames' positions; a
+    depth corrected for an index mismatch (``depth_kind == "actual"``) is not.
+    """
+    if result.depth_kind != "nominal":
+        return None
+    if result.depth_unit == "frame":
+        return result.depth
+    n = result.n_frames
+    z = [options.z_of_frame(k) for k in range(n)]
+    if any(v is None for v in z):
+        return None
+    zz = np.asarray(z, np.float64)
+    order = np.argsort(zz)
+    return np.interp(result.depth, zz[order], np.arange(n, dtype=np.float64)[order]).astype(
+        np.float32
+    )
+
+
+def apply_halo(
+    result: FusionResult,
+    frames: FrameSource | None,
+    options: FusionOptions,
+    *,
+    noise_dn: Any,
+    white_level: float | None,
+    note: str = "",
+) -> FusionResult:
+    """Return ``result`` with the halo correction applied as ``options.halo`` says.
+
+    The finishing step of :func:`~nanoro_optics.fusion.fuse_stack` and the file pipeline:
+    with ``halo="off"`` the result as it is (``halo`` None); with ``"auto"`` the image
+    corrected by :func:`correct_halo` and its :class:`HaloReport` in ``result.halo``. When
+    the correction cannot run (``frames`` None, a depth map not in frames),
+    the image is left as it is and the report's ``note`` says why (``note`` given here).
+
+    Parameters
+    ----------
+    result : FusionResult
+        The pyramid fusion's result (uncropped).
+    frames : array, sequence or callable, or None
+        The frames again (see :func:`correct_halo`), on the result's pixel grid (aligned
+        frames warped again: :func:`aligned_frames`); None when they cannot be read again.
+    options : FusionOptions
+    noise_dn : float or array_like
+        The fuser's noise estimate (DN, per channel).
+    white_level : float or None
+        Largest value of the data (integers), None for float frames.
+    note : str, optional
+        Why ``frames`` is None.
+
+    Returns
+    -------
+    FusionResult
+    """
+    if options.halo == "off":
+        return result
+    shape = result.depth.shape
+    depth = depth_in_frames(result, options)
+    why = note
+    if frames is None and not why:
+        why = "the frames cannot be read again (a one-shot iterable)"
+    if depth is None:
+        why = "the depth map is corrected for an index mismatch (not in frames)"
+    if why or frames is None or depth is None:
+        return dataclasses.replace(result, halo=HaloReport.skipped(shape, why))
+    image, report = correct_halo(
+        result.image,
+        depth,
+        frames,
+        n_frames=result.n_frames,
+        noise_dn=noise_dn,
+        white_level=white_level,
+        confidence=result.confidence,
+    )
+    return dataclasses.replace(result, image=image, halo=report)
+
+
+def aligned_frames(frames: FrameSource, aligner: Any) -> Callable[[int], np.ndarray]:
+    """Frame ``k`` of ``frames`` warped onto the fused image's grid as the fuser warped it.
+
+    Parameters
+    ----------
+    frames : array, sequence or callable
+        The frames as recorded (see :func:`correct_halo`).
+    aligner : FrameAligner
+        The fuser's aligner (its ``transforms``: each frame's matrix to the output grid).
+
+    Returns
+    -------
+    callable
+        ``source(k)``: the warped frame ``k``.
+    """
+    from .align import warp_frame
+
+    get = _frame_getter(frames, len(aligner.transforms))
+
+    def source(k: int) -> np.ndarray:
+        frame = np.asarray(get(k))
+        matrix = aligner.transforms[k]
+        if np.array_equal(matrix, np.eye(3)[:2]):  # on the grid already (as the fuser does)
+            return frame
+        return warp_frame(frame, matrix, order=aligner.order)
+
+    return source
+
+
+# --------------------------------------------------------------------------------------------
+# the correction
+
+
+def correct_halo(
+    image: np.ndarray,
+    depth: np.ndarray,
+    frames: FrameSource,
+    *,
+    n_frames: int,
+    noise_dn: Any,
+    white_level: float | None = None,
+    confidence: np.ndarray | None = None,
+) -> tuple[np.ndarray, HaloReport]:
+    """Correct the halos of a fused image next to occluding edges (see the module).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The fused image ``(H, W)`` or ``(H, W, C)`` (the pyramid fusion's, within the frames'
+        per-pixel range).
+    depth : numpy.ndarray
+        float ``(H, W)`` depth map in frames (0 = first frame; NaN: unknown).
+    frames : array or callable
+        The frames again: an array ``(N, H, W[, C])``, a sequence of frames, or a callable
+        ``frames(k)`` returning frame ``k``. Only the frames the correction needs are read
+        (the two layers' and the check's, per edge), each once.
+    n_frames : int
+        Number of frames of the stack (>= 2).
+    noise_dn : float or array_like
+        Noise standard deviation (DN), one or one per channel, > 0.
+    white_level : float, optional
+        Largest value of the data (default: the dtype's largest; float images are not
+        clipped above).
+    confidence : numpy.ndarray, optional
+        The depth map's confidence ``(H, W)`` (:class:`FusionResult`): only steps between
+        confident depths count as edges.
+
+    Returns
+    -------
+    (numpy.ndarray, HaloReport)
+        The corrected image (a new array, same dtype and shape; bit-identical to ``image``
+        outside ``report.corrected``) and the report.
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not match, fewer than 2 frames, a noise that is not positive.
+    TypeError
+        An image that is not numeric.
+
+    References
+    ----------
+    .. [1] Gu, Ramamoorthi, Belhumeur & Nayar (2009), https://doi.org/10.1145/1661412.1618490
+    .. [2] McCloskey, ICPR 2014 (masking light fields to remove partial occlusion).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> flat = np.full((5, 32, 32), 100, np.uint8)
+    >>> out, rep = correct_halo(flat[0], np.zeros((32, 32), np.float32), flat, n_frames=5,
+    ...                         noise_dn=1.0)
+    >>> bool(np.array_equal(out, flat[0])), rep.corrected_fraction
+    (True, 0.0)
+    """
+    img = np.asarray(image)
+    if img.dtype.kind not in "uif":
+        raise TypeError(f"image must be an integer or float array, got dtype {img.dtype}")
+    if img.ndim not in (2, 3):
+        raise ValueError(f"image must be (H, W) or (H, W, C), got shape {img.shape}")
+    dep = np.asarray(depth)
+    if dep.shape != img.shape[:2]:
+        raise ValueError(f"depth has shape {dep.shape}, expected {img.shape[:2]} (the image's)")
+    if dep.dtype.kind != "f":
+        raise TypeError(f"depth must be a float array, got dtype {dep.dtype}")
+    if isinstance(n_frames, bool) or not isinstance(n_frames, (int, np.integer)):
+        raise TypeError(f"n_frames must be an int, got {type(n_frames).__name__}")
+    if n_frames < 2:
+        raise ValueError(f"n_frames must be >= 2, got {n_frames}")
+    c = 1 if img.ndim == 2 else img.shape[2]
+    sigma = np.broadcast_to(np.asarray(noise_dn, np.float64).ravel(), (c,)).copy()
+    if not np.all(np.isfinite(sigma)) or np.any(sigma <= 0):
+        raise ValueError(f"noise_dn must be finite and > 0, got {noise_dn!r}")
+    if isinstance(frames, np.ndarray) and (
+        frames.shape[0] != n_frames or frames.shape[1:] != img.shape
+    ):
+        raise ValueError(
+            f"frames has shape {frames.shape}, expected ({n_frames}, *{img.shape}) (n_frames "
+            "frames of the image's shape)"
+        )
+    if img.dtype.kind in "ui":
+        top = float(np.iinfo(img.dtype).max) if white_level is None else float(white_level)
+        bottom = float(np.iinfo(img.dtype).min)
+    else:
+        top = np.inf if white_level is None else float(white_level)
+        bottom = -np.inf
+    h, w = img.shape[:2]
+    out = img.copy()
+    corrected = np.zeros((h, w), bool)
+    get = _frame_getter(frames, n_frames)
+    conf = None if confidence is None else np.asarray(confidence)
+    if conf is not None and conf.shape != dep.shape:
+        raise ValueError(f"confidence has shape {conf.shape}, expected {dep.shape} (the depth's)")
+    tiles = _edge_tiles(dep, conf, MIN_STEP_FRAMES)
+    plans = [p for p in (_plan(dep, t, n_frames) for t in tiles) if p is not None]
+    empty = HaloReport(corrected, 0.0, 0.0, float("nan"), float(sigma.mean()), len(plans))
+    if not plans:
+        return out, empty
+    # the tiles in batches whose windows (in the frames' dtype) fit the memory budget; each
+    # frame a batch needs is read once for it, keeping only those windows
+    itemsize = np.dtype(img.dtype).itemsize
+    budget = CROP_BUDGET_BYTES_PER_PX * h * w
+    batches: list[list[int]] = [[]]
+    used = 0
+    for i, p in enumerate(plans):
+        y0, y1, x0, x1 = p.win
+        cost = (y1 - y0) * (x1 - x0) * c * itemsize * len(p.frames)
+        if batches[-1] and used + cost > budget:
+            batches.append([])
+            used = 0
+        batches[-1].append(i)
+        used += cost
+    band_total = 0
+    cache: dict[tuple[int, int], tuple[float, float]] = {}
+    res_sum = 0.0
+    res_n = 0
+    for batch in batches:
+        crops = _read_windows(get, [plans[i] for i in batch], img.shape)
+        for i, crop in zip(batch, crops, strict=True):
+            p = plans[i]
+            sol = _solve_tile(p, crop, dep, sigma, cache)
+            if sol is None:
+                continue
+            value, accept, band, res2 = sol
+            cy0, cy1, cx0, cx1 = p.core
+            y0, _, x0, _ = p.win
+            band_total += int(band[cy0:cy1, cx0:cx1].sum())
+            acc = accept[cy0:cy1, cx0:cx1]
+            if not acc.any():
+                continue
+            ys, xs = np.nonzero(acc)
+            vals = value[:, cy0:cy1, cx0:cx1][:, ys, xs].T  # (n, C)
+            vals = np.clip(vals, bottom, top)
+            if img.dtype.kind in "ui":
+                vals = np.rint(vals)
+            gy, gx = ys + y0 + cy0, xs + x0 + cx0
+            if img.ndim == 2:
+                out[gy, gx] = vals[:, 0].astype(img.dtype)
+            else:
+                out[gy, gx] = vals.astype(img.dtype)
+            corrected[gy, gx] = True
+            res_sum += float(res2[cy0:cy1, cx0:cx1][acc].sum())
+            res_n += int(acc.sum())
+        del crops
+    n_px = h * w
+    report = HaloReport(
+        corrected=corrected,
+        corrected_fraction=float(corrected.sum()) / n_px,
+        candidate_fraction=band_total / n_px,
+        residual_dn=float(np.sqrt(res_sum / res_n)) if res_n else float("nan"),
+        noise_dn=float(sigma.mean()),
+        n_tiles=len(plans),
+    )
+    return out, report
+
+
+def _read_windows(
+    get: Callable[[int], np.ndarray], plans: list[_TilePlan], shape: tuple[int, ...]
+) -> list[_Windows]:
+    """Read every frame the ``plans`` need once; keep their windows (the frames' dtype)."""
+    need: dict[int, list[int]] = {}
+    for i, p in enumerate(plans):
+        for k in p.frames:
+            need.setdefault(k, []).append(i)
+    crops: list[dict[int, np.ndarray]] = [{} for _ in plans]
+    for k in sorted(need):
+        frame = np.asarray(get(k))
+        if frame.shape != shape:
+            raise ValueError(f"frame {k} has shape {frame.shape}, expected {shape}")
+        f3 = frame if frame.ndim == 3 else frame[:, :, None]
+        for i in need[k]:
+            y0, y1, x0, x1 = plans[i].win
+            crops[i][k] = np.array(np.moveaxis(f3[y0:y1, x0:x1], -1, 0))
+        del frame, f3
+    return [_Windows(c) for c in crops]
+
+
+class _Windows:
+    """A tile's frame windows, handed out as float64 ``(C, h, w)`` (converted once each)."""
+
+    def __init__(self, raw: dict[int, np.ndarray]) -> None:
+        self._raw = raw
+        self._f64: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        if k not in self._f64:
+            self._f64[k] = self._raw[k].astype(np.float64)
+        return self._f64[k]
+
+
+def _plan(depth: np.ndarray, tile: tuple[int, int], n: int) -> _TilePlan | None:
+    """Plan one edge tile: its window, the two layers' depths and the frames to read."""
+    ty, tx = tile
+    h, w = depth.shape
+    t0y, t0x = ty * TILE_PX, tx * TILE_PX
+    t1y, t1x = min(t0y + TILE_PX, h), min(t0x + TILE_PX, w)
+    m = int(np.ceil(MAX_BLUR_PX)) + 8
+    y0, y1, x0, x1 = max(t0y - m, 0), min(t1y + m, h), max(t0x - m, 0), min(t1x + m, w)
+    d = depth[y0:y1, x0:x1]
+    fin = d[np.isfinite(d)]
+    if fin.size < 16:
+        return None
+    lo, hi = (float(v) for v in np.percentile(fin, [0.5, 99.5]))
+    if hi - lo < MIN_STEP_FRAMES:
+        return None
+    mid = 0.5 * (lo + hi)
+    lo, k_lo = _layer_depth(fin[fin < mid], n)
+    hi, k_hi = _layer_depth(fin[fin >= mid], n)
+    if k_hi - k_lo < MIN_STEP_FRAMES - 0.5:
+        return None
+    fit, checks = _check_frames(k_lo, k_hi)
+    return _TilePlan(
+        ty,
+        tx,
+        (y0, y1, x0, x1),
+        (t0y - y0, t1y - y0, t0x - x0, t1x - x0),
+        hi,
+        lo,
+        (k_lo, k_hi, *sorted(set(fit) | set(checks))),
+        fit,
+        checks,
+        (h, w),
+    )
+
+
+def _layer_depth(values: np.ndarray, n: int) -> tuple[float, int]:
+    """Return a layer's depth and frame from the depth map's values on its side.
+
+    The most common frame (the focus measure spreads a layer's depth next to its edges, the
+    mode stays), refined by the mean of the depths that round to it.
+    """
+    k = np.clip(np.rint(values), 0, n - 1).astype(np.intp)
+    mode = int(np.argmax(np.bincount(k, minlength=n)))
+    return float(values[k == mode].mean()), mode
+
+
+def _check_frames(ka: int, kb: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Frames between the two layers' (not theirs): the PSF fit's and the check's."""
+    lo, hi = min(ka, kb), max(ka, kb)
+    inner = list(range(lo + 1, hi))
+    if not inner:
+        return (), ()
+    n = len(inner)
+    checks = tuple(sorted({inner[n // 4], inner[(3 * n) // 4]}))
+    fit = (inner[n // 2],)
+    return fit, checks
+
+
+def _solve_tile(
+    p: _TilePlan,
+    crop: _Windows,
+    depth: np.ndarray,
+    sigma: np.ndarray,
+    cache: dict[tuple[int, int], tuple[float, float]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Fit the layers in one window, both ways round; keep the one the fit frame prefers.
+
+    ``cache`` holds the PSF fitted for each pair of layer frames so far (a start for the
+    next tile's fit). Returns (value, accept, band, residual^2 in DN^2) maps of the window,
+    or None.
+    """
+    from scipy import ndimage
+
+    y0, y1, x0, x1 = p.win
+    d = depth[y0:y1, x0:x1]
+    lo, hi = p.d_back, p.d_front  # (as planned: the low and the high layer)
+    fin = np.isfinite(d)
+    low_side = fin & (d < 0.5 * (lo + hi))
+    k_lo, k_hi = p.frames[0], p.frames[1]
+    fit_frames = p.fit_frames or p.check_frames
+    if not p.check_frames:
+        return None
+    tried = []
+    for front, kf, kb, d_f, d_b in (
+        (low_side, k_lo, k_hi, lo, hi),
+        (fin & ~low_side, k_hi, k_lo, hi, lo),
+    ):
+        layers = _Layers.build(crop, front, fin, kf, kb, d_f, d_b, sigma)
+        if layers is None or layers.back_texture() < MIN_BACK_TEXTURE:
+            # a background without detail (in its own frame) cannot tell occlusion (light
+            # attenuated) from light that adds up (fluorescence, a translucent glow): the
+            # check would pass either way
+            continue
+        start = cache.get((kf, kb))
+        size, t = start if start is not None else layers.coarse_fit()
+        cache.setdefault((kf, kb), (size, t))  # the next tile's start, whatever comes of this
+        out = layers.render(size, t, fit_frames)
+        if out is not None:
+            tried.append((out[3], start is not None, size, t, layers))
+    if not tried:
+        return None
+    score, cached, size, t, layers = min(tried, key=lambda v: v[0])
+    if score > HOPELESS_SCORE:
+        return None  # far from the noise either way round: not refined, not corrected
+
+    size, t = layers.refine(size, t, fit_frames, narrow=cached)
+    done = layers.render(size, t, p.check_frames)
+    if done is None:
+        return None
+    cache[(layers.kf, layers.kb)] = (size, t)
+    value, band, res2, _ = done
+    # --- the check: the frames between the two layers' (not used above), re-rendered
+    local = ndimage.uniform_filter(res2, CHECK_WINDOW_PX, mode="nearest")
+    accept = band & (local <= CHECK_SIGMAS**2)
+    return value, accept, band, res2 * float((sigma**2).mean())
+
+
+@dataclass
+class _Layers:
+    """The two layers of one window, one way round: matte, colour, and their rendering."""
+
+    crop: _Windows
+    kf: int
+    kb: int
+    d_f: float
+    d_b: float
+    span: float
+    sigma: np.ndarray
+    fin: np.ndarray
+    front: np.ndarray
+    inner: np.ndarray
+    alpha: np.ndarray
+    prem: np.ndarray
+    dist_out: np.ndarray
+    dist_edge: np.ndarray
+    pad: int
+    nc: int
+    blurrer: _Blurrer
+
+    @classmethod
+    def build(
+        cls,
+        crop: _Windows,
+        front_depth: np.ndarray,
+        fin: np.ndarray,
+        kf: int,
+        kb: int,
+        d_f: float,
+        d_b: float,
+        sigma: np.ndarray,
+    ) -> _Layers | None:
+        """Matte and colour of the front layer (the depth map's ``front_depth`` side)."""
+        from scipy import ndimage
+
+        span = abs(kb - d_f)
+        if span < 1e-6:
+            return None
+        i_f = crop[kf]
+        # where the front layer is, from its own frame: the depth map's boundary is only
+        # known to within the blur (the focus measure spreads next to a sharp edge)
+        u = ZONE_PX
+        def_in = ndimage.distance_transform_edt(front_depth) > u
+        def_out = ndimage.distance_transform_edt(~front_depth & fin) > u
+        if def_out.sum() < 16:
+            return None
+        b_ext = _extend(i_f, def_out.astype(np.float64), 0.75 * u)
+        dev = i_f - b_ext
+        zone = ~def_in & ~def_out
+        if def_in.sum() >= 16:
+            f_dir = _extend(i_f, def_in.astype(np.float64), 0.75 * u) - b_ext
+        else:  # a thin front layer: its colour from its most distinct pixels near the edge
+            cand = zone & front_depth
+            if cand.sum() < 8:
+                return None
+            mag = np.sqrt((dev**2).sum(0))
+            strong = cand & (mag >= np.quantile(mag[cand], 0.75))
+            f_dir = _extend(i_f, strong.astype(np.float64), 0.75 * u) - b_ext
+        con2 = (f_dir**2).sum(0)
+        if float(np.median(con2[zone])) < 25.0 * float((sigma**2).sum()):
+            return None  # the front layer does not stand out from the back: no matte
+        a_ls = np.clip((dev * f_dir).sum(0) / np.maximum(con2, 1e-12), 0.0, 1.0)
+        # inside the front layer too: holes smaller than the depth map resolves (their
+        # background is blurred in the front layer's frame, far from its colour)
+        front = ~def_out & (a_ls > 0.5)
+        front = ndimage.binary_opening(front) | (front & def_in)
+        if front.sum() < 8 or (~front).sum() < 8:
+            return None
+        inner1 = ndimage.binary_erosion(front, iterations=1)
+        trans = ~inner1 & ~ndimage.binary_erosion(~front, iterations=1)
+        alpha = np.where(trans, a_ls, inner1.astype(np.float64))
+        prem = np.where(alpha[None] > 0, i_f - (1.0 - alpha)[None] * b_ext, 0.0)  # F a
+        dist_out = ndimage.distance_transform_edt(~front)  # px from the front layer
+        dist_in = ndimage.distance_transform_edt(front)
+        pad = int(np.ceil(MAX_BLUR_PX)) + 4
+        return cls(
+            crop=crop,
+            kf=kf,
+            kb=kb,
+            d_f=d_f,
+            d_b=d_b,
+            span=span,
+            sigma=sigma,
+            fin=fin,
+            front=front,
+            inner=ndimage.binary_erosion(front, iterations=2),
+            alpha=alpha,
+            prem=prem,
+            dist_out=dist_out,
+            dist_edge=np.minimum(dist_out, dist_in),
+            pad=pad,
+            nc=i_f.shape[0],
+            blurrer=_Blurrer(np.concatenate([prem, alpha[None]], axis=0), pad),
+        )
+
+    def back_texture(self) -> float:
+        """Detail of the back layer where it is visible and in focus, in noise variances.
+
+        The local variance (9 px windows) of frame kb less its 2-px Gaussian blur, its
+        median over the back layer's pixels beyond the widest glow (a few bright objects do
+        not make a dark background detailed), per channel over its noise variance, the
+        largest channel's.
+        """
+        from scipy import ndimage
+
+        seen = ~self.front & self.fin & (self.dist_out > MAX_BLUR_PX / 2)
+        if seen.sum() < 64:
+            return 0.0
+        i_b = self.crop[self.kb]
+        out = 0.0
+        for c in range(self.nc):
+            hp = i_b[c] - ndimage.gaussian_filter(i_b[c], 2.0, mode="nearest")
+            local = ndimage.uniform_filter(hp**2, 9, mode="nearest")
+            out = max(out, float(np.median(local[seen])) / float(self.sigma[c] ** 2))
+        return out
+
+    def _cost(
+        self, blurrer: _Blurrer, i_b: np.ndarray, size: float, t: float, sel: np.ndarray
+    ) -> float:
+        """Misfit of frame kb by glow + attenuated background of one level per channel."""
+        bl = blurrer.blur(*_family(size, t))
+        y = (i_b - bl[: self.nc])[:, sel]
+        x = (1.0 - bl[self.nc])[sel]
+        mu = (y * x).sum(1) / max(float((x * x).sum()), 1e-12)
+        return float(((y - mu[:, None] * x[None]) ** 2).mean())
+
+    def coarse_fit(self) -> tuple[float, float]:
+        """Fit the PSF (size, shape) to frame kb's glow over a level background.
+
+        On the window at half resolution (2 x 2 means; sizes in half-resolution px, the
+        diffraction Gaussian's share neglected): a start for :meth:`refine`.
+        """
+
+        def half(a: np.ndarray) -> np.ndarray:
+            h2, w2 = a.shape[-2] // 2, a.shape[-1] // 2
+            a = a[..., : 2 * h2, : 2 * w2]
+            return a.reshape(*a.shape[:-2], h2, 2, w2, 2).mean((-3, -1))
+
+        planes = np.concatenate([self.prem, self.alpha[None]], axis=0)
+        blurrer = _Blurrer(half(planes), self.pad // 2 + 2)
+        i_b = half(self.crop[self.kb])
+        dist = half(self.dist_edge) / 2.0
+        sel = dist <= MAX_BLUR_PX / 2
+        sizes = np.geomspace(0.5, MAX_BLUR_PX / 2.5, 16)
+        costs = [self._cost(blurrer, i_b, float(sz) / 2, 1.0, sel) for sz in sizes]
+        size = float(sizes[int(np.argmin(costs))])
+        sel = dist <= min(2.5 * size + 4, MAX_BLUR_PX) / 2
+        best = (np.inf, size, 1.0)
+        for t in (0.0, 0.5, 1.0):
+            for sz in size * np.geomspace(0.8, 1.25, 5):
+                c = self._cost(blurrer, i_b, float(sz) / 2, t, sel)
+                if c < best[0]:
+                    best = (c, float(sz), t)
+        return best[1], best[2]
+
+    def refine(
+        self, size: float, t: float, frames: Sequence[int], *, narrow: bool
+    ) -> tuple[float, float]:
+        """Refine the PSF on re-rendered ``frames`` (not the inverted frame kb)."""
+        shapes = [t] if narrow else sorted({t, 0.0, 1.0})
+        factors = (0.96, 1.0, 1.04) if narrow else (0.92, 1.0, 1.08)
+        scored = []
+        for tt in shapes:
+            for f in factors:
+                out = self.render(size * f, tt, frames)
+                if out is not None:
+                    scored.append((out[3], size * f, tt))
+        if not scored:
+            return size, t
+        best = min(scored)
+        for f in (0.96, 0.98, 1.02, 1.04):
+            out = self.render(best[1] * f, best[2], frames)
+            if out is not None and out[3] < best[0]:
+                best = (out[3], best[1] * f, best[2])
+        return best[1], best[2]
+
+    def render(
+        self, size: float, t: float, frames: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
+        """Invert frame kb with the PSF (size, t), re-render ``frames``.
+
+        Returns the corrected values, the band, the residual^2 (noise variances, mean over
+        the frames and channels) and its mean over the band.
+        """
+        radius = 2.5 * size + 2
+        if radius > MAX_BLUR_PX:
+            return None
+        nc, pad = self.nc, self.pad
+        i_b = self.crop[self.kb]
+        bl = self.blurrer.blur(*_family(size, t))
+        hp, tr = bl[:nc], 1.0 - bl[nc]
+        # invert with damping, toward the local background level where the glow hides it:
+        # the undamped inversion averaged with its reliability (the transmission squared)
+        raw = (i_b - hp) / np.maximum(tr, 0.1)[None]
+        reliable = np.clip(tr, 0.0, 1.0) ** 2 * (~self.front & self.fin)
+        prior = _extend(raw, reliable, max(radius / 2, 2.0))
+        back = ((i_b - hp) * tr[None] + DAMPING * prior) / (tr**2 + DAMPING)[None]
+        value = self.prem + (1.0 - self.alpha)[None] * back
+        band = (self.dist_out <= radius) & ~self.inner
+        back_full = np.where(band[None], back, i_b)
+        hidden_w = np.clip(tr, 0.0, 1.0) ** 2 * (~self.inner)
+        back_full = np.where(
+            self.inner[None], _extend(back_full, hidden_w, radius / 2 + 1), back_full
+        )
+        back_blur = _Blurrer(back_full, pad)
+        res2 = np.zeros(band.shape)
+        for k in frames:
+            blf = self.blurrer.blur(*_family(size * abs(k - self.d_f) / self.span, t))
+            bb = back_blur.blur(*_family(size * abs(k - self.d_b) / self.span, t))
+            pred = blf[:nc] + (1.0 - blf[nc])[None] * bb
+            res2 += ((self.crop[k] - pred) ** 2 / (self.sigma**2)[:, None, None]).mean(0)
+        res2 /= max(len(frames), 1)
+        score = float(np.mean(res2[band])) if band.any() else np.inf
+        return value, band, res2, score
