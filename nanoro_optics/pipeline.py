@@ -495,19 +495,9 @@ def _fuse(
     if track:
         result = fuser.result(release=True)
         if options.halo != "off":  # reads the frames it needs near occluding edges again
-            from .fusion.halo import aligned_frames, apply_halo
+            from .fusion.halo import finish_halo
 
-            dtype = np.dtype(result.image.dtype)
-            again: Any = _FramesAgain(files)
-            if fuser._aligner is not None:
-                again = aligned_frames(again, fuser._aligner)
-            result = apply_halo(
-                result,
-                again,
-                options,
-                noise_dn=fuser.noise_dn,
-                white_level=None if dtype.kind == "f" else fuser._white,
-            )
+            result = finish_halo(fuser, result, _FramesAgain(files))
         image = result.image
     else:
         image = fuser.image(release=True)

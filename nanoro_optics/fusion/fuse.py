@@ -156,20 +156,10 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
     if fuser.n_frames == 0:
         raise ValueError("frames is empty: a focus stack needs at least one frame")
     res = fuser.result(release=True)
-    if opts.halo != "off":
-        from .halo import aligned_frames, apply_halo
+    if opts.halo != "off":  # the frames again: only an array can be read twice
+        from .halo import finish_halo
 
-        white = None if fuser._dtype is None or fuser._dtype.kind == "f" else fuser._white
-        again: Any = frames if isinstance(frames, np.ndarray) else None
-        if again is not None and fuser._aligner is not None:
-            again = aligned_frames(again, fuser._aligner)
-        res = apply_halo(
-            res,
-            again,
-            opts,
-            noise_dn=fuser.noise_dn,
-            white_level=white,
-        )
+        res = finish_halo(fuser, res, frames if isinstance(frames, np.ndarray) else None)
     bbox = fuser.valid_bbox
     if opts.crop and bbox is not None:
         res = res.cropped(bbox)

@@ -433,6 +433,43 @@ def apply_halo(
     return dataclasses.replace(result, image=image, halo=report)
 
 
+def finish_halo(fuser: Any, result: FusionResult, frames: FrameSource | None) -> FusionResult:
+    """Apply the halo step to the result of a finished :class:`~nanoro_optics.fusion.StackFuser`.
+
+    The one place where :func:`~nanoro_optics.fusion.fuse_stack` (frames in memory) and the
+    file pipeline (frames read again) hand a fusion over to :func:`apply_halo`: aligned
+    frames are warped again with the fuser's own transforms, and the data's white level
+    and noise are the fuser's.
+
+    Parameters
+    ----------
+    fuser : StackFuser
+        The fuser, closed, that made ``result``.
+    result : FusionResult
+        Its result (uncropped).
+    frames : array, sequence or callable, or None
+        The frames as recorded; None when they cannot be read again.
+
+    Returns
+    -------
+    FusionResult
+        ``result`` itself with ``halo="off"``.
+    """
+    options = fuser.options
+    if options.halo == "off":
+        return result
+    if frames is not None and fuser._aligner is not None:
+        frames = aligned_frames(frames, fuser._aligner)
+    dtype = np.dtype(result.image.dtype)
+    return apply_halo(
+        result,
+        frames,
+        options,
+        noise_dn=fuser.noise_dn,
+        white_level=None if dtype.kind == "f" else fuser._white,
+    )
+
+
 def aligned_frames(frames: FrameSource, aligner: Any) -> Callable[[int], np.ndarray]:
     """Frame ``k`` of ``frames`` warped onto the fused image's grid as the fuser warped it.
 
