@@ -14,6 +14,11 @@ compiles that much faster than one large parallel body. The loop index is passed
 ``np.int64``: numba's parallel loops hand out signed or unsigned indices, and each kind would
 compile the row function once more.
 
+Every kernel is compiled with numba's ``error_model="numpy"``: a division then does not test
+its divisor for zero to raise ``ZeroDivisionError`` (that branch keeps the inner loops from
+vectorising; see :mod:`._blend_kernels`).
+No divisor here can be zero and the results are the same bit for bit.
+
 The slow, obvious numpy versions these kernels are checked against live in the tests.
 """
 
@@ -30,7 +35,7 @@ from ._kernel_common import _refl
 # ---------------------------------------------------------------------------------------
 # REDUCE and EXPAND
 # ---------------------------------------------------------------------------------------
-@njit()
+@njit(error_model="numpy")
 def _reduce_row(src, interleaved, dst, i, tmp, gain, to_int):
     """Row ``i`` of every channel of ``gain * REDUCE(src)`` into planar ``dst``."""
     if interleaved:
@@ -81,7 +86,7 @@ def _reduce_row(src, interleaved, dst, i, tmp, gain, to_int):
             dst[c, i, jo] = np.rint(v) if to_int else v
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def reduce_level(src, interleaved, dst, gain, to_int):
     """Burt-Adelson REDUCE: 5-tap binomial blur, then every other row and column.
 
@@ -98,7 +103,7 @@ def reduce_level(src, interleaved, dst, gain, to_int):
         _reduce_row(src, interleaved, dst, np.int64(i), tmp, g, to_int)
 
 
-@njit()
+@njit(error_model="numpy")
 def _expand_row(gc, r, out_w, vtmp, out):
     """Row ``r`` of EXPAND(gc) for one planar channel ``gc`` (rows, cols) into ``out[:out_w]``.
 
@@ -133,7 +138,7 @@ def _expand_row(gc, r, out_w, vtmp, out):
         _expand_edge(vtmp, wg, j, out)
 
 
-@njit()
+@njit(error_model="numpy")
 def _expand_edge(vtmp, wg, j, out):
     m = j // 2
     if j % 2 == 0:
@@ -144,7 +149,7 @@ def _expand_edge(vtmp, wg, j, out):
         out[j] = (vtmp[_refl(m, wg)] + vtmp[_refl(m + 1, wg)]) * np.float32(0.5)
 
 
-@njit()
+@njit(error_model="numpy")
 def _laplacian_row(g, interleaved, gn, out, r, vtmp, erow):
     nc = gn.shape[0]
     w = out.shape[2]
@@ -158,7 +163,7 @@ def _laplacian_row(g, interleaved, gn, out, r, vtmp, erow):
                 out[c, r, j] = np.float32(g[c, r, j]) - erow[j]
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def laplacian_level(g, interleaved, gn, out):
     """Planar ``out = g - EXPAND(gn)``; ``g`` interleaved (any dtype) or planar float32."""
     h = out.shape[1]
@@ -168,7 +173,7 @@ def laplacian_level(g, interleaved, gn, out):
         _laplacian_row(g, interleaved, gn, out, np.int64(r), vtmp, erow)
 
 
-@njit()
+@njit(error_model="numpy")
 def _expand_add_row(acc, scale, gn, out, r, interleaved_out, rounding, lo, hi, vtmp, erow):
     nc, w = acc.shape[0], acc.shape[2]
     for c in range(nc):
@@ -189,7 +194,7 @@ def _expand_add_row(acc, scale, gn, out, r, interleaved_out, rounding, lo, hi, v
                 out[c, r, j] = v
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def expand_add(acc, scale, gn, out, interleaved_out, rounding, lo, hi):
     """One step of collapsing a pyramid: ``out = acc * scale + EXPAND(gn)``.
 
@@ -208,7 +213,7 @@ def expand_add(acc, scale, gn, out, interleaved_out, rounding, lo, hi):
         )
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def scale_into(acc, scale, out):
     """Planar float32 ``out = acc * scale`` (the coarsest level of the fused pyramid)."""
     nc, h, w = acc.shape
@@ -218,7 +223,7 @@ def scale_into(acc, scale, out):
                 out[c, r, j] = np.float32(acc[c, r, j]) * scale
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def to_planar(src, dst):
     """Copy an interleaved ``(H, W, C)`` frame into planar ``(C, H, W)`` ``dst`` (any strides).
 
