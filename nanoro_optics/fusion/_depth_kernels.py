@@ -31,24 +31,35 @@ def _track_row(act_row, r, k, prev, best, idx, before, after, amin, unknown):
     ``act_row`` holds activities, or their codes when the maps are uint16 codes;
     ``unknown`` marks a neighbour not yet seen (NaN, or :data:`CODE_UNKNOWN`).
     """
-    for j in range(act_row.shape[0]):
-        a = act_row[j]
-        if k == 0:
+    w = act_row.shape[0]
+    if k == 0:
+        for j in range(w):
+            a = act_row[j]
             best[r, j] = a
             idx[r, j] = 0
             before[r, j] = unknown
             after[r, j] = unknown
             amin[r, j] = a
-        else:
-            if a > best[r, j]:
-                best[r, j] = a
-                idx[r, j] = k
-                before[r, j] = prev[r, j]
-                after[r, j] = unknown
-            elif idx[r, j] == k - 1:
-                after[r, j] = a
-            if a < amin[r, j]:
-                amin[r, j] = a
+            prev[r, j] = a
+        return
+    # selects instead of branches, so that the loop vectorises: a new best takes frame k
+    # and the previous frame's activity as its "before"; else frame k is the "after" of a
+    # best at k - 1
+    km1 = k - 1
+    for j in range(w):
+        a = act_row[j]
+        b = best[r, j]
+        i = idx[r, j]
+        p = prev[r, j]
+        bf = before[r, j]
+        af = after[r, j]
+        m = amin[r, j]
+        gt = a > b
+        best[r, j] = a if gt else b
+        idx[r, j] = k if gt else i
+        before[r, j] = p if gt else bf
+        after[r, j] = unknown if gt else (a if i == km1 else af)
+        amin[r, j] = a if a < m else m
         prev[r, j] = a
 
 

@@ -36,8 +36,12 @@ from ._kernel_common import _refl
 # REDUCE and EXPAND
 # ---------------------------------------------------------------------------------------
 @njit(error_model="numpy")
-def _reduce_row(src, interleaved, dst, i, tmp, gain, to_int):
-    """Row ``i`` of every channel of ``gain * REDUCE(src)`` into planar ``dst``."""
+def _reduce_row(src, interleaved, dst, i, tmp, ev, od, gain, to_int):
+    """Row ``i`` of every channel of ``gain * REDUCE(src)`` into planar ``dst``.
+
+    ``tmp``, ``ev`` and ``od`` are float32 scratch rows of ``W``, ``ceil(W / 2)`` and
+    ``W // 2`` samples at least.
+    """
     if interleaved:
         h, w, nc = src.shape
     else:
@@ -69,10 +73,17 @@ def _reduce_row(src, interleaved, dst, i, tmp, gain, to_int):
                     + f6 * np.float32(src[c, r2, j])
                 )
         k = k16 * k16 * gain
+        # even and odd columns apart: the loop below then reads contiguous rows (strided
+        # reads keep it from vectorising)
+        for jo in range(w // 2):
+            ev[jo] = tmp[2 * jo]
+            od[jo] = tmp[2 * jo + 1]
+        if w % 2 == 1:
+            ev[w // 2] = tmp[w - 1]
+        out = dst[c, i]
         for jo in range(1, wo - 1):
-            j = 2 * jo
-            v = (tmp[j - 2] + tmp[j + 2] + f4 * (tmp[j - 1] + tmp[j + 1]) + f6 * tmp[j]) * k
-            dst[c, i, jo] = np.rint(v) if to_int else v
+            v = (ev[jo - 1] + ev[jo + 1] + f4 * (od[jo - 1] + od[jo]) + f6 * ev[jo]) * k
+            out[jo] = np.rint(v) if to_int else v
         for jo in (0, wo - 1):
             if jo < 0:
                 continue
@@ -98,9 +109,13 @@ def reduce_level(src, interleaved, dst, gain, to_int):
     ho = dst.shape[1]
     w = src.shape[1] if interleaved else src.shape[2]
     g = np.float32(gain)
-    for i in prange(ho):
-        tmp = np.empty(w, dtype=np.float32)
-        _reduce_row(src, interleaved, dst, np.int64(i), tmp, g, to_int)
+    nchunk = min(ho, 16)  # runs of rows, each with its scratch row (2 * W floats)
+    step = (ho + nchunk - 1) // nchunk
+    for b in prange(nchunk):
+        buf = np.empty(2 * w + 2, dtype=np.float32)
+        tmp, ev, od = buf[:w], buf[w : w + w // 2 + 1], buf[w + w // 2 + 1 :]
+        for i in range(b * step, min(b * step + step, ho)):
+            _reduce_row(src, interleaved, dst, np.int64(i), tmp, ev, od, g, to_int)
 
 
 @njit(error_model="numpy")
@@ -223,14 +238,77 @@ def scale_into(acc, scale, out):
                 out[c, r, j] = np.float32(acc[c, r, j]) * scale
 
 
-@njit(parallel=True, error_model="numpy")
-def to_planar(src, dst):
-    """Copy an interleaved ``(H, W, C)`` frame into planar ``(C, H, W)`` ``dst`` (any strides).
-
-    The level-0 kernels read planar rows about twice as fast as interleaved pixels.
-    """
+@njit(error_model="numpy")
+def _intake_rows(s, r0, r1, src, plane, lo, hi, keep_range, first, gn, reduce, gain, to_int, scr):
+    """Rows ``r0`` to ``r1`` of :func:`intake` (one worker of its parallel loop)."""
     h, w, nc = src.shape
-    for r in prange(h):
+    tmp, ev, od = scr[s, 0], scr[s, 1], scr[s, 2]
+    i = r0 // 2  # the next row of gn (rows 2i in [r0, r1) are this worker's)
+    i_end = min((r1 + 1) // 2, gn.shape[1]) if reduce else i
+    for r in range(r0, r1):
         for c in range(nc):
             for j in range(w):
-                dst[c, r, j] = src[r, j, c]
+                plane[c, r, j] = src[r, j, c]
+            if not keep_range:
+                continue
+            if first:
+                for j in range(w):
+                    lo[c, r, j] = plane[c, r, j]
+                    hi[c, r, j] = plane[c, r, j]
+            else:
+                for j in range(w):
+                    v = plane[c, r, j]
+                    lo[c, r, j] = min(lo[c, r, j], v)
+                    hi[c, r, j] = max(hi[c, r, j], v)
+        # the rows of gn whose five (mirrored) rows are now in the plane, and those that
+        # need rows before r0 (read from the frame, the same values)
+        while i < i_end:
+            first_row = min(_refl(2 * i - 2, h), _refl(2 * i - 1, h), _refl(2 * i, h))
+            last_row = max(_refl(2 * i + 1, h), _refl(2 * i + 2, h), _refl(2 * i, h))
+            if first_row < r0:
+                _reduce_row(src, True, gn, np.int64(i), tmp, ev, od, gain, to_int)
+            elif last_row <= r:
+                _reduce_row(plane, False, gn, np.int64(i), tmp, ev, od, gain, to_int)
+            else:
+                break
+            i += 1
+    while i < i_end:  # rows that need rows after r1
+        _reduce_row(src, True, gn, np.int64(i), tmp, ev, od, gain, to_int)
+        i += 1
+
+
+@njit(parallel=True, error_model="numpy")
+def intake(src, plane, lo, hi, keep_range, first, gn, reduce, gain, to_int, scr, workers):
+    """Take a frame in: copy, range and first REDUCE in one sweep over its rows.
+
+    Copies the interleaved ``(H, W, C)`` frame ``src`` (any strides) into planar ``(C, H,
+    W)`` ``plane`` (the level-0 kernels read planar rows about twice as fast as interleaved
+    pixels); with ``keep_range`` folds it into the per-pixel minimum ``lo`` and maximum
+    ``hi`` (planar; set to it when ``first``); with ``reduce`` writes ``gain * REDUCE`` of
+    it into ``gn`` as :func:`reduce_level` does (the same values), each row while the five
+    rows it filters are still in the cache. ``scr`` is float32 scratch, ``(S, >= 3, >= W)``,
+    one slice per worker; ``workers`` (at most ``S``) runs of rows are taken in parallel.
+    """
+    h = src.shape[0]
+    nw = max(1, min(workers, scr.shape[0], (h + 1) // 2))
+    step = ((h + nw - 1) // nw + 1) // 2 * 2  # even: a run maps onto whole rows of gn
+    nw = (h + step - 1) // step
+    g = np.float32(gain)
+    for s in prange(nw):
+        r0 = s * step
+        _intake_rows(
+            np.int64(s),
+            np.int64(r0),
+            np.int64(min(r0 + step, h)),
+            src,
+            plane,
+            lo,
+            hi,
+            keep_range,
+            first,
+            gn,
+            reduce,
+            g,
+            to_int,
+            scr,
+        )
