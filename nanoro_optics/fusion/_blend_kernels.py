@@ -31,7 +31,7 @@ from numba import prange
 
 from nanoro_optics._numba import njit
 
-from ._codes import CODE_ONE, CODE_UNKNOWN
+from ._codes import CODE_MAX, CODE_ONE, CODE_UNKNOWN
 from ._depth_kernels import _track_row
 from ._kernel_common import _encode_row, _refl
 from ._pyramid_kernels import _expand_row
@@ -396,26 +396,44 @@ def _blend_row(
                 else:
                     acc[c, r, j] = lrows[c, j] if scb[j] > 0.0 else acc[c, r, j]
     else:
-        # the norms so far (0 before the first frame), decoded when stored as codes
-        if first:
+        # the norms so far (0 before the first frame); stored as codes, they are decoded
+        # into fbuf's bits (read as fbuf * eps below) and the new ones encoded from there
+        # (the steps of _encode_row, in the weights' loop and the one after it); one loop
+        # for each case, so that each vectorises
+        one = np.float32(1.0)
+        if coded:
+            if first:
+                for j in range(w):
+                    fbuf[j] = np.float32(0.0)
+            else:
+                for j in range(w):
+                    ubuf[j] = (np.uint32(wnorm[r, j]) << np.uint32(12)) + np.uint32(CODE_ONE)
+        elif first:
             for j in range(w):
                 mrow[j] = np.float32(0.0)
-        elif coded:
-            for j in range(w):
-                ubuf[j] = (np.uint32(wnorm[r, j]) << np.uint32(12)) + np.uint32(CODE_ONE)
-            for j in range(w):
-                mrow[j] = fbuf[j] * eps
         else:
             for j in range(w):
                 mrow[j] = wnorm[r, j]
-        if power == 4:  # the default, written out so that the loop vectorises
+        if power == 4 and coded:  # the default, written out so that the loop vectorises
+            for j in range(w):
+                a = arow[j]
+                m = fbuf[j] * eps
+                mx = max(a, m)
+                q = min(a, m) / mx
+                q2 = q * q
+                norm = mx * np.sqrt(np.sqrt(one + q2 * q2))
+                fbuf[j] = max(norm * inv_eps, one)
+                q = a / norm
+                q2 = q * q
+                scb[j] = q2 * q2
+        elif power == 4:
             for j in range(w):
                 a = arow[j]
                 m = mrow[j]
                 mx = max(a, m)
                 q = min(a, m) / mx
                 q2 = q * q
-                norm = mx * np.sqrt(np.sqrt(np.float32(1.0) + q2 * q2))
+                norm = mx * np.sqrt(np.sqrt(one + q2 * q2))
                 mrow[j] = norm
                 q = a / norm
                 q2 = q * q
@@ -426,15 +444,21 @@ def _blend_row(
                 # it has the range of one activity (no overflow for any p), and the new
                 # frame's weight in the mean is a ** p / sum(a_k ** p) = (a / norm) ** p
                 a = arow[j]
-                m = mrow[j]
+                m = fbuf[j] * eps if coded else mrow[j]
                 mx = max(a, m)
-                norm = mx * _root(np.float32(1.0) + _pw(min(a, m) / mx, power), power)
-                mrow[j] = norm
+                norm = mx * _root(one + _pw(min(a, m) / mx, power), power)
+                if coded:
+                    fbuf[j] = max(norm * inv_eps, one)
+                else:
+                    mrow[j] = norm
                 scb[j] = _pw(a / norm, power)  # the new coefficient's share of the mean
         if coded:  # the new norms back as codes (the weights above used them exact)
-            _encode_row(mrow, inv_eps, fbuf, mrow)
-        for j in range(w):
-            wnorm[r, j] = mrow[j]
+            for j in range(w):
+                code = (ubuf[j] - np.uint32(CODE_ONE) + np.uint32(0x800)) >> np.uint32(12)
+                wnorm[r, j] = min(code, np.uint32(CODE_MAX))
+        else:
+            for j in range(w):
+                wnorm[r, j] = mrow[j]
         for c in range(nc):
             for j in range(w):
                 if quant:
