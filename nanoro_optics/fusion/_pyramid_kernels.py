@@ -269,21 +269,29 @@ def _intake_rows(s, r0, r1, src, plane, lo, hi, keep_range, first, gn, reduce, g
                     v = plane[c, r, j]
                     lo[c, r, j] = min(lo[c, r, j], v)
                     hi[c, r, j] = max(hi[c, r, j], v)
-        # the rows of gn whose five (mirrored) rows are now in the plane, and those that
-        # need rows before r0 (read from the frame, the same values)
+        # the rows of gn whose five (mirrored) rows are now in the plane; those that need
+        # rows of another worker are left to intake, once every row is in
         while i < i_end:
-            first_row = min(_refl(2 * i - 2, h), _refl(2 * i - 1, h), _refl(2 * i, h))
-            last_row = max(_refl(2 * i + 1, h), _refl(2 * i + 2, h), _refl(2 * i, h))
-            if first_row < r0:
-                _reduce_row(src, True, gn, np.int64(i), tmp, ev, od, gain, to_int)
-            elif last_row <= r:
+            if _other_rows(i, h, r0, r1):
+                i += 1
+            elif _last_row(i, h) <= r:
                 _reduce_row(plane, False, gn, np.int64(i), tmp, ev, od, gain, to_int)
+                i += 1
             else:
                 break
-            i += 1
-    while i < i_end:  # rows that need rows after r1
-        _reduce_row(src, True, gn, np.int64(i), tmp, ev, od, gain, to_int)
-        i += 1
+
+
+@njit(error_model="numpy")
+def _last_row(i, h):
+    """Return the last row of the plane that row ``i`` of REDUCE reads (mirrored)."""
+    return max(_refl(2 * i + 1, h), _refl(2 * i + 2, h), _refl(2 * i, h))
+
+
+@njit(error_model="numpy")
+def _other_rows(i, h, r0, r1):
+    """Row ``i`` of REDUCE reads a row of the plane outside ``[r0, r1)``."""
+    first_row = min(_refl(2 * i - 2, h), _refl(2 * i - 1, h), _refl(2 * i, h))
+    return first_row < r0 or _last_row(i, h) >= r1
 
 
 @njit(parallel=True, error_model="numpy")
@@ -295,7 +303,8 @@ def intake(src, plane, lo, hi, keep_range, first, gn, reduce, gain, to_int, scr,
     pixels); with ``keep_range`` folds it into the per-pixel minimum ``lo`` and maximum
     ``hi`` (planar; set to it when ``first``); with ``reduce`` writes ``gain * REDUCE`` of
     it into ``gn`` as :func:`reduce_level` does (the same values), each row while the five
-    rows it filters are still in the cache. ``scr`` is float32 scratch, ``(S, >= 3, >= W)``,
+    rows it filters are still in the cache (the few that read rows of two workers after
+    the parallel sweep). ``scr`` is float32 scratch, ``(S, >= 3, >= W)``,
     one slice per worker; ``workers`` (at most ``S``) runs of rows are taken in parallel.
     """
     h = src.shape[0]
@@ -321,3 +330,12 @@ def intake(src, plane, lo, hi, keep_range, first, gn, reduce, gain, to_int, scr,
             to_int,
             scr,
         )
+    if reduce:  # the rows of gn at the runs' borders, from the plane now whole
+        ho = gn.shape[1]
+        tmp, ev, od = scr[0, 0], scr[0, 1], scr[0, 2]
+        for b in range(nw):
+            b0 = b * step
+            b1 = min(b0 + step, h)
+            for i in range(b0 // 2, min((b1 + 1) // 2, ho)):
+                if _other_rows(i, h, b0, b1):
+                    _reduce_row(plane, False, gn, np.int64(i), tmp, ev, od, g, to_int)
