@@ -17,15 +17,23 @@ The configurations differ in one thing each, so their differences split the cost
 ============  ==============================================================================
 full          the default fuser (depth tracking on): what ``LiveFusion`` and ``fuse`` pay
 no_depth      ``depth=False``: the depth tracker's share is ``full - no_depth``
-levels_1/2    ``levels=1`` / ``levels=2`` without depth: level 0 alone (reduce, band,
-              activity, weights, blend at full size), and what the first coarse level adds;
-              the coarser levels' share is ``no_depth - levels_2``
+levels_1      ``levels=1`` without depth: level 0 is then the coarsest level, so this is the
+              intake (planar copy, range) and the weights and blend at full size, with no
+              band-pass or activity of level 0's own
+levels_2      ``levels=2`` without depth: ``levels_2 - levels_1`` is what level 0's band
+              (REDUCE, EXPAND, its energy, window and activity) adds, with level 1 as the
+              quarter-size coarsest level; the coarser levels' share is ``no_depth - levels_2``
 float32_in    frames given as float32 instead of uint16: the input conversion's share
 hard          ``sharpness=None`` (the hard rule) without depth: the soft weights' share
 ============  ==============================================================================
 
+A second table times every kernel call inside the ``full`` configuration's adds (the
+intake sweep, each level's REDUCE and blend), in ms and passes, alternating with the pass.
+
 Prints a table and writes JSON (``--json``). Usage:
-``python benchmarks/bench_add_profile.py [--side 2048] [--frames 8] [--rounds 3] [--threads 1 2]``
+``python benchmarks/bench_add_profile.py [--side 2048] [--frames 8] [--rounds 3] [--threads 1 2]
+[--clock cpu]`` (``--clock cpu`` on a machine other jobs share: one thread's figures then do
+not count the time the process waits for a core).
 """
 
 from __future__ import annotations
@@ -45,6 +53,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 from nanoro_optics.fusion import FusionOptions, StackFuser, synthetic_stack
 
+#: the clock every figure is read from (``--clock``): wall time, or the process's CPU time
+CLOCK = [time.perf_counter]
+
 CONFIGS: dict[str, dict[str, Any]] = {
     "full": {},
     "no_depth": {"depth": False},
@@ -61,9 +72,9 @@ def pass_time_s(h: int, w: int, repeats: int = 15) -> float:
     b = np.empty_like(a)
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = CLOCK[0]()
         np.multiply(a, 1.0, out=b)
-        times.append(time.perf_counter() - t0)
+        times.append(CLOCK[0]() - t0)
     return statistics.median(times)
 
 
@@ -77,11 +88,59 @@ def add_times_s(frames: np.ndarray, config: dict[str, Any]) -> list[float]:
     fuser = StackFuser(opts, depth=depth)
     times = []
     for k, frame in enumerate(data):
-        t0 = time.perf_counter()
+        t0 = CLOCK[0]()
         fuser.add(frame)
         if k > 0:
-            times.append(time.perf_counter() - t0)
+            times.append(CLOCK[0]() - t0)
     return times
+
+
+class _Timed:
+    """A kernel module whose named kernels record the time of each call (per call index)."""
+
+    def __init__(self, module: Any, names: tuple[str, ...], log: dict[str, list[float]]) -> None:
+        self._module = module
+        self._log = log
+        self._calls = dict.fromkeys(names, 0)
+
+    def new_add(self) -> None:
+        self._calls = dict.fromkeys(self._calls, 0)
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(self._module, name)
+        if name not in self._calls:
+            return fn
+
+        def timed(*args: Any) -> Any:
+            t0 = CLOCK[0]()
+            out = fn(*args)
+            key = f"{name}[{self._calls[name]}]"
+            self._calls[name] += 1
+            self._log.setdefault(key, []).append(CLOCK[0]() - t0)
+            return out
+
+        return timed
+
+
+def stage_times_s(frames: np.ndarray) -> dict[str, float]:
+    """Median time of each kernel call in the ``full`` fuser's adds (frames 2 to N)."""
+    fuser = StackFuser(FusionOptions(bit_depth=12))
+    log: dict[str, list[float]] = {}
+    fuser.add(frames[0])
+    fuser.add(frames[1])
+    pyr = _Timed(fuser._pyr(), ("intake", "reduce_level"), log)
+    kern = _Timed(fuser._kern(), ("fuse_level",), log)
+    fuser._pyr_kernels, fuser._kernels = pyr, kern
+    adds = []
+    for frame in frames[2:]:
+        pyr.new_add()
+        kern.new_add()
+        t0 = CLOCK[0]()
+        fuser.add(frame)
+        adds.append(CLOCK[0]() - t0)
+    out = {key: statistics.median(v) for key, v in log.items()}
+    out["add"] = statistics.median(adds)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,12 +152,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per configuration")
     ap.add_argument("--json", default="bench_results/add_profile.json", help="output JSON path")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time (default), or the process's CPU time: on a shared machine time "
+        "the process waits for a core does not count (with more than one thread it adds "
+        "up the threads' time, spinning included: use it for one thread)",
+    )
     args = ap.parse_args(argv)
+    CLOCK[0] = time.perf_counter if args.clock == "wall" else time.process_time
     if args.frames < 3 or args.side < 64 or args.rounds < 1:
         ap.error("--frames must be >= 3, --side >= 64 and --rounds >= 1")
     import numba
 
-    all_threads = numba.config.NUMBA_NUM_THREADS
+    all_threads = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     thread_counts = args.threads or sorted({1, all_threads})
     stack = synthetic_stack((args.side, args.side), args.frames, seed=1, dtype=np.uint16)
     frames = (stack.frames >> 4).astype(np.uint16)  # 12-bit data in 16-bit frames
@@ -135,6 +203,29 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
             print(f"{n_threads:>7}  {name:<11} {1e3 * t:>8.1f} {passes:>7.1f} {1e3 * unit:>8.2f}")
+    stages = []
+    for n_threads in thread_counts:
+        numba.set_num_threads(n_threads)
+        per_stage: dict[str, list[tuple[float, float]]] = {}
+        for _ in range(args.rounds):
+            before = pass_time_s(args.side, args.side)
+            times = stage_times_s(frames)
+            unit = statistics.median([before, pass_time_s(args.side, args.side)])
+            for key, t in times.items():
+                per_stage.setdefault(key, []).append((t, unit))
+        print(f"\nkernel calls in one add ({n_threads} thread(s), full): ms, passes")
+        coarse = [0.0, 0.0]
+        for key, v in per_stage.items():
+            t = statistics.median(x[0] for x in v)
+            passes = statistics.median(x[0] / x[1] for x in v)
+            stages.append({"threads": n_threads, "stage": key, "ms": 1e3 * t, "passes": passes})
+            level = int(key.split("[")[1].rstrip("]")) if "[" in key else -1
+            if key.startswith(("fuse_level", "reduce_level")) and level >= 2:
+                coarse[0] += 1e3 * t
+                coarse[1] += passes
+                continue
+            print(f"  {key:<16} {1e3 * t:>7.2f} {passes:>6.1f}")
+        print(f"  {'levels >= 2':<16} {coarse[0]:>7.2f} {coarse[1]:>6.1f}")
     by = {(r["threads"], r["config"]): r["passes"] for r in rows}
     print("\nshares (in passes), from the differences:")
     for n_threads in thread_counts:
@@ -143,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             return by[(n, name)]
 
         print(
-            f"  {n_threads} thread(s): level 0 {p('levels_1'):.1f}, first coarse level "
-            f"{p('levels_2') - p('levels_1'):.1f}, coarser levels "
+            f"  {n_threads} thread(s): intake and full-size blend {p('levels_1'):.1f}, level "
+            f"0's band and activity {p('levels_2') - p('levels_1'):.1f}, coarser levels "
             f"{p('no_depth') - p('levels_2'):.1f}, depth tracking "
             f"{p('full') - p('no_depth'):.1f}, float32 input vs uint16 "
             f"{p('float32_in') - p('full'):+.1f}, soft vs hard weights "
@@ -154,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         "side": args.side,
         "frames": args.frames,
         "numba_threads_max": all_threads,
+        "clock": args.clock,
         "load_average": list(os.getloadavg()),
         "rows": rows,
+        "stages": stages,
     }
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)

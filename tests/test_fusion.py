@@ -827,3 +827,37 @@ def test_released_fuser_gives_the_same_result_and_takes_no_more_frames(small_sta
         released.result()
     with pytest.raises(TypeError, match="release must be a bool"):
         kept.result(release="yes")
+
+
+def test_fusers_of_one_pool_share_buffers_and_give_the_same_results(small_stack):
+    # (StackFuser._pool_with: LiveFusion's fusers, one per MDA group, allocate once)
+    class Owner:
+        pass
+
+    owner = Owner()
+    frames = small_stack.frames
+    first = StackFuser()._pool_with(owner)
+    for f in frames:
+        first.add(f)
+    plane = first._plane
+    image1 = first.result(release=True).image
+    second = StackFuser()._pool_with(owner)
+    for f in frames[::-1]:
+        second.add(f)
+    assert second._plane is plane  # the first fuser's buffers, taken at the first frame
+    fresh = StackFuser()
+    for f in frames[::-1]:
+        fresh.add(f)
+    got, ref = second.result(release=True), fresh.result()
+    for a, b in ((got.image, ref.image), (got.depth, ref.depth), (got.confidence, ref.confidence)):
+        np.testing.assert_array_equal(a, b)
+    again = StackFuser()
+    for f in frames:
+        again.add(f)
+    np.testing.assert_array_equal(image1, again.image())  # the first result kept its own
+    other = StackFuser(levels=2)._pool_with(owner)  # another layout: fresh buffers
+    other.add(frames[0])
+    assert other._plane is not plane
+    unpooled = StackFuser()._pool_with(Owner())  # another owner: another pool
+    unpooled.add(frames[0])
+    assert unpooled._plane is not plane

@@ -2,17 +2,24 @@
 
 Private; imported lazily by the fuser (:mod:`.stack`) and :mod:`.frame_range`, never at
 package import. :func:`fuse_level` reads planar ``(channels, rows, cols)`` levels only (the
-fuser copies colour frames to planar first, :func:`._pyramid_kernels.to_planar`: the inner
+fuser copies colour frames to planar first, :func:`._pyramid_kernels.intake`: the inner
 loops then run along contiguous rows and vectorise); single-channel maps are ``(rows,
 cols)``. It calls EXPAND from :mod:`._pyramid_kernels`, the activity codes from
 :mod:`._kernel_common` and the depth tracker's row update from :mod:`._depth_kernels`.
 Also here: the frames' per-pixel range (:func:`update_range`, :func:`clamp_to_range`) and
 the check of a float frame (:func:`finite_absmax`).
 
-The parallel kernel is a thin ``prange`` loop over a plain ``@njit`` band function: numba
-compiles that much faster than one large parallel body. The loop index is passed on as
-``np.int64``: numba's parallel loops hand out signed or unsigned indices, and each kind would
-compile the band function once more.
+The parallel kernel is a thin ``prange`` loop over a plain ``@njit`` function that sweeps
+one contiguous run of rows (numba compiles that much faster than one large parallel body):
+each row's coefficients, energy and activity are computed once, kept in rings of rows in
+the fuser's scratch (they stay in the cache), and the row is blended as soon as its window
+is complete. The loop index is passed on as ``np.int64``: numba's parallel loops hand out
+signed or unsigned indices, and each kind would compile the row function once more.
+
+Every kernel is compiled with numba's ``error_model="numpy"``: a division then does not test
+its divisor for zero to raise ``ZeroDivisionError`` (that branch keeps the inner loops from
+vectorising; it halved the time of ``StackFuser.add``, ``benchmarks/bench_add_profile.py``).
+No divisor here can be zero and the results are the same bit for bit.
 
 The slow, obvious numpy versions these kernels are checked against live in the tests.
 """
@@ -24,21 +31,18 @@ from numba import prange
 
 from nanoro_optics._numba import njit
 
-from ._codes import CODE_ONE, CODE_UNKNOWN
+from ._codes import CODE_MAX, CODE_ONE, CODE_UNKNOWN
 from ._depth_kernels import _track_row
 from ._kernel_common import _encode_row, _refl
 from ._pyramid_kernels import _expand_row
 
-#: rows per parallel band in the fusion kernel (even: a band maps onto whole rows of the
-#: next, half-size level)
-BAND_ROWS = 64
 #: largest activity (noise energies) the fusion kernel holds: energies of frames ~2**50
 #: times their noise (frames of very different scales in one stack) saturate here instead
 #: of overflowing float32 to inf; ordinary stacks stay below 2**50 noise energies
 ACTIVITY_MAX = 2.0**100
 
 
-@njit()
+@njit(error_model="numpy")
 def _root(x, p):
     """``x ** (1 / p)`` for ``x`` in ``[1, 2]``: square roots for a power of two ``p``."""
     if p == 1:
@@ -52,7 +56,7 @@ def _root(x, p):
     return x ** np.float32(1.0 / q)
 
 
-@njit()
+@njit(error_model="numpy")
 def _pw(x, p):
     """``x ** p`` for a small non-negative integer ``p`` without a pow call."""
     if p == 4:
@@ -72,7 +76,7 @@ def _pw(x, p):
     return result
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def update_range(plane, lo, hi, first):
     """Per-pixel running minimum ``lo`` and maximum ``hi`` of planar frames (in place)."""
     nc, h, w = plane.shape
@@ -89,7 +93,7 @@ def update_range(plane, lo, hi, first):
                     hi[c, r, j] = max(hi[c, r, j], v)
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def clamp_to_range(img, lo, hi):
     """Clamp an interleaved image ``(H, W, C)`` to planar per-pixel bounds ``(C, H, W)``."""
     h, w, nc = img.shape
@@ -105,9 +109,12 @@ def clamp_to_range(img, lo, hi):
 # ---------------------------------------------------------------------------------------
 # the fusion rule
 # ---------------------------------------------------------------------------------------
-@njit()
-def _fuse_band(
-    b,
+@njit(error_model="numpy")
+def _fuse_rows(
+    s,
+    r0,
+    r1,
+    scr,
     g,
     gn,
     inherited,
@@ -139,194 +146,332 @@ def _fuse_band(
     g_scale,
     gn_scale,
 ):
-    """One band of rows of :func:`fuse_level` (the parallel loop's body)."""
+    """Rows ``r0`` to ``r1`` of :func:`fuse_level` (one worker of its parallel loop).
+
+    One sweep down the rows: coefficient row ``q`` (and its windowed energy) is computed
+    once, the activity of row ``q - rad`` then has its whole window, that row is blended
+    and, every other row, a row of the reduced activity is written. Rows before ``r0`` and
+    after ``r1`` are the halo of the window and of the ``[1, 2, 1]`` decimation (mirrored at
+    the image's borders); the rows live in rings in ``scr[s]`` (``scratch_rows`` of them,
+    each at least ``W + 2 * radius`` long) that stay in the cache.
+    """
     nc, h, w = acc.shape
     measure = measure and not top
     rad = radius if measure else 0
     win = np.float32(1.0 / ((2 * rad + 1) * (2 * rad + 1)))
-    r0 = b * BAND_ROWS
-    r1 = min(r0 + BAND_ROWS, h)
-    nrow = r1 - r0
-    # activity rows r0-1 .. r1 (one halo row each side for the [1,2,1] decimation);
-    # coefficient rows r0-1-rad .. r1+rad for the energy window
-    na = nrow + 2
-    ext = na + 2 * rad
-    lbuf = np.empty((nc, ext, w), dtype=np.float32)
-    hbuf = np.empty((ext, w), dtype=np.float32)
-    abuf = np.empty((na, w), dtype=np.float32)
-    vtmp = np.empty(max(gn.shape[2], 1), dtype=np.float32)
-    erow = np.empty(w, dtype=np.float32)
-    ybuf = np.empty(w, dtype=np.float32)
-    ypad = np.empty(w + 2 * rad, dtype=np.float32)
-    # activity keys (their codes when ``coded``), the norms of a row decoded, code scratch
-    kbuf = np.empty(w if coded else 0, dtype=np.float32)
-    mrow = np.empty(w, dtype=np.float32)
-    fbuf = np.empty(w if coded else 0, dtype=np.float32)
+    nl = rad + 1  # coefficient rows: row t is blended rad rows after it is computed
+    nh = 2 * rad + 1  # energy rows of one activity row's window
+    oh = nl * nc
+    oa = oh + nh
+    orow = oa + 3
+    vtmp = scr[s, orow]
+    erow = scr[s, orow + 1]
+    ybuf = scr[s, orow + 2]
+    ypad = scr[s, orow + 3]
+    kbuf = scr[s, orow + 4, :w]
+    mrow = scr[s, orow + 5, :w]
+    fbuf = scr[s, orow + 6, :w]
+    scb = scr[s, orow + 7]
     ubuf = fbuf.view(np.uint32)
     inv_eps = np.float32(1.0) / eps
     amax = np.float32(ACTIVITY_MAX)
     unknown = np.float32(CODE_UNKNOWN) if coded else np.float32(np.nan)
-    # pass 1: Laplacian coefficients and the box sum of their channels' weighted energy
-    for q in range(ext):
-        rr = _refl(r0 - 1 - rad + q, h)
+    inv_q = np.float32(1.0) / qscale
+    base = r0 - 1 - rad  # the first (virtual, mirrored) row of the sweep
+    hn = reduced_out.shape[0]
+    wr = reduced_out.shape[1]
+    two = np.float32(2.0)
+    k16 = np.float32(1.0 / 16.0)
+    for q in range(base, r1 + rad + 1):
+        # -- coefficient row q and the box sum along it of its channels' weighted energy
+        rr = _refl(q, h)
+        lq = ((q - base) % nl) * nc
         if top:
             for c in range(nc):
+                lrow = scr[s, lq + c]
                 for j in range(w):
-                    lbuf[c, q, j] = np.float32(g[c, rr, j]) * g_scale
-            continue
-        for j in range(w):
-            ybuf[j] = np.float32(0.0)
-        for c in range(nc):
-            _expand_row(gn[c], rr, w, vtmp, erow)
-            lc = lum[c]
-            for j in range(w):
-                v = np.float32(g[c, rr, j]) * g_scale - erow[j] * gn_scale
-                lbuf[c, q, j] = v
-                ybuf[j] += lc * (v * v)
-        if not measure:
-            continue
-        # the channels' weighted energy, mirrored by rad samples at both ends, then a box sum
-        for j in range(w):
-            ypad[j + rad] = ybuf[j]
-        for d in range(1, rad + 1):
-            ypad[rad - d] = ypad[rad + _refl(-d, w)]
-            ypad[rad + w - 1 + d] = ypad[rad + _refl(w - 1 + d, w)]
-        hrow = hbuf[q]
-        for j in range(w):
-            hrow[j] = ypad[j]
-        for d in range(1, 2 * rad + 1):
-            for j in range(w):
-                hrow[j] += ypad[j + d]
-    # pass 2: activity of the band plus its halo rows
-    for t in range(na):
-        rr = _refl(r0 - 1 + t, h)
-        for j in range(w):
-            abuf[t, j] = eps
-        if has_inh:
-            for j in range(w):
-                abuf[t, j] += inherit_gain * inherited[rr, j]
-        if measure:
-            for d in range(2 * rad + 1):
-                for j in range(w):
-                    abuf[t, j] += win * hbuf[t + d, j]
-        for j in range(w):  # saturate, never inf (whose ratios are NaN weights)
-            abuf[t, j] = min(abuf[t, j], amax)
-    # pass 3: the running fusion of the band's own rows; ``acc`` holds the weighted mean of
-    # the coefficients, as float32 or (``quant``) as int16 in steps of ``1 / qscale``
-    inv_q = np.float32(1.0) / qscale
-    scb = np.empty(w, dtype=np.float32)
-    for t in range(1, nrow + 1):
-        r = r0 - 1 + t
-        lq = t + rad
-        if quant:  # the coefficients as they will be stored
-            for c in range(nc):
-                for j in range(w):
-                    lbuf[c, lq, j] = np.rint(lbuf[c, lq, j] * qscale) * inv_q
-        keys = abuf[t]
-        if coded and (hard or write_act):  # integer-valued float32 keys: exact compares
-            _encode_row(abuf[t], inv_eps, fbuf, kbuf)
-            keys = kbuf
-        if hard:
-            ties = 0
-            if first:  # nothing to compare with yet
-                for j in range(w):
-                    scb[j] = np.float32(1.0)
-                    wnorm[r, j] = keys[j]
-            else:
-                for j in range(w):  # branch-free, so that it vectorises; ties resolved below
-                    a = keys[j]
-                    m = np.float32(wnorm[r, j])
-                    scb[j] = np.float32(1.0) if a > m else np.float32(0.0)
-                    ties += 1 if a == m else 0
-                    wnorm[r, j] = max(a, m)
-            if ties > 0:  # equal activity: the larger coefficient vector, whatever the order
-                for j in range(w):
-                    if keys[j] == np.float32(wnorm[r, j]) and scb[j] == 0.0:
-                        for c in range(nc):
-                            old = np.float32(acc[c, r, j]) * inv_q if quant else acc[c, r, j]
-                            if lbuf[c, lq, j] != old:
-                                if lbuf[c, lq, j] > old:
-                                    scb[j] = np.float32(1.0)
-                                break
-            for c in range(nc):
-                for j in range(w):
-                    if quant:
-                        new = np.rint(lbuf[c, lq, j] * qscale)
-                        acc[c, r, j] = new if scb[j] > 0.0 else acc[c, r, j]
-                    else:
-                        acc[c, r, j] = lbuf[c, lq, j] if scb[j] > 0.0 else acc[c, r, j]
+                    lrow[j] = np.float32(g[c, rr, j]) * g_scale
         else:
-            # the norms so far (0 before the first frame), decoded when stored as codes
-            if first:
-                for j in range(w):
-                    mrow[j] = np.float32(0.0)
-            elif coded:
-                for j in range(w):
-                    ubuf[j] = (np.uint32(wnorm[r, j]) << np.uint32(12)) + np.uint32(CODE_ONE)
-                for j in range(w):
-                    mrow[j] = fbuf[j] * eps
-            else:
-                for j in range(w):
-                    mrow[j] = wnorm[r, j]
-            if power == 4:  # the default, written out so that the loop vectorises
-                for j in range(w):
-                    a = abuf[t, j]
-                    m = mrow[j]
-                    mx = max(a, m)
-                    q = min(a, m) / mx
-                    q2 = q * q
-                    norm = mx * np.sqrt(np.sqrt(np.float32(1.0) + q2 * q2))
-                    mrow[j] = norm
-                    q = a / norm
-                    q2 = q * q
-                    scb[j] = q2 * q2
-            else:
-                for j in range(w):
-                    # wnorm is the p-norm of the activities so far, (sum a_k ** p) ** (1/p):
-                    # it has the range of one activity (no overflow for any p), and the new
-                    # frame's weight in the mean is a ** p / sum(a_k ** p) = (a / norm) ** p
-                    a = abuf[t, j]
-                    m = mrow[j]
-                    mx = max(a, m)
-                    norm = mx * _root(np.float32(1.0) + _pw(min(a, m) / mx, power), power)
-                    mrow[j] = norm
-                    scb[j] = _pw(a / norm, power)  # the new coefficient's share of the mean
-            if coded:  # the new norms back as codes (the weights above used them exact)
-                _encode_row(mrow, inv_eps, fbuf, mrow)
-            for j in range(w):
-                wnorm[r, j] = mrow[j]
             for c in range(nc):
+                _expand_row(gn[c], rr, w, vtmp, erow)
+                lrow = scr[s, lq + c]
                 for j in range(w):
-                    if quant:
-                        old = np.float32(acc[c, r, j]) * inv_q
-                        acc[c, r, j] = np.rint((old + (lbuf[c, lq, j] - old) * scb[j]) * qscale)
-                    else:
-                        old = acc[c, r, j]
-                        acc[c, r, j] = old + (lbuf[c, lq, j] - old) * scb[j]
-        if write_act:  # the depth tracker, as in depth_update
-            _track_row(keys, r, k, prev, best, idx, before, after, amin, unknown)
-    if write_reduced:
-        hn = reduced_out.shape[0]
-        wr = reduced_out.shape[1]
-        two = np.float32(2.0)
-        k16 = np.float32(1.0 / 16.0)
-        for i in range((r0 + 1) // 2, min((r1 + 1) // 2, hn)):
-            t = 2 * i - r0  # abuf row of image row 2i - 1
-            # the rows' [1, 2, 1] sum first, then the columns' (mirrored at both ends)
+                    lrow[j] = np.float32(g[c, rr, j]) * g_scale - erow[j] * gn_scale
+                if not measure:
+                    continue
+                # the channels' weighted energy (the first channel's term is 0 + its own)
+                lc = lum[c]
+                if c == 0:
+                    for j in range(w):
+                        ybuf[j] = lc * (lrow[j] * lrow[j])
+                else:
+                    for j in range(w):
+                        ybuf[j] += lc * (lrow[j] * lrow[j])
+            if measure:
+                # mirrored by rad samples at both ends, then the box sum (left to right)
+                for j in range(w):
+                    ypad[j + rad] = ybuf[j]
+                for d in range(1, rad + 1):
+                    ypad[rad - d] = ypad[rad + _refl(-d, w)]
+                    ypad[rad + w - 1 + d] = ypad[rad + _refl(w - 1 + d, w)]
+                hrow = scr[s, oh + (q - base) % nh]
+                if rad == 2:  # the default window, in one loop
+                    for j in range(w):
+                        hrow[j] = ypad[j] + ypad[j + 1] + ypad[j + 2] + ypad[j + 3] + ypad[j + 4]
+                elif rad == 1:
+                    for j in range(w):
+                        hrow[j] = ypad[j] + ypad[j + 1] + ypad[j + 2]
+                else:
+                    for j in range(w):
+                        hrow[j] = ypad[j]
+                    for d in range(1, 2 * rad + 1):
+                        for j in range(w):
+                            hrow[j] += ypad[j + d]
+        t = q - rad
+        if t < r0 - 1:
+            continue
+        # -- activity of row t: its window is complete
+        arow = scr[s, oa + (t - r0 + 1) % 3, :w]
+        rt = _refl(t, h)
+        # (summed in the order eps, inherited, window rows: the same float32 result as
+        # adding them one by one)
+        if measure and rad == 2:  # the default window, in one loop
+            h0 = scr[s, oh + (t - 2 - base) % nh]
+            h1 = scr[s, oh + (t - 1 - base) % nh]
+            h2 = scr[s, oh + (t - base) % nh]
+            h3 = scr[s, oh + (t + 1 - base) % nh]
+            h4 = scr[s, oh + (t + 2 - base) % nh]
+            if has_inh:
+                for j in range(w):
+                    v = eps + inherit_gain * inherited[rt, j] + win * h0[j] + win * h1[j]
+                    v = v + win * h2[j] + win * h3[j] + win * h4[j]
+                    arow[j] = min(v, amax)  # saturate, never inf (whose ratios are NaN)
+            else:
+                for j in range(w):
+                    v = eps + win * h0[j] + win * h1[j] + win * h2[j] + win * h3[j] + win * h4[j]
+                    arow[j] = min(v, amax)
+        else:
             for j in range(w):
-                ybuf[j] = abuf[t, j] + two * abuf[t + 1, j] + abuf[t + 2, j]
-            for jj in range(1, (w - 1) // 2):
+                arow[j] = eps
+            if has_inh:
+                for j in range(w):
+                    arow[j] += inherit_gain * inherited[rt, j]
+            if measure:
+                for d in range(2 * rad + 1):
+                    hrow = scr[s, oh + (t - rad + d - base) % nh]
+                    for j in range(w):
+                        arow[j] += win * hrow[j]
+            for j in range(w):  # saturate, never inf (whose ratios are NaN weights)
+                arow[j] = min(arow[j], amax)
+        if r0 <= t < r1:
+            _blend_row(
+                t,
+                scr[s, ((t - base) % nl) * nc : ((t - base) % nl) * nc + nc],
+                arow,
+                acc,
+                wnorm,
+                prev,
+                best,
+                idx,
+                before,
+                after,
+                amin,
+                k,
+                coded,
+                first,
+                eps,
+                inv_eps,
+                power,
+                hard,
+                write_act,
+                quant,
+                qscale,
+                inv_q,
+                kbuf,
+                mrow,
+                fbuf,
+                ubuf,
+                scb,
+                unknown,
+            )
+        # -- reduced row i from activity rows 2i - 1, 2i, 2i + 1
+        if write_reduced and (t - r0) % 2 == 1 and t >= r0 + 1 and (t - 1) // 2 < hn:
+            i = (t - 1) // 2
+            a0 = scr[s, oa + (t - 2 - r0 + 1) % 3]
+            a1 = scr[s, oa + (t - 1 - r0 + 1) % 3]
+            # the rows' [1, 2, 1] sum first, even and odd columns apart (contiguous loops
+            # vectorise, strided ones do not), then the columns' (mirrored at both ends)
+            ev = vtmp
+            od = erow
+            for jj in range(w // 2):
                 cb = 2 * jj
-                reduced_out[i, jj] = (ybuf[cb - 1] + two * ybuf[cb] + ybuf[cb + 1]) * k16
+                ev[jj] = a0[cb] + two * a1[cb] + arow[cb]
+                od[jj] = a0[cb + 1] + two * a1[cb + 1] + arow[cb + 1]
+            if w % 2 == 1:
+                ev[w // 2] = a0[w - 1] + two * a1[w - 1] + arow[w - 1]
+            out = reduced_out[i]
+            for jj in range(1, (w - 1) // 2):
+                out[jj] = (od[jj - 1] + two * ev[jj] + od[jj]) * k16
             for jj in (0, (w - 1) // 2, wr - 1):
                 if 0 <= jj < wr:
                     ca = _refl(2 * jj - 1, w)
-                    cb = 2 * jj
                     cc = _refl(2 * jj + 1, w)
-                    reduced_out[i, jj] = (ybuf[ca] + two * ybuf[cb] + ybuf[cc]) * k16
+                    ya = ev[ca // 2] if ca % 2 == 0 else od[ca // 2]
+                    yc = ev[cc // 2] if cc % 2 == 0 else od[cc // 2]
+                    out[jj] = (ya + two * ev[jj] + yc) * k16
 
 
-@njit(parallel=True)
+@njit(error_model="numpy")
+def _blend_row(
+    r,
+    lrows,
+    arow,
+    acc,
+    wnorm,
+    prev,
+    best,
+    idx,
+    before,
+    after,
+    amin,
+    k,
+    coded,
+    first,
+    eps,
+    inv_eps,
+    power,
+    hard,
+    write_act,
+    quant,
+    qscale,
+    inv_q,
+    kbuf,
+    mrow,
+    fbuf,
+    ubuf,
+    scb,
+    unknown,
+):
+    """Fold row ``r`` (coefficients ``lrows``, ``(C, >= W)``; activity ``arow``) into the fusion.
+
+    ``acc`` holds the weighted mean of the coefficients, as float32 or (``quant``) as int16
+    in steps of ``1 / qscale``.
+    """
+    nc, w = acc.shape[0], acc.shape[2]
+    if quant:  # the coefficients as they will be stored
+        for c in range(nc):
+            for j in range(w):
+                lrows[c, j] = np.rint(lrows[c, j] * qscale) * inv_q
+    keys = arow
+    if coded and (hard or write_act):  # integer-valued float32 keys: exact compares
+        _encode_row(arow, inv_eps, fbuf, kbuf)
+        keys = kbuf
+    if hard:
+        ties = 0
+        if first:  # nothing to compare with yet
+            for j in range(w):
+                scb[j] = np.float32(1.0)
+                wnorm[r, j] = keys[j]
+        else:
+            for j in range(w):  # branch-free, so that it vectorises; ties resolved below
+                a = keys[j]
+                m = np.float32(wnorm[r, j])
+                scb[j] = np.float32(1.0) if a > m else np.float32(0.0)
+                ties += 1 if a == m else 0
+                wnorm[r, j] = max(a, m)
+        if ties > 0:  # equal activity: the larger coefficient vector, whatever the order
+            for j in range(w):
+                if keys[j] == np.float32(wnorm[r, j]) and scb[j] == 0.0:
+                    for c in range(nc):
+                        old = np.float32(acc[c, r, j]) * inv_q if quant else acc[c, r, j]
+                        if lrows[c, j] != old:
+                            if lrows[c, j] > old:
+                                scb[j] = np.float32(1.0)
+                            break
+        for c in range(nc):
+            for j in range(w):
+                if quant:
+                    new = np.rint(lrows[c, j] * qscale)
+                    acc[c, r, j] = new if scb[j] > 0.0 else acc[c, r, j]
+                else:
+                    acc[c, r, j] = lrows[c, j] if scb[j] > 0.0 else acc[c, r, j]
+    else:
+        # the norms so far (0 before the first frame); stored as codes, they are decoded
+        # into fbuf's bits (read as fbuf * eps below) and the new ones encoded from there
+        # (the steps of _encode_row, in the weights' loop and the one after it); one loop
+        # for each case, so that each vectorises
+        one = np.float32(1.0)
+        if coded:
+            if first:
+                for j in range(w):
+                    fbuf[j] = np.float32(0.0)
+            else:
+                for j in range(w):
+                    ubuf[j] = (np.uint32(wnorm[r, j]) << np.uint32(12)) + np.uint32(CODE_ONE)
+        elif first:
+            for j in range(w):
+                mrow[j] = np.float32(0.0)
+        else:
+            for j in range(w):
+                mrow[j] = wnorm[r, j]
+        if power == 4 and coded:  # the default, written out so that the loop vectorises
+            for j in range(w):
+                a = arow[j]
+                m = fbuf[j] * eps
+                mx = max(a, m)
+                q = min(a, m) / mx
+                q2 = q * q
+                norm = mx * np.sqrt(np.sqrt(one + q2 * q2))
+                fbuf[j] = max(norm * inv_eps, one)
+                q = a / norm
+                q2 = q * q
+                scb[j] = q2 * q2
+        elif power == 4:
+            for j in range(w):
+                a = arow[j]
+                m = mrow[j]
+                mx = max(a, m)
+                q = min(a, m) / mx
+                q2 = q * q
+                norm = mx * np.sqrt(np.sqrt(one + q2 * q2))
+                mrow[j] = norm
+                q = a / norm
+                q2 = q * q
+                scb[j] = q2 * q2
+        else:
+            for j in range(w):
+                # wnorm is the p-norm of the activities so far, (sum a_k ** p) ** (1/p):
+                # it has the range of one activity (no overflow for any p), and the new
+                # frame's weight in the mean is a ** p / sum(a_k ** p) = (a / norm) ** p
+                a = arow[j]
+                m = fbuf[j] * eps if coded else mrow[j]
+                mx = max(a, m)
+                norm = mx * _root(one + _pw(min(a, m) / mx, power), power)
+                if coded:
+                    fbuf[j] = max(norm * inv_eps, one)
+                else:
+                    mrow[j] = norm
+                scb[j] = _pw(a / norm, power)  # the new coefficient's share of the mean
+        if coded:  # the new norms back as codes (the weights above used them exact)
+            for j in range(w):
+                code = (ubuf[j] - np.uint32(CODE_ONE) + np.uint32(0x800)) >> np.uint32(12)
+                wnorm[r, j] = min(code, np.uint32(CODE_MAX))
+        else:
+            for j in range(w):
+                wnorm[r, j] = mrow[j]
+        for c in range(nc):
+            for j in range(w):
+                if quant:
+                    old = np.float32(acc[c, r, j]) * inv_q
+                    acc[c, r, j] = np.rint((old + (lrows[c, j] - old) * scb[j]) * qscale)
+                else:
+                    old = acc[c, r, j]
+                    acc[c, r, j] = old + (lrows[c, j] - old) * scb[j]
+    if write_act:  # the depth tracker, as in depth_update
+        _track_row(keys, r, k, prev, best, idx, before, after, amin, unknown)
+
+
+@njit(parallel=True, error_model="numpy")
 def fuse_level(
     g,
     gn,
@@ -357,6 +502,8 @@ def fuse_level(
     qscale,
     g_scale,
     gn_scale,
+    scratch,
+    workers,
 ):
     """Fold one frame's Laplacian level into the running fused level.
 
@@ -413,14 +560,28 @@ def fuse_level(
     g_scale, gn_scale : float32
         Factors that bring ``g`` and ``gn`` to the frame's units (the fuser keeps the
         Gaussian levels of uint8 frames as int16 in steps of ``1 / qscale``); 1 for float.
+    scratch : (S, rows, >= W + 2 * radius) float32
+        Work rows of the parallel workers, one slice each (``stack._scratch_shape``): the
+        rows of coefficients, energy and activity a worker's sweep keeps in the cache.
+    workers : int
+        Parallel runs of rows to split the level into (numba's thread count; at most ``S``).
+        The result does not depend on it.
     """
     h, w = acc.shape[1], acc.shape[2]
-    nb = (h + BAND_ROWS - 1) // BAND_ROWS
+    # one contiguous run of rows per worker (even: a run maps onto whole rows of the next,
+    # half-size level), each with its own scratch
+    nw = max(1, min(workers, scratch.shape[0], (h + 1) // 2))
+    step = ((h + nw - 1) // nw + 1) // 2 * 2
+    nw = (h + step - 1) // step
     # a (1, 1) placeholder stands for "nothing inherited" (level 0)
     has_inh = inherited.shape[0] == h and inherited.shape[1] == w and inherit_gain != 0.0
-    for b in prange(nb):
-        _fuse_band(
-            np.int64(b),  # one compiled signature (prange indices may be signed or not)
+    for s in prange(nw):
+        r0 = s * step
+        _fuse_rows(
+            np.int64(s),  # one compiled signature (prange indices may be signed or not)
+            np.int64(r0),
+            np.int64(min(r0 + step, h)),
+            scratch,
             g,
             gn,
             inherited,
@@ -454,7 +615,7 @@ def fuse_level(
         )
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def finite_absmax(img):
     """Return the flat index of the first NaN or infinity in a float image and its range.
 

@@ -5,6 +5,11 @@ function, :func:`_track_row`, as it blends), the sub-frame estimate and its conf
 discount of spread estimates, the normalisation of the smoothing and the upsampling. Maps
 are ``(rows, cols)``, float32 activities or their 16-bit codes (:mod:`._kernel_common`).
 
+Every kernel is compiled with numba's ``error_model="numpy"``: a division then does not test
+its divisor for zero to raise ``ZeroDivisionError`` (that branch keeps the inner loops from
+vectorising; see :mod:`._blend_kernels`).
+No divisor here can be zero and the results are the same bit for bit.
+
 The slow, obvious numpy versions these kernels are checked against live in the tests.
 """
 
@@ -19,35 +24,46 @@ from ._codes import CODE_UNKNOWN
 from ._kernel_common import _encode_row, _log_code
 
 
-@njit()
+@njit(error_model="numpy")
 def _track_row(act_row, r, k, prev, best, idx, before, after, amin, unknown):
     """Fold row ``r`` of frame ``k``'s activity into the depth tracker's maps.
 
     ``act_row`` holds activities, or their codes when the maps are uint16 codes;
     ``unknown`` marks a neighbour not yet seen (NaN, or :data:`CODE_UNKNOWN`).
     """
-    for j in range(act_row.shape[0]):
-        a = act_row[j]
-        if k == 0:
+    w = act_row.shape[0]
+    if k == 0:
+        for j in range(w):
+            a = act_row[j]
             best[r, j] = a
             idx[r, j] = 0
             before[r, j] = unknown
             after[r, j] = unknown
             amin[r, j] = a
-        else:
-            if a > best[r, j]:
-                best[r, j] = a
-                idx[r, j] = k
-                before[r, j] = prev[r, j]
-                after[r, j] = unknown
-            elif idx[r, j] == k - 1:
-                after[r, j] = a
-            if a < amin[r, j]:
-                amin[r, j] = a
+            prev[r, j] = a
+        return
+    # selects instead of branches, so that the loop vectorises: a new best takes frame k
+    # and the previous frame's activity as its "before"; else frame k is the "after" of a
+    # best at k - 1
+    km1 = k - 1
+    for j in range(w):
+        a = act_row[j]
+        b = best[r, j]
+        i = idx[r, j]
+        p = prev[r, j]
+        bf = before[r, j]
+        af = after[r, j]
+        m = amin[r, j]
+        gt = a > b
+        best[r, j] = a if gt else b
+        idx[r, j] = k if gt else i
+        before[r, j] = p if gt else bf
+        after[r, j] = unknown if gt else (a if i == km1 else af)
+        amin[r, j] = a if a < m else m
         prev[r, j] = a
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def depth_update(act, k, prev, best, idx, before, after, amin, coded, inv_floor):
     """Track, per pixel, the frame of largest activity and its neighbours' activities.
 
@@ -69,7 +85,7 @@ def depth_update(act, k, prev, best, idx, before, after, amin, coded, inv_floor)
 # ---------------------------------------------------------------------------------------
 # depth map
 # ---------------------------------------------------------------------------------------
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def depth_estimate(idx, before, best, after, amin, coded, extra, log_noise, log_full, frac, conf):
     """Sub-frame depth (parabola vertex through log activities) and confidence per pixel.
 
@@ -108,7 +124,7 @@ def depth_estimate(idx, before, best, after, amin, coded, extra, log_noise, log_
             conf[r, j] = min(max(c, zero), np.float32(1.0))
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def discount_spread(conf, wsum, fsum, qsum, s_lo, s_hi):
     """In place: ``conf *= clip((s_hi - s) / (s_hi - s_lo), 0, 1)`` where ``wsum > 1e-6``.
 
@@ -129,7 +145,7 @@ def discount_spread(conf, wsum, fsum, qsum, s_lo, s_hi):
                 conf[r, j] = np.float32(np.float64(conf[r, j]) * f)
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def normalize_depth(frac, wsum, fsum, hi):
     """In place: ``frac = fsum / wsum`` where ``wsum > 1e-6`` (else kept), clipped to ``[0, hi]``.
 
@@ -144,7 +160,7 @@ def normalize_depth(frac, wsum, fsum, hi):
             frac[r, j] = min(max(v, np.float32(0.0)), top)
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def upsample_depth(frac, conf, shown, factor, min_conf, depth_out, conf_out):
     """Upsample the depth and the confidence ``shown`` bilinearly by ``factor``.
 

@@ -4,6 +4,8 @@ The mirrored border index (``_refl``) of every level of the pyramids, and the 16
 codes (``_encode_row``, ``_log_code``) that the fusion kernel (:mod:`._blend_kernels`) and the
 depth tracker's kernels (:mod:`._depth_kernels`) both read and write. numba compiles a call
 to them into the calling kernel wherever that kernel is defined.
+Compiled with ``error_model="numpy"`` like those kernels (no zero-divisor test in
+their loops; see :mod:`._blend_kernels`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from nanoro_optics._numba import njit
 from ._codes import CODE_MAX, CODE_ONE, CODE_UNKNOWN
 
 
-@njit()
+@njit(error_model="numpy")
 def _refl(i, n):
     """Mirror index ``i`` into ``[0, n)`` without repeating the edge (reflect-101)."""
     if n == 1:
@@ -35,7 +37,7 @@ def _refl(i, n):
 # allocating a fuser's maps does not import numba)
 
 
-@njit()
+@njit(error_model="numpy")
 def _encode_row(a, inv_floor, fbuf, keys):
     """Codes of the activities ``a`` (floor ``1 / inv_floor``), as float32 into ``keys``.
 
@@ -51,7 +53,7 @@ def _encode_row(a, inv_floor, fbuf, keys):
         keys[j] = np.float32(min(code, np.uint32(CODE_MAX)))
 
 
-@njit()
+@njit(error_model="numpy")
 def _log_code(code):
     """Natural log of ``a / floor`` for a code of :func:`_encode_row` (NaN if unknown)."""
     c = np.uint32(code)

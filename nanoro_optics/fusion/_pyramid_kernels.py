@@ -14,6 +14,11 @@ compiles that much faster than one large parallel body. The loop index is passed
 ``np.int64``: numba's parallel loops hand out signed or unsigned indices, and each kind would
 compile the row function once more.
 
+Every kernel is compiled with numba's ``error_model="numpy"``: a division then does not test
+its divisor for zero to raise ``ZeroDivisionError`` (that branch keeps the inner loops from
+vectorising; see :mod:`._blend_kernels`).
+No divisor here can be zero and the results are the same bit for bit.
+
 The slow, obvious numpy versions these kernels are checked against live in the tests.
 """
 
@@ -30,9 +35,13 @@ from ._kernel_common import _refl
 # ---------------------------------------------------------------------------------------
 # REDUCE and EXPAND
 # ---------------------------------------------------------------------------------------
-@njit()
-def _reduce_row(src, interleaved, dst, i, tmp, gain, to_int):
-    """Row ``i`` of every channel of ``gain * REDUCE(src)`` into planar ``dst``."""
+@njit(error_model="numpy")
+def _reduce_row(src, interleaved, dst, i, tmp, ev, od, gain, to_int):
+    """Row ``i`` of every channel of ``gain * REDUCE(src)`` into planar ``dst``.
+
+    ``tmp``, ``ev`` and ``od`` are float32 scratch rows of ``W``, ``ceil(W / 2)`` and
+    ``W // 2`` samples at least.
+    """
     if interleaved:
         h, w, nc = src.shape
     else:
@@ -64,10 +73,17 @@ def _reduce_row(src, interleaved, dst, i, tmp, gain, to_int):
                     + f6 * np.float32(src[c, r2, j])
                 )
         k = k16 * k16 * gain
+        # even and odd columns apart: the loop below then reads contiguous rows (strided
+        # reads keep it from vectorising)
+        for jo in range(w // 2):
+            ev[jo] = tmp[2 * jo]
+            od[jo] = tmp[2 * jo + 1]
+        if w % 2 == 1:
+            ev[w // 2] = tmp[w - 1]
+        out = dst[c, i]
         for jo in range(1, wo - 1):
-            j = 2 * jo
-            v = (tmp[j - 2] + tmp[j + 2] + f4 * (tmp[j - 1] + tmp[j + 1]) + f6 * tmp[j]) * k
-            dst[c, i, jo] = np.rint(v) if to_int else v
+            v = (ev[jo - 1] + ev[jo + 1] + f4 * (od[jo - 1] + od[jo]) + f6 * ev[jo]) * k
+            out[jo] = np.rint(v) if to_int else v
         for jo in (0, wo - 1):
             if jo < 0:
                 continue
@@ -81,7 +97,7 @@ def _reduce_row(src, interleaved, dst, i, tmp, gain, to_int):
             dst[c, i, jo] = np.rint(v) if to_int else v
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def reduce_level(src, interleaved, dst, gain, to_int):
     """Burt-Adelson REDUCE: 5-tap binomial blur, then every other row and column.
 
@@ -93,12 +109,16 @@ def reduce_level(src, interleaved, dst, gain, to_int):
     ho = dst.shape[1]
     w = src.shape[1] if interleaved else src.shape[2]
     g = np.float32(gain)
-    for i in prange(ho):
-        tmp = np.empty(w, dtype=np.float32)
-        _reduce_row(src, interleaved, dst, np.int64(i), tmp, g, to_int)
+    nchunk = min(ho, 16)  # runs of rows, each with its scratch row (2 * W floats)
+    step = (ho + nchunk - 1) // nchunk
+    for b in prange(nchunk):
+        buf = np.empty(2 * w + 2, dtype=np.float32)
+        tmp, ev, od = buf[:w], buf[w : w + w // 2 + 1], buf[w + w // 2 + 1 :]
+        for i in range(b * step, min(b * step + step, ho)):
+            _reduce_row(src, interleaved, dst, np.int64(i), tmp, ev, od, g, to_int)
 
 
-@njit()
+@njit(error_model="numpy")
 def _expand_row(gc, r, out_w, vtmp, out):
     """Row ``r`` of EXPAND(gc) for one planar channel ``gc`` (rows, cols) into ``out[:out_w]``.
 
@@ -133,7 +153,7 @@ def _expand_row(gc, r, out_w, vtmp, out):
         _expand_edge(vtmp, wg, j, out)
 
 
-@njit()
+@njit(error_model="numpy")
 def _expand_edge(vtmp, wg, j, out):
     m = j // 2
     if j % 2 == 0:
@@ -144,7 +164,7 @@ def _expand_edge(vtmp, wg, j, out):
         out[j] = (vtmp[_refl(m, wg)] + vtmp[_refl(m + 1, wg)]) * np.float32(0.5)
 
 
-@njit()
+@njit(error_model="numpy")
 def _laplacian_row(g, interleaved, gn, out, r, vtmp, erow):
     nc = gn.shape[0]
     w = out.shape[2]
@@ -158,7 +178,7 @@ def _laplacian_row(g, interleaved, gn, out, r, vtmp, erow):
                 out[c, r, j] = np.float32(g[c, r, j]) - erow[j]
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def laplacian_level(g, interleaved, gn, out):
     """Planar ``out = g - EXPAND(gn)``; ``g`` interleaved (any dtype) or planar float32."""
     h = out.shape[1]
@@ -168,7 +188,7 @@ def laplacian_level(g, interleaved, gn, out):
         _laplacian_row(g, interleaved, gn, out, np.int64(r), vtmp, erow)
 
 
-@njit()
+@njit(error_model="numpy")
 def _expand_add_row(acc, scale, gn, out, r, interleaved_out, rounding, lo, hi, vtmp, erow):
     nc, w = acc.shape[0], acc.shape[2]
     for c in range(nc):
@@ -189,7 +209,7 @@ def _expand_add_row(acc, scale, gn, out, r, interleaved_out, rounding, lo, hi, v
                 out[c, r, j] = v
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def expand_add(acc, scale, gn, out, interleaved_out, rounding, lo, hi):
     """One step of collapsing a pyramid: ``out = acc * scale + EXPAND(gn)``.
 
@@ -208,7 +228,7 @@ def expand_add(acc, scale, gn, out, interleaved_out, rounding, lo, hi):
         )
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def scale_into(acc, scale, out):
     """Planar float32 ``out = acc * scale`` (the coarsest level of the fused pyramid)."""
     nc, h, w = acc.shape
@@ -218,14 +238,104 @@ def scale_into(acc, scale, out):
                 out[c, r, j] = np.float32(acc[c, r, j]) * scale
 
 
-@njit(parallel=True)
-def to_planar(src, dst):
-    """Copy an interleaved ``(H, W, C)`` frame into planar ``(C, H, W)`` ``dst`` (any strides).
-
-    The level-0 kernels read planar rows about twice as fast as interleaved pixels.
-    """
+@njit(error_model="numpy")
+def _intake_rows(s, r0, r1, src, plane, lo, hi, keep_range, first, gn, reduce, gain, to_int, scr):
+    """Rows ``r0`` to ``r1`` of :func:`intake` (one worker of its parallel loop)."""
     h, w, nc = src.shape
-    for r in prange(h):
-        for c in range(nc):
+    tmp, ev, od = scr[s, 0], scr[s, 1], scr[s, 2]
+    i = r0 // 2  # the next row of gn (rows 2i in [r0, r1) are this worker's)
+    i_end = min((r1 + 1) // 2, gn.shape[1]) if reduce else i
+    for r in range(r0, r1):
+        if nc == 3:  # RGB: one loop reading the row's pixels in order (vectorises)
+            p0, p1, p2 = plane[0, r], plane[1, r], plane[2, r]
+            row = src[r]
             for j in range(w):
-                dst[c, r, j] = src[r, j, c]
+                p0[j] = row[j, 0]
+                p1[j] = row[j, 1]
+                p2[j] = row[j, 2]
+        else:
+            for c in range(nc):
+                for j in range(w):
+                    plane[c, r, j] = src[r, j, c]
+        for c in range(nc):
+            if not keep_range:
+                break
+            if first:
+                for j in range(w):
+                    lo[c, r, j] = plane[c, r, j]
+                    hi[c, r, j] = plane[c, r, j]
+            else:
+                for j in range(w):
+                    v = plane[c, r, j]
+                    lo[c, r, j] = min(lo[c, r, j], v)
+                    hi[c, r, j] = max(hi[c, r, j], v)
+        # the rows of gn whose five (mirrored) rows are now in the plane; those that need
+        # rows of another worker are left to intake, once every row is in
+        while i < i_end:
+            if _other_rows(i, h, r0, r1):
+                i += 1
+            elif _last_row(i, h) <= r:
+                _reduce_row(plane, False, gn, np.int64(i), tmp, ev, od, gain, to_int)
+                i += 1
+            else:
+                break
+
+
+@njit(error_model="numpy")
+def _last_row(i, h):
+    """Return the last row of the plane that row ``i`` of REDUCE reads (mirrored)."""
+    return max(_refl(2 * i + 1, h), _refl(2 * i + 2, h), _refl(2 * i, h))
+
+
+@njit(error_model="numpy")
+def _other_rows(i, h, r0, r1):
+    """Row ``i`` of REDUCE reads a row of the plane outside ``[r0, r1)``."""
+    first_row = min(_refl(2 * i - 2, h), _refl(2 * i - 1, h), _refl(2 * i, h))
+    return first_row < r0 or _last_row(i, h) >= r1
+
+
+@njit(parallel=True, error_model="numpy")
+def intake(src, plane, lo, hi, keep_range, first, gn, reduce, gain, to_int, scr, workers):
+    """Take a frame in: copy, range and first REDUCE in one sweep over its rows.
+
+    Copies the interleaved ``(H, W, C)`` frame ``src`` (any strides) into planar ``(C, H,
+    W)`` ``plane`` (the level-0 kernels read planar rows about twice as fast as interleaved
+    pixels); with ``keep_range`` folds it into the per-pixel minimum ``lo`` and maximum
+    ``hi`` (planar; set to it when ``first``); with ``reduce`` writes ``gain * REDUCE`` of
+    it into ``gn`` as :func:`reduce_level` does (the same values), each row while the five
+    rows it filters are still in the cache (the few that read rows of two workers after
+    the parallel sweep). ``scr`` is float32 scratch, ``(S, >= 3, >= W)``,
+    one slice per worker; ``workers`` (at most ``S``) runs of rows are taken in parallel.
+    """
+    h = src.shape[0]
+    nw = max(1, min(workers, scr.shape[0], (h + 1) // 2))
+    step = ((h + nw - 1) // nw + 1) // 2 * 2  # even: a run maps onto whole rows of gn
+    nw = (h + step - 1) // step
+    g = np.float32(gain)
+    for s in prange(nw):
+        r0 = s * step
+        _intake_rows(
+            np.int64(s),
+            np.int64(r0),
+            np.int64(min(r0 + step, h)),
+            src,
+            plane,
+            lo,
+            hi,
+            keep_range,
+            first,
+            gn,
+            reduce,
+            g,
+            to_int,
+            scr,
+        )
+    if reduce:  # the rows of gn at the runs' borders, from the plane now whole
+        ho = gn.shape[1]
+        tmp, ev, od = scr[0, 0], scr[0, 1], scr[0, 2]
+        for b in range(nw):
+            b0 = b * step
+            b1 = min(b0 + step, h)
+            for i in range(b0 // 2, min((b1 + 1) // 2, ho)):
+                if _other_rows(i, h, b0, b1):
+                    _reduce_row(plane, False, gn, np.int64(i), tmp, ev, od, g, to_int)

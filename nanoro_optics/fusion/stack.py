@@ -28,6 +28,8 @@ References
 from __future__ import annotations
 
 import operator
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +66,48 @@ def _activity_bound(levels: int, inherit: float, energy: float) -> float:
     """
     one_level = 1.0 + energy
     return one_level * sum(float(inherit) ** k for k in range(levels))
+
+
+def _scratch_shape(workers: int, channels: int, width: int, radius: int) -> tuple[int, int, int]:
+    """Shape of the float32 scratch of ``_blend_kernels.fuse_level`` (one slice per worker).
+
+    Per worker the rings its sweep keeps in the cache: ``radius + 1`` rows of coefficients
+    per channel, ``2 * radius + 1`` of windowed energy, 3 of activity, and 8 single rows,
+    each ``width + 2 * radius`` long (``radius``: the largest window's half-width).
+    """
+    rows = (radius + 1) * channels + (2 * radius + 1) + 3 + 8
+    return workers, rows, width + 2 * radius
+
+
+class _BufferPool:
+    """The buffers of one released :class:`StackFuser`, kept for the next of its layout.
+
+    A front end that fuses one stack after another (``LiveFusion``: one per MDA group)
+    then pays for the fuser's memory (about 0.1 GB at 2048 x 2048) once instead of once a
+    stack. It holds one set at most (the last released), for as long as its owner lives
+    (:meth:`StackFuser._pool_with`); thread-safe (a finishing thread gives buffers back
+    while the acquiring one takes them).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entry: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
+
+    def put(self, layout: tuple[Any, ...], buffers: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._entry = (layout, buffers)
+
+    def take(self, layout: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        with self._lock:
+            entry, self._entry = self._entry, None
+        if entry is None or entry[0] != layout:
+            return None  # (another layout's buffers go: the next stack is of this one)
+        return entry[1]
+
+
+#: the pools of their owners (one per owner, gone with it)
+_POOLS: weakref.WeakKeyDictionary[Any, _BufferPool] = weakref.WeakKeyDictionary()
+_POOLS_LOCK = threading.Lock()
 
 
 #: int16 steps per DN of the fused coefficients of uint8 frames: coefficients of a uint8
@@ -205,6 +249,12 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
         self._rows0: np.ndarray | None = None  # frame 0's noise rows while it waits
         self._acc: list[np.ndarray] = []
         self._built: np.ndarray | None = None  # the image collapsed by _close(collapse=True)
+        self._plane: np.ndarray | None = None
+        self._lo: np.ndarray | None = None
+        self._hi: np.ndarray | None = None
+        self._scratch: np.ndarray | None = None
+        self._pool: _BufferPool | None = None
+        self._layout: tuple[Any, ...] | None = None
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -319,9 +369,43 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
             < _CODE_RANGE
         )
         norm_dtype = np.uint16 if self._coded else np.float32
-        for hh, ww in shapes:
-            self._acc.append(np.zeros((c, hh, ww), acc_dtype))
-            self._wnorm.append(np.zeros((hh, ww), norm_dtype))
+        # level 0 is read planar: every frame is first copied into this buffer, after which
+        # the caller may reuse its own (``_add(frame, z, on_copied)``)
+        # (uint16 frames are copied into float32: level 0 then runs the same compiled
+        # kernels as the coarser levels, one specialisation less of each to compile on a
+        # first run, for 2 bytes a sample more; uint8 frames keep their compact plane)
+        plane_dtype = np.float32 if work_dtype == np.uint16 else work_dtype
+        # the frames' per-pixel range: the fused image is kept inside it (see result())
+        # (in the frames' own dtype: exact for every dtype, as _set_range gives it)
+        keep = self._keep_range
+        self._layout = (
+            tuple(shapes),
+            c,
+            max(self.rule.window_at(lev) // 2 for lev in range(n_levels)),  # the scratch's
+            *(np.dtype(t).str for t in (acc_dtype, norm_dtype, plane_dtype, self._dtype)),
+            keep,
+        )
+        # the buffers a released fuser of the same layout left in this fuser's pool, if any
+        # (_pool_with: a front end that fuses one stack after another, LiveFusion)
+        reused = None if self._pool is None else self._pool.take(self._layout)
+        if reused is not None:
+            self._acc, self._wnorm, self._gbuf, self._rbuf = (list(b) for b in reused[:4])
+            self._plane, self._lo, self._hi, self._scratch = reused[4:]
+            for acc in self._acc:  # the running means start at 0 (the norms are set anew)
+                acc[...] = 0
+        else:
+            for hh, ww in shapes:
+                self._acc.append(np.zeros((c, hh, ww), acc_dtype))
+                self._wnorm.append(np.zeros((hh, ww), norm_dtype))
+            # per-frame work buffers, reused so that no frame pays for fresh pages
+            # (uint8 frames: the Gaussian levels in the fixed point of ``acc``, half the memory)
+            self._gbuf = [np.empty((c, hh, ww), acc_dtype) for hh, ww in shapes[1:]]
+            self._rbuf = [np.empty((hh, ww), np.float32) for hh, ww in shapes[1:]]
+            self._plane = np.empty((c, h, w), plane_dtype)
+            self._lo = np.empty((c, h, w), self._dtype) if keep else None
+            self._hi = np.empty((c, h, w), self._dtype) if keep else None
+            # the kernels' rows of scratch, one slice per numba thread (made at the first frame)
+            self._scratch = None
         self._depth_level = min(1, n_levels - 1) if self.depth else -1
         self._tracker: DepthTracker | None = None
         floor = self._eps if self._coded else None
@@ -329,27 +413,49 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
             lev = self._depth_level
             self._tracker = DepthTracker(shapes[lev], lev, (h, w), floor=floor)
         self._lum = np.full(c, 1.0 / c, np.float32)  # set from the first frame
-        # per-frame work buffers, reused so that no frame pays for fresh pages
-        # (uint8 frames: the Gaussian levels in the fixed point of ``acc``, half the memory)
-        self._gbuf = [np.empty((c, hh, ww), acc_dtype) for hh, ww in shapes[1:]]
-        self._rbuf = [np.empty((hh, ww), np.float32) for hh, ww in shapes[1:]]
-        # level 0 is read planar: every frame is first copied into this buffer, after which
-        # the caller may reuse its own (``_add(frame, z, on_copied)``)
-        # (uint16 frames are copied into float32: level 0 then runs the same compiled
-        # kernels as the coarser levels, one specialisation less of each to compile on a
-        # first run, for 2 bytes a sample more; uint8 frames keep their compact plane)
-        plane_dtype = np.float32 if work_dtype == np.uint16 else work_dtype
-        self._plane: np.ndarray | None = np.empty((c, h, w), plane_dtype)
-        # the frames' per-pixel range: the fused image is kept inside it (see result())
-        # (in the frames' own dtype: exact for every dtype, as _set_range gives it)
-        keep = self._keep_range
-        self._lo: np.ndarray | None = np.empty((c, h, w), self._dtype) if keep else None
-        self._hi: np.ndarray | None = np.empty((c, h, w), self._dtype) if keep else None
+        self._g1_ready = False  # _gbuf[0] holds REDUCE(plane) (made as the plane was filled)
+        self._no_range = np.zeros((c, 1, 1), work_dtype)  # placeholder of lo, hi
         self._dummy2 = np.zeros((1, 1), np.float32)
         self._dummy3 = np.zeros((c, 1, 1), acc_dtype)
         # placeholders of the tracker's maps on the levels it does not follow (a tracker of
         # one pixel: the same dtypes, so that the kernel compiles once for both)
         self._no_track = DepthTracker((1, 1), 0, (1, 1), floor=floor).arrays()
+
+    def _pool_with(self, owner: Any) -> StackFuser:
+        """Share work buffers with the other fusers of ``owner``; return this fuser.
+
+        Released by ``result(release=True)`` or ``image(release=True)``, the fuser leaves
+        its buffers (fused pyramid, norms, work levels, plane, range, scratch) in the
+        owner's pool instead of freeing them, and the next fuser of the owner with the same
+        layout (frame shape, dtype, options) takes them at its first frame: a front end
+        that fuses one stack after another allocates once. The pool holds one set at most
+        and goes with ``owner`` (held weakly). Results are the same as with fresh buffers.
+        """
+        with _POOLS_LOCK:
+            pool = _POOLS.get(owner)
+            if pool is None:
+                pool = _POOLS[owner] = _BufferPool()
+        self._pool = pool
+        return self
+
+    def _image(self, *, release: bool) -> np.ndarray:
+        pool = self._pool
+        if not (release and pool is not None and not self._released and self._acc):
+            return super()._image(release=release)
+        kept = (
+            tuple(self._acc),
+            tuple(self._wnorm),
+            tuple(self._gbuf),
+            tuple(self._rbuf),
+            self._plane,
+            self._lo,
+            self._hi,
+            self._scratch,
+        )
+        image = super()._image(release=True)  # (builds the image in new arrays)
+        if self._layout is not None and kept[4] is not None and len(kept[1]) == len(kept[0]):
+            pool.put(self._layout, kept)
+        return image
 
     def _tracker_arrays(self) -> tuple[np.ndarray, ...]:
         return () if self._tracker is None else self._tracker.arrays()
@@ -417,16 +523,32 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
             self._set_noise(frame3)
         elif self._rows0 is not None:
             self._fold_pending(np.asarray(frame3[noise_rows(frame3.shape[0])]))
-        self._pyr().to_planar(frame3, self._plane)
+        # the plane holds the frame's values exactly: the range is kept from it
+        exact = self._dtype in (np.uint8, np.uint16) or (
+            self._dtype == np.float32 and self._exp == 0
+        )
+        keep = self._lo is not None and exact
+        # one sweep: the planar copy, the range and level 1 of the Gaussian pyramid
+        reduce = self.levels > 1
+        self._pyr().intake(
+            frame3,
+            self._plane,
+            self._lo if keep else self._no_range,
+            self._hi if keep else self._no_range,
+            keep,
+            first,
+            self._gbuf[0] if reduce else self._dummy3,
+            reduce,
+            self._qscale,
+            self._quant,
+            self._work_scratch(),
+            self._workers(),
+        )
+        self._g1_ready = reduce  # _fold takes it as is
         if on_copied is not None:
             on_copied()
-        if self._lo is not None:
-            if self._dtype in (np.uint8, np.uint16) or (
-                self._dtype == np.float32 and self._exp == 0
-            ):  # the plane holds the frame's values exactly
-                self._kern().update_range(self._plane, self._lo, self._hi, first)
-            else:
-                self._update_range(None if self.align else raw, frame3, first)
+        if self._lo is not None and not exact:
+            self._update_range(None if self.align else raw, frame3, first)
         if self._rows0 is None:
             self._fold(first)
         self._n += 1
@@ -467,6 +589,8 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
         power = 1 if rule.sharpness is None else int(rule.sharpness)
         g: np.ndarray = self._plane  # type: ignore[assignment]
         inherited = self._dummy2
+        scratch = self._work_scratch()
+        workers = self._workers()
         for lev in range(self.levels):
             top = lev == self.levels - 1
             if top:
@@ -475,7 +599,9 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
             else:
                 gn = self._gbuf[lev]
                 # uint8: Gaussian levels as int16 in steps of 1 / qscale (rounded)
-                pyr.reduce_level(g, False, gn, self._qscale if lev == 0 else 1.0, self._quant)
+                if lev > 0 or not self._g1_ready:
+                    gain = self._qscale if lev == 0 else 1.0
+                    pyr.reduce_level(g, False, gn, gain, self._quant)
                 reduced = self._rbuf[lev]
             g_scale = 1.0 if lev == 0 else 1.0 / self._qscale
             want_act = lev == self._depth_level
@@ -505,9 +631,30 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
                 np.float32(self._qscale),
                 np.float32(g_scale),
                 np.float32(1.0 / self._qscale),
+                scratch,
+                workers,
             )
             g = gn
             inherited = reduced
+        self._g1_ready = False
+
+    def _work_scratch(self) -> np.ndarray:
+        """Return the kernels' rows of float32 scratch (one slice per numba thread), made once."""
+        if self._scratch is None:
+            from nanoro_optics._numba import max_threads
+
+            assert self._plane is not None
+            c, w = self._plane.shape[0], self._plane.shape[2]
+            radius = max(self.rule.window_at(lev) // 2 for lev in range(self.levels))
+            self._scratch = np.empty(_scratch_shape(max_threads(), c, w, radius), np.float32)
+        return self._scratch
+
+    @staticmethod
+    def _workers() -> int:
+        """Return the runs of rows a parallel kernel splits a level into (numba's threads)."""
+        import numba
+
+        return int(numba.get_num_threads())
 
     def close(self) -> None:
         """Take no more frames: free the per-frame work buffers now.
@@ -529,7 +676,7 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
         self._fold_pending()
         self._closed = True
         self._wnorm, self._gbuf, self._rbuf = [], [], []
-        self._plane = None
+        self._plane = self._scratch = None
         if collapse and self._built is None and self._acc and not self._released:
             if not (self._n == 1 and self._first is not None):  # (that one is returned as is)
                 assert self._dtype is not None
