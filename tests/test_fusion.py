@@ -830,18 +830,18 @@ def test_released_fuser_gives_the_same_result_and_takes_no_more_frames(small_sta
 
 
 def test_fusers_of_one_pool_share_buffers_and_give_the_same_results(small_stack):
-    # (StackFuser._pool_with: LiveFusion's fusers, one per MDA group, allocate once)
+    # (StackFuser.share_buffers: LiveFusion's fusers, one per MDA group, allocate once)
     class Owner:
         pass
 
     owner = Owner()
     frames = small_stack.frames
-    first = StackFuser()._pool_with(owner)
+    first = StackFuser().share_buffers(owner)
     for f in frames:
         first.add(f)
     plane = first._plane
     image1 = first.result(release=True).image
-    second = StackFuser()._pool_with(owner)
+    second = StackFuser().share_buffers(owner)
     for f in frames[::-1]:
         second.add(f)
     assert second._plane is plane  # the first fuser's buffers, taken at the first frame
@@ -855,9 +855,9 @@ def test_fusers_of_one_pool_share_buffers_and_give_the_same_results(small_stack)
     for f in frames:
         again.add(f)
     np.testing.assert_array_equal(image1, again.image())  # the first result kept its own
-    other = StackFuser(levels=2)._pool_with(owner)  # another layout: fresh buffers
+    other = StackFuser(levels=2).share_buffers(owner)  # another layout: fresh buffers
     other.add(frames[0])
     assert other._plane is not plane
-    unpooled = StackFuser()._pool_with(Owner())  # another owner: another pool
+    unpooled = StackFuser().share_buffers(Owner())  # another owner: another pool
     unpooled.add(frames[0])
     assert unpooled._plane is not plane

@@ -85,7 +85,7 @@ class _BufferPool:
     A front end that fuses one stack after another (``LiveFusion``: one per MDA group)
     then pays for the fuser's memory (about 0.1 GB at 2048 x 2048) once instead of once a
     stack. It holds one set at most (the last released), for as long as its owner lives
-    (:meth:`StackFuser._pool_with`); thread-safe (a finishing thread gives buffers back
+    (:meth:`StackFuser.share_buffers`); thread-safe (a finishing thread gives buffers back
     while the acquiring one takes them).
     """
 
@@ -386,7 +386,7 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
             keep,
         )
         # the buffers a released fuser of the same layout left in this fuser's pool, if any
-        # (_pool_with: a front end that fuses one stack after another, LiveFusion)
+        # (share_buffers: a front end that fuses one stack after another, LiveFusion)
         reused = None if self._pool is None else self._pool.take(self._layout)
         if reused is not None:
             self._acc, self._wnorm, self._gbuf, self._rbuf = (list(b) for b in reused[:4])
@@ -421,7 +421,7 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
         # one pixel: the same dtypes, so that the kernel compiles once for both)
         self._no_track = DepthTracker((1, 1), 0, (1, 1), floor=floor).arrays()
 
-    def _pool_with(self, owner: Any) -> StackFuser:
+    def share_buffers(self, owner: Any) -> StackFuser:
         """Share work buffers with the other fusers of ``owner``; return this fuser.
 
         Released by ``result(release=True)`` or ``image(release=True)``, the fuser leaves
@@ -430,6 +430,26 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
         layout (frame shape, dtype, options) takes them at its first frame: a front end
         that fuses one stack after another allocates once. The pool holds one set at most
         and goes with ``owner`` (held weakly). Results are the same as with fresh buffers.
+
+        Parameters
+        ----------
+        owner : object
+            Any object that can be weakly referenced (the acquisition's handler, a loop's
+            session object); its fusers share one set of buffers.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from nanoro_optics.fusion import StackFuser
+        >>> class Session: ...
+        >>> session = Session()
+        >>> for _ in range(2):  # the second stack reuses the first one's buffers
+        ...     fuser = StackFuser(levels=2).share_buffers(session)
+        ...     for k in range(3):
+        ...         fuser.add(np.full((8, 8), k, np.uint16))
+        ...     res = fuser.result(release=True)
+        >>> res.image.shape
+        (8, 8)
         """
         with _POOLS_LOCK:
             pool = _POOLS.get(owner)

@@ -951,7 +951,7 @@ class LiveFusion:
                     f"with a guide channel the frames must be grey (H, W), got shape {frame.shape}"
                 )
             # (the previous groups' buffers, when released, are this group's: one allocation)
-            fuser = StackFuser(self.options, guide_channel=self._guide)._pool_with(self)
+            fuser = StackFuser(self.options, guide_channel=self._guide).share_buffers(self)
             group = {"fuser": fuser, "z": [], "next": 0, "slice": None, "seen": set()}
             self._open[key] = group
         if self._px is None and isinstance(meta, dict):
