@@ -6,7 +6,8 @@ machine may be shared, so only ratios measured side by side mean something. A La
 pyramid step must at least read the frame, write its level-0 band and read and write the
 accumulators and the depth tracker once: some 6 to 10 such passes.
 
-Each configuration adds the same ``--frames`` frames (2048 x 2048 uint16, 12-bit, by default)
+Each configuration adds the same ``--frames`` frames (2048 x 2048 mono uint16, 12-bit, by default;
+``--channels 3`` for RGB)
 to a fresh fuser after a warm-up fuser has compiled the kernels; a round's figure is
 the median over frames 2 to N of one ``add``, with numba limited to ``--threads`` (1, and
 all); the configurations alternate within each round and the table gives the median over
@@ -151,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, nargs="+", default=None, help="numba thread counts (default 1, all)"
     )
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per configuration")
+    ap.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="1: a mono camera's frame (default, what a live MDA delivers); 3: RGB. The pass "
+        "unit covers the same frame (all its channels)",
+    )
     ap.add_argument("--json", default="bench_results/add_profile.json", help="output JSON path")
     ap.add_argument(
         "--clock",
@@ -168,14 +177,17 @@ def main(argv: list[str] | None = None) -> int:
 
     all_threads = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     thread_counts = args.threads or sorted({1, all_threads})
-    stack = synthetic_stack((args.side, args.side), args.frames, seed=1, dtype=np.uint16)
+    stack = synthetic_stack(
+        (args.side, args.side), args.frames, seed=1, dtype=np.uint16, channels=args.channels
+    )
     frames = (stack.frames >> 4).astype(np.uint16)  # 12-bit data in 16-bit frames
+    unit_w = args.side * args.channels  # the pass unit: the whole frame, every channel
     for config in CONFIGS.values():  # compile (or load) every kernel first
         add_times_s(frames[:3, :128, :128], config)
     rows = []
     print(
-        f"one add on {args.side} x {args.side} uint16 (12-bit): median over {args.rounds} "
-        f"rounds (configurations alternating) of the median of {args.frames - 1} adds"
+        f"one add on {args.side} x {args.side} x {args.channels} uint16 (12-bit): median over "
+        f"{args.rounds} rounds (configurations alternating) of the median of {args.frames - 1} adds"
     )
     print(f"{'threads':>7}  {'config':<11} {'add ms':>8} {'passes':>7} {'pass ms':>8}")
     names = list(CONFIGS)
@@ -184,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         per: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
         for r in range(args.rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:
-                before = pass_time_s(args.side, args.side)
+                before = pass_time_s(args.side, unit_w)
                 t = statistics.median(add_times_s(frames, CONFIGS[name]))
-                unit = statistics.median([before, pass_time_s(args.side, args.side)])
+                unit = statistics.median([before, pass_time_s(args.side, unit_w)])
                 per[name].append((t, unit))
         for name in names:
             t = statistics.median(v[0] for v in per[name])
@@ -208,9 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         numba.set_num_threads(n_threads)
         per_stage: dict[str, list[tuple[float, float]]] = {}
         for _ in range(args.rounds):
-            before = pass_time_s(args.side, args.side)
+            before = pass_time_s(args.side, unit_w)
             times = stage_times_s(frames)
-            unit = statistics.median([before, pass_time_s(args.side, args.side)])
+            unit = statistics.median([before, pass_time_s(args.side, unit_w)])
             for key, t in times.items():
                 per_stage.setdefault(key, []).append((t, unit))
         print(f"\nkernel calls in one add ({n_threads} thread(s), full): ms, passes")
