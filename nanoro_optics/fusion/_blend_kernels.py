@@ -33,7 +33,7 @@ from nanoro_optics._numba import njit
 
 from ._codes import CODE_MAX, CODE_ONE, CODE_UNKNOWN
 from ._depth_kernels import _track_row
-from ._kernel_common import _encode_row, _refl
+from ._kernel_common import _encode_row, _range_row, _refl
 from ._pyramid_kernels import _expand_row
 
 #: largest activity (noise energies) the fusion kernel holds: energies of frames ~2**50
@@ -79,18 +79,8 @@ def _pw(x, p):
 @njit(parallel=True, error_model="numpy")
 def update_range(plane, lo, hi, first):
     """Per-pixel running minimum ``lo`` and maximum ``hi`` of planar frames (in place)."""
-    nc, h, w = plane.shape
-    for r in prange(h):
-        for c in range(nc):
-            if first:
-                for j in range(w):
-                    lo[c, r, j] = plane[c, r, j]
-                    hi[c, r, j] = plane[c, r, j]
-            else:
-                for j in range(w):
-                    v = plane[c, r, j]
-                    lo[c, r, j] = min(lo[c, r, j], v)
-                    hi[c, r, j] = max(hi[c, r, j], v)
+    for r in prange(plane.shape[1]):
+        _range_row(plane, lo, hi, r, first)
 
 
 @njit(parallel=True, error_model="numpy")

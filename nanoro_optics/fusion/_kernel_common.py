@@ -62,3 +62,19 @@ def _log_code(code):
     e = np.float32(c >> np.uint32(11))
     m = np.float32(c & np.uint32(0x7FF)) * np.float32(1.0 / 2048.0)
     return e * np.float32(np.log(2.0)) + np.log1p(m)
+
+
+@njit(error_model="numpy")
+def _range_row(plane, lo, hi, r, first):
+    """Fold row ``r`` of a planar frame into the per-pixel running minimum and maximum."""
+    nc, _, w = plane.shape
+    for c in range(nc):
+        if first:
+            for j in range(w):
+                lo[c, r, j] = plane[c, r, j]
+                hi[c, r, j] = plane[c, r, j]
+        else:
+            for j in range(w):
+                v = plane[c, r, j]
+                lo[c, r, j] = min(lo[c, r, j], v)
+                hi[c, r, j] = max(hi[c, r, j], v)

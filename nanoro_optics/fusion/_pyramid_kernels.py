@@ -29,7 +29,7 @@ from numba import prange
 
 from nanoro_optics._numba import njit
 
-from ._kernel_common import _refl
+from ._kernel_common import _range_row, _refl
 
 
 # ---------------------------------------------------------------------------------------
@@ -257,18 +257,8 @@ def _intake_rows(s, r0, r1, src, plane, lo, hi, keep_range, first, gn, reduce, g
             for c in range(nc):
                 for j in range(w):
                     plane[c, r, j] = src[r, j, c]
-        for c in range(nc):
-            if not keep_range:
-                break
-            if first:
-                for j in range(w):
-                    lo[c, r, j] = plane[c, r, j]
-                    hi[c, r, j] = plane[c, r, j]
-            else:
-                for j in range(w):
-                    v = plane[c, r, j]
-                    lo[c, r, j] = min(lo[c, r, j], v)
-                    hi[c, r, j] = max(hi[c, r, j], v)
+        if keep_range:
+            _range_row(plane, lo, hi, r, first)
         # the rows of gn whose five (mirrored) rows are now in the plane; those that need
         # rows of another worker are left to intake, once every row is in
         while i < i_end:
