@@ -9,17 +9,15 @@ cols)``. It calls EXPAND from :mod:`._pyramid_kernels`, the activity codes from
 Also here: the frames' per-pixel range (:func:`update_range`, :func:`clamp_to_range`) and
 the check of a float frame (:func:`finite_absmax`).
 
-The parallel kernel is a thin ``prange`` loop over a plain ``@njit`` function that sweeps
+The parallel kernel is a thin ``prange`` loop over a plain ``@kernel()`` function that sweeps
 one contiguous run of rows (numba compiles that much faster than one large parallel body):
 each row's coefficients, energy and activity are computed once, kept in rings of rows in
 the fuser's scratch (they stay in the cache), and the row is blended as soon as its window
 is complete. The loop index is passed on as ``np.int64``: numba's parallel loops hand out
 signed or unsigned indices, and each kind would compile the row function once more.
 
-Every kernel is compiled with numba's ``error_model="numpy"``: a division then does not test
-its divisor for zero to raise ``ZeroDivisionError`` (that branch keeps the inner loops from
-vectorising; it halved the time of ``StackFuser.add``, ``benchmarks/bench_add_profile.py``).
-No divisor here can be zero and the results are the same bit for bit.
+Every kernel is compiled by :func:`._kernel_common.kernel` (numpy's error model: no
+zero-divisor test in the loops).
 
 The slow, obvious numpy versions these kernels are checked against live in the tests.
 """
@@ -29,11 +27,9 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from nanoro_optics._numba import njit
-
 from ._codes import CODE_MAX, CODE_ONE, CODE_UNKNOWN
 from ._depth_kernels import _track_row
-from ._kernel_common import _encode_row, _range_row, _refl
+from ._kernel_common import _encode_row, _range_row, _refl, kernel
 from ._pyramid_kernels import _expand_row
 
 #: largest activity (noise energies) the fusion kernel holds: energies of frames ~2**50
@@ -42,7 +38,7 @@ from ._pyramid_kernels import _expand_row
 ACTIVITY_MAX = 2.0**100
 
 
-@njit(error_model="numpy")
+@kernel()
 def _root(x, p):
     """``x ** (1 / p)`` for ``x`` in ``[1, 2]``: square roots for a power of two ``p``."""
     if p == 1:
@@ -56,7 +52,7 @@ def _root(x, p):
     return x ** np.float32(1.0 / q)
 
 
-@njit(error_model="numpy")
+@kernel()
 def _pw(x, p):
     """``x ** p`` for a small non-negative integer ``p`` without a pow call."""
     if p == 4:
@@ -76,14 +72,14 @@ def _pw(x, p):
     return result
 
 
-@njit(parallel=True, error_model="numpy")
+@kernel(parallel=True)
 def update_range(plane, lo, hi, first):
     """Per-pixel running minimum ``lo`` and maximum ``hi`` of planar frames (in place)."""
     for r in prange(plane.shape[1]):
         _range_row(plane, lo, hi, r, first)
 
 
-@njit(parallel=True, error_model="numpy")
+@kernel(parallel=True)
 def clamp_to_range(img, lo, hi):
     """Clamp an interleaved image ``(H, W, C)`` to planar per-pixel bounds ``(C, H, W)``."""
     h, w, nc = img.shape
@@ -99,7 +95,7 @@ def clamp_to_range(img, lo, hi):
 # ---------------------------------------------------------------------------------------
 # the fusion rule
 # ---------------------------------------------------------------------------------------
-@njit(error_model="numpy")
+@kernel()
 def _fuse_rows(
     s,
     r0,
@@ -311,7 +307,7 @@ def _fuse_rows(
                     out[jj] = (ya + two * ev[jj] + yc) * k16
 
 
-@njit(error_model="numpy")
+@kernel()
 def _blend_row(
     r,
     lrows,
@@ -461,7 +457,7 @@ def _blend_row(
         _track_row(keys, r, k, prev, best, idx, before, after, amin, unknown)
 
 
-@njit(parallel=True, error_model="numpy")
+@kernel(parallel=True)
 def fuse_level(
     g,
     gn,
@@ -605,7 +601,7 @@ def fuse_level(
         )
 
 
-@njit(parallel=True, error_model="numpy")
+@kernel(parallel=True)
 def finite_absmax(img):
     """Return the flat index of the first NaN or infinity in a float image and its range.
 

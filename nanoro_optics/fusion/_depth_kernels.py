@@ -5,10 +5,8 @@ function, :func:`_track_row`, as it blends), the sub-frame estimate and its conf
 discount of spread estimates, the normalisation of the smoothing and the upsampling. Maps
 are ``(rows, cols)``, float32 activities or their 16-bit codes (:mod:`._kernel_common`).
 
-Every kernel is compiled with numba's ``error_model="numpy"``: a division then does not test
-its divisor for zero to raise ``ZeroDivisionError`` (that branch keeps the inner loops from
-vectorising; see :mod:`._blend_kernels`).
-No divisor here can be zero and the results are the same bit for bit.
+Every kernel is compiled by :func:`._kernel_common.kernel` (numpy's error model: no
+zero-divisor test in the loops).
 
 The slow, obvious numpy versions these kernels are checked against live in the tests.
 """
@@ -18,13 +16,11 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from nanoro_optics._numba import njit
-
 from ._codes import CODE_UNKNOWN
-from ._kernel_common import _encode_row, _log_code
+from ._kernel_common import _encode_row, _log_code, kernel
 
 
-@njit(error_model="numpy")
+@kernel()
 def _track_row(act_row, r, k, prev, best, idx, before, after, amin, unknown):
     """Fold row ``r`` of frame ``k``'s activity into the depth tracker's maps.
 
@@ -63,7 +59,7 @@ def _track_row(act_row, r, k, prev, best, idx, before, after, amin, unknown):
         prev[r, j] = a
 
 
-@njit(parallel=True, error_model="numpy")
+@kernel(parallel=True)
 def depth_update(act, k, prev, best, idx, before, after, amin, coded, inv_floor):
     """Track, per pixel, the frame of largest activity and its neighbours' activities.
 
@@ -85,7 +81,7 @@ def depth_update(act, k, prev, best, idx, before, after, amin, coded, inv_floor)
 # ---------------------------------------------------------------------------------------
 # depth map
 # ---------------------------------------------------------------------------------------
-@njit(parallel=True, error_model="numpy")
+@kernel(parallel=True)
 def depth_estimate(idx, before, best, after, amin, coded, extra, log_noise, log_full, frac, conf):
     """Sub-frame depth (parabola vertex through log activities) and confidence per pixel.
 
@@ -124,7 +120,7 @@ def depth_estimate(idx, before, best, after, amin, coded, extra, log_noise, log_
             conf[r, j] = min(max(c, zero), np.float32(1.0))
 
 
-@njit(parallel=True, error_model="numpy")
+@kernel(parallel=True)
 def discount_spread(conf, wsum, fsum, qsum, s_lo, s_hi):
     """In place: ``conf *= clip((s_hi - s) / (s_hi - s_lo), 0, 1)`` where ``wsum > 1e-6``.
 
@@ -145,7 +141,7 @@ def discount_spread(conf, wsum, fsum, qsum, s_lo, s_hi):
                 conf[r, j] = np.float32(np.float64(conf[r, j]) * f)
 
 
-@njit(parallel=True, error_model="numpy")
+@kernel(parallel=True)
 def normalize_depth(frac, wsum, fsum, hi):
     """In place: ``frac = fsum / wsum`` where ``wsum > 1e-6`` (else kept), clipped to ``[0, hi]``.
 
@@ -160,7 +156,7 @@ def normalize_depth(frac, wsum, fsum, hi):
             frac[r, j] = min(max(v, np.float32(0.0)), top)
 
 
-@njit(parallel=True, error_model="numpy")
+@kernel(parallel=True)
 def upsample_depth(frac, conf, shown, factor, min_conf, depth_out, conf_out):
     """Upsample the depth and the confidence ``shown`` bilinearly by ``factor``.
 

@@ -3,12 +3,13 @@
 The mirrored border index (``_refl``) of every level of the pyramids, and the 16-bit activity
 codes (``_encode_row``, ``_log_code``) that the fusion kernel (:mod:`._blend_kernels`) and the
 depth tracker's kernels (:mod:`._depth_kernels`) both read and write. numba compiles a call
-to them into the calling kernel wherever that kernel is defined.
-Compiled with ``error_model="numpy"`` like those kernels (no zero-divisor test in
-their loops; see :mod:`._blend_kernels`).
+to them into the calling kernel wherever that kernel is defined. Also the decorator of every
+fusion kernel (:func:`kernel`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,19 @@ from nanoro_optics._numba import njit
 from ._codes import CODE_MAX, CODE_ONE, CODE_UNKNOWN
 
 
-@njit(error_model="numpy")
+def kernel(*, parallel: bool = False) -> Any:
+    """Return the decorator of the fusion kernels: the package's ``njit`` with numpy's errors.
+
+    numba's default ``error_model="python"`` tests every float division's divisor for zero
+    to raise ``ZeroDivisionError``; that branch keeps the inner loops from vectorising (it
+    halved the time of ``StackFuser.add``, ``benchmarks/bench_add_profile.py``). With
+    ``error_model="numpy"`` a division by zero gives inf or NaN instead; no divisor in the
+    fusion kernels can be zero, so the results are the same bit for bit.
+    """
+    return njit(parallel=parallel, error_model="numpy")
+
+
+@kernel()
 def _refl(i, n):
     """Mirror index ``i`` into ``[0, n)`` without repeating the edge (reflect-101)."""
     if n == 1:
@@ -37,7 +50,7 @@ def _refl(i, n):
 # allocating a fuser's maps does not import numba)
 
 
-@njit(error_model="numpy")
+@kernel()
 def _encode_row(a, inv_floor, fbuf, keys):
     """Codes of the activities ``a`` (floor ``1 / inv_floor``), as float32 into ``keys``.
 
@@ -53,7 +66,7 @@ def _encode_row(a, inv_floor, fbuf, keys):
         keys[j] = np.float32(min(code, np.uint32(CODE_MAX)))
 
 
-@njit(error_model="numpy")
+@kernel()
 def _log_code(code):
     """Natural log of ``a / floor`` for a code of :func:`_encode_row` (NaN if unknown)."""
     c = np.uint32(code)
@@ -64,7 +77,7 @@ def _log_code(code):
     return e * np.float32(np.log(2.0)) + np.log1p(m)
 
 
-@njit(error_model="numpy")
+@kernel()
 def _range_row(plane, lo, hi, r, first):
     """Fold row ``r`` of a planar frame into the per-pixel running minimum and maximum."""
     nc, _, w = plane.shape

@@ -9,15 +9,13 @@ fuser's int16 fixed point). The Burt-Adelson generating kernel is the 5-tap bino
 ``L_k = G_k - EXPAND(G_{k+1})`` reconstructs ``G_k`` exactly (up to float32 rounding)
 whatever the image size.
 
-Parallel kernels are thin ``prange`` loops over a plain ``@njit`` row function: numba
+Parallel kernels are thin ``prange`` loops over a plain ``@kernel()`` row function: numba
 compiles that much faster than one large parallel body. The loop index is passed on as
 ``np.int64``: numba's parallel loops hand out signed or unsigned indices, and each kind would
 compile the row function once more.
 
-Every kernel is compiled with numba's ``error_model="numpy"``: a division then does not test
-its divisor for zero to raise ``ZeroDivisionError`` (that branch keeps the inner loops from
-vectorising; see :mod:`._blend_kernels`).
-No divisor here can be zero and the results are the same bit for bit.
+Every kernel is compiled by :func:`._kernel_common.kernel` (numpy's error model: no
+zero-divisor test in the loops).
 
 The slow, obvious numpy versions these kernels are checked against live in the tests.
 """
@@ -27,15 +25,13 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from nanoro_optics._numba import njit
-
-from ._kernel_common import _range_row, _refl
+from ._kernel_common import _range_row, _refl, kernel
 
 
 # ---------------------------------------------------------------------------------------
 # REDUCE and EXPAND
 # ---------------------------------------------------------------------------------------
-@njit(error_model="numpy")
+@kernel()
 def _reduce_row(src, interleaved, dst, i, tmp, ev, od, gain, to_int):
     """Row ``i`` of every channel of ``gain * REDUCE(src)`` into planar ``dst``.
 
@@ -97,7 +93,7 @@ def _reduce_row(src, interleaved, dst, i, tmp, ev, od, gain, to_int):
             dst[c, i, jo] = np.rint(v) if to_int else v
 
 
-@njit(parallel=True, error_model="numpy")
+@kernel(parallel=True)
 def reduce_level(src, interleaved, dst, gain, to_int):
     """Burt-Adelson REDUCE: 5-tap binomial blur, then every other row and column.
 
@@ -118,7 +114,7 @@ def reduce_level(src, interleaved, dst, gain, to_int):
             _reduce_row(src, interleaved, dst, np.int64(i), tmp, ev, od, g, to_int)
 
 
-@njit(error_model="numpy")
+@kernel()
 def _expand_row(gc, r, out_w, vtmp, out):
     """Row ``r`` of EXPAND(gc) for one planar channel ``gc`` (rows, cols) into ``out[:out_w]``.
 
@@ -153,7 +149,7 @@ def _expand_row(gc, r, out_w, vtmp, out):
         _expand_edge(vtmp, wg, j, out)
 
 
-@njit(error_model="numpy")
+@kernel()
 def _expand_edge(vtmp, wg, j, out):
     m = j // 2
     if j % 2 == 0:
@@ -164,7 +160,7 @@ def _expand_edge(vtmp, wg, j, out):
         out[j] = (vtmp[_refl(m, wg)] + vtmp[_refl(m + 1, wg)]) * np.float32(0.5)
 
 
-@njit(error_model="numpy")
+@kernel()
 def _laplacian_row(g, interleaved, gn, out, r, vtmp, erow):
     nc = gn.shape[0]
     w = out.shape[2]
@@ -178,7 +174,7 @@ def _laplacian_row(g, interleaved, gn, out, r, vtmp, erow):
                 out[c, r, j] = np.float32(g[c, r, j]) - erow[j]
 
 
-@njit(parallel=True, error_model="numpy")
+@kernel(parallel=True)
 def laplacian_level(g, interleaved, gn, out):
     """Planar ``out = g - EXPAND(gn)``; ``g`` interleaved (any dtype) or planar float32."""
     h = out.shape[1]
@@ -188,7 +184,7 @@ def laplacian_level(g, interleaved, gn, out):
         _laplacian_row(g, interleaved, gn, out, np.int64(r), vtmp, erow)
 
 
-@njit(error_model="numpy")
+@kernel()
 def _expand_add_row(acc, scale, gn, out, r, interleaved_out, rounding, lo, hi, vtmp, erow):
     nc, w = acc.shape[0], acc.shape[2]
     for c in range(nc):
@@ -209,7 +205,7 @@ def _expand_add_row(acc, scale, gn, out, r, interleaved_out, rounding, lo, hi, v
                 out[c, r, j] = v
 
 
-@njit(parallel=True, error_model="numpy")
+@kernel(parallel=True)
 def expand_add(acc, scale, gn, out, interleaved_out, rounding, lo, hi):
     """One step of collapsing a pyramid: ``out = acc * scale + EXPAND(gn)``.
 
@@ -228,7 +224,7 @@ def expand_add(acc, scale, gn, out, interleaved_out, rounding, lo, hi):
         )
 
 
-@njit(parallel=True, error_model="numpy")
+@kernel(parallel=True)
 def scale_into(acc, scale, out):
     """Planar float32 ``out = acc * scale`` (the coarsest level of the fused pyramid)."""
     nc, h, w = acc.shape
@@ -238,7 +234,7 @@ def scale_into(acc, scale, out):
                 out[c, r, j] = np.float32(acc[c, r, j]) * scale
 
 
-@njit(error_model="numpy")
+@kernel()
 def _intake_rows(s, r0, r1, src, plane, lo, hi, keep_range, first, gn, reduce, gain, to_int, scr):
     """Rows ``r0`` to ``r1`` of :func:`intake` (one worker of its parallel loop)."""
     h, w, nc = src.shape
@@ -271,20 +267,20 @@ def _intake_rows(s, r0, r1, src, plane, lo, hi, keep_range, first, gn, reduce, g
                 break
 
 
-@njit(error_model="numpy")
+@kernel()
 def _last_row(i, h):
     """Return the last row of the plane that row ``i`` of REDUCE reads (mirrored)."""
     return max(_refl(2 * i + 1, h), _refl(2 * i + 2, h), _refl(2 * i, h))
 
 
-@njit(error_model="numpy")
+@kernel()
 def _other_rows(i, h, r0, r1):
     """Row ``i`` of REDUCE reads a row of the plane outside ``[r0, r1)``."""
     first_row = min(_refl(2 * i - 2, h), _refl(2 * i - 1, h), _refl(2 * i, h))
     return first_row < r0 or _last_row(i, h) >= r1
 
 
-@njit(parallel=True, error_model="numpy")
+@kernel(parallel=True)
 def intake(src, plane, lo, hi, keep_range, first, gn, reduce, gain, to_int, scr, workers):
     """Take a frame in: copy, range and first REDUCE in one sweep over its rows.
 
