@@ -97,14 +97,20 @@ def depth_estimate(idx, before, best, after, amin, coded, extra, log_noise, log_
     ln = np.float32(log_noise)
     inv_full = np.float32(1.0 / log_full)
     ex = np.float32(extra)
+    # coded maps: the log of every one of the 2**16 codes, once (four transcendental calls a
+    # pixel took most of a result's time; the table gives the same float32 values)
+    ncode = 1 << 16 if coded else 1
+    logs = np.empty(ncode, np.float32)
+    for c in prange(ncode):
+        logs[c] = np.log(np.exp(_log_code(c)) + ex)
     for r in prange(h):
         for j in range(w):
             # float32 logs: activities are float32, their log differences need no more
             if coded:
-                y0 = np.log(np.exp(_log_code(best[r, j])) + ex)
-                ym = np.log(np.exp(_log_code(before[r, j])) + ex)
-                yp = np.log(np.exp(_log_code(after[r, j])) + ex)
-                ymin = np.log(np.exp(_log_code(amin[r, j])) + ex)
+                y0 = logs[np.int64(best[r, j])]
+                ym = logs[np.int64(before[r, j])]
+                yp = logs[np.int64(after[r, j])]
+                ymin = logs[np.int64(amin[r, j])]
             else:
                 y0 = np.log(best[r, j] + ex)
                 ym = np.log(before[r, j] + ex)
@@ -169,16 +175,25 @@ def upsample_depth(frac, conf, shown, factor, min_conf, depth_out, conf_out):
     one = np.float32(1.0)
     lim = np.float32(min_conf)
     nan = np.float32(np.nan)
+    # the columns' samples and weights, once (the same for every row)
+    xs0 = np.empty(wo, np.int64)
+    xs1 = np.empty(wo, np.int64)
+    txs = np.empty(wo, np.float32)
+    for j in range(wo):
+        x = min(j * inv, w - 1.0)
+        x0 = min(int(x), w - 1)
+        xs0[j] = x0
+        xs1[j] = min(x0 + 1, w - 1)
+        txs[j] = np.float32(x - x0)
     for r in prange(ho):
         y = min(r * inv, h - 1.0)
         y0 = min(int(y), h - 1)
         y1 = min(y0 + 1, h - 1)
         ty = np.float32(y - y0)
         for j in range(wo):
-            x = min(j * inv, w - 1.0)
-            x0 = min(int(x), w - 1)
-            x1 = min(x0 + 1, w - 1)
-            tx = np.float32(x - x0)
+            x0 = xs0[j]
+            x1 = xs1[j]
+            tx = txs[j]
             top = conf[y0, x0] * (one - tx) + conf[y0, x1] * tx
             bot = conf[y1, x0] * (one - tx) + conf[y1, x1] * tx
             c = top * (one - ty) + bot * ty
