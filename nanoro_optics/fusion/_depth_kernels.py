@@ -175,25 +175,16 @@ def upsample_depth(frac, conf, shown, factor, min_conf, depth_out, conf_out):
     one = np.float32(1.0)
     lim = np.float32(min_conf)
     nan = np.float32(np.nan)
-    # the columns' samples and weights, once (the same for every row)
-    xs0 = np.empty(wo, np.int64)
-    xs1 = np.empty(wo, np.int64)
-    txs = np.empty(wo, np.float32)
-    for j in range(wo):
-        x = min(j * inv, w - 1.0)
-        x0 = min(int(x), w - 1)
-        xs0[j] = x0
-        xs1[j] = min(x0 + 1, w - 1)
-        txs[j] = np.float32(x - x0)
     for r in prange(ho):
         y = min(r * inv, h - 1.0)
         y0 = min(int(y), h - 1)
         y1 = min(y0 + 1, h - 1)
         ty = np.float32(y - y0)
         for j in range(wo):
-            x0 = xs0[j]
-            x1 = xs1[j]
-            tx = txs[j]
+            x = min(j * inv, w - 1.0)
+            x0 = min(int(x), w - 1)
+            x1 = min(x0 + 1, w - 1)
+            tx = np.float32(x - x0)
             top = conf[y0, x0] * (one - tx) + conf[y0, x1] * tx
             bot = conf[y1, x0] * (one - tx) + conf[y1, x1] * tx
             c = top * (one - ty) + bot * ty
