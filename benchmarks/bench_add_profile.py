@@ -29,7 +29,9 @@ hard          ``sharpness=None`` (the hard rule) without depth: the soft weights
 ============  ==============================================================================
 
 A second table times every kernel call inside the ``full`` configuration's adds (the
-intake sweep, each level's REDUCE and blend), in ms and passes, alternating with the pass.
+intake sweep, each level's REDUCE and blend), in ms and passes, alternating with the pass,
+and the ``result()`` that ends the stack (the image, the depth map and its confidence: what
+a live MDA pays at the end of every z-loop before the group's file is written).
 
 Prints a table and writes JSON (``--json``). Usage:
 ``python benchmarks/bench_add_profile.py [--side 2048] [--frames 8] [--rounds 3] [--threads 1 2]
@@ -141,6 +143,9 @@ def stage_times_s(frames: np.ndarray) -> dict[str, float]:
         adds.append(CLOCK[0]() - t0)
     out = {key: statistics.median(v) for key, v in log.items()}
     out["add"] = statistics.median(adds)
+    t0 = CLOCK[0]()
+    fuser.result()  # the stack's end: the image collapsed, the depth map and confidence
+    out["result"] = CLOCK[0]() - t0
     return out
 
 

@@ -209,6 +209,33 @@ def test_spread_discount_matches_a_numpy_reference():
     assert (got <= conf).all()
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    h=st.integers(1, 40),
+    w=st.integers(1, 40),
+    sigma=st.sampled_from([0.5, 1.0, 2.0, 3.3]),
+    seed=st.integers(0, 2**16),
+)
+def test_smoothing_sums_are_scipys_gaussian_filter_bit_for_bit(h, w, sigma, seed):
+    """The depth's one-sweep smoothing gives scipy.ndimage.gaussian_filter's float32 values
+    exactly (mode "mirror"), for maps smaller than the kernel too."""
+    from scipy import ndimage
+
+    from nanoro_optics.fusion import _depth_kernels
+    from nanoro_optics.fusion.depth import _gaussian_half_kernel
+
+    rng = np.random.default_rng(seed)
+    conf = rng.uniform(0, 1, (h, w)).astype(np.float32)
+    frac = rng.uniform(0, 30, (h, w)).astype(np.float32)
+    got = [np.empty((h, w), np.float32) for _ in range(3)]
+    tmp = np.empty((3, h, w), np.float32)
+    _depth_kernels.smooth_sums(conf, frac, _gaussian_half_kernel(sigma), tmp, *got)
+    weighted = frac * conf
+    for mine, theirs in zip(got, (conf, weighted, weighted * frac), strict=True):
+        want = ndimage.gaussian_filter(theirs, sigma, mode="mirror")
+        np.testing.assert_array_equal(mine, want)
+
+
 def test_confidence_tells_the_wrong_depths_beside_occluding_edges(monkeypatch):
     """Beside an occluding edge the background takes the foreground's frame (its glow);
     the spread of the estimates there lowers the confidence, not the depth."""

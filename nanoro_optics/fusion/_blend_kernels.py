@@ -195,8 +195,9 @@ def _fuse_rows(
                         ybuf[j] += lc * (lrow[j] * lrow[j])
             if measure:
                 # mirrored by rad samples at both ends, then the box sum (left to right)
+                yin = ypad[rad : rad + w]  # (a view: an offset index would not vectorise)
                 for j in range(w):
-                    ypad[j + rad] = ybuf[j]
+                    yin[j] = ybuf[j]
                 for d in range(1, rad + 1):
                     ypad[rad - d] = ypad[rad + _refl(-d, w)]
                     ypad[rad + w - 1 + d] = ypad[rad + _refl(w - 1 + d, w)]

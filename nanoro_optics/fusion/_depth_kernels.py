@@ -17,7 +17,7 @@ import numpy as np
 from numba import prange
 
 from ._codes import CODE_UNKNOWN
-from ._kernel_common import _encode_row, _log_code, kernel
+from ._kernel_common import _encode_row, _log_code, _refl, kernel
 
 
 @kernel()
@@ -97,14 +97,20 @@ def depth_estimate(idx, before, best, after, amin, coded, extra, log_noise, log_
     ln = np.float32(log_noise)
     inv_full = np.float32(1.0 / log_full)
     ex = np.float32(extra)
+    # coded maps: the log of every one of the 2**16 codes, once (four transcendental calls a
+    # pixel took most of a result's time; the table gives the same float32 values)
+    ncode = 1 << 16 if coded else 1
+    logs = np.empty(ncode, np.float32)
+    for c in prange(ncode):
+        logs[c] = np.log(np.exp(_log_code(c)) + ex)
     for r in prange(h):
         for j in range(w):
             # float32 logs: activities are float32, their log differences need no more
             if coded:
-                y0 = np.log(np.exp(_log_code(best[r, j])) + ex)
-                ym = np.log(np.exp(_log_code(before[r, j])) + ex)
-                yp = np.log(np.exp(_log_code(after[r, j])) + ex)
-                ymin = np.log(np.exp(_log_code(amin[r, j])) + ex)
+                y0 = logs[np.int64(best[r, j])]
+                ym = logs[np.int64(before[r, j])]
+                yp = logs[np.int64(after[r, j])]
+                ymin = logs[np.int64(amin[r, j])]
             else:
                 y0 = np.log(best[r, j] + ex)
                 ym = np.log(before[r, j] + ex)
@@ -188,3 +194,64 @@ def upsample_depth(frac, conf, shown, factor, min_conf, depth_out, conf_out):
             top = frac[y0, x0] * (one - tx) + frac[y0, x1] * tx
             bot = frac[y1, x0] * (one - tx) + frac[y1, x1] * tx
             depth_out[r, j] = top * (one - ty) + bot * ty if c >= lim else nan
+
+
+@kernel(parallel=True)
+def smooth_sums(conf, frac, wts, tmp, wsum, fsum, qsum):
+    """Smooth the confidence-weighted depth's three sums as ``scipy.ndimage`` would.
+
+    ``wsum``, ``fsum`` and ``qsum`` receive the separable Gaussian filtering (``wts``: the
+    float64 half kernel, centre first; borders mirrored without repeating the edge, scipy's
+    ``mode="mirror"``) of ``conf``, ``frac * conf`` and ``frac * conf * frac`` (float32
+    products). Each axis accumulates in float64 in scipy's order (the centre tap, then the
+    symmetric pairs from the outermost in) and rounds to float32 between the axes (``tmp``,
+    ``(3, H, W)`` float32): the same values as three ``gaussian_filter`` calls, in one sweep
+    over the inputs.
+    """
+    h, w = conf.shape
+    rad = wts.shape[0] - 1
+    w0 = wts[0]
+    for r in prange(h):
+        ac = np.empty(w, np.float64)
+        af = np.empty(w, np.float64)
+        aq = np.empty(w, np.float64)
+        for j in range(w):
+            c = conf[r, j]
+            f = frac[r, j] * c
+            ac[j] = np.float64(c) * w0
+            af[j] = np.float64(f) * w0
+            aq[j] = np.float64(f * frac[r, j]) * w0
+        for k in range(rad, 0, -1):
+            a = _refl(r - k, h)
+            b = _refl(r + k, h)
+            wk = wts[k]
+            for j in range(w):
+                ca = conf[a, j]
+                cb = conf[b, j]
+                fa = frac[a, j] * ca
+                fb = frac[b, j] * cb
+                ac[j] += (np.float64(ca) + np.float64(cb)) * wk
+                af[j] += (np.float64(fa) + np.float64(fb)) * wk
+                aq[j] += (np.float64(fa * frac[a, j]) + np.float64(fb * frac[b, j])) * wk
+        for j in range(w):
+            tmp[0, r, j] = ac[j]
+            tmp[1, r, j] = af[j]
+            tmp[2, r, j] = aq[j]
+    for r in prange(h):
+        pad = np.empty(w + 2 * rad, np.float64)
+        acc = np.empty(w, np.float64)
+        for m in range(3):
+            out = wsum if m == 0 else (fsum if m == 1 else qsum)
+            for j in range(-rad, w + rad):
+                pad[j + rad] = tmp[m, r, _refl(j, w)]
+            mid = pad[rad : rad + w]
+            for j in range(w):
+                acc[j] = mid[j] * w0
+            for k in range(rad, 0, -1):
+                lo = pad[rad - k : rad - k + w]
+                hi = pad[rad + k : rad + k + w]
+                wk = wts[k]
+                for j in range(w):
+                    acc[j] += (lo[j] + hi[j]) * wk
+            for j in range(w):
+                out[r, j] = acc[j]

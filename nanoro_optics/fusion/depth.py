@@ -47,7 +47,6 @@ References
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -186,6 +185,19 @@ def fill_depth(depth: np.ndarray, weight: np.ndarray) -> np.ndarray:
             up = _upsample2(est, w.shape)
             est = np.where(w0 > 0, d0, up) if not ws else np.where(w > 0, f / w, up)
     return est.astype(np.float32, copy=False)
+
+
+def _gaussian_half_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """Taps ``0 .. radius`` of ``scipy.ndimage``'s normalised Gaussian kernel (float64).
+
+    The kernel ``gaussian_filter(..., sigma, truncate=truncate)`` uses: radius
+    ``int(truncate * sigma + 0.5)``, ``exp(-x**2 / (2 sigma**2))`` divided by its sum.
+    """
+    radius = int(truncate * sigma + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (sigma * sigma) * x**2)
+    phi = phi / phi.sum()
+    return np.ascontiguousarray(phi[radius:])
 
 
 def _block_mean(a: np.ndarray) -> np.ndarray:
@@ -342,19 +354,15 @@ class DepthTracker:
         )
         if release:
             self.release()
-        from scipy import ndimage
-
-        # the three smoothings run side by side (scipy.ndimage releases the GIL): the
-        # weights, the weighted estimates and their squares (for their spread)
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            pending = pool.submit(ndimage.gaussian_filter, conf, SMOOTH_PX, mode="mirror")
-            weighted = frac * conf
-            squares = pool.submit(
-                ndimage.gaussian_filter, weighted * frac, SMOOTH_PX, mode="mirror"
-            )
-            fsum = ndimage.gaussian_filter(weighted, SMOOTH_PX, mode="mirror")
-            del weighted
-            wsum, qsum = pending.result(), squares.result()
+        # the Gaussian smoothing (scipy.ndimage.gaussian_filter's values, mode "mirror") of
+        # the weights, the weighted estimates and their squares (for their spread), in one
+        # sweep over the maps
+        wsum, fsum, qsum = (np.empty(self.shape, np.float32) for _ in range(3))
+        tmp = np.empty((3, *self.shape), np.float32)
+        _depth_kernels.smooth_sums(
+            conf, frac, _gaussian_half_kernel(SMOOTH_PX), tmp, wsum, fsum, qsum
+        )
+        del tmp
         shown = conf.copy()  # the confidence reported; the fill and NaN follow ``conf``
         _depth_kernels.discount_spread(shown, wsum, fsum, qsum, SPREAD_LO, SPREAD_HI)
         del qsum
