@@ -1075,3 +1075,59 @@ def test_bench_live_mda_runs_on_a_tiny_grid() -> None:
     assert table.count("\n| ") == 1 + 2  # header + one line per cell
     with pytest.raises(ValueError, match="connect must be one of"):
         bench.run_grid(side=32, n_z=3, connect="relay", progress=None)
+
+
+@pytest.mark.parametrize(
+    ("info", "warmed"),
+    [
+        ({"dtype": "uint16", "plane_shape": (32, 32)}, np.dtype(np.uint16)),
+        ({"dtype": "uint8", "plane_shape": [24, 24, 3]}, np.dtype(np.uint8)),
+        ({"dtype": "not a dtype", "plane_shape": (32, 32)}, None),
+        ({"dtype": "uint16", "plane_shape": "32x32"}, None),
+        ({"dtype": "complex64", "plane_shape": (32, 32)}, None),
+        ({"plane_shape": (32, 32)}, None),
+    ],
+)
+def test_sequence_start_warms_the_kernels_up_for_the_cameras_frames(
+    info: dict[str, Any], warmed: np.dtype | None
+) -> None:
+    """The kernels for the camera's dtype are loaded while the stage moves, from the
+    sequence's summary; a summary without a usable dtype starts nothing and breaks nothing."""
+    live = LiveFusion()
+    seq = _sequence(channels=["A"])
+    live.sequenceStarted(seq, {"image_infos": [info]})
+    if live._warmer is not None:
+        live._warmer.join(timeout=120)
+        assert not live._warmer.is_alive()
+    assert live.warmed_up == warmed
+    assert (live._warmer is None) == (warmed is None)  # nothing started without a dtype
+    live.frameReady(np.ones(SHAPE, np.uint16), _event(p=0, c=0, z=0), {})
+    live.sequenceFinished(seq)
+    assert live.errors == []
+
+
+def test_a_failing_warm_up_is_not_an_error_of_the_sequence(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A warm-up that fails is logged and left undone; errors are recorded for the
+    sequence's own frames only, which are fused as usual."""
+    import nanoro_optics.fusion as fusion
+
+    class Broken:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("no kernels today")
+
+    live = LiveFusion()
+    seq = _sequence(channels=["A"])
+    monkeypatch.setattr(fusion, "StackFuser", Broken)
+    with caplog.at_level("DEBUG", logger="nanoro_optics.mmcore.mda"):
+        live.sequenceStarted(seq, {"image_infos": [{"dtype": "uint16", "plane_shape": (16, 16)}]})
+        assert live._warmer is not None
+        live._warmer.join(timeout=120)
+    monkeypatch.undo()
+    assert live.warmed_up is None and live.errors == []
+    assert "warm-up failed: no kernels today" in caplog.text
+    for z in range(2):
+        live.frameReady(np.full(SHAPE, z + 1, np.uint16), _event(p=0, c=0, z=z), {})
+    live.sequenceFinished(seq)
+    assert live.errors == []

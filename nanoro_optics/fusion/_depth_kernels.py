@@ -41,18 +41,21 @@ def _track_row(act_row, r, k, prev, best, idx, before, after, amin, unknown):
     # selects instead of branches, so that the loop vectorises: a new best takes frame k
     # and the previous frame's activity as its "before"; else frame k is the "after" of a
     # best at k - 1
-    km1 = k - 1
+    # (the maps' values taken as float32, exact for codes too: the compares and selects
+    # then run on float32 vectors instead of float64 ones; the frame index in idx's type)
+    km1 = idx.dtype.type(k - 1)
+    kk = idx.dtype.type(k)
     for j in range(w):
-        a = act_row[j]
-        b = best[r, j]
+        a = np.float32(act_row[j])
+        b = np.float32(best[r, j])
         i = idx[r, j]
-        p = prev[r, j]
-        bf = before[r, j]
-        af = after[r, j]
-        m = amin[r, j]
+        p = np.float32(prev[r, j])
+        bf = np.float32(before[r, j])
+        af = np.float32(after[r, j])
+        m = np.float32(amin[r, j])
         gt = a > b
         best[r, j] = a if gt else b
-        idx[r, j] = k if gt else i
+        idx[r, j] = kk if gt else i
         before[r, j] = p if gt else bf
         after[r, j] = unknown if gt else (a if i == km1 else af)
         amin[r, j] = a if a < m else m

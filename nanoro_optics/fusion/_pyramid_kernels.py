@@ -249,11 +249,20 @@ def _intake_rows(s, r0, r1, src, plane, lo, hi, keep_range, first, gn, reduce, g
                 p0[j] = row[j, 0]
                 p1[j] = row[j, 1]
                 p2[j] = row[j, 2]
+        elif nc == 1 and keep_range and not first:
+            # a grey frame: the copy and the range in one loop, the range on the frame's
+            # own values (integer min and max for integer frames, no float round trip)
+            p0, lo0, hi0 = plane[0, r], lo[0, r], hi[0, r]
+            for j in range(w):
+                v = src[r, j, 0]
+                p0[j] = v
+                lo0[j] = min(lo0[j], v)
+                hi0[j] = max(hi0[j], v)
         else:
             for c in range(nc):
                 for j in range(w):
                     plane[c, r, j] = src[r, j, c]
-        if keep_range:
+        if keep_range and not (nc == 1 and not first):
             _range_row(plane, lo, hi, r, first)
         # the rows of gn whose five (mirrored) rows are now in the plane; those that need
         # rows of another worker are left to intake, once every row is in

@@ -370,11 +370,10 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
         )
         norm_dtype = np.uint16 if self._coded else np.float32
         # level 0 is read planar: every frame is first copied into this buffer, after which
-        # the caller may reuse its own (``_add(frame, z, on_copied)``)
-        # (uint16 frames are copied into float32: level 0 then runs the same compiled
-        # kernels as the coarser levels, one specialisation less of each to compile on a
-        # first run, for 2 bytes a sample more; uint8 frames keep their compact plane)
-        plane_dtype = np.float32 if work_dtype == np.uint16 else work_dtype
+        # the caller may reuse its own (``_add(frame, z, on_copied)``); in the frame's own
+        # dtype (uint16 frames copied into float32 cost 2 bytes a sample more to write and
+        # to read again, for one compiled specialisation less of the level-0 kernels)
+        plane_dtype = work_dtype
         # the frames' per-pixel range: the fused image is kept inside it (see result())
         # (in the frames' own dtype: exact for every dtype, as _set_range gives it)
         keep = self._keep_range

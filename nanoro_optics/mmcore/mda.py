@@ -437,6 +437,9 @@ class LiveFusion:
         )
         self._finisher: threading.Thread | None = None
         self._relay: _BoundedRelay | None = None  # while attached
+        #: the dtype the kernels were last warmed up for at a sequence's start (None: not yet)
+        self.warmed_up: np.dtype | None = None
+        self._warmer: threading.Thread | None = None
         if index_mismatch is not None and not isinstance(index_mismatch, IndexMismatch):
             raise TypeError(
                 f"index_mismatch must be an IndexMismatch, got {type(index_mismatch).__name__}"
@@ -716,12 +719,57 @@ class LiveFusion:
             self.errors.append(((), exc))
             return
         self._sequence = sequence
+        self._warm_up(meta)
         jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._jobs = jobs
         self._finisher = threading.Thread(
             target=self._finish_loop, args=(jobs,), name="LiveFusion-finish", daemon=True
         )
         self._finisher.start()
+
+    def _warm_up(self, meta: Any) -> None:
+        """Load (or compile) the fusion kernels for the camera's frames, in a thread.
+
+        numba loads a process's kernels at their first call: about a second from its
+        cache, a minute on a first run. Done at the first frame, that time is a backlog
+        the acquisition waits for; started here, from the sequence's summary (the
+        camera's dtype and plane shape), it overlaps the moves to the first position. A
+        tiny stack of that dtype is fused with the handler's options; when the summary
+        says nothing usable, nothing is done (the first frame loads them, as before). A
+        failure is only logged: the frames then meet the same error, recorded as usual.
+        """
+        infos = meta.get("image_infos") if isinstance(meta, dict) else None
+        info = infos[0] if isinstance(infos, (list, tuple)) and infos else None
+        if not isinstance(info, dict):
+            return
+        if not isinstance(info.get("dtype"), str):
+            return
+        try:
+            dtype = np.dtype(info["dtype"])
+            shape = tuple(int(n) for n in info.get("plane_shape", ()))
+        except (TypeError, ValueError):
+            return
+        if dtype.kind not in "uif" or len(shape) not in (2, 3):
+            return
+        if self._guide is not None:  # the fuser gets (H, W, channels)
+            shape = (*shape[:2], len(self._channels))
+        plane = (16, 16, *shape[2:])
+        options, guide = self.options, self._guide
+
+        def warm() -> None:
+            from nanoro_optics.fusion import StackFuser
+
+            try:
+                fuser = StackFuser(options, guide_channel=guide)
+                for k in range(3):
+                    fuser.add(np.full(plane, k, dtype), z_um=float(k))
+                fuser.result(release=True)
+                self.warmed_up = dtype
+            except Exception as exc:  # the first frame will say it, where it is recorded
+                _log.debug("live fusion's kernel warm-up failed: %s", exc)
+
+        self._warmer = threading.Thread(target=warm, name="LiveFusion-warm-up", daemon=True)
+        self._warmer.start()
 
     def frameReady(self, image: Any, event: Any, meta: Any = None) -> None:
         """Fuse one frame (pymmcore-plus calls this for every frame).
