@@ -292,8 +292,16 @@ def _fit_peak(z: np.ndarray, v: np.ndarray, j: int) -> tuple[float, float]:
     """
     zz, vv = z[j - 1 : j + 2], np.maximum(v[j - 1 : j + 2], 1e-12)
     width = math.nan
+    d0, d2 = float(zz[0] - zz[1]), float(zz[2] - zz[1])
+    if not d0 < 0.0 < d2:  # two frames at one z (a stage that did not move): no parabola
+        return float(zz[1]), width
     for values, log in ((np.log(vv), True), (vv, False)):
-        a, b, _ = np.polyfit(zz - zz[1], values, 2)
+        # the parabola through the three points, in Newton's divided differences (x from
+        # zz[1]); np.polyfit's least squares warned of a poorly conditioned fit on close z
+        s0 = (values[1] - values[0]) / -d0
+        s1 = (values[2] - values[1]) / d2
+        a = (s1 - s0) / (d2 - d0)
+        b = s0 - a * d0
         if a < 0:
             vertex = zz[1] - b / (2.0 * a)
             if log:
