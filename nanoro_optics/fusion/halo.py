@@ -26,7 +26,11 @@ to the data), per tile of :data:`TILE_PX` px around an edge:
 * the matte, to a fraction of a pixel, from the frame focused on the occluder: near the
   depth map's step (within :data:`ZONE_PX`), the mixing fraction between the occluder's
   colour (extended from inside) and the blurred background (extended from outside), least
-  squares over the channels;
+  squares over the channels; then :data:`MATTE_PASSES` passes with both extended from
+  just outside and inside the occluder found so far, over the whole window (the depth
+  map spreads a fibre of 1 to 3 px over many times its width, or misses it), keeping
+  only what a sharp step of the matte bounds (:data:`SHARP_STEP`: the occluder is in
+  focus in that frame, a swell of the blurred background is not);
 * the point-spread function of the occluder in the frame focused on the background: a
   pillbox of radius ``R`` convolved with a Gaussian of ``sigma``, two parameters started
   from the frame's glow (the background's level a third, linear, unknown) and refined on
@@ -110,6 +114,19 @@ ZONE_PX = 12
 CROP_BUDGET_BYTES_PER_PX = 4
 #: Wiener damping of the division by ``1 - h * a`` (a squared transmission)
 DAMPING = 0.02
+#: passes refining the matte with the background extended from near the front layer
+MATTE_PASSES = 2
+#: gap (px) between the front layer found so far and the pixels its background is taken from
+MATTE_GAP_PX = 2
+#: sigma (px) of the extension of the background and the front colour in those passes
+MATTE_SIGMA_PX = 3.0
+#: step of the matte (per px) from which the front layer's edge counts as sharp
+SHARP_STEP = 0.35
+#: weight of the front colour's mean over the window against its local extension (of
+#: the Gaussian's weight near the front layer found so far)
+NEAR_CORE_WEIGHT = 0.05
+#: smallest connected part (px) of the front layer kept (noise makes specks)
+MIN_SPECK_PX = 8
 #: sigma (px) of the smallest Gaussian of the fitted point-spread functions (diffraction)
 SIGMA0_PX = 0.5
 
@@ -816,6 +833,127 @@ def _solve_tile(
     return value, accept, band, res2 * float((sigma**2).mean())
 
 
+def _drop_specks(mask: np.ndarray, min_px: int) -> np.ndarray:
+    """``mask`` without its connected parts (8-connected) of fewer than ``min_px`` pixels."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(mask, np.ones((3, 3), bool))
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    keep = sizes >= min_px
+    keep[0] = False
+    return keep[lab]
+
+
+def _sharp_front(a_raw: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Return the parts of ``cand`` (matte > 0.5) that a sharp edge bounds.
+
+    The front layer is in focus in its frame: its matte steps within a pixel or two. A
+    smooth swell of the blurred background that the matte's estimate takes for the front
+    layer has no such edge. Kept: the candidate pixels next to a sharp step of the matte
+    (gradient >= :data:`SHARP_STEP` per px; all of a thin layer), and the parts further
+    inside that such pixels enclose (at least half of their outline); specks of fewer
+    than :data:`MIN_SPECK_PX` pixels are dropped.
+    """
+    from scipy import ndimage
+
+    gy, gx = np.gradient(a_raw)
+    sharp = np.hypot(gy, gx) >= SHARP_STEP
+    rim = cand & ndimage.binary_dilation(sharp, iterations=1)
+    rest = cand & ~rim
+    lab, n = ndimage.label(rest, np.ones((3, 3), bool))
+    keep = rim.copy()
+    if n:
+        ring = ndimage.binary_dilation(rest, np.ones((3, 3), bool)) & ~rest
+        # each outline pixel's component: the largest label among its neighbours
+        owner = ndimage.maximum_filter(lab, size=3)
+        tot = np.bincount(owner[ring], minlength=n + 1)
+        good = np.bincount(owner[ring & rim], minlength=n + 1)
+        enclosed = good >= 0.5 * np.maximum(tot, 1)
+        enclosed[0] = False
+        keep |= enclosed[lab]
+    return _drop_specks(keep, MIN_SPECK_PX)
+
+
+def _matte(
+    i_f: np.ndarray, front_depth: np.ndarray, fin: np.ndarray, sigma: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Return the front layer's mask, matte and colour ``F a`` from its frame ``i_f``.
+
+    A first estimate takes the background (blurred in that frame) from beyond the depth
+    map's step and the colour from inside it; :data:`MATTE_PASSES` more take them from
+    just outside and inside the front layer found so far (the depth map spreads a thin
+    layer over many times its width), and look for it in the whole window. None when
+    the front layer does not stand out.
+    """
+    from scipy import ndimage
+
+    # where the front layer is, from its own frame: the depth map's boundary is only
+    # known to within the blur (the focus measure spreads next to a sharp edge)
+    u = ZONE_PX
+    def_in = ndimage.distance_transform_edt(front_depth) > u
+    def_out = ndimage.distance_transform_edt(~front_depth & fin) > u
+    if def_out.sum() < 16:
+        return None
+    b_ext = _extend(i_f, def_out.astype(np.float64), 0.75 * u)
+    dev = i_f - b_ext
+    zone = ~def_in & ~def_out
+    if def_in.sum() >= 16:
+        f_dir = _extend(i_f, def_in.astype(np.float64), 0.75 * u) - b_ext
+    else:  # a thin front layer: its colour from its most distinct pixels near the edge
+        cand = zone & front_depth
+        if cand.sum() < 8:
+            return None
+        mag = np.sqrt((dev**2).sum(0))
+        strong = cand & (mag >= np.quantile(mag[cand], 0.75))
+        f_dir = _extend(i_f, strong.astype(np.float64), 0.75 * u) - b_ext
+    con2 = (f_dir**2).sum(0)
+    if float(np.median(con2[zone])) < 25.0 * float((sigma**2).sum()):
+        return None  # the front layer does not stand out from the back: no matte
+    a_raw = (dev * f_dir).sum(0) / np.maximum(con2, 1e-12)
+    a_ls = np.clip(a_raw, 0.0, 1.0)
+    # inside the front layer too: holes smaller than the depth map resolves (their
+    # background is blurred in the front layer's frame, far from its colour)
+    front = _sharp_front(a_raw, ~def_out & (a_ls > 0.5))
+    if front.sum() < 8 or (~front).sum() < 8:
+        return None
+    for _ in range(MATTE_PASSES):
+        # the blurred background varies over the zone: extend it again from the pixels
+        # just outside the front layer found so far, its colour from just inside
+        bg = fin & ~def_in & ~ndimage.binary_dilation(front, iterations=MATTE_GAP_PX)
+        if bg.sum() < 16:
+            break
+        b_ext = _extend(i_f, bg.astype(np.float64), MATTE_SIGMA_PX)
+        dev = i_f - b_ext
+        core = ndimage.binary_erosion(front, iterations=2)
+        thin = front & ~ndimage.binary_dilation(core, iterations=2)
+        if thin.any():  # the thin parts' colour from their most distinct half
+            mag = np.sqrt((dev**2).sum(0))
+            core |= thin & (mag >= np.quantile(mag[thin], 0.5))
+        if core.sum() < 8:
+            break
+        # the colour near the front layer, its mean over the window further away
+        near = ndimage.gaussian_filter(core.astype(np.float64), MATTE_SIGMA_PX, mode="nearest")
+        near = (near / (near + NEAR_CORE_WEIGHT))[None]
+        f_col = _extend(i_f, core.astype(np.float64), MATTE_SIGMA_PX)
+        f_dir = near * f_col + (1.0 - near) * i_f[:, core].mean(1)[:, None, None] - b_ext
+        con2 = (f_dir**2).sum(0)
+        a_raw = (dev * f_dir).sum(0) / np.maximum(con2, 1e-12)
+        a_ls = np.clip(a_raw, 0.0, 1.0)
+        # anywhere in the window now: thin layers the depth map misses (their background's
+        # detail outweighs them in the focus measure) have sharp edges too
+        front = _sharp_front(a_raw, fin & (a_ls > 0.5))
+        if front.sum() < 8 or (~front).sum() < 8:
+            return None
+    inner1 = ndimage.binary_erosion(front, iterations=1)
+    trans = ~inner1 & ~ndimage.binary_erosion(~front, iterations=1)
+    alpha = np.where(trans, a_ls, inner1.astype(np.float64))
+    prem = np.where(alpha[None] > 0, i_f - (1.0 - alpha)[None] * b_ext, 0.0)  # F a
+
+    return front, alpha, prem
+
+
 @dataclass
 class _Layers:
     """The two layers of one window, one way round: matte, colour, and their rendering."""
@@ -857,39 +995,10 @@ class _Layers:
         if span < 1e-6:
             return None
         i_f = crop[kf]
-        # where the front layer is, from its own frame: the depth map's boundary is only
-        # known to within the blur (the focus measure spreads next to a sharp edge)
-        u = ZONE_PX
-        def_in = ndimage.distance_transform_edt(front_depth) > u
-        def_out = ndimage.distance_transform_edt(~front_depth & fin) > u
-        if def_out.sum() < 16:
+        got = _matte(i_f, front_depth, fin, sigma)
+        if got is None:
             return None
-        b_ext = _extend(i_f, def_out.astype(np.float64), 0.75 * u)
-        dev = i_f - b_ext
-        zone = ~def_in & ~def_out
-        if def_in.sum() >= 16:
-            f_dir = _extend(i_f, def_in.astype(np.float64), 0.75 * u) - b_ext
-        else:  # a thin front layer: its colour from its most distinct pixels near the edge
-            cand = zone & front_depth
-            if cand.sum() < 8:
-                return None
-            mag = np.sqrt((dev**2).sum(0))
-            strong = cand & (mag >= np.quantile(mag[cand], 0.75))
-            f_dir = _extend(i_f, strong.astype(np.float64), 0.75 * u) - b_ext
-        con2 = (f_dir**2).sum(0)
-        if float(np.median(con2[zone])) < 25.0 * float((sigma**2).sum()):
-            return None  # the front layer does not stand out from the back: no matte
-        a_ls = np.clip((dev * f_dir).sum(0) / np.maximum(con2, 1e-12), 0.0, 1.0)
-        # inside the front layer too: holes smaller than the depth map resolves (their
-        # background is blurred in the front layer's frame, far from its colour)
-        front = ~def_out & (a_ls > 0.5)
-        front = ndimage.binary_opening(front) | (front & def_in)
-        if front.sum() < 8 or (~front).sum() < 8:
-            return None
-        inner1 = ndimage.binary_erosion(front, iterations=1)
-        trans = ~inner1 & ~ndimage.binary_erosion(~front, iterations=1)
-        alpha = np.where(trans, a_ls, inner1.astype(np.float64))
-        prem = np.where(alpha[None] > 0, i_f - (1.0 - alpha)[None] * b_ext, 0.0)  # F a
+        front, alpha, prem = got
         dist_out = ndimage.distance_transform_edt(~front)  # px from the front layer
         dist_in = ndimage.distance_transform_edt(front)
         pad = int(np.ceil(MAX_BLUR_PX)) + 4
