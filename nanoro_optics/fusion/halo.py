@@ -22,7 +22,9 @@ to the data), per tile of :data:`TILE_PX` px around an edge:
   (confidence >= :data:`MIN_CONFIDENCE`) of the fuser's depth map, on a grid of
   :data:`EDGE_STRIDE_PX` px (cheap for a whole frame; a stack without occluding edges
   costs only this);
-* the two layers' frames: the most common frame on either side of the step;
+* the two layers' frames: the most common frame on either side of the step, or the frame
+  beyond it when that shows more detail there (the focus measure mixes a thin layer with
+  what lies behind it, and its mode falls short);
 * the matte, to a fraction of a pixel, from the frame focused on the occluder: near the
   depth map's step (within :data:`ZONE_PX`), the mixing fraction between the occluder's
   colour (extended from inside) and the blurred background (extended from outside), least
@@ -30,7 +32,9 @@ to the data), per tile of :data:`TILE_PX` px around an edge:
   just outside and inside the occluder found so far, over the whole window (the depth
   map spreads a fibre of 1 to 3 px over many times its width, or misses it), keeping
   only what a sharp step of the matte bounds (:data:`SHARP_STEP`: the occluder is in
-  focus in that frame, a swell of the blurred background is not);
+  focus in that frame, a swell of the blurred background is not) and what does not show
+  more detail in the background's frame than in the occluder's (:data:`BEHIND_DETAIL`: a
+  patch of background between fibres);
 * the point-spread function of the occluder in the frame focused on the background: a
   pillbox of radius ``R`` convolved with a Gaussian of ``sigma``, two parameters started
   from the frame's glow (the background's level a third, linear, unknown) and refined on
@@ -120,6 +124,14 @@ MATTE_PASSES = 2
 MATTE_GAP_PX = 2
 #: sigma (px) of the extension of the background and the front colour in those passes
 MATTE_SIGMA_PX = 3.0
+#: relative excess of detail that makes the frame beyond a layer's the layer's focus
+SHARPER_BY = 0.1
+#: times the front layer's frame's detail from which the background's frame's marks a patch
+#: of background
+BEHIND_DETAIL = 1.25
+#: contrast (noise standard deviations) between the layers' colours below which a pixel
+#: is not taken for the front layer in the refining passes
+MIN_CONTRAST_SIGMAS = 4.0
 #: step of the matte (per px) from which the front layer's edge counts as sharp
 SHARP_STEP = 0.35
 #: weight of the front colour's mean over the window against its local extension (of
@@ -356,6 +368,7 @@ class _TilePlan:
     fit_frames: tuple[int, ...]
     check_frames: tuple[int, ...]
     shape: tuple[int, int]  # the image's
+    outer: tuple[int | None, int | None] = (None, None)  # the frames beyond the layers'
 
 
 def _frame_getter(frames: Any, n_frames: int) -> Callable[[int], np.ndarray]:
@@ -737,6 +750,11 @@ def _plan(depth: np.ndarray, tile: tuple[int, int], n: int) -> _TilePlan | None:
     if k_hi - k_lo < MIN_STEP_FRAMES - 0.5:
         return None
     fit, checks = _check_frames(k_lo, k_hi)
+    # the focus measure mixes a thin layer with what lies behind it: its mode may fall a
+    # frame short of its focus; the frame beyond each is read too and the sharper kept
+    below = k_lo - 1 if k_lo > 0 else None
+    above = k_hi + 1 if k_hi < n - 1 else None
+    extra = [k for k in (below, above) if k is not None]
     return _TilePlan(
         ty,
         tx,
@@ -744,11 +762,31 @@ def _plan(depth: np.ndarray, tile: tuple[int, int], n: int) -> _TilePlan | None:
         (t0y - y0, t1y - y0, t0x - x0, t1x - x0),
         hi,
         lo,
-        (k_lo, k_hi, *sorted(set(fit) | set(checks))),
+        (k_lo, k_hi, *sorted(set(fit) | set(checks) | set(extra))),
         fit,
         checks,
         (h, w),
+        (below, above),
     )
+
+
+def _sharper(crop: _Windows, k: int, other: int | None, region: np.ndarray) -> int:
+    """``other`` when its detail over ``region`` exceeds frame ``k``'s, else ``k``.
+
+    The detail: the energy of the frame less its Gaussian blur of 1 px, summed over the
+    channels; ``other`` must exceed by :data:`SHARPER_BY` (relative).
+    """
+    from scipy import ndimage
+
+    if other is None or region.sum() < 16:
+        return k
+
+    def detail(j: int) -> float:
+        img = crop[j]
+        hp = img - ndimage.gaussian_filter(img, (0, 1.0, 1.0), mode="nearest")
+        return float((hp[:, region] ** 2).sum())
+
+    return other if detail(other) > (1.0 + SHARPER_BY) * detail(k) else k
 
 
 def _layer_depth(values: np.ndarray, n: int) -> tuple[float, int]:
@@ -798,6 +836,12 @@ def _solve_tile(
     fit_frames = p.fit_frames or p.check_frames
     if not p.check_frames:
         return None
+    k = _sharper(crop, k_lo, p.outer[0], low_side)
+    if k != k_lo:
+        k_lo, lo = k, float(k)
+    k = _sharper(crop, k_hi, p.outer[1], fin & ~low_side)
+    if k != k_hi:
+        k_hi, hi = k, float(k)
     tried = []
     for front, kf, kb, d_f, d_b in (
         (low_side, k_lo, k_hi, lo, hi),
@@ -846,15 +890,29 @@ def _drop_specks(mask: np.ndarray, min_px: int) -> np.ndarray:
     return keep[lab]
 
 
-def _sharp_front(a_raw: np.ndarray, cand: np.ndarray) -> np.ndarray:
+def _detail(img: np.ndarray) -> np.ndarray:
+    """Return the local detail of ``img`` (C, H, W).
+
+    Its high-pass (less a 1-px Gaussian) energy summed over the channels, averaged over
+    :data:`CHECK_WINDOW_PX` px.
+    """
+    from scipy import ndimage
+
+    hp = img - ndimage.gaussian_filter(img, (0, 1.0, 1.0), mode="nearest")
+    return np.asarray(ndimage.uniform_filter((hp**2).sum(0), CHECK_WINDOW_PX, mode="nearest"))
+
+
+def _sharp_front(a_raw: np.ndarray, cand: np.ndarray, behind: np.ndarray) -> np.ndarray:
     """Return the parts of ``cand`` (matte > 0.5) that a sharp edge bounds.
 
     The front layer is in focus in its frame: its matte steps within a pixel or two. A
     smooth swell of the blurred background that the matte's estimate takes for the front
     layer has no such edge. Kept: the candidate pixels next to a sharp step of the matte
     (gradient >= :data:`SHARP_STEP` per px; all of a thin layer), and the parts further
-    inside that such pixels enclose (at least half of their outline); specks of fewer
-    than :data:`MIN_SPECK_PX` pixels are dropped.
+    inside that such pixels enclose (at least half of their outline) unless they look
+    like the background (``behind``: the background's frame shows there more than
+    :data:`BEHIND_DETAIL` times the detail of the front layer's: a patch of background
+    between thin parts); specks of fewer than :data:`MIN_SPECK_PX` pixels are dropped.
     """
     from scipy import ndimage
 
@@ -871,15 +929,24 @@ def _sharp_front(a_raw: np.ndarray, cand: np.ndarray) -> np.ndarray:
         tot = np.bincount(owner[ring], minlength=n + 1)
         good = np.bincount(owner[ring & rim], minlength=n + 1)
         enclosed = good >= 0.5 * np.maximum(tot, 1)
+        n_behind = np.bincount(lab.ravel(), behind.ravel().astype(np.float64), minlength=n + 1)
+        share = n_behind / np.maximum(np.bincount(lab.ravel(), minlength=n + 1), 1)
+        enclosed &= share < 0.5
         enclosed[0] = False
         keep |= enclosed[lab]
     return _drop_specks(keep, MIN_SPECK_PX)
 
 
 def _matte(
-    i_f: np.ndarray, front_depth: np.ndarray, fin: np.ndarray, sigma: np.ndarray
+    i_f: np.ndarray,
+    i_b: np.ndarray,
+    front_depth: np.ndarray,
+    fin: np.ndarray,
+    sigma: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Return the front layer's mask, matte and colour ``F a`` from its frame ``i_f``.
+
+    ``i_b`` is the background's frame (where the front layer is blurred).
 
     A first estimate takes the background (blurred in that frame) from beyond the depth
     map's step and the colour from inside it; :data:`MATTE_PASSES` more take them from
@@ -889,6 +956,7 @@ def _matte(
     """
     from scipy import ndimage
 
+    behind = _detail(i_b) > BEHIND_DETAIL * _detail(i_f)
     # where the front layer is, from its own frame: the depth map's boundary is only
     # known to within the blur (the focus measure spreads next to a sharp edge)
     u = ZONE_PX
@@ -915,7 +983,7 @@ def _matte(
     a_ls = np.clip(a_raw, 0.0, 1.0)
     # inside the front layer too: holes smaller than the depth map resolves (their
     # background is blurred in the front layer's frame, far from its colour)
-    front = _sharp_front(a_raw, ~def_out & (a_ls > 0.5))
+    front = _sharp_front(a_raw, ~def_out & (a_ls > 0.5), behind)
     if front.sum() < 8 or (~front).sum() < 8:
         return None
     for _ in range(MATTE_PASSES):
@@ -942,8 +1010,10 @@ def _matte(
         a_raw = (dev * f_dir).sum(0) / np.maximum(con2, 1e-12)
         a_ls = np.clip(a_raw, 0.0, 1.0)
         # anywhere in the window now: thin layers the depth map misses (their background's
-        # detail outweighs them in the focus measure) have sharp edges too
-        front = _sharp_front(a_raw, fin & (a_ls > 0.5))
+        # detail outweighs them in the focus measure) have sharp edges too; not where the
+        # colours are too close for the noise to leave a matte
+        clear = con2 >= MIN_CONTRAST_SIGMAS**2 * float((sigma**2).sum())
+        front = _sharp_front(a_raw, fin & clear & (a_ls > 0.5), behind)
         if front.sum() < 8 or (~front).sum() < 8:
             return None
     inner1 = ndimage.binary_erosion(front, iterations=1)
@@ -995,7 +1065,7 @@ class _Layers:
         if span < 1e-6:
             return None
         i_f = crop[kf]
-        got = _matte(i_f, front_depth, fin, sigma)
+        got = _matte(i_f, crop[kb], front_depth, fin, sigma)
         if got is None:
             return None
         front, alpha, prem = got
