@@ -132,13 +132,22 @@ BEHIND_DETAIL = 1.25
 #: contrast (noise standard deviations) between the layers' colours below which a pixel
 #: is not taken for the front layer in the refining passes
 MIN_CONTRAST_SIGMAS = 4.0
+#: sizes of the back layer's PSF (relative to the front layer's at the same distance in
+#: frames) tried in the frames between the layers'
+BACK_SCALES = (0.85, 0.92, 1.08, 1.16)
+#: colour difference (share of the layers' contrast) between a part of the front layer
+#: and its outline that makes it a hole
+HOLE_GAP = 0.25
 #: step of the matte (per px) from which the front layer's edge counts as sharp
 SHARP_STEP = 0.35
-#: weight of the front colour's mean over the window against its local extension (of
-#: the Gaussian's weight near the front layer found so far)
+#: weight (of the Gaussian's) beyond which the refining passes' local extensions give way
+#: to the farther estimate (the background's first, the front colour's mean)
 NEAR_CORE_WEIGHT = 0.05
+NEAR_BACK_WEIGHT = 1e-6
 #: smallest connected part (px) of the front layer kept (noise makes specks)
 MIN_SPECK_PX = 8
+#: weight of a normalised convolution's Gaussian below which a wider one takes over
+EXTEND_FLOOR = 1e-3
 #: sigma (px) of the smallest Gaussian of the fitted point-spread functions (diffraction)
 SIGMA0_PX = 0.5
 
@@ -302,15 +311,35 @@ def _extend(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
     """Normalised convolution: ``values`` (C, H, W) known where ``weight`` > 0, extended.
 
     A Gaussian of ``sigma`` px; from 4 px on computed at half resolution (the fields it
-    extends are smooth at that scale) and interpolated back.
+    extends are smooth at that scale) and interpolated back. Where the Gaussian's weight
+    falls below :data:`EXTEND_FLOOR` (far from every known value) the extension with a
+    four times wider Gaussian takes over, and from half the window's size on the known
+    values' mean.
     """
+    out, den = _extend_once(values, weight, sigma)
+    if float(den.min()) >= EXTEND_FLOOR:
+        return out
+    if 4.0 * sigma <= max(values.shape[1:]) / 2:
+        far = _extend(values, weight, 4.0 * sigma)
+    else:
+        w = weight.astype(np.float64)
+        mean = (values * w[None]).sum((1, 2)) / max(float(w.sum()), 1e-12)
+        far = np.broadcast_to(mean[:, None, None], values.shape)
+    near = (den / (den + EXTEND_FLOOR))[None]
+    return np.asarray(near * out + (1.0 - near) * far)
+
+
+def _extend_once(
+    values: np.ndarray, weight: np.ndarray, sigma: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the normalised convolution of :func:`_extend` at one ``sigma``, its weight."""
     from scipy import ndimage
 
     w = weight.astype(np.float64)
     if sigma < 4.0:
         den = ndimage.gaussian_filter(w, sigma, mode="nearest")
         num = np.stack([ndimage.gaussian_filter(v * w, sigma, mode="nearest") for v in values])
-        return num / np.maximum(den, 1e-6)[None]
+        return num / np.maximum(den, 1e-12)[None], den
     c, h, wd = values.shape
     h2, w2 = (h + 1) // 2, (wd + 1) // 2
     vw = np.pad(values * w[None], ((0, 0), (0, 2 * h2 - h), (0, 2 * w2 - wd)), mode="edge")
@@ -319,12 +348,13 @@ def _extend(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
     ww = ww.reshape(h2, 2, w2, 2).mean((1, 3))
     den = ndimage.gaussian_filter(ww, sigma / 2, mode="nearest")
     small = np.stack([ndimage.gaussian_filter(v, sigma / 2, mode="nearest") for v in vw])
-    small /= np.maximum(den, 1e-6)[None]
+    small /= np.maximum(den, 1e-12)[None]
     # back to full resolution: each sample repeated over its 2 x 2 pixels, then a 2 x 2
     # mean (bilinear weights between the samples)
-    big = np.repeat(np.repeat(small, 2, axis=1), 2, axis=2)
+    both = np.concatenate([small, den[None]])
+    big = np.repeat(np.repeat(both, 2, axis=1), 2, axis=2)
     big = ndimage.uniform_filter(big, size=(1, 2, 2), mode="nearest", origin=(0, -1, -1))
-    return big[:, :h, :wd]
+    return big[:c, :h, :wd], big[c, :h, :wd]
 
 
 def _edge_tiles(
@@ -857,6 +887,12 @@ def _solve_tile(
         size, t = start if start is not None else layers.coarse_fit()
         cache.setdefault((kf, kb), (size, t))  # the next tile's start, whatever comes of this
         out = layers.render(size, t, fit_frames)
+        if start is not None and (out is None or out[3] > HOPELESS_SCORE):
+            # another tile's PSF does not fit here (an aberration that changes over the
+            # field, a misjudged layer): this tile's own fit
+            start = None
+            size, t = layers.coarse_fit()
+            out = layers.render(size, t, fit_frames)
         if out is not None:
             tried.append((out[3], start is not None, size, t, layers))
     if not tried:
@@ -875,6 +911,23 @@ def _solve_tile(
     local = ndimage.uniform_filter(res2, CHECK_WINDOW_PX, mode="nearest")
     accept = band & (local <= CHECK_SIGMAS**2)
     return value, accept, band, res2 * float((sigma**2).mean())
+
+
+def _near_extend(
+    values: np.ndarray, known: np.ndarray, far: np.ndarray, floor: float
+) -> np.ndarray:
+    """Return ``values`` (C, H, W) where ``known``, extended; ``far`` further away.
+
+    Extended over :data:`MATTE_SIGMA_PX` px (normalised convolution), blended into ``far``
+    as the extension's weight falls below ``floor``.
+    """
+    from scipy import ndimage
+
+    w = known.astype(np.float64)
+    den = ndimage.gaussian_filter(w, MATTE_SIGMA_PX, mode="nearest")
+    num = np.stack([ndimage.gaussian_filter(v * w, MATTE_SIGMA_PX, mode="nearest") for v in values])
+    near = den / (den + floor)
+    return np.asarray(near * num / np.maximum(den, 1e-12) + (1.0 - near) * far)
 
 
 def _drop_specks(mask: np.ndarray, min_px: int) -> np.ndarray:
@@ -902,7 +955,9 @@ def _detail(img: np.ndarray) -> np.ndarray:
     return np.asarray(ndimage.uniform_filter((hp**2).sum(0), CHECK_WINDOW_PX, mode="nearest"))
 
 
-def _sharp_front(a_raw: np.ndarray, cand: np.ndarray, behind: np.ndarray) -> np.ndarray:
+def _sharp_front(
+    a_raw: np.ndarray, cand: np.ndarray, behind: np.ndarray, img: np.ndarray, con2: np.ndarray
+) -> np.ndarray:
     """Return the parts of ``cand`` (matte > 0.5) that a sharp edge bounds.
 
     The front layer is in focus in its frame: its matte steps within a pixel or two. A
@@ -932,6 +987,17 @@ def _sharp_front(a_raw: np.ndarray, cand: np.ndarray, behind: np.ndarray) -> np.
         n_behind = np.bincount(lab.ravel(), behind.ravel().astype(np.float64), minlength=n + 1)
         share = n_behind / np.maximum(np.bincount(lab.ravel(), minlength=n + 1), 1)
         enclosed &= share < 0.5
+        # nor a hole: a part whose colour (in ``img``) is not its outline's, by a share of
+        # the layers' contrast (``con2``: squared)
+        size = np.maximum(np.bincount(lab.ravel(), minlength=n + 1), 1)
+        n_ring = np.maximum(tot, 1)
+        gap2 = np.zeros(n + 1)
+        for v in img:
+            inside = np.bincount(lab.ravel(), v.ravel(), minlength=n + 1) / size
+            outline = np.bincount(owner[ring], v[ring], minlength=n + 1) / n_ring
+            gap2 += (inside - outline) ** 2
+        c2 = np.bincount(lab.ravel(), con2.ravel(), minlength=n + 1) / size
+        enclosed &= gap2 <= HOLE_GAP**2 * c2
         enclosed[0] = False
         keep |= enclosed[lab]
     return _drop_specks(keep, MIN_SPECK_PX)
@@ -983,7 +1049,7 @@ def _matte(
     a_ls = np.clip(a_raw, 0.0, 1.0)
     # inside the front layer too: holes smaller than the depth map resolves (their
     # background is blurred in the front layer's frame, far from its colour)
-    front = _sharp_front(a_raw, ~def_out & (a_ls > 0.5), behind)
+    front = _sharp_front(a_raw, ~def_out & (a_ls > 0.5), behind & ~def_in, i_f, con2)
     if front.sum() < 8 or (~front).sum() < 8:
         return None
     for _ in range(MATTE_PASSES):
@@ -992,7 +1058,7 @@ def _matte(
         bg = fin & ~def_in & ~ndimage.binary_dilation(front, iterations=MATTE_GAP_PX)
         if bg.sum() < 16:
             break
-        b_ext = _extend(i_f, bg.astype(np.float64), MATTE_SIGMA_PX)
+        b_ext = _near_extend(i_f, bg, b_ext, NEAR_BACK_WEIGHT)
         dev = i_f - b_ext
         core = ndimage.binary_erosion(front, iterations=2)
         thin = front & ~ndimage.binary_dilation(core, iterations=2)
@@ -1002,10 +1068,8 @@ def _matte(
         if core.sum() < 8:
             break
         # the colour near the front layer, its mean over the window further away
-        near = ndimage.gaussian_filter(core.astype(np.float64), MATTE_SIGMA_PX, mode="nearest")
-        near = (near / (near + NEAR_CORE_WEIGHT))[None]
-        f_col = _extend(i_f, core.astype(np.float64), MATTE_SIGMA_PX)
-        f_dir = near * f_col + (1.0 - near) * i_f[:, core].mean(1)[:, None, None] - b_ext
+        f_far = np.broadcast_to(i_f[:, core].mean(1)[:, None, None], i_f.shape)
+        f_dir = _near_extend(i_f, core, f_far, NEAR_CORE_WEIGHT) - b_ext
         con2 = (f_dir**2).sum(0)
         a_raw = (dev * f_dir).sum(0) / np.maximum(con2, 1e-12)
         a_ls = np.clip(a_raw, 0.0, 1.0)
@@ -1013,7 +1077,7 @@ def _matte(
         # detail outweighs them in the focus measure) have sharp edges too; not where the
         # colours are too close for the noise to leave a matte
         clear = con2 >= MIN_CONTRAST_SIGMAS**2 * float((sigma**2).sum())
-        front = _sharp_front(a_raw, fin & clear & (a_ls > 0.5), behind)
+        front = _sharp_front(a_raw, fin & clear & (a_ls > 0.5), behind & ~def_in, i_f, con2)
         if front.sum() < 8 or (~front).sum() < 8:
             return None
     inner1 = ndimage.binary_erosion(front, iterations=1)
@@ -1045,6 +1109,10 @@ class _Layers:
     pad: int
     nc: int
     blurrer: _Blurrer
+    #: the back layer's PSF in the frames between the layers': its size relative to the
+    #: front layer's at the same distance in frames, and its shape (None: the front's)
+    back_scale: float = 1.0
+    back_t: float | None = None
 
     @classmethod
     def build(
@@ -1171,7 +1239,30 @@ class _Layers:
             out = self.render(best[1] * f, best[2], frames)
             if out is not None and out[3] < best[0]:
                 best = (out[3], best[1] * f, best[2])
+        self.refine_back(best[1], best[2], frames, best[0])
         return best[1], best[2]
+
+    def refine_back(self, size: float, t: float, frames: Sequence[int], score: float) -> None:
+        """Fit the back layer's own PSF (shape, then size) on the re-rendered ``frames``.
+
+        The two layers lie at different depths: with a depth-dependent aberration (an
+        index mismatch) their PSFs at the same distance in frames differ. Kept in
+        :attr:`back_scale` and :attr:`back_t` when they re-render ``frames`` better.
+        """
+        best = (score, self.back_scale, self.back_t)
+
+        def trial(scale: float, shape: float | None) -> None:
+            nonlocal best
+            self.back_scale, self.back_t = scale, shape
+            out = self.render(size, t, frames)
+            if out is not None and out[3] < best[0]:
+                best = (out[3], scale, shape)
+
+        for shape in sorted({0.0, 0.5, 1.0} - {t}):
+            trial(1.0, shape)
+        for scale in BACK_SCALES:
+            trial(scale, best[2])
+        self.back_scale, self.back_t = best[1], best[2]
 
     def render(
         self, size: float, t: float, frames: Sequence[int]
@@ -1205,7 +1296,8 @@ class _Layers:
         res2 = np.zeros(band.shape)
         for k in frames:
             blf = self.blurrer.blur(*_family(size * abs(k - self.d_f) / self.span, t))
-            bb = back_blur.blur(*_family(size * abs(k - self.d_b) / self.span, t))
+            size_b = self.back_scale * size * abs(k - self.d_b) / self.span
+            bb = back_blur.blur(*_family(size_b, t if self.back_t is None else self.back_t))
             pred = blf[:nc] + (1.0 - blf[nc])[None] * bb
             res2 += ((self.crop[k] - pred) ** 2 / (self.sigma**2)[:, None, None]).mean(0)
         res2 /= max(len(frames), 1)
