@@ -134,7 +134,7 @@ BEHIND_DETAIL = 1.25
 MIN_CONTRAST_SIGMAS = 4.0
 #: sizes of the back layer's PSF (relative to the front layer's at the same distance in
 #: frames) tried in the frames between the layers'
-BACK_SCALES = (0.85, 0.92, 1.08, 1.16)
+BACK_SCALES = (0.9, 1.1)
 #: colour difference (share of the layers' contrast) between a part of the front layer
 #: and its outline that makes it a hole
 HOLE_GAP = 0.25
@@ -307,16 +307,20 @@ class _Blurrer:
 # helpers
 
 
-def _extend(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
+def _extend(
+    values: np.ndarray, weight: np.ndarray, sigma: float, *, fill: bool = True
+) -> np.ndarray:
     """Normalised convolution: ``values`` (C, H, W) known where ``weight`` > 0, extended.
 
     A Gaussian of ``sigma`` px; from 4 px on computed at half resolution (the fields it
     extends are smooth at that scale) and interpolated back. Where the Gaussian's weight
     falls below :data:`EXTEND_FLOOR` (far from every known value) the extension with a
     four times wider Gaussian takes over, and from half the window's size on the known
-    values' mean.
+    values' mean (``fill``; without, the extension fades to 0 there).
     """
     out, den = _extend_once(values, weight, sigma)
+    if not fill:
+        return np.asarray(out * (den / np.maximum(den, 1e-6))[None])
     if float(den.min()) >= EXTEND_FLOOR:
         return out
     if 4.0 * sigma <= max(values.shape[1:]) / 2:
@@ -1258,7 +1262,7 @@ class _Layers:
             if out is not None and out[3] < best[0]:
                 best = (out[3], scale, shape)
 
-        for shape in sorted({0.0, 0.5, 1.0} - {t}):
+        for shape in sorted({0.0, 1.0} - {t}):
             trial(1.0, shape)
         for scale in BACK_SCALES:
             trial(scale, best[2])
@@ -1283,14 +1287,17 @@ class _Layers:
         # the undamped inversion averaged with its reliability (the transmission squared)
         raw = (i_b - hp) / np.maximum(tr, 0.1)[None]
         reliable = np.clip(tr, 0.0, 1.0) ** 2 * (~self.front & self.fin)
-        prior = _extend(raw, reliable, max(radius / 2, 2.0))
+        # (near the front layer only: the band and what the check frames see of it)
+        prior = _extend(raw, reliable, max(radius / 2, 2.0), fill=False)
         back = ((i_b - hp) * tr[None] + DAMPING * prior) / (tr**2 + DAMPING)[None]
         value = self.prem + (1.0 - self.alpha)[None] * back
         band = (self.dist_out <= radius) & ~self.inner
         back_full = np.where(band[None], back, i_b)
         hidden_w = np.clip(tr, 0.0, 1.0) ** 2 * (~self.inner)
         back_full = np.where(
-            self.inner[None], _extend(back_full, hidden_w, radius / 2 + 1), back_full
+            self.inner[None],
+            _extend(back_full, hidden_w, radius / 2 + 1, fill=False),
+            back_full,
         )
         back_blur = _Blurrer(back_full, pad)
         res2 = np.zeros(band.shape)
