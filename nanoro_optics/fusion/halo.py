@@ -138,6 +138,9 @@ BACK_SCALES = (0.9, 1.1)
 #: colour difference (share of the layers' contrast) between a part of the front layer
 #: and its outline that makes it a hole
 HOLE_GAP = 0.25
+#: share of a window's depths between its nearest and farthest layer's that makes a third
+#: layer (each pair of layers is then corrected)
+THIRD_LAYER_SHARE = 0.05
 #: step of the matte (per px) from which the front layer's edge counts as sharp
 SHARP_STEP = 0.35
 #: weight (of the Gaussian's) beyond which the refining passes' local extensions give way
@@ -403,6 +406,7 @@ class _TilePlan:
     check_frames: tuple[int, ...]
     shape: tuple[int, int]  # the image's
     outer: tuple[int | None, int | None] = (None, None)  # the frames beyond the layers'
+    main: tuple[int, int] | None = None  # a third layer's pair: the tile's main pair
 
 
 def _frame_getter(frames: Any, n_frames: int) -> Callable[[int], np.ndarray]:
@@ -667,8 +671,9 @@ def correct_halo(
     if conf is not None and conf.shape != dep.shape:
         raise ValueError(f"confidence has shape {conf.shape}, expected {dep.shape} (the depth's)")
     tiles = _edge_tiles(dep, conf, MIN_STEP_FRAMES)
-    plans = [p for p in (_plan(dep, t, n_frames) for t in tiles) if p is not None]
-    empty = HaloReport(corrected, 0.0, 0.0, float("nan"), float(sigma.mean()), len(plans))
+    plans = [p for t in tiles for p in _plan(dep, t, n_frames)]
+    n_tiles = len({(p.ty, p.tx) for p in plans})
+    empty = HaloReport(corrected, 0.0, 0.0, float("nan"), float(sigma.mean()), n_tiles)
     if not plans:
         return out, empty
     # the tiles in batches whose windows (in the frames' dtype) fit the memory budget; each
@@ -685,10 +690,11 @@ def correct_halo(
             used = 0
         batches[-1].append(i)
         used += cost
-    band_total = 0
+    examined = np.zeros((h, w), bool)
     cache: dict[tuple[int, int], tuple[float, float]] = {}
-    res_sum = 0.0
-    res_n = 0
+    # per pixel, the check's residual^2 (DN^2) of the value written there; a tile's first
+    # pair of layers (nearest and farthest) is written first, the others only elsewhere
+    res_map = np.zeros((h, w), np.float32)
     for batch in batches:
         crops = _read_windows(get, [plans[i] for i in batch], img.shape)
         for i, crop in zip(batch, crops, strict=True):
@@ -699,10 +705,12 @@ def correct_halo(
             value, accept, band, res2 = sol
             cy0, cy1, cx0, cx1 = p.core
             y0, _, x0, _ = p.win
-            band_total += int(band[cy0:cy1, cx0:cx1].sum())
-            acc = accept[cy0:cy1, cx0:cx1]
+            sl = (slice(y0 + cy0, y0 + cy1), slice(x0 + cx0, x0 + cx1))
+            examined[sl] |= band[cy0:cy1, cx0:cx1]
+            acc = accept[cy0:cy1, cx0:cx1] & ~corrected[sl]
             if not acc.any():
                 continue
+            res_map[sl][acc] = res2[cy0:cy1, cx0:cx1][acc]
             ys, xs = np.nonzero(acc)
             vals = value[:, cy0:cy1, cx0:cx1][:, ys, xs].T  # (n, C)
             vals = np.clip(vals, bottom, top)
@@ -714,17 +722,18 @@ def correct_halo(
             else:
                 out[gy, gx] = vals.astype(img.dtype)
             corrected[gy, gx] = True
-            res_sum += float(res2[cy0:cy1, cx0:cx1][acc].sum())
-            res_n += int(acc.sum())
         del crops
     n_px = h * w
+    n_cor = int(corrected.sum())
     report = HaloReport(
         corrected=corrected,
-        corrected_fraction=float(corrected.sum()) / n_px,
-        candidate_fraction=band_total / n_px,
-        residual_dn=float(np.sqrt(res_sum / res_n)) if res_n else float("nan"),
+        corrected_fraction=n_cor / n_px,
+        candidate_fraction=float(examined.sum()) / n_px,
+        residual_dn=(
+            float(np.sqrt(res_map[corrected].astype(np.float64).mean())) if n_cor else float("nan")
+        ),
         noise_dn=float(sigma.mean()),
-        n_tiles=len(plans),
+        n_tiles=n_tiles,
     )
     return out, report
 
@@ -763,8 +772,14 @@ class _Windows:
         return self._f64[k]
 
 
-def _plan(depth: np.ndarray, tile: tuple[int, int], n: int) -> _TilePlan | None:
-    """Plan one edge tile: its window, the two layers' depths and the frames to read."""
+def _plan(depth: np.ndarray, tile: tuple[int, int], n: int) -> list[_TilePlan]:
+    """Plan one edge tile: its window, pairs of layers' depths and the frames to read.
+
+    The nearest and the farthest layer; with a third layer between them (at least
+    :data:`THIRD_LAYER_SHARE` of the window's depths :data:`MIN_STEP_FRAMES` frames from
+    both: its most common frame), also each of them with it. The nearest and farthest
+    pair comes first: the others only correct what its check leaves.
+    """
     ty, tx = tile
     h, w = depth.shape
     t0y, t0x = ty * TILE_PX, tx * TILE_PX
@@ -774,15 +789,42 @@ def _plan(depth: np.ndarray, tile: tuple[int, int], n: int) -> _TilePlan | None:
     d = depth[y0:y1, x0:x1]
     fin = d[np.isfinite(d)]
     if fin.size < 16:
-        return None
+        return []
     lo, hi = (float(v) for v in np.percentile(fin, [0.5, 99.5]))
     if hi - lo < MIN_STEP_FRAMES:
-        return None
+        return []
     mid = 0.5 * (lo + hi)
     lo, k_lo = _layer_depth(fin[fin < mid], n)
     hi, k_hi = _layer_depth(fin[fin >= mid], n)
     if k_hi - k_lo < MIN_STEP_FRAMES - 0.5:
-        return None
+        return []
+    pairs = [(lo, k_lo, hi, k_hi)]
+    between = fin[(fin > k_lo + MIN_STEP_FRAMES - 0.5) & (fin < k_hi - MIN_STEP_FRAMES + 0.5)]
+    if between.size >= THIRD_LAYER_SHARE * fin.size:
+        d_mid, k_mid = _layer_depth(between, n)
+        pairs += [(lo, k_lo, d_mid, k_mid), (d_mid, k_mid, hi, k_hi)]
+    win = (y0, y1, x0, x1)
+    core = (t0y - y0, t1y - y0, t0x - x0, t1x - x0)
+    plans = [_pair_plan(ty, tx, win, core, pair, n, (h, w)) for pair in pairs]
+    for p in plans[1:]:  # beyond each layer of a third layer's pair: the main pair's layer
+        k_a, k_b = p.frames[0], p.frames[1]
+        p.outer = (k_lo if k_a != k_lo else p.outer[0], k_hi if k_b != k_hi else p.outer[1])
+        p.frames = (*p.frames, *(k for k in p.outer if k is not None and k not in p.frames))
+        p.main = (k_lo, k_hi)
+    return plans
+
+
+def _pair_plan(
+    ty: int,
+    tx: int,
+    win: tuple[int, int, int, int],
+    core: tuple[int, int, int, int],
+    pair: tuple[float, int, float, int],
+    n: int,
+    shape: tuple[int, int],
+) -> _TilePlan:
+    """Return the plan of one pair of layers (low depth and frame, high depth and frame)."""
+    lo, k_lo, hi, k_hi = pair
     fit, checks = _check_frames(k_lo, k_hi)
     # the focus measure mixes a thin layer with what lies behind it: its mode may fall a
     # frame short of its focus; the frame beyond each is read too and the sharper kept
@@ -792,14 +834,14 @@ def _plan(depth: np.ndarray, tile: tuple[int, int], n: int) -> _TilePlan | None:
     return _TilePlan(
         ty,
         tx,
-        (y0, y1, x0, x1),
-        (t0y - y0, t1y - y0, t0x - x0, t1x - x0),
+        win,
+        core,
         hi,
         lo,
         (k_lo, k_hi, *sorted(set(fit) | set(checks) | set(extra))),
         fit,
         checks,
-        (h, w),
+        shape,
         (below, above),
     )
 
@@ -870,12 +912,23 @@ def _solve_tile(
     fit_frames = p.fit_frames or p.check_frames
     if not p.check_frames:
         return None
-    k = _sharper(crop, k_lo, p.outer[0], low_side)
+    # the sides' pixels the frames are compared on; a third layer's: its own depths'
+    lo_region, hi_region = low_side, fin & ~low_side
+    if p.main is not None:
+        mid = lo if k_lo not in p.main else hi
+        own = fin & (np.abs(np.where(fin, d, 0.0) - mid) < MIN_STEP_FRAMES / 2)
+        if k_lo not in p.main:
+            lo_region = lo_region & own
+        else:
+            hi_region = hi_region & own
+    k = _sharper(crop, k_lo, p.outer[0], lo_region)
     if k != k_lo:
         k_lo, lo = k, float(k)
-    k = _sharper(crop, k_hi, p.outer[1], fin & ~low_side)
+    k = _sharper(crop, k_hi, p.outer[1], hi_region)
     if k != k_hi:
         k_hi, hi = k, float(k)
+    if p.main is not None and (k_lo, k_hi) == p.main:
+        return None  # the third layer's frame is not the sharpest on its side: no layer
     tried = []
     for front, kf, kb, d_f, d_b in (
         (low_side, k_lo, k_hi, lo, hi),
