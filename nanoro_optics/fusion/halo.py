@@ -25,21 +25,25 @@ to the data), per tile of :data:`TILE_PX` px around an edge:
 * the two layers' frames: the most common frame on either side of the step, or the frame
   beyond it when that shows more detail there (the focus measure mixes a thin layer with
   what lies behind it, and its mode falls short);
-* the matte, to a fraction of a pixel, from the frame focused on the occluder: near the
-  depth map's step (within :data:`ZONE_PX`), the mixing fraction between the occluder's
-  colour (extended from inside) and the blurred background (extended from outside), least
-  squares over the channels; then :data:`MATTE_PASSES` passes with both extended from
-  just outside and inside the occluder found so far, over the whole window (the depth
-  map spreads a fibre of 1 to 3 px over many times its width, or misses it), keeping
-  only what a sharp step of the matte bounds (:data:`SHARP_STEP`: the occluder is in
-  focus in that frame, a swell of the blurred background is not) and what does not show
-  more detail in the background's frame than in the occluder's (:data:`BEHIND_DETAIL`: a
-  patch of background between fibres);
+* the matte, to a fraction of a pixel, from the frame focused on the occluder
+  (:func:`~nanoro_optics.fusion._halo_matte.front_matte`): near the depth map's step, the
+  mixing fraction between the occluder's colour (extended from inside) and the blurred
+  background (extended from outside), least squares over the channels; then passes with
+  both extended from just outside and inside the occluder found so far, over the whole
+  window (the depth map spreads a fibre of 1 to 3 px over many times its width, or
+  misses it), keeping only what a sharp step of the matte bounds (the occluder is in
+  focus in that frame, a swell of the blurred background is not), and neither patches of
+  background between fibres (more detail in the background's frame) nor holes (a colour
+  that is not their outline's);
 * the point-spread function of the occluder in the frame focused on the background: a
   pillbox of radius ``R`` convolved with a Gaussian of ``sigma``, two parameters started
   from the frame's glow (the background's level a third, linear, unknown) and refined on
   a frame between the layers' (re-rendered from the layers, with PSFs scaled linearly with
-  the distance in frames from each layer's focus);
+  the distance in frames from each layer's focus; the back layer's own shape and scale
+  fitted there too: with a depth-dependent aberration the two layers' PSFs differ);
+* a third layer between the nearest and the farthest (a share of the window's depths
+  between them, in focus in its own frame): each of those with it is solved too, and
+  corrects what the main pair's check leaves;
 * which side is in front: both are fitted, the one that re-renders that frame better is
   kept;
 * the consistency check: two further frames between the layers', not used above, are
@@ -76,6 +80,8 @@ from typing import Any
 
 import numpy as np
 
+from ._halo_matte import extend as _extend
+from ._halo_matte import front_matte as _matte
 from .options import HALO_MODES, FusionOptions
 from .result import FusionResult
 
@@ -111,46 +117,19 @@ HOPELESS_SCORE = 50.0
 MIN_BACK_TEXTURE = 4.0
 #: side (px) of the window the check's residual is averaged over
 CHECK_WINDOW_PX = 9
-#: half-width (px) of the zone around the depth map's step where the edge is looked for
-ZONE_PX = 12
 #: memory for the tiles' frame windows read at once (bytes per pixel of the image): at
 #: 12 MP about 48 MB; more windows are read in further batches (frames read again)
 CROP_BUDGET_BYTES_PER_PX = 4
 #: Wiener damping of the division by ``1 - h * a`` (a squared transmission)
 DAMPING = 0.02
-#: passes refining the matte with the background extended from near the front layer
-MATTE_PASSES = 2
-#: gap (px) between the front layer found so far and the pixels its background is taken from
-MATTE_GAP_PX = 2
-#: sigma (px) of the extension of the background and the front colour in those passes
-MATTE_SIGMA_PX = 3.0
 #: relative excess of detail that makes the frame beyond a layer's the layer's focus
 SHARPER_BY = 0.1
-#: times the front layer's frame's detail from which the background's frame's marks a patch
-#: of background
-BEHIND_DETAIL = 1.25
-#: contrast (noise standard deviations) between the layers' colours below which a pixel
-#: is not taken for the front layer in the refining passes
-MIN_CONTRAST_SIGMAS = 4.0
 #: sizes of the back layer's PSF (relative to the front layer's at the same distance in
 #: frames) tried in the frames between the layers'
 BACK_SCALES = (0.9, 1.1)
-#: colour difference (share of the layers' contrast) between a part of the front layer
-#: and its outline that makes it a hole
-HOLE_GAP = 0.25
 #: share of a window's depths between its nearest and farthest layer's that makes a third
 #: layer (each pair of layers is then corrected)
 THIRD_LAYER_SHARE = 0.05
-#: step of the matte (per px) from which the front layer's edge counts as sharp
-SHARP_STEP = 0.35
-#: weight (of the Gaussian's) beyond which the refining passes' local extensions give way
-#: to the farther estimate (the background's first, the front colour's mean)
-NEAR_CORE_WEIGHT = 0.05
-NEAR_BACK_WEIGHT = 1e-6
-#: smallest connected part (px) of the front layer kept (noise makes specks)
-MIN_SPECK_PX = 8
-#: weight of a normalised convolution's Gaussian below which a wider one takes over
-EXTEND_FLOOR = 1e-3
 #: sigma (px) of the smallest Gaussian of the fitted point-spread functions (diffraction)
 SIGMA0_PX = 0.5
 
@@ -308,60 +287,6 @@ class _Blurrer:
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-def _extend(
-    values: np.ndarray, weight: np.ndarray, sigma: float, *, fill: bool = True
-) -> np.ndarray:
-    """Normalised convolution: ``values`` (C, H, W) known where ``weight`` > 0, extended.
-
-    A Gaussian of ``sigma`` px; from 4 px on computed at half resolution (the fields it
-    extends are smooth at that scale) and interpolated back. Where the Gaussian's weight
-    falls below :data:`EXTEND_FLOOR` (far from every known value) the extension with a
-    four times wider Gaussian takes over, and from half the window's size on the known
-    values' mean (``fill``; without, the extension fades to 0 there).
-    """
-    out, den = _extend_once(values, weight, sigma)
-    if not fill:
-        return np.asarray(out * (den / np.maximum(den, 1e-6))[None])
-    if float(den.min()) >= EXTEND_FLOOR:
-        return out
-    if 4.0 * sigma <= max(values.shape[1:]) / 2:
-        far = _extend(values, weight, 4.0 * sigma)
-    else:
-        w = weight.astype(np.float64)
-        mean = (values * w[None]).sum((1, 2)) / max(float(w.sum()), 1e-12)
-        far = np.broadcast_to(mean[:, None, None], values.shape)
-    near = (den / (den + EXTEND_FLOOR))[None]
-    return np.asarray(near * out + (1.0 - near) * far)
-
-
-def _extend_once(
-    values: np.ndarray, weight: np.ndarray, sigma: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return the normalised convolution of :func:`_extend` at one ``sigma``, its weight."""
-    from scipy import ndimage
-
-    w = weight.astype(np.float64)
-    if sigma < 4.0:
-        den = ndimage.gaussian_filter(w, sigma, mode="nearest")
-        num = np.stack([ndimage.gaussian_filter(v * w, sigma, mode="nearest") for v in values])
-        return num / np.maximum(den, 1e-12)[None], den
-    c, h, wd = values.shape
-    h2, w2 = (h + 1) // 2, (wd + 1) // 2
-    vw = np.pad(values * w[None], ((0, 0), (0, 2 * h2 - h), (0, 2 * w2 - wd)), mode="edge")
-    ww = np.pad(w, ((0, 2 * h2 - h), (0, 2 * w2 - wd)), mode="edge")
-    vw = vw.reshape(c, h2, 2, w2, 2).mean((2, 4))
-    ww = ww.reshape(h2, 2, w2, 2).mean((1, 3))
-    den = ndimage.gaussian_filter(ww, sigma / 2, mode="nearest")
-    small = np.stack([ndimage.gaussian_filter(v, sigma / 2, mode="nearest") for v in vw])
-    small /= np.maximum(den, 1e-12)[None]
-    # back to full resolution: each sample repeated over its 2 x 2 pixels, then a 2 x 2
-    # mean (bilinear weights between the samples)
-    both = np.concatenate([small, den[None]])
-    big = np.repeat(np.repeat(both, 2, axis=1), 2, axis=2)
-    big = ndimage.uniform_filter(big, size=(1, 2, 2), mode="nearest", origin=(0, -1, -1))
-    return big[:c, :h, :wd], big[c, :h, :wd]
 
 
 def _edge_tiles(
@@ -968,181 +893,6 @@ def _solve_tile(
     local = ndimage.uniform_filter(res2, CHECK_WINDOW_PX, mode="nearest")
     accept = band & (local <= CHECK_SIGMAS**2)
     return value, accept, band, res2 * float((sigma**2).mean())
-
-
-def _near_extend(
-    values: np.ndarray, known: np.ndarray, far: np.ndarray, floor: float
-) -> np.ndarray:
-    """Return ``values`` (C, H, W) where ``known``, extended; ``far`` further away.
-
-    Extended over :data:`MATTE_SIGMA_PX` px (normalised convolution), blended into ``far``
-    as the extension's weight falls below ``floor``.
-    """
-    from scipy import ndimage
-
-    w = known.astype(np.float64)
-    den = ndimage.gaussian_filter(w, MATTE_SIGMA_PX, mode="nearest")
-    num = np.stack([ndimage.gaussian_filter(v * w, MATTE_SIGMA_PX, mode="nearest") for v in values])
-    near = den / (den + floor)
-    return np.asarray(near * num / np.maximum(den, 1e-12) + (1.0 - near) * far)
-
-
-def _drop_specks(mask: np.ndarray, min_px: int) -> np.ndarray:
-    """``mask`` without its connected parts (8-connected) of fewer than ``min_px`` pixels."""
-    from scipy import ndimage
-
-    lab, n = ndimage.label(mask, np.ones((3, 3), bool))
-    if n == 0:
-        return mask
-    sizes = np.bincount(lab.ravel())
-    keep = sizes >= min_px
-    keep[0] = False
-    return keep[lab]
-
-
-def _detail(img: np.ndarray) -> np.ndarray:
-    """Return the local detail of ``img`` (C, H, W).
-
-    Its high-pass (less a 1-px Gaussian) energy summed over the channels, averaged over
-    :data:`CHECK_WINDOW_PX` px.
-    """
-    from scipy import ndimage
-
-    hp = img - ndimage.gaussian_filter(img, (0, 1.0, 1.0), mode="nearest")
-    return np.asarray(ndimage.uniform_filter((hp**2).sum(0), CHECK_WINDOW_PX, mode="nearest"))
-
-
-def _sharp_front(
-    a_raw: np.ndarray, cand: np.ndarray, behind: np.ndarray, img: np.ndarray, con2: np.ndarray
-) -> np.ndarray:
-    """Return the parts of ``cand`` (matte > 0.5) that a sharp edge bounds.
-
-    The front layer is in focus in its frame: its matte steps within a pixel or two. A
-    smooth swell of the blurred background that the matte's estimate takes for the front
-    layer has no such edge. Kept: the candidate pixels next to a sharp step of the matte
-    (gradient >= :data:`SHARP_STEP` per px; all of a thin layer), and the parts further
-    inside that such pixels enclose (at least half of their outline) unless they look
-    like the background (``behind``: the background's frame shows there more than
-    :data:`BEHIND_DETAIL` times the detail of the front layer's: a patch of background
-    between thin parts); specks of fewer than :data:`MIN_SPECK_PX` pixels are dropped.
-    """
-    from scipy import ndimage
-
-    gy, gx = np.gradient(a_raw)
-    sharp = np.hypot(gy, gx) >= SHARP_STEP
-    rim = cand & ndimage.binary_dilation(sharp, iterations=1)
-    rest = cand & ~rim
-    lab, n = ndimage.label(rest, np.ones((3, 3), bool))
-    keep = rim.copy()
-    if n:
-        ring = ndimage.binary_dilation(rest, np.ones((3, 3), bool)) & ~rest
-        # each outline pixel's component: the largest label among its neighbours
-        owner = ndimage.maximum_filter(lab, size=3)
-        tot = np.bincount(owner[ring], minlength=n + 1)
-        good = np.bincount(owner[ring & rim], minlength=n + 1)
-        enclosed = good >= 0.5 * np.maximum(tot, 1)
-        n_behind = np.bincount(lab.ravel(), behind.ravel().astype(np.float64), minlength=n + 1)
-        share = n_behind / np.maximum(np.bincount(lab.ravel(), minlength=n + 1), 1)
-        enclosed &= share < 0.5
-        # nor a hole: a part whose colour (in ``img``) is not its outline's, by a share of
-        # the layers' contrast (``con2``: squared)
-        size = np.maximum(np.bincount(lab.ravel(), minlength=n + 1), 1)
-        n_ring = np.maximum(tot, 1)
-        gap2 = np.zeros(n + 1)
-        for v in img:
-            inside = np.bincount(lab.ravel(), v.ravel(), minlength=n + 1) / size
-            outline = np.bincount(owner[ring], v[ring], minlength=n + 1) / n_ring
-            gap2 += (inside - outline) ** 2
-        c2 = np.bincount(lab.ravel(), con2.ravel(), minlength=n + 1) / size
-        enclosed &= gap2 <= HOLE_GAP**2 * c2
-        enclosed[0] = False
-        keep |= enclosed[lab]
-    return _drop_specks(keep, MIN_SPECK_PX)
-
-
-def _matte(
-    i_f: np.ndarray,
-    i_b: np.ndarray,
-    front_depth: np.ndarray,
-    fin: np.ndarray,
-    sigma: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Return the front layer's mask, matte and colour ``F a`` from its frame ``i_f``.
-
-    ``i_b`` is the background's frame (where the front layer is blurred).
-
-    A first estimate takes the background (blurred in that frame) from beyond the depth
-    map's step and the colour from inside it; :data:`MATTE_PASSES` more take them from
-    just outside and inside the front layer found so far (the depth map spreads a thin
-    layer over many times its width), and look for it in the whole window. None when
-    the front layer does not stand out.
-    """
-    from scipy import ndimage
-
-    behind = _detail(i_b) > BEHIND_DETAIL * _detail(i_f)
-    # where the front layer is, from its own frame: the depth map's boundary is only
-    # known to within the blur (the focus measure spreads next to a sharp edge)
-    u = ZONE_PX
-    def_in = ndimage.distance_transform_edt(front_depth) > u
-    def_out = ndimage.distance_transform_edt(~front_depth & fin) > u
-    if def_out.sum() < 16:
-        return None
-    b_ext = _extend(i_f, def_out.astype(np.float64), 0.75 * u)
-    dev = i_f - b_ext
-    zone = ~def_in & ~def_out
-    if def_in.sum() >= 16:
-        f_dir = _extend(i_f, def_in.astype(np.float64), 0.75 * u) - b_ext
-    else:  # a thin front layer: its colour from its most distinct pixels near the edge
-        cand = zone & front_depth
-        if cand.sum() < 8:
-            return None
-        mag = np.sqrt((dev**2).sum(0))
-        strong = cand & (mag >= np.quantile(mag[cand], 0.75))
-        f_dir = _extend(i_f, strong.astype(np.float64), 0.75 * u) - b_ext
-    con2 = (f_dir**2).sum(0)
-    if float(np.median(con2[zone])) < 25.0 * float((sigma**2).sum()):
-        return None  # the front layer does not stand out from the back: no matte
-    a_raw = (dev * f_dir).sum(0) / np.maximum(con2, 1e-12)
-    a_ls = np.clip(a_raw, 0.0, 1.0)
-    # inside the front layer too: holes smaller than the depth map resolves (their
-    # background is blurred in the front layer's frame, far from its colour)
-    front = _sharp_front(a_raw, ~def_out & (a_ls > 0.5), behind & ~def_in, i_f, con2)
-    if front.sum() < 8 or (~front).sum() < 8:
-        return None
-    for _ in range(MATTE_PASSES):
-        # the blurred background varies over the zone: extend it again from the pixels
-        # just outside the front layer found so far, its colour from just inside
-        bg = fin & ~def_in & ~ndimage.binary_dilation(front, iterations=MATTE_GAP_PX)
-        if bg.sum() < 16:
-            break
-        b_ext = _near_extend(i_f, bg, b_ext, NEAR_BACK_WEIGHT)
-        dev = i_f - b_ext
-        core = ndimage.binary_erosion(front, iterations=2)
-        thin = front & ~ndimage.binary_dilation(core, iterations=2)
-        if thin.any():  # the thin parts' colour from their most distinct half
-            mag = np.sqrt((dev**2).sum(0))
-            core |= thin & (mag >= np.quantile(mag[thin], 0.5))
-        if core.sum() < 8:
-            break
-        # the colour near the front layer, its mean over the window further away
-        f_far = np.broadcast_to(i_f[:, core].mean(1)[:, None, None], i_f.shape)
-        f_dir = _near_extend(i_f, core, f_far, NEAR_CORE_WEIGHT) - b_ext
-        con2 = (f_dir**2).sum(0)
-        a_raw = (dev * f_dir).sum(0) / np.maximum(con2, 1e-12)
-        a_ls = np.clip(a_raw, 0.0, 1.0)
-        # anywhere in the window now: thin layers the depth map misses (their background's
-        # detail outweighs them in the focus measure) have sharp edges too; not where the
-        # colours are too close for the noise to leave a matte
-        clear = con2 >= MIN_CONTRAST_SIGMAS**2 * float((sigma**2).sum())
-        front = _sharp_front(a_raw, fin & clear & (a_ls > 0.5), behind & ~def_in, i_f, con2)
-        if front.sum() < 8 or (~front).sum() < 8:
-            return None
-    inner1 = ndimage.binary_erosion(front, iterations=1)
-    trans = ~inner1 & ~ndimage.binary_erosion(~front, iterations=1)
-    alpha = np.where(trans, a_ls, inner1.astype(np.float64))
-    prem = np.where(alpha[None] > 0, i_f - (1.0 - alpha)[None] * b_ext, 0.0)  # F a
-
-    return front, alpha, prem
 
 
 @dataclass
