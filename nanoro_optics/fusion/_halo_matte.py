@@ -52,11 +52,12 @@ def extend(
 ) -> np.ndarray:
     """Normalised convolution: ``values`` (C, H, W) known where ``weight`` > 0, extended.
 
-    A Gaussian of ``sigma`` px; from 4 px on computed at half resolution (the fields it
-    extends are smooth at that scale) and interpolated back. Where the Gaussian's weight
-    falls below :data:`EXTEND_FLOOR` (far from every known value) the extension with a
-    four times wider Gaussian takes over, and from half the window's size on the known
-    values' mean (``fill``; without, the extension fades to 0 there).
+    A Gaussian of ``sigma`` px; from 4 px on computed at half resolution, from 16 px on at
+    a quarter (the fields it extends are smooth at that scale), and interpolated back.
+    Where the Gaussian's weight falls below :data:`EXTEND_FLOOR` (far from every known
+    value) the extension with a four times wider Gaussian takes over, and from half the
+    window's size on the known values' mean (``fill``; without, the extension fades to 0
+    there).
     """
     out, den = _extend_once(values, weight, sigma)
     if not fill:
@@ -85,19 +86,20 @@ def _extend_once(
         num = np.stack([ndimage.gaussian_filter(v * w, sigma, mode="nearest") for v in values])
         return num / np.maximum(den, 1e-12)[None], den
     c, h, wd = values.shape
-    h2, w2 = (h + 1) // 2, (wd + 1) // 2
-    vw = np.pad(values * w[None], ((0, 0), (0, 2 * h2 - h), (0, 2 * w2 - wd)), mode="edge")
-    ww = np.pad(w, ((0, 2 * h2 - h), (0, 2 * w2 - wd)), mode="edge")
-    vw = vw.reshape(c, h2, 2, w2, 2).mean((2, 4))
-    ww = ww.reshape(h2, 2, w2, 2).mean((1, 3))
-    den = ndimage.gaussian_filter(ww, sigma / 2, mode="nearest")
-    num = np.stack([ndimage.gaussian_filter(v, sigma / 2, mode="nearest") for v in vw])
+    f = 2 if sigma < 16.0 else 4  # the fields extended are smooth at sigma / 2
+    h2, w2 = -(-h // f), -(-wd // f)
+    vw = np.pad(values * w[None], ((0, 0), (0, f * h2 - h), (0, f * w2 - wd)), mode="edge")
+    ww = np.pad(w, ((0, f * h2 - h), (0, f * w2 - wd)), mode="edge")
+    vw = vw.reshape(c, h2, f, w2, f).mean((2, 4))
+    ww = ww.reshape(h2, f, w2, f).mean((1, 3))
+    den = ndimage.gaussian_filter(ww, sigma / f, mode="nearest")
+    num = np.stack([ndimage.gaussian_filter(v, sigma / f, mode="nearest") for v in vw])
     # back to full resolution (the weighted sums and the weight alike, so that a level
-    # field stays level): each sample repeated over its 2 x 2 pixels, then a 2 x 2 mean
-    # (bilinear weights between the samples)
+    # field stays level): each sample repeated over its f x f pixels, then an f x f mean
+    # (linear weights between the samples)
     both = np.concatenate([num, den[None]])
-    big = np.repeat(np.repeat(both, 2, axis=1), 2, axis=2)
-    big = ndimage.uniform_filter(big, size=(1, 2, 2), mode="nearest", origin=(0, -1, -1))
+    big = np.repeat(np.repeat(both, f, axis=1), f, axis=2)
+    big = ndimage.uniform_filter(big, size=(1, f, f), mode="nearest", origin=(0, -1, -1))
     den_big = big[c, :h, :wd]
     return big[:c, :h, :wd] / np.maximum(den_big, 1e-12)[None], den_big
 
