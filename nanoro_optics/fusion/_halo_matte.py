@@ -273,7 +273,11 @@ def front_matte(
             return None
     inner1 = ndimage.binary_erosion(front, iterations=1)
     trans = ~inner1 & ~ndimage.binary_erosion(~front, iterations=1)
-    alpha = np.where(trans, a_ls, inner1.astype(np.float64))
+    # the edge's partial pixels: outside the front layer, only those that look like the
+    # background's side of an edge (a matte below a half; more, and the tests above
+    # rejected them: background, of matte 0)
+    outer = np.where(a_ls < 0.5, a_ls, 0.0)
+    alpha = np.where(trans, np.where(front, a_ls, outer), inner1.astype(np.float64))
     prem = np.where(alpha[None] > 0, i_f - (1.0 - alpha)[None] * b_ext, 0.0)  # F a
 
     return front, alpha, prem
