@@ -23,6 +23,11 @@ MIN_BAND_GAIN_DB = 2.0
 MIN_ALIGNED_BAND_GAIN_DB = 1.0
 #: the least gain (dB) over the whole image there
 MIN_WHOLE_GAIN_DB = 0.5
+#: the least gain (dB) in the band over the pyramid fusion next to fibres 1 to 3 px wide
+#: (that the depth map spreads over many times their width, or misses)
+MIN_FIBRE_BAND_GAIN_DB = 3.0
+#: how close (DN) the extension of a level field comes to it far from where it is known
+EXTEND_LEVEL_DN = 1e-6
 #: OTF values may exceed 1 by float rounding only
 OTF_ROUNDING = 1e-12
 
@@ -54,6 +59,28 @@ def test_correction_approaches_the_truth_in_the_band(occlusion) -> None:  # type
     assert rep.corrected_fraction == pytest.approx(rep.corrected.mean())
     assert 0 < rep.corrected_fraction <= rep.candidate_fraction
     assert np.isfinite(rep.residual_dn) and rep.residual_dn > 0
+
+
+def test_thin_fibres_are_corrected() -> None:
+    from nanoro_optics.fusion.scenes import occlusion_stack
+
+    scene = occlusion_stack((160, 160), 7, variant="fibres", psf="gaussian", seed=1)
+    off = fuse_stack(scene.frames)
+    auto = fuse_stack(scene.frames, halo="auto")
+    gain = _psnr(auto.image, scene.truth, scene.band) - _psnr(off.image, scene.truth, scene.band)
+    assert gain >= MIN_FIBRE_BAND_GAIN_DB, gain
+
+
+def test_extension_keeps_its_level_far_from_the_known_pixels() -> None:
+    from nanoro_optics.fusion._halo_matte import extend
+
+    values = np.full((2, 120, 120), 80.0)
+    values[1] = 30.0
+    known = np.zeros((120, 120))
+    known[:10, :10] = 1.0  # a corner only: the far corner is > 100 px away
+    out = extend(values, known, 3.0)
+    assert np.abs(out[0] - 80.0).max() <= EXTEND_LEVEL_DN
+    assert np.abs(out[1] - 30.0).max() <= EXTEND_LEVEL_DN
 
 
 def test_range_rule_holds_outside_the_corrected_map(occlusion) -> None:  # type: ignore[no-untyped-def]

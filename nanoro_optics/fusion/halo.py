@@ -22,16 +22,28 @@ to the data), per tile of :data:`TILE_PX` px around an edge:
   (confidence >= :data:`MIN_CONFIDENCE`) of the fuser's depth map, on a grid of
   :data:`EDGE_STRIDE_PX` px (cheap for a whole frame; a stack without occluding edges
   costs only this);
-* the two layers' frames: the most common frame on either side of the step;
-* the matte, to a fraction of a pixel, from the frame focused on the occluder: near the
-  depth map's step (within :data:`ZONE_PX`), the mixing fraction between the occluder's
-  colour (extended from inside) and the blurred background (extended from outside), least
-  squares over the channels;
+* the two layers' frames: the most common frame on either side of the step, or the frame
+  beyond it when that shows more detail there (the focus measure mixes a thin layer with
+  what lies behind it, and its mode falls short);
+* the matte, to a fraction of a pixel, from the frame focused on the occluder
+  (:func:`~nanoro_optics.fusion._halo_matte.front_matte`): near the depth map's step, the
+  mixing fraction between the occluder's colour (extended from inside) and the blurred
+  background (extended from outside), least squares over the channels; then passes with
+  both extended from just outside and inside the occluder found so far, over the whole
+  window (the depth map spreads a fibre of 1 to 3 px over many times its width, or
+  misses it), keeping only what a sharp step of the matte bounds (the occluder is in
+  focus in that frame, a swell of the blurred background is not), and neither patches of
+  background between fibres (more detail in the background's frame) nor holes (a colour
+  that is not their outline's);
 * the point-spread function of the occluder in the frame focused on the background: a
   pillbox of radius ``R`` convolved with a Gaussian of ``sigma``, two parameters started
   from the frame's glow (the background's level a third, linear, unknown) and refined on
   a frame between the layers' (re-rendered from the layers, with PSFs scaled linearly with
-  the distance in frames from each layer's focus);
+  the distance in frames from each layer's focus; the back layer's own shape and scale
+  fitted there too: with a depth-dependent aberration the two layers' PSFs differ);
+* a third layer between the nearest and the farthest (a share of the window's depths
+  between them, in focus in its own frame): each of those with it is solved too, and
+  corrects what the main pair's check leaves;
 * which side is in front: both are fitted, the one that re-renders that frame better is
   kept;
 * the consistency check: two further frames between the layers', not used above, are
@@ -68,6 +80,8 @@ from typing import Any
 
 import numpy as np
 
+from ._halo_matte import extend as _extend
+from ._halo_matte import front_matte as _matte
 from .options import HALO_MODES, FusionOptions
 from .result import FusionResult
 
@@ -103,13 +117,19 @@ HOPELESS_SCORE = 50.0
 MIN_BACK_TEXTURE = 4.0
 #: side (px) of the window the check's residual is averaged over
 CHECK_WINDOW_PX = 9
-#: half-width (px) of the zone around the depth map's step where the edge is looked for
-ZONE_PX = 12
 #: memory for the tiles' frame windows read at once (bytes per pixel of the image): at
 #: 12 MP about 48 MB; more windows are read in further batches (frames read again)
 CROP_BUDGET_BYTES_PER_PX = 4
 #: Wiener damping of the division by ``1 - h * a`` (a squared transmission)
 DAMPING = 0.02
+#: relative excess of detail that makes the frame beyond a layer's the layer's focus
+SHARPER_BY = 0.1
+#: sizes of the back layer's PSF (relative to the front layer's at the same distance in
+#: frames) tried in the frames between the layers'
+BACK_SCALES = (0.9, 1.1)
+#: share of a window's depths between its nearest and farthest layer's that makes a third
+#: layer (each pair of layers is then corrected)
+THIRD_LAYER_SHARE = 0.05
 #: sigma (px) of the smallest Gaussian of the fitted point-spread functions (diffraction)
 SIGMA0_PX = 0.5
 
@@ -269,35 +289,6 @@ class _Blurrer:
 # helpers
 
 
-def _extend(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
-    """Normalised convolution: ``values`` (C, H, W) known where ``weight`` > 0, extended.
-
-    A Gaussian of ``sigma`` px; from 4 px on computed at half resolution (the fields it
-    extends are smooth at that scale) and interpolated back.
-    """
-    from scipy import ndimage
-
-    w = weight.astype(np.float64)
-    if sigma < 4.0:
-        den = ndimage.gaussian_filter(w, sigma, mode="nearest")
-        num = np.stack([ndimage.gaussian_filter(v * w, sigma, mode="nearest") for v in values])
-        return num / np.maximum(den, 1e-6)[None]
-    c, h, wd = values.shape
-    h2, w2 = (h + 1) // 2, (wd + 1) // 2
-    vw = np.pad(values * w[None], ((0, 0), (0, 2 * h2 - h), (0, 2 * w2 - wd)), mode="edge")
-    ww = np.pad(w, ((0, 2 * h2 - h), (0, 2 * w2 - wd)), mode="edge")
-    vw = vw.reshape(c, h2, 2, w2, 2).mean((2, 4))
-    ww = ww.reshape(h2, 2, w2, 2).mean((1, 3))
-    den = ndimage.gaussian_filter(ww, sigma / 2, mode="nearest")
-    small = np.stack([ndimage.gaussian_filter(v, sigma / 2, mode="nearest") for v in vw])
-    small /= np.maximum(den, 1e-6)[None]
-    # back to full resolution: each sample repeated over its 2 x 2 pixels, then a 2 x 2
-    # mean (bilinear weights between the samples)
-    big = np.repeat(np.repeat(small, 2, axis=1), 2, axis=2)
-    big = ndimage.uniform_filter(big, size=(1, 2, 2), mode="nearest", origin=(0, -1, -1))
-    return big[:, :h, :wd]
-
-
 def _edge_tiles(
     depth: np.ndarray, confidence: np.ndarray | None, min_step: float
 ) -> list[tuple[int, int]]:
@@ -339,6 +330,8 @@ class _TilePlan:
     fit_frames: tuple[int, ...]
     check_frames: tuple[int, ...]
     shape: tuple[int, int]  # the image's
+    outer: tuple[int | None, int | None] = (None, None)  # the frames beyond the layers'
+    main: tuple[int, int] | None = None  # a third layer's pair: the tile's main pair
 
 
 def _frame_getter(frames: Any, n_frames: int) -> Callable[[int], np.ndarray]:
@@ -603,8 +596,9 @@ def correct_halo(
     if conf is not None and conf.shape != dep.shape:
         raise ValueError(f"confidence has shape {conf.shape}, expected {dep.shape} (the depth's)")
     tiles = _edge_tiles(dep, conf, MIN_STEP_FRAMES)
-    plans = [p for p in (_plan(dep, t, n_frames) for t in tiles) if p is not None]
-    empty = HaloReport(corrected, 0.0, 0.0, float("nan"), float(sigma.mean()), len(plans))
+    plans = [p for t in tiles for p in _plan(dep, t, n_frames)]
+    n_tiles = len({(p.ty, p.tx) for p in plans})
+    empty = HaloReport(corrected, 0.0, 0.0, float("nan"), float(sigma.mean()), n_tiles)
     if not plans:
         return out, empty
     # the tiles in batches whose windows (in the frames' dtype) fit the memory budget; each
@@ -621,10 +615,11 @@ def correct_halo(
             used = 0
         batches[-1].append(i)
         used += cost
-    band_total = 0
+    examined = np.zeros((h, w), bool)
     cache: dict[tuple[int, int], tuple[float, float]] = {}
-    res_sum = 0.0
-    res_n = 0
+    # per pixel, the check's residual^2 (DN^2) of the value written there; a tile's first
+    # pair of layers (nearest and farthest) is written first, the others only elsewhere
+    res_map = np.zeros((h, w), np.float32)
     for batch in batches:
         crops = _read_windows(get, [plans[i] for i in batch], img.shape)
         for i, crop in zip(batch, crops, strict=True):
@@ -635,10 +630,12 @@ def correct_halo(
             value, accept, band, res2 = sol
             cy0, cy1, cx0, cx1 = p.core
             y0, _, x0, _ = p.win
-            band_total += int(band[cy0:cy1, cx0:cx1].sum())
-            acc = accept[cy0:cy1, cx0:cx1]
+            sl = (slice(y0 + cy0, y0 + cy1), slice(x0 + cx0, x0 + cx1))
+            examined[sl] |= band[cy0:cy1, cx0:cx1]
+            acc = accept[cy0:cy1, cx0:cx1] & ~corrected[sl]
             if not acc.any():
                 continue
+            res_map[sl][acc] = res2[cy0:cy1, cx0:cx1][acc]
             ys, xs = np.nonzero(acc)
             vals = value[:, cy0:cy1, cx0:cx1][:, ys, xs].T  # (n, C)
             vals = np.clip(vals, bottom, top)
@@ -650,17 +647,18 @@ def correct_halo(
             else:
                 out[gy, gx] = vals.astype(img.dtype)
             corrected[gy, gx] = True
-            res_sum += float(res2[cy0:cy1, cx0:cx1][acc].sum())
-            res_n += int(acc.sum())
         del crops
     n_px = h * w
+    n_cor = int(corrected.sum())
     report = HaloReport(
         corrected=corrected,
-        corrected_fraction=float(corrected.sum()) / n_px,
-        candidate_fraction=band_total / n_px,
-        residual_dn=float(np.sqrt(res_sum / res_n)) if res_n else float("nan"),
+        corrected_fraction=n_cor / n_px,
+        candidate_fraction=float(examined.sum()) / n_px,
+        residual_dn=(
+            float(np.sqrt(res_map[corrected].astype(np.float64).mean())) if n_cor else float("nan")
+        ),
         noise_dn=float(sigma.mean()),
-        n_tiles=len(plans),
+        n_tiles=n_tiles,
     )
     return out, report
 
@@ -699,8 +697,14 @@ class _Windows:
         return self._f64[k]
 
 
-def _plan(depth: np.ndarray, tile: tuple[int, int], n: int) -> _TilePlan | None:
-    """Plan one edge tile: its window, the two layers' depths and the frames to read."""
+def _plan(depth: np.ndarray, tile: tuple[int, int], n: int) -> list[_TilePlan]:
+    """Plan one edge tile: its window, pairs of layers' depths and the frames to read.
+
+    The nearest and the farthest layer; with a third layer between them (at least
+    :data:`THIRD_LAYER_SHARE` of the window's depths :data:`MIN_STEP_FRAMES` frames from
+    both: its most common frame), also each of them with it. The nearest and farthest
+    pair comes first: the others only correct what its check leaves.
+    """
     ty, tx = tile
     h, w = depth.shape
     t0y, t0x = ty * TILE_PX, tx * TILE_PX
@@ -710,28 +714,80 @@ def _plan(depth: np.ndarray, tile: tuple[int, int], n: int) -> _TilePlan | None:
     d = depth[y0:y1, x0:x1]
     fin = d[np.isfinite(d)]
     if fin.size < 16:
-        return None
+        return []
     lo, hi = (float(v) for v in np.percentile(fin, [0.5, 99.5]))
     if hi - lo < MIN_STEP_FRAMES:
-        return None
+        return []
     mid = 0.5 * (lo + hi)
     lo, k_lo = _layer_depth(fin[fin < mid], n)
     hi, k_hi = _layer_depth(fin[fin >= mid], n)
     if k_hi - k_lo < MIN_STEP_FRAMES - 0.5:
-        return None
+        return []
+    pairs = [(lo, k_lo, hi, k_hi)]
+    between = fin[(fin > k_lo + MIN_STEP_FRAMES - 0.5) & (fin < k_hi - MIN_STEP_FRAMES + 0.5)]
+    if between.size >= THIRD_LAYER_SHARE * fin.size:
+        d_mid, k_mid = _layer_depth(between, n)
+        pairs += [(lo, k_lo, d_mid, k_mid), (d_mid, k_mid, hi, k_hi)]
+    win = (y0, y1, x0, x1)
+    core = (t0y - y0, t1y - y0, t0x - x0, t1x - x0)
+    plans = [_pair_plan(ty, tx, win, core, pair, n, (h, w)) for pair in pairs]
+    for p in plans[1:]:  # beyond each layer of a third layer's pair: the main pair's layer
+        k_a, k_b = p.frames[0], p.frames[1]
+        p.outer = (k_lo if k_a != k_lo else p.outer[0], k_hi if k_b != k_hi else p.outer[1])
+        p.frames = (*p.frames, *(k for k in p.outer if k is not None and k not in p.frames))
+        p.main = (k_lo, k_hi)
+    return plans
+
+
+def _pair_plan(
+    ty: int,
+    tx: int,
+    win: tuple[int, int, int, int],
+    core: tuple[int, int, int, int],
+    pair: tuple[float, int, float, int],
+    n: int,
+    shape: tuple[int, int],
+) -> _TilePlan:
+    """Return the plan of one pair of layers (low depth and frame, high depth and frame)."""
+    lo, k_lo, hi, k_hi = pair
     fit, checks = _check_frames(k_lo, k_hi)
+    # the focus measure mixes a thin layer with what lies behind it: its mode may fall a
+    # frame short of its focus; the frame beyond each is read too and the sharper kept
+    below = k_lo - 1 if k_lo > 0 else None
+    above = k_hi + 1 if k_hi < n - 1 else None
+    extra = [k for k in (below, above) if k is not None]
     return _TilePlan(
         ty,
         tx,
-        (y0, y1, x0, x1),
-        (t0y - y0, t1y - y0, t0x - x0, t1x - x0),
+        win,
+        core,
         hi,
         lo,
-        (k_lo, k_hi, *sorted(set(fit) | set(checks))),
+        (k_lo, k_hi, *sorted(set(fit) | set(checks) | set(extra))),
         fit,
         checks,
-        (h, w),
+        shape,
+        (below, above),
     )
+
+
+def _sharper(crop: _Windows, k: int, other: int | None, region: np.ndarray) -> int:
+    """``other`` when its detail over ``region`` exceeds frame ``k``'s, else ``k``.
+
+    The detail: the energy of the frame less its Gaussian blur of 1 px, summed over the
+    channels; ``other`` must exceed by :data:`SHARPER_BY` (relative).
+    """
+    from scipy import ndimage
+
+    if other is None or region.sum() < 16:
+        return k
+
+    def detail(j: int) -> float:
+        img = crop[j]
+        hp = img - ndimage.gaussian_filter(img, (0, 1.0, 1.0), mode="nearest")
+        return float((hp[:, region] ** 2).sum())
+
+    return other if detail(other) > (1.0 + SHARPER_BY) * detail(k) else k
 
 
 def _layer_depth(values: np.ndarray, n: int) -> tuple[float, int]:
@@ -781,6 +837,23 @@ def _solve_tile(
     fit_frames = p.fit_frames or p.check_frames
     if not p.check_frames:
         return None
+    # the sides' pixels the frames are compared on; a third layer's: its own depths'
+    lo_region, hi_region = low_side, fin & ~low_side
+    if p.main is not None:
+        mid = lo if k_lo not in p.main else hi
+        own = fin & (np.abs(np.where(fin, d, 0.0) - mid) < MIN_STEP_FRAMES / 2)
+        if k_lo not in p.main:
+            lo_region = lo_region & own
+        else:
+            hi_region = hi_region & own
+    k = _sharper(crop, k_lo, p.outer[0], lo_region)
+    if k != k_lo:
+        k_lo, lo = k, float(k)
+    k = _sharper(crop, k_hi, p.outer[1], hi_region)
+    if k != k_hi:
+        k_hi, hi = k, float(k)
+    if p.main is not None and (k_lo, k_hi) == p.main:
+        return None  # the third layer's frame is not the sharpest on its side: no layer
     tried = []
     for front, kf, kb, d_f, d_b in (
         (low_side, k_lo, k_hi, lo, hi),
@@ -796,6 +869,12 @@ def _solve_tile(
         size, t = start if start is not None else layers.coarse_fit()
         cache.setdefault((kf, kb), (size, t))  # the next tile's start, whatever comes of this
         out = layers.render(size, t, fit_frames)
+        if start is not None and (out is None or out[3] > HOPELESS_SCORE):
+            # another tile's PSF does not fit here (an aberration that changes over the
+            # field, a misjudged layer): this tile's own fit
+            start = None
+            size, t = layers.coarse_fit()
+            out = layers.render(size, t, fit_frames)
         if out is not None:
             tried.append((out[3], start is not None, size, t, layers))
     if not tried:
@@ -837,6 +916,10 @@ class _Layers:
     pad: int
     nc: int
     blurrer: _Blurrer
+    #: the back layer's PSF in the frames between the layers': its size relative to the
+    #: front layer's at the same distance in frames, and its shape (None: the front's)
+    back_scale: float = 1.0
+    back_t: float | None = None
 
     @classmethod
     def build(
@@ -857,39 +940,10 @@ class _Layers:
         if span < 1e-6:
             return None
         i_f = crop[kf]
-        # where the front layer is, from its own frame: the depth map's boundary is only
-        # known to within the blur (the focus measure spreads next to a sharp edge)
-        u = ZONE_PX
-        def_in = ndimage.distance_transform_edt(front_depth) > u
-        def_out = ndimage.distance_transform_edt(~front_depth & fin) > u
-        if def_out.sum() < 16:
+        got = _matte(i_f, crop[kb], front_depth, fin, sigma)
+        if got is None:
             return None
-        b_ext = _extend(i_f, def_out.astype(np.float64), 0.75 * u)
-        dev = i_f - b_ext
-        zone = ~def_in & ~def_out
-        if def_in.sum() >= 16:
-            f_dir = _extend(i_f, def_in.astype(np.float64), 0.75 * u) - b_ext
-        else:  # a thin front layer: its colour from its most distinct pixels near the edge
-            cand = zone & front_depth
-            if cand.sum() < 8:
-                return None
-            mag = np.sqrt((dev**2).sum(0))
-            strong = cand & (mag >= np.quantile(mag[cand], 0.75))
-            f_dir = _extend(i_f, strong.astype(np.float64), 0.75 * u) - b_ext
-        con2 = (f_dir**2).sum(0)
-        if float(np.median(con2[zone])) < 25.0 * float((sigma**2).sum()):
-            return None  # the front layer does not stand out from the back: no matte
-        a_ls = np.clip((dev * f_dir).sum(0) / np.maximum(con2, 1e-12), 0.0, 1.0)
-        # inside the front layer too: holes smaller than the depth map resolves (their
-        # background is blurred in the front layer's frame, far from its colour)
-        front = ~def_out & (a_ls > 0.5)
-        front = ndimage.binary_opening(front) | (front & def_in)
-        if front.sum() < 8 or (~front).sum() < 8:
-            return None
-        inner1 = ndimage.binary_erosion(front, iterations=1)
-        trans = ~inner1 & ~ndimage.binary_erosion(~front, iterations=1)
-        alpha = np.where(trans, a_ls, inner1.astype(np.float64))
-        prem = np.where(alpha[None] > 0, i_f - (1.0 - alpha)[None] * b_ext, 0.0)  # F a
+        front, alpha, prem = got
         dist_out = ndimage.distance_transform_edt(~front)  # px from the front layer
         dist_in = ndimage.distance_transform_edt(front)
         pad = int(np.ceil(MAX_BLUR_PX)) + 4
@@ -992,7 +1046,30 @@ class _Layers:
             out = self.render(best[1] * f, best[2], frames)
             if out is not None and out[3] < best[0]:
                 best = (out[3], best[1] * f, best[2])
+        self.refine_back(best[1], best[2], frames, best[0])
         return best[1], best[2]
+
+    def refine_back(self, size: float, t: float, frames: Sequence[int], score: float) -> None:
+        """Fit the back layer's own PSF (shape, then size) on the re-rendered ``frames``.
+
+        The two layers lie at different depths: with a depth-dependent aberration (an
+        index mismatch) their PSFs at the same distance in frames differ. Kept in
+        :attr:`back_scale` and :attr:`back_t` when they re-render ``frames`` better.
+        """
+        best = (score, self.back_scale, self.back_t)
+
+        def trial(scale: float, shape: float | None) -> None:
+            nonlocal best
+            self.back_scale, self.back_t = scale, shape
+            out = self.render(size, t, frames)
+            if out is not None and out[3] < best[0]:
+                best = (out[3], scale, shape)
+
+        for shape in sorted({0.0, 1.0} - {t}):
+            trial(1.0, shape)
+        for scale in BACK_SCALES:
+            trial(scale, best[2])
+        self.back_scale, self.back_t = best[1], best[2]
 
     def render(
         self, size: float, t: float, frames: Sequence[int]
@@ -1013,20 +1090,24 @@ class _Layers:
         # the undamped inversion averaged with its reliability (the transmission squared)
         raw = (i_b - hp) / np.maximum(tr, 0.1)[None]
         reliable = np.clip(tr, 0.0, 1.0) ** 2 * (~self.front & self.fin)
-        prior = _extend(raw, reliable, max(radius / 2, 2.0))
+        # (near the front layer only: the band and what the check frames see of it)
+        prior = _extend(raw, reliable, max(radius / 2, 2.0), fill=False)
         back = ((i_b - hp) * tr[None] + DAMPING * prior) / (tr**2 + DAMPING)[None]
         value = self.prem + (1.0 - self.alpha)[None] * back
         band = (self.dist_out <= radius) & ~self.inner
         back_full = np.where(band[None], back, i_b)
         hidden_w = np.clip(tr, 0.0, 1.0) ** 2 * (~self.inner)
         back_full = np.where(
-            self.inner[None], _extend(back_full, hidden_w, radius / 2 + 1), back_full
+            self.inner[None],
+            _extend(back_full, hidden_w, radius / 2 + 1, fill=False),
+            back_full,
         )
         back_blur = _Blurrer(back_full, pad)
         res2 = np.zeros(band.shape)
         for k in frames:
             blf = self.blurrer.blur(*_family(size * abs(k - self.d_f) / self.span, t))
-            bb = back_blur.blur(*_family(size * abs(k - self.d_b) / self.span, t))
+            size_b = self.back_scale * size * abs(k - self.d_b) / self.span
+            bb = back_blur.blur(*_family(size_b, t if self.back_t is None else self.back_t))
             pred = blf[:nc] + (1.0 - blf[nc])[None] * bb
             res2 += ((self.crop[k] - pred) ** 2 / (self.sigma**2)[:, None, None]).mean(0)
         res2 /= max(len(frames), 1)
