@@ -72,6 +72,25 @@ def _pw(x, p):
     return result
 
 
+@kernel(inline=True)
+def _soft4(a, m):
+    """Return the soft rule's step for ``power`` 4: ``(norm, share)`` of a new activity ``a``.
+
+    ``m`` is the norm of the activities so far, ``(sum a_k ** 4) ** (1 / 4)`` (0 before
+    the first); the new norm includes ``a``, and ``share = (a / norm) ** 4`` is the new
+    coefficient's weight in the running mean. Written with the larger of the two
+    factored out, so that nothing overflows or underflows.
+    """
+    one = np.float32(1.0)
+    mx = max(a, m)
+    q = min(a, m) / mx
+    q2 = q * q
+    norm = mx * np.sqrt(np.sqrt(one + q2 * q2))
+    q = a / norm
+    q2 = q * q
+    return norm, q2 * q2
+
+
 @kernel(parallel=True)
 def update_range(plane, lo, hi, first):
     """Per-pixel running minimum ``lo`` and maximum ``hi`` of planar frames (in place)."""
@@ -403,15 +422,10 @@ def _blend_row(
                 x = (one + np.float32(code & np.uint32(0x7FF)) * inv2048) * scale
                 a = arow[j]
                 m = x * eps
-                mx = max(a, m)
-                q = min(a, m) / mx
-                q2 = q * q
-                norm = mx * np.sqrt(np.sqrt(one + q2 * q2))
+                norm, share = _soft4(a, m)
                 fbuf[j] = max(norm * inv_eps, one)
-                q = a / norm
-                q2 = q * q
                 old = acc[0, r, j]
-                acc[0, r, j] = old + (lrow[j] - old) * (q2 * q2)
+                acc[0, r, j] = old + (lrow[j] - old) * share
             for j in range(w):  # the new norms back as codes (see _encode_row)
                 code = (ubuf[j] - np.uint32(CODE_ONE) + np.uint32(0x800)) >> np.uint32(12)
                 wnorm[r, j] = min(code, np.uint32(CODE_MAX))
@@ -419,15 +433,10 @@ def _blend_row(
             for j in range(w):
                 a = arow[j]
                 m = wnorm[r, j]
-                mx = max(a, m)
-                q = min(a, m) / mx
-                q2 = q * q
-                norm = mx * np.sqrt(np.sqrt(one + q2 * q2))
+                norm, share = _soft4(a, m)
                 wnorm[r, j] = norm
-                q = a / norm
-                q2 = q * q
                 old = acc[0, r, j]
-                acc[0, r, j] = old + (lrow[j] - old) * (q2 * q2)
+                acc[0, r, j] = old + (lrow[j] - old) * share
     else:
         # the norms so far (0 before the first frame); stored as codes, they are decoded
         # into fbuf's bits (read as fbuf * eps below) and the new ones encoded from there
@@ -451,26 +460,13 @@ def _blend_row(
             for j in range(w):
                 a = arow[j]
                 m = fbuf[j] * eps
-                mx = max(a, m)
-                q = min(a, m) / mx
-                q2 = q * q
-                norm = mx * np.sqrt(np.sqrt(one + q2 * q2))
+                norm, scb[j] = _soft4(a, m)
                 fbuf[j] = max(norm * inv_eps, one)
-                q = a / norm
-                q2 = q * q
-                scb[j] = q2 * q2
         elif power == 4:
             for j in range(w):
                 a = arow[j]
                 m = mrow[j]
-                mx = max(a, m)
-                q = min(a, m) / mx
-                q2 = q * q
-                norm = mx * np.sqrt(np.sqrt(one + q2 * q2))
-                mrow[j] = norm
-                q = a / norm
-                q2 = q * q
-                scb[j] = q2 * q2
+                mrow[j], scb[j] = _soft4(a, m)
         else:
             for j in range(w):
                 # wnorm is the p-norm of the activities so far, (sum a_k ** p) ** (1/p):

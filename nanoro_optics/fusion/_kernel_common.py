@@ -18,15 +18,19 @@ from nanoro_optics._numba import njit
 from ._codes import CODE_MAX, CODE_ONE, CODE_UNKNOWN
 
 
-def kernel(*, parallel: bool = False) -> Any:
+def kernel(*, parallel: bool = False, inline: bool = False) -> Any:
     """Return the decorator of the fusion kernels: the package's ``njit`` with numpy's errors.
 
     numba's default ``error_model="python"`` tests every float division's divisor for zero
     to raise ``ZeroDivisionError``; that branch keeps the inner loops from vectorising (it
     halved the time of ``StackFuser.add``, ``benchmarks/bench_add_profile.py``). With
     ``error_model="numpy"`` a division by zero gives inf or NaN instead; no divisor in the
-    fusion kernels can be zero, so the results are the same bit for bit.
+    fusion kernels can be zero, so the results are the same bit for bit. ``inline``: the
+    function is inlined into its callers by numba itself (a per-pixel step of a loop that
+    must vectorise).
     """
+    if inline:
+        return njit(parallel=parallel, error_model="numpy", inline="always")
     return njit(parallel=parallel, error_model="numpy")
 
 
