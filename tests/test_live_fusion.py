@@ -587,6 +587,39 @@ def test_handler_restores_the_callers_numba_threads() -> None:
     _assert_same(got[0].depth_um, ref.depth)
 
 
+def test_only_the_sequences_last_frame_takes_every_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the MDA acquires, frames are fused on the handler's threads; the last z of the
+    last group, with the acquisition over, on all of them (the results and files aside)."""
+    import contextlib
+
+    import nanoro_optics.mmcore.mda as mda
+    from nanoro_optics._numba import fusion_threads
+
+    used: list[int] = []
+    real = mda.numba_threads
+
+    @contextlib.contextmanager
+    def recording(n: int) -> Any:
+        used.append(n)
+        with real(n):
+            yield
+
+    monkeypatch.setattr(mda, "numba_threads", recording)
+    got: list[FusedGroup] = []
+    live = LiveFusion(got.append, levels=2, threads=1)
+    seq = _sequence(channels=["A"], stage_positions=[(None, None, 10.0), (None, None, 20.0)])
+    live.sequenceStarted(seq, {})
+    frames = np.random.default_rng(1).integers(0, 4000, (len(Z_REL), *SHAPE)).astype(np.uint16)
+    for p in range(2):
+        for z, frame in enumerate(frames):
+            used.clear()
+            live.frameReady(frame, _event(p=p, c=0, z=z), {})
+            last = p == 1 and z == len(Z_REL) - 1
+            assert used[0] == (fusion_threads() if last else 1), (p, z, used)
+    live.sequenceFinished(seq)
+    assert live.errors == [] and len(got) == 2
+
+
 def test_finish_in_background_returns_before_the_last_group_is_written(tmp_path: Path) -> None:
     """sequenceFinished hands the last group over and returns; wait() says when it is done,
     and a non-daemon thread keeps an exiting interpreter alive until then."""

@@ -178,12 +178,27 @@ def upsample_depth(frac, conf, shown, factor, min_conf, depth_out, conf_out):
     one = np.float32(1.0)
     lim = np.float32(min_conf)
     nan = np.float32(np.nan)
+    # factor 2 (the depth's level 1): output columns 2m and 2m + 1 sit at m and m + 1/2,
+    # both between input columns m and m + 1; those pairs are computed from contiguous
+    # loads (the same arithmetic as the general loop, which does the rest of the row)
+    pairs = min(w - 1, wo // 2) if factor == 2.0 else 0
+    zero = np.float32(0.0)
+    half = np.float32(0.5)
     for r in prange(ho):
         y = min(r * inv, h - 1.0)
         y0 = min(int(y), h - 1)
         y1 = min(y0 + 1, h - 1)
         ty = np.float32(y - y0)
-        for j in range(wo):
+        for m in range(pairs):
+            c = _bilinear(conf, y0, y1, m, m + 1, zero, ty)
+            conf_out[r, 2 * m] = _bilinear(shown, y0, y1, m, m + 1, zero, ty)
+            d = _bilinear(frac, y0, y1, m, m + 1, zero, ty)
+            depth_out[r, 2 * m] = d if c >= lim else nan
+            c = _bilinear(conf, y0, y1, m, m + 1, half, ty)
+            conf_out[r, 2 * m + 1] = _bilinear(shown, y0, y1, m, m + 1, half, ty)
+            d = _bilinear(frac, y0, y1, m, m + 1, half, ty)
+            depth_out[r, 2 * m + 1] = d if c >= lim else nan
+        for j in range(2 * pairs, wo):
             x = min(j * inv, w - 1.0)
             x0 = min(int(x), w - 1)
             x1 = min(x0 + 1, w - 1)
@@ -197,6 +212,15 @@ def upsample_depth(frac, conf, shown, factor, min_conf, depth_out, conf_out):
             top = frac[y0, x0] * (one - tx) + frac[y0, x1] * tx
             bot = frac[y1, x0] * (one - tx) + frac[y1, x1] * tx
             depth_out[r, j] = top * (one - ty) + bot * ty if c >= lim else nan
+
+
+@kernel(inline=True)
+def _bilinear(a, y0, y1, x0, x1, tx, ty):
+    """Return ``a`` sampled bilinearly between rows ``y0, y1`` and columns ``x0, x1``."""
+    one = np.float32(1.0)
+    top = a[y0, x0] * (one - tx) + a[y0, x1] * tx
+    bot = a[y1, x0] * (one - tx) + a[y1, x1] * tx
+    return top * (one - ty) + bot * ty
 
 
 @kernel(parallel=True)

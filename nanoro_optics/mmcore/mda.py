@@ -282,8 +282,9 @@ class LiveFusion:
         fusion, and the results and files of groups before the last one), from 1 to
         numba's thread count; default (None): the package's thread-count policy
         (:func:`nanoro_optics._numba.fusion_threads`), every thread but one, which the
-        acquisition keeps (1 on two cores). The last group's result and file, once the
-        acquisition is over, use all of numba's threads. See Notes.
+        acquisition keeps (1 on two cores). The sequence's last frame, and the last
+        group's result and file, once the acquisition is over, use all of numba's
+        threads. See Notes.
     finish_in_background : bool, keyword-only
         Let :meth:`sequenceFinished` return while the last group is still being finished,
         so that ``core.mda.run`` returns (and the microscope is free for the next
@@ -804,8 +805,16 @@ class LiveFusion:
         if key in self._dropped:
             return None
         t0 = time.perf_counter()
+        # the sequence's last z of its last group: the acquisition is over, the core free
+        threads = (
+            fusion_threads()
+            if index.get("z", 0) == self._nz - 1
+            and self._n_ended + len(self._dropped) == self._n_groups - 1
+            and len(self._open) <= 1
+            else self.threads
+        )
         try:
-            with numba_threads(self.threads):
+            with numba_threads(threads):
                 self._take(key, index, image, event, meta)
         except Exception as exc:
             _log.error("live fusion dropped group %s: %s", key, exc)
