@@ -27,9 +27,9 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._codes import CODE_MAX, CODE_ONE, CODE_UNKNOWN
+from ._codes import CODE_ONE, CODE_UNKNOWN
 from ._depth_kernels import _track_row
-from ._kernel_common import _encode_row, _range_row, _refl, kernel
+from ._kernel_common import _code_of_bits, _encode_row, _range_row, _refl, kernel
 from ._pyramid_kernels import _expand_row
 
 #: largest activity (noise energies) the fusion kernel holds: energies of frames ~2**50
@@ -171,11 +171,11 @@ def _fuse_rows(
     orow = oa + 3
     vtmp = scr[s, orow]
     erow = scr[s, orow + 1]
-    ypad = scr[s, orow + 3]  # (row orow + 2 is spare: the energy now goes into ypad)
-    kbuf = scr[s, orow + 4, :w]
-    mrow = scr[s, orow + 5, :w]
-    fbuf = scr[s, orow + 6, :w]
-    scb = scr[s, orow + 7]
+    ypad = scr[s, orow + 2]
+    kbuf = scr[s, orow + 3, :w]
+    mrow = scr[s, orow + 4, :w]
+    fbuf = scr[s, orow + 5, :w]
+    scb = scr[s, orow + 6]
     ubuf = fbuf.view(np.uint32)
     inv_eps = np.float32(1.0) / eps
     amax = np.float32(ACTIVITY_MAX)
@@ -427,8 +427,7 @@ def _blend_row(
                 old = acc[0, r, j]
                 acc[0, r, j] = old + (lrow[j] - old) * share
             for j in range(w):  # the new norms back as codes (see _encode_row)
-                code = (ubuf[j] - np.uint32(CODE_ONE) + np.uint32(0x800)) >> np.uint32(12)
-                wnorm[r, j] = min(code, np.uint32(CODE_MAX))
+                wnorm[r, j] = _code_of_bits(ubuf[j])
         else:
             for j in range(w):
                 a = arow[j]
@@ -483,8 +482,7 @@ def _blend_row(
                 scb[j] = _pw(a / norm, power)  # the new coefficient's share of the mean
         if coded:  # the new norms back as codes (the weights above used them exact)
             for j in range(w):
-                code = (ubuf[j] - np.uint32(CODE_ONE) + np.uint32(0x800)) >> np.uint32(12)
-                wnorm[r, j] = min(code, np.uint32(CODE_MAX))
+                wnorm[r, j] = _code_of_bits(ubuf[j])
         else:
             for j in range(w):
                 wnorm[r, j] = mrow[j]

@@ -175,7 +175,6 @@ def upsample_depth(frac, conf, shown, factor, min_conf, depth_out, conf_out):
     h, w = frac.shape
     ho, wo = depth_out.shape
     inv = 1.0 / factor
-    one = np.float32(1.0)
     lim = np.float32(min_conf)
     nan = np.float32(np.nan)
     # factor 2 (the depth's level 1): output columns 2m and 2m + 1 sit at m and m + 1/2,
@@ -203,15 +202,10 @@ def upsample_depth(frac, conf, shown, factor, min_conf, depth_out, conf_out):
             x0 = min(int(x), w - 1)
             x1 = min(x0 + 1, w - 1)
             tx = np.float32(x - x0)
-            top = conf[y0, x0] * (one - tx) + conf[y0, x1] * tx
-            bot = conf[y1, x0] * (one - tx) + conf[y1, x1] * tx
-            c = top * (one - ty) + bot * ty
-            top = shown[y0, x0] * (one - tx) + shown[y0, x1] * tx
-            bot = shown[y1, x0] * (one - tx) + shown[y1, x1] * tx
-            conf_out[r, j] = top * (one - ty) + bot * ty
-            top = frac[y0, x0] * (one - tx) + frac[y0, x1] * tx
-            bot = frac[y1, x0] * (one - tx) + frac[y1, x1] * tx
-            depth_out[r, j] = top * (one - ty) + bot * ty if c >= lim else nan
+            c = _bilinear(conf, y0, y1, x0, x1, tx, ty)
+            conf_out[r, j] = _bilinear(shown, y0, y1, x0, x1, tx, ty)
+            d = _bilinear(frac, y0, y1, x0, x1, tx, ty)
+            depth_out[r, j] = d if c >= lim else nan
 
 
 @kernel(inline=True)

@@ -54,6 +54,13 @@ def _refl(i, n):
 # allocating a fuser's maps does not import numba)
 
 
+@kernel(inline=True)
+def _code_of_bits(u):
+    """Code of an activity ratio >= 1 from its float32 bits ``u`` (round to nearest step)."""
+    code = (u - np.uint32(CODE_ONE) + np.uint32(0x800)) >> np.uint32(12)
+    return min(code, np.uint32(CODE_MAX))
+
+
 @kernel()
 def _encode_row(a, inv_floor, fbuf, keys):
     """Codes of the activities ``a`` (floor ``1 / inv_floor``), as float32 into ``keys``.
@@ -66,8 +73,7 @@ def _encode_row(a, inv_floor, fbuf, keys):
     for j in range(a.shape[0]):
         fbuf[j] = max(a[j] * inv_floor, one)
     for j in range(a.shape[0]):
-        code = (ubuf[j] - np.uint32(CODE_ONE) + np.uint32(0x800)) >> np.uint32(12)
-        keys[j] = np.float32(min(code, np.uint32(CODE_MAX)))
+        keys[j] = np.float32(_code_of_bits(ubuf[j]))
 
 
 @kernel()

@@ -241,6 +241,9 @@ def _intake_rows(s, r0, r1, src, plane, lo, hi, keep_range, first, gn, reduce, g
     tmp, ev, od = scr[s, 0], scr[s, 1], scr[s, 2]
     i = r0 // 2  # the next row of gn (rows 2i in [r0, r1) are this worker's)
     i_end = min((r1 + 1) // 2, gn.shape[1]) if reduce else i
+    # a grey frame past the first: the copy and the range in one loop, the range on the
+    # frame's own values (integer min and max for integer frames, no float round trip)
+    grey_range = nc == 1 and keep_range and not first
     for r in range(r0, r1):
         if nc == 3:  # RGB: one loop reading the row's pixels in order (vectorises)
             p0, p1, p2 = plane[0, r], plane[1, r], plane[2, r]
@@ -249,9 +252,7 @@ def _intake_rows(s, r0, r1, src, plane, lo, hi, keep_range, first, gn, reduce, g
                 p0[j] = row[j, 0]
                 p1[j] = row[j, 1]
                 p2[j] = row[j, 2]
-        elif nc == 1 and keep_range and not first:
-            # a grey frame: the copy and the range in one loop, the range on the frame's
-            # own values (integer min and max for integer frames, no float round trip)
+        elif grey_range:
             p0, lo0, hi0 = plane[0, r], lo[0, r], hi[0, r]
             for j in range(w):
                 v = src[r, j, 0]
@@ -262,7 +263,7 @@ def _intake_rows(s, r0, r1, src, plane, lo, hi, keep_range, first, gn, reduce, g
             for c in range(nc):
                 for j in range(w):
                     plane[c, r, j] = src[r, j, c]
-        if keep_range and not (nc == 1 and not first):
+        if keep_range and not grey_range:
             _range_row(plane, lo, hi, r, first)
         # the rows of gn whose five (mirrored) rows are now in the plane; those that need
         # rows of another worker are left to intake, once every row is in

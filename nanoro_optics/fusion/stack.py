@@ -72,10 +72,10 @@ def _scratch_shape(workers: int, channels: int, width: int, radius: int) -> tupl
     """Shape of the float32 scratch of ``_blend_kernels.fuse_level`` (one slice per worker).
 
     Per worker the rings its sweep keeps in the cache: ``radius + 1`` rows of coefficients
-    per channel, ``2 * radius + 1`` of windowed energy, 3 of activity, and 8 single rows,
+    per channel, ``2 * radius + 1`` of windowed energy, 3 of activity, and 7 single rows,
     each ``width + 2 * radius`` long (``radius``: the largest window's half-width).
     """
-    rows = (radius + 1) * channels + (2 * radius + 1) + 3 + 8
+    rows = (radius + 1) * channels + (2 * radius + 1) + 3 + 7
     return workers, rows, width + 2 * radius
 
 
