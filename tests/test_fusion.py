@@ -861,3 +861,46 @@ def test_fusers_of_one_pool_share_buffers_and_give_the_same_results(small_stack)
     unpooled = StackFuser().share_buffers(Owner())  # another owner: another pool
     unpooled.add(frames[0])
     assert unpooled._plane is not plane
+
+
+#: the soft rule's sum codes keep 9 mantissa bits: rounding to the nearest is within half a step
+SUM_CODE_RTOL = 2.0**-10
+
+
+@settings(max_examples=50, deadline=None)
+@given(x=st.lists(st.floats(1.0, 2.0**120, allow_nan=False), min_size=1, max_size=40))
+def test_sum_codes_round_to_the_nearest_step_and_keep_the_order(x):
+    from nanoro_optics.fusion import _kernel_common
+    from nanoro_optics.fusion._codes import CODE_MAX, CODE_ONE, SUM_CODE_SHIFT
+
+    sums = np.sort(np.asarray(x, np.float32))
+    codes = np.array([_kernel_common._sum_code_of_bits(np.uint32(u)) for u in sums.view(np.uint32)])
+    assert codes.max() <= CODE_MAX and (np.diff(codes.astype(np.int64)) >= 0).all()
+    back = ((codes.astype(np.uint32) << SUM_CODE_SHIFT) + np.uint32(CODE_ONE)).view(np.float32)
+    np.testing.assert_allclose(back, sums, rtol=SUM_CODE_RTOL * (1 + 1e-6))
+    # independent of the bit trick: the nearest of the 512 steps of each octave
+    octave = np.floor(np.log2(sums.astype(np.float64)))
+    steps = np.floor((sums / 2.0**octave - 1.0) * 512.0 + 0.5)  # halves up, as the bits
+    want = octave * 512.0 + steps
+    np.testing.assert_array_equal(codes, want.astype(np.int64))
+    inf = np.array([np.inf], np.float32).view(np.uint32)[0]
+    assert _kernel_common._sum_code_of_bits(np.uint32(inf)) == CODE_MAX  # saturates
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    a=st.floats(1.0, 2.0**30, allow_nan=False),
+    m=st.one_of(st.just(0.0), st.floats(1.0, 2.0**30, allow_nan=False)),
+)
+def test_soft4_sum_gives_the_share_of_the_norm_form(a, m):
+    # the default rule on integer frames keeps sum x**4 instead of its fourth root: the same
+    # share (one division, no roots), to float32 rounding
+    from nanoro_optics.fusion import _blend_kernels
+
+    a32, m32 = np.float32(a), np.float32(m)
+    norm, share = _blend_kernels._soft4(a32, m32)
+    total, share_sum = _blend_kernels._soft4_sum(a32, np.float32(np.float64(m32) ** 4))
+    exact = float(a32) ** 4 / (float(m32) ** 4 + float(a32) ** 4)
+    assert share_sum == pytest.approx(exact, rel=1e-6, abs=1e-12)
+    assert share == pytest.approx(exact, rel=1e-5, abs=1e-12)
+    assert float(total) == pytest.approx(float(norm) ** 4, rel=1e-5)

@@ -27,9 +27,18 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._codes import CODE_ONE, CODE_UNKNOWN
+from ._codes import CODE_ONE, CODE_UNKNOWN, SUM_CODE_SHIFT
 from ._depth_kernels import _track_row
-from ._kernel_common import _code_of_bits, _encode_row, _range_row, _refl, kernel
+from ._kernel_common import (
+    _bits_of_float,
+    _code_of_bits,
+    _encode_row,
+    _float_of_bits,
+    _range_row,
+    _refl,
+    _sum_code_of_bits,
+    kernel,
+)
 from ._pyramid_kernels import _expand_row
 
 #: largest activity (noise energies) the fusion kernel holds: energies of frames ~2**50
@@ -89,6 +98,37 @@ def _soft4(a, m):
     q = a / norm
     q2 = q * q
     return norm, q2 * q2
+
+
+@kernel(inline=True)
+def _soft4_sum(x, total):
+    """Return the soft rule's step for ``power`` 4 on integer frames: ``(new total, share)``.
+
+    ``x`` is the activity over the floor (>= 1) and ``total`` the sum of the fourth
+    powers of the earlier ones (0 before the first); the new total includes ``x``. The share
+    ``x**4 / sum`` is the new coefficient's weight in the running mean: what
+    :func:`_soft4` gives from the norm ``sum ** (1 / 4)``, without its roots and with one
+    division instead of two. The sum saturates at ``2**126`` a step (activities of
+    ``2**31.5`` times the floor, beyond the codes' range).
+    """
+    x2 = x * x
+    x4 = min(x2 * x2, np.float32(2.0**126))
+    total = max(total + x4, np.float32(1.0))
+    return total, x4 / total
+
+
+@kernel(inline=True)
+def _blend_shares(acc, r, lrows, scb, quant, qscale, inv_q):
+    """Move row ``r`` of the running means ``acc`` towards ``lrows`` by the shares ``scb``."""
+    nc, w = acc.shape[0], acc.shape[2]
+    for c in range(nc):
+        for j in range(w):
+            if quant:
+                old = np.float32(acc[c, r, j]) * inv_q
+                acc[c, r, j] = np.rint((old + (lrows[c, j] - old) * scb[j]) * qscale)
+            else:
+                old = acc[c, r, j]
+                acc[c, r, j] = old + (lrows[c, j] - old) * scb[j]
 
 
 @kernel(parallel=True)
@@ -407,27 +447,18 @@ def _blend_row(
                 else:
                     acc[c, r, j] = lrows[c, j] if scb[j] > 0.0 else acc[c, r, j]
     elif power == 4 and nc == 1 and not quant and not first:
-        # the default soft rule on a grey frame: one sweep reads the norm, computes the
-        # weight, blends and keeps the new norm, so that the arithmetic runs while the maps
-        # stream in (one loop a step stalled on memory, then computed: 1.5-2 ms more a
-        # 2048^2 level). The same operations as the general loops below, bit for bit: a
-        # code is decoded exactly by (1 + mantissa / 2048) * 2 ** exponent.
-        one = np.float32(1.0)
-        inv2048 = np.float32(1.0 / 2048.0)
+        # the default soft rule on a grey frame: one sweep computes the weight, blends and
+        # keeps the new sum, so that the arithmetic runs while the maps stream in. The same
+        # operations as the general loops below, bit for bit.
         lrow = lrows[0]
         if coded:
+            shift = np.uint32(SUM_CODE_SHIFT)
             for j in range(w):
-                code = np.uint32(wnorm[r, j])
-                scale = np.float32(np.uint32(1) << (code >> np.uint32(11)))
-                x = (one + np.float32(code & np.uint32(0x7FF)) * inv2048) * scale
-                a = arow[j]
-                m = x * eps
-                norm, share = _soft4(a, m)
-                fbuf[j] = max(norm * inv_eps, one)
+                total = _float_of_bits((np.uint32(wnorm[r, j]) << shift) + np.uint32(CODE_ONE))
+                total, share = _soft4_sum(arow[j] * inv_eps, total)
                 old = acc[0, r, j]
                 acc[0, r, j] = old + (lrow[j] - old) * share
-            for j in range(w):  # the new norms back as codes (see _encode_row)
-                wnorm[r, j] = _code_of_bits(ubuf[j])
+                wnorm[r, j] = _sum_code_of_bits(_bits_of_float(total))
         else:
             for j in range(w):
                 a = arow[j]
@@ -436,6 +467,17 @@ def _blend_row(
                 wnorm[r, j] = norm
                 old = acc[0, r, j]
                 acc[0, r, j] = old + (lrow[j] - old) * share
+    elif power == 4 and coded:
+        # the default rule on integer frames: the sums of fourth powers so far (0 before the
+        # first frame) decoded, the shares computed and the new sums encoded in one loop
+        # (the bits move between float and integer in registers), so that it vectorises
+        shift = np.uint32(SUM_CODE_SHIFT)
+        for j in range(w):
+            bits = (np.uint32(wnorm[r, j]) << shift) + np.uint32(CODE_ONE)
+            total = np.float32(0.0) if first else _float_of_bits(bits)
+            total, scb[j] = _soft4_sum(arow[j] * inv_eps, total)
+            wnorm[r, j] = _sum_code_of_bits(_bits_of_float(total))
+        _blend_shares(acc, r, lrows, scb, quant, qscale, inv_q)
     else:
         # the norms so far (0 before the first frame); stored as codes, they are decoded
         # into fbuf's bits (read as fbuf * eps below) and the new ones encoded from there
@@ -455,13 +497,7 @@ def _blend_row(
         else:
             for j in range(w):
                 mrow[j] = wnorm[r, j]
-        if power == 4 and coded:  # the default, written out so that the loop vectorises
-            for j in range(w):
-                a = arow[j]
-                m = fbuf[j] * eps
-                norm, scb[j] = _soft4(a, m)
-                fbuf[j] = max(norm * inv_eps, one)
-        elif power == 4:
+        if power == 4:
             for j in range(w):
                 a = arow[j]
                 m = mrow[j]
@@ -486,14 +522,7 @@ def _blend_row(
         else:
             for j in range(w):
                 wnorm[r, j] = mrow[j]
-        for c in range(nc):
-            for j in range(w):
-                if quant:
-                    old = np.float32(acc[c, r, j]) * inv_q
-                    acc[c, r, j] = np.rint((old + (lrows[c, j] - old) * scb[j]) * qscale)
-                else:
-                    old = acc[c, r, j]
-                    acc[c, r, j] = old + (lrows[c, j] - old) * scb[j]
+        _blend_shares(acc, r, lrows, scb, quant, qscale, inv_q)
     if write_act:  # the depth tracker, as in depth_update
         _track_row(keys, r, k, prev, best, idx, before, after, amin, unknown)
 
@@ -548,7 +577,11 @@ def fuse_level(
         whose weights ``a_k ** power`` it normalises (frame ``k``'s share of the mean when it
         arrives is ``(a_k / norm_k) ** power``). One map holds what a sum of weights and a
         maximum to rescale it by would; the norm has the range of one activity, so it
-        neither overflows nor underflows for any ``power``.
+        neither overflows nor underflows for any ``power``. The default soft rule on
+        integer frames (``coded``, ``power`` 4) keeps the sum itself,
+        ``sum (a_k / eps) ** 4``, as codes of 7 exponent and 9 mantissa bits
+        (:func:`._kernel_common._sum_code_of_bits`, the norm's precision): the share is then
+        one division, with no roots (:func:`_soft4_sum`).
     reduced_out : (ceil(H/2), ceil(W/2)) float32
         Receives this level's activity filtered by ``[1, 2, 1] / 4`` along each axis and
         decimated (the next level's ``inherited``) when ``write_reduced``.
@@ -559,7 +592,8 @@ def fuse_level(
         ``wnorm`` and the tracker's activity maps hold uint16 codes (:func:`_encode_row`,
         floor ``eps``) instead of float32 activities. The hard rule and the tracker then
         compare codes (activities within a code step are ties); the soft rule computes this
-        frame's weight with the exact new norm and stores the norm rounded to its code.
+        frame's weight with the exact new norm (sum, for ``power`` 4) and stores it rounded
+        to its code.
     first : bool
         This is the first frame (``wnorm`` holds nothing yet).
     lum : (C,) float32

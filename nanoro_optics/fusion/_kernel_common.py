@@ -12,10 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 from nanoro_optics._numba import njit
 
-from ._codes import CODE_MAX, CODE_ONE, CODE_UNKNOWN
+from ._codes import CODE_MAX, CODE_ONE, CODE_UNKNOWN, SUM_CODE_SHIFT
 
 
 def kernel(*, parallel: bool = False, inline: bool = False) -> Any:
@@ -47,6 +50,35 @@ def _refl(i, n):
     return i
 
 
+@intrinsic
+def _float_of_bits(typingctx, u):  # type: ignore[no-untyped-def]
+    """Return the float32 whose bits are the low 32 bits of the unsigned integer ``u``.
+
+    A register move, no memory (numba widens uint32 arithmetic to 64 bits: the high bits,
+    zero here, are dropped).
+    """
+    if not isinstance(u, types.Integer) or u.signed or u.bitwidth < 32:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        low = args[0] if u.bitwidth == 32 else builder.trunc(args[0], ir.IntType(32))
+        return builder.bitcast(low, ir.FloatType())
+
+    return types.float32(u), codegen
+
+
+@intrinsic
+def _bits_of_float(typingctx, x):  # type: ignore[no-untyped-def]
+    """Return the bit pattern of the float32 ``x`` as a uint32 (a register move)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
 # ---------------------------------------------------------------------------------------
 # 16-bit activity codes
 # ---------------------------------------------------------------------------------------
@@ -58,6 +90,20 @@ def _refl(i, n):
 def _code_of_bits(u):
     """Code of an activity ratio >= 1 from its float32 bits ``u`` (round to nearest step)."""
     code = (u - np.uint32(CODE_ONE) + np.uint32(0x800)) >> np.uint32(12)
+    return min(code, np.uint32(CODE_MAX))
+
+
+@kernel(inline=True)
+def _sum_code_of_bits(u):
+    """Code of a sum of fourth powers of activity ratios >= 1 from its float32 bits ``u``.
+
+    The soft rule's ``power`` 4 keeps ``sum (a_k / floor) ** 4`` per pixel: 7 bits of
+    exponent and 9 of mantissa (round to nearest), the same relative precision as the
+    activity codes give its fourth root; sums of ``2**128`` and more (infinity) take the
+    largest code.
+    """
+    half = np.uint32(1) << np.uint32(SUM_CODE_SHIFT - 1)
+    code = (u - np.uint32(CODE_ONE) + half) >> np.uint32(SUM_CODE_SHIFT)
     return min(code, np.uint32(CODE_MAX))
 
 
