@@ -50,33 +50,37 @@ def _refl(i, n):
     return i
 
 
-@intrinsic
-def _float_of_bits(typingctx, u):  # type: ignore[no-untyped-def]
+def _float_of_bits_typer(typingctx: Any, u: Any) -> Any:
     """Return the float32 whose bits are the low 32 bits of the unsigned integer ``u``.
 
     A register move, no memory (numba widens uint32 arithmetic to 64 bits: the high bits,
     zero here, are dropped).
     """
-    if not isinstance(u, types.Integer) or u.signed or u.bitwidth < 32:
+    if not isinstance(u, types.Integer) or u.signed or u.bitwidth < 32:  # type: ignore[attr-defined]
         return None
+    wide = u.bitwidth > 32  # type: ignore[attr-defined]
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        low = args[0] if u.bitwidth == 32 else builder.trunc(args[0], ir.IntType(32))
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        low = builder.trunc(args[0], ir.IntType(32)) if wide else args[0]
         return builder.bitcast(low, ir.FloatType())
 
     return types.float32(u), codegen
 
 
-@intrinsic
-def _bits_of_float(typingctx, x):  # type: ignore[no-untyped-def]
+def _bits_of_float_typer(typingctx: Any, x: Any) -> Any:
     """Return the bit pattern of the float32 ``x`` as a uint32 (a register move)."""
     if x != types.float32:
         return None
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         return builder.bitcast(args[0], ir.IntType(32))
 
     return types.uint32(types.float32), codegen
+
+
+#: ``_float_of_bits(u)`` and ``_bits_of_float(x)``, callable in the kernels
+_float_of_bits: Any = intrinsic(_float_of_bits_typer)
+_bits_of_float: Any = intrinsic(_bits_of_float_typer)
 
 
 # ---------------------------------------------------------------------------------------
