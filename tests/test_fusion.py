@@ -583,7 +583,7 @@ def test_activity_codes_round_to_the_nearest_step_and_keep_the_order(x, floor):
 
     a = (np.sort(np.asarray(x, np.float32)) * np.float32(floor)).astype(np.float32)
     keys = np.empty_like(a)
-    _kernel_common._encode_row(a, np.float32(1.0 / floor), np.empty_like(a), keys)
+    _kernel_common._encode_row(a, np.float32(1.0 / floor), keys)
     np.testing.assert_array_equal(keys, ref_activity_codes(a, floor))
     assert (np.diff(keys) >= 0).all()  # monotonic: comparisons need no decoding
     logs = np.array([_kernel_common._log_code(np.uint16(k)) for k in keys])
@@ -885,6 +885,28 @@ def test_sum_codes_round_to_the_nearest_step_and_keep_the_order(x):
     np.testing.assert_array_equal(codes, want.astype(np.int64))
     inf = np.array([np.inf], np.float32).view(np.uint32)[0]
     assert _kernel_common._sum_code_of_bits(np.uint32(inf)) == CODE_MAX  # saturates
+    # the kernels' register forms give the same codes, and decode them to the same sums
+    both = np.append(sums, np.float32(np.inf))
+    reg_codes, reg_back = _sum_code_registers(both)
+    np.testing.assert_array_equal(reg_codes[:-1], codes)
+    assert reg_codes[-1] == CODE_MAX
+    np.testing.assert_array_equal(reg_back[:-1], back)
+
+
+def _sum_code_registers(sums):
+    from nanoro_optics._numba import njit
+    from nanoro_optics.fusion import _kernel_common
+
+    @njit()
+    def run(x):
+        codes = np.empty(x.size, np.uint16)
+        back = np.empty(x.size, np.float32)
+        for i in range(x.size):
+            codes[i] = _kernel_common._code_of_sum(x[i])
+            back[i] = _kernel_common._sum_of_code(codes[i])
+        return codes, back
+
+    return run(np.ascontiguousarray(sums, np.float32))
 
 
 @settings(max_examples=100, deadline=None)

@@ -27,16 +27,15 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._codes import CODE_ONE, CODE_UNKNOWN, SUM_CODE_SHIFT
-from ._depth_kernels import _track_row
+from ._codes import CODE_ONE, CODE_UNKNOWN
+from ._depth_kernels import _track_row, _track_row_codes
 from ._kernel_common import (
-    _bits_of_float,
     _code_of_bits,
+    _code_of_sum,
     _encode_row,
-    _float_of_bits,
     _range_row,
     _refl,
-    _sum_code_of_bits,
+    _sum_of_code,
     kernel,
 )
 from ._pyramid_kernels import _expand_row
@@ -415,7 +414,7 @@ def _blend_row(
                 lrows[c, j] = np.rint(lrows[c, j] * qscale) * inv_q
     keys = arow
     if coded and (hard or write_act):  # integer-valued float32 keys: exact compares
-        _encode_row(arow, inv_eps, fbuf, kbuf)
+        _encode_row(arow, inv_eps, kbuf)
         keys = kbuf
     if hard:
         ties = 0
@@ -452,13 +451,11 @@ def _blend_row(
         # operations as the general loops below, bit for bit.
         lrow = lrows[0]
         if coded:
-            shift = np.uint32(SUM_CODE_SHIFT)
             for j in range(w):
-                total = _float_of_bits((np.uint32(wnorm[r, j]) << shift) + np.uint32(CODE_ONE))
-                total, share = _soft4_sum(arow[j] * inv_eps, total)
+                total, share = _soft4_sum(arow[j] * inv_eps, _sum_of_code(wnorm[r, j]))
                 old = acc[0, r, j]
                 acc[0, r, j] = old + (lrow[j] - old) * share
-                wnorm[r, j] = _sum_code_of_bits(_bits_of_float(total))
+                wnorm[r, j] = _code_of_sum(total)
         else:
             for j in range(w):
                 a = arow[j]
@@ -471,12 +468,10 @@ def _blend_row(
         # the default rule on integer frames: the sums of fourth powers so far (0 before the
         # first frame) decoded, the shares computed and the new sums encoded in one loop
         # (the bits move between float and integer in registers), so that it vectorises
-        shift = np.uint32(SUM_CODE_SHIFT)
         for j in range(w):
-            bits = (np.uint32(wnorm[r, j]) << shift) + np.uint32(CODE_ONE)
-            total = np.float32(0.0) if first else _float_of_bits(bits)
+            total = np.float32(0.0) if first else _sum_of_code(wnorm[r, j])
             total, scb[j] = _soft4_sum(arow[j] * inv_eps, total)
-            wnorm[r, j] = _sum_code_of_bits(_bits_of_float(total))
+            wnorm[r, j] = _code_of_sum(total)
         _blend_shares(acc, r, lrows, scb, quant, qscale, inv_q)
     else:
         # the norms so far (0 before the first frame); stored as codes, they are decoded
@@ -523,7 +518,9 @@ def _blend_row(
             for j in range(w):
                 wnorm[r, j] = mrow[j]
         _blend_shares(acc, r, lrows, scb, quant, qscale, inv_q)
-    if write_act:  # the depth tracker, as in depth_update
+    if write_act and coded:  # the depth tracker, as in depth_update
+        _track_row_codes(keys, r, k, prev, best, idx, before, after, amin)
+    elif write_act:
         _track_row(keys, r, k, prev, best, idx, before, after, amin, unknown)
 
 

@@ -62,6 +62,45 @@ def _track_row(act_row, r, k, prev, best, idx, before, after, amin, unknown):
         prev[r, j] = a
 
 
+@kernel()
+def _track_row_codes(keys, r, k, prev, best, idx, before, after, amin):
+    """:func:`_track_row` for maps of uint16 codes, in integer lanes.
+
+    ``keys`` holds the row's activity codes as float32 (exact); the compares and selects
+    run on uint16 values, twice as many a vector as float32 ones, and nothing is converted
+    back. The same maps as :func:`_track_row` with ``unknown`` :data:`CODE_UNKNOWN`.
+    """
+    w = keys.shape[0]
+    unknown = np.uint16(CODE_UNKNOWN)
+    if k == 0:
+        for j in range(w):
+            a = np.uint16(keys[j])
+            best[r, j] = a
+            idx[r, j] = 0
+            before[r, j] = unknown
+            after[r, j] = unknown
+            amin[r, j] = a
+            prev[r, j] = a
+        return
+    km1 = idx.dtype.type(k - 1)
+    kk = idx.dtype.type(k)
+    for j in range(w):
+        a = np.uint16(keys[j])
+        b = best[r, j]
+        i = idx[r, j]
+        p = prev[r, j]
+        bf = before[r, j]
+        af = after[r, j]
+        m = amin[r, j]
+        gt = a > b
+        best[r, j] = a if gt else b
+        idx[r, j] = kk if gt else i
+        before[r, j] = p if gt else bf
+        after[r, j] = unknown if gt else (a if i == km1 else af)
+        amin[r, j] = a if a < m else m
+        prev[r, j] = a
+
+
 @kernel(parallel=True)
 def depth_update(act, k, prev, best, idx, before, after, amin, coded, inv_floor):
     """Track, per pixel, the frame of largest activity and its neighbours' activities.
@@ -77,8 +116,11 @@ def depth_update(act, k, prev, best, idx, before, after, amin, coded, inv_floor)
         row = act[r]
         if coded:
             row = np.empty(w, np.float32)
-            _encode_row(act[r], inv_floor, np.empty(w, np.float32), row)
-        _track_row(row, np.int64(r), k, prev, best, idx, before, after, amin, unknown)
+            _encode_row(act[r], inv_floor, row)
+        if coded:
+            _track_row_codes(row, np.int64(r), k, prev, best, idx, before, after, amin)
+        else:
+            _track_row(row, np.int64(r), k, prev, best, idx, before, after, amin, unknown)
 
 
 # ---------------------------------------------------------------------------------------

@@ -50,37 +50,67 @@ def _refl(i, n):
     return i
 
 
-def _float_of_bits_typer(typingctx: Any, u: Any) -> Any:
-    """Return the float32 whose bits are the low 32 bits of the unsigned integer ``u``.
+def _sum_of_code_typer(typingctx: Any, code: Any) -> Any:
+    """Return the sum a soft-rule sum code stands for (float32; see :func:`_sum_code_of_bits`).
 
-    A register move, no memory (numba widens uint32 arithmetic to 64 bits: the high bits,
-    zero here, are dropped).
+    In 32-bit integer lanes: the code widened, shifted into the exponent and mantissa,
+    offset by the bits of 1 and read as a float32, all in registers (numba's own uint32
+    arithmetic runs on 64-bit lanes, half as many a vector).
     """
-    if not isinstance(u, types.Integer) or u.signed or u.bitwidth < 32:  # type: ignore[attr-defined]
+    if code == types.float32:
+        # a map of float32 norms (frames whose activities are not coded): the kernels'
+        # source is typed for it too, on a path a coded map never takes
+        return types.float32(code), lambda context, builder, signature, args: args[0]
+    if not isinstance(code, types.Integer) or code.signed:  # type: ignore[attr-defined]
         return None
-    wide = u.bitwidth > 32  # type: ignore[attr-defined]
+    bits = code.bitwidth  # type: ignore[attr-defined]
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        low = builder.trunc(args[0], ir.IntType(32)) if wide else args[0]
-        return builder.bitcast(low, ir.FloatType())
+        i32 = ir.IntType(32)
+        if bits < 32:
+            u = builder.zext(args[0], i32)
+        else:
+            u = builder.trunc(args[0], i32) if bits > 32 else args[0]
+        u = builder.shl(u, ir.Constant(i32, SUM_CODE_SHIFT))
+        u = builder.add(u, ir.Constant(i32, CODE_ONE))
+        return builder.bitcast(u, ir.FloatType())
 
-    return types.float32(u), codegen
-
-
-def _bits_of_float_typer(typingctx: Any, x: Any) -> Any:
-    """Return the bit pattern of the float32 ``x`` as a uint32 (a register move)."""
-    if x != types.float32:
-        return None
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.uint32(types.float32), codegen
+    return types.float32(code), codegen
 
 
-#: ``_float_of_bits(u)`` and ``_bits_of_float(x)``, callable in the kernels
-_float_of_bits: Any = intrinsic(_float_of_bits_typer)
-_bits_of_float: Any = intrinsic(_bits_of_float_typer)
+def _code_typer(shift: int, name: str) -> Any:
+    """Return the typer of an intrinsic: the uint16 code of a float32 ratio >= 1.
+
+    ``(bits(ratio) - bits(1) + 2**(shift - 1)) >> shift``, at most :data:`CODE_MAX`, in
+    32-bit integer lanes: :func:`_code_of_bits` for ``shift`` 12 (activities),
+    :func:`_sum_code_of_bits` for :data:`SUM_CODE_SHIFT` (sums of fourth powers). Infinity
+    takes the largest code; ratios below 1 are the caller's to avoid.
+    """
+
+    def typer(typingctx: Any, ratio: Any) -> Any:
+        if ratio != types.float32:
+            return None
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            i32 = ir.IntType(32)
+            u = builder.bitcast(args[0], i32)
+            u = builder.add(u, ir.Constant(i32, (1 << (shift - 1)) - CODE_ONE))
+            u = builder.lshr(u, ir.Constant(i32, shift))
+            top = ir.Constant(i32, CODE_MAX)
+            u = builder.select(builder.icmp_unsigned("<", u, top), u, top)
+            return builder.trunc(u, ir.IntType(16))
+
+        return types.uint16(types.float32), codegen
+
+    typer.__name__ = typer.__qualname__ = name
+    return typer
+
+
+#: ``_sum_of_code(code)``, ``_code_of_sum(total)`` and ``_code_of_ratio(ratio)``, callable
+#: in the kernels
+_sum_of_code: Any = intrinsic(_sum_of_code_typer)
+_code_of_sum: Any = intrinsic(_code_typer(SUM_CODE_SHIFT, "_code_of_sum"))
+_code_of_ratio: Any = intrinsic(_code_typer(12, "_code_of_ratio"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -112,18 +142,15 @@ def _sum_code_of_bits(u):
 
 
 @kernel()
-def _encode_row(a, inv_floor, fbuf, keys):
+def _encode_row(a, inv_floor, keys):
     """Codes of the activities ``a`` (floor ``1 / inv_floor``), as float32 into ``keys``.
 
-    ``fbuf`` is float32 scratch of the row's length. Values below the floor take the
-    floor's code (0); the fuser's activities never are (they include the floor).
+    Values below the floor take the floor's code (0); the fuser's activities never are
+    (they include the floor).
     """
-    ubuf = fbuf.view(np.uint32)
     one = np.float32(1.0)
-    for j in range(a.shape[0]):
-        fbuf[j] = max(a[j] * inv_floor, one)
-    for j in range(a.shape[0]):
-        keys[j] = np.float32(_code_of_bits(ubuf[j]))
+    for j in range(a.shape[0]):  # _code_of_bits in 32-bit lanes
+        keys[j] = np.float32(_code_of_ratio(max(a[j] * inv_floor, one)))
 
 
 @kernel()
