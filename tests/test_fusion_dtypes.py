@@ -271,3 +271,35 @@ def test_finite_absmax_kernel_matches_numpy(dtype):
         img2[30, 2, 0] = np.nan
         bad, _ = _blend_kernels.finite_absmax(img2)
         assert bad == int(np.flatnonzero(~np.isfinite(img2))[0])  # the first, in flat order
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    dtype=st.sampled_from([np.uint8, np.uint16, np.uint32, np.int16, np.int64]),
+    n=st.integers(1, 300),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_parallel_integer_max_is_numpys(dtype, n, seed):
+    # the bit-depth check's maximum of a large frame, taken on the fusion's threads
+    from nanoro_optics.fusion import _blend_kernels
+
+    info = np.iinfo(dtype)
+    a = np.random.default_rng(seed).integers(info.min, info.max, n, dtype=dtype, endpoint=True)
+    assert _blend_kernels.int_max(a.reshape(1, -1)) == a.max()
+    assert _blend_kernels.int_max(a.reshape(-1, 1)) == a.max()
+
+
+def test_a_large_frame_above_its_bit_depth_is_refused_where_it_is():
+    from nanoro_optics.fusion import FusionOptions, StackFuser
+    from nanoro_optics.fusion._intake import _PARALLEL_MAX_PIXELS
+
+    side = int(np.ceil(np.sqrt(_PARALLEL_MAX_PIXELS)))
+    frame = np.full((side, side), 100, np.uint16)
+    fuser = StackFuser(FusionOptions(bit_depth=12))
+    fuser.add(frame)
+    bad = frame.copy()
+    bad[side - 1, side - 2] = 4096
+    with pytest.raises(ValueError, match=rf"value 4096 at \({side - 1}, {side - 2}\), above 4095"):
+        fuser.add(bad)
+    fuser.add(frame)  # the fuser goes on: the refused frame changed nothing
+    assert fuser.n_frames == 2

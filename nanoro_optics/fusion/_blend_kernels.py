@@ -701,3 +701,21 @@ def finite_absmax(img):
         if found[t] >= 0:
             return found[t], top.max()
     return np.int64(-1), top.max()
+
+
+@kernel(parallel=True)
+def int_max(rows):
+    """Return the largest value of a C-contiguous 2-D integer array (non-empty), in parallel."""
+    h, w = rows.shape
+    nchunk = min(64, h)
+    top = np.empty(nchunk, dtype=rows.dtype)
+    step = (h + nchunk - 1) // nchunk
+    for t in prange(nchunk):
+        r0 = min(t * step, h - 1)
+        m = rows[r0, 0]
+        for r in range(r0, min(h, r0 + step)):
+            for j in range(w):
+                v = rows[r, j]
+                m = v if v > m else m
+        top[t] = m
+    return top.max()

@@ -27,6 +27,9 @@ _FLOAT_SCALE_WINDOW = (2.0**-24, 2.0**24)
 #: as they are (float32 holds them exactly); wider ones relative to the midpoint of the
 #: first frame's range, scaled by a power of two to a span of at most 2**24
 _INT_EXACT = 2**24
+#: integer frames of at least this many values have their bit-depth check's maximum taken on
+#: the fusion's numba threads (below it numpy's one-thread pass costs less than a launch)
+_PARALLEL_MAX_PIXELS = 1 << 18
 #: smallest noise standard deviation the fuser works with, in its float32 working units
 #: (the data scaled as above): 1 / (C sigma**2) stays finite in float32 (2**-60 is far
 #: below float32's resolution of data of magnitude >= 2**-24)
@@ -124,7 +127,11 @@ class _FrameIntake:
         self._in_dtype = frame.dtype
         if self.bit_depth is not None and frame.dtype.kind in "ui":
             white = self._white_level(frame.dtype)
-            top = int(frame.max())
+            if frame.flags.c_contiguous and frame.size >= _PARALLEL_MAX_PIXELS:
+                # a large frame's maximum on the fusion's threads (numpy's takes one)
+                top = int(self._kern().int_max(frame.reshape(frame.shape[0], -1)))
+            else:
+                top = int(frame.max())
             if top > white:
                 pos = np.unravel_index(int(np.argmax(frame)), frame.shape)
                 raise ValueError(
