@@ -1164,3 +1164,28 @@ def test_a_failing_warm_up_is_not_an_error_of_the_sequence(
         live.frameReady(np.full(SHAPE, z + 1, np.uint16), _event(p=0, c=0, z=z), {})
     live.sequenceFinished(seq)
     assert live.errors == []
+
+
+def test_the_warm_up_maps_in_the_first_groups_buffers() -> None:
+    """Started from the sequence's summary, the warm-up also allocates the first group's
+    buffers (mapped in while the stage moves): that group's fuser takes them instead of
+    faulting in new memory at its first frame."""
+    from nanoro_optics.fusion.stack import _POOLS
+
+    live = LiveFusion()
+    seq = _sequence(channels=["A"])
+    live.sequenceStarted(seq, {"image_infos": [{"dtype": "uint16", "plane_shape": SHAPE}]})
+    assert live._warmer is not None
+    live._warmer.join(timeout=120)
+    entry = _POOLS[live]._entry
+    assert entry is not None
+    plane = entry[1][4]
+    assert plane.shape == (1, *SHAPE) and plane.dtype == np.uint16
+    live.frameReady(np.ones(SHAPE, np.uint16), _event(p=0, c=0, z=0), {})
+    (group,) = live._open.values()
+    assert group["fuser"]._plane is plane  # taken, not allocated anew
+    assert _POOLS[live]._entry is None
+    for z in range(1, seq.sizes["z"]):
+        live.frameReady(np.full(SHAPE, z + 1, np.uint16), _event(p=0, c=0, z=z), {})
+    live.sequenceFinished(seq)
+    assert live.errors == []

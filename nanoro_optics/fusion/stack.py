@@ -457,6 +457,38 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
         self._pool = pool
         return self
 
+    def _lend_reserved(self) -> bool:
+        """Leave the buffers :meth:`_reserve` mapped in for the next fuser of the owner.
+
+        For a front end that knows the frames' shape and dtype before the first arrives
+        (``LiveFusion`` at the sequence's start): the fuser of its first group then takes
+        memory already mapped in instead of faulting in about 0.1 GB (at 2048 x 2048) while
+        the frames come. This fuser is released (it takes no frames). Returns whether the
+        buffers went to a pool (a fuser of :meth:`share_buffers` that reserved and took
+        no frame).
+        """
+        pool = self._pool
+        if pool is None or self._layout is None or self._n or self._released:
+            return False
+        pool.put(
+            self._layout,
+            (
+                tuple(self._acc),
+                tuple(self._wnorm),
+                tuple(self._gbuf),
+                tuple(self._rbuf),
+                self._plane,
+                self._lo,
+                self._hi,
+                self._scratch,
+            ),
+        )
+        self._released = True
+        self._acc, self._wnorm, self._gbuf, self._rbuf = [], [], [], []
+        self._plane = self._lo = self._hi = self._scratch = None
+        self._tracker = None
+        return True
+
     def _image(self, *, release: bool) -> np.ndarray:
         pool = self._pool
         if not (release and pool is not None and not self._released and self._acc):

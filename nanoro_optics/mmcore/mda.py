@@ -735,9 +735,12 @@ class LiveFusion:
         cache, a minute on a first run. Done at the first frame, that time is a backlog
         the acquisition waits for; started here, from the sequence's summary (the
         camera's dtype and plane shape), it overlaps the moves to the first position. A
-        tiny stack of that dtype is fused with the handler's options; when the summary
-        says nothing usable, nothing is done (the first frame loads them, as before). A
-        failure is only logged: the frames then meet the same error, recorded as usual.
+        tiny stack of that dtype is fused with the handler's options, and the first group's
+        buffers (about 0.1 GB at 2048 x 2048) are allocated and mapped in for it
+        (:meth:`StackFuser._lend_reserved`), which its first frame would otherwise pay
+        for; when the summary says nothing usable, nothing is done (the first frame loads
+        them, as before). A failure is only logged: the frames then meet the same error,
+        recorded as usual.
         """
         infos = meta.get("image_infos") if isinstance(meta, dict) else None
         info = infos[0] if isinstance(infos, (list, tuple)) and infos else None
@@ -766,6 +769,10 @@ class LiveFusion:
                     fuser.add(np.full(plane, k, dtype), z_um=float(k))
                 fuser.result(release=True)
                 self.warmed_up = dtype
+                # the first group's buffers, mapped in now rather than while frames come
+                spare = StackFuser(options, guide_channel=guide).share_buffers(self)
+                spare._reserve(shape, dtype)
+                spare._lend_reserved()
             except Exception as exc:  # the first frame will say it, where it is recorded
                 _log.debug("live fusion's kernel warm-up failed: %s", exc)
 
