@@ -1,4 +1,4 @@
-"""The package's one numba policy.
+"""The package's one numba policy, and its one policy for the threads that fuse.
 
 Kernel modules import :func:`njit` from here instead of from numba, so numba is imported
 only when a kernel module is first imported (never by ``import nanoro_optics``), and every
@@ -9,6 +9,8 @@ only lazily, from inside the public functions that need them.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -81,6 +83,46 @@ def fusion_threads(*, busy: int = 0, limit: int | None = None) -> int:
     if limit is not None:
         most = min(most, check_int(limit, "limit", 1))
     return max(1, most - busy)
+
+
+#: how many steps of niceness a front end's own fusing and finishing threads yield to the
+#: acquisition by default (``LiveFusion(fusion_nice=)``; Linux)
+DEFAULT_FUSION_NICE = 10
+
+
+def lower_this_thread(nice: int) -> bool:
+    """Lower the calling thread's scheduling priority by ``nice`` steps (Linux only).
+
+    A live front end fuses in threads of its own beside the acquisition's. On a machine
+    with as many busy threads as cores, a thread waking from a camera exposure waits for
+    a core while two fusion threads run; a few milliseconds a frame then add up to most
+    of the wall-time overhead. Lowered by ``nice`` (Linux's per-thread nice value), the
+    fusion threads still take every core the acquisition leaves idle, but the
+    acquisition's thread gets a core as soon as it wakes. The niceness is capped at 19;
+    other systems have no per-thread niceness in Python and are left as they are.
+
+    Parameters
+    ----------
+    nice : int
+        Steps to add to the thread's niceness, 0 to 19 (0: nothing is done).
+
+    Returns
+    -------
+    bool
+        Whether the thread's priority was changed.
+    """
+    from ._validation import check_int
+
+    nice = check_int(nice, "nice", 0, 19)
+    if nice == 0 or not sys.platform.startswith("linux"):
+        return False
+    tid = threading.get_native_id()  # Linux: a thread id names one thread
+    try:
+        now = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, now + nice))
+    except OSError:  # e.g. a sandbox that refuses it: run at the same priority
+        return False
+    return True
 
 
 @contextmanager

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -1189,3 +1192,59 @@ def test_the_warm_up_maps_in_the_first_groups_buffers() -> None:
         live.frameReady(np.full(SHAPE, z + 1, np.uint16), _event(p=0, c=0, z=z), {})
     live.sequenceFinished(seq)
     assert live.errors == []
+
+
+@pytest.mark.parametrize("nice", [0, 5])
+def test_the_handlers_own_threads_yield_to_the_acquisition(rig: Any, nice: int) -> None:
+    """The fusing and finishing threads run ``fusion_nice`` steps nicer than the thread
+    that started the run (Linux; elsewhere as they are)."""
+    core, _ = rig
+    base = os.getpriority(os.PRIO_PROCESS, 0) if sys.platform.startswith("linux") else 0
+    seen: dict[str, int] = {}
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def on_result(group: Any) -> None:
+        seen["finish"] = priority()
+
+    live = LiveFusion(on_result, fusion_nice=nice, levels=2)
+    real_fuse = live._fuse
+
+    def fuse(image: Any, event: Any, meta: Any) -> Any:
+        seen["fuse"] = priority()
+        return real_fuse(image, event, meta)
+
+    live._fuse = fuse  # type: ignore[method-assign]
+    live.run(core, _sequence(channels=["A"], stage_positions=[(None, None, 10.0)]), **RUN)
+    assert live.errors == []
+    if sys.platform.startswith("linux"):
+        want = min(19, base + nice)
+        assert seen == {"fuse": want, "finish": want}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the caller's
+
+
+def test_fusion_nice_is_checked_and_the_helper_lowers_only_its_thread() -> None:
+    from nanoro_optics._numba import lower_this_thread
+
+    with pytest.raises(ValueError, match=r"fusion_nice must be <= 19, got 20"):
+        LiveFusion(fusion_nice=20)
+    with pytest.raises(ValueError, match=r"fusion_nice must be >= 0, got -1"):
+        LiveFusion(fusion_nice=-1)
+    with pytest.raises(TypeError, match=r"fusion_nice must be an integer, got float"):
+        LiveFusion(fusion_nice=1.0)  # type: ignore[arg-type]
+    assert LiveFusion().fusion_nice == 10
+    got: list[tuple[bool, int]] = []
+
+    def work() -> None:
+        changed = lower_this_thread(3)
+        got.append((changed, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    if sys.platform.startswith("linux"):
+        assert got == [(True, min(19, before + 3))]
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before  # the process's own: unchanged
+    assert lower_this_thread(0) is False

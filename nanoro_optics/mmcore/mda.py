@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from .. import optics
-from .._numba import fusion_threads, max_threads
+from .._numba import DEFAULT_FUSION_NICE, fusion_threads, lower_this_thread, max_threads
 from .._numba import threads as numba_threads
 from .._validation import (
     check_bool,
@@ -305,6 +305,15 @@ class LiveFusion:
         timed), a :class:`LiveFusionBacklogWarning` states the arrival and fusion rates
         in frames/s and how far behind fusion is (:attr:`backlog_reports` keeps them).
         See Notes.
+    fusion_nice : int, keyword-only
+        Steps of niceness (Linux, 0 to 19, default 10) by which the handler's own fusing
+        and finishing threads yield to the acquisition
+        (:func:`nanoro_optics._numba.lower_this_thread`): they still use every core the
+        acquisition leaves idle, but a thread waking from an exposure takes a core first
+        instead of waiting behind them. 0 runs them at the acquisition's priority (on a
+        machine where other busy programs compete with the fusion, so that it keeps its
+        share). With ``core.mda.run(seq, output=live)`` the frames are fused in
+        pymmcore-plus' relay thread, which the handler leaves as it is.
     options : FusionOptions, keyword-only, optional
         The fusion's settings (:class:`~nanoro_optics.fusion.FusionOptions`), checked here;
         z positions come from the events and the guide from ``guide_channel``, so its
@@ -400,6 +409,7 @@ class LiveFusion:
         threads: int | None = None,
         finish_in_background: bool = False,
         max_backlog_frames: int = DEFAULT_MAX_BACKLOG_FRAMES,
+        fusion_nice: int = DEFAULT_FUSION_NICE,
         options: FusionOptions | None = None,
         **fusion_options: Any,
     ) -> None:
@@ -436,6 +446,7 @@ class LiveFusion:
         self.max_backlog_frames = check_int(
             max_backlog_frames, "max_backlog_frames", 1, MAX_BACKLOG_FRAMES_LIMIT
         )
+        self.fusion_nice = check_int(fusion_nice, "fusion_nice", 0, 19)
         self._finisher: threading.Thread | None = None
         self._relay: _BoundedRelay | None = None  # while attached
         #: the dtype the kernels were last warmed up for at a sequence's start (None: not yet)
@@ -975,6 +986,7 @@ class LiveFusion:
         self.wait()
 
     def _finish_loop(self, jobs: queue.SimpleQueue[Any]) -> None:
+        lower_this_thread(self.fusion_nice)  # the acquisition first
         while True:
             job = jobs.get()
             if job is None:
@@ -1191,6 +1203,7 @@ class _BoundedRelay:
 
     def _fuse_loop(self) -> None:
         live = self.live
+        lower_this_thread(live.fusion_nice)  # the acquisition first
         while True:
             with self.cond:
                 while not self.buf:
