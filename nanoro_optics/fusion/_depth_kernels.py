@@ -20,6 +20,24 @@ from ._codes import CODE_UNKNOWN
 from ._kernel_common import _encode_row, _log_code, _refl, kernel
 
 
+@kernel(inline=True)
+def _track_step(a, b, i, p, bf, af, m, kk, km1, unknown):
+    """One pixel of the tracker: the new ``(best, idx, before, after, amin)``.
+
+    Selects instead of branches, so that the loops calling it vectorise: a new best
+    ``a > b`` takes frame ``kk`` and the previous frame's activity ``p`` as its "before";
+    else frame ``kk`` is the "after" of a best at ``km1``.
+    """
+    gt = a > b
+    return (
+        a if gt else b,
+        kk if gt else i,
+        p if gt else bf,
+        unknown if gt else (a if i == km1 else af),
+        a if a < m else m,
+    )
+
+
 @kernel()
 def _track_row(act_row, r, k, prev, best, idx, before, after, amin, unknown):
     """Fold row ``r`` of frame ``k``'s activity into the depth tracker's maps.
@@ -47,18 +65,19 @@ def _track_row(act_row, r, k, prev, best, idx, before, after, amin, unknown):
     kk = idx.dtype.type(k)
     for j in range(w):
         a = np.float32(act_row[j])
-        b = np.float32(best[r, j])
-        i = idx[r, j]
-        p = np.float32(prev[r, j])
-        bf = np.float32(before[r, j])
-        af = np.float32(after[r, j])
-        m = np.float32(amin[r, j])
-        gt = a > b
-        best[r, j] = a if gt else b
-        idx[r, j] = kk if gt else i
-        before[r, j] = p if gt else bf
-        after[r, j] = unknown if gt else (a if i == km1 else af)
-        amin[r, j] = a if a < m else m
+        b, i, bf, af, m = _track_step(
+            a,
+            np.float32(best[r, j]),
+            idx[r, j],
+            np.float32(prev[r, j]),
+            np.float32(before[r, j]),
+            np.float32(after[r, j]),
+            np.float32(amin[r, j]),
+            kk,
+            km1,
+            unknown,
+        )
+        best[r, j], idx[r, j], before[r, j], after[r, j], amin[r, j] = b, i, bf, af, m
         prev[r, j] = a
 
 
@@ -71,33 +90,19 @@ def _track_row_codes(keys, r, k, prev, best, idx, before, after, amin):
     back. The same maps as :func:`_track_row` with ``unknown`` :data:`CODE_UNKNOWN`.
     """
     w = keys.shape[0]
-    unknown = np.uint16(CODE_UNKNOWN)
-    if k == 0:
-        for j in range(w):
-            a = np.uint16(keys[j])
-            best[r, j] = a
-            idx[r, j] = 0
-            before[r, j] = unknown
-            after[r, j] = unknown
-            amin[r, j] = a
-            prev[r, j] = a
+    if k == 0:  # the maps set to the first frame (codes are stored exactly from float32)
+        _track_row(keys, r, k, prev, best, idx, before, after, amin, np.float32(CODE_UNKNOWN))
         return
+    unknown = np.uint16(CODE_UNKNOWN)
     km1 = idx.dtype.type(k - 1)
     kk = idx.dtype.type(k)
     for j in range(w):
         a = np.uint16(keys[j])
-        b = best[r, j]
-        i = idx[r, j]
         p = prev[r, j]
-        bf = before[r, j]
-        af = after[r, j]
-        m = amin[r, j]
-        gt = a > b
-        best[r, j] = a if gt else b
-        idx[r, j] = kk if gt else i
-        before[r, j] = p if gt else bf
-        after[r, j] = unknown if gt else (a if i == km1 else af)
-        amin[r, j] = a if a < m else m
+        b, i, bf, af, m = _track_step(
+            a, best[r, j], idx[r, j], p, before[r, j], after[r, j], amin[r, j], kk, km1, unknown
+        )
+        best[r, j], idx[r, j], before[r, j], after[r, j], amin[r, j] = b, i, bf, af, m
         prev[r, j] = a
 
 

@@ -457,6 +457,19 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
         self._pool = pool
         return self
 
+    def _pooled(self) -> tuple[Any, ...]:
+        """Return the buffers a released fuser leaves in its owner's pool (share_buffers)."""
+        return (
+            tuple(self._acc),
+            tuple(self._wnorm),
+            tuple(self._gbuf),
+            tuple(self._rbuf),
+            self._plane,
+            self._lo,
+            self._hi,
+            self._scratch,
+        )
+
     def _lend_reserved(self) -> bool:
         """Leave the buffers :meth:`_reserve` mapped in for the next fuser of the owner.
 
@@ -470,19 +483,7 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
         pool = self._pool
         if pool is None or self._layout is None or self._n or self._released:
             return False
-        pool.put(
-            self._layout,
-            (
-                tuple(self._acc),
-                tuple(self._wnorm),
-                tuple(self._gbuf),
-                tuple(self._rbuf),
-                self._plane,
-                self._lo,
-                self._hi,
-                self._scratch,
-            ),
-        )
+        pool.put(self._layout, self._pooled())
         self._released = True
         self._acc, self._wnorm, self._gbuf, self._rbuf = [], [], [], []
         self._plane = self._lo = self._hi = self._scratch = None
@@ -493,16 +494,7 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
         pool = self._pool
         if not (release and pool is not None and not self._released and self._acc):
             return super()._image(release=release)
-        kept = (
-            tuple(self._acc),
-            tuple(self._wnorm),
-            tuple(self._gbuf),
-            tuple(self._rbuf),
-            self._plane,
-            self._lo,
-            self._hi,
-            self._scratch,
-        )
+        kept = self._pooled()
         image = super()._image(release=True)  # (builds the image in new arrays)
         if self._layout is not None and kept[4] is not None and len(kept[1]) == len(kept[0]):
             pool.put(self._layout, kept)
