@@ -323,3 +323,58 @@ def smooth_sums(conf, frac, wts, tmp, wsum, fsum, qsum):
                     acc[j] += (lo[j] + hi[j]) * wk
             for j in range(w):
                 out[r, j] = acc[j]
+
+
+@kernel()
+def block_mean(a, out):
+    """Means over 2 x 2 blocks of ``a`` into ``out`` (an odd last row or column alone).
+
+    A block's samples are added in float32 in the order (0, 0), (0, 1), (1, 0), (1, 1),
+    then divided by their count.
+    """
+    h, w = a.shape
+    h2, w2 = out.shape
+    one = np.float32(1.0)
+    for i in range(h2):
+        for j in range(w2):
+            s = np.float32(0.0)
+            n = np.float32(0.0)
+            for dy in range(2):
+                y = 2 * i + dy
+                if y < h:
+                    for dx in range(2):
+                        x = 2 * j + dx
+                        if x < w:
+                            s += a[y, x]
+                            n += one
+            out[i, j] = s / n
+
+
+@kernel()
+def pull_level(est, w, f, final, out, tmp):
+    """Run one "pull" step of ``depth.fill_depth`` (the coarser estimate upsampled by 2).
+
+    ``out = f / w`` where ``w > 0`` (``f`` itself when ``final``), else ``est``
+    bilinearly upsampled by 2. ``out``, ``w`` and ``f`` are ``(H, W)``; ``est`` is the
+    level above, ``tmp`` float32 scratch ``(H, est.shape[1])``. Along each axis a fine
+    sample ``2i`` is ``0.75 x[i] + 0.25 x[i - 1]`` and ``2i + 1`` is
+    ``0.75 x[i] + 0.25 x[i + 1]`` (edge samples repeated); rows first, then columns.
+    """
+    hc, wc = est.shape
+    h, wd = out.shape
+    c3 = np.float32(0.75)
+    c1 = np.float32(0.25)
+    for r in range(h):
+        i = r // 2
+        nb = i - 1 if r % 2 == 0 else i + 1
+        nb = min(max(nb, 0), hc - 1)
+        for j in range(wc):
+            tmp[r, j] = c3 * est[i, j] + c1 * est[nb, j]
+    for r in range(h):
+        for c in range(wd):
+            i = c // 2
+            nb = i - 1 if c % 2 == 0 else i + 1
+            nb = min(max(nb, 0), wc - 1)
+            up = c3 * tmp[r, i] + c1 * tmp[r, nb]
+            own = f[r, c] if final else f[r, c] / w[r, c]
+            out[r, c] = own if w[r, c] > 0 else up

@@ -170,21 +170,29 @@ def fill_depth(depth: np.ndarray, weight: np.ndarray) -> np.ndarray:
     if bad.any():
         pos = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"depth must be finite where weight > 0, got {depth[pos]!r} at {pos}")
+    from . import _depth_kernels
+
     w0 = np.where(weight > 0, weight, 0).astype(np.float32)
     d0 = np.where(w0 > 0, depth, 0).astype(np.float32)
     ws, fs = [w0], [w0 * d0]
     while ws[-1].shape[0] > 1 or ws[-1].shape[1] > 1:
-        ws.append(_block_mean(ws[-1]))
-        fs.append(_block_mean(fs[-1]))
+        h, w = ws[-1].shape
+        half = (-(-h // 2), -(-w // 2))
+        for maps in (ws, fs):
+            maps.append(np.empty(half, np.float32))
+            _depth_kernels.block_mean(maps[-2], maps[-1])
     with np.errstate(invalid="ignore", divide="ignore"):
         est = np.where(ws[-1] > 0, fs[-1] / ws[-1], np.float32(np.nan))
-        ws.pop()
-        fs.pop()
-        while ws:  # from the coarsest level down, each freed once used
-            w, f = ws.pop(), fs.pop()
-            up = _upsample2(est, w.shape)
-            est = np.where(w0 > 0, d0, up) if not ws else np.where(w > 0, f / w, up)
-    return est.astype(np.float32, copy=False)
+    ws.pop()
+    fs.pop()
+    while ws:  # from the coarsest level down, each freed once used
+        w, f = ws.pop(), fs.pop()
+        out = np.empty(w.shape, np.float32)
+        tmp = np.empty((w.shape[0], est.shape[1]), np.float32)
+        final = not ws  # the finest level keeps its own depths as given
+        _depth_kernels.pull_level(est, w, d0 if final else f, final, out, tmp)
+        est = out
+    return est
 
 
 def _gaussian_half_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:
@@ -198,34 +206,6 @@ def _gaussian_half_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:
     phi = np.exp(-0.5 / (sigma * sigma) * x**2)
     phi = phi / phi.sum()
     return np.ascontiguousarray(phi[radius:])
-
-
-def _block_mean(a: np.ndarray) -> np.ndarray:
-    """Means over 2 x 2 blocks (an odd last row or column stands alone)."""
-    h, w = a.shape
-    h2, w2 = -(-h // 2), -(-w // 2)
-    out = np.zeros((h2, w2), np.float32)
-    cnt = np.zeros((h2, w2), np.float32)
-    for dy in (0, 1):
-        for dx in (0, 1):
-            part = a[dy::2, dx::2]
-            out[: part.shape[0], : part.shape[1]] += part
-            cnt[: part.shape[0], : part.shape[1]] += 1
-    return out / cnt
-
-
-def _upsample2(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Bilinear upsampling by 2 onto ``shape``: block ``i`` covers fine samples 2i, 2i + 1."""
-
-    def along0(x: np.ndarray, n: int) -> np.ndarray:
-        prev = np.concatenate([x[:1], x[:-1]])  # edge values repeated
-        nxt = np.concatenate([x[1:], x[-1:]])
-        out = np.empty((2 * x.shape[0], *x.shape[1:]), np.float32)
-        out[0::2] = 0.75 * x + 0.25 * prev
-        out[1::2] = 0.75 * x + 0.25 * nxt
-        return out[:n]
-
-    return along0(along0(a, shape[0]).T, shape[1]).T
 
 
 class DepthTracker:
