@@ -870,27 +870,22 @@ SUM_CODE_RTOL = 2.0**-10
 @settings(max_examples=50, deadline=None)
 @given(x=st.lists(st.floats(1.0, 2.0**120, allow_nan=False), min_size=1, max_size=40))
 def test_sum_codes_round_to_the_nearest_step_and_keep_the_order(x):
-    from nanoro_optics.fusion import _kernel_common
     from nanoro_optics.fusion._codes import CODE_MAX, CODE_ONE, SUM_CODE_SHIFT
 
     sums = np.sort(np.asarray(x, np.float32))
-    codes = np.array([_kernel_common._sum_code_of_bits(np.uint32(u)) for u in sums.view(np.uint32)])
+    # the kernels' register forms (_code_of_sum, _sum_of_code), infinity last
+    codes, back_reg = _sum_code_registers(np.append(sums, np.float32(np.inf)))
+    assert codes[-1] == CODE_MAX  # saturates
+    codes, back_reg = codes[:-1], back_reg[:-1]
     assert codes.max() <= CODE_MAX and (np.diff(codes.astype(np.int64)) >= 0).all()
     back = ((codes.astype(np.uint32) << SUM_CODE_SHIFT) + np.uint32(CODE_ONE)).view(np.float32)
     np.testing.assert_allclose(back, sums, rtol=SUM_CODE_RTOL * (1 + 1e-6))
+    np.testing.assert_array_equal(back_reg, back)  # decoded as the bit formula says
     # independent of the bit trick: the nearest of the 512 steps of each octave
     octave = np.floor(np.log2(sums.astype(np.float64)))
     steps = np.floor((sums / 2.0**octave - 1.0) * 512.0 + 0.5)  # halves up, as the bits
     want = octave * 512.0 + steps
     np.testing.assert_array_equal(codes, want.astype(np.int64))
-    inf = np.array([np.inf], np.float32).view(np.uint32)[0]
-    assert _kernel_common._sum_code_of_bits(np.uint32(inf)) == CODE_MAX  # saturates
-    # the kernels' register forms give the same codes, and decode them to the same sums
-    both = np.append(sums, np.float32(np.inf))
-    reg_codes, reg_back = _sum_code_registers(both)
-    np.testing.assert_array_equal(reg_codes[:-1], codes)
-    assert reg_codes[-1] == CODE_MAX
-    np.testing.assert_array_equal(reg_back[:-1], back)
 
 
 def _sum_code_registers(sums):

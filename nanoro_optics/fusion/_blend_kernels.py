@@ -30,7 +30,7 @@ from numba import prange
 from ._codes import CODE_ONE, CODE_UNKNOWN
 from ._depth_kernels import _track_row, _track_row_codes
 from ._kernel_common import (
-    _code_of_bits,
+    _code_of_ratio,
     _code_of_sum,
     _encode_row,
     _range_row,
@@ -513,7 +513,7 @@ def _blend_row(
                 scb[j] = _pw(a / norm, power)  # the new coefficient's share of the mean
         if coded:  # the new norms back as codes (the weights above used them exact)
             for j in range(w):
-                wnorm[r, j] = _code_of_bits(ubuf[j])
+                wnorm[r, j] = _code_of_ratio(fbuf[j])
         else:
             for j in range(w):
                 wnorm[r, j] = mrow[j]
@@ -577,7 +577,7 @@ def fuse_level(
         neither overflows nor underflows for any ``power``. The default soft rule on
         integer frames (``coded``, ``power`` 4) keeps the sum itself,
         ``sum (a_k / eps) ** 4``, as codes of 7 exponent and 9 mantissa bits
-        (:func:`._kernel_common._sum_code_of_bits`, the norm's precision): the share is then
+        (:func:`._kernel_common._code_typer`, the norm's precision): the share is then
         one division, with no roots (:func:`_soft4_sum`).
     reduced_out : (ceil(H/2), ceil(W/2)) float32
         Receives this level's activity filtered by ``[1, 2, 1] / 4`` along each axis and

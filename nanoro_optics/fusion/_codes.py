@@ -15,7 +15,7 @@ CODE_ONE = 0x3F800000
 #: the largest code of a value; :data:`CODE_UNKNOWN` marks a value not (yet) known
 CODE_MAX = 65534
 CODE_UNKNOWN = 65535
-#: bits a soft-rule sum code (:func:`~nanoro_optics.fusion._kernel_common._sum_code_of_bits`)
+#: bits a soft-rule sum code (:func:`~nanoro_optics.fusion._kernel_common._code_typer`)
 #: is shifted by: 7 bits of exponent and 9 of mantissa, for sums of fourth powers of activity
 #: ratios in ``[1, 2**128)``, relative step ``2**-9`` (a fourth root's ``2**-11``)
 SUM_CODE_SHIFT = 14

@@ -116,16 +116,14 @@ def depth_update(act, k, prev, best, idx, before, after, amin, coded, inv_floor)
     activity seen. With ``coded`` the maps hold 16-bit codes of ``act * inv_floor``.
     """
     w = act.shape[1]
-    unknown = np.float32(CODE_UNKNOWN) if coded else np.float32(np.nan)
+    unknown = np.float32(np.nan)  # (the codes' tracker marks its own)
     for r in prange(act.shape[0]):
-        row = act[r]
         if coded:
             row = np.empty(w, np.float32)
             _encode_row(act[r], inv_floor, row)
-        if coded:
             _track_row_codes(row, np.int64(r), k, prev, best, idx, before, after, amin)
         else:
-            _track_row(row, np.int64(r), k, prev, best, idx, before, after, amin, unknown)
+            _track_row(act[r], np.int64(r), k, prev, best, idx, before, after, amin, unknown)
 
 
 # ---------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def _refl(i, n):
 
 
 def _sum_of_code_typer(typingctx: Any, code: Any) -> Any:
-    """Return the sum a soft-rule sum code stands for (float32; see :func:`_sum_code_of_bits`).
+    """Return the sum a soft-rule sum code stands for (float32; see :func:`_code_typer`).
 
     In 32-bit integer lanes: the code widened, shifted into the exponent and mantissa,
     offset by the bits of 1 and read as a float32, all in registers (numba's own uint32
@@ -82,9 +82,11 @@ def _code_typer(shift: int, name: str) -> Any:
     """Return the typer of an intrinsic: the uint16 code of a float32 ratio >= 1.
 
     ``(bits(ratio) - bits(1) + 2**(shift - 1)) >> shift``, at most :data:`CODE_MAX`, in
-    32-bit integer lanes: :func:`_code_of_bits` for ``shift`` 12 (activities),
-    :func:`_sum_code_of_bits` for :data:`SUM_CODE_SHIFT` (sums of fourth powers). Infinity
-    takes the largest code; ratios below 1 are the caller's to avoid.
+    32-bit integer lanes (round to the nearest step): shift 12 for activity ratios (5 bits
+    of exponent, 11 of mantissa), :data:`SUM_CODE_SHIFT` for the soft rule's sums of fourth
+    powers ``sum (a_k / floor) ** 4`` (7 and 9: the relative precision the activity codes
+    give their fourth root). Infinity takes the largest code; ratios below 1 are the
+    caller's to avoid.
     """
 
     def typer(typingctx: Any, ratio: Any) -> Any:
@@ -120,27 +122,6 @@ _code_of_ratio: Any = intrinsic(_code_typer(12, "_code_of_ratio"))
 # allocating a fuser's maps does not import numba)
 
 
-@kernel(inline=True)
-def _code_of_bits(u):
-    """Code of an activity ratio >= 1 from its float32 bits ``u`` (round to nearest step)."""
-    code = (u - np.uint32(CODE_ONE) + np.uint32(0x800)) >> np.uint32(12)
-    return min(code, np.uint32(CODE_MAX))
-
-
-@kernel(inline=True)
-def _sum_code_of_bits(u):
-    """Code of a sum of fourth powers of activity ratios >= 1 from its float32 bits ``u``.
-
-    The soft rule's ``power`` 4 keeps ``sum (a_k / floor) ** 4`` per pixel: 7 bits of
-    exponent and 9 of mantissa (round to nearest), the same relative precision as the
-    activity codes give its fourth root; sums of ``2**128`` and more (infinity) take the
-    largest code.
-    """
-    half = np.uint32(1) << np.uint32(SUM_CODE_SHIFT - 1)
-    code = (u - np.uint32(CODE_ONE) + half) >> np.uint32(SUM_CODE_SHIFT)
-    return min(code, np.uint32(CODE_MAX))
-
-
 @kernel()
 def _encode_row(a, inv_floor, keys):
     """Codes of the activities ``a`` (floor ``1 / inv_floor``), as float32 into ``keys``.
@@ -149,7 +130,7 @@ def _encode_row(a, inv_floor, keys):
     (they include the floor).
     """
     one = np.float32(1.0)
-    for j in range(a.shape[0]):  # _code_of_bits in 32-bit lanes
+    for j in range(a.shape[0]):
         keys[j] = np.float32(_code_of_ratio(max(a[j] * inv_floor, one)))
 
 
