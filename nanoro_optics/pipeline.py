@@ -493,11 +493,9 @@ def _fuse(
         fuser._set_range(*_files_range(files, 2))  # freed once the image is built
     result = None
     if track:
-        result = fuser.result(release=True)
-        if options.halo != "off":  # reads the frames it needs near occluding edges again
-            from .fusion.halo import finish_halo
-
-            result = finish_halo(fuser, result, _FramesAgain(files))
+        # the halo correction reads the frames it needs near occluding edges again
+        again = _FramesAgain(files) if options.halo != "off" else None
+        result = fuser.result(release=True, frames=again)
         image = result.image
     else:
         image = fuser.image(release=True)

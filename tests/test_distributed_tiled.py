@@ -177,6 +177,8 @@ def test_bad_input(tmp_path: Path) -> None:
     s = synthetic_stack((40, 40), 2, seed=1)
     with pytest.raises(ValueError, match="cannot align"):
         fuse_tiled(s.frames, align=True)
+    with pytest.raises(ValueError, match="fuse_tiled cannot apply halo='auto'"):
+        fuse_tiled(s.frames, halo="auto")
     with pytest.raises(ValueError, match="tile_px must be >= 16"):
         fuse_tiled(s.frames, tile_px=8)
     with pytest.raises(ValueError, match="z_um has 3 positions but the stack has 2 frames"):

@@ -160,6 +160,38 @@ def test_what_cannot_be_corrected_says_why(occlusion) -> None:  # type: ignore[n
     assert np.array_equal(once.image, off.image)
 
 
+def test_a_streaming_fuser_corrects_when_given_the_frames_again(occlusion) -> None:  # type: ignore[no-untyped-def]
+    from nanoro_optics.fusion import StackFuser
+
+    scene, off, auto = occlusion
+    frames = scene.frames
+
+    def fused() -> StackFuser:
+        fuser = StackFuser(halo="auto")
+        for frame in frames:
+            fuser.add(frame)
+        return fuser
+
+    # the frames again as an array, a list or a callable: the same correction as fuse_stack
+    for again in (frames, list(frames), lambda k: frames[k]):
+        res = fused().result(frames=again)
+        assert res.halo.note == "" and np.array_equal(res.image, auto.image)
+        assert np.array_equal(res.halo.corrected, auto.halo.corrected)
+    assert np.array_equal(fuse_stack(list(frames), halo="auto").image, auto.image)
+    # without them: the pyramid fusion, and the report says why (never silently)
+    bare = fused().result()
+    assert "result() without frames=" in bare.halo.note and not bare.halo.corrected.any()
+    assert np.array_equal(bare.image, off.image)
+    with pytest.raises(ValueError, match=r"frames has 7 frames but 8 were fused"):
+        fused().result(frames=frames[:7])
+    # halo="off" reads nothing: the frames given are not even looked at
+    plain = StackFuser()
+    for frame in frames:
+        plain.add(frame)
+    res = plain.result(frames=frames[:2])
+    assert res.halo is None and np.array_equal(res.image, off.image)
+
+
 def test_aligned_frames_are_corrected_on_the_result_grid(occlusion) -> None:  # type: ignore[no-untyped-def]
     scene, off, _ = occlusion
     aligned = fuse_stack(scene.frames, halo="auto", align=True)

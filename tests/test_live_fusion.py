@@ -814,6 +814,11 @@ def test_live_fusion_takes_one_options_object() -> None:
     assert moved.index_mismatch == water and moved.options.index_mismatch is None
     with pytest.raises(ValueError, match="give index_mismatch once"):
         LiveFusion(options=FusionOptions(index_mismatch=water), index_mismatch=water)
+    # the halo correction reads the frames again: LiveFusion keeps none, and refuses it
+    with pytest.raises(ValueError, match="halo='auto' reads the frames again"):
+        LiveFusion(options=FusionOptions(halo="auto"))
+    with pytest.raises(ValueError, match="halo='auto' reads the frames again"):
+        LiveFusion(halo="auto")
 
 
 # ------------------------------------------------------------------ backlog: bound and warning

@@ -446,8 +446,8 @@ def fuse_tiled(
         Called as ``progress(tiles_done, n_tiles)``.
     sharpness, window_px, ..., index_mismatch, halo : keyword-only
         Override the field of ``options`` of the same name (see above). The halo
-        correction (``halo``, :mod:`nanoro_optics.fusion.halo`) is not applied to tiled
-        fusion: each tile is fused by a streaming fuser.
+        correction (``halo``, :mod:`nanoro_optics.fusion.halo`) cannot be applied to tiled
+        fusion (each tile is fused by a streaming fuser): ``halo="auto"`` is refused.
 
     Returns
     -------
@@ -490,6 +490,11 @@ def fuse_tiled(
         raise ValueError(
             "fuse_tiled cannot align frames (alignment is estimated from whole frames); "
             "align the stack first"
+        )
+    if opts.halo != "off":
+        raise ValueError(
+            f"fuse_tiled cannot apply halo={opts.halo!r}: each tile is fused by a streaming "
+            "fuser; give halo='off', or fuse the stack with fuse_stack or `nanoro-optics fuse`"
         )
     if opts.index_mismatch is not None:
         raise ValueError(

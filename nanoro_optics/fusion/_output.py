@@ -100,7 +100,7 @@ class _FusedOutput(_FrameIntake):
             return np.asarray(self._z_frames)
         return None
 
-    def result(self, *, release: bool = False) -> FusionResult:
+    def result(self, *, release: bool = False, frames: Any = None) -> FusionResult:
         """Return the fused image and depth map of the frames added so far.
 
         Parameters
@@ -109,6 +109,13 @@ class _FusedOutput(_FrameIntake):
             Free the fuser's working memory while the result is built (the peak memory is
             then that of the frames' loop, not more); the fuser takes no frame afterwards.
             By default more frames may be added and ``result`` called again.
+        frames : array, sequence or callable, optional
+            With ``halo="auto"``: the frames as they were added (an ``(N, H, W[, C])`` array,
+            a sequence, or ``frames(k)`` returning frame ``k``), read again near occluding
+            edges by the halo correction (:mod:`.halo`; aligned frames are warped again as
+            the fuser warped them). A streaming fuser keeps no frame, so without them the
+            correction does not run and ``result.halo.note`` says so. Ignored with
+            ``halo="off"``.
 
         Raises
         ------
@@ -124,7 +131,15 @@ class _FusedOutput(_FrameIntake):
                 "this StackFuser was made with depth=False and keeps no depth map; "
                 "call image() for the fused image"
             )
-        return self._result(release=release)
+        result = self._result(release=release)
+        if self.options.halo == "off":
+            return result
+        from .halo import finish_halo
+
+        why = ""
+        if frames is None:
+            why = "no frames to read again (one-shot frames, or result() without frames=)"
+        return finish_halo(self, result, frames, note=why)
 
     def image(self, *, release: bool = False) -> np.ndarray:
         """Return the fused image alone, without the depth map :meth:`result` also builds.

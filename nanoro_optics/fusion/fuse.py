@@ -86,7 +86,8 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
     FusionResult
         ``image`` in the frames' dtype, ``depth``, ``confidence``, ``n_frames``; with
         ``halo="auto"`` the halo correction applied (an array of frames is read again near
-        occluding edges; a one-shot iterable is not, and ``result.halo.note`` says so).
+        occluding edges, as is a list; a one-shot iterable is not, and ``result.halo.note`` says
+        so).
 
     Raises
     ------
@@ -155,11 +156,9 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
             progress(fuser.n_frames, total)
     if fuser.n_frames == 0:
         raise ValueError("frames is empty: a focus stack needs at least one frame")
-    res = fuser.result(release=True)
-    if opts.halo != "off":  # the frames again: only an array can be read twice
-        from .halo import finish_halo
-
-        res = finish_halo(fuser, res, frames if isinstance(frames, np.ndarray) else None)
+    # the halo correction reads the frames again: an array or a list can be, an iterator not
+    again = frames if isinstance(frames, (np.ndarray, list, tuple)) else None
+    res = fuser.result(release=True, frames=again)
     bbox = fuser.valid_bbox
     if opts.crop and bbox is not None:
         res = res.cropped(bbox)

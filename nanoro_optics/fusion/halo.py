@@ -409,7 +409,7 @@ def apply_halo(
     depth = depth_in_frames(result, options)
     why = note
     if frames is None and not why:
-        why = "the frames cannot be read again (a one-shot iterable)"
+        why = "no frames to read again"
     if depth is None:
         why = "the depth map is corrected for an index mismatch (not in frames)"
     if why or frames is None or depth is None:
@@ -426,7 +426,9 @@ def apply_halo(
     return dataclasses.replace(result, image=image, halo=report)
 
 
-def finish_halo(fuser: Any, result: FusionResult, frames: FrameSource | None) -> FusionResult:
+def finish_halo(
+    fuser: Any, result: FusionResult, frames: FrameSource | None, *, note: str = ""
+) -> FusionResult:
     """Apply the halo step to the result of a finished :class:`~nanoro_optics.fusion.StackFuser`.
 
     The one place where :func:`~nanoro_optics.fusion.fuse_stack` (frames in memory) and the
@@ -442,15 +444,27 @@ def finish_halo(fuser: Any, result: FusionResult, frames: FrameSource | None) ->
         Its result (uncropped).
     frames : array, sequence or callable, or None
         The frames as recorded; None when they cannot be read again.
+    note : str, optional
+        Why ``frames`` is None (the report's note; :func:`apply_halo`).
 
     Returns
     -------
     FusionResult
         ``result`` itself with ``halo="off"``.
+
+    Raises
+    ------
+    ValueError
+        ``frames`` of another length than the frames fused.
     """
     options = fuser.options
     if options.halo == "off":
         return result
+    if frames is not None and not callable(frames) and len(frames) != result.n_frames:
+        raise ValueError(
+            f"frames has {len(frames)} frames but {result.n_frames} were fused: the halo "
+            "correction reads the same frames again"
+        )
     if frames is not None and fuser._aligner is not None:
         frames = aligned_frames(frames, fuser._aligner)
     dtype = np.dtype(result.image.dtype)
@@ -460,6 +474,7 @@ def finish_halo(fuser: Any, result: FusionResult, frames: FrameSource | None) ->
         options,
         noise_dn=fuser.noise_dn,
         white_level=None if dtype.kind == "f" else fuser._white,
+        note=note,
     )
 
 

@@ -130,10 +130,10 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
         does). z positions may also be given to each :meth:`add`. ``reference="middle"``
         needs ``align_reference`` (a streaming fuser sees each frame once); ``crop`` is
         applied by :func:`fuse_stack` and :mod:`nanoro_optics.pipeline` (the fuser's
-        result keeps the full grid, :attr:`valid_bbox` says what to crop). ``halo`` is
-        applied by :func:`fuse_stack` (arrays) and :mod:`nanoro_optics.pipeline` (files),
-        which can read the frames again (:mod:`.halo`); a streaming fuser sees each frame
-        once and leaves the pyramid fusion as it is.
+        result keeps the full grid, :attr:`valid_bbox` says what to crop). ``halo="auto"``
+        reads the frames again near occluding edges (:mod:`.halo`): give them to
+        :meth:`result` (``frames=``), as :func:`fuse_stack` and
+        :mod:`nanoro_optics.pipeline` do; without them the result says it was not applied.
     depth : bool, optional
         Track the frame of best focus for the depth map (default). With ``False`` the fuser
         keeps no depth tracker (at 12 MP about 63 MB less and a little less work per frame)

@@ -470,6 +470,12 @@ class LiveFusion:
                 f"options.{', options.'.join(set_here)} must be None for LiveFusion: it takes z "
                 "positions from the events and the guide as guide_channel="
             )
+        if opts.halo != "off":
+            raise ValueError(
+                f"halo={opts.halo!r} reads the frames again near occluding edges, and LiveFusion "
+                "fuses each frame as it arrives and keeps none: give halo='off' here, and fuse a "
+                "saved stack with fuse_stack or `nanoro-optics fuse --halo auto`"
+            )
         if opts.index_mismatch is not None:  # applied here, to the group's z positions
             if index_mismatch is not None:
                 raise ValueError("give index_mismatch once: as an argument or in options")
