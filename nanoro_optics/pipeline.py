@@ -67,6 +67,11 @@ class FusionOutputs:
         Fused image: ``.tif``/``.tiff`` (any dtype), ``.png`` (8/16-bit), ``.jpg`` (8-bit).
     depth, confidence : pathlib.Path or None
         float32 TIFFs of the depth map and its confidence.
+    halo_map : pathlib.Path or None
+        uint8 TIFF of where the halo correction acted (255) and where the image is the
+        pyramid fusion's (0): the only pixels that may lie outside the frames' range. Needs
+        ``FusionOptions.halo="auto"``; all 0 when the correction found nothing to correct
+        or could not run (:attr:`FusedFiles.halo` says why).
     pixel_size_um : float or None
         The frames' pixel size in the specimen (um), when known: every output records it
         (its record's ``pixel_size_um`` and the format's own resolution tags), so that a
@@ -77,13 +82,14 @@ class FusionOutputs:
     depth: Path | None = None
     confidence: Path | None = None
     pixel_size_um: float | None = None
+    halo_map: Path | None = None
 
     def __post_init__(self) -> None:
         if self.pixel_size_um is not None:
             object.__setattr__(
                 self, "pixel_size_um", check_positive(self.pixel_size_um, "pixel_size_um")
             )
-        for name in ("image", "depth", "confidence"):
+        for name in ("image", "depth", "confidence", "halo_map"):
             value = getattr(self, name)
             if value is None and name != "image":
                 continue
@@ -93,7 +99,12 @@ class FusionOutputs:
 
     def named(self) -> list[tuple[str, Path]]:
         """``(name, path)`` of every output given, the image first."""
-        pairs = (("image", self.image), ("depth", self.depth), ("confidence", self.confidence))
+        pairs = (
+            ("image", self.image),
+            ("depth", self.depth),
+            ("confidence", self.confidence),
+            ("halo", self.halo_map),
+        )
         return [(n, p) for n, p in pairs if p is not None]
 
 
@@ -164,9 +175,8 @@ def _earlier_output(path: Path) -> str | None:
     if record is None:
         return None
     kind = record.get("kind")
-    return {"fused": "fused image", "depth": "depth map", "confidence": "confidence map"}.get(
-        str(kind), "output"
-    )
+    names = {"fused": "fused image", "depth": "depth map", "confidence": "confidence map"}
+    return {**names, "halo": "halo map"}.get(str(kind), "output")
 
 
 def stack_files(
@@ -549,6 +559,7 @@ OUTPUT_LABELS = {
     "image": "image output",
     "depth": "depth output",
     "confidence": "confidence output",
+    "halo": "halo map output",
 }
 
 
@@ -587,7 +598,8 @@ def check_outputs(
     named = [(names[n], p) for n, p in outputs.named()]
     for (kind, _), (label, path) in zip(outputs.named()[1:], named[1:], strict=True):
         if path.suffix.lower() not in (".tif", ".tiff"):
-            raise ValueError(f"{label} {path}: the {kind} map is a float32 TIFF, use .tif")
+            what = "a uint8 TIFF" if kind == "halo" else "a float32 TIFF"
+            raise ValueError(f"{label} {path}: the {kind} map is {what}, use .tif")
     for label, path in named:
         if path.is_dir():
             raise ValueError(f"{label} {path} is a folder; give a file name")
@@ -618,6 +630,7 @@ def write_outputs(
     *,
     depth: np.ndarray | None = None,
     confidence: np.ndarray | None = None,
+    halo_map: np.ndarray | None = None,
     depth_unit: str = "frame",
     options: FusionOptions | None = None,
     overwrite: bool = False,
@@ -632,8 +645,8 @@ def write_outputs(
     ----------
     outputs : FusionOutputs
     image : numpy.ndarray
-    depth, confidence : numpy.ndarray, optional
-        Needed when ``outputs`` names them.
+    depth, confidence, halo_map : numpy.ndarray, optional
+        Needed when ``outputs`` names them (``halo_map``: bool, where the correction acted).
     depth_unit : {"frame", "um"}
     options : FusionOptions, optional
         Recorded in every output's record (:meth:`FusionOptions.to_json`).
@@ -656,6 +669,7 @@ def write_outputs(
     for name, path, data in (
         ("depth", outputs.depth, depth),
         ("confidence", outputs.confidence, confidence),
+        ("halo", outputs.halo_map, halo_map),
     ):
         if path is not None and data is None:
             raise ValueError(f"{path} was asked for but no {name} map was given")
@@ -680,6 +694,10 @@ def write_outputs(
                 nio.write_depth_map(
                     outputs.confidence, confidence, kind="confidence", outputs=outs, **common
                 )
+            )
+        if outputs.halo_map is not None:
+            written.append(
+                nio.write_depth_map(outputs.halo_map, halo_map, kind="halo", outputs=outs, **common)
             )
         for record_path, data in (records or {}).items():
             written.append(nio.write_json(record_path, data, overwrite=overwrite, outputs=outs))
@@ -733,6 +751,12 @@ def fuse_to_files(
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__} {overwrite!r}")
     named = check_outputs(outputs, labels=labels)
+    if outputs.halo_map is not None and opts.halo == "off":
+        label = {**OUTPUT_LABELS, **(labels or {})}["halo"]
+        raise ValueError(
+            f"{label} {outputs.halo_map} was asked for but the halo correction is off: give "
+            "halo='auto' (--halo auto)"
+        )
     files = stack_files(inputs, outputs=named, note=note)
     _refuse_existing(named, overwrite)
     track = outputs.depth is not None or outputs.confidence is not None
@@ -754,6 +778,7 @@ def fuse_to_files(
         image,
         depth=depth,
         confidence=conf,
+        halo_map=None if halo is None else halo.corrected,
         depth_unit=unit or "frame",
         options=opts,
         overwrite=overwrite,

@@ -196,6 +196,9 @@ def test_nan_pixels_in_a_float_stack(tmp_path: Path, capsys) -> None:
         (["-o", "{tmp}/o.tif", "--depth-map", "{tmp}/o.tif"], "same file"),
         (["-o", "{tmp}/o.tif", "--pixel-size-um", "-0.5"], "pixel_size_um must be > 0"),
         (["-o", "{tmp}/o.tif", "--pixel-size-um", "nan"], "pixel_size_um"),
+        (["-o", "{tmp}/o.tif", "--halo-map", "{tmp}/h.png", "--halo", "auto"], "uint8 TIFF"),
+        (["-o", "{tmp}/o.tif", "--halo-map", "{tmp}/h.tif"], "the halo correction is off"),
+        (["-o", "{tmp}/o.tif", "--halo", "auto", "--halo-map", "{tmp}/o.tif"], "same file"),
     ],
 )
 def test_bad_arguments_write_nothing(tmp_path: Path, capsys, extra, match) -> None:

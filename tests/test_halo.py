@@ -241,6 +241,44 @@ def test_file_pipeline_matches_arrays(occlusion, tmp_path) -> None:  # type: ign
     assert np.array_equal(res.halo.corrected, auto.halo.corrected)
 
 
+def test_cli_writes_the_halo_map_with_the_image(occlusion, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import imageio.v3 as iio
+    import tifffile
+
+    from nanoro_optics.cli import main
+    from nanoro_optics.io import map_record
+
+    scene, off, auto = occlusion
+    src = tmp_path / "in"
+    src.mkdir()
+    for k, frame in enumerate(scene.frames):
+        iio.imwrite(src / f"f{k:02d}.png", frame)
+    out, hmap = tmp_path / "fused.tif", tmp_path / "halo.tif"
+    args = ["fuse", str(src), "-o", str(out), "--halo", "auto", "--halo-map", str(hmap)]
+    assert main(args) == 0
+    assert f"halo map {hmap}" in capsys.readouterr().out
+    written = tifffile.imread(hmap)
+    assert written.dtype == np.uint8 and set(np.unique(written)) == {0, 255}
+    assert np.array_equal(written == 255, auto.halo.corrected)
+    assert map_record(hmap) == {"kind": "halo", "unit": None}
+    # outside the map, the image is the pyramid fusion's
+    assert np.array_equal(tifffile.imread(out)[written == 0], off.image[written == 0])
+    # a halo map without the correction is refused before anything is read or written
+    bad = tmp_path / "b.tif", tmp_path / "b_halo.tif"
+    assert main(["fuse", str(src), "-o", str(bad[0]), "--halo-map", str(bad[1])]) == 2
+    err = capsys.readouterr().err
+    assert "--halo-map" in err and "the halo correction is off" in err
+    assert not bad[0].exists() and not bad[1].exists()
+    # a later run over the folder leaves the halo map out of the stack, saying what it is
+    from nanoro_optics.pipeline import stack_files
+
+    hmap.rename(src / "halo.tif")
+    notes: list[str] = []
+    files = stack_files(src, note=notes.append)
+    assert src / "halo.tif" not in files and len(files) == len(scene.frames)
+    assert any("halo map" in n for n in notes), notes
+
+
 @settings(max_examples=30, deadline=None)
 @given(radius=st.floats(0, 40), sigma=st.floats(0, 10))
 def test_psf_transfer_function_is_normalised_and_bounded(radius: float, sigma: float) -> None:

@@ -328,6 +328,27 @@ def test_depth_map_records_its_kind_and_unit(tmp_path: Path) -> None:
     assert not (tmp_path / "bad.tif").exists()
 
 
+def test_halo_map_is_a_uint8_mask(tmp_path: Path) -> None:
+    corrected = np.zeros((4, 5), bool)
+    corrected[1, 2:4] = True
+    for mask in (corrected, corrected.astype(np.uint8), corrected.astype(np.float32)):
+        path = write_depth_map(tmp_path / "h.tif", mask, kind="halo")
+        with tifffile.TiffFile(path) as tif:
+            back = tif.asarray()
+            assert tif.shaped_metadata[0]["nanoro_optics"]["kind"] == "halo"
+        assert back.dtype == np.uint8
+        np.testing.assert_array_equal(back, np.where(corrected, 255, 0))
+    # anything but a mask is refused, naming the value; nothing written
+    for bad, match in ((corrected * 2.0, "got 2.0"), (np.full((4, 5), np.nan), "got nan")):
+        with pytest.raises(ValueError, match=match):
+            write_depth_map(tmp_path / "bad.tif", bad, kind="halo")
+    with pytest.raises(ValueError, match="unit is for a depth map"):
+        write_depth_map(tmp_path / "bad.tif", corrected, kind="halo", unit="um")
+    with pytest.raises(TypeError, match="real numbers"):
+        write_depth_map(tmp_path / "bad.tif", corrected, kind="depth")
+    assert not (tmp_path / "bad.tif").exists()
+
+
 # ------------------------------------------------------------------ PNG decoder vs reference
 
 

@@ -510,6 +510,16 @@ def test_reader_opens_what_the_cli_writes(tmp_path: Path) -> None:
     assert main([*argv, "--overwrite", "-q"]) == 0
     ((_, kw, _),) = _reader.read_fusion(str(depth))
     assert kw["name"] == "depth depth (frame)"
+    # the halo map: an overlay of where the correction acted (255), not a depth map
+    from nanoro_optics.io import write_depth_map
+
+    corrected = np.zeros((48, 56), bool)
+    corrected[10:20, 5:9] = True
+    write_depth_map(tmp_path / "halo.tif", corrected, kind="halo")
+    ((h, h_kw, h_kind),) = _reader.read_fusion(str(tmp_path / "halo.tif"))
+    assert h_kind == "image" and h_kw["name"] == "halo halo correction"
+    assert h.dtype == np.uint8 and np.array_equal(h == 255, corrected)
+    assert h_kw["colormap"] == "red" and h_kw["blending"] == "additive"
 
 
 def test_reader_opens_the_fusion_ome_tiff(viewer: Any, tmp_path: Path) -> None:

@@ -55,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "was filled from neighbouring pixels",
     )
     parser.add_argument(
+        "--halo-map",
+        metavar="PATH",
+        help="with --halo auto, also write where the halo correction acted as a uint8 TIFF "
+        "(255: corrected, the only pixels that may lie outside the frames' range; 0: the "
+        "pyramid fusion's)",
+    )
+    parser.add_argument(
         "--pixel-size-um",
         type=float,
         metavar="UM",
@@ -107,7 +114,12 @@ def _note(text: str) -> None:
 
 
 #: how the pipeline's messages name the outputs: by their flags
-LABELS = {"image": "-o", "depth": "--depth-map", "confidence": "--confidence"}
+LABELS = {
+    "image": "-o",
+    "depth": "--depth-map",
+    "confidence": "--confidence",
+    "halo": "--halo-map",
+}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,7 +129,11 @@ def run(args: argparse.Namespace) -> int:
     check_output_options(args)
     options = fusion_options(args)
     outputs = FusionOutputs(
-        args.output, args.depth_map, args.confidence, pixel_size_um=args.pixel_size_um
+        args.output,
+        args.depth_map,
+        args.confidence,
+        pixel_size_um=args.pixel_size_um,
+        halo_map=args.halo_map,
     )
     depth_written = outputs.depth is not None
     for text in unused_option_notes(args, depth_written=depth_written):
@@ -160,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         shape = "x".join(str(s) for s in done.shape)
         extra = f", depth map {outputs.depth} ({done.depth_unit})" if outputs.depth else ""
         extra += f", confidence {outputs.confidence}" if outputs.confidence else ""
+        extra += f", halo map {outputs.halo_map}" if outputs.halo_map else ""
         print(
             f"fused {plural(done.n_frames, 'frame')} ({shape} {done.dtype}) into "
             f"{outputs.image}{extra} in {time.perf_counter() - t0:.1f} s"

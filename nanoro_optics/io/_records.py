@@ -1,7 +1,7 @@
 """Records kept in the outputs (what a file is, how it was made), and reading them back.
 
 Every output of a fusion carries a small JSON record under the key :data:`RECORD_KEY`:
-``{"kind": "fused" | "depth" | "confidence", "tool": "nanoro_optics", ...}`` with, when
+``{"kind": "fused" | "depth" | "confidence" | "halo", "tool": "nanoro_optics", ...}`` with, when
 given, ``"unit"`` (depth maps), ``"settings"`` (the fusion settings, JSON) and
 ``"pixel_size_um"``. It lives where each format keeps text: a TIFF's image description
 (tifffile's JSON "shaped" description), a PNG ``tEXt`` chunk of that keyword before the
@@ -24,8 +24,9 @@ from ._sources import _JPEG_SUFFIXES, _PNG_SUFFIXES, _TIFF_SUFFIXES, PathLike
 RECORD_KEY = "nanoro_optics"
 #: former name of :data:`RECORD_KEY`
 DEPTH_MAP_KEY = RECORD_KEY
-#: what a map written by :func:`write_depth_map` holds, and the units of a depth map
-DEPTH_MAP_KINDS = ("depth", "confidence")
+#: what a map written by :func:`write_depth_map` holds ("halo": where the halo correction
+#: acted, a uint8 mask), and the units of a depth map
+DEPTH_MAP_KINDS = ("depth", "confidence", "halo")
 DEPTH_MAP_UNITS = ("um", "frame")
 #: kinds of output a record can name
 OUTPUT_KINDS = ("fused", *DEPTH_MAP_KINDS)
@@ -193,9 +194,9 @@ def map_record(path: PathLike) -> dict[str, Any] | None:
     Returns
     -------
     dict or None
-        ``{"kind": "depth" | "confidence", "unit": "um" | "frame" | None}`` for a map written
-        by :func:`write_depth_map`; None for a frame, another image (a fused image included:
-        see :func:`output_record`), or an unreadable file.
+        ``{"kind": "depth" | "confidence" | "halo", "unit": "um" | "frame" | None}`` for a
+        map written by :func:`write_depth_map`; None for a frame, another image (a fused
+        image included: see :func:`output_record`), or an unreadable file.
 
     Raises
     ------

@@ -244,7 +244,7 @@ def write_depth_map(
     settings: dict[str, Any] | str | None = None,
     pixel_size_um: float | None = None,
 ) -> Path:
-    """Write a depth (height) map as a float32 TIFF, atomically.
+    """Write a depth (height) map as a float32 TIFF, atomically (or a halo map as uint8).
 
     Parameters
     ----------
@@ -255,8 +255,11 @@ def write_depth_map(
         allowed and marks pixels without a depth estimate.
     overwrite : bool, optional
         Replace an existing file (default); see :func:`write_image`.
-    kind : {"depth", "confidence"}, optional
-        What the map holds (a confidence map is written with this function too).
+    kind : {"depth", "confidence", "halo"}, optional
+        What the map holds (a confidence map is written with this function too). A
+        ``"halo"`` map (:attr:`~nanoro_optics.fusion.FusionResult.halo_map`, where the halo
+        correction replaced the pyramid fusion) takes a bool or 0/1 array and is written as
+        a uint8 mask, 255 where corrected and 0 elsewhere (ImageJ's binary-mask convention).
     unit : {"um", "frame"}, optional
         The depth's unit (``FusionResult.depth_unit``), for ``kind="depth"``.
     outputs : OutputSet, optional
@@ -296,20 +299,28 @@ def write_depth_map(
     if p.suffix.lower() not in _TIFF_SUFFIXES:
         raise ValueError(f"cannot write depth map {p}: it must be a .tif or .tiff file")
     arr = np.asarray(depth)
-    if arr.dtype.kind not in "iuf":
+    check_choice(kind, "kind", DEPTH_MAP_KINDS)
+    if arr.dtype.kind not in ("biuf" if kind == "halo" else "iuf"):
         raise TypeError(f"depth must hold real numbers, got dtype {arr.dtype}")
     if arr.ndim != 2 or arr.size == 0:
         raise ValueError(f"depth must be a non-empty 2-D array, got shape {arr.shape}")
-    check_choice(kind, "kind", DEPTH_MAP_KINDS)
     if unit is not None:
         check_choice(unit, "unit", DEPTH_MAP_UNITS)
         if kind != "depth":
             raise ValueError(f"unit is for a depth map, not for kind={kind!r}; give unit=None")
     record = make_record(kind, unit=unit, settings=settings, pixel_size_um=pixel_size_um)
-    arr32 = arr.astype(np.float32)
+    if kind == "halo":
+        if arr.dtype != np.bool_ and not np.isin(arr, (0, 1)).all():
+            bad = arr[~np.isin(arr, (0, 1))].flat[0].item()
+            raise ValueError(
+                f"a halo map holds bool or 0/1 values (where the correction acted), got {bad!r}"
+            )
+        data = np.where(arr != 0, np.uint8(255), np.uint8(0))
+    else:
+        data = arr.astype(np.float32)
     atomic_write(
         p,
-        lambda fh: _encode(fh, arr32, "tiff", "minisblack", record),
+        lambda fh: _encode(fh, data, "tiff", "minisblack", record),
         overwrite=overwrite,
         outputs=outputs,
     )

@@ -188,8 +188,17 @@ def _read_map(p: Path) -> LayerData:
     if size is not None:
         grid = {"scale": size, "units": ("um", "um")}
         meta["nanoro_optics"]["pixel_size_um"] = list(size)
+    kw: dict[str, Any]
     if record.get("kind") == "confidence":
         kw = {"name": f"{p.stem} confidence", "colormap": "gray", "contrast_limits": (0.0, 1.0)}
+    elif record.get("kind") == "halo":  # where the halo correction acted: an overlay
+        kw = {
+            "name": f"{p.stem} halo correction",
+            "colormap": "red",
+            "contrast_limits": (0, 255),
+            "blending": "additive",
+            "opacity": 0.5,
+        }
     else:
         unit = record.get("unit")
         label = f" ({unit})" if unit else ""
