@@ -301,3 +301,35 @@ def test_windows_read_in_batches_give_the_same_correction(occlusion, monkeypatch
     tifffile.imwrite(tmp_path / "stack.tif", scene.frames, photometric="rgb")
     res = fuse_files(tmp_path / "stack.tif", FusionOptions(halo="auto"))
     assert np.array_equal(res.image, auto.image)
+
+
+def _rim_layers(sharp: np.ndarray, blurred: np.ndarray, front: np.ndarray):  # type: ignore[no-untyped-def]
+    """A two-layer stand-in with the fields ``_Layers.sharp_rim`` reads (frames 0 and 1)."""
+    from nanoro_optics.fusion.halo import _Layers
+
+    layers = _Layers.__new__(_Layers)
+    layers.crop, layers.kf, layers.kb = {0: sharp[None], 1: blurred[None]}, 0, 1  # type: ignore[assignment]
+    layers.front, layers.sigma = front, np.array([1.0])
+    return layers
+
+
+def test_an_edge_counts_only_where_the_front_layer_is_sharp_in_its_own_frame() -> None:
+    # the correction acts only within the glow's reach of such an outline: a boundary the
+    # depth map draws through a featureless area (the real board of a PCB stack) is none
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[:96, :96]
+    disc = np.hypot(yy - 48, xx - 48) < 20
+    step = np.where(disc, 60.0, 160.0)
+    noise = rng.normal(0.0, 1.0, (4, 96, 96))
+    outline = disc ^ ndimage.binary_erosion(disc)
+    # an occluder in focus in its frame, blurred in the background's: its whole outline
+    rim = _rim_layers(step + noise[0], ndimage.gaussian_filter(step, 4) + noise[1], disc)
+    assert rim.sharp_rim()[outline].mean() > 0.95
+    # a featureless area: both frames flat, noise only (compression blocks: a few strong
+    # pixels): no edge anywhere
+    flat = 170.0 + noise[2]
+    flat[40:42, 60:62] += 6.0
+    assert not _rim_layers(flat, 170.0 + noise[3], disc).sharp_rim().any()
+    # the same edge blurred in both frames (a swell, not an occluder in focus): none
+    soft = ndimage.gaussian_filter(step, 4)
+    assert not _rim_layers(soft + noise[0], soft + noise[1], disc).sharp_rim().any()

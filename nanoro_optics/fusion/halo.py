@@ -49,8 +49,12 @@ to the data), per tile of :data:`TILE_PX` px around an edge:
 * the consistency check: two further frames between the layers', not used above, are
   re-rendered and compared with the recorded ones. The correction is kept only where the
   local RMS residual (over :data:`CHECK_WINDOW_PX` px) is within :data:`CHECK_SIGMAS`
-  noise standard deviations (the fuser's estimate, :mod:`.noise`); elsewhere the pyramid
-  fusion stays.
+  noise standard deviations (the fuser's estimate, :mod:`.noise`), and lower by
+  :data:`MIN_GLOW_GAIN` noise variances than that of no correction (the same layers with
+  the recorded background: where the two fit the frames alike, nothing is verified), and
+  within the glow's reach of an outline that the front layer's frame shows sharp
+  (:meth:`_Layers.sharp_rim`; the depth map also draws boundaries through featureless
+  areas); elsewhere the pyramid fusion stays.
 
 The range rule
 --------------
@@ -115,6 +119,16 @@ HOPELESS_SCORE = 50.0
 #: about 0.5 for noise alone): without it the check cannot tell occlusion from light that
 #: adds up
 MIN_BACK_TEXTURE = 4.0
+#: noise variances by which the check's local residual must be smaller with the correction
+#: than without it: where the occluder's glow is too faint for the check's frames to tell
+#: the two apart (an occluder of the background's own colour, a glow under the noise), the
+#: correction is not verified (only amplified errors of the fit would be added) and the
+#: pyramid fusion stays
+MIN_GLOW_GAIN = 1.0
+#: the front layer's outline counts as an edge where its frame's gradient is this many
+#: times the background frame's there, and this many times its own noise
+RIM_SHARPER = 1.5
+RIM_SIGMAS = 5.0
 #: side (px) of the window the check's residual is averaged over
 CHECK_WINDOW_PX = 9
 #: memory for the tiles' frame windows read at once (bytes per pixel of the image): at
@@ -904,9 +918,17 @@ def _solve_tile(
         return None
     cache[(layers.kf, layers.kb)] = (size, t)
     value, band, res2, _ = done
-    # --- the check: the frames between the two layers' (not used above), re-rendered
+    # --- the check: the frames between the two layers' (not used above), re-rendered; the
+    # correction must fit them to the noise, and better than no correction does
     local = ndimage.uniform_filter(res2, CHECK_WINDOW_PX, mode="nearest")
-    accept = band & (local <= CHECK_SIGMAS**2)
+    null = layers.render(size, t, p.check_frames, null=True)
+    assert null is not None  # (the same PSF as ``done``)
+    local0 = ndimage.uniform_filter(null[2], CHECK_WINDOW_PX, mode="nearest")
+    accept = band & (local <= CHECK_SIGMAS**2) & (local0 - local >= MIN_GLOW_GAIN)
+    # and only within the glow's reach of an outline the front layer's own frame shows
+    # sharp: a boundary the depth map drew through a featureless area is no edge
+    reach = ndimage.distance_transform_edt(~layers.sharp_rim()) <= layers.radius(size)
+    accept &= reach
     return value, accept, band, res2 * float((sigma**2).mean())
 
 
@@ -1086,15 +1108,51 @@ class _Layers:
             trial(scale, best[2])
         self.back_scale, self.back_t = best[1], best[2]
 
+    @staticmethod
+    def radius(size: float) -> float:
+        """Reach (px) of the PSF of geometric std ``size``: the band's width."""
+        return 2.5 * size + 2
+
+    def sharp_rim(self) -> np.ndarray:
+        """Return the front layer's outline where its own frame shows an edge sharper than kb's.
+
+        Along the outline (inside and out), the gradient magnitude (Gaussian derivative of
+        1 px, over the channels) of frame kf, averaged over the outline's pixels within
+        :data:`CHECK_WINDOW_PX` (a speck of noise or a compression block is no edge), must
+        reach :data:`RIM_SHARPER` times frame kb's and :data:`RIM_SIGMAS` times its own
+        noise: in focus there, and blurred in the background's frame.
+        """
+        from scipy import ndimage
+
+        def grad(img: np.ndarray) -> np.ndarray:
+            g2 = sum(ndimage.gaussian_gradient_magnitude(c, 1.0, mode="nearest") ** 2 for c in img)
+            return np.sqrt(g2)
+
+        outline = self.front ^ ndimage.binary_erosion(self.front)
+        outline |= ndimage.binary_dilation(self.front) & ~self.front
+        on = outline.astype(np.float64)
+        n_on = ndimage.uniform_filter(on, CHECK_WINDOW_PX, mode="constant")
+
+        def along(img: np.ndarray) -> np.ndarray:  # mean over the outline nearby
+            g = ndimage.uniform_filter(grad(img) * on, CHECK_WINDOW_PX, mode="constant")
+            return g / np.maximum(n_on, 1e-12)
+
+        g_f, g_b = along(self.crop[self.kf]), along(self.crop[self.kb])
+        # a Gaussian derivative of 1 px passes 1 / (2 sqrt(2 pi)) of white noise per axis
+        noise = float(np.sqrt(2.0 * (self.sigma**2).sum())) / (2.0 * np.sqrt(2.0 * np.pi))
+        return outline & (g_f >= RIM_SHARPER * g_b) & (g_f >= RIM_SIGMAS * noise)
+
     def render(
-        self, size: float, t: float, frames: Sequence[int]
+        self, size: float, t: float, frames: Sequence[int], *, null: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
         """Invert frame kb with the PSF (size, t), re-render ``frames``.
 
         Returns the corrected values, the band, the residual^2 (noise variances, mean over
-        the frames and channels) and its mean over the band.
+        the frames and channels) and its mean over the band. With ``null``, the last two
+        are those of no correction instead: the same layers, with frame kb's own values as
+        the background in the band (what the check must tell the correction from).
         """
-        radius = 2.5 * size + 2
+        radius = self.radius(size)
         if radius > MAX_BLUR_PX:
             return None
         nc, pad = self.nc, self.pad
@@ -1110,7 +1168,7 @@ class _Layers:
         back = ((i_b - hp) * tr[None] + DAMPING * prior) / (tr**2 + DAMPING)[None]
         value = self.prem + (1.0 - self.alpha)[None] * back
         band = (self.dist_out <= radius) & ~self.inner
-        back_full = np.where(band[None], back, i_b)
+        back_full = np.where(band[None], i_b if null else back, i_b)
         hidden_w = np.clip(tr, 0.0, 1.0) ** 2 * (~self.inner)
         back_full = np.where(
             self.inner[None],
