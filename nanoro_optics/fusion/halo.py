@@ -894,6 +894,8 @@ def _solve_tile(
             # attenuated) from light that adds up (fluorescence, a translucent glow): the
             # check would pass either way
             continue
+        if not layers.sharp_rim().any():
+            continue  # no outline of the front layer is an edge in its frame: nothing to fit
         start = cache.get((kf, kb))
         size, t = start if start is not None else layers.coarse_fit()
         cache.setdefault((kf, kb), (size, t))  # the next tile's start, whatever comes of this
@@ -957,6 +959,7 @@ class _Layers:
     #: front layer's at the same distance in frames, and its shape (None: the front's)
     back_scale: float = 1.0
     back_t: float | None = None
+    _rim: np.ndarray | None = None  # (sharp_rim, once)
 
     @classmethod
     def build(
@@ -1122,25 +1125,24 @@ class _Layers:
         reach :data:`RIM_SHARPER` times frame kb's and :data:`RIM_SIGMAS` times its own
         noise: in focus there, and blurred in the background's frame.
         """
+        if self._rim is not None:
+            return self._rim
         from scipy import ndimage
-
-        def grad(img: np.ndarray) -> np.ndarray:
-            g2 = sum(ndimage.gaussian_gradient_magnitude(c, 1.0, mode="nearest") ** 2 for c in img)
-            return np.sqrt(g2)
 
         outline = self.front ^ ndimage.binary_erosion(self.front)
         outline |= ndimage.binary_dilation(self.front) & ~self.front
         on = outline.astype(np.float64)
-        n_on = ndimage.uniform_filter(on, CHECK_WINDOW_PX, mode="constant")
+        n_on = np.maximum(ndimage.uniform_filter(on, CHECK_WINDOW_PX, mode="constant"), 1e-12)
 
-        def along(img: np.ndarray) -> np.ndarray:  # mean over the outline nearby
-            g = ndimage.uniform_filter(grad(img) * on, CHECK_WINDOW_PX, mode="constant")
-            return g / np.maximum(n_on, 1e-12)
+        def along(img: np.ndarray) -> np.ndarray:  # its gradient, mean over the outline nearby
+            g2 = sum(ndimage.gaussian_gradient_magnitude(c, 1.0, mode="nearest") ** 2 for c in img)
+            return ndimage.uniform_filter(np.sqrt(g2) * on, CHECK_WINDOW_PX, mode="constant") / n_on
 
         g_f, g_b = along(self.crop[self.kf]), along(self.crop[self.kb])
         # a Gaussian derivative of 1 px passes 1 / (2 sqrt(2 pi)) of white noise per axis
         noise = float(np.sqrt(2.0 * (self.sigma**2).sum())) / (2.0 * np.sqrt(2.0 * np.pi))
-        return outline & (g_f >= RIM_SHARPER * g_b) & (g_f >= RIM_SIGMAS * noise)
+        self._rim = outline & (g_f >= RIM_SHARPER * g_b) & (g_f >= RIM_SIGMAS * noise)
+        return self._rim
 
     def render(
         self, size: float, t: float, frames: Sequence[int], *, null: bool = False
