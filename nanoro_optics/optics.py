@@ -74,6 +74,7 @@ __all__ = [
     "beam_waist",
     "berek_depth_of_field",
     "confocal_parameter",
+    "defocus_blur_radius",
     "depth_of_field",
     "effective_na",
     "focal_shift_ratio",
@@ -463,6 +464,60 @@ def effective_na(na: npt.ArrayLike, *, n_immersion: npt.ArrayLike, n_sample: npt
     n_s = _index(n_sample, "n_sample")
     out = np.where(n_i > n_s, np.minimum(na_arr, n_s), na_arr)
     return return_like(out, na, n_immersion, n_sample)
+
+
+def defocus_blur_radius(defocus_um: npt.ArrayLike, *, na: npt.ArrayLike, n: npt.ArrayLike) -> Any:
+    """Radius of a defocused point's geometric blur disc: ``|dz| tan(asin(NA / n))`` (um).
+
+    In geometric optics the cone of light an objective of numerical aperture ``NA`` takes
+    from a point in a medium of index ``n`` has the half-angle ``alpha = asin(NA / n)``;
+    a distance ``dz`` from focus (along the axis, in that medium) it crosses the focal
+    plane in a disc of radius ``|dz| tan(alpha)`` [1]_, in the specimen's units (divide by
+    the pixel size at the specimen for pixels). The pillbox of that radius is the defocus
+    PSF of ray optics, which the halo correction's PSF family starts from
+    (:mod:`nanoro_optics.fusion.halo`); diffraction rounds its edge and dominates within
+    about a depth of field of focus. Radius, not diameter; nominal (not index-mismatch
+    corrected) defocus.
+
+    Parameters
+    ----------
+    defocus_um : array_like
+        Distance from focus (um, either sign), finite, ``|dz| <= 1e6``.
+    na : array_like
+        Numerical aperture, ``0 < na < n``.
+    n : array_like
+        Refractive index of the medium the defocus is measured in.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        Radius of the blur disc (um, >= 0).
+
+    Raises
+    ------
+    ValueError
+        A defocus that is not finite or too large, ``na >= n``.
+
+    References
+    ----------
+    .. [1] M. Born and E. Wolf, *Principles of Optics*, 7th ed., Cambridge University Press
+       (1999), sec. 8.8 (the light distribution near focus and its geometrical shadow).
+       doi:10.1017/CBO9781139644181
+
+    Examples
+    --------
+    >>> round(float(defocus_blur_radius(10.0, na=0.5, n=1.0)), 4)  # 10 tan(30 deg)
+    5.7735
+    """
+    na_arr, n_arr = _na_and_index(na, n)
+    if np.any(na_arr >= n_arr):
+        raise ValueError(
+            f"na must be smaller than n for a blur disc of finite radius (NA = n gives a cone "
+            f"of 90 degrees); got na={na!r}, n={n!r}"
+        )
+    dz = as_float_array_in(defocus_um, "defocus_um", -1e6, 1e6)
+    out = np.abs(dz) * np.tan(np.arcsin(na_arr / n_arr))
+    return return_like(out, defocus_um, na, n)
 
 
 def focal_shift_ratio(

@@ -92,6 +92,9 @@ def test_every_field_has_one_help_text_and_an_override() -> None:
         ({"bit_depth": 33}, ValueError, "bit_depth"),
         ({"min_confidence": 1.5}, ValueError, "min_confidence"),
         ({"index_mismatch": {"na": 1}}, TypeError, "index_mismatch must be"),
+        ({"halo_blur_px": 0.0}, ValueError, "halo_blur_px must be finite, > 0"),
+        ({"halo_blur_px": float("inf")}, ValueError, "halo_blur_px must be finite"),
+        ({"halo_blur_px": "1.5"}, TypeError, "halo_blur_px must be a real number"),
         ({"align": 1}, TypeError, "align"),
     ],
 )

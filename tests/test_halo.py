@@ -333,3 +333,18 @@ def test_an_edge_counts_only_where_the_front_layer_is_sharp_in_its_own_frame() -
     # the same edge blurred in both frames (a swell, not an occluder in focus): none
     soft = ndimage.gaussian_filter(step, 4)
     assert not _rim_layers(soft + noise[0], soft + noise[1], disc).sharp_rim().any()
+
+
+def test_the_optics_prior_guides_the_psf_and_never_forces_a_correction(occlusion) -> None:  # type: ignore[no-untyped-def]
+    scene, off, _ = occlusion
+    band = ndimage.distance_transform_edt(~scene.edges) <= BAND_PX
+    # the scene's own blur (1.5 px of disc radius per frame): the same gain as without it
+    told = fuse_stack(scene.frames, halo="auto", halo_blur_px=scene.blur_px_per_frame)
+    gain = _psnr(told.image, scene.truth, band) - _psnr(off.image, scene.truth, band)
+    assert gain >= MIN_BAND_GAIN_DB, gain
+    # optics that put the blur far beyond what the correction handles: nothing corrected
+    # (the pyramid fusion, bit for bit), not a fit forced into the wrong size
+    far = fuse_stack(scene.frames, halo="auto", halo_blur_px=200.0)
+    assert not far.halo.corrected.any() and np.array_equal(far.image, off.image)
+    with pytest.raises(ValueError, match="halo_blur_px must be finite, > 0"):
+        correct_halo(off.image, off.depth, scene.frames, n_frames=8, noise_dn=1.0, blur_px=-1.0)

@@ -150,6 +150,7 @@ CASES: dict[str, tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = {
         {"wavelength_um": 0.55, "n": 1.0, "magnification": 20.0, "detector_um": 6.5},
     ),
     "optics.effective_na": (optics.effective_na, (1.4,), {"n_immersion": 1.518, "n_sample": 1.33}),
+    "optics.defocus_blur_radius": (optics.defocus_blur_radius, (5.0,), {"na": 0.5, "n": 1.0}),
     "optics.focal_shift_ratio": (
         optics.focal_shift_ratio,
         (1.2,),

@@ -135,6 +135,7 @@ FUSER_OPTIONS: tuple[FuserOption, ...] = (
     _opt("--min-confidence", "min_confidence", type=float, metavar="C"),
     _opt("--z-step-um", "z_step_um", type=float, metavar="UM"),
     _opt("--halo", "halo", choices=HALO_MODES),
+    _opt("--halo-blur-px", "halo_blur_px", type=float, metavar="PX"),
 )
 
 #: flags that build ``index_mismatch`` (:class:`~nanoro_optics.psf.IndexMismatch`): dest, flag,

@@ -411,6 +411,7 @@ def fuse_tiled(
     z_um: Sequence[float] | Unset | None = UNSET,
     index_mismatch: Any = UNSET,
     halo: Any = UNSET,
+    halo_blur_px: Any = UNSET,
 ) -> TiledResult:
     """Fuse one large focus stack tile by tile; equal to the untiled fusion.
 
@@ -444,7 +445,7 @@ def fuse_tiled(
         numba threads per tile (default: numba's setting in-process, 1 on a cluster).
     progress : callable, optional
         Called as ``progress(tiles_done, n_tiles)``.
-    sharpness, window_px, ..., index_mismatch, halo : keyword-only
+    sharpness, window_px, ..., index_mismatch, halo, halo_blur_px : keyword-only
         Override the field of ``options`` of the same name (see above). The halo
         correction (``halo``, :mod:`nanoro_optics.fusion.halo`) cannot be applied to tiled
         fusion (each tile is fused by a streaming fuser): ``halo="auto"`` is refused.

@@ -57,6 +57,7 @@ def fuse_stack(
     z_um: Sequence[float] | _Unset | None = UNSET,
     index_mismatch: IndexMismatch | _Unset | None = UNSET,
     halo: str | _Unset = UNSET,
+    halo_blur_px: float | _Unset | None = UNSET,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> FusionResult:
     """Fuse a focus stack into one sharp image and a depth map.
@@ -73,7 +74,7 @@ def fuse_stack(
         Every setting of the fusion (:class:`~nanoro_optics.fusion.FusionOptions`).
     sharpness, window_px, coarse_window_px, inherit, focus_levels, noise_floor, levels, \
 align, reference, crop, bit_depth, noise_dn, guide_channel, fill_depth, min_confidence, \
-z_step_um, z_um, index_mismatch, halo : keyword-only, optional
+z_step_um, z_um, index_mismatch, halo, halo_blur_px : keyword-only, optional
         Override that field of ``options`` (:meth:`FusionOptions.replace`).
         ``reference="middle"`` (with ``align``) makes a first pass over the frames, so they
         must be an array (or files), not a one-shot iterator. ``crop`` cuts the result to

@@ -144,6 +144,9 @@ BACK_SCALES = (0.9, 1.1)
 #: share of a window's depths between its nearest and farthest layer's that makes a third
 #: layer (each pair of layers is then corrected)
 THIRD_LAYER_SHARE = 0.05
+#: with the optics' prior on the defocus blur (``FusionOptions.halo_blur_px``), the factor
+#: within which the PSF's size is searched about it
+PRIOR_FACTOR = 2.0
 #: sigma (px) of the smallest Gaussian of the fitted point-spread functions (diffraction)
 SIGMA0_PX = 0.5
 
@@ -436,6 +439,7 @@ def apply_halo(
         noise_dn=noise_dn,
         white_level=white_level,
         confidence=result.confidence,
+        blur_px=options.halo_blur_px,
     )
     return dataclasses.replace(result, image=image, halo=report)
 
@@ -534,6 +538,7 @@ def correct_halo(
     noise_dn: Any,
     white_level: float | None = None,
     confidence: np.ndarray | None = None,
+    blur_px: float | None = None,
 ) -> tuple[np.ndarray, HaloReport]:
     """Correct the halos of a fused image next to occluding edges (see the module).
 
@@ -558,6 +563,11 @@ def correct_halo(
     confidence : numpy.ndarray, optional
         The depth map's confidence ``(H, W)`` (:class:`FusionResult`): only steps between
         confident depths count as edges.
+    blur_px : float, optional
+        The optics' prior on the defocus PSF (``FusionOptions.halo_blur_px``): the radius
+        (px) of a point's geometric blur disc one frame from its focus. The PSF's size is
+        then searched within :data:`PRIOR_FACTOR` of it; a pair of layers whose blur it
+        puts beyond :data:`MAX_BLUR_PX` is not corrected. Default: from the stack alone.
 
     Returns
     -------
@@ -624,6 +634,8 @@ def correct_halo(
     conf = None if confidence is None else np.asarray(confidence)
     if conf is not None and conf.shape != dep.shape:
         raise ValueError(f"confidence has shape {conf.shape}, expected {dep.shape} (the depth's)")
+    if blur_px is not None:
+        blur_px = FusionOptions(halo_blur_px=blur_px).halo_blur_px  # (its checks and message)
     tiles = _edge_tiles(dep, conf, MIN_STEP_FRAMES)
     plans = [p for t in tiles for p in _plan(dep, t, n_frames)]
     n_tiles = len({(p.ty, p.tx) for p in plans})
@@ -653,7 +665,7 @@ def correct_halo(
         crops = _read_windows(get, [plans[i] for i in batch], img.shape)
         for i, crop in zip(batch, crops, strict=True):
             p = plans[i]
-            sol = _solve_tile(p, crop, dep, sigma, cache)
+            sol = _solve_tile(p, crop, dep, sigma, cache, blur_px)
             if sol is None:
                 continue
             value, accept, band, res2 = sol
@@ -848,12 +860,13 @@ def _solve_tile(
     depth: np.ndarray,
     sigma: np.ndarray,
     cache: dict[tuple[int, int], tuple[float, float]],
+    blur_px: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """Fit the layers in one window, both ways round; keep the one the fit frame prefers.
 
     ``cache`` holds the PSF fitted for each pair of layer frames so far (a start for the
-    next tile's fit). Returns (value, accept, band, residual^2 in DN^2) maps of the window,
-    or None.
+    next tile's fit); ``blur_px`` is the optics' prior (:func:`correct_halo`). Returns
+    (value, accept, band, residual^2 in DN^2) maps of the window, or None.
     """
     from scipy import ndimage
 
@@ -896,15 +909,22 @@ def _solve_tile(
             continue
         if not layers.sharp_rim().any():
             continue  # no outline of the front layer is an edge in its frame: nothing to fit
+        prior = None if blur_px is None else 0.5 * blur_px * layers.span  # (a pillbox's std)
         start = cache.get((kf, kb))
-        size, t = start if start is not None else layers.coarse_fit()
+        got = start if start is not None else layers.coarse_fit(prior)
+        if got is None:
+            continue  # the optics put this blur beyond what the correction handles
+        size, t = got
         cache.setdefault((kf, kb), (size, t))  # the next tile's start, whatever comes of this
         out = layers.render(size, t, fit_frames)
         if start is not None and (out is None or out[3] > HOPELESS_SCORE):
             # another tile's PSF does not fit here (an aberration that changes over the
             # field, a misjudged layer): this tile's own fit
             start = None
-            size, t = layers.coarse_fit()
+            got = layers.coarse_fit(prior)
+            if got is None:
+                continue
+            size, t = got
             out = layers.render(size, t, fit_frames)
         if out is not None:
             tried.append((out[3], start is not None, size, t, layers))
@@ -1038,11 +1058,13 @@ class _Layers:
         mu = (y * x).sum(1) / max(float((x * x).sum()), 1e-12)
         return float(((y - mu[:, None] * x[None]) ** 2).mean())
 
-    def coarse_fit(self) -> tuple[float, float]:
+    def coarse_fit(self, prior: float | None = None) -> tuple[float, float] | None:
         """Fit the PSF (size, shape) to frame kb's glow over a level background.
 
         On the window at half resolution (2 x 2 means; sizes in half-resolution px, the
-        diffraction Gaussian's share neglected): a start for :meth:`refine`.
+        diffraction Gaussian's share neglected): a start for :meth:`refine`. With the
+        optics' ``prior`` (the geometric std of the blur disc, px), the sizes within
+        :data:`PRIOR_FACTOR` of it only; None when none of those is in the handled range.
         """
 
         def half(a: np.ndarray) -> np.ndarray:
@@ -1055,7 +1077,12 @@ class _Layers:
         i_b = half(self.crop[self.kb])
         dist = half(self.dist_edge) / 2.0
         sel = dist <= MAX_BLUR_PX / 2
-        sizes = np.geomspace(0.5, MAX_BLUR_PX / 2.5, 16)
+        lo, hi = 0.5, MAX_BLUR_PX / 2.5
+        if prior is not None:
+            lo, hi = max(lo, prior / PRIOR_FACTOR), min(hi, prior * PRIOR_FACTOR)
+            if lo > hi:
+                return None
+        sizes = np.geomspace(lo, hi, 16)
         costs = [self._cost(blurrer, i_b, float(sz) / 2, 1.0, sel) for sz in sizes]
         size = float(sizes[int(np.argmin(costs))])
         sel = dist <= min(2.5 * size + 4, MAX_BLUR_PX) / 2

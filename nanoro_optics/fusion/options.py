@@ -112,6 +112,10 @@ HELP: dict[str, str] = {
     "replaces the pyramid's pixels where re-rendering the unused frames agrees to within the "
     "noise, the only pixels that may then leave the frames' per-pixel range (the result "
     "reports the map); 'off' (default) keeps the pyramid fusion everywhere",
+    "halo_blur_px": "the optics' defocus blur for the halo correction: radius in px of a "
+    "point's blur disc one frame from its focus (nanoro_optics.optics.defocus_blur_radius "
+    "of the z step over the pixel size), > 0; the correction then looks for its PSF within "
+    "a factor of 2 of it (default: fitted from the stack alone)",
 }
 
 
@@ -229,6 +233,12 @@ class FusionOptions:
         ``"auto"`` applies it where its consistency check holds (:func:`fuse_stack` on an
         array, and the file pipeline, which can read the frames again; a streaming
         :class:`StackFuser` sees each frame once and does not); ``"off"`` never.
+    halo_blur_px : float or None
+        The optics as a prior for the halo correction's defocus PSF: the radius (px) of a
+        point's geometric blur disc one frame from its focus,
+        ``optics.defocus_blur_radius(z_step_um, na=NA, n=n) / pixel_size_um``. The PSF is
+        then searched within a factor of 2 of it (aberrations, an index mismatch and the
+        step's own error leave it that uncertain); None fits it from the stack alone.
 
     Raises
     ------
@@ -267,6 +277,7 @@ class FusionOptions:
     z_um: tuple[float, ...] | None = None
     index_mismatch: IndexMismatch | None = None
     halo: str = "off"
+    halo_blur_px: float | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -281,6 +292,9 @@ class FusionOptions:
         if not isinstance(self.halo, str):
             raise TypeError(f"halo must be a str, one of {HALO_MODES!r}, got {self.halo!r}")
         check_choice(self.halo, "halo", HALO_MODES)
+        if self.halo_blur_px is not None:
+            blur = _check_real(self.halo_blur_px, "halo_blur_px", 0.0, 1e3, open_lo=True)
+            set_(self, "halo_blur_px", blur)
         if self.reference != "first" and not self.align:
             raise ValueError(
                 f"reference={self.reference!r} is for align=True (it sets the output grid)"

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from nanoro_optics._validation import check_int, check_positive
+from nanoro_optics.optics import defocus_blur_radius
 
 __all__ = [
     "OCCLUSION_VARIANTS",
@@ -550,7 +551,9 @@ class _VectorialKernels:
         # z step (nominal) giving ``blur`` px of geometric blur per frame in the sample
         a0, a1 = apparent_focal_position(np.array([optics.nfp_um, optics.nfp_um + 10.0]), **kw)[0]
         slope = max((a1 - a0) / 10.0, 1e-3)  # actual um per nominal um
-        tan_t = np.tan(np.arcsin(min(optics.na / optics.n_sample, 0.999)))
+        # the geometric blur disc per um of (actual) defocus in the sample
+        na_eff = min(optics.na, 0.999 * optics.n_sample)
+        tan_t = float(defocus_blur_radius(1.0, na=na_eff, n=optics.n_sample))
         self.z_step_um = blur * optics.pixel_um / (tan_t * slope)
         self.px_per_um = tan_t * slope / optics.pixel_um  # geometric blur px per nominal um
         self.airy_px = 0.61 * optics.wavelength_um / optics.na / optics.pixel_um

@@ -125,7 +125,7 @@ class StackFuser(_FusedOutput):
         fields document each one); default ``FusionOptions()``.
     sharpness, window_px, coarse_window_px, inherit, focus_levels, noise_floor, levels, \
 align, reference, crop, bit_depth, noise_dn, guide_channel, fill_depth, min_confidence, \
-z_step_um, z_um, index_mismatch, halo : keyword-only, optional
+z_step_um, z_um, index_mismatch, halo, halo_blur_px : keyword-only, optional
         Override that field of ``options`` (validated as :meth:`FusionOptions.replace`
         does). z positions may also be given to each :meth:`add`. ``reference="middle"``
         needs ``align_reference`` (a streaming fuser sees each frame once); ``crop`` is
@@ -205,6 +205,7 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
         z_um: Sequence[float] | _Unset | None = UNSET,
         index_mismatch: IndexMismatch | _Unset | None = UNSET,
         halo: str | _Unset = UNSET,
+        halo_blur_px: float | _Unset | None = UNSET,
         depth: bool = True,
         align_reference: Any = None,
     ) -> None:
