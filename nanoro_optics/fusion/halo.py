@@ -1095,13 +1095,11 @@ class _Layers:
         back = ((i_b - hp) * tr[None] + DAMPING * prior) / (tr**2 + DAMPING)[None]
         value = self.prem + (1.0 - self.alpha)[None] * back
         band = (self.dist_out <= radius) & ~self.inner
-        back_full = np.where(band[None], back, i_b)
-        hidden_w = np.clip(tr, 0.0, 1.0) ** 2 * (~self.inner)
-        back_full = np.where(
-            self.inner[None],
-            _extend(back_full, hidden_w, radius / 2 + 1, fill=False),
-            back_full,
-        )
+        # what the frames between the layers' see of the background: the inversion in the
+        # band and under the front layer's rim too (frame kb holds some of the background
+        # there, through the blurred front layer's partial cover; where it holds none, the
+        # damping leaves the extension from outside), the frame itself further out
+        back_full = np.where((band | self.inner)[None], back, i_b)
         back_blur = _Blurrer(back_full, pad)
         res2 = np.zeros(band.shape)
         for k in frames:
