@@ -49,8 +49,12 @@ to the data), per tile of :data:`TILE_PX` px around an edge:
 * the consistency check: two further frames between the layers', not used above, are
   re-rendered and compared with the recorded ones. The correction is kept only where the
   local RMS residual (over :data:`CHECK_WINDOW_PX` px) is within :data:`CHECK_SIGMAS`
-  noise standard deviations (the fuser's estimate, :mod:`.noise`); elsewhere the pyramid
-  fusion stays.
+  noise standard deviations; elsewhere the pyramid fusion stays. The noise: the fuser's
+  estimate (:mod:`.noise`, the flattest quarter of a frame's), or more where the window's
+  own frames show it growing with the signal (photon noise, measured in their flattest
+  blocks per level of signal). The background under the front layer's rim, which those
+  frames see past its blurred edge, is the inversion's too (where frame kb holds none of
+  it, the damping's extension from outside).
 
 The range rule
 --------------
@@ -132,6 +136,10 @@ BACK_SCALES = (0.9, 1.1)
 THIRD_LAYER_SHARE = 0.05
 #: sigma (px) of the smallest Gaussian of the fitted point-spread functions (diffraction)
 SIGMA0_PX = 0.5
+#: side (px) of the blocks, and number of signal-level bins, in which the check measures
+#: the noise against the signal (the flattest quarter of the blocks per bin counts)
+NOISE_BLOCK_PX = 16
+NOISE_LEVEL_BINS = 6
 
 FrameSource = np.ndarray | Callable[[int], np.ndarray] | Sequence[np.ndarray]
 
@@ -884,15 +892,61 @@ def _solve_tile(
         return None  # far from the noise either way round: not refined, not corrected
 
     size, t = layers.refine(size, t, fit_frames, narrow=cached)
+    # --- the check: the frames between the two layers' (not used above), re-rendered, their
+    # residual against the noise at each pixel's level (photon noise grows with the signal:
+    # the fuser's estimate is the flattest, usually darkest, quarter's)
+    layers.noise_line = _noise_line(crop, p.check_frames, sigma)
     done = layers.render(size, t, p.check_frames)
     if done is None:
         return None
     cache[(layers.kf, layers.kb)] = (size, t)
     value, band, res2, _ = done
-    # --- the check: the frames between the two layers' (not used above), re-rendered
     local = ndimage.uniform_filter(res2, CHECK_WINDOW_PX, mode="nearest")
     accept = band & (local <= CHECK_SIGMAS**2)
-    return value, accept, band, res2 * float((sigma**2).mean())
+    dn2 = layers.res_dn2 if layers.res_dn2 is not None else res2 * float((sigma**2).mean())
+    return value, accept, band, dn2
+
+
+def _noise_line(crop: _Windows, frames: Sequence[int], sigma: np.ndarray) -> np.ndarray:
+    """Noise variance against the signal in a window: ``(C, 2)``, ``var = a + b x``.
+
+    Measured in ``frames`` (between the layers': both blurred, little detail): in blocks of
+    :data:`NOISE_BLOCK_PX` px, the mean square of the second difference along rows (``1.5
+    sigma^2`` for white noise, as :func:`~nanoro_optics.fusion.noise.estimate_noise`) and
+    the mean level; in :data:`NOISE_LEVEL_BINS` bins of level, the lower quartile of the
+    blocks' variances (detail raises some blocks, the flattest hold the noise alone); a
+    line through those, by least squares, not falling with the signal. Where the data do
+    not tell (a window too small), the fuser's ``sigma^2``, level.
+    """
+    nc = sigma.size
+    out = np.zeros((nc, 2))
+    out[:, 0] = sigma**2
+    b = NOISE_BLOCK_PX
+    for c in range(nc):
+        var_l, lev_l = [], []
+        for k in frames:
+            x = crop[k][c]
+            d = x[:, 1:-1] - 0.5 * (x[:, :-2] + x[:, 2:])
+            ny, nx = d.shape[0] // b, d.shape[1] // b
+            if ny * nx == 0:
+                continue
+            d = d[: ny * b, : nx * b].reshape(ny, b, nx, b)
+            var_l.append((d**2).mean((1, 3)).ravel() / 1.5)
+            lev_l.append(x[: ny * b, 1 : nx * b + 1].reshape(ny, b, nx, b).mean((1, 3)).ravel())
+        if not var_l:
+            continue
+        var, lev = np.concatenate(var_l), np.concatenate(lev_l)
+        if var.size < 4 * NOISE_LEVEL_BINS:
+            continue
+        order = np.argsort(lev)
+        parts = np.array_split(order, NOISE_LEVEL_BINS)
+        v = np.array([np.quantile(var[i], 0.25) for i in parts])
+        m = np.array([np.median(lev[i]) for i in parts])
+        slope = 0.0
+        if np.ptp(m) > 0:
+            slope = max(float(np.polyfit(m, v, 1)[0]), 0.0)
+        out[c] = (float(np.mean(v - slope * m)), slope)
+    return out
 
 
 @dataclass
@@ -920,6 +974,10 @@ class _Layers:
     #: front layer's at the same distance in frames, and its shape (None: the front's)
     back_scale: float = 1.0
     back_t: float | None = None
+    #: the check's noise variance against the signal (:func:`_noise_line`; None: the
+    #: fuser's, level) and the last :meth:`render`'s residual^2 in DN^2
+    noise_line: np.ndarray | None = None
+    res_dn2: np.ndarray | None = None
 
     @classmethod
     def build(
@@ -1102,12 +1160,22 @@ class _Layers:
         back_full = np.where((band | self.inner)[None], back, i_b)
         back_blur = _Blurrer(back_full, pad)
         res2 = np.zeros(band.shape)
+        dn2 = np.zeros(band.shape)
+        sig2 = (self.sigma**2)[:, None, None]
+        line = self.noise_line
         for k in frames:
             blf = self.blurrer.blur(*_family(size * abs(k - self.d_f) / self.span, t))
             size_b = self.back_scale * size * abs(k - self.d_b) / self.span
             bb = back_blur.blur(*_family(size_b, t if self.back_t is None else self.back_t))
             pred = blf[:nc] + (1.0 - blf[nc])[None] * bb
-            res2 += ((self.crop[k] - pred) ** 2 / (self.sigma**2)[:, None, None]).mean(0)
+            err2 = (self.crop[k] - pred) ** 2
+            if line is None:
+                var = sig2
+            else:  # never below the fuser's
+                var = np.maximum(sig2, line[:, :1, None] + line[:, 1:, None] * pred)
+            res2 += (err2 / var).mean(0)
+            dn2 += err2.mean(0)
         res2 /= max(len(frames), 1)
+        self.res_dn2 = dn2 / max(len(frames), 1)
         score = float(np.mean(res2[band])) if band.any() else np.inf
         return value, band, res2, score
