@@ -111,6 +111,21 @@ def test_check_noise_follows_the_signal_and_never_falls_below_the_fusers() -> No
     assert a + b * 3000.0 <= 9.0 * (1 + NOISE_SLOPE_RTOL)
 
 
+def test_main_pair_is_not_fitted_where_the_third_layer_is_in_focus() -> None:
+    from nanoro_optics.fusion.halo import MIN_STEP_FRAMES, _plan
+
+    depth = np.zeros((256, 256), np.float32)
+    depth[:, 128:] = 10.0
+    depth[40:120, 40:100] = 5.0  # a third layer half way
+    plans = _plan(depth, (0, 0), 11)
+    assert len(plans) == 3
+    main = plans[0]
+    assert main.frames[:2] == (0, 10) and main.main is None
+    (fit,) = main.fit_frames
+    assert abs(fit - 5) >= MIN_STEP_FRAMES / 2
+    assert 0 < fit < 10 and fit not in main.check_frames and fit in main.frames[2:]
+
+
 def test_extension_keeps_its_level_far_from_the_known_pixels() -> None:
     from nanoro_optics.fusion._halo_matte import extend
 

@@ -711,7 +711,8 @@ def _plan(depth: np.ndarray, tile: tuple[int, int], n: int) -> list[_TilePlan]:
     The nearest and the farthest layer; with a third layer between them (at least
     :data:`THIRD_LAYER_SHARE` of the window's depths :data:`MIN_STEP_FRAMES` frames from
     both: its most common frame), also each of them with it. The nearest and farthest
-    pair comes first: the others only correct what its check leaves.
+    pair comes first: the others only correct what its check leaves; its PSF is then
+    fitted on a frame that does not have the third layer in focus.
     """
     ty, tx = tile
     h, w = depth.shape
@@ -739,6 +740,22 @@ def _plan(depth: np.ndarray, tile: tuple[int, int], n: int) -> list[_TilePlan]:
     win = (y0, y1, x0, x1)
     core = (t0y - y0, t1y - y0, t0x - x0, t1x - x0)
     plans = [_pair_plan(ty, tx, win, core, pair, n, (h, w)) for pair in pairs]
+    if len(pairs) > 1:
+        # the main pair's model takes the third layer for the back layer, blurred as that:
+        # the frame that has it in focus fits the PSF worst; the one nearest the middle at
+        # least half a step from it instead
+        main = plans[0]
+        k_mid, centre = pairs[1][3], 0.5 * (k_lo + k_hi)
+        away = [
+            k
+            for k in range(k_lo + 1, k_hi)
+            if k not in main.check_frames and abs(k - k_mid) >= MIN_STEP_FRAMES / 2
+        ]
+        if main.fit_frames and away:
+            fit = min(away, key=lambda k: (abs(k - centre), k))
+            read = (set(main.frames[2:]) - set(main.fit_frames)) | {fit}
+            main.fit_frames = (fit,)
+            main.frames = (*main.frames[:2], *sorted(read))
     for p in plans[1:]:  # beyond each layer of a third layer's pair: the main pair's layer
         k_a, k_b = p.frames[0], p.frames[1]
         p.outer = (k_lo if k_a != k_lo else p.outer[0], k_hi if k_b != k_hi else p.outer[1])
