@@ -30,6 +30,14 @@ MIN_FIBRE_BAND_GAIN_DB = 3.0
 EXTEND_LEVEL_DN = 1e-6
 #: OTF values may exceed 1 by float rounding only
 OTF_ROUNDING = 1e-12
+#: next to a dark occluder over a bright background (12 bits, photon noise), the least share
+#: of the band within 3 px of the edge the check keeps corrected, and the least band gain
+#: (dB) over the pyramid fusion
+MIN_NEAR_EDGE_SHARE = 0.5
+MIN_DIM_BAND_GAIN_DB = 2.0
+#: relative error allowed of the check's noise slope (the lower quartile of the blocks
+#: lies a few per cent below the noise)
+NOISE_SLOPE_RTOL = 0.2
 
 
 def _psnr(img: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -69,6 +77,53 @@ def test_thin_fibres_are_corrected() -> None:
     auto = fuse_stack(scene.frames, halo="auto")
     gain = _psnr(auto.image, scene.truth, scene.band) - _psnr(off.image, scene.truth, scene.band)
     assert gain >= MIN_FIBRE_BAND_GAIN_DB, gain
+
+
+def test_check_keeps_the_correction_next_to_a_dim_occluder() -> None:
+    from nanoro_optics.fusion.scenes import occlusion_stack
+
+    scene = occlusion_stack((160, 160), 7, variant="dim", psf="gaussian", bit_depth=12, seed=1)
+    off = fuse_stack(scene.frames)
+    auto = fuse_stack(scene.frames, halo="auto")
+    occluder = scene.layers[-1].matte > 0.5
+    near = scene.band & (ndimage.distance_transform_edt(~occluder) <= 3)
+    assert auto.halo.corrected[near].mean() >= MIN_NEAR_EDGE_SHARE
+
+    def psnr(img: np.ndarray) -> float:
+        err = (np.asarray(img, np.float64) - scene.truth)[scene.band] ** 2
+        return float(10 * np.log10(scene.white_level**2 / np.mean(err)))
+
+    assert psnr(auto.image) - psnr(off.image) >= MIN_DIM_BAND_GAIN_DB
+
+
+def test_check_noise_follows_the_signal_and_never_falls_below_the_fusers() -> None:
+    from nanoro_optics.fusion.halo import _noise_line, _Windows
+
+    rng = np.random.default_rng(0)
+    level = np.broadcast_to(np.linspace(100.0, 3000.0, 160), (160, 160))
+    photon = {
+        k: (level + rng.normal(0, 1, level.shape) * np.sqrt(4 + 0.2 * level))[None] for k in (2, 4)
+    }
+    a, b = _noise_line(_Windows(photon), (2, 4), np.array([2.0]))[0]
+    assert b == pytest.approx(0.2, rel=NOISE_SLOPE_RTOL)
+    flat = {k: (level + rng.normal(0, 3.0, level.shape))[None] for k in (2, 4)}
+    a, b = _noise_line(_Windows(flat), (2, 4), np.array([3.0]))[0]
+    assert a + b * 3000.0 <= 9.0 * (1 + NOISE_SLOPE_RTOL)
+
+
+def test_main_pair_is_not_fitted_where_the_third_layer_is_in_focus() -> None:
+    from nanoro_optics.fusion.halo import MIN_STEP_FRAMES, _plan
+
+    depth = np.zeros((256, 256), np.float32)
+    depth[:, 128:] = 10.0
+    depth[40:120, 40:100] = 5.0  # a third layer half way
+    plans = _plan(depth, (0, 0), 11)
+    assert len(plans) == 3
+    main = plans[0]
+    assert main.frames[:2] == (0, 10) and main.main is None
+    (fit,) = main.fit_frames
+    assert abs(fit - 5) >= MIN_STEP_FRAMES / 2
+    assert 0 < fit < 10 and fit not in main.check_frames and fit in main.frames[2:]
 
 
 def test_extension_keeps_its_level_far_from_the_known_pixels() -> None:

@@ -49,12 +49,16 @@ to the data), per tile of :data:`TILE_PX` px around an edge:
 * the consistency check: two further frames between the layers', not used above, are
   re-rendered and compared with the recorded ones. The correction is kept only where the
   local RMS residual (over :data:`CHECK_WINDOW_PX` px) is within :data:`CHECK_SIGMAS`
-  noise standard deviations (the fuser's estimate, :mod:`.noise`), and lower by
-  :data:`MIN_GLOW_GAIN` noise variances than that of no correction (the same layers with
-  the recorded background: where the two fit the frames alike, nothing is verified), and
-  within the glow's reach of an outline that the front layer's frame shows sharp
-  (:meth:`_Layers.sharp_rim`; the depth map also draws boundaries through featureless
-  areas); elsewhere the pyramid fusion stays.
+  noise standard deviations, and lower by :data:`MIN_GLOW_GAIN` noise variances than that
+  of no correction (the same layers with the recorded background: where the two fit the
+  frames alike, nothing is verified), and within the glow's reach of an outline that the
+  front layer's frame shows sharp (:meth:`_Layers.sharp_rim`; the depth map also draws
+  boundaries through featureless areas); elsewhere the pyramid fusion stays. The noise:
+  the fuser's estimate (:mod:`.noise`, the flattest quarter of a frame's), or more where
+  the window's own frames show it growing with the signal (photon noise, measured in their
+  flattest blocks per level of signal). The background under the front layer's rim, which
+  those frames see past its blurred edge, is the inversion's too (where frame kb holds none
+  of it, the damping's extension from outside).
 
 The range rule
 --------------
@@ -149,6 +153,10 @@ THIRD_LAYER_SHARE = 0.05
 PRIOR_FACTOR = 2.0
 #: sigma (px) of the smallest Gaussian of the fitted point-spread functions (diffraction)
 SIGMA0_PX = 0.5
+#: side (px) of the blocks, and number of signal-level bins, in which the check measures
+#: the noise against the signal (the flattest quarter of the blocks per bin counts)
+NOISE_BLOCK_PX = 16
+NOISE_LEVEL_BINS = 6
 
 FrameSource = np.ndarray | Callable[[int], np.ndarray] | Sequence[np.ndarray]
 
@@ -744,7 +752,8 @@ def _plan(depth: np.ndarray, tile: tuple[int, int], n: int) -> list[_TilePlan]:
     The nearest and the farthest layer; with a third layer between them (at least
     :data:`THIRD_LAYER_SHARE` of the window's depths :data:`MIN_STEP_FRAMES` frames from
     both: its most common frame), also each of them with it. The nearest and farthest
-    pair comes first: the others only correct what its check leaves.
+    pair comes first: the others only correct what its check leaves; its PSF is then
+    fitted on a frame that does not have the third layer in focus.
     """
     ty, tx = tile
     h, w = depth.shape
@@ -772,6 +781,22 @@ def _plan(depth: np.ndarray, tile: tuple[int, int], n: int) -> list[_TilePlan]:
     win = (y0, y1, x0, x1)
     core = (t0y - y0, t1y - y0, t0x - x0, t1x - x0)
     plans = [_pair_plan(ty, tx, win, core, pair, n, (h, w)) for pair in pairs]
+    if len(pairs) > 1:
+        # the main pair's model takes the third layer for the back layer, blurred as that:
+        # the frame that has it in focus fits the PSF worst; the one nearest the middle at
+        # least half a step from it instead
+        main = plans[0]
+        k_mid, centre = pairs[1][3], 0.5 * (k_lo + k_hi)
+        away = [
+            k
+            for k in range(k_lo + 1, k_hi)
+            if k not in main.check_frames and abs(k - k_mid) >= MIN_STEP_FRAMES / 2
+        ]
+        if main.fit_frames and away:
+            fit = min(away, key=lambda k: (abs(k - centre), k))
+            read = (set(main.frames[2:]) - set(main.fit_frames)) | {fit}
+            main.fit_frames = (fit,)
+            main.frames = (*main.frames[:2], *sorted(read))
     for p in plans[1:]:  # beyond each layer of a third layer's pair: the main pair's layer
         k_a, k_b = p.frames[0], p.frames[1]
         p.outer = (k_lo if k_a != k_lo else p.outer[0], k_hi if k_b != k_hi else p.outer[1])
@@ -935,11 +960,16 @@ def _solve_tile(
         return None  # far from the noise either way round: not refined, not corrected
 
     size, t = layers.refine(size, t, fit_frames, narrow=cached)
+    # --- the check: the frames between the two layers' (not used above), re-rendered, their
+    # residual against the noise at each pixel's level (photon noise grows with the signal:
+    # the fuser's estimate is the flattest, usually darkest, quarter's)
+    layers.noise_line = _noise_line(crop, p.check_frames, sigma)
     done = layers.render(size, t, p.check_frames)
     if done is None:
         return None
     cache[(layers.kf, layers.kb)] = (size, t)
     value, band, res2, _ = done
+    dn2 = layers.res_dn2 if layers.res_dn2 is not None else res2 * float((sigma**2).mean())
     # --- the check: the frames between the two layers' (not used above), re-rendered; the
     # correction must fit them to the noise, and better than no correction does
     local = ndimage.uniform_filter(res2, CHECK_WINDOW_PX, mode="nearest")
@@ -951,7 +981,49 @@ def _solve_tile(
     # sharp: a boundary the depth map drew through a featureless area is no edge
     reach = ndimage.distance_transform_edt(~layers.sharp_rim()) <= layers.radius(size)
     accept &= reach
-    return value, accept, band, res2 * float((sigma**2).mean())
+    return value, accept, band, dn2
+
+
+def _noise_line(crop: _Windows, frames: Sequence[int], sigma: np.ndarray) -> np.ndarray:
+    """Noise variance against the signal in a window: ``(C, 2)``, ``var = a + b x``.
+
+    Measured in ``frames`` (between the layers': both blurred, little detail): in blocks of
+    :data:`NOISE_BLOCK_PX` px, the mean square of the second difference along rows (``1.5
+    sigma^2`` for white noise, as :func:`~nanoro_optics.fusion.noise.estimate_noise`) and
+    the mean level; in :data:`NOISE_LEVEL_BINS` bins of level, the lower quartile of the
+    blocks' variances (detail raises some blocks, the flattest hold the noise alone); a
+    line through those, by least squares, not falling with the signal. Where the data do
+    not tell (a window too small), the fuser's ``sigma^2``, level.
+    """
+    nc = sigma.size
+    out = np.zeros((nc, 2))
+    out[:, 0] = sigma**2
+    b = NOISE_BLOCK_PX
+    for c in range(nc):
+        var_l, lev_l = [], []
+        for k in frames:
+            x = crop[k][c]
+            d = x[:, 1:-1] - 0.5 * (x[:, :-2] + x[:, 2:])
+            ny, nx = d.shape[0] // b, d.shape[1] // b
+            if ny * nx == 0:
+                continue
+            d = d[: ny * b, : nx * b].reshape(ny, b, nx, b)
+            var_l.append((d**2).mean((1, 3)).ravel() / 1.5)
+            lev_l.append(x[: ny * b, 1 : nx * b + 1].reshape(ny, b, nx, b).mean((1, 3)).ravel())
+        if not var_l:
+            continue
+        var, lev = np.concatenate(var_l), np.concatenate(lev_l)
+        if var.size < 4 * NOISE_LEVEL_BINS:
+            continue
+        order = np.argsort(lev)
+        parts = np.array_split(order, NOISE_LEVEL_BINS)
+        v = np.array([np.quantile(var[i], 0.25) for i in parts])
+        m = np.array([np.median(lev[i]) for i in parts])
+        slope = 0.0
+        if np.ptp(m) > 0:
+            slope = max(float(np.polyfit(m, v, 1)[0]), 0.0)
+        out[c] = (float(np.mean(v - slope * m)), slope)
+    return out
 
 
 @dataclass
@@ -980,6 +1052,10 @@ class _Layers:
     back_scale: float = 1.0
     back_t: float | None = None
     _rim: np.ndarray | None = None  # (sharp_rim, once)
+    #: the check's noise variance against the signal (:func:`_noise_line`; None: the
+    #: fuser's, level) and the last :meth:`render`'s residual^2 in DN^2
+    noise_line: np.ndarray | None = None
+    res_dn2: np.ndarray | None = None
 
     @classmethod
     def build(
@@ -1197,21 +1273,30 @@ class _Layers:
         back = ((i_b - hp) * tr[None] + DAMPING * prior) / (tr**2 + DAMPING)[None]
         value = self.prem + (1.0 - self.alpha)[None] * back
         band = (self.dist_out <= radius) & ~self.inner
-        back_full = np.where(band[None], i_b if null else back, i_b)
-        hidden_w = np.clip(tr, 0.0, 1.0) ** 2 * (~self.inner)
-        back_full = np.where(
-            self.inner[None],
-            _extend(back_full, hidden_w, radius / 2 + 1, fill=False),
-            back_full,
-        )
+        # what the frames between the layers' see of the background: the inversion in the
+        # band and under the front layer's rim too (frame kb holds some of the background
+        # there, through the blurred front layer's partial cover; where it holds none, the
+        # damping leaves the extension from outside), the frame itself further out; with
+        # ``null`` the frame itself in the band too (no correction)
+        back_full = np.where((self.inner if null else band | self.inner)[None], back, i_b)
         back_blur = _Blurrer(back_full, pad)
         res2 = np.zeros(band.shape)
+        dn2 = np.zeros(band.shape)
+        sig2 = (self.sigma**2)[:, None, None]
+        line = self.noise_line
         for k in frames:
             blf = self.blurrer.blur(*_family(size * abs(k - self.d_f) / self.span, t))
             size_b = self.back_scale * size * abs(k - self.d_b) / self.span
             bb = back_blur.blur(*_family(size_b, t if self.back_t is None else self.back_t))
             pred = blf[:nc] + (1.0 - blf[nc])[None] * bb
-            res2 += ((self.crop[k] - pred) ** 2 / (self.sigma**2)[:, None, None]).mean(0)
+            err2 = (self.crop[k] - pred) ** 2
+            if line is None:
+                var = sig2
+            else:  # never below the fuser's
+                var = np.maximum(sig2, line[:, :1, None] + line[:, 1:, None] * pred)
+            res2 += (err2 / var).mean(0)
+            dn2 += err2.mean(0)
         res2 /= max(len(frames), 1)
+        self.res_dn2 = dn2 / max(len(frames), 1)
         score = float(np.mean(res2[band])) if band.any() else np.inf
         return value, band, res2, score
