@@ -588,10 +588,15 @@ z_step_um, z_um, index_mismatch, halo : keyword-only, optional
             self._workers(),
         )
         self._g1_ready = reduce  # _fold takes it as is
+        late = self._lo is not None and not exact  # the range from the frame, not the plane
+        if late and not self.align:
+            # from the frame as given: before its buffer goes back to the caller
+            self._update_range(raw, frame3, first)
+            late = False
         if on_copied is not None:
             on_copied()
-        if self._lo is not None and not exact:
-            self._update_range(None if self.align else raw, frame3, first)
+        if late:  # from the warped frame, the fuser's own copy
+            self._update_range(None, frame3, first)
         if self._rows0 is None:
             self._fold(first)
         self._n += 1
