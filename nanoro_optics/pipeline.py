@@ -10,10 +10,11 @@ only sees arrays. This module owns every decision about files:
   :mod:`nanoro_optics.io` keeps in them) are left out with a note, or refused when named;
 - how they are read: decoded in a background thread, one ahead of the fuser, into one reused
   buffer (decoding overlaps fusing on two cores, one decoded frame in memory); the frames'
-  per-pixel range, which keeps the fused image inside the data, is read back afterwards two
-  files at a time instead of being held while fusing (two frame-size maps less at the peak);
-  with ``reference="middle"`` a first pass estimates the middle frame's transform. Each file
-  is decoded at most twice;
+  per-pixel range, which keeps the fused image inside the data, is held while fusing, or,
+  when depth is tracked too (a depth map, the halo correction) and the frames are not
+  aligned, read back afterwards two files at a time (two frame-size maps less at the peak,
+  which the depth tracker's maps would otherwise join); with ``reference="middle"`` a first
+  pass estimates the middle frame's transform. Each file is decoded at most twice;
 - the z step (frame ``k`` at ``k * z_step_um``, :class:`~nanoro_optics.fusion.FusionOptions`),
   the crop, and a stack of one frame (refused, :data:`~nanoro_optics.fusion.stack.ONE_FRAME_ERROR`);
 - writing: every output of a run is checked first and committed together, all or none
@@ -438,22 +439,24 @@ def _fuse(
     depth: bool,
     progress: Progress | None,
 ) -> _Fused:
-    """Read ``files`` and fuse them: the fusing pass, then (unaligned) the range pass."""
+    """Read ``files`` and fuse them: the fusing pass, then (unaligned, depth) the range pass."""
     from . import io as nio
     from ._numba import fusion_threads, threads
 
-    # aligned frames are warped, so their range is kept while fusing; otherwise it comes
-    # from a second read of the files (two frame-size maps less at the peak)
-    keep_range = options.align
+    # the halo correction finishes from the depth map (tracked for it when not asked for)
+    track = depth or options.halo != "off"
+    # the frames' per-pixel range (two maps of a frame's size and dtype) is kept while
+    # fusing when the frames are aligned (they are warped) or no depth is tracked (the
+    # tracker would take about as much memory: at 12 MP, 72 MB for 8-bit RGB against 63);
+    # else it comes from a second read of the files, once the fused pyramid has become the
+    # image, so that the peak does not hold both
+    keep_range = options.align or not track
     align_reference = None
     if options.reference == "middle":  # a first pass: the middle frame's transform
         from .fusion.align import reference_transform
 
         frames_again = (f.image for f in nio.iter_frames(files, reuse_buffer=True))
         align_reference = reference_transform(frames_again, "middle")
-
-    # the halo correction finishes from the depth map (tracked for it when not asked for)
-    track = depth or options.halo != "off"
 
     def new_fuser() -> StackFuser:
         fuser = StackFuser(options, depth=track, align_reference=align_reference)

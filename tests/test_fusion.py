@@ -921,3 +921,53 @@ def test_soft4_sum_gives_the_share_of_the_norm_form(a, m):
     assert share_sum == pytest.approx(exact, rel=1e-6, abs=1e-12)
     assert share == pytest.approx(exact, rel=1e-5, abs=1e-12)
     assert float(total) == pytest.approx(float(norm) ** 4, rel=1e-5)
+
+
+def _whole_array_noise(frame: np.ndarray) -> np.ndarray:
+    """The noise estimate computed on all its rows at once (the definition, as first written)."""
+    from nanoro_optics.fusion import noise
+
+    x = frame[noise.noise_rows(frame.shape[0])].astype(np.float32)
+    r = np.abs(x[:, 1:-1] - 0.5 * (x[:, :-2] + x[:, 2:]))
+    th = noise._NOISE_TILE_ROWS if r.shape[0] >= 2 * noise._NOISE_TILE_ROWS else r.shape[0]
+    tw = min(noise._NOISE_TILE_COLS, r.shape[1])
+    ny, nx = r.shape[0] // th, r.shape[1] // tw
+    tiles = r[: ny * th, : nx * tw].reshape(ny, th, nx, tw, -1).transpose(0, 2, 1, 3, 4)
+    mads = np.median(tiles.reshape(ny * nx, th * tw, -1), axis=1)
+    mad = np.quantile(mads, noise._NOISE_QUANTILE, axis=0) if len(mads) > 1 else mads[0]
+    return np.asarray(mad, np.float64) / (0.6745 * np.sqrt(1.5))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(300, 1000, 3), (64, 300, 1), (7, 130, 2), (5, 3, 1), (9, 2, 1)])
+def test_noise_estimate_by_bands_is_the_whole_array_estimate(dtype, shape):
+    from nanoro_optics.fusion.noise import estimate_noise, noise_sigma
+
+    rng = np.random.default_rng(sum(shape))
+    frames = rng.normal(120.0, 30.0, (2, *shape)).clip(0, 250).astype(dtype)
+    frame, nxt = frames[0], frames[1][:, ::-1]  # (a strided next frame)
+    if shape[1] < 3:  # no second difference: nothing measured
+        assert not estimate_noise(frame).any()
+        return
+    np.testing.assert_array_equal(estimate_noise(frame), _whole_array_noise(frame))
+    if shape[0] <= 64:  # (noise_rows: every row of a short frame)
+        diff = nxt.astype(np.float32) - frame.astype(np.float32)
+        want = np.minimum(_whole_array_noise(frame), _whole_array_noise(diff) / np.sqrt(2.0))
+        floor = 1e-6 * float(frame.max() - frame.min()) if frame.dtype.kind == "f" else 1.0
+        np.testing.assert_array_equal(noise_sigma(frame, nxt), np.maximum(want, floor))
+
+
+def test_noise_estimate_of_a_wide_frame_keeps_its_temporaries_small():
+    from nanoro_optics.fusion.noise import noise_sigma
+
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (2, 256, 4000, 3), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        noise_sigma(frames[0], frames[1])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # 64 rows of 4000 x 3 samples: 3 MB as float32 (the difference of the two frames'
+    # rows); the whole-array estimate held some 18 MB of float32 copies at once
+    assert peak < 6 << 20, peak

@@ -486,3 +486,27 @@ def test_fill_depth_kernels_give_numpys_push_pull_bit_for_bit(h, w, holes, seed)
     want = _fill_depth_numpy(depth, weight)
     assert got.dtype == np.float32 and got.shape == (h, w)
     np.testing.assert_array_equal(got, want)  # NaN where no pixel has weight, as numpy
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64, np.int32])
+@pytest.mark.parametrize("align", [False, True])
+def test_a_frame_buffer_handed_back_is_never_read_again(dtype, align):
+    # the file pipeline's decoder refills a frame's buffer once the fuser says it holds its
+    # copy (on_copied): the range, the pyramid and the depth must all come from before that
+    s = scene_stack("occlusion", (40, 56), 5, seed=4)
+    frames = s.frames.astype(dtype) * (257 if dtype == np.uint16 else 1)
+    if dtype == np.float32:
+        frames = frames * np.float32(2.0**30)  # scaled into working units (not exact)
+    want = fuse_stack(frames, align=align)
+    fuser = StackFuser(align=align)
+    buffer = np.empty_like(frames[0])
+    for f in frames:
+        buffer[...] = f
+
+        def spoil() -> None:
+            buffer[...] = frames.max() if buffer.dtype.kind == "f" else 0
+
+        fuser._add(buffer, None, spoil)
+    got = fuser.result()
+    np.testing.assert_array_equal(got.image, want.image)
+    np.testing.assert_array_equal(got.depth, want.depth)

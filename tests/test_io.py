@@ -410,6 +410,32 @@ def _reference_png(arr: np.ndarray, filters: list[int]) -> bytes:
 _SHARED_BUFFERS = PngBuffers()
 
 
+def test_png_buffers_that_grow_are_never_held_twice() -> None:
+    # the files of a stack often grow frame by frame: each larger one must not briefly
+    # hold its predecessor too (that moment adds to the peak of a whole run)
+    import tracemalloc
+
+    small, large = 6 << 20, 7 << 20
+    tracemalloc.start()
+    try:
+        buffers = PngBuffers()
+        assert len(buffers.file(small)) == small and buffers.raw(small).size == small
+        rises = []
+        for grow in (buffers.file, buffers.raw):
+            before = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            grow(large)
+            rises.append(tracemalloc.get_traced_memory()[1] - before)
+    finally:
+        tracemalloc.stop()
+    # the old buffer went first: the peak rose by the difference, not by the new buffer
+    assert max(rises) < (large - small) + (1 << 19), rises
+    grown, raw = buffers.file(large), buffers.raw(large)
+    assert len(grown) == large and raw.size == large
+    # a smaller request reuses the buffer
+    assert buffers.file(small) is grown and buffers.raw(small).base is raw.base
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     h=st.integers(1, 9),

@@ -50,14 +50,41 @@ def test_each_file_is_decoded_at_most_twice(tmp_path: Path, monkeypatch) -> None
         return original(self, path)
 
     monkeypatch.setattr(nio.FileDecoder, "frames", counting)
-    for opts in (
-        FusionOptions(),  # fusing pass + range pass
-        FusionOptions(align=True, reference="middle"),  # first pass + fusing pass
+    image, depth = tmp_path / "o.tif", tmp_path / "d.tif"
+    for opts, outputs, times in (
+        (FusionOptions(), FusionOutputs(image), 1),  # the range kept while fusing
+        (FusionOptions(), FusionOutputs(image, depth), 2),  # fusing pass + range pass
+        (FusionOptions(align=True, reference="middle"), FusionOutputs(image), 2),  # first pass
     ):
         decoded.clear()
-        fuse_to_files(tmp_path / "in", FusionOutputs(tmp_path / "o.tif"), opts, overwrite=True)
-        assert set(decoded) == {f"f{k}.png" for k in range(5)}
-        assert max(decoded.values()) == 2
+        fuse_to_files(tmp_path / "in", outputs, opts, overwrite=True)
+        assert decoded == {f"f{k}.png": times for k in range(5)}
+
+
+@pytest.mark.parametrize("kind", ["uint8 png", "uint16 tif", "float32 tif", "float64 grey tif"])
+def test_the_range_kept_while_fusing_gives_the_image_of_the_range_pass(
+    tmp_path: Path, kind: str
+) -> None:
+    # without a depth map the range is kept while fusing; with one it comes from a second
+    # read of the files: the same fused image either way, and the arrays' image
+    base = synthetic_stack((40, 52), 5, dtype="uint16" if "16" in kind else "uint8", seed=8)
+    frames = base.frames
+    if "float" in kind:
+        frames = (frames.astype(np.float64) / 255.0 * 3.5 - 0.25).astype(kind.split()[0])
+    if "grey" in kind:
+        frames = frames[..., 1]
+    (tmp_path / "in").mkdir()
+    for k, f in enumerate(frames):
+        nio.write_image(tmp_path / "in" / f"f{k}.{kind.split()[-1]}", f)
+    kept = fuse_to_files(tmp_path / "in", FusionOutputs(tmp_path / "a.tif"))
+    passed = fuse_to_files(
+        tmp_path / "in", FusionOutputs(tmp_path / "b.tif", tmp_path / "b_depth.tif")
+    )
+    assert kept.dtype == passed.dtype == str(frames.dtype)
+    want = fuse_stack(frames).image
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "a.tif"), want)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "b.tif"), want)
+    assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()
 
 
 def test_an_output_found_among_the_inputs_is_refused_even_with_overwrite(tmp_path: Path) -> None:

@@ -57,10 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     Errors from bad arguments (``ValueError``/``TypeError`` raised by the library) are printed
     as one line on stderr with exit status 2, never as a traceback.
     """
+    from .._numba import without_blas_probe
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args._run(args))
+        # the commands' kernels call no BLAS: numba loads them without scipy.linalg
+        with without_blas_probe():
+            return int(args._run(args))
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"nanoro-optics {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -54,8 +54,10 @@ def noise_sigma(frame: np.ndarray, next_frame: np.ndarray | None = None) -> np.n
     rows = np.asarray(frame[noise_rows(frame.shape[0])])
     sigma = estimate_noise(rows)
     if next_frame is not None:
-        rows1 = np.asarray(next_frame[noise_rows(next_frame.shape[0])], dtype=np.float32)
-        diff = rows1.astype(np.float32) - rows.astype(np.float32)
+        diff = np.array(next_frame[noise_rows(next_frame.shape[0])], dtype=np.float32)
+        # in place, the frame's rows cast to float32 in the ufunc's buffer: the same values
+        # as a difference of two float32 copies, without the copies
+        np.subtract(diff, rows, out=diff, dtype=np.float32)
         sigma = np.minimum(sigma, estimate_noise(diff) / np.sqrt(2.0))
     if frame.dtype.kind == "f":
         span = float(np.max(rows) - np.min(rows))
@@ -86,13 +88,22 @@ def estimate_noise(frame: np.ndarray) -> np.ndarray:
     w = frame.shape[1]
     if w < 3:
         return np.zeros(frame.shape[2])
-    x = frame[noise_rows(frame.shape[0])].astype(np.float32)
-    r = np.abs(x[:, 1:-1] - 0.5 * (x[:, :-2] + x[:, 2:]))  # (rows, w - 2, C)
+    h = frame.shape[0]
+    pick = noise_rows(h)
+    rows = frame if len(pick) == h else frame[pick]  # (all rows: no copy)
     # tiles of adjacent rows and columns; the median in each, then a low quantile of those
-    th = _NOISE_TILE_ROWS if r.shape[0] >= 2 * _NOISE_TILE_ROWS else r.shape[0]
-    tw = min(_NOISE_TILE_COLS, r.shape[1])
-    ny, nx = r.shape[0] // th, r.shape[1] // tw
-    tiles = r[: ny * th, : nx * tw].reshape(ny, th, nx, tw, -1).transpose(0, 2, 1, 3, 4)
-    mads = np.median(tiles.reshape(ny * nx, th * tw, -1), axis=1)  # (tiles, C)
+    n = len(pick)
+    th = _NOISE_TILE_ROWS if n >= 2 * _NOISE_TILE_ROWS else n
+    tw = min(_NOISE_TILE_COLS, w - 2)
+    ny, nx = n // th, (w - 2) // tw
+    # one band of ``th`` rows at a time (no tile spans two bands): the float32 temporaries
+    # stay a band's size, which at 12 MP keeps some 15 MB off the fuser's peak
+    bands = []
+    for y in range(ny):
+        x = rows[y * th : (y + 1) * th].astype(np.float32)
+        r = np.abs(x[:, 1:-1] - 0.5 * (x[:, :-2] + x[:, 2:]))  # (th, w - 2, C)
+        tiles = r[:, : nx * tw].reshape(th, nx, tw, -1).transpose(1, 0, 2, 3)
+        bands.append(np.median(tiles.reshape(nx, th * tw, -1), axis=1))  # (nx, C)
+    mads = np.concatenate(bands)  # (tiles, C), row of tiles by row of tiles
     mad = np.quantile(mads, _NOISE_QUANTILE, axis=0) if len(mads) > 1 else mads[0]
     return np.asarray(mad, np.float64) / (0.6745 * np.sqrt(1.5))

@@ -8,9 +8,9 @@ maximum, or their p-norm for the soft rule; for integer frames as 16-bit codes, 
 float32), plus the depth tracker on the half-resolution level and the frames' per-pixel
 range: for a uint8 RGB frame about ``4/3 * (6 + 2) + 11 / 4 + 6`` bytes per pixel (without
 the tracker, ``depth=False``, the third term goes; without the range, which the file
-pipeline hands over after a second read of the files, the last), and the per-frame work
-buffers (the frame in planar form, its next Gaussian level). Memory does not grow with the
-number of frames, and frames can be fused as a camera delivers them.
+pipeline hands over after a second read of the files when it tracks depth, the last), and
+the per-frame work buffers (the frame in planar form, its next Gaussian level). Memory does
+not grow with the number of frames, and frames can be fused as a camera delivers them.
 
 The fuser's frame intake (checks, noise weights, working units) is in :mod:`._intake`, its
 output (the collapse, the depth map, :class:`~.result.FusionResult`) in :mod:`._output`;
@@ -589,10 +589,15 @@ z_step_um, z_um, index_mismatch, halo, halo_blur_px : keyword-only, optional
             self._workers(),
         )
         self._g1_ready = reduce  # _fold takes it as is
+        late = self._lo is not None and not exact  # the range from the frame, not the plane
+        if late and not self.align:
+            # from the frame as given: before its buffer goes back to the caller
+            self._update_range(raw, frame3, first)
+            late = False
         if on_copied is not None:
             on_copied()
-        if self._lo is not None and not exact:
-            self._update_range(None if self.align else raw, frame3, first)
+        if late:  # from the warped frame, the fuser's own copy
+            self._update_range(None, frame3, first)
         if self._rows0 is None:
             self._fold(first)
         self._n += 1

@@ -54,13 +54,19 @@ class PngBuffers:
         self._file = bytearray()
         self._raw = np.empty(0, dtype=np.uint8)
 
+    # A buffer that must grow is dropped before its successor is made: its contents are
+    # not kept, and the two would otherwise be in memory together for a moment (the files
+    # of a stack often grow frame by frame, and that moment adds to the peak of a run)
+
     def file(self, size: int) -> bytearray:
         if len(self._file) < size:
+            self._file = bytearray()
             self._file = bytearray(size)
         return self._file
 
     def raw(self, size: int) -> np.ndarray:
         if self._raw.size < size:
+            self._raw = np.empty(0, dtype=np.uint8)
             self._raw = np.empty(size, dtype=np.uint8)
         return self._raw[:size]
 
