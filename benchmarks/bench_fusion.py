@@ -151,11 +151,19 @@ def peer_commands(files: list[Path], folder: Path, out: Path, align: bool) -> di
     return cmds
 
 
-def ours_cli(files: list[Path], out: Path, align: bool, depth_map: Path | None = None) -> list[str]:
+def ours_cli(
+    files: list[Path],
+    out: Path,
+    align: bool,
+    depth_map: Path | None = None,
+    halo: str | None = None,
+) -> list[str]:
     cmd = [sys.executable, "-m", "nanoro_optics", "fuse", *map(str, files), "-o", str(out), "-q"]
     cmd += ["--overwrite"]  # repeated runs write the same outputs
     if depth_map is not None:
         cmd += ["--depth-map", str(depth_map)]
+    if halo is not None:
+        cmd += ["--halo", halo]
     return cmd + (["--align"] if align else [])
 
 
@@ -691,10 +699,12 @@ def speed_case(
 ) -> list[dict[str, Any]]:
     """The 12 MP case: in memory, then every tool from PNG files in alternating rounds.
 
-    Each round runs this CLI, the CLI with a depth map, then every peer found, once each
-    (at least 3 rounds); a row gives the median wall time and the largest peak RSS of its
-    runs, and a peer's row ``ratio_to_ours_median`` (the median over rounds of the peer's
-    wall time divided by this CLI's in the same round) and each round's ratio.
+    Each round runs this CLI, the CLI with a depth map, both again with ``--halo auto``,
+    then every peer found, once each (at least 3 rounds); a row gives the median wall time
+    and the largest peak RSS of its runs, a peer's row ``ratio_to_ours_median`` (the median
+    over rounds of the peer's wall time divided by this CLI's in the same round) and each
+    round's ratio, and a ``--halo auto`` row ``halo_cost_median`` (the median over rounds
+    of its wall time over the same command's without it, less 1).
     """
     rows = []
     t0 = time.perf_counter()
@@ -723,7 +733,15 @@ def speed_case(
     del stack, res
     out = tmp / "large_ours.png"
     ours, ours_d = "nanoro_optics (CLI)", "nanoro_optics (CLI, --depth-map)"
-    cmds = {ours: ours_cli(files, out, False), ours_d: ours_cli(files, out, False, tmp / "d.tif")}
+    # the halo correction's cost, alone and beside a depth map (both track the depth)
+    ours_h = "nanoro_optics (CLI, --halo auto)"
+    ours_dh = "nanoro_optics (CLI, --depth-map --halo auto)"
+    cmds = {
+        ours: ours_cli(files, out, False),
+        ours_d: ours_cli(files, out, False, tmp / "d.tif"),
+        ours_h: ours_cli(files, out, False, halo="auto"),
+        ours_dh: ours_cli(files, out, False, tmp / "d.tif", halo="auto"),
+    }
     outputs = {ours: out}
     if peers:
         for tool, (cmd, pout) in peer_commands(files, folder, tmp / "large_out", False).items():
@@ -747,7 +765,11 @@ def speed_case(
             peak_rss_mb=peak,
             rss_mb_per_mp=peak / mp,
         )
-        if tool not in (ours, ours_d):
+        if tool in (ours_h, ours_dh):  # against the same command with --halo off
+            base = [w for w, _ in runs[ours if tool == ours_h else ours_d]]
+            ratios = [w / o for w, o in zip(walls, base, strict=False)]
+            row.update(halo_cost_median=float(np.median(ratios)) - 1.0, halo_cost_runs=ratios)
+        elif tool not in (ours, ours_d):
             ratios = [w / o for w, o in zip(walls, ours_walls, strict=False)]
             row.update(ratio_to_ours_median=float(np.median(ratios)), ratio_runs=ratios)
         if tool in outputs:
@@ -938,6 +960,7 @@ def main(argv: list[str] | None = None) -> int:
         "time_vs_ours",
         "peak_rss_mb",
         "rss_mb_per_mp",
+        "halo_cost_median",
         "depth_rmse_frames",
         "depth_coverage",
         "wrong_told",

@@ -64,6 +64,11 @@ def test_correction_approaches_the_truth_in_the_band(occlusion) -> None:  # type
     assert gain_whole >= MIN_WHOLE_GAIN_DB, gain_whole
     rep = auto.halo
     assert isinstance(rep, HaloReport) and rep.note == ""
+    # no speck: every corrected area is at least a band's worth of pixels
+    from nanoro_optics.fusion.halo import MIN_CORRECTED_PX
+
+    lab, n = ndimage.label(rep.corrected, np.ones((3, 3), bool))
+    assert n >= 1 and np.bincount(lab.ravel())[1:].min() >= MIN_CORRECTED_PX
     assert rep.corrected_fraction == pytest.approx(rep.corrected.mean())
     assert 0 < rep.corrected_fraction <= rep.candidate_fraction
     assert np.isfinite(rep.residual_dn) and rep.residual_dn > 0

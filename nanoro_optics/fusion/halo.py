@@ -133,6 +133,9 @@ MIN_GLOW_GAIN = 1.0
 #: times the background frame's there, and this many times its own noise
 RIM_SHARPER = 1.5
 RIM_SIGMAS = 5.0
+#: smallest connected area (px, 8-connected) of corrected pixels kept (an 8 x 8 px patch):
+#: a speck of fewer is no band along an occluding edge
+MIN_CORRECTED_PX = 64
 #: side (px) of the window the check's residual is averaged over
 CHECK_WINDOW_PX = 9
 #: memory for the tiles' frame windows read at once (bytes per pixel of the image): at
@@ -697,6 +700,15 @@ def correct_halo(
                 out[gy, gx] = vals.astype(img.dtype)
             corrected[gy, gx] = True
         del crops
+    # a corrected area smaller than a band along any edge is a speck the check let through
+    # (a dust grain over its own surface): the pyramid's pixels there
+    from scipy import ndimage
+
+    lab, n_lab = ndimage.label(corrected, np.ones((3, 3), bool))
+    if n_lab:
+        small = (np.bincount(lab.ravel()) < MIN_CORRECTED_PX)[lab] & corrected
+        out[small] = img[small]
+        corrected &= ~small
     n_px = h * w
     n_cor = int(corrected.sum())
     report = HaloReport(
@@ -1232,7 +1244,8 @@ class _Layers:
             return self._rim
         from scipy import ndimage
 
-        outline = self.front ^ ndimage.binary_erosion(self.front)
+        # (the window's border is no edge of the front layer)
+        outline = self.front ^ ndimage.binary_erosion(self.front, border_value=1)
         outline |= ndimage.binary_dilation(self.front) & ~self.front
         on = outline.astype(np.float64)
         n_on = np.maximum(ndimage.uniform_filter(on, CHECK_WINDOW_PX, mode="constant"), 1e-12)
