@@ -23,8 +23,9 @@ ALLOWED: dict[str, set[str]] = {
     "psf": {"_validation", "_numba", "optics", "psf"},
     "beamtilt": {"_validation", "_numba", "optics", "beamtilt"},
     "zscan": {"_validation", "optics", "zscan"},
-    # (psf: the index-mismatch correction; pipeline: fuse_stack's lazy delegate for paths)
-    "fusion": {"_validation", "_numba", "_lazy", "fusion", "psf", "pipeline"},
+    # (psf: the index-mismatch correction; optics: the defocus blur disc of the halo scenes;
+    # pipeline: fuse_stack's lazy delegate for paths)
+    "fusion": {"_validation", "_numba", "_lazy", "fusion", "optics", "psf", "pipeline"},
     "pipeline": {"_validation", "_numba", "fusion", "io"},
     "io": {"_validation", "_numba"},
     "hardware": {"_validation", "_numba", "_lazy", "optics", "psf", "fusion", "hardware"},
