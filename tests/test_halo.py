@@ -109,11 +109,17 @@ def test_check_noise_follows_the_signal_and_never_falls_below_the_fusers() -> No
     photon = {
         k: (level + rng.normal(0, 1, level.shape) * np.sqrt(4 + 0.2 * level))[None] for k in (2, 4)
     }
-    a, b = _noise_line(_Windows(photon), (2, 4), np.array([2.0]))[0]
+    a, b, top = _noise_line(_Windows(photon), (2, 4), np.array([2.0]))[0]
     assert b == pytest.approx(0.2, rel=NOISE_SLOPE_RTOL)
+    assert top <= (4 + 0.2 * 3000.0) * (1 + NOISE_SLOPE_RTOL)  # the noisiest level measured
     flat = {k: (level + rng.normal(0, 3.0, level.shape))[None] for k in (2, 4)}
-    a, b = _noise_line(_Windows(flat), (2, 4), np.array([3.0]))[0]
+    a, b, top = _noise_line(_Windows(flat), (2, 4), np.array([3.0]))[0]
     assert a + b * 3000.0 <= 9.0 * (1 + NOISE_SLOPE_RTOL)
+    # a window of one level throughout (the bins' levels a hair apart): whatever slope the
+    # fit finds, the variance it gives stays at what the blocks measured
+    one = {k: (500.0 + rng.normal(0, 3.0, level.shape))[None] for k in (2, 4)}
+    a, b, top = _noise_line(_Windows(one), (2, 4), np.array([3.0]))[0]
+    assert np.isfinite([a, b, top]).all() and top <= 9.0 * (1 + NOISE_SLOPE_RTOL)
 
 
 def test_main_pair_is_not_fitted_where_the_third_layer_is_in_focus() -> None:

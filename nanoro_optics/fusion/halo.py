@@ -997,19 +997,21 @@ def _solve_tile(
 
 
 def _noise_line(crop: _Windows, frames: Sequence[int], sigma: np.ndarray) -> np.ndarray:
-    """Noise variance against the signal in a window: ``(C, 2)``, ``var = a + b x``.
+    """Noise variance against the signal in a window: ``(C, 3)``, ``min(a + b x, top)``.
 
     Measured in ``frames`` (between the layers': both blurred, little detail): in blocks of
     :data:`NOISE_BLOCK_PX` px, the mean square of the second difference along rows (``1.5
     sigma^2`` for white noise, as :func:`~nanoro_optics.fusion.noise.estimate_noise`) and
     the mean level; in :data:`NOISE_LEVEL_BINS` bins of level, the lower quartile of the
     blocks' variances (detail raises some blocks, the flattest hold the noise alone); a
-    line through those, by least squares, not falling with the signal. Where the data do
-    not tell (a window too small), the fuser's ``sigma^2``, level.
+    line through those, by least squares, not falling with the signal, and never above the
+    largest of those variances (``top``: no extrapolation beyond what was measured, so that
+    a slope the levels hardly determine cannot make the check pass anything). Where the
+    data do not tell (a window too small), the fuser's ``sigma^2``, level.
     """
     nc = sigma.size
-    out = np.zeros((nc, 2))
-    out[:, 0] = sigma**2
+    out = np.zeros((nc, 3))
+    out[:, 0] = out[:, 2] = sigma**2
     b = NOISE_BLOCK_PX
     for c in range(nc):
         var_l, lev_l = [], []
@@ -1032,9 +1034,10 @@ def _noise_line(crop: _Windows, frames: Sequence[int], sigma: np.ndarray) -> np.
         v = np.array([np.quantile(var[i], 0.25) for i in parts])
         m = np.array([np.median(lev[i]) for i in parts])
         slope = 0.0
-        if np.ptp(m) > 0:
-            slope = max(float(np.polyfit(m, v, 1)[0]), 0.0)
-        out[c] = (float(np.mean(v - slope * m)), slope)
+        dm = m - m.mean()
+        if float((dm * dm).sum()) > 0:  # least squares, in closed form
+            slope = max(float((dm * (v - v.mean())).sum() / (dm * dm).sum()), 0.0)
+        out[c] = (float(np.mean(v - slope * m)), slope, float(v.max()))
     return out
 
 
@@ -1306,7 +1309,8 @@ class _Layers:
             if line is None:
                 var = sig2
             else:  # never below the fuser's
-                var = np.maximum(sig2, line[:, :1, None] + line[:, 1:, None] * pred)
+                grow = np.minimum(line[:, :1, None] + line[:, 1:2, None] * pred, line[:, 2:, None])
+                var = np.maximum(sig2, grow)
             res2 += (err2 / var).mean(0)
             dn2 += err2.mean(0)
         res2 /= max(len(frames), 1)
