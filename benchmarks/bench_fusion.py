@@ -53,9 +53,19 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
+
 from nanoro_optics.fusion import fuse_stack, synthetic_stack
 from nanoro_optics.fusion.scenes import PSF_FAMILIES
 from nanoro_optics.fusion.synthetic import _magnify
+
+# the command-line runs this benchmark starts import the same checkout
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [
+        str(Path(__file__).resolve().parents[1]),
+        *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p],
+    ]
+)
 
 
 def psnr(a: np.ndarray, b: np.ndarray, full: float) -> float:
