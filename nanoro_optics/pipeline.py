@@ -176,8 +176,13 @@ def _earlier_output(path: Path) -> str | None:
     if record is None:
         return None
     kind = record.get("kind")
-    names = {"fused": "fused image", "depth": "depth map", "confidence": "confidence map"}
-    return {**names, "halo": "halo map"}.get(str(kind), "output")
+    names = {
+        "fused": "fused image",
+        "depth": "depth map",
+        "confidence": "confidence map",
+        "halo": "halo map",
+    }
+    return names.get(str(kind), "output")
 
 
 def stack_files(

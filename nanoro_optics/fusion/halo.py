@@ -976,18 +976,15 @@ def _solve_tile(
     # residual against the noise at each pixel's level (photon noise grows with the signal:
     # the fuser's estimate is the flattest, usually darkest, quarter's)
     layers.noise_line = _noise_line(crop, p.check_frames, sigma)
-    done = layers.render(size, t, p.check_frames)
+    done = layers.check(size, t, p.check_frames)
     if done is None:
         return None
     cache[(layers.kf, layers.kb)] = (size, t)
-    value, band, res2, _ = done
-    dn2 = layers.res_dn2 if layers.res_dn2 is not None else res2 * float((sigma**2).mean())
+    value, band, res2, null2, dn2 = done
     # --- the check: the frames between the two layers' (not used above), re-rendered; the
     # correction must fit them to the noise, and better than no correction does
     local = ndimage.uniform_filter(res2, CHECK_WINDOW_PX, mode="nearest")
-    null = layers.render(size, t, p.check_frames, null=True)
-    assert null is not None  # (the same PSF as ``done``)
-    local0 = ndimage.uniform_filter(null[2], CHECK_WINDOW_PX, mode="nearest")
+    local0 = ndimage.uniform_filter(null2, CHECK_WINDOW_PX, mode="nearest")
     accept = band & (local <= CHECK_SIGMAS**2) & (local0 - local >= MIN_GLOW_GAIN)
     # and only within the glow's reach of an outline the front layer's own frame shows
     # sharp: a boundary the depth map drew through a featureless area is no edge
@@ -1068,9 +1065,8 @@ class _Layers:
     back_t: float | None = None
     _rim: np.ndarray | None = None  # (sharp_rim, once)
     #: the check's noise variance against the signal (:func:`_noise_line`; None: the
-    #: fuser's, level) and the last :meth:`render`'s residual^2 in DN^2
+    #: fuser's, level)
     noise_line: np.ndarray | None = None
-    res_dn2: np.ndarray | None = None
 
     @classmethod
     def build(
@@ -1264,14 +1260,45 @@ class _Layers:
         return self._rim
 
     def render(
-        self, size: float, t: float, frames: Sequence[int], *, null: bool = False
+        self, size: float, t: float, frames: Sequence[int]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
         """Invert frame kb with the PSF (size, t), re-render ``frames``.
 
         Returns the corrected values, the band, the residual^2 (noise variances, mean over
-        the frames and channels) and its mean over the band. With ``null``, the last two
-        are those of no correction instead: the same layers, with frame kb's own values as
-        the background in the band (what the check must tell the correction from).
+        the frames and channels) and its mean over the band.
+        """
+        out = self._render(size, t, frames, null=False)
+        if out is None:
+            return None
+        value, band, res2, _, _ = out
+        score = float(np.mean(res2[band])) if band.any() else np.inf
+        return value, band, res2, score
+
+    def check(
+        self, size: float, t: float, frames: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """:meth:`render` for the check, beside the same frames rendered with no correction.
+
+        Returns the corrected values, the band, the residual^2 (noise variances) of the
+        correction and of no correction (the same layers, with frame kb's own values as
+        the background in the band: what the check must tell the correction from), and
+        the correction's residual^2 in DN^2.
+        """
+        out = self._render(size, t, frames, null=True)
+        if out is None:
+            return None
+        value, band, res2, null2, dn2 = out
+        assert null2 is not None
+        return value, band, res2, null2, dn2
+
+    def _render(
+        self, size: float, t: float, frames: Sequence[int], *, null: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray] | None:
+        """Invert frame kb and re-render ``frames``: :meth:`render` and :meth:`check`.
+
+        Returns the values, the band, the residual^2 (noise variances), that of no
+        correction (``null``; else None) and the residual^2 in DN^2, means over the frames
+        and channels.
         """
         radius = self.radius(size)
         if radius > MAX_BLUR_PX:
@@ -1292,28 +1319,31 @@ class _Layers:
         # what the frames between the layers' see of the background: the inversion in the
         # band and under the front layer's rim too (frame kb holds some of the background
         # there, through the blurred front layer's partial cover; where it holds none, the
-        # damping leaves the extension from outside), the frame itself further out; with
-        # ``null`` the frame itself in the band too (no correction)
-        back_full = np.where((self.inner if null else band | self.inner)[None], back, i_b)
-        back_blur = _Blurrer(back_full, pad)
-        res2 = np.zeros(band.shape)
+        # damping leaves the extension from outside), the frame itself further out; with no
+        # correction the frame itself in the band too
+        inverted = [band | self.inner, self.inner] if null else [band | self.inner]
+        back_blurs = [_Blurrer(np.where(m[None], back, i_b), pad) for m in inverted]
+        res2 = [np.zeros(band.shape) for _ in back_blurs]
         dn2 = np.zeros(band.shape)
         sig2 = (self.sigma**2)[:, None, None]
         line = self.noise_line
         for k in frames:
             blf = self.blurrer.blur(*_family(size * abs(k - self.d_f) / self.span, t))
             size_b = self.back_scale * size * abs(k - self.d_b) / self.span
-            bb = back_blur.blur(*_family(size_b, t if self.back_t is None else self.back_t))
-            pred = blf[:nc] + (1.0 - blf[nc])[None] * bb
-            err2 = (self.crop[k] - pred) ** 2
-            if line is None:
-                var = sig2
-            else:  # never below the fuser's
-                grow = np.minimum(line[:, :1, None] + line[:, 1:2, None] * pred, line[:, 2:, None])
-                var = np.maximum(sig2, grow)
-            res2 += (err2 / var).mean(0)
-            dn2 += err2.mean(0)
-        res2 /= max(len(frames), 1)
-        self.res_dn2 = dn2 / max(len(frames), 1)
-        score = float(np.mean(res2[band])) if band.any() else np.inf
-        return value, band, res2, score
+            shape_b = t if self.back_t is None else self.back_t
+            for j, back_blur in enumerate(back_blurs):
+                bb = back_blur.blur(*_family(size_b, shape_b))
+                pred = blf[:nc] + (1.0 - blf[nc])[None] * bb
+                err2 = (self.crop[k] - pred) ** 2
+                if line is None:
+                    var = sig2
+                else:  # never below the fuser's
+                    top = line[:, 2:, None]
+                    var = np.maximum(
+                        sig2, np.minimum(line[:, :1, None] + line[:, 1:2, None] * pred, top)
+                    )
+                res2[j] += (err2 / var).mean(0)
+                if j == 0:
+                    dn2 += err2.mean(0)
+        n = max(len(frames), 1)
+        return value, band, res2[0] / n, res2[1] / n if null else None, dn2 / n
