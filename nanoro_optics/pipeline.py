@@ -437,43 +437,17 @@ class _Fused:
     n_frames: int
 
 
-def _fuse(
-    files: list[Path],
-    options: FusionOptions,
-    *,
-    depth: bool,
-    progress: Progress | None,
-) -> _Fused:
-    """Read ``files`` and fuse them: the fusing pass, then (unaligned, depth) the range pass."""
+def _read_into(
+    new_fuser: Callable[[], StackFuser], files: list[Path], progress: Progress | None
+) -> StackFuser:
+    """Decode ``files`` (on a thread beside the fusion) into a fuser from ``new_fuser``."""
     from . import io as nio
     from ._numba import fusion_threads, threads
-
-    # the halo correction finishes from the depth map (tracked for it when not asked for)
-    track = depth or options.halo != "off"
-    # the frames' per-pixel range (two maps of a frame's size and dtype) is kept while
-    # fusing when the frames are aligned (they are warped) or no depth is tracked (the
-    # tracker would take about as much memory: at 12 MP, 72 MB for 8-bit RGB against 63);
-    # else it comes from a second read of the files, once the fused pyramid has become the
-    # image, so that the peak does not hold both
-    keep_range = options.align or not track
-    align_reference = None
-    if options.reference == "middle":  # a first pass: the middle frame's transform
-        from .fusion.align import reference_transform
-
-        frames_again = (f.image for f in nio.iter_frames(files, reuse_buffer=True))
-        align_reference = reference_transform(frames_again, "middle")
-
-    def new_fuser() -> StackFuser:
-        fuser = StackFuser(options, depth=track, align_reference=align_reference)
-        if not keep_range:
-            fuser._drop_range()
-        return fuser
 
     fuser = new_fuser()
     tiffs = any(f.suffix.lower() in (".tif", ".tiff") for f in files)
     total = None if tiffs else len(files)
     handoff = _HandOff(nio.iter_frames(files, reuse_buffer=True))
-    frame_bytes = 0
     expected = nio.png_frame_format(files[0])
     # the decoding thread keeps a core busy: the fuser takes the others (a team of numba
     # threads waiting for the core the decoder holds is slower than one thread less); the
@@ -485,7 +459,6 @@ def _fuse(
                 fuser._reserve(*expected)
             for frame in handoff:
                 if frame.index == 0:
-                    frame_bytes = frame.image.nbytes
                     if expected is not None and (frame.image.shape, frame.image.dtype) != expected:
                         fuser = new_fuser()  # e.g. EXIF-rotated
                 try:
@@ -500,24 +473,90 @@ def _fuse(
             handoff.close()
     if fuser.n_frames < 2:
         raise ValueError(ONE_FRAME_ERROR)
+    return fuser
+
+
+def _fuse(
+    files: list[Path],
+    options: FusionOptions,
+    *,
+    depth: bool,
+    progress: Progress | None,
+) -> _Fused:
+    """Read ``files`` and fuse them, reading them again only where the outputs need it.
+
+    The per-pixel range of the frames (two maps of a frame's size and dtype) and the full
+    depth tracker (on level 1) would take about as much memory each (at 12 MP, 72 MB for
+    8-bit RGB against 33 MB, on top of the fuser's), so one read holds one of them:
+
+    * no depth tracked: one read, with the range;
+    * aligned frames (warped as they are read): one read, with both;
+    * the depth map asked for: the fusing read with the tracker, then a read for the range
+      (:func:`_files_range`), once the fused pyramid has become the image;
+    * the halo correction without a depth output: one read with the range and a coarse
+      tracker (level :data:`~.fusion.halo.COARSE_LEVEL`, a sixteenth of the memory); only
+      when that map shows a step that may be an occluding edge
+      (:func:`~.fusion.halo.may_have_edges`) is the depth tracked again in a second read
+      (its image is the first's, kept), and the correction reads the frames it needs near
+      the edges once more.
+    """
+    from . import io as nio
+    from .fusion.halo import COARSE_LEVEL, finish_halo, may_have_edges
+
+    # the halo correction finishes from the depth map (tracked for it when not asked for)
+    track = depth or options.halo != "off"
+    coarse = track and not depth and not options.align
+    keep_range = options.align or not track or coarse
+    align_reference = None
+    if options.reference == "middle":  # a first pass: the middle frame's transform
+        from .fusion.align import reference_transform
+
+        frames_again = (f.image for f in nio.iter_frames(files, reuse_buffer=True))
+        align_reference = reference_transform(frames_again, "middle")
+
+    def new_fuser() -> StackFuser:
+        fuser = StackFuser(options, depth=track, align_reference=align_reference)
+        if not keep_range:
+            fuser._drop_range()
+        if coarse:
+            fuser._track_level(COARSE_LEVEL)
+        return fuser
+
+    fuser = _read_into(new_fuser, files, progress)
+    bbox, n_frames = fuser.valid_bbox, fuser.n_frames
     if not keep_range:
         # the work buffers go, and the pyramid becomes the image, before the frames are read
         # again; from here on, for large frames, freed buffers go back to the system at once
         # (not earlier: the fusing loop's kernels would then fault in their scratch memory
         # for every frame; and not for small ones, whose memory does not matter)
-        if frame_bytes >= LARGE_FRAME_BYTES:
+        if fuser._frame_bytes() >= LARGE_FRAME_BYTES:
             _fix_mmap_threshold()
         fuser._close(collapse=True)
         fuser._set_range(*_files_range(files, 2))  # freed once the image is built
-    result = None
-    if track:
-        # the halo correction reads the frames it needs near occluding edges again
-        again = _FramesAgain(files) if options.halo != "off" else None
-        result = fuser.result(release=True, frames=again)
-        image = result.image
-    else:
+    if not track:
         image = fuser.image(release=True)
-    return _Fused(result, image, fuser.valid_bbox, fuser.n_frames)
+        return _Fused(None, image, bbox, n_frames)
+    # the halo correction reads the frames it needs near occluding edges again
+    again = _FramesAgain(files) if options.halo != "off" else None
+    if coarse:
+        result = fuser._result(release=True)
+        if may_have_edges(result, options):
+            # the depth in full, in a second read (no range: the first read's image is kept)
+            image = result.image
+            del result  # (its coarse maps)
+
+            def depth_fuser() -> StackFuser:
+                fuser = StackFuser(options, depth=True)
+                fuser._drop_range()
+                return fuser
+
+            fuser = _read_into(depth_fuser, files, None)
+            result = fuser._result(release=True, image=image)
+        # (else the coarse map, on which the correction finds no edge: nothing is read again)
+        result = finish_halo(fuser, result, again)
+    else:
+        result = fuser.result(release=True, frames=again)
+    return _Fused(result, result.image, bbox, n_frames)
 
 
 def fuse_files(

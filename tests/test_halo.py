@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from scipy import ndimage
 
 from nanoro_optics.fusion import FusionOptions, fuse_stack, scene_stack, synthetic_stack
 from nanoro_optics.fusion.frame_range import frame_range
-from nanoro_optics.fusion.halo import HaloReport, correct_halo, psf_otf
+from nanoro_optics.fusion.halo import MIN_STEP_FRAMES, HaloReport, correct_halo, psf_otf
 
 #: half-width (px) of the band around the true edges the halo is scored in (as the
 #: benchmark's hard cases score it)
@@ -305,6 +306,91 @@ def test_file_pipeline_matches_arrays(occlusion, tmp_path) -> None:  # type: ign
     res = fuse_files(tmp_path, FusionOptions(halo="auto"))
     assert np.array_equal(res.image, auto.image)
     assert np.array_equal(res.halo.corrected, auto.halo.corrected)
+
+
+def _coarse(frames: np.ndarray, **options):  # type: ignore[no-untyped-def]
+    """The result of a fuser that tracked the depth on the coarse level, and its options."""
+    from nanoro_optics.fusion import StackFuser
+    from nanoro_optics.fusion.halo import COARSE_LEVEL
+
+    opts = FusionOptions(halo="auto", **options)
+    fuser = StackFuser(opts)
+    fuser._track_level(COARSE_LEVEL)
+    for frame in frames:
+        fuser.add(frame)
+    return fuser._result(release=True), opts
+
+
+@pytest.mark.parametrize("variant", ["opaque", "fibres", "holes", "dim", "translucent", "layers3"])
+@pytest.mark.parametrize("psf", ["pillbox", "gaussian"])
+def test_the_coarse_depth_finds_every_scene_the_full_one_has_edges_in(variant, psf) -> None:  # type: ignore[no-untyped-def]
+    # the file pipeline reads the frames once when the coarse map shows no step: it must
+    # show one wherever the full map gives the correction an edge to work on
+    from nanoro_optics.fusion.halo import _edge_tiles, depth_in_frames, may_have_edges
+    from nanoro_optics.fusion.scenes import occlusion_stack
+
+    scene = occlusion_stack((192, 192), 7, variant=variant, psf=psf, seed=4)
+    full = fuse_stack(scene.frames)
+    depth = depth_in_frames(full, FusionOptions())
+    assert depth is not None
+    assert _edge_tiles(depth, full.confidence, MIN_STEP_FRAMES)  # (the scene has edges)
+    assert may_have_edges(*_coarse(scene.frames))
+
+
+def test_a_smooth_surface_shows_no_edge_on_the_coarse_depth() -> None:
+    from nanoro_optics.fusion.halo import may_have_edges
+
+    smooth = synthetic_stack((384, 384), 9, seed=2).frames
+    assert not may_have_edges(*_coarse(smooth))
+    # a depth not in frames (corrected for an index mismatch) cannot be tested: the full map
+    res, opts = _coarse(smooth)
+    assert may_have_edges(dataclasses.replace(res, depth_kind="actual"), opts)
+
+
+def test_track_level_is_checked_and_comes_before_the_frames() -> None:
+    from nanoro_optics.fusion import StackFuser
+
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="level must be an int >= 1"):
+            StackFuser()._track_level(bad)  # type: ignore[arg-type]
+    fuser = StackFuser()
+    fuser.add(np.zeros((16, 16), np.uint8))
+    with pytest.raises(ValueError, match="before the first frame"):
+        fuser._track_level(2)
+
+
+@pytest.mark.parametrize("kind", ["occlusion", "smooth"])
+def test_files_without_a_depth_output_are_read_once_unless_there_are_edges(  # type: ignore[no-untyped-def]
+    kind, occlusion, tmp_path, monkeypatch
+):
+    # the halo correction without a depth map asked for: one read with a coarse depth
+    # map; a second (the full depth map) only where that shows a step. The same image and
+    # map as fusing the arrays either way.
+    import imageio.v3 as iio
+
+    import nanoro_optics.io as nio
+    from nanoro_optics.pipeline import FusionOutputs, fuse_to_files
+
+    frames = (
+        occlusion[0].frames
+        if kind == "occlusion"
+        else synthetic_stack((384, 384), 9, seed=2).frames
+    )
+    for k, frame in enumerate(frames):
+        iio.imwrite(tmp_path / f"f{k:02d}.png", frame)
+    reads = []
+    real = nio.iter_frames
+    monkeypatch.setattr(nio, "iter_frames", lambda *a, **k: reads.append(1) or real(*a, **k))
+    out = FusionOutputs(image=tmp_path / "out.png", halo_map=tmp_path / "halo.tif")
+    done = fuse_to_files(tmp_path / "f*.png", out, FusionOptions(halo="auto"))
+    ref = fuse_stack(frames, halo="auto")
+    assert np.array_equal(iio.imread(out.image), ref.image)
+    assert np.array_equal(iio.imread(out.halo_map) > 0, ref.halo.corrected)
+    assert len(reads) == (2 if kind == "occlusion" else 1)
+    if kind == "occlusion":
+        assert ref.halo.corrected.any() and done.halo.n_tiles == ref.halo.n_tiles
+    else:
+        assert done.halo.n_tiles == 0 and not ref.halo.corrected.any()
 
 
 def test_cli_writes_the_halo_map_with_the_image(occlusion, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

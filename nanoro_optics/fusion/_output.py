@@ -62,6 +62,7 @@ class _FusedOutput(_FrameIntake):
     rule: FusionRule
     _released: bool
     _keep_range: bool
+    _track_at: int
     _allocated: bool
     _tracker: DepthTracker | None
     _lo: np.ndarray | None
@@ -171,6 +172,26 @@ class _FusedOutput(_FrameIntake):
             raise ValueError("_drop_range() must come before the first frame")
         self._keep_range = False
 
+    def _frame_bytes(self) -> int:
+        """Bytes of one frame of the stack (0 before the first)."""
+        if self._shape is None or self._dtype is None:
+            return 0
+        return int(np.prod(self._shape)) * self._dtype.itemsize
+
+    def _track_level(self, level: int) -> None:
+        """Track the depth on pyramid level ``level`` (coarser than level 1: less memory).
+
+        The file pipeline's first read with the halo correction and no depth output asked
+        for tracks a coarse depth map, on which it looks for occluding edges
+        (:func:`~.halo.may_have_edges`) before it tracks the full one. Must come before the
+        first frame; the coarsest level there is, at most.
+        """
+        if self._allocated or self._n:
+            raise ValueError("_track_level() must come before the first frame")
+        if isinstance(level, bool) or not isinstance(level, int) or level < 1:
+            raise ValueError(f"_track_level: level must be an int >= 1, got {level!r}")
+        self._track_at = level
+
     def _set_range(self, lo: Any, hi: Any) -> None:
         """Hand over the frames' per-pixel range, for a fuser that keeps none (:meth:`_drop_range`).
 
@@ -242,7 +263,13 @@ class _FusedOutput(_FrameIntake):
             self._lo = self._hi = None
         return image
 
-    def _result(self, *, release: bool) -> FusionResult:
+    def _result(self, *, release: bool, image: np.ndarray | None = None) -> FusionResult:
+        """Return the fused image and the depth map (no halo step).
+
+        ``image``: the image of the same frames fused by another fuser, which kept their
+        range (the file pipeline's first read, when this fuser tracked the depth in a second
+        one and keeps no range); this fuser's own pyramid is then not collapsed.
+        """
         if self._released:
             raise RuntimeError("this StackFuser was released by result(release=True)")
         if self._n == 1:
@@ -254,7 +281,12 @@ class _FusedOutput(_FrameIntake):
                 "index_mismatch corrects a depth map in um: give z positions (z_step_um or "
                 "z_um in the options, or z_um to add())"
             )
-        image = self._image(release=release)
+        if image is None:
+            image = self._image(release=release)
+        elif release:  # only the tracker is read from here on
+            self._released = True
+            self._acc, self._wnorm, self._gbuf, self._rbuf = [], [], [], []
+            self._plane = self._built = self._lo = self._hi = None
         assert self._tracker is not None
         fill = self.rule.fill_depth
         depth, conf = self._tracker.finish(

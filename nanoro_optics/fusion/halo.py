@@ -100,6 +100,7 @@ __all__ = [
     "apply_halo",
     "correct_halo",
     "depth_in_frames",
+    "may_have_edges",
 ]
 
 #: side of the tiles the correction works in (px); each is read with a margin of the blur
@@ -112,6 +113,17 @@ EDGE_REACH = 5
 MIN_CONFIDENCE = 0.5
 #: smallest depth step (frames) that counts as an occluding edge
 MIN_STEP_FRAMES = 3.0
+#: the pyramid level of the coarse depth map on which the file pipeline looks for occluding
+#: edges before it tracks the full one (:func:`may_have_edges`): a quarter of the
+#: resolution of the full map's level 1, a sixteenth of its memory
+COARSE_LEVEL = 2
+#: the coarse map's step (frames) and confidence from which the full map is tracked. Its
+#: steps are smoothed: on the benchmark's occlusion scenes, real stacks and the tests'
+#: scenes they came to 0.76 to 0.93 times the full map's (which must reach
+#: :data:`MIN_STEP_FRAMES` at confidence :data:`MIN_CONFIDENCE`), and to at most 1.8 frames
+#: on scenes without occlusion (smooth surfaces)
+COARSE_STEP_FRAMES = 2.0
+COARSE_CONFIDENCE = 0.1
 #: largest blur radius (px) the correction handles (the tiles' margin follows from it)
 MAX_BLUR_PX = 48.0
 #: noise standard deviations the check's local RMS residual may reach
@@ -330,20 +342,48 @@ def _edge_tiles(
     from scipy import ndimage
 
     s = EDGE_STRIDE_PX
-    d = np.asarray(depth[::s, ::s], np.float64)
-    ok = np.isfinite(d)
-    if confidence is not None:
-        ok &= np.asarray(confidence[::s, ::s]) >= MIN_CONFIDENCE
-    hi = ndimage.maximum_filter(np.where(ok, d, -np.inf), size=EDGE_REACH, mode="nearest")
-    lo = ndimage.minimum_filter(np.where(ok, d, np.inf), size=EDGE_REACH, mode="nearest")
-    step = np.isfinite(hi) & np.isfinite(lo) & (hi - lo >= min_step)
-    ys, xs = np.nonzero(step)
+    ys, xs = np.nonzero(_steps(depth, confidence, min_step, MIN_CONFIDENCE))
     per = TILE_PX // s
     ny, nx = -(-depth.shape[0] // TILE_PX), -(-depth.shape[1] // TILE_PX)
     hit = np.zeros((ny, nx), bool)
     hit[ys // per, xs // per] = True
     hit = ndimage.binary_dilation(hit, np.ones((3, 3), bool))
     return [(int(y), int(x)) for y, x in zip(*np.nonzero(hit), strict=True)]
+
+
+def _steps(
+    depth: np.ndarray, confidence: np.ndarray | None, min_step: float, min_confidence: float
+) -> np.ndarray:
+    """Grid points (every :data:`EDGE_STRIDE_PX` px) with a depth step of ``min_step`` frames.
+
+    Between depths of confidence >= ``min_confidence`` within :data:`EDGE_REACH` grid steps.
+    """
+    from scipy import ndimage
+
+    s = EDGE_STRIDE_PX
+    d = np.asarray(depth[::s, ::s], np.float64)
+    ok = np.isfinite(d)
+    if confidence is not None:
+        ok &= np.asarray(confidence[::s, ::s]) >= min_confidence
+    hi = ndimage.maximum_filter(np.where(ok, d, -np.inf), size=EDGE_REACH, mode="nearest")
+    lo = ndimage.minimum_filter(np.where(ok, d, np.inf), size=EDGE_REACH, mode="nearest")
+    return np.asarray(np.isfinite(hi) & np.isfinite(lo) & (hi - lo >= min_step))
+
+
+def may_have_edges(result: FusionResult, options: FusionOptions) -> bool:
+    """Whether a coarse depth map shows a step the full one may make an occluding edge.
+
+    ``result`` comes from a fuser that tracked the depth on level :data:`COARSE_LEVEL`
+    (``StackFuser._track_level``): its steps of :data:`COARSE_STEP_FRAMES` between depths of
+    confidence :data:`COARSE_CONFIDENCE` count, a margin below what the full map needs (its
+    steps are smoothed). Where none is, the full map has no edge either, and the correction
+    has nothing to do: the file pipeline then reads the frames once. True when the depth is
+    not in frames (the test cannot tell).
+    """
+    depth = depth_in_frames(result, options)
+    if depth is None:
+        return True
+    return bool(_steps(depth, result.confidence, COARSE_STEP_FRAMES, COARSE_CONFIDENCE).any())
 
 
 @dataclass

@@ -110,6 +110,9 @@ _POOLS: weakref.WeakKeyDictionary[Any, _BufferPool] = weakref.WeakKeyDictionary(
 _POOLS_LOCK = threading.Lock()
 
 
+#: the pyramid level the depth tracker follows (half resolution; :meth:`StackFuser._track_level`)
+DEPTH_LEVEL = 1
+
 #: int16 steps per DN of the fused coefficients of uint8 frames: coefficients of a uint8
 #: image lie in [-255, 255], so 128 steps per DN fit int16 and keep 1/256 DN rounding
 _QSCALE_UINT8 = 128.0
@@ -215,6 +218,7 @@ z_step_um, z_um, index_mismatch, halo, halo_blur_px : keyword-only, optional
         self.guide_channel = opts.guide_channel
         self.depth = check_bool(depth, "depth")
         self._keep_range = True  # the file pipeline hands the range over instead (_set_range)
+        self._track_at = DEPTH_LEVEL  # the level of the depth tracker (_track_level)
         self.bit_depth = opts.bit_depth
         self._noise_opt: np.ndarray | None = (
             None if opts.noise_dn is None else np.atleast_1d(np.asarray(opts.noise_dn, float))
@@ -406,7 +410,7 @@ z_step_um, z_um, index_mismatch, halo, halo_blur_px : keyword-only, optional
             self._hi = np.empty((c, h, w), self._dtype) if keep else None
             # the kernels' rows of scratch, one slice per numba thread (made at the first frame)
             self._scratch = None
-        self._depth_level = min(1, n_levels - 1) if self.depth else -1
+        self._depth_level = min(self._track_at, n_levels - 1) if self.depth else -1
         self._tracker: DepthTracker | None = None
         floor = self._eps if self._coded else None
         if self.depth:
