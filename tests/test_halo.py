@@ -342,9 +342,11 @@ def test_a_smooth_surface_shows_no_edge_on_the_coarse_depth() -> None:
 
     smooth = synthetic_stack((384, 384), 9, seed=2).frames
     assert not may_have_edges(*_coarse(smooth))
-    # a depth not in frames (corrected for an index mismatch) cannot be tested: the full map
-    res, opts = _coarse(smooth)
-    assert may_have_edges(dataclasses.replace(res, depth_kind="actual"), opts)
+    # a depth not in frames (corrected for an index mismatch): the correction will not run,
+    # so no full map is tracked for it
+    res, opts = _coarse(scene_stack("occlusion", (160, 160), 8, seed=1).frames)
+    assert may_have_edges(res, opts)
+    assert not may_have_edges(dataclasses.replace(res, depth_kind="actual"), opts)
 
 
 def test_track_level_is_checked_and_comes_before_the_frames() -> None:
@@ -391,6 +393,32 @@ def test_files_without_a_depth_output_are_read_once_unless_there_are_edges(  # t
         assert ref.halo.corrected.any() and done.halo.n_tiles == ref.halo.n_tiles
     else:
         assert done.halo.n_tiles == 0 and not ref.halo.corrected.any()
+
+
+def test_files_with_a_depth_not_in_frames_are_read_once(occlusion, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # a depth map corrected for an index mismatch: the correction does not run on it, so the
+    # file pipeline does not read the files again for the full map, and says why
+    import imageio.v3 as iio
+
+    import nanoro_optics.io as nio
+    from nanoro_optics.pipeline import FusionOutputs, fuse_to_files
+    from nanoro_optics.psf import IndexMismatch
+
+    scene, off, _ = occlusion
+    for k, frame in enumerate(scene.frames):
+        iio.imwrite(tmp_path / f"f{k:02d}.png", frame)
+    reads = []
+    real = nio.iter_frames
+    monkeypatch.setattr(nio, "iter_frames", lambda *a, **k: reads.append(1) or real(*a, **k))
+    water = IndexMismatch(
+        interface_um=0.0, na=1.2, n_immersion=1.518, n_sample=1.33, model="carlsson"
+    )
+    opts = FusionOptions(halo="auto", z_step_um=1.0, index_mismatch=water)
+    out = FusionOutputs(image=tmp_path / "out.png")
+    done = fuse_to_files(tmp_path / "f*.png", out, opts)
+    assert len(reads) == 1
+    assert "index mismatch" in done.halo.note and not done.halo.corrected.any()
+    assert np.array_equal(iio.imread(out.image), off.image)
 
 
 def test_cli_writes_the_halo_map_with_the_image(occlusion, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

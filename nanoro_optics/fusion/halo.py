@@ -379,12 +379,13 @@ def may_have_edges(result: FusionResult, options: FusionOptions) -> bool:
     (``StackFuser._track_level``): its steps of :data:`COARSE_STEP_FRAMES` between depths of
     confidence :data:`COARSE_CONFIDENCE` count, a margin below what the full map needs (its
     steps are smoothed). Where none is, the full map has no edge either, and the correction
-    has nothing to do: the file pipeline then reads the frames once. True when the depth is
-    not in frames (the test cannot tell).
+    has nothing to do: the file pipeline then reads the frames once. False when the depth is
+    not in frames (corrected for an index mismatch): the correction does not run on such a
+    map (:func:`apply_halo` says why), so the full one is not needed either.
     """
     depth = depth_in_frames(result, options)
     if depth is None:
-        return True
+        return False
     return bool(_steps(depth, result.confidence, COARSE_STEP_FRAMES, COARSE_CONFIDENCE).any())
 
 
