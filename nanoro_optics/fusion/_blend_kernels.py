@@ -260,23 +260,28 @@ def _fuse_rows(
                     for j in range(w):
                         yin[j] += lc * (lrow[j] * lrow[j])
             if measure:
-                # mirrored by rad samples at both ends, then the box sum (left to right)
+                # mirrored by rad samples at both ends, then the box sum (left to right),
+                # kept times the window's weight: each energy row is read by 2 * rad + 1
+                # activity rows, which then add it as it is (the same float32 products)
                 for d in range(1, rad + 1):
                     ypad[rad - d] = ypad[rad + _refl(-d, w)]
                     ypad[rad + w - 1 + d] = ypad[rad + _refl(w - 1 + d, w)]
                 hrow = scr[s, oh + (q - base) % nh]
                 if rad == 2:  # the default window, in one loop
                     for j in range(w):
-                        hrow[j] = ypad[j] + ypad[j + 1] + ypad[j + 2] + ypad[j + 3] + ypad[j + 4]
+                        y = ypad[j] + ypad[j + 1] + ypad[j + 2] + ypad[j + 3] + ypad[j + 4]
+                        hrow[j] = win * y
                 elif rad == 1:
                     for j in range(w):
-                        hrow[j] = ypad[j] + ypad[j + 1] + ypad[j + 2]
+                        hrow[j] = win * (ypad[j] + ypad[j + 1] + ypad[j + 2])
                 else:
                     for j in range(w):
                         hrow[j] = ypad[j]
                     for d in range(1, 2 * rad + 1):
                         for j in range(w):
                             hrow[j] += ypad[j + d]
+                    for j in range(w):
+                        hrow[j] = win * hrow[j]
         t = q - rad
         if t < r0 - 1:
             continue
@@ -293,12 +298,12 @@ def _fuse_rows(
             h4 = scr[s, oh + (t + 2 - base) % nh]
             if has_inh:
                 for j in range(w):
-                    v = eps + inherit_gain * inherited[rt, j] + win * h0[j] + win * h1[j]
-                    v = v + win * h2[j] + win * h3[j] + win * h4[j]
+                    v = eps + inherit_gain * inherited[rt, j] + h0[j] + h1[j]
+                    v = v + h2[j] + h3[j] + h4[j]
                     arow[j] = min(v, amax)  # saturate, never inf (whose ratios are NaN)
             else:
                 for j in range(w):
-                    v = eps + win * h0[j] + win * h1[j] + win * h2[j] + win * h3[j] + win * h4[j]
+                    v = eps + h0[j] + h1[j] + h2[j] + h3[j] + h4[j]
                     arow[j] = min(v, amax)
         else:
             for j in range(w):
@@ -310,7 +315,7 @@ def _fuse_rows(
                 for d in range(2 * rad + 1):
                     hrow = scr[s, oh + (t - rad + d - base) % nh]
                     for j in range(w):
-                        arow[j] += win * hrow[j]
+                        arow[j] += hrow[j]
             for j in range(w):  # saturate, never inf (whose ratios are NaN weights)
                 arow[j] = min(arow[j], amax)
         if r0 <= t < r1:
