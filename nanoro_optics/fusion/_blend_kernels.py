@@ -284,7 +284,9 @@ def _fuse_rows(
                     ypad[rad - d] = ypad[rad + _refl(-d, w)]
                     ypad[rad + w - 1 + d] = ypad[rad + _refl(w - 1 + d, w)]
                 hrow = scr[s, oh + (q - base) % nh]
-                if rad == 2:  # the default window, in one loop
+                if rad == 2 and fused and r0 <= q - rad < r1:
+                    pass  # summed with row q - rad's activity and blend, below
+                elif rad == 2:  # the default window, in one loop
                     for j in range(w):
                         y = ypad[j] + ypad[j + 1] + ypad[j + 2] + ypad[j + 3] + ypad[j + 4]
                         hrow[j] = win * y
@@ -314,22 +316,27 @@ def _fuse_rows(
             h3 = scr[s, oh + (t + 1 - base) % nh]
             h4 = scr[s, oh + (t + 2 - base) % nh]
             if fused and r0 <= t < r1:
-                # one sweep sums the activity and blends the row with it, the steps of
-                # _blend_row's loop for this case (the same operations, bit for bit): the
-                # sums run while the large maps stream in
+                # one sweep sums the last energy row of the window (row q, h4), the
+                # activity, and blends the row with it, the steps of the box sum above and
+                # of _blend_row's loop for this case (the same operations, bit for bit):
+                # the sums run while the large maps stream in
                 lrow = scr[s, ((t - base) % nl) * nc]
                 acc_t = acc[0, t]
                 wn_t = wnorm[t]
                 if has_inh:
                     inh_t = inherited[rt]
                     for j in range(w):
+                        e = win * (ypad[j] + ypad[j + 1] + ypad[j + 2] + ypad[j + 3] + ypad[j + 4])
+                        h4[j] = e
                         v = eps + inherit_gain * inh_t[j] + h0[j] + h1[j]
-                        a = min(v + h2[j] + h3[j] + h4[j], amax)
+                        a = min(v + h2[j] + h3[j] + e, amax)
                         arow[j] = a
                         _soft4_blend(a, j, lrow, acc_t, wn_t, inv_eps)
                 else:
                     for j in range(w):
-                        a = min(eps + h0[j] + h1[j] + h2[j] + h3[j] + h4[j], amax)
+                        e = win * (ypad[j] + ypad[j + 1] + ypad[j + 2] + ypad[j + 3] + ypad[j + 4])
+                        h4[j] = e
+                        a = min(eps + h0[j] + h1[j] + h2[j] + h3[j] + e, amax)
                         arow[j] = a
                         _soft4_blend(a, j, lrow, acc_t, wn_t, inv_eps)
             elif has_inh:
