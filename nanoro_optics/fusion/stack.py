@@ -370,8 +370,9 @@ z_step_um, z_um, index_mismatch, halo, halo_blur_px : keyword-only, optional
             < _CODE_RANGE
         )
         norm_dtype = np.uint16 if self._coded else np.float32
-        # level 0 is read planar: every frame is first copied into this buffer, after which
-        # the caller may reuse its own (``_add(frame, z, on_copied)``); in the frame's own
+        # level 0 is read planar: a frame is first copied into this buffer, after which the
+        # caller may reuse its own (``_add(frame, z, on_copied)``; a grey frame that add()
+        # folds at once is read where it is, see _add); in the frame's own
         # dtype (uint16 frames copied into float32 cost 2 bytes a sample more to write and
         # to read again, for one compiled specialisation less of the level-0 kernels)
         plane_dtype = work_dtype
