@@ -19,8 +19,8 @@ The configurations differ in one thing each, so their differences split the cost
 full          the default fuser (depth tracking on): what ``LiveFusion`` and ``fuse`` pay
 no_depth      ``depth=False``: the depth tracker's share is ``full - no_depth``
 levels_1      ``levels=1`` without depth: level 0 is then the coarsest level, so this is the
-              intake (planar copy, range) and the weights and blend at full size, with no
-              band-pass or activity of level 0's own
+              intake (range; the planar copy of a colour frame) and the weights and blend at
+              full size, with no band-pass or activity of level 0's own
 levels_2      ``levels=2`` without depth: ``levels_2 - levels_1`` is what level 0's band
               (REDUCE, EXPAND, its energy, window and activity) adds, with level 1 as the
               quarter-size coarsest level; the coarser levels' share is ``no_depth - levels_2``

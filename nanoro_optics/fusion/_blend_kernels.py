@@ -117,6 +117,20 @@ def _soft4_sum(x, total):
 
 
 @kernel(inline=True)
+def _soft4_blend(a, j, lrow, acc_r, wn_r, inv_eps):
+    """Blend pixel ``j`` of a grey row (activity ``a``) into ``acc_r``; update its sum code.
+
+    The default soft rule on integer frames (:func:`_soft4_sum`): ``wn_r`` holds the codes
+    of the sums of fourth powers so far, ``acc_r`` the running mean, ``lrow`` the new
+    coefficients.
+    """
+    total, share = _soft4_sum(a * inv_eps, _sum_of_code(wn_r[j]))
+    old = acc_r[j]
+    acc_r[j] = old + (lrow[j] - old) * share
+    wn_r[j] = _code_of_sum(total)
+
+
+@kernel(inline=True)
 def _blend_shares(acc, r, lrows, scb, quant, qscale, inv_q):
     """Move row ``r`` of the running means ``acc`` towards ``lrows`` by the shares ``scb``."""
     nc, w = acc.shape[0], acc.shape[2]
@@ -225,6 +239,9 @@ def _fuse_rows(
     wr = reduced_out.shape[1]
     two = np.float32(2.0)
     k16 = np.float32(1.0 / 16.0)
+    # the default soft rule on a grey integer frame, past the first, on a level the depth
+    # tracker does not follow: the row's activity is blended as it is summed (see below)
+    fused = coded and power == 4 and nc == 1 and not (quant or first or hard or write_act)
     for q in range(base, r1 + rad + 1):
         # -- coefficient row q and the box sum along it of its channels' weighted energy
         rr = _refl(q, h)
@@ -260,23 +277,30 @@ def _fuse_rows(
                     for j in range(w):
                         yin[j] += lc * (lrow[j] * lrow[j])
             if measure:
-                # mirrored by rad samples at both ends, then the box sum (left to right)
+                # mirrored by rad samples at both ends, then the box sum (left to right),
+                # kept times the window's weight: each energy row is read by 2 * rad + 1
+                # activity rows, which then add it as it is (the same float32 products)
                 for d in range(1, rad + 1):
                     ypad[rad - d] = ypad[rad + _refl(-d, w)]
                     ypad[rad + w - 1 + d] = ypad[rad + _refl(w - 1 + d, w)]
                 hrow = scr[s, oh + (q - base) % nh]
-                if rad == 2:  # the default window, in one loop
+                if rad == 2 and fused and r0 <= q - rad < r1:
+                    pass  # summed with row q - rad's activity and blend, below
+                elif rad == 2:  # the default window, in one loop
                     for j in range(w):
-                        hrow[j] = ypad[j] + ypad[j + 1] + ypad[j + 2] + ypad[j + 3] + ypad[j + 4]
+                        y = ypad[j] + ypad[j + 1] + ypad[j + 2] + ypad[j + 3] + ypad[j + 4]
+                        hrow[j] = win * y
                 elif rad == 1:
                     for j in range(w):
-                        hrow[j] = ypad[j] + ypad[j + 1] + ypad[j + 2]
+                        hrow[j] = win * (ypad[j] + ypad[j + 1] + ypad[j + 2])
                 else:
                     for j in range(w):
                         hrow[j] = ypad[j]
                     for d in range(1, 2 * rad + 1):
                         for j in range(w):
                             hrow[j] += ypad[j + d]
+                    for j in range(w):
+                        hrow[j] = win * hrow[j]
         t = q - rad
         if t < r0 - 1:
             continue
@@ -291,14 +315,38 @@ def _fuse_rows(
             h2 = scr[s, oh + (t - base) % nh]
             h3 = scr[s, oh + (t + 1 - base) % nh]
             h4 = scr[s, oh + (t + 2 - base) % nh]
-            if has_inh:
+            if fused and r0 <= t < r1:
+                # one sweep sums the last energy row of the window (row q, h4), the
+                # activity, and blends the row with it, the steps of the box sum above and
+                # of _blend_row's loop for this case (the same operations, bit for bit):
+                # the sums run while the large maps stream in
+                lrow = scr[s, ((t - base) % nl) * nc]
+                acc_t = acc[0, t]
+                wn_t = wnorm[t]
+                if has_inh:
+                    inh_t = inherited[rt]
+                    for j in range(w):
+                        e = win * (ypad[j] + ypad[j + 1] + ypad[j + 2] + ypad[j + 3] + ypad[j + 4])
+                        h4[j] = e
+                        v = eps + inherit_gain * inh_t[j] + h0[j] + h1[j]
+                        a = min(v + h2[j] + h3[j] + e, amax)
+                        arow[j] = a
+                        _soft4_blend(a, j, lrow, acc_t, wn_t, inv_eps)
+                else:
+                    for j in range(w):
+                        e = win * (ypad[j] + ypad[j + 1] + ypad[j + 2] + ypad[j + 3] + ypad[j + 4])
+                        h4[j] = e
+                        a = min(eps + h0[j] + h1[j] + h2[j] + h3[j] + e, amax)
+                        arow[j] = a
+                        _soft4_blend(a, j, lrow, acc_t, wn_t, inv_eps)
+            elif has_inh:
                 for j in range(w):
-                    v = eps + inherit_gain * inherited[rt, j] + win * h0[j] + win * h1[j]
-                    v = v + win * h2[j] + win * h3[j] + win * h4[j]
+                    v = eps + inherit_gain * inherited[rt, j] + h0[j] + h1[j]
+                    v = v + h2[j] + h3[j] + h4[j]
                     arow[j] = min(v, amax)  # saturate, never inf (whose ratios are NaN)
             else:
                 for j in range(w):
-                    v = eps + win * h0[j] + win * h1[j] + win * h2[j] + win * h3[j] + win * h4[j]
+                    v = eps + h0[j] + h1[j] + h2[j] + h3[j] + h4[j]
                     arow[j] = min(v, amax)
         else:
             for j in range(w):
@@ -310,10 +358,10 @@ def _fuse_rows(
                 for d in range(2 * rad + 1):
                     hrow = scr[s, oh + (t - rad + d - base) % nh]
                     for j in range(w):
-                        arow[j] += win * hrow[j]
+                        arow[j] += hrow[j]
             for j in range(w):  # saturate, never inf (whose ratios are NaN weights)
                 arow[j] = min(arow[j], amax)
-        if r0 <= t < r1:
+        if r0 <= t < r1 and not (fused and measure and rad == 2):
             _blend_row(
                 t,
                 scr[s, ((t - base) % nl) * nc : ((t - base) % nl) * nc + nc],
@@ -451,11 +499,10 @@ def _blend_row(
         # operations as the general loops below, bit for bit.
         lrow = lrows[0]
         if coded:
+            acc_r = acc[0, r]
+            wn_r = wnorm[r]
             for j in range(w):
-                total, share = _soft4_sum(arow[j] * inv_eps, _sum_of_code(wnorm[r, j]))
-                old = acc[0, r, j]
-                acc[0, r, j] = old + (lrow[j] - old) * share
-                wnorm[r, j] = _code_of_sum(total)
+                _soft4_blend(arow[j], j, lrow, acc_r, wn_r, inv_eps)
         else:
             for j in range(w):
                 a = arow[j]

@@ -63,13 +63,16 @@ def _track_row(act_row, r, k, prev, best, idx, before, after, amin, unknown):
     # then run on float32 vectors instead of float64 ones; the frame index in idx's type)
     km1 = idx.dtype.type(k - 1)
     kk = idx.dtype.type(k)
+    # 0, but not to the compiler: see _track_row_codes (activities are positive, so
+    # ``max(p, zero)`` is p itself)
+    zero = np.float32(k >> 48)
     for j in range(w):
         a = np.float32(act_row[j])
         b, i, bf, af, m = _track_step(
             a,
             np.float32(best[r, j]),
             idx[r, j],
-            np.float32(prev[r, j]),
+            max(np.float32(prev[r, j]), zero),
             np.float32(before[r, j]),
             np.float32(after[r, j]),
             np.float32(amin[r, j]),
@@ -96,9 +99,14 @@ def _track_row_codes(keys, r, k, prev, best, idx, before, after, amin):
     unknown = np.uint16(CODE_UNKNOWN)
     km1 = idx.dtype.type(k - 1)
     kk = idx.dtype.type(k)
+    # 0, but not to the compiler: "p if gt else before" of two plain loads is compiled as
+    # one load from a selected address, a gather that keeps the loop from vectorising
+    # (about 40 % more time); ``max(p, zero)`` is p itself. (The kernel is also typed for
+    # float32 maps, on a path that never calls it.)
+    zero = prev.dtype.type(k >> 48)
     for j in range(w):
         a = np.uint16(keys[j])
-        p = prev[r, j]
+        p = max(prev[r, j], zero)
         b, i, bf, af, m = _track_step(
             a, best[r, j], idx[r, j], p, before[r, j], after[r, j], amin[r, j], kk, km1, unknown
         )

@@ -235,7 +235,9 @@ def scale_into(acc, scale, out):
 
 
 @kernel()
-def _intake_rows(s, r0, r1, src, plane, lo, hi, keep_range, first, gn, reduce, gain, to_int, scr):
+def _intake_rows(
+    s, r0, r1, src, plane, copy, lo, hi, keep_range, first, gn, reduce, gain, to_int, scr
+):
     """Rows ``r0`` to ``r1`` of :func:`intake` (one worker of its parallel loop)."""
     h, w, nc = src.shape
     tmp, ev, od = scr[s, 0], scr[s, 1], scr[s, 2]
@@ -243,9 +245,11 @@ def _intake_rows(s, r0, r1, src, plane, lo, hi, keep_range, first, gn, reduce, g
     i_end = min((r1 + 1) // 2, gn.shape[1]) if reduce else i
     # a grey frame past the first: the copy and the range in one loop, the range on the
     # frame's own values (integer min and max for integer frames, no float round trip)
-    grey_range = nc == 1 and keep_range and not first
+    grey_range = nc == 1 and keep_range and not first and copy
     for r in range(r0, r1):
-        if nc == 3:  # RGB: one loop reading the row's pixels in order (vectorises)
+        if not copy:  # (the plane is the frame itself)
+            pass
+        elif nc == 3:  # RGB: one loop reading the row's pixels in order (vectorises)
             p0, p1, p2 = plane[0, r], plane[1, r], plane[2, r]
             row = src[r]
             for j in range(w):
@@ -291,12 +295,13 @@ def _other_rows(i, h, r0, r1):
 
 
 @kernel(parallel=True)
-def intake(src, plane, lo, hi, keep_range, first, gn, reduce, gain, to_int, scr, workers):
+def intake(src, plane, copy, lo, hi, keep_range, first, gn, reduce, gain, to_int, scr, workers):
     """Take a frame in: copy, range and first REDUCE in one sweep over its rows.
 
     Copies the interleaved ``(H, W, C)`` frame ``src`` (any strides) into planar ``(C, H,
     W)`` ``plane`` (the level-0 kernels read planar rows about twice as fast as interleaved
-    pixels); with ``keep_range`` folds it into the per-pixel minimum ``lo`` and maximum
+    pixels) when ``copy``; without it ``plane`` is the frame itself (a grey frame's planar
+    view) and only read; with ``keep_range`` folds it into the per-pixel minimum ``lo`` and maximum
     ``hi`` (planar; set to it when ``first``); with ``reduce`` writes ``gain * REDUCE`` of
     it into ``gn`` as :func:`reduce_level` does (the same values), each row while the five
     rows it filters are still in the cache (the few that read rows of two workers after
@@ -316,6 +321,7 @@ def intake(src, plane, lo, hi, keep_range, first, gn, reduce, gain, to_int, scr,
             np.int64(min(r0 + step, h)),
             src,
             plane,
+            copy,
             lo,
             hi,
             keep_range,

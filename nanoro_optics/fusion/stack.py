@@ -374,8 +374,9 @@ z_step_um, z_um, index_mismatch, halo, halo_blur_px : keyword-only, optional
             < _CODE_RANGE
         )
         norm_dtype = np.uint16 if self._coded else np.float32
-        # level 0 is read planar: every frame is first copied into this buffer, after which
-        # the caller may reuse its own (``_add(frame, z, on_copied)``); in the frame's own
+        # level 0 is read planar: a frame is first copied into this buffer, after which the
+        # caller may reuse its own (``_add(frame, z, on_copied)``; a grey frame that add()
+        # folds at once is read where it is, see _add); in the frame's own
         # dtype (uint16 frames copied into float32 cost 2 bytes a sample more to write and
         # to read again, for one compiled specialisation less of the level-0 kernels)
         plane_dtype = work_dtype
@@ -576,11 +577,26 @@ z_step_um, z_um, index_mismatch, halo, halo_blur_px : keyword-only, optional
             self._dtype == np.float32 and self._exp == 0
         )
         keep = self._lo is not None and exact
+        # a grey frame in the plane's dtype and layout is read where it is when it is folded
+        # right away and the caller waits for that (add): the copy would only write the
+        # frame once more and the level-0 sweep read it back
+        h, w, c = frame3.shape
+        direct = (
+            c == 1
+            and on_copied is None
+            and self._rows0 is None
+            and frame3.dtype == self._plane.dtype
+            and frame3.flags.c_contiguous
+            and frame3.flags.aligned
+            and frame3.flags.writeable  # (the kernels' type: a read-only one compiles anew)
+        )
+        plane = frame3.reshape(1, h, w) if direct else self._plane
         # one sweep: the planar copy, the range and level 1 of the Gaussian pyramid
         reduce = self.levels > 1
         self._pyr().intake(
             frame3,
-            self._plane,
+            plane,
+            not direct,
             self._lo if keep else self._no_range,
             self._hi if keep else self._no_range,
             keep,
@@ -603,7 +619,7 @@ z_step_um, z_um, index_mismatch, halo, halo_blur_px : keyword-only, optional
         if late:  # from the warped frame, the fuser's own copy
             self._update_range(None, frame3, first)
         if self._rows0 is None:
-            self._fold(first)
+            self._fold(first, plane)
         self._n += 1
 
     def _update_range(self, raw: Any, work3: np.ndarray, first: bool) -> None:
@@ -634,13 +650,14 @@ z_step_um, z_um, index_mismatch, halo, halo_blur_px : keyword-only, optional
         self._rows0 = None
         self._fold(True)
 
-    def _fold(self, first: bool) -> None:
+    def _fold(self, first: bool, plane: np.ndarray | None = None) -> None:
+        """Fold the frame in ``plane`` (by default the planar buffer) into the fused pyramid."""
         kern = self._kern()
         pyr = self._pyr()
         rule = self.rule
         hard = rule.sharpness is None
         power = 1 if rule.sharpness is None else int(rule.sharpness)
-        g: np.ndarray = self._plane  # type: ignore[assignment]
+        g: np.ndarray = self._plane if plane is None else plane  # type: ignore[assignment]
         inherited = self._dummy2
         scratch = self._work_scratch()
         workers = self._workers()
