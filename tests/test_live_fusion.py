@@ -1108,6 +1108,14 @@ def test_bench_live_mda_runs_on_a_tiny_grid() -> None:
             assert len(cell["mda_s"]) == len(cell["outputs_s"]) == 1
             assert cell["outputs_median_s"] >= cell["mda_median_s"] > 0
             assert np.isfinite(cell["overhead_pct"]) and np.isfinite(cell["fusion_fps"])
+            assert len(cell["other_cores"]) == 1
+        # the cores other processes kept busy, per run (NaN where /proc/stat is missing)
+        others = [
+            *row["plain_other_cores"],
+            *(row[f]["other_cores"][0] for f in row if f in ("default", "background")),
+        ]
+        assert len(others) == 3 and all(not o < 0 for o in others)
+        assert row["other_cores_max"] == max(others) or not np.isfinite(row["other_cores_max"])
     assert "estimated grid time" in lines[0] and len(lines) == 3
     json.dumps(result)  # the JSON the bench writes
     table = bench.format_table(result)
