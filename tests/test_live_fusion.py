@@ -1207,6 +1207,33 @@ def test_the_warm_up_maps_in_the_first_groups_buffers() -> None:
     assert live.errors == []
 
 
+def test_the_tiny_warm_up_stack_is_fused_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A later sequence with the same dtype and options finds the kernels loaded: its
+    warm-up fuses no tiny stack (whose Python work would compete with the acquisition's
+    start) and only maps in the first group's buffers."""
+    from nanoro_optics.fusion import StackFuser
+    from nanoro_optics.fusion.stack import _POOLS
+
+    sizes: list[tuple[int, ...]] = []
+    add = StackFuser.add
+
+    def counting_add(self: StackFuser, frame: Any, **kw: Any) -> None:
+        sizes.append(np.shape(frame))
+        add(self, frame, **kw)
+
+    monkeypatch.setattr(StackFuser, "add", counting_add)
+    seq = _sequence(channels=["A"])
+    info = {"image_infos": [{"dtype": "uint16", "plane_shape": SHAPE}]}
+    for _ in range(2):
+        live = LiveFusion(levels=2, sharpness=3)  # options no other test warms up
+        live.sequenceStarted(seq, info)
+        assert live._warmer is not None
+        live._warmer.join(timeout=120)
+        assert live.warmed_up == np.uint16 and _POOLS[live]._entry is not None
+        assert sizes == [(16, 16)] * 3  # the first handler's tiny stack, and no other
+        live.sequenceFinished(seq)
+
+
 @pytest.mark.parametrize("nice", [0, 5])
 def test_the_handlers_own_threads_yield_to_the_acquisition(rig: Any, nice: int) -> None:
     """The fusing and finishing threads run ``fusion_nice`` steps nicer than the thread

@@ -82,6 +82,10 @@ DEFAULT_MAX_BACKLOG_FRAMES = 16
 MAX_BACKLOG_FRAMES_LIMIT = 10_000
 #: frames over which the arrival and fusion rates are measured (throughputs)
 _RATE_WINDOW = 16
+#: the kernels the sequence-start warm-up has loaded in this process: (dtype, frame
+#: dimensions, guided, options); a later sequence's warm-up only maps in its buffers
+_WARMED: set[tuple[str, int, bool, str]] = set()
+_WARM_LOCK = threading.Lock()
 #: frames fused, and intervals between frames, measured before a backlog is reported: the
 #: first frames of a process may wait for numba to load its kernels, once
 MIN_MEASURED_FRAMES = 4
@@ -752,8 +756,11 @@ class LiveFusion:
         cache, a minute on a first run. Done at the first frame, that time is a backlog
         the acquisition waits for; started here, from the sequence's summary (the
         camera's dtype and plane shape), it overlaps the moves to the first position. A
-        tiny stack of that dtype is fused with the handler's options, and the first group's
-        buffers (about 0.1 GB at 2048 x 2048) are allocated and mapped in for it
+        tiny stack of that dtype is fused with the handler's options (once per process:
+        a later sequence's kernels are loaded already, and the tiny stack's Python work
+        would only compete with the acquisition's start for the interpreter), on one
+        numba thread and ``fusion_nice`` steps nicer, and the first group's buffers
+        (about 0.1 GB at 2048 x 2048) are allocated and mapped in for it
         (:meth:`StackFuser._lend_reserved`), which its first frame would otherwise pay
         for; when the summary says nothing usable, nothing is done (the first frame loads
         them, as before). A failure is only logged: the frames then meet the same error,
@@ -775,21 +782,30 @@ class LiveFusion:
         if self._guide is not None:  # the fuser gets (H, W, channels)
             shape = (*shape[:2], len(self._channels))
         plane = (16, 16, *shape[2:])
-        options, guide = self.options, self._guide
+        options, guide, nice = self.options, self._guide, self.fusion_nice
+        kernels = (dtype.str, len(plane), guide is not None, repr(options))
 
         def warm() -> None:
             from nanoro_optics.fusion import StackFuser
 
+            lower_this_thread(nice)  # the acquisition first
             try:
-                fuser = StackFuser(options, guide_channel=guide)
-                for k in range(3):
-                    fuser.add(np.full(plane, k, dtype), z_um=float(k))
-                fuser.result(release=True)
-                self.warmed_up = dtype
+                with _WARM_LOCK:
+                    loaded = kernels in _WARMED
+                if not loaded:
+                    with numba_threads(1):  # a 16 x 16 stack: a team would only wait
+                        fuser = StackFuser(options, guide_channel=guide)
+                        for k in range(3):
+                            fuser.add(np.full(plane, k, dtype), z_um=float(k))
+                        fuser.result(release=True)
+                    with _WARM_LOCK:
+                        _WARMED.add(kernels)
+                    self.warmed_up = dtype
                 # the first group's buffers, mapped in now rather than while frames come
                 spare = StackFuser(options, guide_channel=guide).share_buffers(self)
                 spare._reserve(shape, dtype)
                 spare._lend_reserved()
+                self.warmed_up = dtype
             except Exception as exc:  # the first frame will say it, where it is recorded
                 _log.debug("live fusion's kernel warm-up failed: %s", exc)
 
