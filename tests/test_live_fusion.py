@@ -625,8 +625,11 @@ def test_only_the_sequences_last_frame_takes_every_thread(monkeypatch: pytest.Mo
 
 def test_finish_in_background_returns_before_the_last_group_is_written(tmp_path: Path) -> None:
     """sequenceFinished hands the last group over and returns; wait() says when it is done,
-    and a non-daemon thread keeps an exiting interpreter alive until then."""
+    and an exiting interpreter waits for it (an exit function joins the finishing thread;
+    no thread is started at the sequence's end)."""
     import threading
+
+    from nanoro_optics.mmcore.mda import _BACKGROUND
 
     release = threading.Event()
     got: list[FusedGroup] = []
@@ -646,10 +649,11 @@ def test_finish_in_background_returns_before_the_last_group_is_written(tmp_path:
     frames = rng.integers(0, 4000, (len(Z_REL), *SHAPE)).astype(np.uint16)
     for z, frame in enumerate(frames):
         live.frameReady(frame, _event(p=0, c=0, z=z), {})
+    n_threads = threading.active_count()
     live.sequenceFinished(seq)  # returns with the group still being finished
+    assert threading.active_count() == n_threads
     assert got == [] and live.wait(timeout_s=0.05) is False
-    keepers = [t for t in threading.enumerate() if t.name == "LiveFusion-outputs"]
-    assert keepers and not any(t.daemon for t in keepers)
+    assert live._finisher in _BACKGROUND
     with pytest.raises(ValueError, match="timeout_s"):
         live.wait(-1.0)
     release.set()
@@ -659,11 +663,43 @@ def test_finish_in_background_returns_before_the_last_group_is_written(tmp_path:
     _assert_same(got[0].image, ref.image)
     with tifffile.TiffFile(got[0].path) as tif:
         _assert_same(tif.series[0].asarray(), ref.image)
-    for t in keepers:
-        t.join(5.0)
-        assert not t.is_alive()
     with pytest.raises(TypeError, match="finish_in_background"):
         LiveFusion(finish_in_background="yes")
+
+
+def test_an_exiting_interpreter_waits_for_the_background_finish(tmp_path: Path) -> None:
+    """The script's last line hands the last group to the finishing thread and returns;
+    the interpreter exits only once its callback has run."""
+    import subprocess
+
+    done = tmp_path / "done.txt"
+    script = f"""
+import time
+import numpy as np
+import useq
+from nanoro_optics.mmcore import LiveFusion
+
+def slow(group):
+    time.sleep(0.5)
+    open({str(done)!r}, "w").write(str(group.image.shape))
+
+seq = useq.MDASequence(stage_positions=[(None, None, 10.0)], z_plan={{"range": 2, "step": 1}})
+live = LiveFusion(slow, levels=2, finish_in_background=True)
+live.sequenceStarted(seq, {{}})
+for z, ev in enumerate(seq.iter_events()):
+    live.frameReady(np.full((16, 16), z + 1, np.uint16), ev, {{}})
+live.sequenceFinished(seq)
+"""
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert done.read_text() == "(16, 16)"
 
 
 def test_run_waits_for_the_outputs_in_background_mode(rig: Any, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ References
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import os
@@ -82,6 +83,33 @@ DEFAULT_MAX_BACKLOG_FRAMES = 16
 MAX_BACKLOG_FRAMES_LIMIT = 10_000
 #: frames over which the arrival and fusion rates are measured (throughputs)
 _RATE_WINDOW = 16
+#: finishing threads of sequences finished in the background (finish_in_background),
+#: which an exiting interpreter waits for (:func:`_join_background`)
+_BACKGROUND: set[threading.Thread] = set()
+_BACKGROUND_LOCK = threading.Lock()
+
+
+def _join_background() -> None:
+    """Wait for the outputs of every sequence finished in the background (run at exit).
+
+    The finishing threads are daemons (one whose sequence never finished must not keep
+    the interpreter alive); the interpreter runs its exit functions after joining the
+    other threads and before it stops the daemons, so their outputs are done first. No
+    thread is started for this when a sequence ends: a new thread, on the acquisition's
+    time, would wait for the interpreter while the finishing thread holds it.
+    """
+    while True:
+        with _BACKGROUND_LOCK:
+            pending = [t for t in _BACKGROUND if t.is_alive()]
+            _BACKGROUND.clear()
+        if not pending:
+            return
+        for thread in pending:
+            thread.join()
+
+
+atexit.register(_join_background)
+
 #: the kernels the sequence-start warm-up has loaded in this process: (dtype, frame
 #: dimensions, guided, options); a later sequence's warm-up only maps in its buffers
 _WARMED: set[tuple[str, int, bool, str]] = set()
@@ -295,7 +323,7 @@ class LiveFusion:
         sequence) as soon as the last frame is fused: its result, file and callback follow
         in the finishing thread (``benchmarks/bench_live_mda.py`` times both finishes). Call
         :meth:`wait` before reading the files or :attr:`errors`. An interpreter that exits
-        meanwhile waits for them (a non-daemon thread watches the finishing thread); the
+        meanwhile waits for them (an exit function joins the finishing thread); the
         next sequence's start waits for them too. Default False: when ``core.mda.run``
         returns, every output is done. :meth:`run` always waits.
     max_backlog_frames : int, keyword-only
@@ -959,7 +987,9 @@ class LiveFusion:
             self._release_finisher()
             finisher = self._finisher
             if finisher is not None:  # an exiting interpreter waits for this one
-                threading.Thread(target=finisher.join, name="LiveFusion-outputs").start()
+                with _BACKGROUND_LOCK:
+                    _BACKGROUND.difference_update([t for t in _BACKGROUND if not t.is_alive()])
+                    _BACKGROUND.add(finisher)
         else:
             self._stop_finisher()
         self._sequence = None
