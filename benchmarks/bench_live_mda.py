@@ -29,7 +29,11 @@ grid's time is estimated from the warm-up and printed before it starts.
 
 The machine may be shared: the load average, the environment (``OMP_WAIT_POLICY``,
 ``NUMBA_NUM_THREADS``), numba's and the handler's thread counts and the pymmcore-plus
-version are recorded with the table (printed, and as JSON with every run's times).
+version are recorded with the table (printed, and as JSON with every run's times), and
+so is, for every run, how many cores other processes kept busy meanwhile (Linux: the
+machine's busy CPU time less this process's, over the run's wall time; the table gives a
+cell's largest): a cell where it is well above 0 measured a contended machine, not the
+handler, and is worth running again.
 
 Usage: python benchmarks/bench_live_mda.py [--quick] [--side 2048] [--z 10]
 [--positions 1 4] [--exposure-ms 0 10 20 50 100] [--repeats 3] [--settle-ms 0]
@@ -141,6 +145,35 @@ def _median(values: Sequence[float]) -> float:
     return float(statistics.median(vals)) if vals else math.nan
 
 
+def _busy_cpu_s() -> float:
+    """CPU seconds every process of the machine has used since boot (Linux; NaN elsewhere)."""
+    try:
+        with open("/proc/stat") as fh:
+            ticks = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return math.nan
+    busy = sum(ticks[:3]) + sum(ticks[5:8])  # user, nice, system, irq, softirq, steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _timed(run: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """Run ``run(*args)``; return its result and the cores other processes used meanwhile.
+
+    The machine's busy CPU time less this process's, over the wall time: 0 on a quiet
+    machine, about 1 when another program kept a core busy (NaN where unknown).
+    """
+    busy0, own0, t0 = _busy_cpu_s(), _own_cpu_s(), time.perf_counter()
+    out = run(*args)
+    wall = time.perf_counter() - t0
+    other = (_busy_cpu_s() - busy0) - (_own_cpu_s() - own0)
+    return out, max(0.0, other / wall) if wall > 0 and math.isfinite(other) else math.nan
+
+
 def run_grid(
     *,
     side: int = 2048,
@@ -162,7 +195,9 @@ def run_grid(
     ``overhead_outputs_pct``: until every output is written), and the handler's backlog
     warnings (runs that warned) and rates (median over the runs of the handler's
     ``arrival_fps`` and ``fusion_fps``: frames/s the acquisition delivered and the handler
-    fused, over each sequence's last 16 frames).
+    fused, over each sequence's last 16 frames), and the cores other processes kept busy
+    during each run (``plain_other_cores``, each finish's ``other_cores``, and the cell's
+    largest, ``other_cores_max``).
     """
     import useq
 
@@ -255,17 +290,24 @@ def run_grid(
             for e in exposures_ms:
                 cam.set_exposure_ms(e)
                 plain_s: list[float] = []
+                other: list[float] = []
                 runs: dict[str, list[dict[str, Any]]] = {f: [] for f in finishes}
                 for _ in range(repeats):  # alternating: plain, then each finish
-                    plain_s.append(plain(seq))
+                    t_plain, o = _timed(plain, seq)
+                    plain_s.append(t_plain)
+                    other.append(o)
                     for f in finishes:
-                        runs[f].append(live_run(seq, n_pos, f, tmp))
+                        r, o = _timed(live_run, seq, n_pos, f, tmp)
+                        runs[f].append({**r, "other_cores": o})
+                        other.append(o)
                 row: dict[str, Any] = {
                     "positions": n_pos,
                     "exposure_ms": e,
                     "frames": n_pos * n_z,
                     "plain_s": plain_s,
                     "plain_median_s": _median(plain_s),
+                    "plain_other_cores": other[:: 1 + len(finishes)],
+                    "other_cores_max": max(other) if other else math.nan,
                 }
                 for f, rs in runs.items():
                     mda = _median([r["mda_s"] for r in rs])
@@ -280,6 +322,7 @@ def run_grid(
                         "runs_warned": sum(r["warned"] for r in rs),
                         "arrival_fps": _median([r["arrival_fps"] for r in rs]),
                         "fusion_fps": _median([r["fusion_fps"] for r in rs]),
+                        "other_cores": [r["other_cores"] for r in rs],
                     }
                 rows.append(row)
                 say(_row_line(row, finishes))
@@ -315,6 +358,10 @@ def _pct(x: float) -> str:
     return f"{x:+.1f} %" if math.isfinite(x) else "n/a"
 
 
+def _cores(x: float) -> str:
+    return f"{x:.2f}" if math.isfinite(x) else "n/a"
+
+
 def _row_line(row: dict[str, Any], finishes: Sequence[str]) -> str:
     parts = [
         f"{row['positions']} pos, {row['exposure_ms']:5.1f} ms: plain {row['plain_median_s']:.2f} s"
@@ -325,6 +372,7 @@ def _row_line(row: dict[str, Any], finishes: Sequence[str]) -> str:
             f"{f} {c['mda_median_s']:.2f} s ({_pct(c['overhead_pct'])}; outputs "
             f"{_pct(c['overhead_outputs_pct'])}; warned {c['runs_warned']}/{len(c['mda_s'])})"
         )
+    parts.append(f"other processes up to {_cores(row['other_cores_max'])} cores")
     return ", ".join(parts)
 
 
@@ -347,6 +395,7 @@ def format_table(result: dict[str, Any]) -> str:
     if "background" in fin:
         cols += ["background: core.mda.run", "background: last file written"]
     cols += ["runs warned (" + "/".join(fin) + ")", "arrival frames/s", "fusion frames/s"]
+    cols += ["other processes, cores (max)"]
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in result["rows"]:
         cells = [str(row["positions"]), f"{row['exposure_ms']:g}", f"{row['plain_median_s']:.2f}"]
@@ -360,6 +409,7 @@ def format_table(result: dict[str, Any]) -> str:
         for rate in ("arrival_fps", "fusion_fps"):
             fps = [row[f][rate] for f in fin if math.isfinite(row[f][rate])]
             cells.append(f"{statistics.median(fps):.1f}" if fps else "-")
+        cells.append(_cores(row.get("other_cores_max", math.nan)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -625,8 +625,11 @@ def test_only_the_sequences_last_frame_takes_every_thread(monkeypatch: pytest.Mo
 
 def test_finish_in_background_returns_before_the_last_group_is_written(tmp_path: Path) -> None:
     """sequenceFinished hands the last group over and returns; wait() says when it is done,
-    and a non-daemon thread keeps an exiting interpreter alive until then."""
+    and an exiting interpreter waits for it (an exit function joins the finishing thread;
+    no thread is started at the sequence's end)."""
     import threading
+
+    from nanoro_optics.mmcore.mda import _BACKGROUND
 
     release = threading.Event()
     got: list[FusedGroup] = []
@@ -646,10 +649,11 @@ def test_finish_in_background_returns_before_the_last_group_is_written(tmp_path:
     frames = rng.integers(0, 4000, (len(Z_REL), *SHAPE)).astype(np.uint16)
     for z, frame in enumerate(frames):
         live.frameReady(frame, _event(p=0, c=0, z=z), {})
+    n_threads = threading.active_count()
     live.sequenceFinished(seq)  # returns with the group still being finished
+    assert threading.active_count() == n_threads
     assert got == [] and live.wait(timeout_s=0.05) is False
-    keepers = [t for t in threading.enumerate() if t.name == "LiveFusion-outputs"]
-    assert keepers and not any(t.daemon for t in keepers)
+    assert live._finisher in _BACKGROUND
     with pytest.raises(ValueError, match="timeout_s"):
         live.wait(-1.0)
     release.set()
@@ -659,11 +663,43 @@ def test_finish_in_background_returns_before_the_last_group_is_written(tmp_path:
     _assert_same(got[0].image, ref.image)
     with tifffile.TiffFile(got[0].path) as tif:
         _assert_same(tif.series[0].asarray(), ref.image)
-    for t in keepers:
-        t.join(5.0)
-        assert not t.is_alive()
     with pytest.raises(TypeError, match="finish_in_background"):
         LiveFusion(finish_in_background="yes")
+
+
+def test_an_exiting_interpreter_waits_for_the_background_finish(tmp_path: Path) -> None:
+    """The script's last line hands the last group to the finishing thread and returns;
+    the interpreter exits only once its callback has run."""
+    import subprocess
+
+    done = tmp_path / "done.txt"
+    script = f"""
+import time
+import numpy as np
+import useq
+from nanoro_optics.mmcore import LiveFusion
+
+def slow(group):
+    time.sleep(0.5)
+    open({str(done)!r}, "w").write(str(group.image.shape))
+
+seq = useq.MDASequence(stage_positions=[(None, None, 10.0)], z_plan={{"range": 2, "step": 1}})
+live = LiveFusion(slow, levels=2, finish_in_background=True)
+live.sequenceStarted(seq, {{}})
+for z, ev in enumerate(seq.iter_events()):
+    live.frameReady(np.full((16, 16), z + 1, np.uint16), ev, {{}})
+live.sequenceFinished(seq)
+"""
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert done.read_text() == "(16, 16)"
 
 
 def test_run_waits_for_the_outputs_in_background_mode(rig: Any, tmp_path: Path) -> None:
@@ -1108,6 +1144,14 @@ def test_bench_live_mda_runs_on_a_tiny_grid() -> None:
             assert len(cell["mda_s"]) == len(cell["outputs_s"]) == 1
             assert cell["outputs_median_s"] >= cell["mda_median_s"] > 0
             assert np.isfinite(cell["overhead_pct"]) and np.isfinite(cell["fusion_fps"])
+            assert len(cell["other_cores"]) == 1
+        # the cores other processes kept busy, per run (NaN where /proc/stat is missing)
+        others = [
+            *row["plain_other_cores"],
+            *(row[f]["other_cores"][0] for f in row if f in ("default", "background")),
+        ]
+        assert len(others) == 3 and all(not o < 0 for o in others)
+        assert row["other_cores_max"] == max(others) or not np.isfinite(row["other_cores_max"])
     assert "estimated grid time" in lines[0] and len(lines) == 3
     json.dumps(result)  # the JSON the bench writes
     table = bench.format_table(result)
@@ -1197,6 +1241,33 @@ def test_the_warm_up_maps_in_the_first_groups_buffers() -> None:
         live.frameReady(np.full(SHAPE, z + 1, np.uint16), _event(p=0, c=0, z=z), {})
     live.sequenceFinished(seq)
     assert live.errors == []
+
+
+def test_the_tiny_warm_up_stack_is_fused_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A later sequence with the same dtype and options finds the kernels loaded: its
+    warm-up fuses no tiny stack (whose Python work would compete with the acquisition's
+    start) and only maps in the first group's buffers."""
+    from nanoro_optics.fusion import StackFuser
+    from nanoro_optics.fusion.stack import _POOLS
+
+    sizes: list[tuple[int, ...]] = []
+    add = StackFuser.add
+
+    def counting_add(self: StackFuser, frame: Any, **kw: Any) -> None:
+        sizes.append(np.shape(frame))
+        add(self, frame, **kw)
+
+    monkeypatch.setattr(StackFuser, "add", counting_add)
+    seq = _sequence(channels=["A"])
+    info = {"image_infos": [{"dtype": "uint16", "plane_shape": SHAPE}]}
+    for _ in range(2):
+        live = LiveFusion(levels=2, sharpness=3)  # options no other test warms up
+        live.sequenceStarted(seq, info)
+        assert live._warmer is not None
+        live._warmer.join(timeout=120)
+        assert live.warmed_up == np.uint16 and _POOLS[live]._entry is not None
+        assert sizes == [(16, 16)] * 3  # the first handler's tiny stack, and no other
+        live.sequenceFinished(seq)
 
 
 @pytest.mark.parametrize("nice", [0, 5])

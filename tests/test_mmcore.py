@@ -286,3 +286,33 @@ def test_the_simulated_core_passes_frames_it_holds_unchanged() -> None:
         core = simulated_core(MockZStage(), FixedCamera(frame), frame_shape=(2, 2))
         got = MMCoreCamera(core).snap()
         assert got.dtype == np.uint16 and got.tolist() == frame.tolist()
+
+
+def test_the_simulated_core_waits_for_its_devices_in_the_calling_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # UniMMCore starts a thread pool at every waitForSystem (before every MDA event); a
+    # Micro-Manager core waits in the calling thread, and so does the simulated core
+    import threading
+
+    class SlowStage(MockZStage):
+        waited = 0
+
+        def wait_until_idle(self, timeout_s: float | None = None) -> None:
+            self.waited += 1
+
+    stage = SlowStage()
+    core = simulated_core(stage, CountingCamera(), frame_shape=(2, 2))
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def counting_start(self: threading.Thread) -> None:
+        started.append(self.name)
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", counting_start)
+    stage.waited = 0
+    core.waitForSystem()
+    core.waitForDevice("Z")
+    assert started == []
+    assert stage.waited == 2  # the stage is still waited for, once per call

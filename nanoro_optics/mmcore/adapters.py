@@ -383,6 +383,31 @@ def _device_classes() -> tuple[type, type]:
     return ProtocolStageDevice, ProtocolCameraDevice
 
 
+@functools.lru_cache(maxsize=1)
+def _core_class() -> type:
+    """Define the simulated core's class (needs pymmcore-plus, hence lazily)."""
+    _require_pymmcore_plus()
+    from pymmcore_plus.experimental.unicore import UniMMCore
+
+    class SimulatedCore(UniMMCore):  # type: ignore[misc,unused-ignore]
+        """A ``UniMMCore`` that waits for its devices in the calling thread.
+
+        ``UniMMCore.waitForDeviceType`` (which ``waitForSystem``, and so the MDA engine
+        before every event, calls) waits for its Python devices in parallel, from a thread
+        pool it makes and shuts down at each call: two new threads per event here. A
+        Micro-Manager core waits in the calling thread. Besides their own cost, those
+        threads hand the GIL back and forth with whatever else the process runs (a live
+        fusion handler), which a real core's MDA does not pay. Waiting for each device
+        in turn is the same wait: the simulated devices report idle at once.
+        """
+
+        def waitForDeviceType(self, devType: int) -> None:
+            for label in self.getLoadedDevicesOfType(devType):
+                self.waitForDevice(label)
+
+    return SimulatedCore
+
+
 def simulated_core(
     stage: Any,
     camera: Any,
@@ -421,6 +446,9 @@ def simulated_core(
     pymmcore_plus.experimental.unicore.UniMMCore
         With ``stage_label`` as the focus device and ``camera_label`` as the camera, and
         auto-shutter off (there is no shutter device, which the MDA engine would open).
+        It waits for its devices in the calling thread, as a Micro-Manager core does
+        (``UniMMCore`` itself starts a thread pool at every ``waitForSystem``, i.e. before
+        every event of an MDA).
 
     Examples
     --------
@@ -435,7 +463,6 @@ def simulated_core(
     (16, 16)
     """
     _require_pymmcore_plus()
-    from pymmcore_plus.experimental.unicore import UniMMCore
 
     if frame_shape is None:
         specimen = getattr(camera, "specimen", None)
@@ -459,7 +486,7 @@ def simulated_core(
     level = log.level
     log.setLevel(logging.CRITICAL)
     try:
-        core = UniMMCore()
+        core = _core_class()()
     finally:
         log.setLevel(level)
     core.loadPyDevice(stage_label, stage_cls(stage))

@@ -28,6 +28,7 @@ References
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import os
@@ -82,6 +83,37 @@ DEFAULT_MAX_BACKLOG_FRAMES = 16
 MAX_BACKLOG_FRAMES_LIMIT = 10_000
 #: frames over which the arrival and fusion rates are measured (throughputs)
 _RATE_WINDOW = 16
+#: finishing threads of sequences finished in the background (finish_in_background),
+#: which an exiting interpreter waits for (:func:`_join_background`)
+_BACKGROUND: set[threading.Thread] = set()
+_BACKGROUND_LOCK = threading.Lock()
+
+
+def _join_background() -> None:
+    """Wait for the outputs of every sequence finished in the background (run at exit).
+
+    The finishing threads are daemons (one whose sequence never finished must not keep
+    the interpreter alive); the interpreter runs its exit functions after joining the
+    other threads and before it stops the daemons, so their outputs are done first. No
+    thread is started for this when a sequence ends: a new thread, on the acquisition's
+    time, would wait for the interpreter while the finishing thread holds it.
+    """
+    while True:
+        with _BACKGROUND_LOCK:
+            pending = [t for t in _BACKGROUND if t.is_alive()]
+            _BACKGROUND.clear()
+        if not pending:
+            return
+        for thread in pending:
+            thread.join()
+
+
+atexit.register(_join_background)
+
+#: the kernels the sequence-start warm-up has loaded in this process: (dtype, frame
+#: dimensions, guided, options); a later sequence's warm-up only maps in its buffers
+_WARMED: set[tuple[str, int, bool, str]] = set()
+_WARM_LOCK = threading.Lock()
 #: frames fused, and intervals between frames, measured before a backlog is reported: the
 #: first frames of a process may wait for numba to load its kernels, once
 MIN_MEASURED_FRAMES = 4
@@ -291,7 +323,7 @@ class LiveFusion:
         sequence) as soon as the last frame is fused: its result, file and callback follow
         in the finishing thread (``benchmarks/bench_live_mda.py`` times both finishes). Call
         :meth:`wait` before reading the files or :attr:`errors`. An interpreter that exits
-        meanwhile waits for them (a non-daemon thread watches the finishing thread); the
+        meanwhile waits for them (an exit function joins the finishing thread); the
         next sequence's start waits for them too. Default False: when ``core.mda.run``
         returns, every output is done. :meth:`run` always waits.
     max_backlog_frames : int, keyword-only
@@ -752,8 +784,11 @@ class LiveFusion:
         cache, a minute on a first run. Done at the first frame, that time is a backlog
         the acquisition waits for; started here, from the sequence's summary (the
         camera's dtype and plane shape), it overlaps the moves to the first position. A
-        tiny stack of that dtype is fused with the handler's options, and the first group's
-        buffers (about 0.1 GB at 2048 x 2048) are allocated and mapped in for it
+        tiny stack of that dtype is fused with the handler's options (once per process:
+        a later sequence's kernels are loaded already, and the tiny stack's Python work
+        would only compete with the acquisition's start for the interpreter), on one
+        numba thread and ``fusion_nice`` steps nicer, and the first group's buffers
+        (about 0.1 GB at 2048 x 2048) are allocated and mapped in for it
         (:meth:`StackFuser._lend_reserved`), which its first frame would otherwise pay
         for; when the summary says nothing usable, nothing is done (the first frame loads
         them, as before). A failure is only logged: the frames then meet the same error,
@@ -775,21 +810,30 @@ class LiveFusion:
         if self._guide is not None:  # the fuser gets (H, W, channels)
             shape = (*shape[:2], len(self._channels))
         plane = (16, 16, *shape[2:])
-        options, guide = self.options, self._guide
+        options, guide, nice = self.options, self._guide, self.fusion_nice
+        kernels = (dtype.str, len(plane), guide is not None, repr(options))
 
         def warm() -> None:
             from nanoro_optics.fusion import StackFuser
 
+            lower_this_thread(nice)  # the acquisition first
             try:
-                fuser = StackFuser(options, guide_channel=guide)
-                for k in range(3):
-                    fuser.add(np.full(plane, k, dtype), z_um=float(k))
-                fuser.result(release=True)
-                self.warmed_up = dtype
+                with _WARM_LOCK:
+                    loaded = kernels in _WARMED
+                if not loaded:
+                    with numba_threads(1):  # a 16 x 16 stack: a team would only wait
+                        fuser = StackFuser(options, guide_channel=guide)
+                        for k in range(3):
+                            fuser.add(np.full(plane, k, dtype), z_um=float(k))
+                        fuser.result(release=True)
+                    with _WARM_LOCK:
+                        _WARMED.add(kernels)
+                    self.warmed_up = dtype
                 # the first group's buffers, mapped in now rather than while frames come
                 spare = StackFuser(options, guide_channel=guide).share_buffers(self)
                 spare._reserve(shape, dtype)
                 spare._lend_reserved()
+                self.warmed_up = dtype
             except Exception as exc:  # the first frame will say it, where it is recorded
                 _log.debug("live fusion's kernel warm-up failed: %s", exc)
 
@@ -943,7 +987,9 @@ class LiveFusion:
             self._release_finisher()
             finisher = self._finisher
             if finisher is not None:  # an exiting interpreter waits for this one
-                threading.Thread(target=finisher.join, name="LiveFusion-outputs").start()
+                with _BACKGROUND_LOCK:
+                    _BACKGROUND.difference_update([t for t in _BACKGROUND if not t.is_alive()])
+                    _BACKGROUND.add(finisher)
         else:
             self._stop_finisher()
         self._sequence = None
