@@ -14,7 +14,8 @@ only sees arrays. This module owns every decision about files:
   when depth is tracked too (a depth map, the halo correction) and the frames are not
   aligned, read back afterwards two files at a time (two frame-size maps less at the peak,
   which the depth tracker's maps would otherwise join); with ``reference="middle"`` a first
-  pass estimates the middle frame's transform. Each file is decoded at most twice;
+  pass estimates the middle frame's transform. Each file is decoded at most twice, besides
+  the frames the halo correction reads again near occluding edges (:func:`_fuse`);
 - the z step (frame ``k`` at ``k * z_step_um``, :class:`~nanoro_optics.fusion.FusionOptions`),
   the crop, and a stack of one frame (refused, :data:`~nanoro_optics.fusion.stack.ONE_FRAME_ERROR`);
 - writing: every output of a run is checked first and committed together, all or none

@@ -237,9 +237,7 @@ class _FusedOutput(_FrameIntake):
                 "over with _set_range(lo, hi) first, e.g. _set_range(*frame_range(frames))"
             )
         if release:  # the collapse needs only the fused means; free the rest before it
-            self._released = True
-            self._wnorm, self._gbuf, self._rbuf = [], [], []
-            self._plane = None
+            self._free_buffers(keep_means=True)
         if self._n == 1 and self._first is not None:
             image = self._first.copy()
         else:
@@ -258,10 +256,17 @@ class _FusedOutput(_FrameIntake):
                 self._kern().clamp_to_range(image3, lo, hi)
             image = image3 if len(self._shape) == 3 else image3[:, :, 0]
         if release:
-            self._acc = []
-            self._built = None
-            self._lo = self._hi = None
+            self._free_buffers(keep_means=False)
         return image
+
+    def _free_buffers(self, *, keep_means: bool) -> None:
+        """Release the fuser: free its work buffers; unless ``keep_means``, its means and range."""
+        self._released = True
+        self._wnorm, self._gbuf, self._rbuf = [], [], []
+        self._plane = None
+        if not keep_means:
+            self._acc = []
+            self._built = self._lo = self._hi = None
 
     def _result(self, *, release: bool, image: np.ndarray | None = None) -> FusionResult:
         """Return the fused image and the depth map (no halo step).
@@ -284,9 +289,7 @@ class _FusedOutput(_FrameIntake):
         if image is None:
             image = self._image(release=release)
         elif release:  # only the tracker is read from here on
-            self._released = True
-            self._acc, self._wnorm, self._gbuf, self._rbuf = [], [], [], []
-            self._plane = self._built = self._lo = self._hi = None
+            self._free_buffers(keep_means=False)
         assert self._tracker is not None
         fill = self.rule.fill_depth
         depth, conf = self._tracker.finish(

@@ -490,10 +490,8 @@ z_step_um, z_um, index_mismatch, halo, halo_blur_px : keyword-only, optional
         if pool is None or self._layout is None or self._n or self._released:
             return False
         pool.put(self._layout, self._pooled())
-        self._released = True
-        self._acc, self._wnorm, self._gbuf, self._rbuf = [], [], [], []
-        self._plane = self._lo = self._hi = self._scratch = None
-        self._tracker = None
+        self._free_buffers(keep_means=False)
+        self._scratch = self._tracker = None
         return True
 
     def _image(self, *, release: bool) -> np.ndarray:
