@@ -9,13 +9,16 @@ only lazily, from inside the public functions that need them.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.abc
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from importlib.machinery import ModuleSpec
+from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any, TypeVar
 
@@ -29,6 +32,9 @@ NJIT_OPTIONS: dict[str, Any] = {"cache": True, "nogil": True, "fastmath": False}
 def njit(*, parallel: bool = False, **overrides: Any) -> Callable[[F], F]:
     """Return numba's ``njit`` decorator with the package policy.
 
+    The on-disk cache of every kernel made here goes stale when any of the package's kernel
+    sources changes (:func:`_stamp_kernel_caches`), not only the kernel's own module.
+
     Parameters
     ----------
     parallel : bool, optional
@@ -38,8 +44,104 @@ def njit(*, parallel: bool = False, **overrides: Any) -> Callable[[F], F]:
     """
     import numba
 
+    _stamp_kernel_caches()
     options = {**NJIT_OPTIONS, "parallel": parallel, **overrides}
     return numba.njit(**options)  # type: ignore[no-any-return,unused-ignore]
+
+
+#: the package's folder: kernels defined under it get the package-wide cache stamp
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _kernel_sources() -> tuple[Path, ...]:
+    """Return the package's kernel sources: every ``*_kernels.py`` and what they import.
+
+    A kernel's machine code also holds the helpers it calls from sibling kernel modules
+    (inlined or linked) and the constants it reads (``fusion/_codes.py``), frozen at compile
+    time; the kernel modules import nothing else of the package (a test checks this).
+    """
+    return _sources_under(_PACKAGE_DIR)
+
+
+@lru_cache(maxsize=4)
+def _sources_under(root: Path) -> tuple[Path, ...]:
+    # (found once per process: every kernel's cache asks for the stamp)
+    names = ("_kernel_common.py", "_codes.py")
+    return tuple(
+        sorted(p for p in root.rglob("*.py") if p.name.endswith("_kernels.py") or p.name in names)
+    )
+
+
+def _kernel_digest() -> bytes:
+    """SHA-256 of the package's kernel sources (their paths and contents) and the options."""
+    stats = []
+    for path in _kernel_sources():
+        st = path.stat()
+        stats.append((str(path), st.st_mtime_ns, st.st_size))
+    return _digest_of(tuple(stats), repr(sorted(NJIT_OPTIONS.items())))
+
+
+@lru_cache(maxsize=8)
+def _digest_of(stats: tuple[tuple[str, int, int], ...], options: str) -> bytes:
+    # keyed by the files' times and sizes: a file changed while the process runs is read again
+    h = hashlib.sha256(options.encode())
+    for name, _, _ in stats:
+        path = Path(name)
+        h.update(path.relative_to(_PACKAGE_DIR).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.digest()
+
+
+_STAMPED = False
+_STAMP_LOCK = threading.Lock()
+
+
+def _stamp_kernel_caches() -> None:
+    """Make numba's cache of a package kernel stale whenever any kernel source changes.
+
+    numba stamps a cached kernel with its own source file only: a kernel whose helper in
+    another module changed (``_kernel_common.py``, a sibling ``*_kernels.py``, a constant in
+    ``_codes.py``) would be loaded from the cache as it was compiled before, silently
+    running the old code. This puts cache locators in front of numba's own that, for
+    functions defined in this package only, add :func:`_kernel_digest` to the stamp: any
+    change to the kernel sources (or :data:`NJIT_OPTIONS`) recompiles every kernel once.
+    The cache files stay where numba puts them. Idempotent; a numba without these
+    locator classes keeps its own stamps (a test fails there rather than the kernels).
+    """
+    global _STAMPED
+    with _STAMP_LOCK:
+        if _STAMPED:
+            return
+        _STAMPED = True
+        from numba.core import caching
+
+        impl = getattr(caching, "CacheImpl", None)
+        bases = [
+            getattr(caching, name, None)
+            for name in ("UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator")
+        ]
+        if impl is None or not hasattr(impl, "_locator_classes") or None in bases:
+            return
+        impl._locator_classes[:0] = [_stamped_locator(base) for base in bases if base]
+
+
+def _stamped_locator(base: type) -> type:
+    """Return a subclass of the numba cache locator ``base`` with the package-wide stamp."""
+
+    class Stamped(base):  # type: ignore[valid-type,misc,unused-ignore]
+        @classmethod
+        def from_function(cls, py_func: Any, py_file: str) -> Any:
+            try:
+                Path(py_file).resolve().relative_to(_PACKAGE_DIR)
+            except (OSError, ValueError):
+                return None  # not a kernel of this package: numba's own locators
+            return super().from_function(py_func, py_file)
+
+        def get_source_stamp(self) -> Any:
+            return (super().get_source_stamp(), _kernel_digest())
+
+    Stamped.__name__ = Stamped.__qualname__ = f"PackageStamped{base.__name__}"
+    return Stamped
 
 
 def max_threads() -> int:
