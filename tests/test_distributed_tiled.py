@@ -53,6 +53,54 @@ def test_tiled_equals_untiled(dtype: Any, channels: int, levels: int, tile_px: i
         _assert_same(res, ref, exact=False)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "scale", "offset"),
+    [
+        (np.int64, 2.0**20, 0),  # wider than float32's 24 bits: fused in scaled steps
+        (np.int64, 2.0**20, 2**40),  # ... relative to frame 0's midpoint
+        (np.uint32, 2.0**14, 0),
+        (np.float64, 1e31, 0),  # float frames far from 1: scaled by a power of two
+        (np.float32, 1e-30, 0),
+    ],
+)
+def test_tiles_share_the_whole_frames_working_units(dtype: Any, scale: float, offset: int) -> None:
+    # each tile's fuser once took its working units from its own part of frame 0: tiles of
+    # wide integers were rounded to different steps (seams of up to 4096 DN at 2**20)
+    s = synthetic_stack((96, 80), 4, seed=2, dtype=np.uint16, channels=1)
+    frames = (s.frames.astype(np.float64) * scale + offset).astype(dtype)
+    ref = fuse_stack(frames, levels=3, fill_depth=False)
+    res = fuse_tiled(frames, levels=3, tile_px=32)
+    assert res.n_tiles == 9
+    _assert_same(res, ref, exact=True)
+
+
+def test_frame0_span_reads_strips(monkeypatch) -> None:
+    # frame 0's range is read a strip of rows at a time (a frame larger than memory)
+    monkeypatch.setattr(tiled_mod, "_SPAN_ROWS", 7)
+    frames = np.zeros((2, 30, 20), np.int64)
+    frames[0, 29, 3] = -(2**40)
+    frames[0, 0, 0] = 2**50
+    frames[1] = 2**60  # (frame 1 is not read)
+    span = tiled_mod._frame0_span(tiled_mod._Frames(frames))
+    assert span == (-(2**40), 2**50, 0.0)
+    floats = np.zeros((2, 30, 20), np.float32)
+    floats[0, 15, 2] = -3e30
+    assert tiled_mod._frame0_span(tiled_mod._Frames(floats)) == (0, 0, float(np.float32(3e30)))
+    assert tiled_mod._frame0_span(tiled_mod._Frames(np.zeros((2, 8, 8), np.uint16))) is None
+
+
+def test_scale_as_comes_before_the_first_frame_and_is_checked() -> None:
+    from nanoro_optics.fusion import StackFuser
+
+    fuser = StackFuser(levels=2)
+    for bad in ((3, 2, 0.0), (0, 1, float("nan")), (0, 1, -1.0), (0.5, 1, 0.0)):
+        with pytest.raises(ValueError, match="_scale_as"):
+            fuser._scale_as(*bad)
+    fuser.add(np.zeros((16, 16), np.int64))
+    with pytest.raises(ValueError, match="before the first frame"):
+        fuser._scale_as(0, 1, 0.0)
+
+
 def test_hard_rule_wide_window_and_z() -> None:
     s = synthetic_stack((120, 100), 4, seed=5, dtype=np.uint16, noise_dn=30.0)
     z = [10.0, 12.5, 15.0, 17.5]

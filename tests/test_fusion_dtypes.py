@@ -204,6 +204,20 @@ def test_noise_dn_too_small_for_the_data_is_refused_naming_it():
     assert np.isfinite(image).all()
 
 
+def test_noise_dn_of_huge_frames_is_taken_at_their_scale():
+    # noise_dn was refused above 1e30 whatever the data; frames of any finite scale are
+    # fused, and the noise is checked against theirs (the tiled driver passes it on)
+    frames = synthetic_stack((32, 32), 3, seed=0, dtype="float32").frames.astype(np.float64)
+    big = fuse_stack(frames * 2.0**110, noise_dn=2.0**110 / 255)
+    small = fuse_stack(frames, noise_dn=1 / 255)
+    np.testing.assert_array_equal(big.image, small.image * 2.0**110)
+    np.testing.assert_array_equal(big.depth, small.depth)
+    with pytest.raises(ValueError, match=r"noise_dn=\[1e\+300\] does not fit these frames"):
+        fuse_stack(frames, noise_dn=1e300)
+    with pytest.raises(ValueError, match="noise_dn must be finite"):
+        fuse_stack(frames, noise_dn=float("inf"))
+
+
 def _random_stack(data: st.DataObject) -> np.ndarray:
     """A small random stack of a random dtype and scale (hypothesis draws the choices)."""
     dtype = np.dtype(data.draw(st.sampled_from(INT_DTYPES + FLOAT_DTYPES), label="dtype"))

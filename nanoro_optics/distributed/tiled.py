@@ -57,6 +57,10 @@ _GAUSS_TRUNCATE = 4.0
 MAX_DEFAULT_LEVELS = 8
 
 
+#: rows of frame 0 read at a time for its range (:func:`_frame0_span`)
+_SPAN_ROWS = 256
+
+
 def tile_margin_px(levels: int, *, window_px: int = 5) -> int:
     """Overlap (px) a tile needs so its core fuses exactly as in the whole image.
 
@@ -295,18 +299,49 @@ def _tiles(h: int, w: int, tile: int, margin: int, align: int) -> Iterator[tuple
             yield cy0, cy1, cx0, cx1, ry0, ry1, rx0, rx1
 
 
+def _frame0_span(frames: _Frames) -> tuple[int, int, float] | None:
+    """Frame 0's smallest and largest value and largest magnitude, read in strips of rows.
+
+    What a fuser of the whole frames takes its working units from (wide integers, float
+    frames far from 1): every tile's fuser takes them from here (``StackFuser._scale_as``).
+    None for uint8 and uint16 frames, which are fused as they are.
+    """
+    dtype = frames.dtype
+    if dtype in (np.uint8, np.uint16):
+        return None
+    h, w = frames.frame_shape[:2]
+    lo: int | None = None
+    hi: int | None = None
+    top = 0.0
+    for r0 in range(0, h, _SPAN_ROWS):
+        strip = frames.region(0, r0, min(r0 + _SPAN_ROWS, h), 0, w)
+        if dtype.kind == "f":
+            # as the fuser sees it (float16 promoted); a non-finite pixel is the tile's error
+            a = np.abs(strip.astype(np.promote_types(dtype, np.float32), copy=False))
+            finite = a[np.isfinite(a)]
+            top = max(top, float(finite.max()) if finite.size else 0.0)
+        else:
+            s_lo, s_hi = int(strip.min()), int(strip.max())
+            lo = s_lo if lo is None else min(lo, s_lo)
+            hi = s_hi if hi is None else max(hi, s_hi)
+    return (0 if lo is None else lo, 0 if hi is None else hi, top)
+
+
 def _fuse_tile(
     frames: _Frames,
     box: tuple[int, ...],
     z_um: Sequence[float] | None,
     options: FusionOptions,
     numba_threads: int | None,
+    span: tuple[int, int, float] | None = None,
 ) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray, str]:
     from nanoro_optics.fusion import StackFuser
 
     _limit_numba_threads(numba_threads)
     cy0, cy1, cx0, cx1, ry0, ry1, rx0, rx1 = box
     fuser = StackFuser(options, z_um=z_um)
+    if span is not None:  # the working units of the whole frames, not of this tile's
+        fuser._scale_as(*span)
     for k in range(frames.n_frames):
         fuser.add(frames.region(k, ry0, ry1, rx0, rx1))
     res = fuser.result()
@@ -561,11 +596,12 @@ def fuse_tiled(
             if progress is not None:
                 progress(done, len(boxes))
 
+        span = _frame0_span(frames)
         if client is None:
             for box in boxes:
-                store(_fuse_tile(frames, box, z, tile_opts, numba_threads))
+                store(_fuse_tile(frames, box, z, tile_opts, numba_threads, span))
         else:
-            _run_on_cluster(client, frames, boxes, z, tile_opts, numba_threads, store)
+            _run_on_cluster(client, frames, boxes, z, tile_opts, numba_threads, store, span)
         if fill:  # the assembled map, filled as one (the tiles left their holes NaN)
             from nanoro_optics.fusion.depth import fill_depth as fill_holes
 
@@ -601,6 +637,7 @@ def _run_on_cluster(
     options: FusionOptions,
     numba_threads: int | None,
     store: Callable[[Any], None],
+    span: tuple[int, int, float] | None,
 ) -> None:
     from . import require_distributed
     from .batch import connect
@@ -615,7 +652,9 @@ def _run_on_cluster(
     try:
         threads = 1 if numba_threads is None else numba_threads
         futures = [
-            dask_client.submit(_fuse_tile, frames, box, z, options, threads, pure=False, retries=2)
+            dask_client.submit(
+                _fuse_tile, frames, box, z, options, threads, span, pure=False, retries=2
+            )
             for box in boxes
         ]
         try:

@@ -91,6 +91,8 @@ class _FrameIntake:
     _z_init: np.ndarray | None
     _z_frames: list[float]
     _lum: np.ndarray
+    #: frame 0's (lo, hi, top) when this fuser sees only a part of it (:meth:`_scale_as`)
+    _frame0_span: tuple[int, int, float] | None = None
 
     if TYPE_CHECKING:
 
@@ -179,6 +181,9 @@ class _FrameIntake:
         """
         self._exp = 0
         self._offset: int | None = None  # in the biased uint64 domain of _biased()
+        span = self._frame0_span  # a tile's fuser: the whole frame 0's (_scale_as)
+        if span is not None:
+            top = span[2]
         self._scale0 = top  # frame 0's largest magnitude (float frames)
         if frame.dtype in (np.uint8, np.uint16):
             return
@@ -186,11 +191,29 @@ class _FrameIntake:
             if top > 0 and not _FLOAT_SCALE_WINDOW[0] <= top <= _FLOAT_SCALE_WINDOW[1]:
                 self._exp = -math.frexp(top)[1]
             return
-        lo, hi = int(frame.min()), int(frame.max())
+        lo, hi = (int(frame.min()), int(frame.max())) if span is None else span[:2]
         if -_INT_EXACT <= lo and hi <= _INT_EXACT:
             return
         self._offset = _bias_of(frame.dtype) + (lo + hi) // 2
         self._exp = -max(0, (hi - lo).bit_length() - 24)
+
+    def _scale_as(self, lo: int, hi: int, top: float) -> None:
+        """Choose the working units from a whole frame 0 of which this fuser sees a part.
+
+        Tiled fusion (:func:`nanoro_optics.distributed.fuse_tiled`) fuses each tile with
+        its own fuser; were each to take the units from its own part of frame 0, tiles of
+        integers wider than 24 bits would be rounded to different steps (seams at their
+        borders) and float frames scaled apart. ``lo``, ``hi``: frame 0's smallest and
+        largest value (integer frames); ``top``: its largest magnitude (float frames).
+        Must come before the first frame.
+        """
+        if self._n:
+            raise ValueError("_scale_as() must come before the first frame")
+        if not (isinstance(lo, int) and isinstance(hi, int) and lo <= hi):
+            raise ValueError(f"_scale_as: lo and hi must be ints with lo <= hi, got {lo!r}, {hi!r}")
+        if not (math.isfinite(top) and top >= 0):
+            raise ValueError(f"_scale_as: top must be finite and >= 0, got {top!r}")
+        self._frame0_span = (lo, hi, float(top))
 
     def _to_work(self, frame: np.ndarray) -> np.ndarray:
         """Return a frame in the float32 working units of :meth:`_set_scale`."""

@@ -27,6 +27,7 @@ import dataclasses
 import enum
 import json
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -415,9 +416,14 @@ class FusionOptions:
         return cls(**kwargs)
 
 
+#: largest noise_dn accepted: any finite value (frames of any finite scale are fused; the
+#: fuser refuses a noise that leaves float32 against the frames' own scale, StackFuser)
+_NOISE_MAX_DN = sys.float_info.max
+
+
 def _check_noise(value: Any) -> float | tuple[float, ...]:
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        return _check_real(value, "noise_dn", 0.0, 1e30, open_lo=True)
+        return _check_real(value, "noise_dn", 0.0, _NOISE_MAX_DN, open_lo=True)
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise TypeError(
             f"noise_dn must be a number or a sequence of numbers, got {type(value).__name__}"
@@ -430,7 +436,8 @@ def _check_noise(value: Any) -> float | tuple[float, ...]:
     if not 1 <= len(items) <= 16:
         raise ValueError(f"noise_dn must hold 1 to 16 values (one per channel), got {len(items)}")
     return tuple(
-        _check_real(v, f"noise_dn[{i}]", 0.0, 1e30, open_lo=True) for i, v in enumerate(items)
+        _check_real(v, f"noise_dn[{i}]", 0.0, _NOISE_MAX_DN, open_lo=True)
+        for i, v in enumerate(items)
     )
 
 
