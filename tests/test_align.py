@@ -331,6 +331,22 @@ def test_warp_keeps_dtype_and_channels() -> None:
     np.testing.assert_array_equal(warp_frame(rgb, np.eye(3)[:2]), rgb)
 
 
+def test_identical_frames_keep_the_whole_frame_valid() -> None:
+    # identical frames register to within ~1e-7 px, not exactly: that noise once cost
+    # valid_bbox a row and a column on each side (and the depth map its border)
+    frame = (SCENE * 255).astype(np.uint8)
+    res = align_stack(np.stack([frame] * 4), reference=0)
+    assert res.valid_bbox == (0, SIZE, 0, SIZE)
+    aligner = FrameAligner()
+    for _ in range(4):
+        aligner.add(frame)
+    assert aligner.valid_bbox == (0, SIZE, 0, SIZE)
+    # a true shift still takes its pixels off: half a pixel costs the edge row it leaves
+    shifted = warp_frame(frame.astype(np.float32), np.array([[1.0, 0, 0], [0, 1.0, 0.5]]))
+    y0, y1, x0, x1 = align_stack(np.stack([frame, shifted]), reference=0).valid_bbox
+    assert (x0, x1) == (0, SIZE) and (y0, y1) in ((0, SIZE - 1), (1, SIZE))
+
+
 def test_first_frame_comes_back_unchanged_and_single_frame_stack() -> None:
     aligner = FrameAligner()
     frame = (SCENE * 255).astype(np.uint8)

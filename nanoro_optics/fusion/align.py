@@ -74,6 +74,10 @@ _HIGHPASS_BOX_PX = 41
 _CONVERGED_PX = 1e-3
 _MAX_ITERATIONS = 40
 _FINE_ORDER = 3
+#: a pixel whose sample lies this close outside a frame still counts as covered by it in
+#: ``valid_bbox``: the registration is no more precise (identical frames register to within
+#: ~1e-7 px, which cost the box a row and a column on each side with a 1e-9 tolerance)
+_BOX_TOLERANCE_PX = _CONVERGED_PX
 #: A pair with less texture than this (mean squared band-passed gradient, in units of the
 #: frame's own band-passed variance) cannot be registered; the previous step is reused.
 _MIN_TEXTURE = 1e-4
@@ -332,10 +336,11 @@ def _valid_bbox_of(matrix: np.ndarray, shape: tuple[int, int]) -> tuple[float, f
 
 def _bbox_pixels(box: tuple[float, float, float, float], shape: tuple[int, int]) -> tuple[int, ...]:
     h, w = shape
-    y0 = min(max(0, math.ceil(box[0] - 1e-9)), h)
-    y1 = max(min(h, math.floor(box[1] + 1e-9) + 1), y0)
-    x0 = min(max(0, math.ceil(box[2] - 1e-9)), w)
-    x1 = max(min(w, math.floor(box[3] + 1e-9) + 1), x0)
+    tol = _BOX_TOLERANCE_PX
+    y0 = min(max(0, math.ceil(box[0] - tol)), h)
+    y1 = max(min(h, math.floor(box[1] + tol) + 1), y0)
+    x0 = min(max(0, math.ceil(box[2] - tol)), w)
+    x1 = max(min(w, math.floor(box[3] + tol) + 1), x0)
     return (y0, y1, x0, x1)
 
 
