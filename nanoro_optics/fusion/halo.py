@@ -166,6 +166,9 @@ SHARPER_BY = 0.1
 #: at 512^2 x 11, seed 5: 0.59 in the one tile whose back frame came out 6 frames short,
 #: at most 0.42 in the others)
 HOLES_SHARE = 0.5
+#: px from the front layer beyond which a hole's pixels measure the back layer's detail,
+#: where the front layer leaves none of it beyond the widest glow (:meth:`_Layers.back_texture`)
+HOLE_RIM_PX = 2.0
 #: sizes of the back layer's PSF (relative to the front layer's at the same distance in
 #: frames) tried in the frames between the layers'
 BACK_SCALES = (0.9, 1.1)
@@ -1220,11 +1223,17 @@ class _Layers:
         The local variance (9 px windows) of frame kb less its 2-px Gaussian blur, its
         median over the back layer's pixels beyond the widest glow (a few bright objects do
         not make a dark background detailed), per channel over its noise variance, the
-        largest channel's.
+        largest channel's. Where the front layer leaves none of those (a plate with holes
+        fills the window), over its holes (the back layer's parts that do not reach the
+        window's border) beyond :data:`HOLE_RIM_PX`: the glow over them is smooth, it adds
+        little to the high-pass.
         """
         from scipy import ndimage
 
-        seen = ~self.front & self.fin & (self.dist_out > MAX_BLUR_PX / 2)
+        back = ~self.front & self.fin
+        seen = back & (self.dist_out > MAX_BLUR_PX / 2)
+        if seen.sum() < 64:
+            seen = _holes(back) & (self.dist_out > HOLE_RIM_PX)
         if seen.sum() < 64:
             return 0.0
         i_b = self.crop[self.kb]
