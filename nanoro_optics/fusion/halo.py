@@ -164,7 +164,9 @@ SHARPER_BY = 0.1
 #: there the focus measure mixes the holes' background with the plate's glow and puts
 #: their depth frames short of the background's, and shows few of them (plates with holes
 #: at 512^2 x 11, seed 5: 0.59 in the one tile whose back frame came out 6 frames short,
-#: at most 0.42 in the others)
+#: at most 0.42 in the others; of the back layer the matte leaves, 0.52 to 0.74 where no
+#: back pixel lies beyond the widest glow, against at most 0.06 in the fibres scene's
+#: tiles of that kind, where a space between fibres is no hole)
 HOLES_SHARE = 0.5
 #: px from the front layer beyond which a hole's pixels measure the back layer's detail,
 #: where the front layer leaves none of it beyond the widest glow (:meth:`_Layers.back_texture`)
@@ -1223,16 +1225,17 @@ class _Layers:
         The local variance (9 px windows) of frame kb less its 2-px Gaussian blur, its
         median over the back layer's pixels beyond the widest glow (a few bright objects do
         not make a dark background detailed), per channel over its noise variance, the
-        largest channel's. Where the front layer leaves none of those (a plate with holes
-        fills the window), over its holes (the back layer's parts that do not reach the
-        window's border) beyond :data:`HOLE_RIM_PX`: the glow over them is smooth, it adds
-        little to the high-pass.
+        largest channel's. Where the front layer leaves none of those and the back layer
+        lies mostly in its holes (:data:`HOLES_SHARE` of its pixels in parts that do not
+        reach the window's border: a plate with holes fills the window), over those holes
+        beyond :data:`HOLE_RIM_PX`: the glow over them is smooth, it adds little to the
+        high-pass.
         """
         from scipy import ndimage
 
         back = ~self.front & self.fin
         seen = back & (self.dist_out > MAX_BLUR_PX / 2)
-        if seen.sum() < 64:
+        if seen.sum() < 64 and _in_holes(back) >= HOLES_SHARE:
             seen = _holes(back) & (self.dist_out > HOLE_RIM_PX)
         if seen.sum() < 64:
             return 0.0
