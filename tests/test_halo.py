@@ -138,6 +138,31 @@ def test_main_pair_is_not_fitted_where_the_third_layer_is_in_focus() -> None:
     assert 0 < fit < 10 and fit not in main.check_frames and fit in main.frames[2:]
 
 
+def test_a_plate_with_holes_searches_its_background_beyond_the_depth_maps_mode() -> None:
+    from nanoro_optics.fusion.halo import _plan, _sharper, _Windows
+
+    # a plate in focus in frame 10 over a window, its holes' depth smeared to frame 6 (the
+    # focus measure mixes their background with the plate's glow)
+    yy, xx = np.mgrid[0:256, 0:256]
+    depth = np.full((256, 256), 10.0, np.float32)
+    for cy, cx in [(60 + 45 * i, 60 + 45 * j) for i in range(4) for j in range(4)]:
+        depth[np.hypot(yy - cy, xx - cx) < 8] = 6.0
+    (main,) = _plan(depth, (0, 0), 11)
+    assert main.frames[:2] == (6, 10)
+    assert main.deeper == (tuple(range(5)), ())
+    assert set(main.frames) == set(range(11))  # the check's frames follow the layers found
+    # the same depths reaching the window's border: no plate with holes, nothing beyond
+    depth[:, :20] = 6.0
+    (plain,) = _plan(depth, (0, 0), 11)
+    assert plain.deeper == ((), ()) and 0 not in plain.frames
+    # the frame of most detail beyond the mode is the layer's
+    rng = np.random.default_rng(1)
+    windows = {k: rng.normal(100.0, 1.0 + (6 - k), (1, 64, 64)) for k in range(7)}
+    region = np.ones((64, 64), bool)
+    assert _sharper(_Windows(windows), 6, 5, region, (0, 1, 2, 3, 4)) == 0
+    assert _sharper(_Windows(windows), 6, None, region) == 6
+
+
 def test_extension_keeps_its_level_far_from_the_known_pixels() -> None:
     from nanoro_optics.fusion._halo_matte import extend
 

@@ -16,6 +16,11 @@ __all__ = ["extend", "front_matte"]
 
 #: half-width (px) of the zone around the depth map's step where the edge is looked for
 ZONE_PX = 12
+#: the zone's half-width (px) in a plate with holes whose background the depth map shows
+#: nowhere farther than :data:`ZONE_PX` from the plate (only its larger holes, narrowed by
+#: the focus measure's spread): there the first estimate takes the background from the
+#: holes' cores
+HOLES_ZONE_PX = 4
 #: passes refining the matte with the background extended from near the front layer
 MATTE_PASSES = 2
 #: gap (px) between the front layer found so far and the pixels its background is taken from
@@ -200,10 +205,15 @@ def front_matte(
     front_depth: np.ndarray,
     fin: np.ndarray,
     sigma: np.ndarray,
+    *,
+    holes: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Return the front layer's mask, matte and colour ``F a`` from its frame ``i_f``.
 
-    ``i_b`` is the background's frame (where the front layer is blurred).
+    ``i_b`` is the background's frame (where the front layer is blurred). ``holes``: the
+    depth map's background lies mostly in holes of ``front_depth`` (a plate with holes);
+    where none of it is farther than :data:`ZONE_PX` from the plate, the zone narrows to
+    :data:`HOLES_ZONE_PX`.
 
     A first estimate takes the background (blurred in that frame) from beyond the depth
     map's step and the colour from inside it; :data:`MATTE_PASSES` more take them from
@@ -219,6 +229,10 @@ def front_matte(
     u = ZONE_PX
     def_in = ndimage.distance_transform_edt(front_depth) > u
     def_out = ndimage.distance_transform_edt(~front_depth & fin) > u
+    if def_out.sum() < 16 and holes:
+        u = HOLES_ZONE_PX
+        def_in = ndimage.distance_transform_edt(front_depth) > u
+        def_out = ndimage.distance_transform_edt(~front_depth & fin) > u
     if def_out.sum() < 16:
         return None
     b_ext = extend(i_f, def_out.astype(np.float64), 0.75 * u)

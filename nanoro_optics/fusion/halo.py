@@ -159,6 +159,18 @@ CROP_BUDGET_BYTES_PER_PX = 4
 DAMPING = 0.02
 #: relative excess of detail that makes the frame beyond a layer's the layer's focus
 SHARPER_BY = 0.1
+#: share of a window's side (the depth map's) in holes of the other side (parts that do
+#: not reach the window's border) from which the window is read as a plate with holes:
+#: there the focus measure mixes the holes' background with the plate's glow and puts
+#: their depth frames short of the background's, and shows few of them (plates with holes
+#: at 512^2 x 11, seed 5: 0.59 in the one tile whose back frame came out 6 frames short,
+#: at most 0.42 in the others; of the back layer the matte leaves, 0.52 to 0.74 where no
+#: back pixel lies beyond the widest glow, against at most 0.06 in the fibres scene's
+#: tiles of that kind, where a space between fibres is no hole)
+HOLES_SHARE = 0.5
+#: px from the front layer beyond which a hole's pixels measure the back layer's detail,
+#: where the front layer leaves none of it beyond the widest glow (:meth:`_Layers.back_texture`)
+HOLE_RIM_PX = 2.0
 #: sizes of the back layer's PSF (relative to the front layer's at the same distance in
 #: frames) tried in the frames between the layers'
 BACK_SCALES = (0.9, 1.1)
@@ -403,6 +415,9 @@ class _TilePlan:
     shape: tuple[int, int]  # the image's
     outer: tuple[int | None, int | None] = (None, None)  # the frames beyond the layers'
     main: tuple[int, int] | None = None  # a third layer's pair: the tile's main pair
+    #: a side in holes of the other (:data:`HOLES_SHARE`): every frame beyond its layer's
+    #: (low side, high side), each a candidate for its focus
+    deeper: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
 
 
 def _frame_getter(frames: Any, n_frames: int) -> Callable[[int], np.ndarray]:
@@ -836,6 +851,25 @@ def _plan(depth: np.ndarray, tile: tuple[int, int], n: int) -> list[_TilePlan]:
     win = (y0, y1, x0, x1)
     core = (t0y - y0, t1y - y0, t0x - x0, t1x - x0)
     plans = [_pair_plan(ty, tx, win, core, pair, n, (h, w)) for pair in pairs]
+    if len(pairs) == 1:
+        # a plate with holes: where one side lies mostly in holes of the other, the focus
+        # measure mixes the holes' background with the plate's glow and its mode may fall
+        # several frames short of the background's focus; every frame beyond is a candidate
+        # (and every frame between is read: the check's frames follow the layers found)
+        fin2 = np.isfinite(d)
+        low = fin2 & (d < 0.5 * (lo + hi))
+        main = plans[0]
+        deeper: list[tuple[int, ...]] = [(), ()]
+        read = set(main.frames)
+        if k_lo >= 2 and _in_holes(low) >= HOLES_SHARE:
+            deeper[0] = tuple(range(k_lo - 1))
+            read |= set(range(k_hi))
+        if k_hi <= n - 3 and _in_holes(fin2 & ~low) >= HOLES_SHARE:
+            deeper[1] = tuple(range(k_hi + 2, n))
+            read |= set(range(k_lo + 1, n))
+        if deeper[0] or deeper[1]:
+            main.deeper = (deeper[0], deeper[1])
+            main.frames = (*main.frames[:2], *sorted(read - set(main.frames[:2])))
     if len(pairs) > 1:
         # the main pair's model takes the third layer for the back layer, blurred as that:
         # the frame that has it in focus fits the PSF worst; the one nearest the middle at
@@ -892,15 +926,20 @@ def _pair_plan(
     )
 
 
-def _sharper(crop: _Windows, k: int, other: int | None, region: np.ndarray) -> int:
+def _sharper(
+    crop: _Windows, k: int, other: int | None, region: np.ndarray, more: Sequence[int] = ()
+) -> int:
     """``other`` when its detail over ``region`` exceeds frame ``k``'s, else ``k``.
 
     The detail: the energy of the frame less its Gaussian blur of 1 px, summed over the
-    channels; ``other`` must exceed by :data:`SHARPER_BY` (relative).
+    channels; ``other`` must exceed by :data:`SHARPER_BY` (relative). With ``more`` (the
+    frames further beyond, :attr:`_TilePlan.deeper`) the one of most detail among those
+    and ``other``, by the same margin.
     """
     from scipy import ndimage
 
-    if other is None or region.sum() < 16:
+    cands = [j for j in (other, *more) if j is not None]
+    if not cands or region.sum() < 16:
         return k
 
     def detail(j: int) -> float:
@@ -908,7 +947,23 @@ def _sharper(crop: _Windows, k: int, other: int | None, region: np.ndarray) -> i
         hp = img - ndimage.gaussian_filter(img, (0, 1.0, 1.0), mode="nearest")
         return float((hp[:, region] ** 2).sum())
 
-    return other if detail(other) > (1.0 + SHARPER_BY) * detail(k) else k
+    best = max(cands, key=detail)  # (the first of equals: the nearest beyond)
+    return best if detail(best) > (1.0 + SHARPER_BY) * detail(k) else k
+
+
+def _holes(side: np.ndarray) -> np.ndarray:
+    """Return ``side``'s parts (8-connected) that do not reach the window's border."""
+    from scipy import ndimage
+
+    lab, _ = ndimage.label(side, np.ones((3, 3), bool))
+    rim = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    return np.asarray(side & ~np.isin(lab, rim))
+
+
+def _in_holes(side: np.ndarray) -> float:
+    """Share of ``side``'s pixels in :func:`_holes` (0 for an empty side)."""
+    n_px = int(side.sum())
+    return float(_holes(side).sum()) / n_px if n_px else 0.0
 
 
 def _layer_depth(values: np.ndarray, n: int) -> tuple[float, int]:
@@ -968,12 +1023,18 @@ def _solve_tile(
             lo_region = lo_region & own
         else:
             hi_region = hi_region & own
-    k = _sharper(crop, k_lo, p.outer[0], lo_region)
+    k = _sharper(crop, k_lo, p.outer[0], lo_region, p.deeper[0])
     if k != k_lo:
         k_lo, lo = k, float(k)
-    k = _sharper(crop, k_hi, p.outer[1], hi_region)
+    k = _sharper(crop, k_hi, p.outer[1], hi_region, p.deeper[1])
     if k != k_hi:
         k_hi, hi = k, float(k)
+    if (p.deeper[0] or p.deeper[1]) and (k_lo, k_hi) != (p.frames[0], p.frames[1]):
+        # a plate with holes whose layer lay further beyond: the frames between those
+        # (all read) fit and check the model
+        fit_frames, checks = _check_frames(k_lo, k_hi)
+        fit_frames = fit_frames or checks
+        p = dataclasses.replace(p, check_frames=checks)
     if p.main is not None and (k_lo, k_hi) == p.main:
         return None  # the third layer's frame is not the sharpest on its side: no layer
     tried = []
@@ -1130,7 +1191,8 @@ class _Layers:
         if span < 1e-6:
             return None
         i_f = crop[kf]
-        got = _matte(i_f, crop[kb], front_depth, fin, sigma)
+        holes = _in_holes(fin & ~front_depth) >= HOLES_SHARE
+        got = _matte(i_f, crop[kb], front_depth, fin, sigma, holes=holes)
         if got is None:
             return None
         front, alpha, prem = got
@@ -1163,11 +1225,18 @@ class _Layers:
         The local variance (9 px windows) of frame kb less its 2-px Gaussian blur, its
         median over the back layer's pixels beyond the widest glow (a few bright objects do
         not make a dark background detailed), per channel over its noise variance, the
-        largest channel's.
+        largest channel's. Where the front layer leaves none of those and the back layer
+        lies mostly in its holes (:data:`HOLES_SHARE` of its pixels in parts that do not
+        reach the window's border: a plate with holes fills the window), over those holes
+        beyond :data:`HOLE_RIM_PX`: the glow over them is smooth, it adds little to the
+        high-pass.
         """
         from scipy import ndimage
 
-        seen = ~self.front & self.fin & (self.dist_out > MAX_BLUR_PX / 2)
+        back = ~self.front & self.fin
+        seen = back & (self.dist_out > MAX_BLUR_PX / 2)
+        if seen.sum() < 64 and _in_holes(back) >= HOLES_SHARE:
+            seen = _holes(back) & (self.dist_out > HOLE_RIM_PX)
         if seen.sum() < 64:
             return 0.0
         i_b = self.crop[self.kb]
