@@ -947,8 +947,9 @@ def _sharper(
         hp = img - ndimage.gaussian_filter(img, (0, 1.0, 1.0), mode="nearest")
         return float((hp[:, region] ** 2).sum())
 
-    best = max(cands, key=detail)  # (the first of equals: the nearest beyond)
-    return best if detail(best) > (1.0 + SHARPER_BY) * detail(k) else k
+    details = {j: detail(j) for j in cands}
+    best = max(cands, key=details.__getitem__)  # (the first of equals: the nearest beyond)
+    return best if details[best] > (1.0 + SHARPER_BY) * detail(k) else k
 
 
 def _holes(side: np.ndarray) -> np.ndarray:
@@ -1235,8 +1236,10 @@ class _Layers:
 
         back = ~self.front & self.fin
         seen = back & (self.dist_out > MAX_BLUR_PX / 2)
-        if seen.sum() < 64 and _in_holes(back) >= HOLES_SHARE:
-            seen = _holes(back) & (self.dist_out > HOLE_RIM_PX)
+        if seen.sum() < 64:
+            holes = _holes(back)  # (labelled once: the share and the pixels)
+            if holes.sum() >= HOLES_SHARE * back.sum() and back.any():
+                seen = holes & (self.dist_out > HOLE_RIM_PX)
         if seen.sum() < 64:
             return 0.0
         i_b = self.crop[self.kb]
